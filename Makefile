@@ -1,0 +1,53 @@
+# The README's commands. `make run` serves; `make test` checks everything.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+RUNTIME_STAMP := $(VENV)/.runtime-installed
+DEV_STAMP := $(VENV)/.dev-installed
+
+.PHONY: help install install-dev run test lint format pytest soak clean
+
+help:
+	@echo "make run    - install into $(VENV) and serve the embedded model on 127.0.0.1:8000"
+	@echo "make test   - install dev tools, lint, type-check and run the test suite with coverage"
+	@echo "make lint   - ruff format --check, ruff check, mypy"
+	@echo "make soak   - the long stability suite"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(RUNTIME_STAMP): pyproject.toml | $(PY)
+	$(PIP) install --quiet -e .
+	@touch $@
+
+$(DEV_STAMP): pyproject.toml | $(PY)
+	$(PIP) install --quiet -e '.[dev]'
+	@touch $(RUNTIME_STAMP) $@
+
+install: $(RUNTIME_STAMP)
+install-dev: $(DEV_STAMP)
+
+run: $(RUNTIME_STAMP)
+	$(VENV)/bin/inference-gateway serve
+
+lint: $(DEV_STAMP)
+	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/mypy
+
+format: $(DEV_STAMP)
+	$(VENV)/bin/ruff format src tests
+	$(VENV)/bin/ruff check --fix src tests
+
+pytest: $(DEV_STAMP)
+	$(PY) -m pytest -m "not soak" --cov --cov-report=term
+
+test: lint pytest
+
+soak: $(DEV_STAMP)
+	$(PY) -m pytest -m soak -v
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage .coverage.* htmlcov

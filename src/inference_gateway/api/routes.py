@@ -1,0 +1,190 @@
+"""The gateway's endpoints: ``/predict``, ``/health``, ``/ready`` (and ``/metrics``)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from inference_gateway.api.schemas import (
+    HealthResponse,
+    ImageOut,
+    ModelInfo,
+    PredictionOut,
+    PredictionResponse,
+    Problem,
+    ReadyResponse,
+    TimingsMs,
+)
+from inference_gateway.config import Settings
+from inference_gateway.errors import (
+    InvalidInputException,
+    UnsupportedMediaTypeException,
+    request_id_of,
+)
+from inference_gateway.inference.host import Classification, ModelHost
+from inference_gateway.inference.model import LoadedModel
+from inference_gateway.observability.telemetry import Telemetry
+from inference_gateway.observability.tracing import TracedOperation, get_current_trace_id
+
+router = APIRouter()
+
+TIMEOUT_HEADER = "x-request-timeout-ms"
+RAW_CONTENT_TYPES = ("application/octet-stream",)
+
+_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "content": {"application/problem+json": {}}}
+    for status in (400, 413, 415, 422, 500, 503, 504)
+}
+
+_PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def read_image_bytes(request: Request, max_fields: int) -> bytes:
+    """The uploaded image: multipart field ``file``, or the raw body of an image type.
+
+    The body-size limit applies while this streams (see `BodySizeLimitMiddleware`).
+    """
+    media_type = _media_type(request)
+    if media_type == "multipart/form-data":
+        try:
+            form = await request.form(max_files=1, max_fields=max_fields)
+        except StarletteHTTPException as exc:
+            raise InvalidInputException(f"Malformed multipart body: {exc.detail}") from None
+        try:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise InvalidInputException(
+                    "The multipart field 'file' with the image is required."
+                )
+            return await upload.read()
+        finally:
+            await form.close()
+    if media_type.startswith("image/") or media_type in RAW_CONTENT_TYPES:
+        return await request.body()
+    shown = media_type or "none"
+    raise UnsupportedMediaTypeException(
+        f"Content type {shown!r} is not accepted; send multipart/form-data with a 'file' "
+        "field, or the image bytes with an image/* or application/octet-stream type."
+    )
+
+
+def _deadline(request: Request, settings: Settings) -> float:
+    timeout = settings.request_timeout
+    header = request.headers.get(TIMEOUT_HEADER)
+    if header is not None:
+        try:
+            requested = int(header) / 1000
+        except ValueError:
+            raise InvalidInputException(f"{TIMEOUT_HEADER} must be an integer.") from None
+        if requested <= 0:
+            raise InvalidInputException(f"{TIMEOUT_HEADER} must be positive.")
+        timeout = min(timeout, requested)
+    return time.monotonic() + timeout
+
+
+def _model_info(model: LoadedModel) -> ModelInfo:
+    return ModelInfo(name=model.spec.name, version=model.spec.version, backend=model.backend.name)
+
+
+@router.post(
+    "/predict",
+    response_model=PredictionResponse,
+    responses=_PROBLEMS,
+    openapi_extra=_PREDICT_BODY,
+    summary="Classify an image",
+)
+async def predict(
+    request: Request,
+    response: Response,
+    top_k: Annotated[int | None, Query(ge=1, le=20, description="How many classes")] = None,
+) -> PredictionResponse:
+    """Classify one image (multipart ``file`` field or raw image body).
+
+    The response lists the ``top_k`` most likely ImageNet classes with softmax
+    confidences, and where the time went (also sent as a ``Server-Timing`` header).
+    """
+    started = time.perf_counter()
+    state = request.app.state
+    settings: Settings = state.settings
+    host: ModelHost = state.host
+    telemetry: Telemetry = state.telemetry
+    with TracedOperation("validate_input", tracer=telemetry.tracer) as span:
+        model = host.require_ready()
+        deadline = _deadline(request, settings)
+        data = await read_image_bytes(request, settings.max_multipart_fields)
+        span.set_attribute("image.bytes", len(data))
+    result: Classification = await host.classify(data, top_k or settings.top_k_default, deadline)
+    with TracedOperation("format_response", tracer=telemetry.tracer):
+        total_ms = (time.perf_counter() - started) * 1000
+        t = result.timings
+        response.headers["Server-Timing"] = (
+            f"preprocess;dur={t.preprocess_ms:.3f}, queue;dur={t.queue_ms:.3f}, "
+            f"inference;dur={t.inference_ms:.3f}, total;dur={total_ms:.3f}"
+        )
+        return PredictionResponse(
+            model=_model_info(model),
+            predictions=[
+                PredictionOut(class_id=p.class_id, label=p.label, confidence=p.confidence)
+                for p in result.predictions
+            ],
+            image=ImageOut(
+                format=result.image.format,
+                width=result.image.width,
+                height=result.image.height,
+                size_bytes=result.image.size_bytes,
+            ),
+            request_id=request_id_of(request) or "",
+            trace_id=get_current_trace_id(),
+            timings_ms=TimingsMs(
+                preprocess=round(t.preprocess_ms, 3),
+                queue=round(t.queue_ms, 3),
+                inference=round(t.inference_ms, 3),
+                total=round(total_ms, 3),
+            ),
+        )
+
+
+@router.get("/health", response_model=HealthResponse, summary="Liveness")
+async def health() -> HealthResponse:
+    """200 while the process can serve HTTP (it never waits on the model)."""
+    return HealthResponse(status="ok")
+
+
+@router.get(
+    "/ready", response_model=ReadyResponse, responses={503: _PROBLEMS[503]}, summary="Readiness"
+)
+async def ready(request: Request) -> ReadyResponse:
+    """200 once the model is loaded and warmed up; 503 before that and while draining."""
+    host: ModelHost = request.app.state.host
+    return ReadyResponse(status="ready", model=_model_info(host.require_ready()))
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    """Prometheus exposition (OpenMetrics with exemplars when the scraper asks)."""
+    telemetry: Telemetry = request.app.state.telemetry
+    assert telemetry.metrics is not None  # noqa: S101 - route exists only with metrics on
+    body, content_type = telemetry.metrics.render(request.headers.get("accept"))
+    return Response(body, media_type=content_type)

@@ -1,0 +1,182 @@
+"""`create_app`: the one place that wires settings, telemetry, model and routes together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter
+
+from inference_gateway.api.limits import BodySizeLimitMiddleware
+from inference_gateway.api.routes import metrics_endpoint, router
+from inference_gateway.config import Settings
+from inference_gateway.errors import install_error_handlers
+from inference_gateway.inference.host import ModelHost
+from inference_gateway.inference.model import LoadedModel, ModelLoader, load_model
+from inference_gateway.inference.preprocess import ImageLimits, harden_pillow
+from inference_gateway.observability.logging import get_logger, setup_logging
+from inference_gateway.observability.metrics import Metrics
+from inference_gateway.observability.middleware import ObservabilityMiddleware
+from inference_gateway.observability.telemetry import Telemetry
+from inference_gateway.observability.tracing import (
+    get_tracer,
+    instrument_fastapi,
+    otlp_http_exporter,
+    setup_tracing,
+)
+
+#: Longest time shutdown waits for pending spans to reach the collector.
+SPAN_FLUSH_TIMEOUT_SECONDS = 5.0
+
+
+def _default_loader(settings: Settings) -> ModelLoader:
+    def load() -> LoadedModel:
+        return load_model(
+            settings.model_name,
+            settings.model_version,
+            settings.model_backend.value,
+            settings.model_device.value,
+            settings.model_threads,
+        )
+
+    return load
+
+
+def _tracer_provider(
+    settings: Settings, exporter: SpanExporter | None, processors: tuple[SpanProcessor, ...]
+) -> TracerProvider | None:
+    if not settings.enable_tracing or settings.otel_sdk_disabled:
+        return None
+    if exporter is None and (
+        settings.otel_exporter_otlp_endpoint or settings.otel_exporter_otlp_traces_endpoint
+    ):
+        exporter = otlp_http_exporter()
+    return setup_tracing(
+        service_name=settings.app_name,
+        service_version=settings.app_version,
+        environment=settings.environment.value,
+        exporter=exporter,
+        processors=processors,
+    )
+
+
+async def _shutdown_tracing(provider: TracerProvider) -> None:
+    """Flush and stop the span pipeline without letting a dead collector hold us."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(
+            asyncio.to_thread(provider.force_flush, int(SPAN_FLUSH_TIMEOUT_SECONDS * 1000)),
+            SPAN_FLUSH_TIMEOUT_SECONDS + 1,
+        )
+    # shutdown() joins the export thread; run it off the loop and do not wait forever.
+    thread_task = asyncio.ensure_future(asyncio.to_thread(provider.shutdown))
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(thread_task), SPAN_FLUSH_TIMEOUT_SECONDS)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    model_loader: ModelLoader | None = None,
+    span_exporter: SpanExporter | None = None,
+    span_processors: tuple[SpanProcessor, ...] = (),
+    configure_logging: bool = True,
+) -> FastAPI:
+    """Build a gateway app; everything stateful is created here and kept on ``app.state``.
+
+    ``model_loader`` replaces the configured model (tests use a slow or failing one);
+    ``span_exporter``/``span_processors`` replace or add span pipelines (tests use
+    in-memory ones). Logging is process-wide: pass ``configure_logging=False`` to keep
+    the caller's.
+    """
+    settings = settings if settings is not None else Settings()
+    logger = get_logger()
+    metrics = (
+        Metrics(
+            app_name=settings.app_name,
+            app_version=settings.app_version,
+            environment=settings.environment.value,
+            multiprocess_dir=settings.prometheus_multiproc_dir,
+        )
+        if settings.enable_metrics
+        else None
+    )
+    provider = _tracer_provider(settings, span_exporter, span_processors)
+    telemetry = Telemetry(
+        metrics=metrics, tracer_provider=provider, tracer=get_tracer(provider), logger=logger
+    )
+    host = ModelHost(
+        model_loader or _default_loader(settings),
+        telemetry,
+        model_name=settings.model_name,
+        limits=ImageLimits(settings.max_image_pixels, settings.max_image_side),
+        preprocess_workers=settings.preprocess_workers,
+        max_queue_size=settings.max_queue_size,
+        warmup=settings.model_warmup,
+    )
+    if metrics is not None:
+        metrics.initialise_series(settings.model_name)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if configure_logging:
+            setup_logging(settings.log_level.value, settings.effective_log_format.value)
+        harden_pillow()
+        logger.info(
+            "Starting",
+            app_name=settings.app_name,
+            app_version=settings.app_version,
+            environment=settings.environment.value,
+            model_name=settings.model_name,
+            tracing=provider is not None,
+            metrics=metrics is not None,
+        )
+        loading = asyncio.create_task(host.start(), name="model-load")
+        try:
+            yield
+        finally:
+            logger.info("Shutting down")
+            host.draining = True
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await loading
+            await host.close()
+            if metrics is not None:
+                metrics.mark_process_dead(os.getpid())
+            if provider is not None:
+                await _shutdown_tracing(provider)
+
+    app = FastAPI(
+        title="inference-gateway",
+        version=settings.app_version,
+        summary="Image classification with metrics, logs and traces.",
+        lifespan=lifespan,
+        docs_url="/docs" if settings.enable_docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if settings.enable_docs else None,
+    )
+    app.state.settings = settings
+    app.state.telemetry = telemetry
+    app.state.host = host
+    install_error_handlers(app)
+    app.include_router(router)
+    if metrics is not None:
+        app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
+    # Middleware added last runs first: observability outermost, then CORS, then limits.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID", "Server-Timing", "traceparent"],
+        )
+    app.add_middleware(ObservabilityMiddleware, telemetry=telemetry)
+    if provider is not None:
+        instrument_fastapi(app, provider)
+    return app

@@ -1,0 +1,146 @@
+"""Command line: ``inference-gateway serve`` and ``inference-gateway predict IMAGE...``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from inference_gateway.config import ConfigError, Settings, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="inference-gateway", description="Observable image-classification gateway."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the HTTP API (settings from env and .env)")
+    serve.add_argument("--host", help="bind address (HOST)")
+    serve.add_argument("--port", type=int, help="TCP port (PORT)")
+    serve.add_argument("--workers", type=int, help="worker processes (WORKERS)")
+    predict = sub.add_parser("predict", help="classify local image files, no server")
+    predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    predict.add_argument("--top-k", type=int, default=5, help="classes per image (1-20)")
+    predict.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    return parser
+
+
+def _stopped(signum: int, frame: FrameType | None) -> None:
+    """A signal arriving after uvicorn finished draining: nothing left to do."""
+
+
+def serve(settings: Settings) -> int:
+    """Run uvicorn with the gateway; several workers share metrics via a multiprocess dir."""
+    import uvicorn
+
+    from inference_gateway.observability.logging import setup_logging
+    from inference_gateway.observability.metrics import prepare_multiprocess_dir
+
+    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+    # Workers import `inference_gateway.main`, which reads the environment: pass the
+    # command-line choices on through it.
+    os.environ.update(
+        {"HOST": settings.host, "PORT": str(settings.port), "WORKERS": str(settings.workers)}
+    )
+    if settings.workers > 1 and settings.enable_metrics:
+        directory = settings.prometheus_multiproc_dir or tempfile.mkdtemp(prefix="ig-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(prepare_multiprocess_dir(directory))
+    setup_logging(settings.log_level.value, settings.effective_log_format.value)
+    # Uvicorn drains on SIGTERM/SIGINT, restores the previous handlers and re-raises the
+    # signal. With these handlers the re-raised signal is a no-op, so a graceful stop
+    # exits 0 rather than dying by the signal.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _stopped)
+    uvicorn.run(
+        "inference_gateway.main:app",
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.graceful_shutdown_seconds),
+        server_header=False,
+    )
+    return 0
+
+
+def predict(images: Sequence[Path], top_k: int, as_json: bool, settings: Settings) -> int:
+    """Classify files in-process and print a table (or JSON lines); 1 if any failed."""
+    from inference_gateway.errors import InvalidImageException
+    from inference_gateway.inference.model import load_model
+    from inference_gateway.inference.postprocess import top_k as rank
+    from inference_gateway.inference.preprocess import ImageLimits, harden_pillow, prepare_image
+
+    if not 1 <= top_k <= 20:
+        sys.stderr.write("--top-k must be between 1 and 20\n")
+        return 2
+    harden_pillow()
+    model = load_model(
+        settings.model_name,
+        settings.model_version,
+        settings.model_backend.value,
+        settings.model_device.value,
+        settings.model_threads,
+    )
+    limits = ImageLimits(settings.max_image_pixels, settings.max_image_side)
+    failed = False
+    for path in images:
+        try:
+            prepared = prepare_image(path.read_bytes(), limits, model.spec.preprocess)
+        except (OSError, InvalidImageException) as exc:
+            failed = True
+            message = exc.detail if isinstance(exc, InvalidImageException) else exc.strerror
+            if as_json:
+                print(json.dumps({"image": str(path), "error": message}))
+            else:
+                print(f"{path}: error: {message}")
+            continue
+        logits = model.backend.predict(prepared.tensor[None])
+        predictions = rank(logits[0], model.spec.labels, top_k)
+        if as_json:
+            print(
+                json.dumps(
+                    {
+                        "image": str(path),
+                        "predictions": [
+                            {"class_id": p.class_id, "label": p.label, "confidence": p.confidence}
+                            for p in predictions
+                        ],
+                    }
+                )
+            )
+            continue
+        print(f"{path} ({prepared.info.format}, {prepared.info.width}x{prepared.info.height})")
+        print(f"  {'rank':>4}  {'class':>5}  {'confidence':>10}  label")
+        for rank_no, p in enumerate(predictions, start=1):
+            print(f"  {rank_no:>4}  {p.class_id:>5}  {p.confidence:>10.4f}  {p.label}")
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``inference-gateway`` console script."""
+    args = _parser().parse_args(argv)
+    overrides = {}
+    if args.command == "serve":
+        overrides = {
+            k: v for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers))
+            if v is not None
+        }  # fmt: skip
+    try:
+        settings = load_settings(**overrides)
+    except ConfigError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 2
+    if args.command == "serve":
+        return serve(settings)
+    return predict(args.images, args.top_k, args.json, settings)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

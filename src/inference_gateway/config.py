@@ -1,0 +1,172 @@
+"""Settings: every knob of the gateway, its environment variable and its default.
+
+Each field's environment variable is its name in upper case (``port`` → ``PORT``);
+values also come from a ``.env`` file in the working directory. Defaults serve a
+laptop. Standard ``OTEL_*`` variables are read by the OpenTelemetry SDK itself and keep
+their meaning there; they are not duplicated here.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from inference_gateway import __version__
+
+MIB = 1024 * 1024
+
+
+class Environment(StrEnum):
+    """Where the service runs; decides defaults such as the log format."""
+
+    DEVELOPMENT = "development"
+    STAGING = "staging"
+    PRODUCTION = "production"
+
+
+class LogFormat(StrEnum):
+    """How log records are rendered on stdout."""
+
+    JSON = "json"
+    CONSOLE = "console"
+
+
+class LogLevel(StrEnum):
+    """Standard logging levels accepted by ``LOG_LEVEL``."""
+
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
+
+
+class Backend(StrEnum):
+    """Which runtime executes the forward pass."""
+
+    TORCH = "torch"
+
+
+class Device(StrEnum):
+    """Where the torch backend runs the model."""
+
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    """All configuration of one gateway process, validated at start."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        case_sensitive=False,
+        extra="ignore",
+        frozen=True,
+        protected_namespaces=(),
+    )
+
+    # --- app
+    app_name: str = Field("inference-gateway", min_length=1, max_length=64)
+    app_version: str = Field(__version__, min_length=1, max_length=64)
+    environment: Environment = Environment.DEVELOPMENT
+
+    # --- server
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    graceful_shutdown_seconds: float = Field(30.0, gt=0, le=600)
+
+    # --- logging
+    log_level: LogLevel = LogLevel.INFO
+    log_format: LogFormat | None = None  # None: json, except console in development
+
+    # --- model
+    model_name: str = Field("efficientnet-lite0", min_length=1, max_length=64)
+    model_version: str = Field("1", min_length=1, max_length=32)
+    model_backend: Backend = Backend.TORCH
+    model_device: Device = Device.CPU
+    model_warmup: bool = True
+    model_threads: int = Field(0, ge=0, le=256)  # 0: one per CPU core
+    top_k_default: int = Field(5, ge=1, le=20)
+
+    # --- limits
+    max_body_bytes: int = Field(10 * MIB, ge=1024, le=1024 * MIB)
+    max_image_pixels: int = Field(40_000_000, ge=1, le=500_000_000)
+    max_image_side: int = Field(16_384, ge=1, le=65_535)
+    max_multipart_fields: int = Field(16, ge=1, le=1000)
+
+    # --- performance
+    preprocess_workers: int = Field(2, ge=1, le=64)
+    max_queue_size: int = Field(64, ge=1, le=100_000)
+    request_timeout: float = Field(10.0, gt=0, le=600)
+
+    # --- observability
+    enable_metrics: bool = True
+    enable_tracing: bool = True
+    enable_docs: bool = True
+    # Read, not redefined: these keep their standard meaning. An OTLP exporter is
+    # attached only when an endpoint is set; the SDK reads the rest of OTEL_* itself.
+    otel_sdk_disabled: bool = False
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_exporter_otlp_traces_endpoint: str | None = None
+    # Set by `inference-gateway serve --workers N` (or by you) for multiprocess metrics.
+    prometheus_multiproc_dir: str | None = None
+
+    # --- SLO targets (documentation and dashboards read the same numbers)
+    slo_availability_target: float = Field(0.995, gt=0, lt=1)
+    slo_latency_p99_seconds: float = Field(0.3, gt=0)
+    slo_latency_p95_seconds: float = Field(0.2, gt=0)
+
+    # --- CORS: closed unless origins are listed (comma-separated)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [o.strip() for o in value.split(",") if o.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_latency_targets(self) -> Settings:
+        if self.slo_latency_p95_seconds > self.slo_latency_p99_seconds:
+            raise ValueError("SLO_LATENCY_P95_SECONDS must not exceed SLO_LATENCY_P99_SECONDS")
+        return self
+
+    @property
+    def effective_log_format(self) -> LogFormat:
+        """The log format in force: explicit, or derived from the environment."""
+        if self.log_format is not None:
+            return self.log_format
+        if self.environment is Environment.DEVELOPMENT:
+            return LogFormat.CONSOLE
+        return LogFormat.JSON
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build `Settings` from the environment, turning validation errors into `ConfigError`.
+
+    The message names each offending environment variable, e.g. ``PORT: Input should
+    be less than or equal to 65535 (got '70000')``.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = "_".join(str(p) for p in err["loc"]).upper() or "SETTINGS"
+            lines.append(f"{name}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,1 @@
+"""The model's work: specs and loading, backends, preprocessing, postprocessing."""

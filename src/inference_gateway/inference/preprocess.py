@@ -1,0 +1,235 @@
+"""Bytes → float32 CHW tensor: decode, orient, convert to RGB, resize, crop, normalise.
+
+Pure functions with no I/O beyond the bytes they are given; the HTTP layer runs them
+in a thread pool. Every failure is an `InvalidImageException` with a bounded
+``reason`` (used as a metric label), never a Pillow exception.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import struct
+import warnings
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from inference_gateway.errors import ImageTooLargeException, InvalidImageException
+
+#: The formats Pillow may open; everything else is refused before any plugin parses it.
+ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+
+#: Bounded values of the ``reason`` label of decode failures.
+DECODE_FAILURE_REASONS: tuple[str, ...] = (
+    "empty",
+    "unsupported_format",
+    "truncated",
+    "corrupt",
+    "too_large",
+)
+
+_WHITE = (255, 255, 255)
+
+#: Leading bytes of the allowed formats: an unidentifiable payload that starts like one
+#: of them is a corrupt image, not a foreign format.
+_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The allowed format ``data`` claims to be by its leading bytes, if any."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return next((fmt for magic, fmt in _SIGNATURES if data.startswith(magic)), None)
+
+
+@dataclass(frozen=True, slots=True)
+class PreprocessConfig:
+    """How a model expects its input: resize the shorter side, centre crop, normalise."""
+
+    resize: int = 256
+    crop: int = 224
+    mean: float = 127.0
+    std: float = 128.0
+
+
+@dataclass(frozen=True, slots=True)
+class ImageLimits:
+    """Dimensions above which an image is refused before it is decoded."""
+
+    max_pixels: int = 40_000_000
+    max_side: int = 16_384
+
+
+@dataclass(frozen=True, slots=True)
+class ImageInfo:
+    """What the gateway learned about an uploaded image (for telemetry and spans)."""
+
+    format: str
+    width: int
+    height: int
+    mode: str
+    size_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedImage:
+    """A model-ready tensor and the facts about the image it came from."""
+
+    tensor: npt.NDArray[np.float32]
+    info: ImageInfo
+
+
+def harden_pillow() -> None:
+    """Make Pillow's decompression-bomb warning an error for this process.
+
+    Called once at application start-up (it changes process-wide warning filters).
+    """
+    warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+
+
+def open_image(data: bytes, limits: ImageLimits) -> Image.Image:
+    """Identify the image from its bytes and check its dimensions, without decoding pixels.
+
+    The format is decided by the bytes, not by any declared content type.
+    """
+    if not data:
+        raise InvalidImageException("The request body is empty.", reason="empty")
+    try:
+        image = Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS))
+    except UnidentifiedImageError:
+        claimed = sniff_format(data)
+        if claimed is not None:
+            raise InvalidImageException(
+                f"The payload starts like a {claimed} image but its header is corrupt.",
+                reason="corrupt",
+            ) from None
+        raise InvalidImageException(
+            "The payload is not an image in a supported format "
+            f"({', '.join(f.lower() for f in ALLOWED_FORMATS)}).",
+            reason="unsupported_format",
+        ) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageTooLargeException("The image's dimensions exceed the pixel limit.") from None
+    except (OSError, SyntaxError, ValueError, struct.error, EOFError, zlib.error):
+        raise InvalidImageException("The image header is corrupt.", reason="corrupt") from None
+    check_dimensions(image.size, limits)
+    return image
+
+
+def check_dimensions(size: tuple[int, int], limits: ImageLimits) -> None:
+    """Refuse images whose side or pixel count exceeds the limits."""
+    width, height = size
+    if width < 1 or height < 1:
+        raise InvalidImageException("The image has no pixels.", reason="corrupt")
+    if max(width, height) > limits.max_side:
+        raise ImageTooLargeException(
+            f"The image is {width}x{height}; the longest side may be at most "
+            f"{limits.max_side} pixels."
+        )
+    if width * height > limits.max_pixels:
+        raise ImageTooLargeException(
+            f"The image is {width}x{height} ({width * height} pixels); "
+            f"at most {limits.max_pixels} pixels are accepted."
+        )
+
+
+def decode(image: Image.Image, config: PreprocessConfig) -> Image.Image:
+    """Decode pixels (JPEGs at reduced scale via draft mode) and apply EXIF orientation."""
+    width, height = image.size
+    if image.format == "JPEG":
+        # Draft mode lets libjpeg decode at 1/2, 1/4 or 1/8 scale while keeping the
+        # shorter side at least `config.resize`: most of the decode cost disappears.
+        scale = config.resize / min(width, height)
+        if scale < 1:
+            image.draft(image.mode, (math.ceil(width * scale), math.ceil(height * scale)))
+    try:
+        image.load()
+        oriented = ImageOps.exif_transpose(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageTooLargeException("The image's dimensions exceed the pixel limit.") from None
+    except OSError as exc:
+        reason = "truncated" if "truncated" in str(exc).lower() else "corrupt"
+        raise InvalidImageException(
+            "The image data is truncated."
+            if reason == "truncated"
+            else "The image data is corrupt.",
+            reason=reason,
+        ) from None
+    except (SyntaxError, ValueError, struct.error, EOFError, zlib.error, IndexError):
+        raise InvalidImageException("The image data is corrupt.", reason="corrupt") from None
+    return oriented
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to RGB; transparency is composited onto white."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode.startswith(("I", "F")):
+        return _high_depth_to_rgb(image)
+    if mode in ("P", "L", "RGB") and "transparency" in image.info:
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, _WHITE)
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
+    """Scale 16-bit, 32-bit integer and float greyscale to 8 bits (no clipping to white)."""
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode == "F":
+        peak = 1.0 if values.size and float(values.max()) <= 1.0 else 255.0
+    elif image.mode.startswith("I;16") or (values.size and float(values.max()) > 255):
+        peak = 65535.0
+    else:
+        peak = 255.0
+    scaled = np.clip(np.nan_to_num(values) * (255.0 / peak), 0, 255).astype(np.uint8)
+    return Image.fromarray(scaled).convert("RGB")
+
+
+def resize_crop_normalize(image: Image.Image, config: PreprocessConfig) -> npt.NDArray[np.float32]:
+    """Resize the shorter side to ``resize``, centre crop ``crop``, normalise, CHW float32.
+
+    The crop box is computed in source coordinates and resampled in one step, which
+    equals resize-then-crop but never builds the intermediate image (a 1×10000 strip
+    would otherwise become 256×2,560,000).
+    """
+    width, height = image.size
+    side = min(width, height) * config.crop / config.resize
+    left = (width - side) / 2
+    top = (height - side) / 2
+    box = (left, top, left + side, top + side)
+    cropped = image.resize((config.crop, config.crop), Image.Resampling.BILINEAR, box=box)
+    array = np.asarray(cropped, dtype=np.float32)
+    array = (array - config.mean) / config.std
+    return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def prepare_image(data: bytes, limits: ImageLimits, config: PreprocessConfig) -> PreparedImage:
+    """The whole transform: bytes in, model-ready tensor and image facts out."""
+    image = open_image(data, limits)
+    info = ImageInfo(
+        format=(image.format or "unknown").lower(),
+        width=image.size[0],
+        height=image.size[1],
+        mode=image.mode,
+        size_bytes=len(data),
+    )
+    rgb = to_rgb(decode(image, config))
+    return PreparedImage(tensor=resize_crop_normalize(rgb, config), info=info)

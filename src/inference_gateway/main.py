@@ -1,0 +1,23 @@
+"""ASGI entry point: ``uvicorn inference_gateway.main:app``.
+
+The one place that builds the default `Settings` from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from inference_gateway.app import create_app
+from inference_gateway.config import ConfigError, load_settings
+
+# FastAPI spans use the stable HTTP semantic conventions (http.request.method, ...).
+os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+
+try:
+    settings = load_settings()
+except ConfigError as exc:  # pragma: no cover - exercised through the CLI tests
+    sys.stderr.write(f"{exc}\n")
+    raise SystemExit(2) from None
+
+app = create_app(settings)

@@ -1,0 +1,238 @@
+"""Structured logging with structlog: one JSON object per line, trace ids included.
+
+`setup_logging` routes structlog *and* the standard library (uvicorn, libraries)
+through the same processors and renderer, so stdout never mixes formats. Request
+context (request id, user id, route) lives in contextvars via `LogContext`, so it
+survives ``await`` and is copied into worker threads by the code that submits work.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any, TextIO
+
+import structlog
+from opentelemetry import trace
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+LOGGER_NAME = "inference_gateway"
+
+#: Control characters (C0, DEL, C1) and ANSI escapes are stripped from console output.
+_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+#: Longest string value a log line may carry in one field.
+MAX_FIELD_CHARS = 4096
+
+
+def add_trace_context(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Add ``trace_id``, ``span_id`` and ``trace_flags`` of the active span, if any."""
+    ctx = trace.get_current_span().get_span_context()
+    if ctx.is_valid:
+        event_dict.setdefault("trace_id", format(ctx.trace_id, "032x"))
+        event_dict.setdefault("span_id", format(ctx.span_id, "016x"))
+        event_dict.setdefault("trace_flags", format(int(ctx.trace_flags), "02x"))
+    return event_dict
+
+
+def _upper_level(_: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    level = event_dict.get("level", method)
+    event_dict["level"] = "WARNING" if level == "warn" else str(level).upper()
+    return event_dict
+
+
+def _cap_lengths(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    for key, value in event_dict.items():
+        if isinstance(value, str) and len(value) > MAX_FIELD_CHARS and key != "exception":
+            event_dict[key] = value[:MAX_FIELD_CHARS] + "…[truncated]"
+    return event_dict
+
+
+def _strip_control(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    for key, value in event_dict.items():
+        if isinstance(value, str) and key != "exception":
+            event_dict[key] = _CONTROL.sub("", value)
+    return event_dict
+
+
+def _drop_color_message(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    event_dict.pop("color_message", None)  # uvicorn duplicates its message with ANSI codes
+    return event_dict
+
+
+def _shared_processors() -> list[Processor]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.ExtraAdder(),
+        _drop_color_message,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+        add_trace_context,
+        _cap_lengths,
+    ]
+
+
+def setup_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | None = None) -> None:
+    """Configure structlog and the standard library for this process.
+
+    ``fmt`` is ``json`` (one object per line) or ``console`` (coloured, for people).
+    Uvicorn's own loggers are routed to the same handler and its access log is
+    silenced: the gateway writes its own access line per request.
+    """
+    shared = _shared_processors()
+    if fmt == "json":
+        final: list[Processor] = [
+            structlog.processors.dict_tracebacks,
+            _upper_level,
+            structlog.processors.EventRenamer("message"),
+            structlog.processors.JSONRenderer(),
+        ]
+    else:
+        final = [
+            _strip_control,
+            _upper_level,
+            structlog.dev.ConsoleRenderer(colors=(stream or sys.stdout).isatty()),
+        ]
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
+    )
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "fastapi"):
+        lib = logging.getLogger(name)
+        for old in list(lib.handlers):
+            lib.removeHandler(old)
+        lib.propagate = True
+    logging.getLogger("uvicorn.access").disabled = True
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str = LOGGER_NAME) -> structlog.stdlib.BoundLogger:
+    """A structlog logger that goes through the configured processors."""
+    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
+    return logger
+
+
+class LogContext:
+    """Bind fields to every log line inside a ``with`` block (contextvars-based).
+
+    Safe across ``await``; for threads, submit work with ``contextvars.copy_context()``.
+    Fields whose value is ``None`` are not bound.
+    """
+
+    def __init__(self, **fields: Any) -> None:
+        """Remember the fields to bind on entry."""
+        self._fields = {k: v for k, v in fields.items() if v is not None}
+        self._tokens: Mapping[str, contextvars.Token[Any]] = {}
+
+    def __enter__(self) -> LogContext:
+        """Bind the fields."""
+        self._tokens = structlog.contextvars.bind_contextvars(**self._fields)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Restore the fields to what they were before the block."""
+        structlog.contextvars.reset_contextvars(**self._tokens)
+
+
+@contextmanager
+def log_context(**fields: Any) -> Iterator[None]:
+    """Function form of `LogContext`."""
+    with LogContext(**fields):
+        yield
+
+
+def log_request_start(logger: structlog.stdlib.BoundLogger, method: str, endpoint: str) -> None:
+    """Log that a request began (DEBUG: the access line at completion is the record)."""
+    logger.debug("Request started", method=method, endpoint=endpoint)
+
+
+def log_request_complete(
+    logger: structlog.stdlib.BoundLogger,
+    method: str,
+    endpoint: str,
+    status_code: int,
+    duration_ms: float,
+    exc_info: BaseException | None = None,
+    **fields: Any,
+) -> None:
+    """The one access log line of a request; level follows the status class.
+
+    Errors ride on this line (``error_type``, ``error``, and the traceback of an
+    unexpected exception in ``exception``), so each failed request logs exactly once.
+    """
+    level = (
+        logging.ERROR
+        if status_code >= 500
+        else logging.WARNING
+        if status_code >= 400
+        else logging.INFO
+    )
+    logger.log(
+        level,
+        "Request completed",
+        method=method,
+        endpoint=endpoint,
+        status_code=status_code,
+        duration_ms=round(duration_ms, 3),
+        exc_info=exc_info,
+        **fields,
+    )
+
+
+def log_inference_start(logger: structlog.stdlib.BoundLogger, model_name: str) -> None:
+    """Log that a prediction began (DEBUG)."""
+    logger.debug("Inference started", model_name=model_name)
+
+
+def log_inference_complete(
+    logger: structlog.stdlib.BoundLogger,
+    model_name: str,
+    prediction_class: str,
+    confidence: float,
+    duration_ms: float,
+) -> None:
+    """Log a finished prediction with its top-1 class and confidence."""
+    logger.info(
+        "Inference completed",
+        model_name=model_name,
+        prediction_class=prediction_class,
+        confidence=round(confidence, 6),
+        duration_ms=round(duration_ms, 3),
+    )
+
+
+def log_error(
+    logger: structlog.stdlib.BoundLogger,
+    message: str,
+    exc: BaseException,
+    *,
+    expected: bool = False,
+    **fields: Any,
+) -> None:
+    """Log an error once: WARNING without traceback when expected, ERROR with one if not."""
+    if expected:
+        logger.warning(message, error_type=type(exc).__name__, error=str(exc), **fields)
+    else:
+        logger.error(message, error_type=type(exc).__name__, exc_info=exc, **fields)

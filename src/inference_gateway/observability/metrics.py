@@ -1,0 +1,288 @@
+"""Prometheus metrics: the four golden signals and where each request's time goes.
+
+The names here are a contract with the dashboards and alert rules under ``deploy/``;
+change them together. Every metric lives in a registry owned by one app (never the
+global default), and every label value is bounded: route templates, fixed reasons,
+the model's own class labels.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+)
+from prometheus_client import multiprocess as prom_multiprocess
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from starlette.types import Scope
+
+#: The ``endpoint`` label of requests that match no route: one series for all of them.
+UNMATCHED_ENDPOINT = "unmatched"
+
+#: Request latency buckets (seconds): an edge at the 0.3 s objective, dense around it.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3,
+    0.35, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+#: Stage buckets (preprocess, queue wait, forward pass): milliseconds matter here.
+STAGE_BUCKETS: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05,
+    0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5,
+)  # fmt: skip
+CONFIDENCE_BUCKETS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+IMAGE_BYTES_BUCKETS: tuple[float, ...] = tuple(float(2**p) for p in range(10, 25))  # 1 KiB..16 MiB
+IMAGE_SIDE_BUCKETS: tuple[float, ...] = (
+    32, 64, 128, 224, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 8192, 16384,
+)  # fmt: skip
+BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
+
+#: Bounded reasons for refusals (``requests_rejected_total``).
+REJECT_REASONS: tuple[str, ...] = (
+    "queue_full",
+    "deadline_exceeded",
+    "payload_too_large",
+    "not_ready",
+    "draining",
+)
+
+
+def _normalize_endpoint(scope: Scope) -> str:
+    """The route template a request matched (``/items/{id}``), never its raw path.
+
+    Reads the route the router recorded in the ASGI scope; a route that matched the
+    path but not the method (a 405) still names its template. Requests that matched
+    nothing share the single value `UNMATCHED_ENDPOINT`.
+    """
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) and path else UNMATCHED_ENDPOINT
+
+
+def prepare_multiprocess_dir(path: str | os.PathLike[str]) -> Path:
+    """Create an empty directory for prometheus_client's multiprocess mode.
+
+    Must run in the parent before any worker starts: stale files from an earlier run
+    would be summed into the new one's counters.
+    """
+    directory = Path(path)
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    return directory
+
+
+class Metrics:
+    """Every metric of one app, in one registry, with the spec's helper methods.
+
+    In multiprocess mode (several workers) the values are written to files in
+    ``multiprocess_dir`` and `render` aggregates all workers; exemplars and the
+    process/GC collectors are then unavailable (a prometheus_client limitation).
+    """
+
+    def __init__(
+        self,
+        *,
+        app_name: str,
+        app_version: str,
+        environment: str,
+        registry: CollectorRegistry | None = None,
+        multiprocess_dir: str | None = None,
+    ) -> None:
+        """Create the metrics in ``registry`` (a new one by default)."""
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.multiprocess_dir = multiprocess_dir
+        r = self.registry
+        if multiprocess_dir is None:
+            ProcessCollector(registry=r)
+            GCCollector(registry=r)
+            PlatformCollector(registry=r)
+        # Traffic, errors, latency.
+        self.http_requests_total = Counter(
+            "http_requests_total", "HTTP requests by route template and status.",
+            ["method", "endpoint", "status"], registry=r,
+        )  # fmt: skip
+        self.http_request_duration_seconds = Histogram(
+            "http_request_duration_seconds", "HTTP request latency (seconds).",
+            ["method", "endpoint"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.http_request_exceptions_total = Counter(
+            "http_request_exceptions_total", "Exceptions raised while serving requests.",
+            ["endpoint", "exception_type"], registry=r,
+        )  # fmt: skip
+        self.requests_rejected_total = Counter(
+            "requests_rejected_total", "Requests the service refused to protect itself.",
+            ["reason"], registry=r,
+        )  # fmt: skip
+        # Saturation.
+        self.active_requests = Gauge(
+            "active_requests", "HTTP requests being served now.",
+            registry=r, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.inference_queue_size = Gauge(
+            "inference_queue_size", "Requests waiting for the forward pass.",
+            ["model"], registry=r, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.model_memory_usage_bytes = Gauge(
+            "model_memory_usage_bytes", "Bytes of the model's parameters and buffers.",
+            ["model"], registry=r, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.model_loaded = Gauge(
+            "model_loaded", "1 when the model is loaded and warmed up, else 0.",
+            ["model"], registry=r, multiprocess_mode="livemin",
+        )  # fmt: skip
+        self.app_info = Gauge(
+            "app_info", "Application metadata; the value is always 1.",
+            ["name", "version", "environment"], registry=r, multiprocess_mode="max",
+        )  # fmt: skip
+        self.app_info.labels(app_name, app_version, environment).set(1)
+        # The model's work.
+        self.model_inference_duration_seconds = Histogram(
+            "model_inference_duration_seconds", "Forward-pass latency per batch (seconds).",
+            ["model"], buckets=STAGE_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.inference_queue_wait_seconds = Histogram(
+            "inference_queue_wait_seconds", "Time a request waited for its forward pass.",
+            ["model"], buckets=STAGE_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.inference_batch_size = Histogram(
+            "inference_batch_size", "Images per forward pass.",
+            ["model"], buckets=BATCH_SIZE_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.model_predictions_total = Counter(
+            "model_predictions_total", "Top-1 predictions by class.",
+            ["model", "class"], registry=r,
+        )  # fmt: skip
+        self.model_inference_errors_total = Counter(
+            "model_inference_errors_total", "Failed forward passes, per request.",
+            ["model", "error_type"], registry=r,
+        )  # fmt: skip
+        self.prediction_confidence = Histogram(
+            "prediction_confidence", "Softmax confidence of the top-1 class.",
+            ["model"], buckets=CONFIDENCE_BUCKETS, registry=r,
+        )  # fmt: skip
+        # Images.
+        self.image_size_bytes = Histogram(
+            "image_size_bytes", "Size of uploaded images (bytes).",
+            buckets=IMAGE_BYTES_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.image_width_pixels = Histogram(
+            "image_width_pixels", "Width of decoded images (pixels).",
+            buckets=IMAGE_SIDE_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.image_height_pixels = Histogram(
+            "image_height_pixels", "Height of decoded images (pixels).",
+            buckets=IMAGE_SIDE_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.image_preprocess_duration_seconds = Histogram(
+            "image_preprocess_duration_seconds", "Decode and preprocess time (seconds).",
+            buckets=STAGE_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.image_decode_failures_total = Counter(
+            "image_decode_failures_total", "Uploads that could not be decoded, by reason.",
+            ["reason"], registry=r,
+        )  # fmt: skip
+
+    # --- the spec's helpers -------------------------------------------------------
+    def record_request(
+        self,
+        method: str,
+        endpoint: str,
+        status: int,
+        duration_seconds: float,
+        trace_id: str | None = None,
+    ) -> None:
+        """Count one finished HTTP request and observe its latency."""
+        self.http_requests_total.labels(method, endpoint, str(status)).inc()
+        self.http_request_duration_seconds.labels(method, endpoint).observe(
+            duration_seconds, exemplar=_exemplar(trace_id)
+        )
+
+    def record_inference(
+        self,
+        model: str,
+        duration_seconds: float,
+        batch_size: int = 1,
+        trace_id: str | None = None,
+    ) -> None:
+        """Observe one forward pass: its latency and how many images it carried."""
+        self.model_inference_duration_seconds.labels(model).observe(
+            duration_seconds, exemplar=_exemplar(trace_id)
+        )
+        self.inference_batch_size.labels(model).observe(batch_size)
+
+    def record_prediction(self, model: str, class_label: str, confidence: float) -> None:
+        """Count one answered prediction by its top-1 class and observe its confidence."""
+        self.model_predictions_total.labels(model, class_label).inc()
+        self.prediction_confidence.labels(model).observe(confidence)
+
+    def record_error(self, endpoint: str, exception_type: str) -> None:
+        """Count an exception raised while serving ``endpoint``."""
+        self.http_request_exceptions_total.labels(endpoint, exception_type).inc()
+
+    def record_inference_error(self, model: str, error_type: str, count: int = 1) -> None:
+        """Count requests whose forward pass failed."""
+        self.model_inference_errors_total.labels(model, error_type).inc(count)
+
+    def record_rejection(self, reason: str) -> None:
+        """Count a refusal by its bounded reason."""
+        self.requests_rejected_total.labels(reason).inc()
+
+    def set_queue_size(self, model: str, size: int) -> None:
+        """Set how many requests wait for the forward pass."""
+        self.inference_queue_size.labels(model).set(size)
+
+    def record_queue_wait(self, model: str, seconds: float) -> None:
+        """Observe how long one request waited for its forward pass."""
+        self.inference_queue_wait_seconds.labels(model).observe(seconds)
+
+    def record_image(
+        self, size_bytes: int, width: int, height: int, preprocess_seconds: float
+    ) -> None:
+        """Observe one decoded image: bytes, dimensions and preprocessing time."""
+        self.image_size_bytes.observe(size_bytes)
+        self.image_width_pixels.observe(width)
+        self.image_height_pixels.observe(height)
+        self.image_preprocess_duration_seconds.observe(preprocess_seconds)
+
+    def record_decode_failure(self, reason: str) -> None:
+        """Count an upload that could not be decoded."""
+        self.image_decode_failures_total.labels(reason).inc()
+
+    def set_model_state(self, model: str, loaded: bool, memory_bytes: int = 0) -> None:
+        """Publish whether ``model`` is ready and how much memory it holds."""
+        self.model_loaded.labels(model).set(1 if loaded else 0)
+        self.model_memory_usage_bytes.labels(model).set(memory_bytes)
+
+    def initialise_series(self, model: str) -> None:
+        """Create the zero-valued series that dashboards and alerts expect before traffic."""
+        for reason in REJECT_REASONS:
+            self.requests_rejected_total.labels(reason)
+        self.inference_queue_size.labels(model).set(0)
+        self.set_model_state(model, loaded=False)
+
+    def render(self, accept: str | None) -> tuple[bytes, str]:
+        """Expose the registry, in OpenMetrics when the scraper asks for it."""
+        encoder, content_type = choose_encoder(accept or "")
+        if self.multiprocess_dir is None:
+            return encoder(self.registry), content_type
+        aggregate = CollectorRegistry()
+        prom_multiprocess.MultiProcessCollector(aggregate, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return encoder(aggregate), content_type
+
+    def mark_process_dead(self, pid: int) -> None:
+        """Drop a stopped worker's live gauges (multiprocess mode only)."""
+        if self.multiprocess_dir is not None:
+            prom_multiprocess.mark_process_dead(pid, self.multiprocess_dir)  # type: ignore[no-untyped-call]
+
+
+def _exemplar(trace_id: str | None) -> dict[str, str] | None:
+    return {"trace_id": trace_id} if trace_id else None

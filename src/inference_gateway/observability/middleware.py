@@ -1,0 +1,125 @@
+"""ASGI middleware that gives every request its id, its metrics and its access log line.
+
+It sits just inside the OpenTelemetry server span (so trace ids are available) and
+outside the exception handlers (so it sees the final status of every response,
+including 404/405/413 and errors raised before a route runs). An exception nobody
+handled is logged here once and answered with a problem+json 500.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from inference_gateway.errors import InferenceGatewayException, internal_error_response
+from inference_gateway.observability.logging import (
+    LogContext,
+    log_request_complete,
+    log_request_start,
+)
+from inference_gateway.observability.metrics import _normalize_endpoint
+from inference_gateway.observability.telemetry import Telemetry
+from inference_gateway.observability.tracing import current_traceparent, get_current_trace_id
+
+REQUEST_ID_HEADER = "x-request-id"
+USER_ID_HEADER = "x-user-id"
+_SANE_TOKEN = re.compile(r"[A-Za-z0-9._:@\-]{1,128}")
+
+
+def sanitize_token(value: str | None) -> str | None:
+    """Return ``value`` if it is a sane token (≤128 safe characters), else None."""
+    if value is not None and _SANE_TOKEN.fullmatch(value):
+        return value
+    return None
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+class ObservabilityMiddleware:
+    """Request id, user id, active requests, RED metrics, access log, trace headers."""
+
+    def __init__(self, app: ASGIApp, telemetry: Telemetry) -> None:
+        """Wrap ``app``, reporting to ``telemetry``."""
+        self.app = app
+        self.telemetry = telemetry
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection, measuring it if it is HTTP."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        request_id = sanitize_token(_header(scope, b"x-request-id")) or str(uuid.uuid4())
+        user_id = sanitize_token(_header(scope, b"x-user-id"))
+        scope.setdefault("state", {})["request_id"] = request_id
+        method = scope["method"]
+        metrics = self.telemetry.metrics
+        logger = self.telemetry.logger
+        status = 500
+        started = False
+        unhandled: Exception | None = None
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                headers = MutableHeaders(scope=message)
+                headers[REQUEST_ID_HEADER] = request_id
+                traceparent = current_traceparent()
+                if traceparent is not None:
+                    headers["traceparent"] = traceparent
+            await send(message)
+
+        if metrics is not None:
+            metrics.active_requests.inc()
+        with LogContext(request_id=request_id, user_id=user_id, method=method):
+            log_request_start(logger, method, scope["path"][:256])
+            try:
+                await self.app(scope, receive, send_wrapper)
+            except Exception as exc:
+                status = 500
+                scope["state"]["error"] = exc
+                unhandled = exc
+                if not started:
+                    await internal_error_response(request_id)(scope, receive, send_wrapper)
+            finally:
+                self._finish(scope, method, status, time.perf_counter() - start, unhandled)
+
+    def _finish(
+        self,
+        scope: Scope,
+        method: str,
+        status: int,
+        duration: float,
+        unhandled: Exception | None,
+    ) -> None:
+        """Record the request's metrics and write its one access log line."""
+        endpoint = _normalize_endpoint(scope)
+        error = scope["state"].get("error")
+        metrics = self.telemetry.metrics
+        if metrics is not None:
+            metrics.record_request(method, endpoint, status, duration, get_current_trace_id())
+            if isinstance(error, BaseException):
+                metrics.record_error(endpoint, type(error).__name__)
+            if isinstance(error, InferenceGatewayException) and error.reject_reason:
+                metrics.record_rejection(error.reject_reason)
+            metrics.active_requests.dec()
+        fields: dict[str, object] = {}
+        if isinstance(error, BaseException):
+            fields["error_type"] = type(error).__name__
+            if isinstance(error, InferenceGatewayException):
+                fields["error"] = error.detail
+        log_request_complete(
+            self.telemetry.logger, method, endpoint, status, duration * 1000,
+            exc_info=unhandled, **fields,
+        )  # fmt: skip

@@ -1,0 +1,22 @@
+"""The telemetry of one app, built by `create_app` and handed to the parts that report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import structlog
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import NoOpTracer, Tracer
+
+from inference_gateway.observability.logging import get_logger
+from inference_gateway.observability.metrics import Metrics
+
+
+@dataclass(slots=True)
+class Telemetry:
+    """Metrics (None when switched off), a tracer (no-op when off) and a logger."""
+
+    metrics: Metrics | None = None
+    tracer_provider: TracerProvider | None = None
+    tracer: Tracer = field(default_factory=NoOpTracer)
+    logger: structlog.stdlib.BoundLogger = field(default_factory=get_logger)

@@ -1,0 +1,167 @@
+"""OpenTelemetry tracing: a provider per app, the spec's span helpers, OTLP export.
+
+`setup_tracing` builds the provider (or none when tracing is off: no per-request
+cost); the standard ``OTEL_*`` variables keep their meaning (service name, sampler,
+exporter endpoint, timeouts, SDK switch). Spans are exported off the request path
+by a bounded `BatchSpanProcessor`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from types import TracebackType
+
+from fastapi import FastAPI
+from opentelemetry import trace
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.trace import Span, Status, StatusCode, Tracer
+from opentelemetry.util.types import AttributeValue
+
+TRACER_NAME = "inference_gateway"
+
+#: Routes whose requests are not traced: probes and scrapes would drown real traffic.
+UNTRACED_URLS = "/health,/ready,/metrics"
+
+
+def setup_tracing(
+    *,
+    service_name: str,
+    service_version: str,
+    environment: str,
+    exporter: SpanExporter | None = None,
+    processors: tuple[SpanProcessor, ...] = (),
+) -> TracerProvider:
+    """Build a TracerProvider for one app.
+
+    The sampler comes from ``OTEL_TRACES_SAMPLER``/``OTEL_TRACES_SAMPLER_ARG`` (default:
+    parent-based always-on) and ``OTEL_SERVICE_NAME`` overrides ``service_name``.
+    ``exporter`` (usually OTLP/HTTP) is wrapped in a `BatchSpanProcessor`, whose
+    queue is bounded and whose export runs on its own thread.
+    """
+    resource = Resource.create(
+        {"service.version": service_version, "deployment.environment": environment}
+    )
+    if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({"service.name": service_name}))
+    provider = TracerProvider(resource=resource)
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    for processor in processors:
+        provider.add_span_processor(processor)
+    return provider
+
+
+def otlp_http_exporter(
+    endpoint: str | None = None, timeout_seconds: float | None = None
+) -> SpanExporter:
+    """The OTLP/HTTP protobuf span exporter; unset arguments come from ``OTEL_*``."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter(endpoint=endpoint, timeout=timeout_seconds)
+
+
+def instrument_fastapi(app: FastAPI, provider: TracerProvider) -> None:
+    """Create a server span per request with the injected provider (W3C context in)."""
+    FastAPIInstrumentor.instrument_app(
+        app,
+        tracer_provider=provider,
+        excluded_urls=UNTRACED_URLS,
+        exclude_spans=["receive", "send"],
+    )
+
+
+def get_tracer(provider: trace.TracerProvider | None) -> Tracer:
+    """A tracer from ``provider``; a no-op tracer when tracing is off."""
+    if provider is None:
+        return trace.NoOpTracer()
+    return provider.get_tracer(TRACER_NAME)
+
+
+@contextmanager
+def create_span(
+    tracer: Tracer,
+    name: str,
+    attributes: Mapping[str, AttributeValue] | None = None,
+    links: list[trace.Link] | None = None,
+) -> Iterator[Span]:
+    """Start a child span of the current one; exceptions are recorded with status ERROR."""
+    with tracer.start_as_current_span(name, attributes=attributes, links=links) as span:
+        yield span
+
+
+class TracedOperation:
+    """A span as a context manager: starts on entry, records errors, ends on exit."""
+
+    def __init__(
+        self, name: str, attributes: Mapping[str, AttributeValue] | None = None, *, tracer: Tracer
+    ) -> None:
+        """Remember what span to start."""
+        self._name = name
+        self._attributes = dict(attributes or {})
+        self._tracer = tracer
+        self._cm: AbstractContextManager[Span] | None = None
+        self.span: Span = trace.INVALID_SPAN
+
+    def __enter__(self) -> Span:
+        """Start the span and make it current."""
+        self._cm = self._tracer.start_as_current_span(
+            self._name,
+            attributes=self._attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+        self.span = self._cm.__enter__()
+        return self.span
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Record an exception (status ERROR) and end the span."""
+        if exc is not None:
+            set_span_error(exc, self.span)
+        assert self._cm is not None  # noqa: S101 - __enter__ ran
+        self._cm.__exit__(exc_type, exc, tb)
+
+
+def add_span_event(name: str, attributes: Mapping[str, AttributeValue] | None = None) -> None:
+    """Add an event to the current span."""
+    trace.get_current_span().add_event(name, attributes=attributes)
+
+
+def set_span_attribute(key: str, value: AttributeValue) -> None:
+    """Set one attribute on the current span."""
+    trace.get_current_span().set_attribute(key, value)
+
+
+def set_span_error(exc: BaseException, span: Span | None = None) -> None:
+    """Record ``exc`` on ``span`` (default: current) and set its status to ERROR."""
+    target = span if span is not None else trace.get_current_span()
+    target.record_exception(exc)
+    target.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:256]))
+
+
+def get_current_trace_id() -> str | None:
+    """The active trace id as 32 hex characters, or None outside a valid span."""
+    ctx = trace.get_current_span().get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else None
+
+
+def get_current_span_id() -> str | None:
+    """The active span id as 16 hex characters, or None outside a valid span."""
+    ctx = trace.get_current_span().get_span_context()
+    return format(ctx.span_id, "016x") if ctx.is_valid else None
+
+
+def current_traceparent() -> str | None:
+    """The W3C ``traceparent`` of the active span, for the response header."""
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid:
+        return None
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"

@@ -1,0 +1,44 @@
+"""Shared fixtures: apps with the real model or with a controllable backend."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+
+from inference_gateway.app import create_app
+from tests.helpers import (
+    ControlledBackend,
+    controlled_loader,
+    make_settings,
+    ready_client,
+    real_loader,
+)
+
+
+@pytest.fixture(scope="session")
+def real_app_client() -> Iterator[TestClient]:
+    """One app with the real model, shared by read-only API tests."""
+    app = create_app(make_settings(), model_loader=real_loader, configure_logging=False)
+    with TestClient(app) as client:
+        yield ready_client(client)
+
+
+@pytest.fixture
+def controlled_backend() -> ControlledBackend:
+    """A fresh unblocked controllable backend."""
+    return ControlledBackend()
+
+
+@pytest.fixture
+def fake_client(controlled_backend: ControlledBackend) -> Iterator[TestClient]:
+    """An app over the controllable backend (no real model)."""
+    app = create_app(
+        make_settings(), model_loader=controlled_loader(controlled_backend), configure_logging=False
+    )
+    with TestClient(app) as client:
+        yield ready_client(client)

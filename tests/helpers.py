@@ -1,0 +1,99 @@
+"""Test helpers: settings, waiting on conditions, real and controllable models."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from fastapi.testclient import TestClient
+
+from inference_gateway.config import Settings
+from inference_gateway.inference.labels import imagenet_labels
+from inference_gateway.inference.model import LoadedModel, ModelSpec, load_model
+
+
+def make_settings(**overrides: object) -> Settings:
+    """Settings for a test: no .env file, JSON logs, no OTLP export."""
+    base: dict[str, object] = {
+        "_env_file": None,
+        "environment": "production",
+        "log_format": "json",
+        "otel_exporter_otlp_endpoint": None,
+        "otel_exporter_otlp_traces_endpoint": None,
+        "prometheus_multiproc_dir": None,
+    }
+    base.update(overrides)
+    return Settings(**base)  # type: ignore[arg-type]
+
+
+def wait_until(
+    condition: Callable[[], bool], timeout: float = 30.0, what: str = "condition"
+) -> None:
+    """Poll ``condition`` until true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.01)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+def real_loader() -> LoadedModel:
+    """The embedded EfficientNet-Lite0 on the torch backend."""
+    return load_model("efficientnet-lite0", "1", "torch", "cpu", 0)
+
+
+class ControlledBackend:
+    """A backend whose forward pass blocks until the test releases it.
+
+    It returns deterministic logits: class ``argmax`` = the batch index modulo 1000,
+    so tests can tell answers apart.
+    """
+
+    name = "controlled"
+
+    def __init__(self, *, blocked: bool = False) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        if not blocked:
+            self.release.set()
+        self.calls = 0
+        self.fail_with: BaseException | None = None
+
+    @property
+    def memory_bytes(self) -> int:
+        return 1234
+
+    def predict(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        self.calls += 1
+        self.entered.set()
+        if not self.release.wait(timeout=60):
+            raise RuntimeError("test never released the backend")
+        if self.fail_with is not None:
+            raise self.fail_with
+        logits = np.zeros((batch.shape[0], 1000), dtype=np.float32)
+        logits[:, 1] = 5.0
+        return logits
+
+    def close(self) -> None:
+        self.release.set()
+
+
+def controlled_loader(backend: ControlledBackend) -> Callable[[], LoadedModel]:
+    """A loader that serves ``backend`` under the embedded model's spec."""
+
+    def load() -> LoadedModel:
+        spec = ModelSpec(name="efficientnet-lite0", version="1", labels=imagenet_labels())
+        return LoadedModel(spec=spec, backend=backend)
+
+    return load
+
+
+def ready_client(client: TestClient) -> TestClient:
+    """Wait until the app behind ``client`` reports ready."""
+    wait_until(lambda: client.get("/ready").status_code == 200, what="/ready to return 200")
+    return client

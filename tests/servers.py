@@ -1,0 +1,108 @@
+"""Real gateway processes for integration tests, on loopback with a free port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx2 as httpx
+
+from tests.helpers import wait_until
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class GatewayProcess:
+    """A running ``inference-gateway serve`` and where its output goes."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+    exit_code: int | None = field(default=None)
+    final_log: list[str] | None = field(default=None)
+
+    def log_lines(self) -> list[str]:
+        """Everything the process wrote to stdout and stderr (kept after it stopped)."""
+        if self.final_log is not None:
+            return self.final_log
+        return self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM, then wait for the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        self.exit_code = self.process.wait(timeout=timeout)
+        return self.exit_code
+
+
+def _is_ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/ready", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@contextmanager
+def gateway_process(
+    env: Mapping[str, str] | None = None, *, args: tuple[str, ...] = (), ready_timeout: float = 120
+) -> Iterator[GatewayProcess]:
+    """Start the CLI server with JSON logs in a temporary directory; stop it after."""
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="gateway-") as workdir:
+        log_path = Path(workdir) / "gateway.log"
+        full_env = {
+            **os.environ,
+            "PORT": str(port),
+            "HOST": "127.0.0.1",
+            "ENVIRONMENT": "production",
+            "LOG_FORMAT": "json",
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
+        for key in ("OTEL_EXPORTER_OTLP_ENDPOINT", "PROMETHEUS_MULTIPROC_DIR"):
+            if env is None or key not in env:
+                full_env.pop(key, None)
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "inference_gateway.cli", "serve", *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=full_env,
+                cwd=workdir,
+            )
+        gateway = GatewayProcess(process, f"http://127.0.0.1:{port}", log_path)
+        try:
+            deadline = time.monotonic() + ready_timeout
+            while not _is_ready(gateway.url):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        "gateway did not become ready:\n" + "\n".join(gateway.log_lines()[-40:])
+                    )
+                time.sleep(0.1)
+            yield gateway
+        finally:
+            if process.poll() is None:
+                try:
+                    gateway.stop(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=30)
+            gateway.final_log = gateway.log_lines()
+
+
+__all__ = ["GatewayProcess", "free_port", "gateway_process", "wait_until"]

@@ -1,0 +1,385 @@
+"""The HTTP API end to end in-process: real photos, real model, every error shape."""
+
+from __future__ import annotations
+
+import threading
+import zipfile
+from io import BytesIO
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from inference_gateway.app import create_app
+from tests.helpers import (
+    ControlledBackend,
+    controlled_loader,
+    make_settings,
+    ready_client,
+    wait_until,
+)
+from tests.images import CAT_CLASSES, CAT_PNG, COFFEE_PNG, ESPRESSO, cat_jpeg, encode, gradient
+
+PROBLEM = "application/problem+json"
+
+
+def assert_problem(response, status: int, slug: str) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM
+    body = response.json()
+    assert body["type"] == f"urn:inference-gateway:problem:{slug}"
+    assert body["status"] == status
+    assert body["title"] and body["detail"]
+    assert body["request_id"] == response.headers["x-request-id"]
+    assert "Traceback" not in response.text and "/site-packages/" not in response.text
+    return body  # type: ignore[no-any-return]
+
+
+class TestRealPhotos:
+    """The embedded model classifies real photographs through the whole stack."""
+
+    def test_cat_photo_has_a_cat_class_in_the_top_5(self, real_app_client: TestClient) -> None:
+        with CAT_PNG.open("rb") as f:
+            response = real_app_client.post("/predict", files={"file": ("cat.png", f, "image/png")})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        classes = [p["class_id"] for p in body["predictions"]]
+        assert len(classes) == 5
+        assert CAT_CLASSES & set(classes)
+        confidences = [p["confidence"] for p in body["predictions"]]
+        assert confidences == sorted(confidences, reverse=True)
+        assert 0 < sum(confidences) <= 1.0 + 1e-9
+        assert body["model"] == {"name": "efficientnet-lite0", "version": "1", "backend": "torch"}
+        assert body["request_id"] == response.headers["x-request-id"]
+        assert body["image"] == {
+            "format": "png",
+            "width": 451,
+            "height": 300,
+            "size_bytes": CAT_PNG.stat().st_size,
+        }
+        assert set(body["timings_ms"]) == {"preprocess", "queue", "inference", "total"}
+        timing = response.headers["server-timing"]
+        for stage in ("preprocess", "queue", "inference", "total"):
+            assert f"{stage};dur=" in timing
+
+    def test_espresso_photo_is_espresso_top_1(self, real_app_client: TestClient) -> None:
+        response = real_app_client.post(
+            "/predict", content=COFFEE_PNG.read_bytes(), headers={"content-type": "image/png"}
+        )
+        assert response.status_code == 200
+        top = response.json()["predictions"][0]
+        assert top["class_id"] == ESPRESSO and top["label"] == "espresso"
+
+    @pytest.mark.parametrize("declared", ["image/png", "application/octet-stream", "image/jpeg"])
+    def test_format_is_decided_by_bytes_not_declared_type(
+        self, real_app_client: TestClient, declared: str
+    ) -> None:
+        response = real_app_client.post(
+            "/predict?top_k=5", content=cat_jpeg(), headers={"content-type": declared}
+        )
+        assert response.status_code == 200
+        assert response.json()["image"]["format"] == "jpeg"
+        assert CAT_CLASSES & {p["class_id"] for p in response.json()["predictions"]}
+
+    @pytest.mark.parametrize("k", [1, 3, 20])
+    def test_top_k_bounds_the_number_of_predictions(
+        self, real_app_client: TestClient, k: int
+    ) -> None:
+        response = real_app_client.post(
+            f"/predict?top_k={k}", content=cat_jpeg(), headers={"content-type": "image/jpeg"}
+        )
+        assert len(response.json()["predictions"]) == k
+
+    @pytest.mark.parametrize(
+        ("fmt", "mode"),
+        [("JPEG", "CMYK"), ("PNG", "RGBA"), ("WEBP", "RGB"), ("GIF", "P"), ("BMP", "RGB"),
+         ("TIFF", "RGB"), ("PNG", "I;16"), ("PNG", "LA"), ("PNG", "1")],
+    )  # fmt: skip
+    def test_each_format_classifies_over_http(
+        self, real_app_client: TestClient, fmt: str, mode: str
+    ) -> None:
+        image = (
+            gradient().convert(mode) if mode != "I;16" else gradient().convert("I").convert("I;16")
+        )
+        response = real_app_client.post(
+            "/predict", files={"file": ("x", encode(image, fmt), "application/octet-stream")}
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["image"]["format"] == fmt.lower()
+
+
+def _multipart(fields: list[tuple[str, tuple[str, bytes, str] | str]]) -> tuple[bytes, str]:
+    boundary = "testboundary1234"
+    parts = []
+    for name, value in fields:
+        if isinstance(value, tuple):
+            filename, data, ctype = value
+            head = (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+                f'filename="{filename}"\r\nContent-Type: {ctype}\r\n\r\n'
+            ).encode()
+            parts.append(head + data + b"\r\n")
+        else:
+            parts.append(
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+            )
+    return b"".join(
+        parts
+    ) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def _zip() -> bytes:
+    buffer = BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("a.txt", "hello")
+    return buffer.getvalue()
+
+
+def _png_bomb() -> bytes:
+    from tests.unit.test_preprocess import _png_header_only
+
+    return _png_header_only(30_000, 30_000)
+
+
+HOSTILE = [
+    # (id, body, content type, query, expected status, problem slug)
+    ("empty-body", b"", "image/jpeg", "", 400, "invalid-image"),
+    ("truncated-jpeg", cat_jpeg()[:3000], "image/jpeg", "", 400, "invalid-image"),
+    ("text-as-text", b"just text", "text/plain", "", 415, "unsupported-media-type"),
+    ("text-as-jpeg", b"just text", "image/jpeg", "", 400, "invalid-image"),
+    ("html-as-jpeg", b"<!doctype html><html></html>", "image/jpeg", "", 400, "invalid-image"),
+    ("svg", b'<svg xmlns="http://www.w3.org/2000/svg"></svg>', "image/svg+xml", "", 400, "invalid-image"),
+    ("json", b'{"image": "x"}', "application/json", "", 415, "unsupported-media-type"),
+    ("no-content-type", b"\xff\xd8\xff", "", "", 415, "unsupported-media-type"),
+    ("zip", _zip(), "application/octet-stream", "", 400, "invalid-image"),
+    ("one-by-200000", encode(Image.new("L", (1, 200_000)), "PNG"), "image/png", "", 400, "image-too-large"),
+    ("png-bomb", _png_bomb(), "image/png", "", 400, "image-too-large"),
+    ("jpeg-header-garbage", b"\xff\xd8\xff\xe0" + b"\x13" * 500, "image/jpeg", "", 400, "invalid-image"),
+    ("over-size-body", b"\x00" * (2 * 1024 * 1024 + 1), "image/jpeg", "", 413, "payload-too-large"),
+    ("top-k-zero", cat_jpeg(), "image/jpeg", "?top_k=0", 422, "validation-error"),
+    ("top-k-21", cat_jpeg(), "image/jpeg", "?top_k=21", 422, "validation-error"),
+    ("top-k-abc", cat_jpeg(), "image/jpeg", "?top_k=abc", 422, "validation-error"),
+    ("multipart-missing-file", *_multipart([("other", "x")]), "", 400, "invalid-input"),
+    ("multipart-two-files", *_multipart([("file", ("a.jpg", cat_jpeg(), "image/jpeg")),
+                                         ("file", ("b.jpg", cat_jpeg(), "image/jpeg"))]), "", 400, "invalid-input"),
+    ("multipart-many-fields", *_multipart([(f"f{i}", "v") for i in range(200)]), "", 400, "invalid-input"),
+    ("multipart-text-file", *_multipart([("file", ("a.txt", b"text", "text/plain"))]), "", 400, "invalid-image"),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def small_limit_client() -> TestClient:
+    backend = ControlledBackend()
+    app = create_app(
+        make_settings(max_body_bytes=2 * 1024 * 1024),
+        model_loader=controlled_loader(backend),
+        configure_logging=False,
+    )
+    with TestClient(app) as client:
+        yield ready_client(client)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "ctype", "query", "status", "slug"), HOSTILE, ids=[h[0] for h in HOSTILE]
+)
+def test_malformed_and_hostile_inputs_get_a_4xx_problem(
+    small_limit_client: TestClient,
+    name: str,
+    body: bytes,
+    ctype: str,
+    query: str,
+    status: int,
+    slug: str,
+) -> None:
+    headers = {"content-type": ctype} if ctype else {}
+    response = small_limit_client.post(f"/predict{query}", content=body, headers=headers)
+    assert_problem(response, status, slug)
+    # ... and the server keeps serving.
+    ok = small_limit_client.post(
+        "/predict", content=cat_jpeg(), headers={"content-type": "image/jpeg"}
+    )
+    assert ok.status_code == 200
+
+
+def test_chunked_over_size_body_is_cut_off_while_streaming(small_limit_client: TestClient) -> None:
+    sent = 0
+
+    def chunks():  # type: ignore[no-untyped-def]
+        nonlocal sent
+        for _ in range(100):
+            sent += 256 * 1024
+            yield b"\x00" * (256 * 1024)
+
+    response = small_limit_client.post(
+        "/predict", content=chunks(), headers={"content-type": "image/jpeg"}
+    )
+    assert_problem(response, 413, "payload-too-large")
+    assert response.json()["reason"] == "payload_too_large"
+
+
+def test_unknown_route_and_wrong_method_are_problems(fake_client: TestClient) -> None:
+    assert_problem(fake_client.get("/nope"), 404, "not-found")
+    assert_problem(fake_client.get("/predict"), 405, "method-not-allowed")
+
+
+def test_client_request_id_is_echoed_when_sane_and_replaced_when_not(
+    fake_client: TestClient,
+) -> None:
+    sane = fake_client.get("/health", headers={"x-request-id": "abc-123"})
+    assert sane.headers["x-request-id"] == "abc-123"
+    for bad in ("has space", "x" * 200, "semi;colon", "caf\u00e9"):
+        response = fake_client.get("/health", headers={"x-request-id": bad.encode()})
+        assert response.headers["x-request-id"] != bad
+        assert len(response.headers["x-request-id"]) == 36
+
+
+def test_forward_pass_failure_is_a_500_problem_without_internals(
+    fake_client: TestClient, controlled_backend: ControlledBackend
+) -> None:
+    controlled_backend.fail_with = RuntimeError("CUDA exploded at /secret/path.py line 3")
+    response = fake_client.post(
+        "/predict", content=cat_jpeg(), headers={"content-type": "image/jpeg"}
+    )
+    body = assert_problem(response, 500, "inference-failed")
+    assert "secret" not in response.text and "CUDA" not in response.text
+    assert body["detail"] == "The model failed on this input."
+
+
+def test_unexpected_exception_is_a_generic_500_problem() -> None:
+    backend = ControlledBackend()
+    app = create_app(
+        make_settings(), model_loader=controlled_loader(backend), configure_logging=False
+    )
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise KeyError("/etc/passwd")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/boom")
+    body = assert_problem(response, 500, "internal-error")
+    assert "passwd" not in response.text
+    assert "request_id" in str(body["detail"])
+
+
+def test_deadline_from_header_gives_504_while_model_is_busy() -> None:
+    backend = ControlledBackend(blocked=True)
+    app = create_app(
+        make_settings(model_warmup=False),
+        model_loader=controlled_loader(backend),
+        configure_logging=False,
+    )
+    with TestClient(app) as client:
+        ready_client(client)
+        response = client.post(
+            "/predict",
+            content=cat_jpeg(),
+            headers={"content-type": "image/jpeg", "x-request-timeout-ms": "50"},
+        )
+        body = assert_problem(response, 504, "timeout")
+        assert body["reason"] == "deadline_exceeded"
+        bad = client.post(
+            "/predict",
+            content=cat_jpeg(),
+            headers={"content-type": "image/jpeg", "x-request-timeout-ms": "soon"},
+        )
+        assert_problem(bad, 400, "invalid-input")
+        backend.release.set()
+
+
+def test_full_queue_is_refused_at_once_with_retry_after() -> None:
+    backend = ControlledBackend(blocked=True)
+    app = create_app(
+        make_settings(model_warmup=False, max_queue_size=1),
+        model_loader=controlled_loader(backend),
+        configure_logging=False,
+    )
+    with TestClient(app) as client:
+        ready_client(client)
+        results: list[int] = []
+        first = threading.Thread(
+            target=lambda: results.append(
+                client.post(
+                    "/predict", content=cat_jpeg(), headers={"content-type": "image/jpeg"}
+                ).status_code
+            )
+        )
+        first.start()
+        wait_until(backend.entered.is_set, what="the first request to reach the model")
+        refused = client.post(
+            "/predict", content=cat_jpeg(), headers={"content-type": "image/jpeg"}
+        )
+        body = assert_problem(refused, 503, "queue-full")
+        assert body["reason"] == "queue_full"
+        assert refused.headers["retry-after"] == "1"
+        backend.release.set()
+        first.join(timeout=30)
+        assert results == [200]
+
+
+def test_ready_is_503_until_the_model_is_warm_and_health_is_200_throughout() -> None:
+    gate = threading.Event()
+    backend = ControlledBackend()
+    load = controlled_loader(backend)
+
+    def slow_load():  # type: ignore[no-untyped-def]
+        gate.wait(timeout=60)
+        return load()
+
+    app = create_app(make_settings(), model_loader=slow_load, configure_logging=False)
+    with TestClient(app) as client:
+        assert client.get("/health").status_code == 200
+        not_ready = client.get("/ready")
+        body = assert_problem(not_ready, 503, "model-not-ready")
+        assert body["reason"] == "not_ready" and not_ready.headers["retry-after"]
+        early = client.post("/predict", content=cat_jpeg(), headers={"content-type": "image/jpeg"})
+        assert_problem(early, 503, "model-not-ready")
+        gate.set()
+        ready_client(client)
+        assert client.get("/ready").json()["model"]["name"] == "efficientnet-lite0"
+
+
+def test_health_answers_while_a_slow_prediction_is_in_flight() -> None:
+    backend = ControlledBackend(blocked=True)
+    app = create_app(
+        make_settings(model_warmup=False),
+        model_loader=controlled_loader(backend),
+        configure_logging=False,
+    )
+    with TestClient(app) as client:
+        ready_client(client)
+        statuses: list[int] = []
+        slow = threading.Thread(
+            target=lambda: statuses.append(
+                client.post(
+                    "/predict", content=cat_jpeg(), headers={"content-type": "image/jpeg"}
+                ).status_code
+            )
+        )
+        slow.start()
+        wait_until(backend.entered.is_set, what="the prediction to reach the model")
+        assert client.get("/health").json() == {"status": "ok"}
+        assert slow.is_alive()  # the prediction is still held in the model
+        backend.release.set()
+        slow.join(timeout=30)
+        assert statuses == [200]
+
+
+def test_openapi_documents_predict_with_its_schemas(fake_client: TestClient) -> None:
+    spec = fake_client.get("/openapi.json").json()
+    predict = spec["paths"]["/predict"]["post"]
+    assert set(predict["requestBody"]["content"]) >= {"multipart/form-data", "image/*"}
+    assert "PredictionResponse" in spec["components"]["schemas"]
+    assert "504" in predict["responses"]
+    assert fake_client.get("/docs").status_code == 200
+
+
+def test_docs_can_be_switched_off() -> None:
+    app = create_app(
+        make_settings(enable_docs=False),
+        model_loader=controlled_loader(ControlledBackend()),
+        configure_logging=False,
+    )
+    with TestClient(app) as client:
+        assert client.get("/docs").status_code == 404
+        assert client.get("/openapi.json").status_code == 404
