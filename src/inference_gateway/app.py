@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -31,9 +32,6 @@ from inference_gateway.observability.tracing import (
     setup_tracing,
 )
 
-#: Longest time shutdown waits for pending spans to reach the collector.
-SPAN_FLUSH_TIMEOUT_SECONDS = 5.0
-
 
 def _default_loader(settings: Settings) -> ModelLoader:
     def load() -> LoadedModel:
@@ -53,10 +51,12 @@ def _tracer_provider(
 ) -> TracerProvider | None:
     if not settings.enable_tracing or settings.otel_sdk_disabled:
         return None
-    if exporter is None and (
-        settings.otel_exporter_otlp_endpoint or settings.otel_exporter_otlp_traces_endpoint
-    ):
-        exporter = otlp_http_exporter()
+    if exporter is None:
+        endpoint = settings.otel_exporter_otlp_traces_endpoint
+        if endpoint is None and settings.otel_exporter_otlp_endpoint:
+            endpoint = settings.otel_exporter_otlp_endpoint.rstrip("/") + "/v1/traces"
+        if endpoint is not None:
+            exporter = otlp_http_exporter(endpoint)
     return setup_tracing(
         service_name=settings.app_name,
         service_version=settings.app_version,
@@ -66,17 +66,21 @@ def _tracer_provider(
     )
 
 
-async def _shutdown_tracing(provider: TracerProvider) -> None:
-    """Flush and stop the span pipeline without letting a dead collector hold us."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(
-            asyncio.to_thread(provider.force_flush, int(SPAN_FLUSH_TIMEOUT_SECONDS * 1000)),
-            SPAN_FLUSH_TIMEOUT_SECONDS + 1,
-        )
-    # shutdown() joins the export thread; run it off the loop and do not wait forever.
-    thread_task = asyncio.ensure_future(asyncio.to_thread(provider.shutdown))
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(thread_task), SPAN_FLUSH_TIMEOUT_SECONDS)
+async def _shutdown_tracing(provider: TracerProvider, budget_seconds: float) -> None:
+    """Flush and stop the span pipeline, waiting at most ``budget_seconds``.
+
+    Both steps can block in an export to a collector that never answers (the SDK's
+    ``force_flush`` exports on the calling thread and does not honour its timeout while
+    the exporter waits), so they run on a daemon thread that we wait for only so long.
+    """
+
+    def flush_then_stop() -> None:
+        provider.force_flush(int(budget_seconds * 1000))
+        provider.shutdown()
+
+    stopper = threading.Thread(target=flush_then_stop, name="span-shutdown", daemon=True)
+    stopper.start()
+    await asyncio.to_thread(stopper.join, budget_seconds)
 
 
 def create_app(
@@ -148,7 +152,7 @@ def create_app(
             if metrics is not None:
                 metrics.mark_process_dead(os.getpid())
             if provider is not None:
-                await _shutdown_tracing(provider)
+                await _shutdown_tracing(provider, settings.trace_flush_timeout_seconds)
 
     app = FastAPI(
         title="inference-gateway",

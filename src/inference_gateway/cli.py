@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -48,8 +49,11 @@ def serve(settings: Settings) -> int:
     os.environ.update(
         {"HOST": settings.host, "PORT": str(settings.port), "WORKERS": str(settings.workers)}
     )
+    created: str | None = None
     if settings.workers > 1 and settings.enable_metrics:
-        directory = settings.prometheus_multiproc_dir or tempfile.mkdtemp(prefix="ig-metrics-")
+        directory = settings.prometheus_multiproc_dir
+        if directory is None:
+            directory = created = tempfile.mkdtemp(prefix="inference-gateway-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(prepare_multiprocess_dir(directory))
     setup_logging(settings.log_level.value, settings.effective_log_format.value)
     # Uvicorn drains on SIGTERM/SIGINT, restores the previous handlers and re-raises the
@@ -67,6 +71,8 @@ def serve(settings: Settings) -> int:
         timeout_graceful_shutdown=int(settings.graceful_shutdown_seconds),
         server_header=False,
     )
+    if created is not None:
+        shutil.rmtree(created, ignore_errors=True)
     return 0
 
 

@@ -114,6 +114,7 @@ class Settings(BaseSettings):
     enable_docs: bool = True
     # Read, not redefined: these keep their standard meaning. An OTLP exporter is
     # attached only when an endpoint is set; the SDK reads the rest of OTEL_* itself.
+    trace_flush_timeout_seconds: float = Field(5.0, gt=0, le=60)
     otel_sdk_disabled: bool = False
     otel_exporter_otlp_endpoint: str | None = None
     otel_exporter_otlp_traces_endpoint: str | None = None

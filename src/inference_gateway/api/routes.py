@@ -84,7 +84,7 @@ async def read_image_bytes(request: Request, max_fields: int) -> bytes:
             await form.close()
     if media_type.startswith("image/") or media_type in RAW_CONTENT_TYPES:
         return await request.body()
-    shown = media_type or "none"
+    shown = media_type[:100] or "none"
     raise UnsupportedMediaTypeException(
         f"Content type {shown!r} is not accepted; send multipart/form-data with a 'file' "
         "field, or the image bytes with an image/* or application/octet-stream type."

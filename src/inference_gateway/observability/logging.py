@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import re
 import sys
 from collections.abc import Iterator, Mapping
@@ -24,7 +25,7 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 LOGGER_NAME = "inference_gateway"
 
 #: Control characters (C0, DEL, C1) and ANSI escapes are stripped from console output.
-_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|[\x00-\x1f\x7f-\x9f]")
 #: Longest string value a log line may carry in one field.
 MAX_FIELD_CHARS = 4096
 
@@ -64,6 +65,11 @@ def _drop_color_message(_: WrappedLogger, __: str, event_dict: EventDict) -> Eve
     return event_dict
 
 
+def _add_pid(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    event_dict.setdefault("pid", os.getpid())  # tells apart the workers of one server
+    return event_dict
+
+
 def _shared_processors() -> list[Processor]:
     return [
         structlog.contextvars.merge_contextvars,
@@ -73,6 +79,7 @@ def _shared_processors() -> list[Processor]:
         _drop_color_message,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
         add_trace_context,
+        _add_pid,
         _cap_lengths,
     ]
 
@@ -116,7 +123,12 @@ def setup_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | None 
         lib.propagate = True
     logging.getLogger("uvicorn.access").disabled = True
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        # filter_by_level first: a disabled level costs one check, not the whole chain.
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,

@@ -1,0 +1,66 @@
+"""Two worker processes, one scrape: the totals of both."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+
+from tests.helpers import wait_until
+from tests.images import cat_jpeg
+from tests.scrape import parse, total, value
+from tests.servers import gateway_process
+
+pytestmark = pytest.mark.integration
+
+REQUESTS = 24
+
+
+def test_one_scrape_reports_the_sum_of_two_workers(tmp_path: Path) -> None:
+    metrics_dir = tmp_path / "metrics"
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    with gateway_process(env, args=("--workers", "2")) as gateway:
+        wait_until(
+            lambda: sum('"Model ready"' in line for line in gateway.log_lines()) >= 2,
+            timeout=120,
+            what="both workers to load the model",
+        )
+        with httpx.Client(base_url=gateway.url, timeout=30) as client:
+            # Fresh connections spread requests over both workers' accept loops.
+            for _ in range(REQUESTS):
+                response = httpx.post(
+                    f"{gateway.url}/predict",
+                    content=cat_jpeg(),
+                    headers={"content-type": "image/jpeg"},
+                    timeout=30,
+                )
+                assert response.status_code == 200
+            for _ in range(3):
+                assert client.get("/missing").status_code == 404
+            samples = parse(client.get("/metrics").text)
+        # Both workers served predictions, and each kept its own files.
+        records = [json.loads(line) for line in gateway.log_lines() if line.startswith("{")]
+        pids = {r["pid"] for r in records if r.get("endpoint") == "/predict"}
+        assert len(pids) == 2
+        assert len(list(metrics_dir.glob("counter_*.db"))) == 2
+        assert (
+            value(samples, "http_requests_total", method="POST", endpoint="/predict", status="200")
+            == REQUESTS
+        )
+        assert (
+            value(
+                samples, "http_request_duration_seconds_count", method="POST", endpoint="/predict"
+            )
+            == REQUESTS
+        )
+        assert (
+            value(samples, "http_requests_total", method="GET", endpoint="unmatched", status="404")
+            == 3
+        )
+        assert total(samples, "model_predictions_total") == REQUESTS
+        assert (
+            value(samples, "model_loaded", model="efficientnet-lite0") == 1
+        )  # livemin: both ready
+        assert gateway.stop() == 0

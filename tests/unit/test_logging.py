@@ -1,0 +1,248 @@
+"""Logs: one JSON object per line, the spec's fields, correlation, no forged lines."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import re
+from collections.abc import Iterator
+from datetime import datetime
+
+import pytest
+import structlog
+from fastapi.testclient import TestClient
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from inference_gateway.app import create_app
+from inference_gateway.observability.logging import (
+    LogContext,
+    get_logger,
+    log_context,
+    log_error,
+    log_inference_start,
+    setup_logging,
+)
+from tests.helpers import ControlledBackend, controlled_loader, make_settings, ready_client
+from tests.images import cat_jpeg
+
+JPEG = {"content-type": "image/jpeg"}
+
+
+@pytest.fixture
+def json_logs() -> Iterator[io.StringIO]:
+    """Route all logging to a buffer as JSON at DEBUG; restore defaults after."""
+    stream = io.StringIO()
+    setup_logging("DEBUG", "json", stream=stream)
+    yield stream
+    logging.getLogger().handlers.clear()
+    structlog.reset_defaults()
+
+
+def _records(stream: io.StringIO) -> list[dict[str, object]]:
+    lines = [line for line in stream.getvalue().splitlines() if line]
+    return [json.loads(line) for line in lines]  # every line is exactly one JSON object
+
+
+def test_request_logs_carry_the_spec_fields(json_logs: io.StringIO) -> None:
+    app = create_app(
+        make_settings(),
+        model_loader=controlled_loader(ControlledBackend()),
+        configure_logging=False,
+    )
+    with TestClient(app) as client:
+        ready_client(client)
+        response = client.post(
+            "/predict",
+            content=cat_jpeg(),
+            headers={**JPEG, "x-request-id": "req-42", "x-user-id": "alice"},
+        )
+    trace_id = response.json()["trace_id"]
+    records = [r for r in _records(json_logs) if r.get("request_id") == "req-42"]
+    access = next(r for r in records if r["message"] == "Request completed")
+    inference = next(r for r in records if r["message"] == "Inference completed")
+    for record in (access, inference):
+        assert (
+            datetime.fromisoformat(str(record["timestamp"]).replace("Z", "+00:00"))
+            .utcoffset()
+            .total_seconds()
+            == 0
+        )
+        assert record["level"] == "INFO"
+        assert record["logger"] == "inference_gateway"
+        assert record["trace_id"] == trace_id
+        assert re.fullmatch(r"[0-9a-f]{16}", str(record["span_id"]))
+        assert record["trace_flags"] in ("01", "03")
+        assert record["user_id"] == "alice"
+        assert record["method"] == "POST"
+    assert access["endpoint"] == "/predict"
+    assert access["status_code"] == 200
+    assert isinstance(access["duration_ms"], float)
+    assert inference["model_name"] == "efficientnet-lite0"
+    assert inference["prediction_class"] == "goldfish"
+    assert 0 < float(inference["confidence"]) <= 1  # type: ignore[arg-type]
+    assert len([r for r in records if r["message"] == "Request completed"]) == 1
+
+
+def test_one_story_per_request_logs_spans_and_exemplar_share_ids(json_logs: io.StringIO) -> None:
+    exporter = InMemorySpanExporter()
+    app = create_app(
+        make_settings(), model_loader=controlled_loader(ControlledBackend()),
+        span_processors=(SimpleSpanProcessor(exporter),), configure_logging=False,
+    )  # fmt: skip
+    with TestClient(app) as client:
+        ready_client(client)
+        response = client.post("/predict", content=cat_jpeg(), headers=JPEG)
+        scrape = client.get("/metrics", headers={"accept": "application/openmetrics-text"}).text
+    body = response.json()
+    trace_id, request_id = body["trace_id"], body["request_id"]
+    assert response.headers["x-request-id"] == request_id
+    logs = [r for r in _records(json_logs) if r.get("request_id") == request_id]
+    assert logs and {r["trace_id"] for r in logs} == {trace_id}
+    span_ids = {format(s.context.span_id, "016x") for s in exporter.get_finished_spans()}
+    assert {
+        format(s.context.trace_id, "032x")
+        for s in exporter.get_finished_spans()
+        if s.name == "POST /predict"
+    } >= {trace_id}
+    assert all(r["span_id"] in span_ids for r in logs)
+    assert f'trace_id="{trace_id}"' in scrape
+
+
+def test_unexpected_errors_log_once_with_type_and_traceback(json_logs: io.StringIO) -> None:
+    app = create_app(
+        make_settings(),
+        model_loader=controlled_loader(ControlledBackend()),
+        configure_logging=False,
+    )
+
+    @app.get("/explode")
+    async def explode() -> None:
+        raise ZeroDivisionError("division by zero in handler")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        ready_client(client)
+        response = client.get("/explode", headers={"x-request-id": "boom-1"})
+    assert response.status_code == 500
+    errors = [
+        r for r in _records(json_logs) if r.get("request_id") == "boom-1" and r["level"] == "ERROR"
+    ]
+    assert len(errors) == 1
+    assert errors[0]["error_type"] == "ZeroDivisionError"
+    assert errors[0]["status_code"] == 500
+    exception = errors[0]["exception"]
+    assert isinstance(exception, list) and exception[0]["exc_type"] == "ZeroDivisionError"
+    assert any(frame["name"] == "explode" for frame in exception[0]["frames"])
+
+
+def test_client_errors_log_one_warning_with_the_reason(json_logs: io.StringIO) -> None:
+    app = create_app(
+        make_settings(),
+        model_loader=controlled_loader(ControlledBackend()),
+        configure_logging=False,
+    )
+    with TestClient(app) as client:
+        ready_client(client)
+        client.post("/predict", content=b"not an image", headers={**JPEG, "x-request-id": "bad-1"})
+    lines = [
+        r for r in _records(json_logs) if r.get("request_id") == "bad-1" and r["level"] != "DEBUG"
+    ]
+    assert len(lines) == 1
+    assert lines[0]["level"] == "WARNING"
+    assert lines[0]["error_type"] == "InvalidImageException"
+    assert "exception" not in lines[0]
+
+
+def test_library_and_uvicorn_records_use_the_same_renderer(json_logs: io.StringIO) -> None:
+    logging.getLogger("uvicorn.error").info("Started server process [%d]", 123)
+    logging.getLogger("some.library").warning("careful")
+    records = _records(json_logs)
+    assert records[0]["message"] == "Started server process [123]"
+    assert records[0]["logger"] == "uvicorn.error"
+    assert records[1]["level"] == "WARNING"
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    ["line one\nline two", "\x1b[31mred\x1b[0m", 'fake"}\n{"level":"CRITICAL"', "x" * 10_000],
+    ids=["newline", "ansi", "json-breakout", "10kb"],
+)
+def test_user_text_cannot_forge_a_json_line(json_logs: io.StringIO, hostile: str) -> None:
+    get_logger().info("Upload", filename=hostile)
+    records = _records(json_logs)
+    assert len(records) == 1
+    assert records[0]["message"] == "Upload"
+    assert len(str(records[0]["filename"])) <= 4096 + len("…[truncated]")
+
+
+def test_hostile_request_and_user_ids_are_dropped(json_logs: io.StringIO) -> None:
+    app = create_app(
+        make_settings(),
+        model_loader=controlled_loader(ControlledBackend()),
+        configure_logging=False,
+    )
+    with TestClient(app) as client:
+        ready_client(client)
+        response = client.get(
+            "/health", headers={"x-request-id": "a" * 10_000, "x-user-id": "bob\tx"}
+        )
+    rid = response.headers["x-request-id"]
+    assert len(rid) == 36
+    access = next(
+        r
+        for r in _records(json_logs)
+        if r.get("request_id") == rid and r["message"] == "Request completed"
+    )
+    assert "user_id" not in access
+
+
+def test_console_format_is_readable_and_strips_control_characters() -> None:
+    stream = io.StringIO()
+    setup_logging("INFO", "console", stream=stream)
+    try:
+        get_logger().info("Hello console", user_id="eve\x1b[2J\nmallory")
+        logging.getLogger("uvicorn.error").info("from uvicorn")
+    finally:
+        logging.getLogger().handlers.clear()
+        structlog.reset_defaults()
+    out = stream.getvalue()
+    assert "Hello console" in out and "from uvicorn" in out
+    assert "\x1b" not in out
+    assert len(out.splitlines()) == 2
+    assert "evemallory" in out
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(out.splitlines()[0])
+
+
+def test_log_context_survives_await_and_reaches_threads(json_logs: io.StringIO) -> None:
+    logger = get_logger()
+
+    async def work() -> None:
+        with LogContext(request_id="ctx-1", user_id=None):
+            await asyncio.sleep(0)
+            logger.info("after await")
+            await asyncio.to_thread(logger.info, "in a thread")
+        logger.info("outside")
+
+    asyncio.run(work())
+    with log_context(model_name="m"):
+        log_inference_start(logger, "m")
+    records = [r for r in _records(json_logs) if r["logger"] == "inference_gateway"]
+    assert records[0]["request_id"] == "ctx-1" and records[1]["request_id"] == "ctx-1"
+    assert "user_id" not in records[0]
+    assert "request_id" not in records[2]
+    assert records[3]["message"] == "Inference started" and records[3]["level"] == "DEBUG"
+
+
+def test_log_error_levels(json_logs: io.StringIO) -> None:
+    logger = get_logger()
+    log_error(logger, "expected", ValueError("v"), expected=True)
+    try:
+        {}["k"]
+    except KeyError as exc:
+        log_error(logger, "unexpected", exc)
+    expected, unexpected = _records(json_logs)
+    assert expected["level"] == "WARNING" and "exception" not in expected
+    assert unexpected["level"] == "ERROR" and unexpected["exception"][0]["exc_type"] == "KeyError"

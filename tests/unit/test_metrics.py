@@ -1,0 +1,374 @@
+"""Prometheus metrics: the contract, exact counts, bounded cardinality, exemplars."""
+
+from __future__ import annotations
+
+import random
+import re
+import string
+import threading
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from inference_gateway.app import create_app
+from inference_gateway.observability.metrics import LATENCY_BUCKETS, Metrics, _normalize_endpoint
+from tests.helpers import (
+    ControlledBackend,
+    controlled_loader,
+    make_settings,
+    ready_client,
+    wait_until,
+)
+from tests.images import cat_jpeg
+from tests.scrape import parse, series_count, total, value
+
+JPEG = {"content-type": "image/jpeg"}
+
+#: The metric contract: name -> (type, label names). Dashboards and alerts rely on it.
+CONTRACT: dict[str, tuple[str, set[str]]] = {
+    "http_requests_total": ("counter", {"method", "endpoint", "status"}),
+    "http_request_duration_seconds": ("histogram", {"method", "endpoint"}),
+    "http_request_exceptions_total": ("counter", {"endpoint", "exception_type"}),
+    "active_requests": ("gauge", set()),
+    "model_inference_duration_seconds": ("histogram", {"model"}),
+    "model_predictions_total": ("counter", {"model", "class"}),
+    "model_inference_errors_total": ("counter", {"model", "error_type"}),
+    "inference_queue_size": ("gauge", {"model"}),
+    "model_memory_usage_bytes": ("gauge", {"model"}),
+    "prediction_confidence": ("histogram", {"model"}),
+    "image_size_bytes": ("histogram", set()),
+    "model_loaded": ("gauge", {"model"}),
+    "app_info": ("gauge", {"name", "version", "environment"}),
+    "inference_queue_wait_seconds": ("histogram", {"model"}),
+    "image_preprocess_duration_seconds": ("histogram", set()),
+    "inference_batch_size": ("histogram", {"model"}),
+    "image_decode_failures_total": ("counter", {"reason"}),
+    "image_width_pixels": ("histogram", set()),
+    "image_height_pixels": ("histogram", set()),
+    "requests_rejected_total": ("counter", {"reason"}),
+}
+
+
+def _scrape(client: TestClient) -> dict:  # type: ignore[type-arg]
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    return parse(response.text)
+
+
+def test_every_metric_of_the_contract_is_exposed_with_its_type_and_labels(
+    fake_client: TestClient, controlled_backend: ControlledBackend
+) -> None:
+    fake_client.post("/predict", content=cat_jpeg(), headers=JPEG)
+    fake_client.post("/predict", content=b"junk", headers=JPEG)  # an exception, a decode failure
+    controlled_backend.fail_with = RuntimeError("boom")  # an inference error
+    fake_client.post("/predict", content=cat_jpeg(), headers=JPEG)
+    text = fake_client.get("/metrics").text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    for name, (kind, labels) in CONTRACT.items():
+        family_name = name.removesuffix("_total") if kind == "counter" else name
+        assert family_name in families, name
+        family = families[family_name]
+        assert family.type == kind, name
+        assert f"# TYPE {name} {kind}" in text or f"# TYPE {family_name} {kind}" in text
+        sample_labels = {k for s in family.samples for k in s.labels if k not in {"le"}}
+        assert sample_labels == labels, name
+    for standard in ("process_resident_memory_bytes", "python_gc_objects_collected_total"):
+        assert standard in text
+
+
+def test_latency_buckets_have_an_edge_at_the_slo() -> None:
+    assert 0.3 in LATENCY_BUCKETS
+    around = [b for b in LATENCY_BUCKETS if 0.1 <= b <= 0.5]
+    assert len(around) >= 6
+
+
+def test_model_state_metrics_follow_the_model(fake_client: TestClient) -> None:
+    samples = _scrape(fake_client)
+    assert value(samples, "model_loaded", model="efficientnet-lite0") == 1
+    assert value(samples, "model_memory_usage_bytes", model="efficientnet-lite0") == 1234
+    assert (
+        value(
+            samples, "app_info", name="inference-gateway", version="0.1.0", environment="production"
+        )
+        == 1
+    )
+
+
+def test_exact_accounting_of_every_outcome() -> None:
+    backend = ControlledBackend()
+    app = create_app(
+        make_settings(max_body_bytes=64 * 1024, max_queue_size=1, model_warmup=False),
+        model_loader=controlled_loader(backend),
+        configure_logging=False,
+    )
+    with TestClient(app, raise_server_exceptions=False) as client:
+        ready_client(client)
+        for _ in range(3):
+            assert client.post("/predict", content=cat_jpeg(), headers=JPEG).status_code == 200
+        for _ in range(2):
+            assert client.post("/predict", content=b"nope", headers=JPEG).status_code == 400
+        assert (
+            client.post(
+                "/predict", content=b"x", headers={"content-type": "text/plain"}
+            ).status_code
+            == 415
+        )
+        assert client.post("/predict?top_k=0", content=cat_jpeg(), headers=JPEG).status_code == 422
+        assert client.post("/predict", content=b"\0" * 100_000, headers=JPEG).status_code == 413
+        assert client.get("/no/such/path").status_code == 404
+        assert client.get("/other?x=1").status_code == 404
+        assert client.delete("/predict").status_code == 405
+        backend.fail_with = RuntimeError("boom")
+        assert client.post("/predict", content=cat_jpeg(), headers=JPEG).status_code == 500
+        backend.fail_with = None
+        # A request that times out, and one refused while the queue is full.
+        backend.release.clear()
+        backend.entered.clear()
+        held: list[int] = []
+        worker = threading.Thread(
+            target=lambda: held.append(
+                client.post("/predict", content=cat_jpeg(), headers=JPEG).status_code
+            )
+        )
+        worker.start()
+        wait_until(backend.entered.is_set, what="a request to hold the model")
+        assert client.post("/predict", content=cat_jpeg(), headers=JPEG).status_code == 503
+        backend.release.set()
+        worker.join(timeout=30)
+        assert held == [200]
+        backend.release.clear()
+        timed_out = client.post(
+            "/predict", content=cat_jpeg(), headers={**JPEG, "x-request-timeout-ms": "30"}
+        )
+        assert timed_out.status_code == 504
+        backend.release.set()
+        samples = _scrape(client)
+
+    expected = {("/predict", "200"): 4, ("/predict", "400"): 2, ("/predict", "415"): 1,
+                ("/predict", "422"): 1, ("/predict", "413"): 1, ("/predict", "500"): 1,
+                ("/predict", "503"): 1, ("/predict", "504"): 1, ("/predict", "405"): 1,
+                ("unmatched", "404"): 2}  # fmt: skip
+    for (endpoint, status), count in expected.items():
+        method = "DELETE" if status == "405" else "GET" if endpoint == "unmatched" else "POST"
+        assert (
+            value(samples, "http_requests_total", method=method, endpoint=endpoint, status=status)
+            == count
+        ), (endpoint, status)
+    posts = sum(c for (e, s), c in expected.items() if e == "/predict" and s != "405")
+    assert (
+        value(samples, "http_request_duration_seconds_count", method="POST", endpoint="/predict")
+        == posts
+    )
+    assert (
+        value(samples, "http_request_duration_seconds_count", method="GET", endpoint="unmatched")
+        == 2
+    )
+    model = "efficientnet-lite0"
+    assert total(samples, "model_predictions_total", model=model) == 4
+    assert value(samples, "model_predictions_total", model=model, **{"class": "goldfish"}) == 4
+    assert value(samples, "prediction_confidence_count", model=model) == 4
+    assert value(samples, "model_inference_duration_seconds_count", model=model) == 4
+    assert value(samples, "inference_batch_size_sum", model=model) == 4
+    assert (
+        value(samples, "model_inference_errors_total", model=model, error_type="RuntimeError") == 1
+    )
+    assert value(samples, "image_decode_failures_total", reason="unsupported_format") == 2
+    assert value(samples, "image_size_bytes_count") == 7  # 4 answered + 500 + 503 + 504
+    assert value(samples, "requests_rejected_total", reason="queue_full") == 1
+    assert value(samples, "requests_rejected_total", reason="payload_too_large") == 1
+    assert value(samples, "requests_rejected_total", reason="deadline_exceeded") == 1
+    assert value(samples, "requests_rejected_total", reason="not_ready") == 0
+    exceptions = "http_request_exceptions_total"
+    assert (
+        value(samples, exceptions, endpoint="/predict", exception_type="InvalidImageException") == 2
+    )
+    assert (
+        value(samples, exceptions, endpoint="/predict", exception_type="ModelInferenceException")
+        == 1
+    )
+    assert value(samples, exceptions, endpoint="/predict", exception_type="QueueFullException") == 1
+    assert value(samples, "active_requests") == 1  # the scrape itself
+    assert value(samples, "inference_queue_size", model=model) == 0
+
+
+def _random_text(rng: random.Random, n: int) -> str:
+    return "".join(rng.choice(string.ascii_letters + string.digits + "-_%") for _ in range(n))
+
+
+def test_cardinality_does_not_grow_with_unknown_paths_queries_and_headers(
+    fake_client: TestClient,
+) -> None:
+    rng = random.Random(42)  # noqa: S311 - reproducible test data, not secrets
+
+    def burst(count: int) -> None:
+        for _ in range(count):
+            path = "/" + "/".join(_random_text(rng, 8) for _ in range(rng.randint(1, 4)))
+            query = f"?{_random_text(rng, 5)}={_random_text(rng, 12)}"
+            headers = {"x-request-id": _random_text(rng, 20), "x-user-id": _random_text(rng, 10),
+                       "user-agent": _random_text(rng, 30)}  # fmt: skip
+            method = rng.choice(["GET", "POST", "PUT"])
+            assert fake_client.request(method, path + query, headers=headers).status_code in (404,)
+        fake_client.post(f"/predict?{_random_text(rng, 6)}=1", content=b"junk", headers=JPEG)
+
+    burst(10)
+    _scrape(fake_client)  # the scrape's own series exist from here on
+    before = series_count(_scrape(fake_client))
+    burst(1000)
+    after = _scrape(fake_client)
+    assert series_count(after) == before
+    assert total(after, "http_requests_total", endpoint="unmatched") == 1010
+
+
+def test_path_parameters_are_counted_under_their_template(fake_client: TestClient) -> None:
+    app = fake_client.app
+
+    @app.get("/items/{item_id}")  # type: ignore[attr-defined,misc]
+    async def item(item_id: str) -> dict[str, str]:
+        return {"id": item_id}
+
+    for item_id in ("1", "2", "abc"):
+        assert fake_client.get(f"/items/{item_id}").status_code == 200
+    samples = _scrape(fake_client)
+    assert (
+        value(
+            samples, "http_requests_total", method="GET", endpoint="/items/{item_id}", status="200"
+        )
+        == 3
+    )
+
+
+def test_normalize_endpoint_reads_the_matched_route_template() -> None:
+    class Route:
+        path = "/users/{id}"
+
+    assert _normalize_endpoint({"route": Route()}) == "/users/{id}"
+    assert _normalize_endpoint({}) == "unmatched"
+
+
+def test_openmetrics_scrape_carries_trace_id_exemplars(fake_client: TestClient) -> None:
+    response = fake_client.post("/predict", content=cat_jpeg(), headers=JPEG)
+    trace_id = response.json()["trace_id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", trace_id)
+    scrape = fake_client.get("/metrics", headers={"accept": "application/openmetrics-text"})
+    assert scrape.headers["content-type"].startswith("application/openmetrics-text")
+    text = scrape.text
+    lines = text.splitlines()
+    request_lines = [
+        line
+        for line in lines
+        if line.startswith("http_request_duration_seconds_bucket") and 'endpoint="/predict"' in line
+    ]
+    inference_lines = [
+        line for line in lines if line.startswith("model_inference_duration_seconds_bucket")
+    ]
+    assert any(f'trace_id="{trace_id}"' in line for line in request_lines)
+    assert any(f'trace_id="{trace_id}"' in line for line in inference_lines)
+    plain = fake_client.get("/metrics").text
+    assert "trace_id" not in plain  # the classic text format has no exemplars
+
+
+def test_two_apps_in_one_process_do_not_share_counters() -> None:
+    first = create_app(
+        make_settings(),
+        model_loader=controlled_loader(ControlledBackend()),
+        configure_logging=False,
+    )
+    second = create_app(
+        make_settings(),
+        model_loader=controlled_loader(ControlledBackend()),
+        configure_logging=False,
+    )
+    with TestClient(first) as a, TestClient(second) as b:
+        ready_client(a)
+        ready_client(b)
+        for _ in range(3):
+            a.post("/predict", content=cat_jpeg(), headers=JPEG)
+        assert (
+            value(
+                _scrape(a), "http_requests_total", method="POST", endpoint="/predict", status="200"
+            )
+            == 3
+        )
+        assert (
+            value(
+                _scrape(b), "http_requests_total", method="POST", endpoint="/predict", status="200"
+            )
+            == 0
+        )
+
+
+def test_metrics_can_be_switched_off() -> None:
+    app = create_app(
+        make_settings(enable_metrics=False),
+        model_loader=controlled_loader(ControlledBackend()),
+        configure_logging=False,
+    )
+    assert app.state.telemetry.metrics is None
+    with TestClient(app) as client:
+        ready_client(client)
+        assert client.post("/predict", content=cat_jpeg(), headers=JPEG).status_code == 200
+        assert client.get("/metrics").status_code == 404
+
+
+def test_queue_gauge_shows_waiting_requests() -> None:
+    backend = ControlledBackend(blocked=True)
+    app = create_app(
+        make_settings(model_warmup=False),
+        model_loader=controlled_loader(backend),
+        configure_logging=False,
+    )
+    with TestClient(app) as client:
+        ready_client(client)
+        worker = threading.Thread(
+            target=lambda: client.post("/predict", content=cat_jpeg(), headers=JPEG)
+        )
+        worker.start()
+        wait_until(backend.entered.is_set, what="the model to be busy")
+        assert value(_scrape(client), "inference_queue_size", model="efficientnet-lite0") == 1
+        assert value(_scrape(client), "active_requests") == 2  # the held prediction + this scrape
+        backend.release.set()
+        worker.join(timeout=30)
+        assert value(_scrape(client), "inference_queue_size", model="efficientnet-lite0") == 0
+
+
+def test_helpers_record_what_they_say() -> None:
+    metrics = Metrics(app_name="a", app_version="1", environment="test")
+    metrics.record_request("GET", "/x", 200, 0.31, trace_id="0" * 31 + "1")
+    metrics.record_inference("m", 0.01, batch_size=3)
+    metrics.record_error("/x", "ValueError")
+    metrics.set_queue_size("m", 7)
+    metrics.record_queue_wait("m", 0.002)
+    samples = parse(metrics.render(None)[0].decode())
+    assert value(samples, "http_requests_total", method="GET", endpoint="/x", status="200") == 1
+    assert (
+        value(
+            samples, "http_request_duration_seconds_bucket", method="GET", endpoint="/x", le="0.3"
+        )
+        == 0
+    )
+    assert (
+        value(
+            samples, "http_request_duration_seconds_bucket", method="GET", endpoint="/x", le="0.35"
+        )
+        == 1
+    )
+    assert value(samples, "inference_batch_size_sum", model="m") == 3
+    assert (
+        value(samples, "http_request_exceptions_total", endpoint="/x", exception_type="ValueError")
+        == 1
+    )
+    assert value(samples, "inference_queue_size", model="m") == 7
+    assert value(samples, "inference_queue_wait_seconds_count", model="m") == 1
+
+
+@pytest.mark.parametrize(
+    "accept", [None, "text/plain", "application/openmetrics-text; version=1.0.0"]
+)
+def test_render_negotiates_the_format(accept: str | None) -> None:
+    body, content_type = Metrics(app_name="a", app_version="1", environment="t").render(accept)
+    assert body
+    expected = (
+        "application/openmetrics-text" if accept and "openmetrics" in accept else "text/plain"
+    )
+    assert content_type.startswith(expected)
