@@ -6,13 +6,14 @@ PIP := $(PY) -m pip
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP := $(VENV)/.dev-installed
 
-.PHONY: help install install-dev run test lint format pytest soak clean
+.PHONY: help install install-dev run test lint format pytest soak bench clean
 
 help:
 	@echo "make run    - install into $(VENV) and serve the embedded model on 127.0.0.1:8000"
 	@echo "make test   - install dev tools, lint, type-check and run the test suite with coverage"
 	@echo "make lint   - ruff format --check, ruff check, mypy"
 	@echo "make soak   - the long stability suite"
+	@echo "make bench  - benchmarks; tables in bench/results/"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +49,11 @@ test: lint pytest
 
 soak: $(DEV_STAMP)
 	$(PY) -m pytest -m soak -v
+
+bench: $(DEV_STAMP)
+	@mkdir -p bench/results/raw
+	$(PY) -m bench.telemetry_overhead --json-out bench/results/raw/telemetry_overhead.json \
+		| tee bench/results/telemetry_overhead.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage .coverage.* htmlcov

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import numpy.typing as npt
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from inference_gateway.app import create_app
 from inference_gateway.config import Settings
 from inference_gateway.inference.labels import imagenet_labels
 from inference_gateway.inference.model import LoadedModel, ModelSpec, load_model
+from tests.images import cat_jpeg
 
 
 def make_settings(**overrides: object) -> Settings:
@@ -97,3 +101,36 @@ def ready_client(client: TestClient) -> TestClient:
     """Wait until the app behind ``client`` reports ready."""
     wait_until(lambda: client.get("/ready").status_code == 200, what="/ready to return 200")
     return client
+
+
+def controlled_app(backend: ControlledBackend, **settings: object) -> FastAPI:
+    """An app serving ``backend``, with test settings and the caller's logging."""
+    return create_app(
+        make_settings(**settings), model_loader=controlled_loader(backend), configure_logging=False
+    )
+
+
+@contextmanager
+def held_prediction(client: TestClient, backend: ControlledBackend) -> Iterator[list[int]]:
+    """Send one prediction on a thread; yield once the (blocked) backend holds it.
+
+    On exit the backend is released and the thread joined; the yielded list then holds
+    the held request's status code.
+    """
+    statuses: list[int] = []
+
+    def send() -> None:
+        response = client.post(
+            "/predict", content=cat_jpeg(), headers={"content-type": "image/jpeg"}
+        )
+        statuses.append(response.status_code)
+
+    backend.entered.clear()
+    thread = threading.Thread(target=send)
+    thread.start()
+    try:
+        wait_until(backend.entered.is_set, what="a prediction to reach the model")
+        yield statuses
+    finally:
+        backend.release.set()
+        thread.join(timeout=30)

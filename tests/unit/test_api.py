@@ -13,14 +13,16 @@ from PIL import Image
 from inference_gateway.app import create_app
 from tests.helpers import (
     ControlledBackend,
+    controlled_app,
     controlled_loader,
+    held_prediction,
     make_settings,
     ready_client,
-    wait_until,
 )
 from tests.images import CAT_CLASSES, CAT_PNG, COFFEE_PNG, ESPRESSO, cat_jpeg, encode, gradient
 
 PROBLEM = "application/problem+json"
+JPEG = {"content-type": "image/jpeg"}
 
 
 def assert_problem(response, status: int, slug: str) -> dict[str, object]:  # type: ignore[no-untyped-def]
@@ -170,11 +172,7 @@ HOSTILE = [
 @pytest.fixture(scope="module")
 def small_limit_client() -> TestClient:
     backend = ControlledBackend()
-    app = create_app(
-        make_settings(max_body_bytes=2 * 1024 * 1024),
-        model_loader=controlled_loader(backend),
-        configure_logging=False,
-    )
+    app = controlled_app(backend, max_body_bytes=2 * 1024 * 1024)
     with TestClient(app) as client:
         yield ready_client(client)  # type: ignore[misc]
 
@@ -247,9 +245,7 @@ def test_forward_pass_failure_is_a_500_problem_without_internals(
 
 def test_unexpected_exception_is_a_generic_500_problem() -> None:
     backend = ControlledBackend()
-    app = create_app(
-        make_settings(), model_loader=controlled_loader(backend), configure_logging=False
-    )
+    app = controlled_app(backend)
 
     @app.get("/boom")
     async def boom() -> None:
@@ -264,12 +260,7 @@ def test_unexpected_exception_is_a_generic_500_problem() -> None:
 
 def test_deadline_from_header_gives_504_while_model_is_busy() -> None:
     backend = ControlledBackend(blocked=True)
-    app = create_app(
-        make_settings(model_warmup=False),
-        model_loader=controlled_loader(backend),
-        configure_logging=False,
-    )
-    with TestClient(app) as client:
+    with TestClient(controlled_app(backend, model_warmup=False)) as client:
         ready_client(client)
         response = client.post(
             "/predict",
@@ -289,32 +280,15 @@ def test_deadline_from_header_gives_504_while_model_is_busy() -> None:
 
 def test_full_queue_is_refused_at_once_with_retry_after() -> None:
     backend = ControlledBackend(blocked=True)
-    app = create_app(
-        make_settings(model_warmup=False, max_queue_size=1),
-        model_loader=controlled_loader(backend),
-        configure_logging=False,
-    )
+    app = controlled_app(backend, model_warmup=False, max_queue_size=1)
     with TestClient(app) as client:
         ready_client(client)
-        results: list[int] = []
-        first = threading.Thread(
-            target=lambda: results.append(
-                client.post(
-                    "/predict", content=cat_jpeg(), headers={"content-type": "image/jpeg"}
-                ).status_code
-            )
-        )
-        first.start()
-        wait_until(backend.entered.is_set, what="the first request to reach the model")
-        refused = client.post(
-            "/predict", content=cat_jpeg(), headers={"content-type": "image/jpeg"}
-        )
-        body = assert_problem(refused, 503, "queue-full")
-        assert body["reason"] == "queue_full"
-        assert refused.headers["retry-after"] == "1"
-        backend.release.set()
-        first.join(timeout=30)
-        assert results == [200]
+        with held_prediction(client, backend) as held:
+            refused = client.post("/predict", content=cat_jpeg(), headers=JPEG)
+            body = assert_problem(refused, 503, "queue-full")
+            assert body["reason"] == "queue_full"
+            assert refused.headers["retry-after"] == "1"
+        assert held == [200]
 
 
 def test_ready_is_503_until_the_model_is_warm_and_health_is_200_throughout() -> None:
@@ -341,28 +315,12 @@ def test_ready_is_503_until_the_model_is_warm_and_health_is_200_throughout() -> 
 
 def test_health_answers_while_a_slow_prediction_is_in_flight() -> None:
     backend = ControlledBackend(blocked=True)
-    app = create_app(
-        make_settings(model_warmup=False),
-        model_loader=controlled_loader(backend),
-        configure_logging=False,
-    )
-    with TestClient(app) as client:
+    with TestClient(controlled_app(backend, model_warmup=False)) as client:
         ready_client(client)
-        statuses: list[int] = []
-        slow = threading.Thread(
-            target=lambda: statuses.append(
-                client.post(
-                    "/predict", content=cat_jpeg(), headers={"content-type": "image/jpeg"}
-                ).status_code
-            )
-        )
-        slow.start()
-        wait_until(backend.entered.is_set, what="the prediction to reach the model")
-        assert client.get("/health").json() == {"status": "ok"}
-        assert slow.is_alive()  # the prediction is still held in the model
-        backend.release.set()
-        slow.join(timeout=30)
-        assert statuses == [200]
+        with held_prediction(client, backend) as held:
+            assert client.get("/health").json() == {"status": "ok"}
+            assert held == []  # the prediction is still held in the model
+        assert held == [200]
 
 
 def test_openapi_documents_predict_with_its_schemas(fake_client: TestClient) -> None:
@@ -375,11 +333,7 @@ def test_openapi_documents_predict_with_its_schemas(fake_client: TestClient) -> 
 
 
 def test_docs_can_be_switched_off() -> None:
-    app = create_app(
-        make_settings(enable_docs=False),
-        model_loader=controlled_loader(ControlledBackend()),
-        configure_logging=False,
-    )
+    app = controlled_app(ControlledBackend(), enable_docs=False)
     with TestClient(app) as client:
         assert client.get("/docs").status_code == 404
         assert client.get("/openapi.json").status_code == 404

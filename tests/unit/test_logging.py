@@ -25,7 +25,13 @@ from inference_gateway.observability.logging import (
     log_inference_start,
     setup_logging,
 )
-from tests.helpers import ControlledBackend, controlled_loader, make_settings, ready_client
+from tests.helpers import (
+    ControlledBackend,
+    controlled_app,
+    controlled_loader,
+    make_settings,
+    ready_client,
+)
 from tests.images import cat_jpeg
 
 JPEG = {"content-type": "image/jpeg"}
@@ -47,11 +53,7 @@ def _records(stream: io.StringIO) -> list[dict[str, object]]:
 
 
 def test_request_logs_carry_the_spec_fields(json_logs: io.StringIO) -> None:
-    app = create_app(
-        make_settings(),
-        model_loader=controlled_loader(ControlledBackend()),
-        configure_logging=False,
-    )
+    app = controlled_app(ControlledBackend())
     with TestClient(app) as client:
         ready_client(client)
         response = client.post(
@@ -112,11 +114,7 @@ def test_one_story_per_request_logs_spans_and_exemplar_share_ids(json_logs: io.S
 
 
 def test_unexpected_errors_log_once_with_type_and_traceback(json_logs: io.StringIO) -> None:
-    app = create_app(
-        make_settings(),
-        model_loader=controlled_loader(ControlledBackend()),
-        configure_logging=False,
-    )
+    app = controlled_app(ControlledBackend())
 
     @app.get("/explode")
     async def explode() -> None:
@@ -138,11 +136,7 @@ def test_unexpected_errors_log_once_with_type_and_traceback(json_logs: io.String
 
 
 def test_client_errors_log_one_warning_with_the_reason(json_logs: io.StringIO) -> None:
-    app = create_app(
-        make_settings(),
-        model_loader=controlled_loader(ControlledBackend()),
-        configure_logging=False,
-    )
+    app = controlled_app(ControlledBackend())
     with TestClient(app) as client:
         ready_client(client)
         client.post("/predict", content=b"not an image", headers={**JPEG, "x-request-id": "bad-1"})
@@ -178,11 +172,7 @@ def test_user_text_cannot_forge_a_json_line(json_logs: io.StringIO, hostile: str
 
 
 def test_hostile_request_and_user_ids_are_dropped(json_logs: io.StringIO) -> None:
-    app = create_app(
-        make_settings(),
-        model_loader=controlled_loader(ControlledBackend()),
-        configure_logging=False,
-    )
+    app = controlled_app(ControlledBackend())
     with TestClient(app) as client:
         ready_client(client)
         response = client.get(

@@ -5,20 +5,17 @@ from __future__ import annotations
 import random
 import re
 import string
-import threading
 
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from inference_gateway.app import create_app
 from inference_gateway.observability.metrics import LATENCY_BUCKETS, Metrics, _normalize_endpoint
 from tests.helpers import (
     ControlledBackend,
-    controlled_loader,
-    make_settings,
+    controlled_app,
+    held_prediction,
     ready_client,
-    wait_until,
 )
 from tests.images import cat_jpeg
 from tests.scrape import parse, series_count, total, value
@@ -97,11 +94,7 @@ def test_model_state_metrics_follow_the_model(fake_client: TestClient) -> None:
 
 def test_exact_accounting_of_every_outcome() -> None:
     backend = ControlledBackend()
-    app = create_app(
-        make_settings(max_body_bytes=64 * 1024, max_queue_size=1, model_warmup=False),
-        model_loader=controlled_loader(backend),
-        configure_logging=False,
-    )
+    app = controlled_app(backend, max_body_bytes=64 * 1024, max_queue_size=1, model_warmup=False)
     with TestClient(app, raise_server_exceptions=False) as client:
         ready_client(client)
         for _ in range(3):
@@ -122,20 +115,10 @@ def test_exact_accounting_of_every_outcome() -> None:
         backend.fail_with = RuntimeError("boom")
         assert client.post("/predict", content=cat_jpeg(), headers=JPEG).status_code == 500
         backend.fail_with = None
-        # A request that times out, and one refused while the queue is full.
+        # One request refused while the queue is full, then one that times out.
         backend.release.clear()
-        backend.entered.clear()
-        held: list[int] = []
-        worker = threading.Thread(
-            target=lambda: held.append(
-                client.post("/predict", content=cat_jpeg(), headers=JPEG).status_code
-            )
-        )
-        worker.start()
-        wait_until(backend.entered.is_set, what="a request to hold the model")
-        assert client.post("/predict", content=cat_jpeg(), headers=JPEG).status_code == 503
-        backend.release.set()
-        worker.join(timeout=30)
+        with held_prediction(client, backend) as held:
+            assert client.post("/predict", content=cat_jpeg(), headers=JPEG).status_code == 503
         assert held == [200]
         backend.release.clear()
         timed_out = client.post(
@@ -269,16 +252,8 @@ def test_openmetrics_scrape_carries_trace_id_exemplars(fake_client: TestClient) 
 
 
 def test_two_apps_in_one_process_do_not_share_counters() -> None:
-    first = create_app(
-        make_settings(),
-        model_loader=controlled_loader(ControlledBackend()),
-        configure_logging=False,
-    )
-    second = create_app(
-        make_settings(),
-        model_loader=controlled_loader(ControlledBackend()),
-        configure_logging=False,
-    )
+    first = controlled_app(ControlledBackend())
+    second = controlled_app(ControlledBackend())
     with TestClient(first) as a, TestClient(second) as b:
         ready_client(a)
         ready_client(b)
@@ -299,11 +274,7 @@ def test_two_apps_in_one_process_do_not_share_counters() -> None:
 
 
 def test_metrics_can_be_switched_off() -> None:
-    app = create_app(
-        make_settings(enable_metrics=False),
-        model_loader=controlled_loader(ControlledBackend()),
-        configure_logging=False,
-    )
+    app = controlled_app(ControlledBackend(), enable_metrics=False)
     assert app.state.telemetry.metrics is None
     with TestClient(app) as client:
         ready_client(client)
@@ -313,22 +284,11 @@ def test_metrics_can_be_switched_off() -> None:
 
 def test_queue_gauge_shows_waiting_requests() -> None:
     backend = ControlledBackend(blocked=True)
-    app = create_app(
-        make_settings(model_warmup=False),
-        model_loader=controlled_loader(backend),
-        configure_logging=False,
-    )
-    with TestClient(app) as client:
+    with TestClient(controlled_app(backend, model_warmup=False)) as client:
         ready_client(client)
-        worker = threading.Thread(
-            target=lambda: client.post("/predict", content=cat_jpeg(), headers=JPEG)
-        )
-        worker.start()
-        wait_until(backend.entered.is_set, what="the model to be busy")
-        assert value(_scrape(client), "inference_queue_size", model="efficientnet-lite0") == 1
-        assert value(_scrape(client), "active_requests") == 2  # the held prediction + this scrape
-        backend.release.set()
-        worker.join(timeout=30)
+        with held_prediction(client, backend):
+            assert value(_scrape(client), "inference_queue_size", model="efficientnet-lite0") == 1
+            assert value(_scrape(client), "active_requests") == 2  # held prediction + scrape
         assert value(_scrape(client), "inference_queue_size", model="efficientnet-lite0") == 0
 
 

@@ -27,6 +27,7 @@ from inference_gateway.observability.tracing import (
 from tests.collector import otlp_receiver
 from tests.helpers import (
     ControlledBackend,
+    controlled_app,
     controlled_loader,
     make_settings,
     ready_client,
@@ -87,6 +88,11 @@ def test_predict_produces_the_spec_trace_shape_with_attributes() -> None:
     assert inference["prediction.class"] == "goldfish"
     assert 0 < inference["prediction.confidence"] <= 1
     assert response.headers["traceparent"].split("-")[1] == trace_id
+    inner = [spans["queue_wait"], spans["forward_pass"]]
+    for span in inner:
+        assert span.parent.span_id == spans["model_inference"].context.span_id
+    assert spans["queue_wait"].end_time <= spans["forward_pass"].start_time
+    assert spans["forward_pass"].end_time <= spans["model_inference"].end_time
 
 
 def test_incoming_traceparent_is_continued_and_malformed_one_ignored() -> None:
@@ -148,10 +154,7 @@ def test_probes_and_scrapes_are_not_traced() -> None:
 
 
 def test_tracing_off_means_no_provider_and_no_trace_ids() -> None:
-    app = create_app(
-        make_settings(enable_tracing=False), model_loader=controlled_loader(ControlledBackend()),
-        configure_logging=False,
-    )  # fmt: skip
+    app = controlled_app(ControlledBackend(), enable_tracing=False)  # fmt: skip
     assert app.state.telemetry.tracer_provider is None
     assert isinstance(app.state.telemetry.tracer, NoOpTracer)
     with TestClient(app) as client:
@@ -162,11 +165,7 @@ def test_tracing_off_means_no_provider_and_no_trace_ids() -> None:
 
 
 def test_otel_sdk_disabled_is_honoured() -> None:
-    app = create_app(
-        make_settings(otel_sdk_disabled=True),
-        model_loader=controlled_loader(ControlledBackend()),
-        configure_logging=False,
-    )
+    app = controlled_app(ControlledBackend(), otel_sdk_disabled=True)
     assert app.state.telemetry.tracer_provider is None
 
 
@@ -200,10 +199,8 @@ def test_sampler_comes_from_the_standard_variables(monkeypatch: pytest.MonkeyPat
 
 def test_spans_are_exported_over_real_otlp_http() -> None:
     with otlp_receiver() as (endpoint, received):
-        app = create_app(
-            make_settings(otel_exporter_otlp_traces_endpoint=endpoint, app_name="otlp-test"),
-            model_loader=controlled_loader(ControlledBackend()),
-            configure_logging=False,
+        app = controlled_app(
+            ControlledBackend(), otel_exporter_otlp_traces_endpoint=endpoint, app_name="otlp-test"
         )
         with TestClient(app) as client:
             ready_client(client)
@@ -253,6 +250,10 @@ def test_a_dead_or_hanging_collector_never_hurts_requests(
     finally:
         if context is not None:
             context.__exit__(None, None, None)
+        # Let the abandoned exporter finish now the collector is gone, inside this test.
+        for thread in threading.enumerate():
+            if thread.name == "span-shutdown":
+                thread.join(timeout=15)
 
 
 def test_span_helpers_work_on_the_current_span() -> None:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from inference_gateway.api.dependencies import HostDep, SettingsDep, TelemetryDep
 from inference_gateway.api.schemas import (
     HealthResponse,
     ImageOut,
@@ -25,9 +26,8 @@ from inference_gateway.errors import (
     UnsupportedMediaTypeException,
     request_id_of,
 )
-from inference_gateway.inference.host import Classification, ModelHost
+from inference_gateway.inference.host import Classification
 from inference_gateway.inference.model import LoadedModel
-from inference_gateway.observability.telemetry import Telemetry
 from inference_gateway.observability.tracing import TracedOperation, get_current_trace_id
 
 router = APIRouter()
@@ -119,6 +119,9 @@ def _model_info(model: LoadedModel) -> ModelInfo:
 async def predict(
     request: Request,
     response: Response,
+    settings: SettingsDep,
+    host: HostDep,
+    telemetry: TelemetryDep,
     top_k: Annotated[int | None, Query(ge=1, le=20, description="How many classes")] = None,
 ) -> PredictionResponse:
     """Classify one image (multipart ``file`` field or raw image body).
@@ -127,10 +130,6 @@ async def predict(
     confidences, and where the time went (also sent as a ``Server-Timing`` header).
     """
     started = time.perf_counter()
-    state = request.app.state
-    settings: Settings = state.settings
-    host: ModelHost = state.host
-    telemetry: Telemetry = state.telemetry
     with TracedOperation("validate_input", tracer=telemetry.tracer) as span:
         model = host.require_ready()
         deadline = _deadline(request, settings)
@@ -176,15 +175,13 @@ async def health() -> HealthResponse:
 @router.get(
     "/ready", response_model=ReadyResponse, responses={503: _PROBLEMS[503]}, summary="Readiness"
 )
-async def ready(request: Request) -> ReadyResponse:
+async def ready(host: HostDep) -> ReadyResponse:
     """200 once the model is loaded and warmed up; 503 before that and while draining."""
-    host: ModelHost = request.app.state.host
     return ReadyResponse(status="ready", model=_model_info(host.require_ready()))
 
 
-async def metrics_endpoint(request: Request) -> Response:
+async def metrics_endpoint(request: Request, telemetry: TelemetryDep) -> Response:
     """Prometheus exposition (OpenMetrics with exemplars when the scraper asks)."""
-    telemetry: Telemetry = request.app.state.telemetry
     assert telemetry.metrics is not None  # noqa: S101 - route exists only with metrics on
     body, content_type = telemetry.metrics.render(request.headers.get("accept"))
     return Response(body, media_type=content_type)

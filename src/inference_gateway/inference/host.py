@@ -63,6 +63,8 @@ class _ForwardResult:
     logits: npt.NDArray[np.float32]
     queue_seconds: float
     compute_seconds: float
+    started_ns: int  # wall clock, for the spans
+    ended_ns: int
 
 
 class ModelHost:
@@ -213,13 +215,14 @@ class ModelHost:
                 f"{self._pending} requests are waiting for the model; retry shortly."
             )
         submitted = time.perf_counter()
+        submitted_ns = time.time_ns()
         trace_id = get_current_trace_id()
 
         def run() -> _ForwardResult:
-            begin = time.perf_counter()
+            begin, begin_ns = time.perf_counter(), time.time_ns()
             logits = model.backend.predict(prepared.tensor[np.newaxis])
             end = time.perf_counter()
-            return _ForwardResult(logits, begin - submitted, end - begin)
+            return _ForwardResult(logits, begin - submitted, end - begin, begin_ns, time.time_ns())
 
         self._pending += 1
         self._publish_queue()
@@ -239,6 +242,12 @@ class ModelHost:
         finally:
             self._pending -= 1
             self._publish_queue()
+        # The worker thread measured both phases; they become spans after the fact.
+        tracer = self._telemetry.tracer
+        tracer.start_span("queue_wait", start_time=submitted_ns).end(end_time=result.started_ns)
+        tracer.start_span(
+            "forward_pass", start_time=result.started_ns, attributes={"batch.size": 1}
+        ).end(end_time=result.ended_ns)
         if metrics is not None:
             metrics.record_queue_wait(model.spec.name, result.queue_seconds)
             metrics.record_inference(model.spec.name, result.compute_seconds, 1, trace_id)
