@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -18,6 +19,22 @@ from tests.helpers import (
     ready_client,
     real_loader,
 )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh ONNX cache for the session: the export runs as on a new machine.
+
+    Set in the environment so settings and the server processes tests start see it.
+    """
+    directory = tmp_path_factory.mktemp("model-cache")
+    previous = os.environ.get("MODEL_CACHE_DIR")
+    os.environ["MODEL_CACHE_DIR"] = str(directory)
+    yield directory
+    if previous is None:
+        os.environ.pop("MODEL_CACHE_DIR", None)
+    else:
+        os.environ["MODEL_CACHE_DIR"] = previous
 
 
 @pytest.fixture(scope="session")

@@ -111,13 +111,17 @@ def controlled_app(backend: ControlledBackend, **settings: object) -> FastAPI:
 
 
 @contextmanager
-def held_prediction(client: TestClient, backend: ControlledBackend) -> Iterator[list[int]]:
-    """Send one prediction on a thread; yield once the (blocked) backend holds it.
+def held_prediction(
+    client: TestClient, backend: ControlledBackend, count: int = 1
+) -> Iterator[list[int]]:
+    """Send ``count`` predictions on threads; yield once all are in the batcher.
 
-    On exit the backend is released and the thread joined; the yielded list then holds
-    the held request's status code.
+    The backend must be blocked: the first request is then in the running batch and
+    the others wait in the queue. On exit the backend is released and the threads
+    joined; the yielded list then holds their status codes.
     """
     statuses: list[int] = []
+    host = client.app.state.host  # type: ignore[attr-defined]
 
     def send() -> None:
         response = client.post(
@@ -126,11 +130,17 @@ def held_prediction(client: TestClient, backend: ControlledBackend) -> Iterator[
         statuses.append(response.status_code)
 
     backend.entered.clear()
-    thread = threading.Thread(target=send)
-    thread.start()
+    threads = [threading.Thread(target=send) for _ in range(count)]
     try:
-        wait_until(backend.entered.is_set, what="a prediction to reach the model")
+        # One at a time, so the first is in the model before the next one queues.
+        for n, thread in enumerate(threads, start=1):
+            thread.start()
+            wait_until(
+                lambda n=n: host.batcher.pending == n, what=f"{n} predictions in the batcher"
+            )
+            wait_until(backend.entered.is_set, what="a prediction to reach the model")
         yield statuses
     finally:
         backend.release.set()
-        thread.join(timeout=30)
+        for thread in threads:
+            thread.join(timeout=30)

@@ -106,3 +106,27 @@ def gateway_process(
 
 
 __all__ = ["GatewayProcess", "free_port", "gateway_process", "wait_until"]
+
+
+@contextmanager
+def threaded_server(app: object) -> Iterator[str]:
+    """Serve ``app`` with a real uvicorn on loopback in a thread of this process.
+
+    For tests that need real sockets (disconnects, slow clients) and a controllable
+    backend in the same process. Yields the base URL.
+    """
+    import threading
+
+    import uvicorn
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False)  # type: ignore[arg-type]
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, what="uvicorn to start")
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -8,6 +8,7 @@ import os
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -18,8 +19,8 @@ from inference_gateway.api.limits import BodySizeLimitMiddleware
 from inference_gateway.api.routes import metrics_endpoint, router
 from inference_gateway.config import Settings
 from inference_gateway.errors import install_error_handlers
-from inference_gateway.inference.host import ModelHost
-from inference_gateway.inference.model import LoadedModel, ModelLoader, load_model
+from inference_gateway.inference.host import BatchingConfig, ModelHost
+from inference_gateway.inference.model import ModelLoader, load_configured_model
 from inference_gateway.inference.preprocess import ImageLimits, harden_pillow
 from inference_gateway.observability.logging import get_logger, setup_logging
 from inference_gateway.observability.metrics import Metrics
@@ -31,19 +32,6 @@ from inference_gateway.observability.tracing import (
     otlp_http_exporter,
     setup_tracing,
 )
-
-
-def _default_loader(settings: Settings) -> ModelLoader:
-    def load() -> LoadedModel:
-        return load_model(
-            settings.model_name,
-            settings.model_version,
-            settings.model_backend.value,
-            settings.model_device.value,
-            settings.model_threads,
-        )
-
-    return load
 
 
 def _tracer_provider(
@@ -115,12 +103,16 @@ def create_app(
         metrics=metrics, tracer_provider=provider, tracer=get_tracer(provider), logger=logger
     )
     host = ModelHost(
-        model_loader or _default_loader(settings),
+        model_loader or partial(load_configured_model, settings),
         telemetry,
         model_name=settings.model_name,
         limits=ImageLimits(settings.max_image_pixels, settings.max_image_side),
         preprocess_workers=settings.preprocess_workers,
-        max_queue_size=settings.max_queue_size,
+        batching=BatchingConfig(
+            max_batch_size=settings.max_batch_size,
+            max_batch_delay_seconds=settings.max_batch_delay_ms / 1000,
+            max_queue_size=settings.max_queue_size,
+        ),
         warmup=settings.model_warmup,
     )
     if metrics is not None:
@@ -148,7 +140,7 @@ def create_app(
             host.draining = True
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await loading
-            await host.close()
+            await host.close(settings.graceful_shutdown_seconds)
             if metrics is not None:
                 metrics.mark_process_dead(os.getpid())
             if provider is not None:
@@ -171,7 +163,11 @@ def create_app(
     if metrics is not None:
         app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
     # Middleware added last runs first: observability outermost, then CORS, then limits.
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        max_inflight_bytes=settings.max_inflight_bytes,
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -29,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     predict.add_argument("--top-k", type=int, default=5, help="classes per image (1-20)")
     predict.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    sub.add_parser(
+        "export-onnx", help="export the model to ONNX in MODEL_CACHE_DIR ahead of serving"
+    )
     return parser
 
 
@@ -79,7 +82,7 @@ def serve(settings: Settings) -> int:
 def predict(images: Sequence[Path], top_k: int, as_json: bool, settings: Settings) -> int:
     """Classify files in-process and print a table (or JSON lines); 1 if any failed."""
     from inference_gateway.errors import InvalidImageException
-    from inference_gateway.inference.model import load_model
+    from inference_gateway.inference.model import load_configured_model
     from inference_gateway.inference.postprocess import top_k as rank
     from inference_gateway.inference.preprocess import ImageLimits, harden_pillow, prepare_image
 
@@ -87,13 +90,7 @@ def predict(images: Sequence[Path], top_k: int, as_json: bool, settings: Setting
         sys.stderr.write("--top-k must be between 1 and 20\n")
         return 2
     harden_pillow()
-    model = load_model(
-        settings.model_name,
-        settings.model_version,
-        settings.model_backend.value,
-        settings.model_device.value,
-        settings.model_threads,
-    )
+    model = load_configured_model(settings)
     limits = ImageLimits(settings.max_image_pixels, settings.max_image_side)
     failed = False
     for path in images:
@@ -129,6 +126,21 @@ def predict(images: Sequence[Path], top_k: int, as_json: bool, settings: Setting
     return 1 if failed else 0
 
 
+def export(settings: Settings) -> int:
+    """Export the configured model to ONNX (a no-op when the file exists)."""
+    from inference_gateway.inference.model import EFFICIENTNET_LITE0, efficientnet_lite0_module
+    from inference_gateway.inference.onnx_export import ensure_onnx, onnx_path
+
+    if settings.model_name != EFFICIENTNET_LITE0:
+        sys.stderr.write(f"unknown model {settings.model_name!r}\n")
+        return 2
+    target = onnx_path(settings.model_cache_dir, settings.model_name, settings.model_version)
+    existed = target.exists()
+    ensure_onnx(efficientnet_lite0_module, target)
+    print(f"{target} ({'already there' if existed else 'exported'})")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``inference-gateway`` console script."""
     args = _parser().parse_args(argv)
@@ -145,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "serve":
         return serve(settings)
+    if args.command == "export-onnx":
+        return export(settings)
     return predict(args.images, args.top_k, args.json, settings)
 
 

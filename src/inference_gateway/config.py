@@ -9,6 +9,7 @@ their meaning there; they are not duplicated here.
 from __future__ import annotations
 
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -17,6 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from inference_gateway import __version__
 
 MIB = 1024 * 1024
+DEFAULT_MODEL_CACHE_DIR = Path.home() / ".cache" / "inference-gateway"
 
 
 class Environment(StrEnum):
@@ -47,6 +49,7 @@ class LogLevel(StrEnum):
 class Backend(StrEnum):
     """Which runtime executes the forward pass."""
 
+    ONNXRUNTIME = "onnxruntime"
     TORCH = "torch"
 
 
@@ -91,10 +94,11 @@ class Settings(BaseSettings):
     # --- model
     model_name: str = Field("efficientnet-lite0", min_length=1, max_length=64)
     model_version: str = Field("1", min_length=1, max_length=32)
-    model_backend: Backend = Backend.TORCH
+    model_backend: Backend = Backend.ONNXRUNTIME
     model_device: Device = Device.CPU
     model_warmup: bool = True
     model_threads: int = Field(0, ge=0, le=256)  # 0: one per CPU core
+    model_cache_dir: Path = DEFAULT_MODEL_CACHE_DIR  # exported ONNX files
     top_k_default: int = Field(5, ge=1, le=20)
 
     # --- limits
@@ -106,6 +110,9 @@ class Settings(BaseSettings):
     # --- performance
     preprocess_workers: int = Field(2, ge=1, le=64)
     max_queue_size: int = Field(64, ge=1, le=100_000)
+    max_batch_size: int = Field(8, ge=1, le=256)
+    max_batch_delay_ms: float = Field(2.0, ge=0, le=1000)
+    max_inflight_bytes: int = Field(64 * MIB, ge=1024, le=16 * 1024 * MIB)
     request_timeout: float = Field(10.0, gt=0, le=600)
 
     # --- observability

@@ -104,6 +104,44 @@ class QueueFullException(InferenceGatewayException):
     retry_after_seconds = 1
 
 
+class DeadlineUnreachableException(InferenceGatewayException):
+    """The queue ahead would outlast the request's deadline; refused without waiting."""
+
+    status_code = 503
+    slug = "deadline-unreachable"
+    title = "Deadline cannot be met"
+    reject_reason = "deadline_unreachable"
+    retry_after_seconds = 1
+
+
+class ServiceDrainingException(InferenceGatewayException):
+    """The service is shutting down and takes no new work."""
+
+    status_code = 503
+    slug = "draining"
+    title = "Service shutting down"
+    reject_reason = "draining"
+    retry_after_seconds = 1
+
+
+class InflightBytesException(InferenceGatewayException):
+    """Uploads in memory already reach ``MAX_INFLIGHT_BYTES``."""
+
+    status_code = 503
+    slug = "memory-pressure"
+    title = "Too many uploads in memory"
+    reject_reason = "inflight_bytes"
+    retry_after_seconds = 1
+
+
+class ClientClosedRequestException(InferenceGatewayException):
+    """The client went away before its answer was ready (nginx's 499)."""
+
+    status_code = 499
+    slug = "client-closed-request"
+    title = "Client closed request"
+
+
 class ModelInferenceException(InferenceGatewayException):
     """The forward pass failed."""
 

@@ -280,15 +280,17 @@ def test_deadline_from_header_gives_504_while_model_is_busy() -> None:
 
 def test_full_queue_is_refused_at_once_with_retry_after() -> None:
     backend = ControlledBackend(blocked=True)
-    app = controlled_app(backend, model_warmup=False, max_queue_size=1)
+    app = controlled_app(backend, model_warmup=False, max_queue_size=1, max_batch_size=1)
     with TestClient(app) as client:
         ready_client(client)
-        with held_prediction(client, backend) as held:
+        # One request runs (held in the model), one waits: the queue of 1 is full.
+        with held_prediction(client, backend, count=2) as held:
             refused = client.post("/predict", content=cat_jpeg(), headers=JPEG)
             body = assert_problem(refused, 503, "queue-full")
             assert body["reason"] == "queue_full"
             assert refused.headers["retry-after"] == "1"
-        assert held == [200]
+            assert backend.calls == 1
+        assert held == [200, 200]
 
 
 def test_ready_is_503_until_the_model_is_warm_and_health_is_200_throughout() -> None:

@@ -117,9 +117,9 @@ def test_exact_accounting_of_every_outcome() -> None:
         backend.fail_with = None
         # One request refused while the queue is full, then one that times out.
         backend.release.clear()
-        with held_prediction(client, backend) as held:
+        with held_prediction(client, backend, count=2) as held:
             assert client.post("/predict", content=cat_jpeg(), headers=JPEG).status_code == 503
-        assert held == [200]
+        assert held == [200, 200]
         backend.release.clear()
         timed_out = client.post(
             "/predict", content=cat_jpeg(), headers={**JPEG, "x-request-timeout-ms": "30"}
@@ -128,7 +128,7 @@ def test_exact_accounting_of_every_outcome() -> None:
         backend.release.set()
         samples = _scrape(client)
 
-    expected = {("/predict", "200"): 4, ("/predict", "400"): 2, ("/predict", "415"): 1,
+    expected = {("/predict", "200"): 5, ("/predict", "400"): 2, ("/predict", "415"): 1,
                 ("/predict", "422"): 1, ("/predict", "413"): 1, ("/predict", "500"): 1,
                 ("/predict", "503"): 1, ("/predict", "504"): 1, ("/predict", "405"): 1,
                 ("unmatched", "404"): 2}  # fmt: skip
@@ -148,16 +148,18 @@ def test_exact_accounting_of_every_outcome() -> None:
         == 2
     )
     model = "efficientnet-lite0"
-    assert total(samples, "model_predictions_total", model=model) == 4
-    assert value(samples, "model_predictions_total", model=model, **{"class": "goldfish"}) == 4
-    assert value(samples, "prediction_confidence_count", model=model) == 4
-    assert value(samples, "model_inference_duration_seconds_count", model=model) == 4
-    assert value(samples, "inference_batch_size_sum", model=model) == 4
+    assert total(samples, "model_predictions_total", model=model) == 5
+    assert value(samples, "model_predictions_total", model=model, **{"class": "goldfish"}) == 5
+    assert value(samples, "prediction_confidence_count", model=model) == 5
+    # Forward passes: the 5 answered, and the one whose caller's deadline passed while
+    # it was already computing (it finishes; its answer is discarded).
+    assert value(samples, "model_inference_duration_seconds_count", model=model) == 6
+    assert value(samples, "inference_batch_size_sum", model=model) == 6
     assert (
         value(samples, "model_inference_errors_total", model=model, error_type="RuntimeError") == 1
     )
     assert value(samples, "image_decode_failures_total", reason="unsupported_format") == 2
-    assert value(samples, "image_size_bytes_count") == 7  # 4 answered + 500 + 503 + 504
+    assert value(samples, "image_size_bytes_count") == 8  # 5 answered + 500 + 503 + 504
     assert value(samples, "requests_rejected_total", reason="queue_full") == 1
     assert value(samples, "requests_rejected_total", reason="payload_too_large") == 1
     assert value(samples, "requests_rejected_total", reason="deadline_exceeded") == 1

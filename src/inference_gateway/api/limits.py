@@ -4,21 +4,26 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from inference_gateway.errors import PayloadTooLargeException
+from inference_gateway.errors import InflightBytesException, PayloadTooLargeException
 
 
 class BodySizeLimitMiddleware:
-    """Refuse bodies over ``max_bytes`` with 413, counting bytes as they arrive.
+    """Refuse bodies over ``max_bytes`` (413) and uploads beyond ``max_inflight_bytes`` (503).
 
     A declared ``Content-Length`` over the limit is refused before any byte is read;
-    a chunked body is cut off at the first chunk that crosses it. The exception is
-    raised from ``receive`` inside the route, so the error handlers render it.
+    a chunked body is cut off at the first chunk that crosses it. Bytes received are
+    also charged to a budget shared by all requests of the app and released when the
+    request finishes, so memory held by uploads stays bounded however many clients
+    send at once. The exceptions are raised from ``receive`` inside the route, so the
+    error handlers render them.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        """Wrap ``app`` with a limit of ``max_bytes`` per request body."""
+    def __init__(self, app: ASGIApp, max_bytes: int, max_inflight_bytes: int) -> None:
+        """Wrap ``app`` with a per-request and an app-wide byte limit."""
         self.app = app
         self.max_bytes = max_bytes
+        self.max_inflight_bytes = max_inflight_bytes
+        self.inflight_bytes = 0  # touched only on the event loop
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the request on with a counting ``receive``."""
@@ -37,12 +42,21 @@ class BodySizeLimitMiddleware:
                 )
             message = await receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                size = len(message.get("body", b""))
+                received += size
+                self.inflight_bytes += size
                 if received > limit:
                     raise PayloadTooLargeException(f"The body exceeds {limit} bytes.")
+                if self.inflight_bytes > self.max_inflight_bytes:
+                    raise InflightBytesException(
+                        "Uploads held in memory are at the limit; retry shortly."
+                    )
             return message
 
-        await self.app(scope, limited_receive, send)
+        try:
+            await self.app(scope, limited_receive, send)
+        finally:
+            self.inflight_bytes -= received
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections.abc import Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -22,6 +25,7 @@ from inference_gateway.api.schemas import (
 )
 from inference_gateway.config import Settings
 from inference_gateway.errors import (
+    ClientClosedRequestException,
     InvalidInputException,
     UnsupportedMediaTypeException,
     request_id_of,
@@ -105,6 +109,36 @@ def _deadline(request: Request, settings: Settings) -> float:
     return time.monotonic() + timeout
 
 
+async def _unless_disconnected(
+    request: Request, work: Coroutine[Any, Any, Classification]
+) -> Classification:
+    """Await ``work``, abandoning it if the client disconnects first.
+
+    The body has been read, so the next ``receive`` only returns when the client goes
+    away; abandoning the work removes the request from the batcher's queue unrun.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    raise ClientClosedRequestException("The client disconnected before the answer.")
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 def _model_info(model: LoadedModel) -> ModelInfo:
     return ModelInfo(name=model.spec.name, version=model.spec.version, backend=model.backend.name)
 
@@ -135,7 +169,9 @@ async def predict(
         deadline = _deadline(request, settings)
         data = await read_image_bytes(request, settings.max_multipart_fields)
         span.set_attribute("image.bytes", len(data))
-    result: Classification = await host.classify(data, top_k or settings.top_k_default, deadline)
+    result = await _unless_disconnected(
+        request, host.classify(data, top_k or settings.top_k_default, deadline)
+    )
     with TracedOperation("format_response", tracer=telemetry.tracer):
         total_ms = (time.perf_counter() - started) * 1000
         t = result.timings

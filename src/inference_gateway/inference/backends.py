@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -69,3 +71,46 @@ class TorchBackend:
     def close(self) -> None:
         """Drop the module so its memory can be reclaimed."""
         del self._module
+
+
+class OnnxRuntimeBackend:
+    """ONNX Runtime on the CPU: the fast backend (about 3-4x torch eager on 2 cores)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, model_path: Path, threads: int = 0) -> None:
+        """Open an inference session on ``model_path`` with ``threads`` intra-op threads.
+
+        ``threads`` of 0 uses one per core. Inter-op parallelism is off: the gateway
+        runs one forward pass at a time and gives the cores to it.
+        """
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors only: its own log lines are not JSON
+        self._session = ort.InferenceSession(
+            str(model_path), options, providers=["CPUExecutionProvider"]
+        )
+        self._input = self._session.get_inputs()[0].name
+        self._memory_bytes = sum(
+            p.stat().st_size for p in model_path.parent.glob(model_path.name + "*")
+        )
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes of the model files (graph and weights) the session loaded."""
+        return self._memory_bytes
+
+    def predict(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """One forward pass; the session is used from one thread at a time."""
+        outputs = self._session.run(None, {self._input: batch})
+        result: npt.NDArray[np.float32] = np.asarray(outputs[0], dtype=np.float32)
+        return result
+
+    def close(self) -> None:
+        """Release the session."""
+        del self._session

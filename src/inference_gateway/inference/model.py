@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
-from inference_gateway.inference.backends import Backend, TorchBackend
+from inference_gateway.config import DEFAULT_MODEL_CACHE_DIR, Settings
+from inference_gateway.inference.backends import Backend, OnnxRuntimeBackend, TorchBackend
 from inference_gateway.inference.labels import imagenet_labels
+from inference_gateway.inference.onnx_export import ensure_onnx, onnx_path
 from inference_gateway.inference.preprocess import PreprocessConfig
 
 
@@ -58,14 +61,39 @@ def efficientnet_lite0_module() -> torch.nn.Module:
 
 
 def load_model(
-    name: str, version: str, backend: str, device: str = "cpu", threads: int = 0
+    name: str,
+    version: str,
+    backend: str,
+    device: str = "cpu",
+    threads: int = 0,
+    cache_dir: Path | None = None,
 ) -> LoadedModel:
-    """Load the named model onto the named backend."""
+    """Load the named model onto the named backend.
+
+    ``onnxruntime`` runs the model exported to ONNX, from ``cache_dir`` (exported there
+    first if missing); ``torch`` runs the eager module.
+    """
     if name != EFFICIENTNET_LITE0:
         raise ValueError(f"unknown model {name!r}; available: {EFFICIENTNET_LITE0}")
-    if backend != "torch":
-        raise ValueError(f"unknown backend {backend!r}; available: torch")
     spec = ModelSpec(name=name, version=version, labels=imagenet_labels())
-    return LoadedModel(
-        spec=spec, backend=TorchBackend(efficientnet_lite0_module(), device, threads)
+    if backend == "torch":
+        return LoadedModel(spec, TorchBackend(efficientnet_lite0_module(), device, threads))
+    if backend == "onnxruntime":
+        if device != "cpu":
+            raise ValueError("the onnxruntime backend runs on the CPU; use MODEL_BACKEND=torch")
+        directory = cache_dir if cache_dir is not None else DEFAULT_MODEL_CACHE_DIR
+        path = ensure_onnx(efficientnet_lite0_module, onnx_path(directory, name, version))
+        return LoadedModel(spec, OnnxRuntimeBackend(path, threads))
+    raise ValueError(f"unknown backend {backend!r}; available: onnxruntime, torch")
+
+
+def load_configured_model(settings: Settings) -> LoadedModel:
+    """Load the model the settings name, on their backend, device and threads."""
+    return load_model(
+        settings.model_name,
+        settings.model_version,
+        settings.model_backend.value,
+        settings.model_device.value,
+        settings.model_threads,
+        settings.model_cache_dir,
     )

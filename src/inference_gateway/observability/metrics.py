@@ -48,7 +48,9 @@ BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
 #: Bounded reasons for refusals (``requests_rejected_total``).
 REJECT_REASONS: tuple[str, ...] = (
     "queue_full",
+    "deadline_unreachable",
     "deadline_exceeded",
+    "inflight_bytes",
     "payload_too_large",
     "not_ready",
     "draining",

@@ -119,6 +119,10 @@ class ObservabilityMiddleware:
             fields["error_type"] = type(error).__name__
             if isinstance(error, InferenceGatewayException):
                 fields["error"] = error.detail
+        if unhandled is None and isinstance(error, InferenceGatewayException):
+            # A server-side failure rendered as a problem: keep its cause's traceback.
+            cause = error.__cause__ if error.status_code >= 500 else None
+            unhandled = cause if isinstance(cause, Exception) else None
         log_request_complete(
             self.telemetry.logger, method, endpoint, status, duration * 1000,
             exc_info=unhandled, **fields,

@@ -1,0 +1,310 @@
+"""Dynamic batching: one worker thread, one forward pass for many requests.
+
+`Batcher.submit` is called on the event loop; it refuses at once what the service
+cannot finish (queue full, deadline that the current queue makes unreachable, shutting
+down) and otherwise awaits its row of a batch. The worker thread takes the first
+queued request, waits at most ``max_batch_delay`` for others (up to
+``max_batch_size``), skips requests whose deadline passed or whose caller gave up,
+runs one forward pass and resolves each caller's future on its loop. A failing batch
+is retried one request at a time, so one poisonous input fails alone. The batcher
+knows nothing of HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from inference_gateway.errors import (
+    DeadlineUnreachableException,
+    InferenceTimeoutException,
+    ModelInferenceException,
+    QueueFullException,
+    ServiceDrainingException,
+)
+from inference_gateway.inference.backends import Backend
+from inference_gateway.observability.telemetry import Telemetry
+
+#: Weight of the newest batch in the moving average of batch durations.
+_EWMA_WEIGHT = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """One request's row of a batch, and how its time was spent."""
+
+    logits: npt.NDArray[np.float32]
+    queue_seconds: float
+    compute_seconds: float
+    batch_size: int
+    started_ns: int
+    ended_ns: int
+    batch_span: trace.SpanContext | None
+
+
+@dataclass(eq=False, slots=True)
+class _Job:
+    tensor: npt.NDArray[np.float32]
+    deadline: float  # time.monotonic()
+    future: asyncio.Future[BatchOutcome]
+    loop: asyncio.AbstractEventLoop
+    enqueued: float = field(default_factory=time.perf_counter)
+    link: trace.Link | None = None
+    abandoned: bool = False  # set on the loop when the caller stops waiting
+
+
+def _resolve(job: _Job, outcome: BatchOutcome | BaseException) -> None:
+    """Hand ``outcome`` to the job's future, on the job's loop (thread-safe)."""
+
+    def settle() -> None:
+        if job.future.done():
+            return
+        if isinstance(outcome, BaseException):
+            job.future.set_exception(outcome)
+        else:
+            job.future.set_result(outcome)
+
+    with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+        job.loop.call_soon_threadsafe(settle)
+
+
+class Batcher:
+    """Groups concurrent requests into batches for one backend."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        telemetry: Telemetry,
+        *,
+        model_name: str,
+        max_batch_size: int,
+        max_batch_delay_seconds: float,
+        max_queue_size: int,
+    ) -> None:
+        """Configure; `start` launches the worker thread."""
+        self._backend = backend
+        self._telemetry = telemetry
+        self.model_name = model_name
+        self.max_batch_size = max_batch_size
+        self.max_batch_delay = max_batch_delay_seconds
+        self.max_queue_size = max_queue_size
+        self._queue: deque[_Job] = deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._in_flight = 0
+        self._batch_seconds: float | None = None
+        self.busy_since: float | None = None  # monotonic start of the running batch
+        self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
+
+    # --- lifecycle --------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the worker thread."""
+        self._thread.start()
+
+    async def close(self, grace_seconds: float) -> None:
+        """Refuse new work, let queued work finish for ``grace_seconds``, fail the rest."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        deadline = time.monotonic() + grace_seconds
+        await asyncio.to_thread(self._wait_drained, grace_seconds)
+        with self._cond:
+            leftovers = list(self._queue)
+            self._queue.clear()
+        for job in leftovers:
+            _resolve(job, ServiceDrainingException("The service stopped before this request ran."))
+        await asyncio.to_thread(self._thread.join, max(deadline - time.monotonic(), 0.1))
+        self._publish()
+
+    def _wait_drained(self, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: not self.pending, timeout)
+
+    # --- state --------------------------------------------------------------------------
+    @property
+    def pending(self) -> int:
+        """Requests queued or in the running batch."""
+        return len(self._queue) + self._in_flight
+
+    @property
+    def batch_seconds(self) -> float | None:
+        """Moving average of forward-pass time per batch (None before the first)."""
+        return self._batch_seconds
+
+    def estimated_wait(self, position: int) -> float:
+        """Seconds until a request at queue ``position`` (1-based) has its answer.
+
+        The batches ahead of it (its own included), plus the one running now, times
+        the moving average of batch durations; 0 until a batch has been measured.
+        """
+        if self._batch_seconds is None:
+            return 0.0
+        batches = math.ceil(position / self.max_batch_size) + (1 if self._in_flight else 0)
+        return batches * self._batch_seconds
+
+    # --- the loop side ----------------------------------------------------------------
+    async def submit(self, tensor: npt.NDArray[np.float32], deadline: float) -> BatchOutcome:
+        """Queue one image and wait for its logits, or refuse it at once.
+
+        Raises `QueueFullException` or `DeadlineUnreachableException` without queueing,
+        `ServiceDrainingException` while closing, `InferenceTimeoutException` when the
+        deadline passes, `ModelInferenceException` when its forward pass fails.
+        """
+        loop = asyncio.get_running_loop()
+        span_context = trace.get_current_span().get_span_context()
+        job = _Job(
+            tensor=tensor,
+            deadline=deadline,
+            future=loop.create_future(),
+            loop=loop,
+            link=trace.Link(span_context) if span_context.is_valid else None,
+        )
+        with self._cond:
+            if self._closing:
+                raise ServiceDrainingException("The service is shutting down.")
+            queued = len(self._queue)
+            if queued >= self.max_queue_size:
+                raise QueueFullException(f"{queued} requests are waiting for the model.")
+            wait = self.estimated_wait(queued + 1)
+            if time.monotonic() + wait > deadline:
+                raise DeadlineUnreachableException(
+                    f"The queue needs about {wait * 1000:.0f} ms, more than the request's "
+                    "deadline allows."
+                )
+            self._queue.append(job)
+            self._cond.notify_all()
+        self._publish()
+        try:
+            remaining = max(deadline - time.monotonic(), 0.0)
+            return await asyncio.wait_for(asyncio.shield(job.future), remaining)
+        except TimeoutError:
+            raise InferenceTimeoutException(
+                "The prediction did not finish before the deadline."
+            ) from None
+        finally:
+            if not job.future.done():  # timed out or cancelled (the client went away)
+                job.abandoned = True  # if the worker already took it, it skips it
+                job.future.cancel()
+                with self._cond, contextlib.suppress(ValueError):
+                    self._queue.remove(job)
+                self._publish()
+
+    # --- the worker thread ------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            batch = self._collect()
+            if batch is None:
+                return
+            try:
+                self._execute(batch)
+            finally:
+                with self._cond:
+                    self._in_flight = 0
+                    self.busy_since = None
+                    self._cond.notify_all()  # wakes `close` waiting for the drain
+                self._publish()
+
+    def _collect(self) -> list[_Job] | None:
+        with self._cond:
+            while not self._queue:
+                if self._closing:
+                    return None
+                self._cond.wait()
+            gather_until = self._queue[0].enqueued + self.max_batch_delay
+            while len(self._queue) < self.max_batch_size and not self._closing:
+                remaining = gather_until - time.perf_counter()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            size = min(self.max_batch_size, len(self._queue))
+            batch = [self._queue.popleft() for _ in range(size)]
+            self._in_flight = size
+            self.busy_since = time.monotonic()
+        return batch
+
+    def _execute(self, batch: list[_Job]) -> None:
+        now = time.monotonic()
+        live: list[_Job] = []
+        for job in batch:
+            if job.abandoned:
+                continue  # the caller timed out or went away: do not compute
+            if now >= job.deadline:
+                _resolve(job, InferenceTimeoutException("The deadline passed while queued."))
+                continue
+            live.append(job)
+        if not live:
+            return
+        try:
+            self._forward(live)
+        except Exception:
+            if len(live) == 1:
+                raise
+            for job in live:  # retry alone: only the input that fails gets the 500
+                self._forward([job])
+
+    def _forward(self, jobs: list[_Job]) -> None:
+        """One forward pass for ``jobs``; failures resolve them with a 500."""
+        metrics = self._telemetry.metrics
+        tracer = self._telemetry.tracer
+        links = [job.link for job in jobs if job.link is not None]
+        started, started_ns = time.perf_counter(), time.time_ns()
+        # The batch has no single parent: a root span linked to every request's span.
+        with tracer.start_as_current_span(
+            "inference_batch",
+            context=otel_context.Context(),
+            links=links,
+            attributes={"model.name": self.model_name, "batch.size": len(jobs)},
+            start_time=started_ns,
+        ) as span:
+            try:
+                logits = self._backend.predict(np.stack([job.tensor for job in jobs]))
+            except Exception as exc:
+                if len(jobs) > 1:
+                    raise  # the caller retries each request alone
+                if metrics is not None:
+                    metrics.record_inference_error(self.model_name, type(exc).__name__)
+                failure = ModelInferenceException("The model failed on this input.")
+                failure.__cause__ = exc  # the access log line carries its traceback
+                _resolve(jobs[0], failure)
+                return
+            batch_context = span.get_span_context()
+        ended, ended_ns = time.perf_counter(), time.time_ns()
+        compute = ended - started
+        self._batch_seconds = (
+            compute
+            if self._batch_seconds is None
+            else (1 - _EWMA_WEIGHT) * self._batch_seconds + _EWMA_WEIGHT * compute
+        )
+        if metrics is not None:
+            first_trace = format(links[0].context.trace_id, "032x") if links else None
+            metrics.record_inference(self.model_name, compute, len(jobs), first_trace)
+        for row, job in enumerate(jobs):
+            queue_seconds = started - job.enqueued
+            if metrics is not None:
+                metrics.record_queue_wait(self.model_name, queue_seconds)
+            _resolve(
+                job,
+                BatchOutcome(
+                    logits=logits[row],
+                    queue_seconds=queue_seconds,
+                    compute_seconds=compute,
+                    batch_size=len(jobs),
+                    started_ns=started_ns,
+                    ended_ns=ended_ns,
+                    batch_span=batch_context if batch_context.is_valid else None,
+                ),
+            )
+
+    def _publish(self) -> None:
+        if self._telemetry.metrics is not None:
+            self._telemetry.metrics.set_queue_size(self.model_name, self.pending)
