@@ -5,8 +5,9 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP := $(VENV)/.dev-installed
+BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: help install install-dev run test lint format pytest soak bench clean
+.PHONY: help install install-dev run test tools lint format pytest soak bench clean
 
 help:
 	@echo "make run    - install into $(VENV) and serve the embedded model on 127.0.0.1:8000"
@@ -34,24 +35,34 @@ run: $(RUNTIME_STAMP)
 	$(VENV)/bin/inference-gateway serve
 
 lint: $(DEV_STAMP)
-	$(VENV)/bin/ruff format --check src tests
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests bench scripts
+	$(VENV)/bin/ruff check src tests bench scripts
 	$(VENV)/bin/mypy
 
 format: $(DEV_STAMP)
-	$(VENV)/bin/ruff format src tests
-	$(VENV)/bin/ruff check --fix src tests
+	$(VENV)/bin/ruff format src tests bench scripts
+	$(VENV)/bin/ruff check --fix src tests bench scripts
 
 pytest: $(DEV_STAMP)
 	$(PY) -m pytest -m "not soak" --cov --cov-report=term
 
-test: lint pytest
+tools:
+	scripts/ensure_tools.sh prometheus
+
+test: tools lint pytest
 
 soak: $(DEV_STAMP)
 	$(PY) -m pytest -m soak -v
 
-bench: $(DEV_STAMP)
+$(BENCH_STAMP): pyproject.toml | $(PY)
+	$(PIP) install --quiet -e '.[dev,bench]'
+	@touch $(RUNTIME_STAMP) $(DEV_STAMP) $@
+
+bench: $(BENCH_STAMP)
+	scripts/ensure_tools.sh wrk
 	@mkdir -p bench/results/raw
+	$(VENV)/bin/inference-gateway export-onnx
+	$(PY) -m bench.run_all
 	$(PY) -m bench.telemetry_overhead --json-out bench/results/raw/telemetry_overhead.json \
 		| tee bench/results/telemetry_overhead.md
 

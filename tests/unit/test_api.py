@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from inference_gateway.app import create_app
+from tests import scrape
 from tests.helpers import (
     ControlledBackend,
     controlled_app,
@@ -339,3 +340,32 @@ def test_docs_can_be_switched_off() -> None:
     with TestClient(app) as client:
         assert client.get("/docs").status_code == 404
         assert client.get("/openapi.json").status_code == 404
+
+
+def test_concurrent_requests_share_forward_passes_on_the_real_model() -> None:
+    """End to end on the real ONNX model: batched requests each get their own answer."""
+    app = create_app(
+        make_settings(max_batch_size=8, max_batch_delay_ms=200), configure_logging=False
+    )
+    photos = {"cat": cat_jpeg(), "espresso": COFFEE_PNG.read_bytes()}
+    with TestClient(app) as client:
+        ready_client(client)
+        answers: dict[int, tuple[str, int]] = {}
+
+        def send(i: int) -> None:
+            kind = "cat" if i % 2 else "espresso"
+            response = client.post("/predict", content=photos[kind], headers=JPEG)
+            answers[i] = (kind, response.json()["predictions"][0]["class_id"])
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        samples = scrape.parse(client.get("/metrics").text)
+    assert len(answers) == 8
+    for kind, class_id in answers.values():
+        assert class_id in (CAT_CLASSES if kind == "cat" else {ESPRESSO})
+    passes = scrape.value(samples, "inference_batch_size_count", model="efficientnet-lite0")
+    assert scrape.value(samples, "inference_batch_size_sum", model="efficientnet-lite0") == 8
+    assert passes < 8  # at least two requests shared a forward pass

@@ -57,6 +57,10 @@ REJECT_REASONS: tuple[str, ...] = (
 )
 
 
+#: Statuses of POST /predict whose series exist from start-up (see `initialise_series`).
+PREDICT_STATUSES: tuple[str, ...] = ("200", "400", "413", "415", "422", "500", "503", "504")
+
+
 def _normalize_endpoint(scope: Scope) -> str:
     """The route template a request matched (``/items/{id}``), never its raw path.
 
@@ -265,7 +269,16 @@ class Metrics:
         self.model_memory_usage_bytes.labels(model).set(memory_bytes)
 
     def initialise_series(self, model: str) -> None:
-        """Create the zero-valued series that dashboards and alerts expect before traffic."""
+        """Create the zero-valued series that dashboards and alerts expect before traffic.
+
+        A counter that appears with its first increment already in it hides that
+        increment from ``rate()``; the prediction endpoint's usual outcomes therefore
+        exist at 0 from start-up, so SLO ratios are right from the first request.
+        """
+        for status in PREDICT_STATUSES:
+            self.http_requests_total.labels("POST", "/predict", status)
+        self.http_request_duration_seconds.labels("POST", "/predict")
+        self.model_inference_duration_seconds.labels(model)
         for reason in REJECT_REASONS:
             self.requests_rejected_total.labels(reason)
         self.inference_queue_size.labels(model).set(0)

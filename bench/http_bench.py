@@ -1,0 +1,236 @@
+"""Servers under HTTP load: the gateway in several configurations, a naive app, LitServe.
+
+Each server runs in its own process on loopback; `wrk` (one thread, Debian's package)
+posts the same multipart JPEG upload at a fixed number of connections. Every
+configuration is measured ``--repeats`` times (servers restarted each time) and the
+tables report medians. wrk's own CPU use is measured from its rusage.
+
+    .venv/bin/python -m bench.http_bench [--seconds 8] [--repeats 3] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.common import RAW, median, photo_jpeg
+
+BOUNDARY = "benchboundary7d1c"
+
+LUA = """
+local f = io.open("{body}", "rb")
+wrk.method = "POST"
+wrk.body = f:read("*all")
+f:close()
+wrk.headers["Content-Type"] = "multipart/form-data; boundary={boundary}"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{{"requests": %d, "duration_us": %d, "p50_us": %d, "p95_us": %d, "p99_us": %d, ' ..
+    '"errors": %d, "non2xx": %d}}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(95),
+    latency:percentile(99), e.connect + e.read + e.write + e.timeout, e.status))
+end
+"""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One server configuration to load."""
+
+    name: str
+    kind: str  # gateway | naive | litserve
+    env: dict[str, str] = field(default_factory=dict)
+    args: tuple[str, ...] = ()
+    concurrency: tuple[int, ...] = (8, 32)
+
+
+GATEWAY_QUIET = {"LOG_LEVEL": "WARNING"}
+OBS_OFF = {"ENABLE_METRICS": "false", "ENABLE_TRACING": "false", "LOG_LEVEL": "WARNING"}
+OBS_ON = {"ENABLE_METRICS": "true", "ENABLE_TRACING": "true", "LOG_LEVEL": "INFO"}
+
+
+def targets(quick: bool) -> list[Target]:
+    """The benchmark matrix (a reduced one with ``quick``)."""
+    all_c = (1, 8, 32, 64)
+    onnx = {"MODEL_BACKEND": "onnxruntime"}
+    torch = {"MODEL_BACKEND": "torch"}
+    matrix = [
+        Target("gateway onnxruntime, batching on", "gateway", {**onnx, **OBS_ON}, concurrency=all_c),
+        Target("gateway onnxruntime, batching off", "gateway",
+               {**onnx, **OBS_ON, "MAX_BATCH_SIZE": "1"}, concurrency=all_c),
+        Target("gateway onnxruntime, observability off", "gateway", {**onnx, **OBS_OFF}),
+        Target("gateway onnxruntime, 2 workers x 1 thread", "gateway",
+               {**onnx, **OBS_ON, "MODEL_THREADS": "1", "PREPROCESS_WORKERS": "1"},
+               args=("--workers", "2")),
+        Target("gateway torch, batching on", "gateway", {**torch, **OBS_ON}),
+        Target("gateway torch, batching off", "gateway", {**torch, **OBS_ON, "MAX_BATCH_SIZE": "1"}),
+        Target("naive FastAPI, onnxruntime inline", "naive", onnx, concurrency=(1, 8, 32)),
+        Target("LitServe 0.2, onnxruntime, max_batch_size 8", "litserve", onnx),
+    ]  # fmt: skip
+    if quick:
+        return [t for t in matrix if "2 workers" not in t.name and "torch" not in t.name]
+    return matrix
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@contextmanager
+def server(target: Target, workdir: Path) -> Iterator[str]:
+    """Start ``target`` on a free loopback port; yield its base URL; stop it."""
+    port = _free_port()
+    env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "ENVIRONMENT": "production",
+           "LOG_FORMAT": "json", **target.env}  # fmt: skip
+    env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+    if target.kind == "gateway":
+        command = [sys.executable, "-m", "inference_gateway.cli", "serve", *target.args]
+        probe = "/ready"
+    elif target.kind == "naive":
+        command = [sys.executable, "-m", "bench.naive_app", str(port)]
+        probe = "/ready"
+    else:
+        command = [sys.executable, "-m", "bench.litserve_app", str(port)]
+        probe = "/health"
+    log = (workdir / f"{target.kind}-{port}.log").open("wb")
+    process = subprocess.Popen(  # noqa: S603 - fixed argument lists
+        command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while not _ready(url + probe):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{target.name} did not start; see {log.name}")
+            time.sleep(0.2)
+        if "--workers" in target.args:
+            time.sleep(8)  # let every worker finish loading before the load starts
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+
+
+def run_wrk(url: str, script: Path, connections: int, seconds: float) -> dict[str, float]:
+    """One wrk run; returns throughput, latency percentiles, errors and wrk's CPU."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wrk = shutil.which("wrk") or "/usr/bin/wrk"
+    completed = subprocess.run(  # noqa: S603 - fixed argument list
+        [wrk, "-t1", f"-c{connections}", f"-d{max(int(seconds), 1)}s", "--timeout", "30s",
+         "-s", str(script), f"{url}/predict"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    stats = json.loads(completed.stdout.strip().splitlines()[-1])
+    duration = stats["duration_us"] / 1e6
+    failed = stats["errors"] + stats["non2xx"]
+    return {
+        "rps": (stats["requests"] - failed) / duration,
+        "p50_ms": stats["p50_us"] / 1000,
+        "p95_ms": stats["p95_us"] / 1000,
+        "p99_ms": stats["p99_us"] / 1000,
+        "error_rate": failed / max(stats["requests"], 1),
+        "wrk_cpu": (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) / duration,
+    }
+
+
+def _script(workdir: Path) -> Path:
+    image = photo_jpeg()
+    body = (
+        (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="photo.jpg"\r\n'
+            f"Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + image
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
+    body_path = workdir / "body.bin"
+    body_path.write_bytes(body)
+    script = workdir / "upload.lua"
+    script.write_text(LUA.format(body=body_path, boundary=BOUNDARY))
+    return script
+
+
+def run(seconds: float, repeats: int, quick: bool) -> dict[str, Any]:
+    """Every target at every concurrency, ``repeats`` times; raw runs and medians."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install -y wrk")
+    runs: dict[str, dict[str, list[dict[str, float]]]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        workdir = Path(tmp)
+        script = _script(workdir)
+        for _ in range(repeats):
+            for target in targets(quick):
+                with server(target, workdir) as url:
+                    run_wrk(url, script, 4, 2)  # warm-up
+                    for c in target.concurrency:
+                        result = run_wrk(url, script, c, seconds)
+                        runs.setdefault(target.name, {}).setdefault(str(c), []).append(result)
+    medians = {
+        name: {c: {k: median([r[k] for r in rs]) for k in rs[0]} for c, rs in by_c.items()}
+        for name, by_c in runs.items()
+    }
+    return {"seconds": seconds, "repeats": repeats, "runs": runs, "median": medians}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """One table: every target and concurrency, medians."""
+    lines = [
+        "| server | concurrency | images/s | p50 ms | p95 ms | p99 ms | errors | wrk CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, by_c in result["median"].items():
+        for c, m in by_c.items():
+            lines.append(
+                f"| {name} | {c} | {m['rps']:.0f} | {m['p50_ms']:.0f} | {m['p95_ms']:.0f} "
+                f"| {m['p99_ms']:.0f} | {m['error_rate']:.1%} | {m['wrk_cpu']:.0%} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Run the matrix and print the table."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    result = run(args.seconds, args.repeats, args.quick)
+    print(markdown(result))
+    RAW.mkdir(parents=True, exist_ok=True)
+    (RAW / "http.json").write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""The ceiling: decode + preprocess + forward pass in-process, no HTTP.
+
+Images per second for JPEG photos at several batch sizes, as one process with two
+intra-op threads and as two processes with one thread each (decoding on one core can
+overlap the forward pass on the other). The best figure is what the gateway chases.
+
+    .venv/bin/python -m bench.limit [--seconds 5] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import time
+from typing import Any
+
+import numpy as np
+
+from bench.common import RAW, machine, median, photo_jpeg
+
+
+def _worker(backend: str, threads: int, batch_size: int, seconds: float, queue: Any) -> None:
+    from inference_gateway.config import Settings
+    from inference_gateway.inference.model import load_model
+    from inference_gateway.inference.preprocess import ImageLimits, prepare_image
+
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    model = load_model("efficientnet-lite0", "1", backend, "cpu", threads, settings.model_cache_dir)
+    data = photo_jpeg()
+    limits, config = ImageLimits(), model.spec.preprocess
+
+    def step() -> None:
+        batch = np.stack([prepare_image(data, limits, config).tensor for _ in range(batch_size)])
+        model.backend.predict(batch)
+
+    for _ in range(3):
+        step()
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        step()
+        done += batch_size
+    queue.put(done / (time.perf_counter() - started))
+
+
+def measure(backend: str, processes: int, threads: int, batch_size: int, seconds: float) -> float:
+    """Images per second summed over ``processes`` fresh processes running at once."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [
+        ctx.Process(target=_worker, args=(backend, threads, batch_size, seconds, queue))
+        for _ in range(processes)
+    ]
+    for proc in procs:
+        proc.start()
+    rates = [queue.get(timeout=600) for _ in procs]
+    for proc in procs:
+        proc.join()
+    return float(sum(rates))
+
+
+LAYOUTS = [(1, 2), (2, 1)]  # (processes, threads per process)
+
+
+def run(backend: str, seconds: float, repeats: int, batch_sizes: list[int]) -> dict[str, Any]:
+    """Median images/s per (layout, batch size), and the best of them."""
+    table: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        for processes, threads in LAYOUTS:
+            for batch_size in batch_sizes:
+                key = f"{processes}x{threads}/b{batch_size}"
+                table.setdefault(key, []).append(
+                    measure(backend, processes, threads, batch_size, seconds)
+                )
+    medians = {k: median(v) for k, v in table.items()}
+    best = max(medians, key=medians.__getitem__)
+    return {
+        "backend": backend,
+        "runs": table,
+        "median": medians,
+        "best": best,
+        "limit": medians[best],
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The table of one backend's ceiling."""
+    lines = [
+        f"Ceiling without HTTP, backend `{result['backend']}` (images/s, median):",
+        "",
+        "| layout | batch | images/s |",
+        "|---|---:|---:|",
+    ]
+    for key, value in result["median"].items():
+        layout, batch = key.split("/b")
+        processes, threads = layout.split("x")
+        mark = " **best**" if key == result["best"] else ""
+        lines.append(f"| {processes} process × {threads} thread | {batch} | {value:.0f}{mark} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Print the ceiling tables."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--backend", default="onnxruntime")
+    args = parser.parse_args()
+    result = run(args.backend, args.seconds, args.repeats, [1, 4, 8])
+    print(machine())
+    print(markdown(result))
+    RAW.mkdir(parents=True, exist_ok=True)
+    (RAW / f"limit-{args.backend}.json").write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""Generate deploy/grafana/dashboards/inference-gateway.json (run after editing panels).
+
+The dashboard is code: panels are declared here, the JSON is generated, and a test
+checks that the committed JSON matches this script and that every query in it
+evaluates against a real Prometheus scraping a real gateway.
+
+    .venv/bin/python scripts/build_dashboard.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+TARGET = Path(__file__).resolve().parents[1] / "deploy/grafana/dashboards/inference-gateway.json"
+DS = {"type": "prometheus", "uid": "prometheus"}
+PREDICT = 'endpoint="/predict"'
+
+# (title, unit, [(expr, legend)], exemplars?) per panel; rows of two panels.
+ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]], bool]]]] = [
+    ("Traffic", [
+        ("Requests/s by endpoint", "reqps",
+         [("sum by (endpoint) (rate(http_requests_total[$__rate_interval]))", "{{endpoint}}")], False),
+        ("Predictions/s by status", "reqps",
+         [(f"sum by (status) (rate(http_requests_total{{{PREDICT}}}[$__rate_interval]))", "{{status}}")], False),
+    ]),
+    ("Errors", [
+        ("Error responses/s by status", "reqps",
+         [('sum by (status) (rate(http_requests_total{status=~"4..|5.."}[$__rate_interval]))', "{{status}}")], False),
+        ("Exceptions/s by type, refusals/s by reason", "reqps",
+         [("sum by (exception_type) (rate(http_request_exceptions_total[$__rate_interval]))", "{{exception_type}}"),
+          ("sum by (reason) (rate(requests_rejected_total[$__rate_interval]))", "refused: {{reason}}"),
+          ("sum by (reason) (rate(image_decode_failures_total[$__rate_interval]))", "undecodable: {{reason}}")], False),
+    ]),
+    ("Latency", [
+        ("/predict latency P50 / P95 / P99 vs the 300 ms objective", "s",
+         [(f"histogram_quantile(0.5, sum by (le) (rate(http_request_duration_seconds_bucket{{{PREDICT}}}[$__rate_interval])))", "P50"),
+          (f"histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{{{PREDICT}}}[$__rate_interval])))", "P95"),
+          (f"histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket{{{PREDICT}}}[$__rate_interval])))", "P99"),
+          ("vector(0.3)", "SLO 300 ms")], True),
+        ("Where the time goes (mean per request)", "s",
+         [("sum(rate(inference_queue_wait_seconds_sum[$__rate_interval])) / sum(rate(inference_queue_wait_seconds_count[$__rate_interval]))", "queue wait"),
+          ("sum(rate(image_preprocess_duration_seconds_sum[$__rate_interval])) / sum(rate(image_preprocess_duration_seconds_count[$__rate_interval]))", "decode + preprocess"),
+          ("sum(rate(model_inference_duration_seconds_sum[$__rate_interval])) / sum(rate(model_inference_duration_seconds_count[$__rate_interval]))", "forward pass (per batch)")], True),
+    ]),
+    ("Saturation", [
+        ("Active requests and inference queue", "short",
+         [("sum(active_requests)", "active requests"),
+          ("sum(inference_queue_size)", "queued or in the forward pass")], False),
+        ("Images per forward pass (batch size)", "short",
+         [("sum(rate(inference_batch_size_sum[$__rate_interval])) / sum(rate(inference_batch_size_count[$__rate_interval]))", "mean batch size"),
+          ("histogram_quantile(0.95, sum by (le) (rate(inference_batch_size_bucket[$__rate_interval])))", "P95 batch size")], False),
+    ]),
+    ("Model", [
+        ("Top predicted classes/s", "reqps",
+         [("topk(10, sum by (class) (rate(model_predictions_total[$__rate_interval])))", "{{class}}")], False),
+        ("Top-1 confidence (share of predictions below each bound)", "percentunit",
+         [("sum by (le) (rate(prediction_confidence_bucket[$__rate_interval])) / ignoring(le) group_left sum(rate(prediction_confidence_count[$__rate_interval]))", "≤ {{le}}")], False),
+    ]),
+    ("Service level objectives", [
+        ("Availability over 30 days (objective 99.5%)", "percent",
+         [('(sum(rate(http_requests_total{status!~"5.."}[30d])) / sum(rate(http_requests_total[30d]))) * 100', "availability (all endpoints)"),
+          ("(1 - slo:sli_error:ratio_rate30d) * 100", "availability (/predict)")], False),
+        ("Error budget remaining (30 days)", "percentunit",
+         [('1 - ((sum(rate(http_requests_total{status=~"5.."}[30d])) / sum(rate(http_requests_total[30d]))) / 0.005)', "all endpoints"),
+          ("slo:error_budget:remaining30d", "/predict")], False),
+    ]),
+    ("Burn rates", [
+        ("Error budget burn rate (1 = sustainable)", "short",
+         [("slo:sli_error:ratio_rate5m / 0.005", "5m"), ("slo:sli_error:ratio_rate1h / 0.005", "1h"),
+          ("slo:sli_error:ratio_rate6h / 0.005", "6h"), ("slo:sli_error:ratio_rate3d / 0.005", "3d"),
+          ("vector(14.4)", "page (fast)"), ("vector(6)", "page (slow)")], False),
+        ("/predict P99 over 7 days (objective < 300 ms)", "s",
+         [(f"histogram_quantile(0.99, rate(http_request_duration_seconds_bucket{{{PREDICT}}}[7d]))", "P99 7d"),
+          ("slo:latency_p99:1h", "P99 1h")], False),
+    ]),
+]  # fmt: skip
+
+
+def build() -> dict[str, Any]:
+    """The dashboard model."""
+    panels: list[dict[str, Any]] = []
+    y = 0
+    pid = 1
+    for row_title, row_panels in ROWS:
+        panels.append({"id": pid, "type": "row", "title": row_title, "collapsed": False,
+                       "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []})  # fmt: skip
+        pid += 1
+        y += 1
+        for i, (title, unit, queries, exemplars) in enumerate(row_panels):
+            panels.append(
+                {
+                    "id": pid,
+                    "type": "timeseries",
+                    "title": title,
+                    "datasource": DS,
+                    "gridPos": {"h": 8, "w": 12, "x": 12 * i, "y": y},
+                    "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+                    "options": {"legend": {"displayMode": "list", "placement": "bottom"}},
+                    "targets": [
+                        {
+                            "refId": chr(65 + n),
+                            "datasource": DS,
+                            "expr": expr,
+                            "legendFormat": legend,
+                            "exemplar": exemplars,
+                        }
+                        for n, (expr, legend) in enumerate(queries)
+                    ],
+                }
+            )
+            pid += 1
+        y += 8
+    return {
+        "uid": "inference-gateway",
+        "title": "inference-gateway",
+        "tags": ["inference-gateway", "slo"],
+        "timezone": "utc",
+        "schemaVersion": 39,
+        "version": 1,
+        "refresh": "10s",
+        "time": {"from": "now-1h", "to": "now"},
+        "panels": panels,
+        "templating": {"list": []},
+        "annotations": {"list": []},
+    }
+
+
+def render() -> str:
+    """The JSON text as committed."""
+    return json.dumps(build(), indent=2, ensure_ascii=False) + "\n"
+
+
+if __name__ == "__main__":
+    TARGET.parent.mkdir(parents=True, exist_ok=True)
+    TARGET.write_text(render(), encoding="utf-8")
+    print(f"wrote {TARGET}")

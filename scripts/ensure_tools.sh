@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Make sure the named Debian tools are installed (wrk, prometheus, ...).
+# Installs them with apt-get when missing and this user can; otherwise says how.
+set -euo pipefail
+missing=()
+for tool in "$@"; do
+    binary="$tool"
+    [ "$tool" = "prometheus" ] && binary="promtool"
+    command -v "$binary" >/dev/null 2>&1 || missing+=("$tool")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "missing tools: ${missing[*]}; install them with your package manager" >&2
+    exit 1
+fi
+echo "installing ${missing[*]} from Debian packages" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null 2>&1 || {
+    apt-get update >/dev/null
+    apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null
+}

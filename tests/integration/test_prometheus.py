@@ -1,0 +1,265 @@
+"""The monitoring stack as tested code: promtool, and a real Prometheus scraping a real gateway.
+
+Prometheus and promtool come from Debian's `prometheus` package; `make test` installs
+it when missing (scripts/ensure_tools.sh). These tests fail, not skip, without it: CI
+must run them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+import yaml
+
+from tests.helpers import wait_until
+from tests.images import cat_jpeg
+from tests.servers import GatewayProcess, free_port, gateway_process
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
+DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "inference-gateway.json"
+SPEC_QUERIES = [
+    '(sum(rate(http_requests_total{status!~"5.."}[30d])) / sum(rate(http_requests_total[30d]))) * 100',
+    'histogram_quantile(0.99, rate(http_request_duration_seconds_bucket{endpoint="/predict"}[7d]))',
+    '1 - ((sum(rate(http_requests_total{status=~"5.."}[30d])) / sum(rate(http_requests_total[30d]))) / 0.005)',
+]
+PREDICTIONS = 12
+BAD_IMAGES = 3
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    assert path, f"{name} is not installed: run scripts/ensure_tools.sh prometheus"
+    return path
+
+
+def test_promtool_checks_the_config_and_rules() -> None:
+    promtool = _tool("promtool")
+    subprocess.run(
+        [promtool, "check", "config", str(PROMETHEUS_DIR / "prometheus.yml")], check=True
+    )
+    rules = sorted(str(p) for p in (PROMETHEUS_DIR / "rules").glob("*.yml"))
+    subprocess.run([promtool, "check", "rules", *rules], check=True)
+
+
+def test_promtool_unit_tests_of_the_alerts_pass() -> None:
+    promtool = _tool("promtool")
+    for test_file in sorted((PROMETHEUS_DIR / "tests").glob("*.yml")):
+        result = subprocess.run(
+            [promtool, "test", "rules", test_file.name], cwd=test_file.parent,
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _dashboard_queries() -> list[str]:
+    model = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in model["panels"] for t in p.get("targets", [])]
+    return [e.replace("$__rate_interval", "1m") for e in exprs]
+
+
+def _recorded_names() -> list[str]:
+    names = []
+    for path in (PROMETHEUS_DIR / "rules").glob("*.yml"):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            names += [r["record"] for r in group["rules"] if "record" in r]
+    return names
+
+
+class Prometheus:
+    """A Prometheus process on loopback with the project's config and rules."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        response = httpx.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10)
+        body = response.json()
+        assert body["status"] == "success", (expr, body)
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    def scalar(self, expr: str) -> float:
+        result = self.query(expr)
+        assert len(result) == 1, (expr, result)
+        return float(result[0]["value"][1])
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Iterator[GatewayProcess]:
+    with gateway_process({"ENABLE_TRACING": "true"}) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def prometheus(gateway: GatewayProcess) -> Iterator[Prometheus]:
+    binary = _tool("prometheus")
+    port = free_port()
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    config["global"].update({"scrape_interval": "1s", "evaluation_interval": "1s"})
+    config["rule_files"] = [str(PROMETHEUS_DIR / "rules" / "*.yml")]
+    config.pop("alerting")  # no Alertmanager here
+    gateway_address = gateway.url.removeprefix("http://")
+    for job in config["scrape_configs"]:
+        target = gateway_address if job["job_name"] == "inference-gateway" else f"127.0.0.1:{port}"
+        job["static_configs"] = [{"targets": [target]}]
+    with tempfile.TemporaryDirectory(prefix="prometheus-") as tmp:
+        config_path = Path(tmp) / "prometheus.yml"
+        config_path.write_text(yaml.safe_dump(config))
+        log = (Path(tmp) / "prometheus.log").open("wb")
+        process = subprocess.Popen(
+            [binary, f"--config.file={config_path}", f"--storage.tsdb.path={tmp}/data",
+             f"--web.listen-address=127.0.0.1:{port}", "--enable-feature=exemplar-storage"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until(lambda: _ok(f"{url}/-/ready"), timeout=60, what="Prometheus to be ready")
+            yield Prometheus(url)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+            log.close()
+
+
+def _ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def traffic(gateway: GatewayProcess, prometheus: Prometheus) -> dict[str, int]:
+    """Real predictions and errors, then wait until Prometheus has seen all of them."""
+    # Scraped before the traffic, so rates see the counters rise from their start.
+    wait_until(
+        lambda: bool(prometheus.query('up{job="inference-gateway"} == 1')),
+        timeout=60,
+        what="a first scrape",
+    )
+    with httpx.Client(base_url=gateway.url, timeout=30) as client:
+        for _ in range(PREDICTIONS):
+            assert (
+                client.post(
+                    "/predict", files={"file": ("cat.jpg", cat_jpeg(), "image/jpeg")}
+                ).status_code
+                == 200
+            )
+        for _ in range(BAD_IMAGES):
+            assert (
+                client.post(
+                    "/predict", content=b"not an image", headers={"content-type": "image/jpeg"}
+                ).status_code
+                == 400
+            )
+        # A deadline shorter than any prediction: a server-side 5xx for the SLIs.
+        late = client.post(
+            "/predict",
+            content=cat_jpeg(),
+            headers={"content-type": "image/jpeg", "x-request-timeout-ms": "1"},
+        )
+        assert late.status_code in (503, 504)
+        assert client.get("/nowhere").status_code == 404
+
+    def seen() -> bool:
+        result = prometheus.query('sum(http_requests_total{endpoint="/predict",status="200"})')
+        return bool(result) and float(result[0]["value"][1]) == PREDICTIONS
+
+    wait_until(seen, timeout=60, what="Prometheus to scrape the predictions")
+    # Let the rate windows hold several scrapes and the rules evaluate.
+    time.sleep(5)
+    return {"ok": PREDICTIONS, "bad": BAD_IMAGES}
+
+
+def test_target_is_up_and_samples_match_what_was_sent(
+    prometheus: Prometheus, traffic: dict[str, int]
+) -> None:
+    assert prometheus.scalar('up{job="inference-gateway"}') == 1
+    assert (
+        prometheus.scalar('sum(http_requests_total{endpoint="/predict",status="200"})')
+        == traffic["ok"]
+    )
+    assert (
+        prometheus.scalar('sum(http_requests_total{endpoint="/predict",status="400"})')
+        == traffic["bad"]
+    )
+    assert prometheus.scalar('sum(http_requests_total{endpoint="unmatched",status="404"})') == 1
+    assert prometheus.scalar("sum(model_predictions_total)") == traffic["ok"]
+    assert (
+        prometheus.scalar('sum(image_decode_failures_total{reason="unsupported_format"})')
+        == traffic["bad"]
+    )
+    assert prometheus.scalar("min(model_loaded)") == 1
+
+
+@pytest.mark.parametrize("expr", SPEC_QUERIES, ids=["availability", "latency-p99", "error-budget"])
+def test_the_spec_slo_queries_return_data(
+    prometheus: Prometheus, traffic: dict[str, int], expr: str
+) -> None:
+    result = prometheus.query(expr)
+    assert result, expr
+    assert all(re.fullmatch(r"-?[0-9.e+-]+|NaN", r["value"][1]) for r in result)
+
+
+def test_every_recording_rule_has_data(prometheus: Prometheus, traffic: dict[str, int]) -> None:
+    names = _recorded_names()
+    assert len(names) >= 10
+    wait_until(
+        lambda: all(prometheus.query(n) for n in names), timeout=30, what="every rule to record"
+    )
+    assert 0 < prometheus.scalar("slo:sli_error:ratio_rate5m") < 1  # one 5xx among the requests
+
+
+def test_every_dashboard_query_evaluates_and_returns_data(
+    prometheus: Prometheus, traffic: dict[str, int]
+) -> None:
+    queries = _dashboard_queries()
+    assert len(queries) >= 25
+    empty = [q for q in queries if not prometheus.query(q)]
+    assert empty == []
+
+
+def test_rules_load_without_error_in_the_running_server(
+    prometheus: Prometheus, traffic: dict[str, int]
+) -> None:
+    groups = httpx.get(f"{prometheus.url}/api/v1/rules").json()["data"]["groups"]
+    assert {g["name"] for g in groups} == {
+        "inference-gateway-sli",
+        "inference-gateway-slo",
+        "inference-gateway-symptoms",
+    }
+    for group in groups:
+        for rule in group["rules"]:
+            assert rule["health"] == "ok", rule
+            assert not rule.get("lastError"), rule
+
+
+def test_exemplars_reach_prometheus_with_trace_ids(
+    prometheus: Prometheus, traffic: dict[str, int]
+) -> None:
+    now = time.time()
+    response = httpx.get(
+        f"{prometheus.url}/api/v1/query_exemplars",
+        params={
+            "query": 'http_request_duration_seconds_bucket{endpoint="/predict"}',
+            "start": now - 600,
+            "end": now,
+        },
+    )
+    series = response.json()["data"]
+    trace_ids = {e["labels"]["trace_id"] for s in series for e in s["exemplars"]}
+    assert trace_ids
+    assert all(re.fullmatch(r"[0-9a-f]{32}", t) for t in trace_ids)
