@@ -6,6 +6,9 @@ PIP := $(PY) -m pip
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP := $(VENV)/.dev-installed
 BENCH_STAMP := $(VENV)/.bench-installed
+# A smoke run: make bench BENCH_ARGS="--quick --repeats 1 --seconds 2" OVERHEAD_ARGS="--requests 100 --repeats 1"
+BENCH_ARGS ?=
+OVERHEAD_ARGS ?=
 
 .PHONY: help install install-dev run test tools lint format pytest soak bench clean
 
@@ -62,8 +65,8 @@ bench: $(BENCH_STAMP)
 	scripts/ensure_tools.sh wrk
 	@mkdir -p bench/results/raw
 	$(VENV)/bin/inference-gateway export-onnx
-	$(PY) -m bench.run_all
-	$(PY) -m bench.telemetry_overhead --json-out bench/results/raw/telemetry_overhead.json \
+	$(PY) -m bench.run_all $(BENCH_ARGS)
+	$(PY) -m bench.telemetry_overhead $(OVERHEAD_ARGS) --json-out bench/results/raw/telemetry_overhead.json \
 		| tee bench/results/telemetry_overhead.md
 
 clean:

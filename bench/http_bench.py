@@ -71,7 +71,7 @@ def targets(quick: bool) -> list[Target]:
     onnx = {"MODEL_BACKEND": "onnxruntime"}
     torch = {"MODEL_BACKEND": "torch"}
     matrix = [
-        Target("gateway onnxruntime, batching on", "gateway", {**onnx, **OBS_ON}, concurrency=all_c),
+        Target("gateway onnxruntime, batching on (defaults: 4, 0 ms)", "gateway", {**onnx, **OBS_ON}, concurrency=all_c),
         Target("gateway onnxruntime, batching off", "gateway",
                {**onnx, **OBS_ON, "MAX_BATCH_SIZE": "1"}, concurrency=all_c),
         Target("gateway onnxruntime, observability off", "gateway", {**onnx, **OBS_OFF}),

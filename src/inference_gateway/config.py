@@ -110,8 +110,8 @@ class Settings(BaseSettings):
     # --- performance
     preprocess_workers: int = Field(2, ge=1, le=64)
     max_queue_size: int = Field(64, ge=1, le=100_000)
-    max_batch_size: int = Field(8, ge=1, le=256)
-    max_batch_delay_ms: float = Field(2.0, ge=0, le=1000)
+    max_batch_size: int = Field(4, ge=1, le=256)
+    max_batch_delay_ms: float = Field(0.0, ge=0, le=1000)
     max_inflight_bytes: int = Field(64 * MIB, ge=1024, le=16 * 1024 * MIB)
     request_timeout: float = Field(10.0, gt=0, le=600)
 

@@ -58,8 +58,8 @@ class Classification:
 class BatchingConfig:
     """How the batcher groups requests (see `Batcher`)."""
 
-    max_batch_size: int = 8
-    max_batch_delay_seconds: float = 0.002
+    max_batch_size: int = 4
+    max_batch_delay_seconds: float = 0.0
     max_queue_size: int = 64
 
 
