@@ -31,6 +31,8 @@ from typing import Any
 from bench.common import RAW, median, photo_jpeg
 
 BOUNDARY = "benchboundary7d1c"
+#: Pause after stopping a server: its teardown must not cost the next one.
+SETTLE_SECONDS = 5
 
 LUA = """
 local f = io.open("{body}", "rb")
@@ -140,6 +142,7 @@ def server(target: Target, workdir: Path) -> Iterator[str]:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         log.close()
+        time.sleep(SETTLE_SECONDS)  # let the machine settle before the next server
 
 
 def run_wrk(url: str, script: Path, connections: int, seconds: float) -> dict[str, float]:
