@@ -17,7 +17,7 @@ from inference_gateway.errors import (
     QueueFullException,
     ServiceDrainingException,
 )
-from inference_gateway.inference.batcher import Batcher
+from inference_gateway.inference.batcher import Batcher, BatchOutcome
 from inference_gateway.observability.metrics import Metrics
 from inference_gateway.observability.telemetry import Telemetry
 from tests.scrape import parse, value
@@ -79,6 +79,20 @@ async def wait_for(condition, what: str) -> None:  # type: ignore[no-untyped-def
         await asyncio.sleep(0.005)
 
 
+Futures = list["asyncio.Future[BatchOutcome]"]
+
+
+async def occupy(
+    batcher: Batcher, backend: EchoBackend, first: float, queued: tuple[float, ...] = ()
+) -> tuple[asyncio.Future[BatchOutcome], Futures]:
+    """Put ``first`` in the (blocked) model and ``queued`` in the queue behind it."""
+    running = asyncio.ensure_future(batcher.submit(image(first), far()))
+    await wait_for(backend.entered.is_set, "a batch running")
+    waiting = [asyncio.ensure_future(batcher.submit(image(v), far())) for v in queued]
+    await wait_for(lambda: batcher.pending == 1 + len(queued), f"{len(queued)} queued")
+    return running, waiting
+
+
 def test_each_caller_gets_its_own_row_in_any_order() -> None:
     backend = EchoBackend()
 
@@ -125,10 +139,7 @@ def test_full_queue_refuses_at_once() -> None:
 
     async def scenario() -> None:
         batcher, _ = make_batcher(backend, max_batch_size=1, max_queue_size=2)
-        running = asyncio.ensure_future(batcher.submit(image(1), far()))
-        await wait_for(backend.entered.is_set, "one running")
-        queued = [asyncio.ensure_future(batcher.submit(image(v), far())) for v in (2, 3)]
-        await wait_for(lambda: batcher.pending == 3, "two queued")
+        running, queued = await occupy(batcher, backend, 1, (2, 3))
         with pytest.raises(QueueFullException):
             await batcher.submit(image(4), far())
         backend.gate.set()
@@ -145,8 +156,7 @@ def test_a_request_whose_deadline_passes_in_the_queue_is_504_and_never_computed(
 
     async def scenario() -> None:
         batcher, _ = make_batcher(backend, max_batch_size=1)
-        running = asyncio.ensure_future(batcher.submit(image(1), far()))
-        await wait_for(backend.entered.is_set, "one running")
+        running, _ = await occupy(batcher, backend, 1)
         with pytest.raises(InferenceTimeoutException):
             await batcher.submit(image(2), time.monotonic() + 0.05)
         backend.gate.set()
@@ -163,8 +173,7 @@ def test_an_abandoned_request_is_dropped_from_the_queue() -> None:
 
     async def scenario() -> None:
         batcher, _ = make_batcher(backend, max_batch_size=1)
-        running = asyncio.ensure_future(batcher.submit(image(1), far()))
-        await wait_for(backend.entered.is_set, "one running")
+        running, _ = await occupy(batcher, backend, 1)
         gone = asyncio.ensure_future(batcher.submit(image(2), far()))
         await wait_for(lambda: batcher.pending == 2, "one queued")
         gone.cancel()  # what a client disconnect does to the request's task
@@ -218,10 +227,7 @@ def test_admission_refuses_a_deadline_the_queue_cannot_meet() -> None:
         assert batcher.batch_seconds is not None
         batcher._batch_seconds = 0.5  # as if each batch took half a second
         backend.gate.clear()
-        running = asyncio.ensure_future(batcher.submit(image(7), far()))
-        await wait_for(backend.entered.is_set, "one running")
-        queued = [asyncio.ensure_future(batcher.submit(image(v), far())) for v in (8, 9)]
-        await wait_for(lambda: batcher.pending == 3, "two queued")
+        running, queued = await occupy(batcher, backend, 7, (8, 9))
         assert batcher.estimated_wait(3) == pytest.approx(2.0)  # 3 batches + the running one
         calls = len(backend.batches)
         with pytest.raises(DeadlineUnreachableException):
@@ -240,10 +246,7 @@ def test_close_drains_queued_work_then_refuses() -> None:
 
     async def scenario() -> None:
         batcher, _ = make_batcher(backend, max_batch_size=2)
-        running = asyncio.ensure_future(batcher.submit(image(1), far()))
-        await wait_for(backend.entered.is_set, "one running")
-        queued = [asyncio.ensure_future(batcher.submit(image(v), far())) for v in (2, 3)]
-        await wait_for(lambda: batcher.pending == 3, "two queued")
+        running, queued = await occupy(batcher, backend, 1, (2, 3))
         closing = asyncio.ensure_future(batcher.close(grace_seconds=10))
         await asyncio.sleep(0.05)
         with pytest.raises(ServiceDrainingException):
@@ -262,8 +265,7 @@ def test_close_fails_what_the_grace_period_could_not_run() -> None:
 
     async def scenario() -> None:
         batcher, _ = make_batcher(backend, max_batch_size=1)
-        running = asyncio.ensure_future(batcher.submit(image(1), far()))
-        await wait_for(backend.entered.is_set, "one running")
+        running, _ = await occupy(batcher, backend, 1)
         queued = asyncio.ensure_future(batcher.submit(image(2), far()))
         await wait_for(lambda: batcher.pending == 2, "one queued")
         await batcher.close(grace_seconds=0.1)
