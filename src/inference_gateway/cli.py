@@ -128,15 +128,16 @@ def predict(images: Sequence[Path], top_k: int, as_json: bool, settings: Setting
 
 def export(settings: Settings) -> int:
     """Export the configured model to ONNX (a no-op when the file exists)."""
-    from inference_gateway.inference.model import EFFICIENTNET_LITE0, efficientnet_lite0_module
-    from inference_gateway.inference.onnx_export import ensure_onnx, onnx_path
+    from inference_gateway.inference.model import ensure_model_onnx
+    from inference_gateway.inference.onnx_export import onnx_path
 
-    if settings.model_name != EFFICIENTNET_LITE0:
-        sys.stderr.write(f"unknown model {settings.model_name!r}\n")
-        return 2
     target = onnx_path(settings.model_cache_dir, settings.model_name, settings.model_version)
     existed = target.exists()
-    ensure_onnx(efficientnet_lite0_module, target)
+    try:
+        ensure_model_onnx(settings.model_name, settings.model_version, settings.model_cache_dir)
+    except ValueError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 2
     print(f"{target} ({'already there' if existed else 'exported'})")
     return 0
 

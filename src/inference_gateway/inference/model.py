@@ -60,6 +60,13 @@ def efficientnet_lite0_module() -> torch.nn.Module:
     return module.eval()
 
 
+def ensure_model_onnx(name: str, version: str, cache_dir: Path) -> Path:
+    """The ONNX file of the named model in ``cache_dir``, exported first if missing."""
+    if name != EFFICIENTNET_LITE0:
+        raise ValueError(f"unknown model {name!r}; available: {EFFICIENTNET_LITE0}")
+    return ensure_onnx(efficientnet_lite0_module, onnx_path(cache_dir, name, version))
+
+
 def load_model(
     name: str,
     version: str,
@@ -81,8 +88,7 @@ def load_model(
     if backend == "onnxruntime":
         if device != "cpu":
             raise ValueError("the onnxruntime backend runs on the CPU; use MODEL_BACKEND=torch")
-        directory = cache_dir if cache_dir is not None else DEFAULT_MODEL_CACHE_DIR
-        path = ensure_onnx(efficientnet_lite0_module, onnx_path(directory, name, version))
+        path = ensure_model_onnx(name, version, cache_dir or DEFAULT_MODEL_CACHE_DIR)
         return LoadedModel(spec, OnnxRuntimeBackend(path, threads))
     raise ValueError(f"unknown backend {backend!r}; available: onnxruntime, torch")
 
