@@ -38,13 +38,14 @@ run: $(RUNTIME_STAMP)
 	$(VENV)/bin/inference-gateway serve
 
 lint: $(DEV_STAMP)
-	$(VENV)/bin/ruff format --check src tests bench scripts
-	$(VENV)/bin/ruff check src tests bench scripts
+	$(VENV)/bin/ruff format --check src tests bench scripts loadtest
+	$(VENV)/bin/ruff check src tests bench scripts loadtest
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --strict loadtest/locustfile.py loadtest/slo_summary.py
 
 format: $(DEV_STAMP)
-	$(VENV)/bin/ruff format src tests bench scripts
-	$(VENV)/bin/ruff check --fix src tests bench scripts
+	$(VENV)/bin/ruff format src tests bench scripts loadtest
+	$(VENV)/bin/ruff check --fix src tests bench scripts loadtest
 
 pytest: $(DEV_STAMP)
 	$(PY) -m pytest -m "not soak" --cov --cov-report=term

@@ -18,6 +18,8 @@ import httpx2 as httpx
 
 from tests.helpers import wait_until
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
@@ -41,6 +43,13 @@ class GatewayProcess:
         if self.final_log is not None:
             return self.final_log
         return self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the server process."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
 
     def stop(self, timeout: float = 60) -> int:
         """SIGTERM, then wait for the exit code."""
@@ -72,6 +81,10 @@ def gateway_process(
             "ENVIRONMENT": "production",
             "LOG_FORMAT": "json",
             "PYTHONUNBUFFERED": "1",
+            # So `--app tests.gated_app:app` imports from the checkout.
+            "PYTHONPATH": os.pathsep.join(
+                filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])
+            ),
             **(env or {}),
         }
         for key in ("OTEL_EXPORTER_OTLP_ENDPOINT", "PROMETHEUS_MULTIPROC_DIR"):
@@ -109,17 +122,27 @@ __all__ = ["GatewayProcess", "free_port", "gateway_process", "wait_until"]
 
 
 @contextmanager
-def threaded_server(app: object) -> Iterator[str]:
+def threaded_server(app: object, *, header_timeout: float = 10.0) -> Iterator[str]:
     """Serve ``app`` with a real uvicorn on loopback in a thread of this process.
 
     For tests that need real sockets (disconnects, slow clients) and a controllable
-    backend in the same process. Yields the base URL.
+    backend in the same process; the HTTP protocol is the one `serve` uses. Yields the
+    base URL.
     """
     import threading
 
     import uvicorn
 
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False)  # type: ignore[arg-type]
+    from inference_gateway.api.protocol import http_protocol
+
+    config = uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host="127.0.0.1",
+        port=0,
+        log_config=None,
+        access_log=False,
+        http=http_protocol(header_timeout),  # type: ignore[arg-type]
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

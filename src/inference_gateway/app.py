@@ -18,24 +18,33 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from inference_gateway.api.limits import BodySizeLimitMiddleware
 from inference_gateway.api.routes import metrics_endpoint, router
 from inference_gateway.config import Settings
-from inference_gateway.errors import install_error_handlers
+from inference_gateway.errors import gateway_exception_names, install_error_handlers
 from inference_gateway.inference.host import BatchingConfig, ModelHost
 from inference_gateway.inference.model import ModelLoader, load_configured_model
-from inference_gateway.inference.preprocess import ImageLimits, harden_pillow
+from inference_gateway.inference.preprocess import (
+    DECODE_FAILURE_REASONS,
+    ImageLimits,
+    harden_pillow,
+)
 from inference_gateway.observability.logging import get_logger, setup_logging
-from inference_gateway.observability.metrics import Metrics
+from inference_gateway.observability.metrics import Metrics, serve_metrics_port
 from inference_gateway.observability.middleware import ObservabilityMiddleware
 from inference_gateway.observability.telemetry import Telemetry
 from inference_gateway.observability.tracing import (
+    SPAN_DROP_REASONS,
     get_tracer,
     instrument_fastapi,
     otlp_http_exporter,
     setup_tracing,
 )
+from inference_gateway.shutdown import drain_on_signals
 
 
 def _tracer_provider(
-    settings: Settings, exporter: SpanExporter | None, processors: tuple[SpanProcessor, ...]
+    settings: Settings,
+    exporter: SpanExporter | None,
+    processors: tuple[SpanProcessor, ...],
+    metrics: Metrics | None,
 ) -> TracerProvider | None:
     if not settings.enable_tracing or settings.otel_sdk_disabled:
         return None
@@ -51,6 +60,7 @@ def _tracer_provider(
         environment=settings.environment.value,
         exporter=exporter,
         processors=processors,
+        on_span_outcome=metrics.record_span_outcome if metrics is not None else None,
     )
 
 
@@ -98,7 +108,7 @@ def create_app(
         if settings.enable_metrics
         else None
     )
-    provider = _tracer_provider(settings, span_exporter, span_processors)
+    provider = _tracer_provider(settings, span_exporter, span_processors, metrics)
     telemetry = Telemetry(
         metrics=metrics, tracer_provider=provider, tracer=get_tracer(provider), logger=logger
     )
@@ -114,9 +124,21 @@ def create_app(
             max_queue_size=settings.max_queue_size,
         ),
         warmup=settings.model_warmup,
+        stall_seconds=settings.model_stall_seconds,
     )
     if metrics is not None:
-        metrics.initialise_series(settings.model_name)
+        metrics.initialise_series(
+            settings.model_name,
+            exception_types=gateway_exception_names(),
+            decode_failure_reasons=DECODE_FAILURE_REASONS,
+            span_drop_reasons=SPAN_DROP_REASONS if provider is not None else (),
+        )
+    # With several workers, `inference-gateway serve` serves METRICS_PORT from the parent.
+    own_metrics_port = (
+        settings.metrics_port
+        if metrics is not None and settings.prometheus_multiproc_dir is None
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -132,15 +154,24 @@ def create_app(
             tracing=provider is not None,
             metrics=metrics is not None,
         )
+        stop_metrics_port = (
+            serve_metrics_port(metrics.registry, settings.host, own_metrics_port)
+            if metrics is not None and own_metrics_port is not None
+            else None
+        )
+        restore_signals = drain_on_signals(host.begin_drain, settings.shutdown_delay_seconds)
         loading = asyncio.create_task(host.start(), name="model-load")
         try:
             yield
         finally:
             logger.info("Shutting down")
-            host.draining = True
+            restore_signals()
+            host.begin_drain()
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await loading
             await host.close(settings.graceful_shutdown_seconds)
+            if stop_metrics_port is not None:
+                await asyncio.to_thread(stop_metrics_port)
             if metrics is not None:
                 metrics.mark_process_dead(os.getpid())
             if provider is not None:
@@ -160,13 +191,14 @@ def create_app(
     app.state.host = host
     install_error_handlers(app)
     app.include_router(router)
-    if metrics is not None:
+    if metrics is not None and settings.metrics_port is None:
         app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
     # Middleware added last runs first: observability outermost, then CORS, then limits.
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=settings.max_body_bytes,
         max_inflight_bytes=settings.max_inflight_bytes,
+        body_timeout=settings.request_body_timeout,
     )
     if settings.cors_origins:
         app.add_middleware(

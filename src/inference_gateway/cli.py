@@ -15,6 +15,8 @@ from types import FrameType
 
 from inference_gateway.config import ConfigError, Settings, load_settings
 
+DEFAULT_APP = "inference_gateway.main:app"
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -25,6 +27,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="bind address (HOST)")
     serve.add_argument("--port", type=int, help="TCP port (PORT)")
     serve.add_argument("--workers", type=int, help="worker processes (WORKERS)")
+    serve.add_argument(
+        "--app",
+        default=DEFAULT_APP,
+        help="ASGI app to serve as module:attribute, e.g. your own create_app() with "
+        f"another model loader (default {DEFAULT_APP})",
+    )
     predict = sub.add_parser("predict", help="classify local image files, no server")
     predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     predict.add_argument("--top-k", type=int, default=5, help="classes per image (1-20)")
@@ -39,12 +47,21 @@ def _stopped(signum: int, frame: FrameType | None) -> None:
     """A signal arriving after uvicorn finished draining: nothing left to do."""
 
 
-def serve(settings: Settings) -> int:
-    """Run uvicorn with the gateway; several workers share metrics via a multiprocess dir."""
+def serve(settings: Settings, app: str = DEFAULT_APP) -> int:
+    """Run uvicorn with the gateway; several workers share metrics via a multiprocess dir.
+
+    With several workers and ``METRICS_PORT``, this (parent) process serves the summed
+    metrics there; with one worker the app serves its own.
+    """
     import uvicorn
 
+    from inference_gateway.api.protocol import http_protocol
     from inference_gateway.observability.logging import setup_logging
-    from inference_gateway.observability.metrics import prepare_multiprocess_dir
+    from inference_gateway.observability.metrics import (
+        multiprocess_registry,
+        prepare_multiprocess_dir,
+        serve_metrics_port,
+    )
 
     os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
     # Workers import `inference_gateway.main`, which reads the environment: pass the
@@ -59,21 +76,32 @@ def serve(settings: Settings) -> int:
             directory = created = tempfile.mkdtemp(prefix="inference-gateway-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(prepare_multiprocess_dir(directory))
     setup_logging(settings.log_level.value, settings.effective_log_format.value)
+    stop_metrics_port = None
+    multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if settings.metrics_port is not None and settings.enable_metrics and multiprocess_dir:
+        stop_metrics_port = serve_metrics_port(
+            multiprocess_registry(multiprocess_dir), settings.host, settings.metrics_port
+        )
     # Uvicorn drains on SIGTERM/SIGINT, restores the previous handlers and re-raises the
     # signal. With these handlers the re-raised signal is a no-op, so a graceful stop
     # exits 0 rather than dying by the signal.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _stopped)
-    uvicorn.run(
-        "inference_gateway.main:app",
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=int(settings.graceful_shutdown_seconds),
-        server_header=False,
-    )
+    try:
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            http=http_protocol(settings.request_header_timeout),  # type: ignore[arg-type]
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=int(settings.graceful_shutdown_seconds),
+            server_header=False,
+        )
+    finally:
+        if stop_metrics_port is not None:
+            stop_metrics_port()
     if created is not None:
         shutil.rmtree(created, ignore_errors=True)
     return 0
@@ -157,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"{exc}\n")
         return 2
     if args.command == "serve":
-        return serve(settings)
+        return serve(settings, args.app)
     if args.command == "export-onnx":
         return export(settings)
     return predict(args.images, args.top_k, args.json, settings)

@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1, le=64)
     graceful_shutdown_seconds: float = Field(30.0, gt=0, le=600)
+    # After SIGTERM: /ready answers 503 and new predictions are refused (503 draining)
+    # for this long before the listener closes, so load balancers stop routing first.
+    shutdown_delay_seconds: float = Field(0.0, ge=0, le=300)
+    # Slow clients: a request's headers, and then its body, must arrive within these.
+    request_header_timeout: float = Field(10.0, gt=0, le=600)
+    request_body_timeout: float = Field(30.0, gt=0, le=3600)
 
     # --- logging
     log_level: LogLevel = LogLevel.INFO
@@ -114,11 +120,15 @@ class Settings(BaseSettings):
     max_batch_delay_ms: float = Field(0.0, ge=0, le=1000)
     max_inflight_bytes: int = Field(64 * MIB, ge=1024, le=16 * 1024 * MIB)
     request_timeout: float = Field(10.0, gt=0, le=600)
+    # /ready turns 503 while one forward pass has been running longer than this.
+    model_stall_seconds: float = Field(10.0, gt=0, le=3600)
 
     # --- observability
     enable_metrics: bool = True
     enable_tracing: bool = True
     enable_docs: bool = True
+    # Serve /metrics on its own port (and not on PORT), for a private scrape network.
+    metrics_port: int | None = Field(None, ge=1, le=65535)
     # Read, not redefined: these keep their standard meaning. An OTLP exporter is
     # attached only when an endpoint is set; the SDK reads the rest of OTEL_* itself.
     trace_flush_timeout_seconds: float = Field(5.0, gt=0, le=60)

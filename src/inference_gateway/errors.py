@@ -35,6 +35,7 @@ class InferenceGatewayException(Exception):  # noqa: N818 - the specification's 
     title: ClassVar[str] = "Internal server error"
     reject_reason: ClassVar[str | None] = None
     retry_after_seconds: ClassVar[int | None] = None
+    close_connection: ClassVar[bool] = False  # answer with ``Connection: close``
 
     def __init__(self, detail: str | None = None) -> None:
         self.detail = detail or self.title
@@ -83,6 +84,25 @@ class ImageTooLargeException(InvalidImageException):
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail, reason="too_large")
+
+
+class ModelStalledException(InferenceGatewayException):
+    """A forward pass has run for longer than ``MODEL_STALL_SECONDS`` (``/ready`` only)."""
+
+    status_code = 503
+    slug = "model-stalled"
+    title = "Model stalled"
+    reject_reason = "model_stalled"
+    retry_after_seconds = 5
+
+
+class RequestTimeoutException(InferenceGatewayException):
+    """The request body did not arrive within ``REQUEST_BODY_TIMEOUT`` (a slow client)."""
+
+    status_code = 408
+    slug = "request-timeout"
+    title = "Request timeout"
+    close_connection = True
 
 
 class InferenceTimeoutException(InferenceGatewayException):
@@ -206,6 +226,8 @@ def gateway_exception_response(
     extra: dict[str, Any] = {}
     if exc.retry_after_seconds is not None:
         headers["Retry-After"] = str(exc.retry_after_seconds)
+    if exc.close_connection:
+        headers["Connection"] = "close"
     if exc.reject_reason is not None:
         extra["reason"] = exc.reject_reason
     return problem_response(
@@ -225,6 +247,17 @@ def internal_error_response(request_id: str | None) -> JSONResponse:
         InferenceGatewayException("An unexpected error occurred; quote the request_id."),
         request_id,
     )
+
+
+def gateway_exception_names() -> list[str]:
+    """Class names of every gateway exception (the bounded ``exception_type`` values)."""
+    found: list[str] = []
+    pending: list[type[InferenceGatewayException]] = [InferenceGatewayException]
+    while pending:
+        cls = pending.pop()
+        found.append(cls.__name__)
+        pending.extend(cls.__subclasses__())
+    return sorted(found)
 
 
 _HTTP_SLUGS = {404: "not-found", 405: "method-not-allowed"}

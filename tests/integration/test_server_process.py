@@ -31,7 +31,8 @@ def test_served_model_classifies_a_cat_upload_and_stops_cleanly() -> None:
     lines = [line for line in gateway.log_lines() if line.strip()]
     records = [json.loads(line) for line in lines]  # every stdout line is one JSON object
     assert any(r["message"] == "Model ready" for r in records)
-    access = [
-        r for r in records if r["message"] == "Request completed" and r["endpoint"] == "/predict"
-    ]
-    assert access and access[0]["status_code"] == 200
+    # A prediction's one line is the spec's "Inference completed", with the answer on it.
+    access = [r for r in records if r.get("endpoint") == "/predict" and r["level"] != "DEBUG"]
+    assert [r["message"] for r in access] == ["Inference completed"]
+    assert access[0]["status_code"] == 200
+    assert access[0]["prediction_class"]

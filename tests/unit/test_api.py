@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import threading
-import zipfile
-from io import BytesIO
 
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
 
 from inference_gateway.app import create_app
 from tests import scrape
@@ -109,111 +106,6 @@ class TestRealPhotos:
         )
         assert response.status_code == 200, response.text
         assert response.json()["image"]["format"] == fmt.lower()
-
-
-def _multipart(fields: list[tuple[str, tuple[str, bytes, str] | str]]) -> tuple[bytes, str]:
-    boundary = "testboundary1234"
-    parts = []
-    for name, value in fields:
-        if isinstance(value, tuple):
-            filename, data, ctype = value
-            head = (
-                f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
-                f'filename="{filename}"\r\nContent-Type: {ctype}\r\n\r\n'
-            ).encode()
-            parts.append(head + data + b"\r\n")
-        else:
-            parts.append(
-                f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-            )
-    return b"".join(
-        parts
-    ) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
-
-
-def _zip() -> bytes:
-    buffer = BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("a.txt", "hello")
-    return buffer.getvalue()
-
-
-def _png_bomb() -> bytes:
-    from tests.unit.test_preprocess import _png_header_only
-
-    return _png_header_only(30_000, 30_000)
-
-
-HOSTILE = [
-    # (id, body, content type, query, expected status, problem slug)
-    ("empty-body", b"", "image/jpeg", "", 400, "invalid-image"),
-    ("truncated-jpeg", cat_jpeg()[:3000], "image/jpeg", "", 400, "invalid-image"),
-    ("text-as-text", b"just text", "text/plain", "", 415, "unsupported-media-type"),
-    ("text-as-jpeg", b"just text", "image/jpeg", "", 400, "invalid-image"),
-    ("html-as-jpeg", b"<!doctype html><html></html>", "image/jpeg", "", 400, "invalid-image"),
-    ("svg", b'<svg xmlns="http://www.w3.org/2000/svg"></svg>', "image/svg+xml", "", 400, "invalid-image"),
-    ("json", b'{"image": "x"}', "application/json", "", 415, "unsupported-media-type"),
-    ("no-content-type", b"\xff\xd8\xff", "", "", 415, "unsupported-media-type"),
-    ("zip", _zip(), "application/octet-stream", "", 400, "invalid-image"),
-    ("one-by-200000", encode(Image.new("L", (1, 200_000)), "PNG"), "image/png", "", 400, "image-too-large"),
-    ("png-bomb", _png_bomb(), "image/png", "", 400, "image-too-large"),
-    ("jpeg-header-garbage", b"\xff\xd8\xff\xe0" + b"\x13" * 500, "image/jpeg", "", 400, "invalid-image"),
-    ("over-size-body", b"\x00" * (2 * 1024 * 1024 + 1), "image/jpeg", "", 413, "payload-too-large"),
-    ("top-k-zero", cat_jpeg(), "image/jpeg", "?top_k=0", 422, "validation-error"),
-    ("top-k-21", cat_jpeg(), "image/jpeg", "?top_k=21", 422, "validation-error"),
-    ("top-k-abc", cat_jpeg(), "image/jpeg", "?top_k=abc", 422, "validation-error"),
-    ("multipart-missing-file", *_multipart([("other", "x")]), "", 400, "invalid-input"),
-    ("multipart-two-files", *_multipart([("file", ("a.jpg", cat_jpeg(), "image/jpeg")),
-                                         ("file", ("b.jpg", cat_jpeg(), "image/jpeg"))]), "", 400, "invalid-input"),
-    ("multipart-many-fields", *_multipart([(f"f{i}", "v") for i in range(200)]), "", 400, "invalid-input"),
-    ("multipart-text-file", *_multipart([("file", ("a.txt", b"text", "text/plain"))]), "", 400, "invalid-image"),
-]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def small_limit_client() -> TestClient:
-    backend = ControlledBackend()
-    app = controlled_app(backend, max_body_bytes=2 * 1024 * 1024)
-    with TestClient(app) as client:
-        yield ready_client(client)  # type: ignore[misc]
-
-
-@pytest.mark.parametrize(
-    ("name", "body", "ctype", "query", "status", "slug"), HOSTILE, ids=[h[0] for h in HOSTILE]
-)
-def test_malformed_and_hostile_inputs_get_a_4xx_problem(
-    small_limit_client: TestClient,
-    name: str,
-    body: bytes,
-    ctype: str,
-    query: str,
-    status: int,
-    slug: str,
-) -> None:
-    headers = {"content-type": ctype} if ctype else {}
-    response = small_limit_client.post(f"/predict{query}", content=body, headers=headers)
-    assert_problem(response, status, slug)
-    # ... and the server keeps serving.
-    ok = small_limit_client.post(
-        "/predict", content=cat_jpeg(), headers={"content-type": "image/jpeg"}
-    )
-    assert ok.status_code == 200
-
-
-def test_chunked_over_size_body_is_cut_off_while_streaming(small_limit_client: TestClient) -> None:
-    sent = 0
-
-    def chunks():  # type: ignore[no-untyped-def]
-        nonlocal sent
-        for _ in range(100):
-            sent += 256 * 1024
-            yield b"\x00" * (256 * 1024)
-
-    response = small_limit_client.post(
-        "/predict", content=chunks(), headers={"content-type": "image/jpeg"}
-    )
-    assert_problem(response, 413, "payload-too-large")
-    assert response.json()["reason"] == "payload_too_large"
 
 
 def test_unknown_route_and_wrong_method_are_problems(fake_client: TestClient) -> None:

@@ -240,6 +240,31 @@ def test_admission_refuses_a_deadline_the_queue_cannot_meet() -> None:
     asyncio.run(scenario())
 
 
+def test_one_stuck_batch_does_not_lock_admission_out() -> None:
+    """A forward pass that hung for a while must not make every later deadline look
+    unreachable: an idle batcher admits, and the estimate is a median of recent batches."""
+    backend = EchoBackend()
+
+    async def scenario() -> None:
+        batcher, _ = make_batcher(backend, max_batch_size=1, max_batch_delay_seconds=0)
+        for v in range(3):
+            await batcher.submit(image(v), far())
+        backend.gate.clear()
+        stuck = asyncio.ensure_future(batcher.submit(image(3), far()))
+        await wait_for(backend.entered.is_set, "the stuck batch to start")
+        await asyncio.sleep(0.6)  # the pass hangs well past the deadlines below
+        backend.gate.set()
+        await stuck
+        assert batcher.batch_seconds is not None and batcher.batch_seconds < 0.3
+        # Even a stale estimate longer than the deadline admits when nothing is ahead.
+        batcher._batch_seconds = 5.0
+        outcome = await batcher.submit(image(4), time.monotonic() + 0.5)
+        assert outcome.logits[0] == 4
+        await batcher.close(1)
+
+    asyncio.run(scenario())
+
+
 def test_close_drains_queued_work_then_refuses() -> None:
     backend = EchoBackend()
     backend.gate.clear()

@@ -2,27 +2,38 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from inference_gateway.errors import InflightBytesException, PayloadTooLargeException
+from inference_gateway.errors import (
+    InflightBytesException,
+    PayloadTooLargeException,
+    RequestTimeoutException,
+)
 
 
 class BodySizeLimitMiddleware:
-    """Refuse bodies over ``max_bytes`` (413) and uploads beyond ``max_inflight_bytes`` (503).
+    """Refuse bodies over ``max_bytes`` (413), uploads beyond ``max_inflight_bytes`` (503)
+    and bodies that do not arrive within ``body_timeout`` seconds (408).
 
     A declared ``Content-Length`` over the limit is refused before any byte is read;
     a chunked body is cut off at the first chunk that crosses it. Bytes received are
     also charged to a budget shared by all requests of the app and released when the
     request finishes, so memory held by uploads stays bounded however many clients
-    send at once. The exceptions are raised from ``receive`` inside the route, so the
-    error handlers render them.
+    send at once. The whole body must arrive before a deadline set when the headers
+    did, so a client trickling bytes cannot hold a request open. The exceptions are
+    raised from ``receive`` inside the route, so the error handlers render them.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, max_inflight_bytes: int) -> None:
-        """Wrap ``app`` with a per-request and an app-wide byte limit."""
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, max_inflight_bytes: int, body_timeout: float
+    ) -> None:
+        """Wrap ``app`` with a per-request and an app-wide byte limit and a body deadline."""
         self.app = app
         self.max_bytes = max_bytes
         self.max_inflight_bytes = max_inflight_bytes
+        self.body_timeout = body_timeout
         self.inflight_bytes = 0  # touched only on the event loop
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -33,15 +44,28 @@ class BodySizeLimitMiddleware:
         limit = self.max_bytes
         declared = _content_length(scope)
         received = 0
+        body_done = False
+        body_deadline = asyncio.get_running_loop().time() + self.body_timeout
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, body_done
+            if body_done:  # later receives only wait for the client to disconnect
+                return await receive()
             if declared is not None and declared > limit:
                 raise PayloadTooLargeException(
                     f"The body declares {declared} bytes; at most {limit} are accepted."
                 )
-            message = await receive()
-            if message["type"] == "http.request":
+            try:
+                async with asyncio.timeout_at(body_deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise RequestTimeoutException(
+                    f"The request body did not arrive within {self.body_timeout:g} s."
+                ) from None
+            if message["type"] == "http.disconnect":
+                body_done = True
+            elif message["type"] == "http.request":
+                body_done = not message.get("more_body", False)
                 size = len(message.get("body", b""))
                 received += size
                 self.inflight_bytes += size

@@ -9,10 +9,9 @@ from collections.abc import Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from inference_gateway.api.dependencies import HostDep, SettingsDep, TelemetryDep
+from inference_gateway.api.multipart import read_file_field
 from inference_gateway.api.schemas import (
     HealthResponse,
     ImageOut,
@@ -32,6 +31,7 @@ from inference_gateway.errors import (
 )
 from inference_gateway.inference.host import Classification
 from inference_gateway.inference.model import LoadedModel
+from inference_gateway.observability.logging import InferenceLogFields
 from inference_gateway.observability.tracing import TracedOperation, get_current_trace_id
 
 router = APIRouter()
@@ -73,19 +73,8 @@ async def read_image_bytes(request: Request, max_fields: int) -> bytes:
     """
     media_type = _media_type(request)
     if media_type == "multipart/form-data":
-        try:
-            form = await request.form(max_files=1, max_fields=max_fields)
-        except StarletteHTTPException as exc:
-            raise InvalidInputException(f"Malformed multipart body: {exc.detail}") from None
-        try:
-            upload = form.get("file")
-            if not isinstance(upload, UploadFile):
-                raise InvalidInputException(
-                    "The multipart field 'file' with the image is required."
-                )
-            return await upload.read()
-        finally:
-            await form.close()
+        content_type = request.headers.get("content-type", "")
+        return await read_file_field(request.stream(), content_type, "file", max_fields)
     if media_type.startswith("image/") or media_type in RAW_CONTENT_TYPES:
         return await request.body()
     shown = media_type[:100] or "none"
@@ -175,6 +164,15 @@ async def predict(
     with TracedOperation("format_response", tracer=telemetry.tracer):
         total_ms = (time.perf_counter() - started) * 1000
         t = result.timings
+        best = result.predictions[0]
+        # The access log line of this request becomes "Inference completed" with these.
+        request.scope["state"]["inference"] = InferenceLogFields(
+            model_name=model.spec.name,
+            prediction_class=best.label,
+            confidence=best.confidence,
+            inference_ms=round(t.inference_ms, 3),
+            batch_size=result.batch_size,
+        )
         response.headers["Server-Timing"] = (
             f"preprocess;dur={t.preprocess_ms:.3f}, queue;dur={t.queue_ms:.3f}, "
             f"inference;dur={t.inference_ms:.3f}, total;dur={total_ms:.3f}"
@@ -212,8 +210,9 @@ async def health() -> HealthResponse:
     "/ready", response_model=ReadyResponse, responses={503: _PROBLEMS[503]}, summary="Readiness"
 )
 async def ready(host: HostDep) -> ReadyResponse:
-    """200 once the model is loaded and warmed up; 503 before that and while draining."""
-    return ReadyResponse(status="ready", model=_model_info(host.require_ready()))
+    """200 once the model is loaded and warmed up; 503 before that, while draining, and
+    while a forward pass has been stuck for over ``MODEL_STALL_SECONDS``."""
+    return ReadyResponse(status="ready", model=_model_info(host.check_ready()))
 
 
 async def metrics_endpoint(request: Request, telemetry: TelemetryDep) -> Response:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import statistics
 import threading
 import time
 from collections import deque
@@ -35,8 +36,8 @@ from inference_gateway.errors import (
 from inference_gateway.inference.backends import Backend
 from inference_gateway.observability.telemetry import Telemetry
 
-#: Weight of the newest batch in the moving average of batch durations.
-_EWMA_WEIGHT = 0.2
+#: How many recent batch durations the admission estimate takes the median of.
+_RECENT_BATCHES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,7 @@ class Batcher:
         self._cond = threading.Condition()
         self._closing = False
         self._in_flight = 0
+        self._recent: deque[float] = deque(maxlen=_RECENT_BATCHES)
         self._batch_seconds: float | None = None
         self.busy_since: float | None = None  # monotonic start of the running batch
         self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
@@ -138,16 +140,18 @@ class Batcher:
 
     @property
     def batch_seconds(self) -> float | None:
-        """Moving average of forward-pass time per batch (None before the first)."""
+        """Median forward-pass time of the recent batches (None before the first)."""
         return self._batch_seconds
 
     def estimated_wait(self, position: int) -> float:
         """Seconds until a request at queue ``position`` (1-based) has its answer.
 
         The batches ahead of it (its own included), plus the one running now, times
-        the moving average of batch durations; 0 until a batch has been measured.
+        the median duration of the last 16 batches. 0 until a batch has been measured,
+        and 0 when the batcher is idle: a request that would run at once is always
+        admitted, so a stale estimate (one stuck batch) cannot lock admission out.
         """
-        if self._batch_seconds is None:
+        if self._batch_seconds is None or (position <= 1 and not self._in_flight):
             return 0.0
         batches = math.ceil(position / self.max_batch_size) + (1 if self._in_flight else 0)
         return batches * self._batch_seconds
@@ -280,11 +284,8 @@ class Batcher:
             batch_context = span.get_span_context()
         ended, ended_ns = time.perf_counter(), time.time_ns()
         compute = ended - started
-        self._batch_seconds = (
-            compute
-            if self._batch_seconds is None
-            else (1 - _EWMA_WEIGHT) * self._batch_seconds + _EWMA_WEIGHT * compute
-        )
+        self._recent.append(compute)
+        self._batch_seconds = statistics.median(self._recent)
         if metrics is not None:
             first_trace = format(links[0].context.trace_id, "032x") if links else None
             metrics.record_inference(self.model_name, compute, len(jobs), first_trace)

@@ -22,13 +22,14 @@ from opentelemetry import trace
 from inference_gateway.errors import (
     InvalidImageException,
     ModelNotLoadedException,
+    ModelStalledException,
     ServiceDrainingException,
 )
 from inference_gateway.inference.batcher import Batcher, BatchOutcome
 from inference_gateway.inference.model import LoadedModel, ModelLoader
 from inference_gateway.inference.postprocess import Prediction, top_k
 from inference_gateway.inference.preprocess import ImageInfo, ImageLimits, prepare_image
-from inference_gateway.observability.logging import log_error, log_inference_complete
+from inference_gateway.observability.logging import log_error
 from inference_gateway.observability.telemetry import Telemetry
 from inference_gateway.observability.tracing import TracedOperation
 
@@ -76,14 +77,20 @@ class ModelHost:
         preprocess_workers: int,
         batching: BatchingConfig,
         warmup: bool = True,
+        stall_seconds: float = 10.0,
     ) -> None:
-        """Prepare the thread pool; nothing is loaded until `start`."""
+        """Prepare the thread pool; nothing is loaded until `start`.
+
+        ``stall_seconds``: a forward pass running longer than this makes `check_ready`
+        fail, so orchestrators stop routing to a stuck model.
+        """
         self._loader = loader
         self._telemetry = telemetry
         self.model_name = model_name
         self._limits = limits
         self._batching = batching
         self._warmup = warmup
+        self.stall_seconds = stall_seconds
         self._preprocess_pool = ThreadPoolExecutor(preprocess_workers, "preprocess")
         self.model: LoadedModel | None = None
         self.batcher: Batcher | None = None
@@ -135,6 +142,10 @@ class ModelHost:
         )
         return model
 
+    def begin_drain(self) -> None:
+        """Refuse new work from now on (``/ready`` and new predictions get 503)."""
+        self.draining = True
+
     async def close(self, grace_seconds: float = 30.0) -> None:
         """Stop taking work, let queued work finish within the grace period, release."""
         self.ready = False
@@ -150,16 +161,33 @@ class ModelHost:
 
     # --- serving --------------------------------------------------------------------
     def require_ready(self) -> LoadedModel:
-        """The loaded model, or a 503 while loading or draining."""
+        """The loaded model, or a 503 while loading or draining: the gate for new work."""
         if self.draining:
             raise ServiceDrainingException("The service is shutting down.")
+        return self._loaded()
+
+    def _loaded(self) -> LoadedModel:
         if not self.ready or self.model is None:
             raise ModelNotLoadedException("The model is still loading; retry shortly.")
         return self.model
 
-    async def classify(self, data: bytes, k: int, deadline: float) -> Classification:
-        """Preprocess, run and rank one image; ``deadline`` is a `time.monotonic` value."""
+    def check_ready(self) -> LoadedModel:
+        """`require_ready`, and a 503 while a forward pass has run over ``stall_seconds``."""
         model = self.require_ready()
+        busy_since = self.batcher.busy_since if self.batcher is not None else None
+        if busy_since is not None:
+            running = time.monotonic() - busy_since
+            if running > self.stall_seconds:
+                raise ModelStalledException(f"A forward pass has been running for {running:.0f} s.")
+        return model
+
+    async def classify(self, data: bytes, k: int, deadline: float) -> Classification:
+        """Preprocess, run and rank one image; ``deadline`` is a `time.monotonic` value.
+
+        A request admitted before draining began still completes: only `require_ready`
+        (called by the route on arrival) refuses new work while draining.
+        """
+        model = self._loaded()
         assert self.batcher is not None  # noqa: S101 - set together with `ready`
         tracer = self._telemetry.tracer
         metrics = self._telemetry.metrics
@@ -201,10 +229,6 @@ class ModelHost:
             )
         if metrics is not None:
             metrics.record_prediction(model.spec.name, best.label, best.confidence)
-        log_inference_complete(
-            self._telemetry.logger, model.spec.name, best.label, best.confidence,
-            outcome.compute_seconds * 1000,
-        )  # fmt: skip
         return Classification(
             predictions=predictions,
             image=info,

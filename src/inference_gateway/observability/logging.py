@@ -15,6 +15,7 @@ import re
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TextIO
 
@@ -141,6 +142,17 @@ def get_logger(name: str = LOGGER_NAME) -> structlog.stdlib.BoundLogger:
     return logger
 
 
+@dataclass(frozen=True, slots=True)
+class InferenceLogFields:
+    """A prediction's answer, put on its request's one log line."""
+
+    model_name: str
+    prediction_class: str
+    confidence: float
+    inference_ms: float
+    batch_size: int
+
+
 class LogContext:
     """Bind fields to every log line inside a ``with`` block (contextvars-based).
 
@@ -187,16 +199,21 @@ def log_request_complete(
     status_code: int,
     duration_ms: float,
     exc_info: BaseException | None = None,
+    *,
+    refused: bool = False,
     **fields: Any,
 ) -> None:
     """The one access log line of a request; level follows the status class.
 
     Errors ride on this line (``error_type``, ``error``, and the traceback of an
     unexpected exception in ``exception``), so each failed request logs exactly once.
+    A refusal (``refused``: a 503 the service chose, to shed load or while not ready)
+    is a WARNING, not an ERROR: it is the service protecting itself, and the
+    rejection counter and symptom alerts are where it shows.
     """
     level = (
         logging.ERROR
-        if status_code >= 500
+        if status_code >= 500 and not refused
         else logging.WARNING
         if status_code >= 400
         else logging.INFO
@@ -224,14 +241,20 @@ def log_inference_complete(
     prediction_class: str,
     confidence: float,
     duration_ms: float,
+    **fields: Any,
 ) -> None:
-    """Log a finished prediction with its top-1 class and confidence."""
+    """The one line of a successful prediction: the access line's fields plus its answer.
+
+    Written instead of `log_request_complete` for a prediction that got an answer, so a
+    prediction still logs exactly once (as in the specification's example line).
+    """
     logger.info(
         "Inference completed",
         model_name=model_name,
         prediction_class=prediction_class,
         confidence=round(confidence, 6),
         duration_ms=round(duration_ms, 3),
+        **fields,
     )
 
 

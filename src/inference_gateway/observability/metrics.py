@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from prometheus_client import (
@@ -17,6 +18,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    start_http_server,
 )
 from prometheus_client import multiprocess as prom_multiprocess
 from prometheus_client.exposition import choose_encoder
@@ -54,11 +56,14 @@ REJECT_REASONS: tuple[str, ...] = (
     "payload_too_large",
     "not_ready",
     "draining",
+    "model_stalled",
 )
 
 
 #: Statuses of POST /predict whose series exist from start-up (see `initialise_series`).
-PREDICT_STATUSES: tuple[str, ...] = ("200", "400", "413", "415", "422", "500", "503", "504")
+PREDICT_STATUSES: tuple[str, ...] = (
+    "200", "400", "408", "413", "415", "422", "499", "500", "503", "504",
+)  # fmt: skip
 
 
 def _normalize_endpoint(scope: Scope) -> str:
@@ -196,6 +201,15 @@ class Metrics:
             "image_decode_failures_total", "Uploads that could not be decoded, by reason.",
             ["reason"], registry=r,
         )  # fmt: skip
+        # The telemetry pipeline itself: spans that reached the collector or were lost.
+        self.tracing_spans_exported_total = Counter(
+            "tracing_spans_exported_total", "Spans the collector accepted.", registry=r,
+        )  # fmt: skip
+        self.tracing_spans_dropped_total = Counter(
+            "tracing_spans_dropped_total",
+            "Spans lost before the collector accepted them, by reason.",
+            ["reason"], registry=r,
+        )  # fmt: skip
 
     # --- the spec's helpers -------------------------------------------------------
     def record_request(
@@ -263,20 +277,42 @@ class Metrics:
         """Count an upload that could not be decoded."""
         self.image_decode_failures_total.labels(reason).inc()
 
+    def record_span_outcome(self, outcome: str, count: int) -> None:
+        """Count spans exported (``outcome="exported"``) or dropped for ``outcome``."""
+        if outcome == "exported":
+            self.tracing_spans_exported_total.inc(count)
+        else:
+            self.tracing_spans_dropped_total.labels(outcome).inc(count)
+
     def set_model_state(self, model: str, loaded: bool, memory_bytes: int = 0) -> None:
         """Publish whether ``model`` is ready and how much memory it holds."""
         self.model_loaded.labels(model).set(1 if loaded else 0)
         self.model_memory_usage_bytes.labels(model).set(memory_bytes)
 
-    def initialise_series(self, model: str) -> None:
+    def initialise_series(
+        self,
+        model: str,
+        *,
+        exception_types: Iterable[str] = (),
+        decode_failure_reasons: Iterable[str] = (),
+        span_drop_reasons: Iterable[str] = (),
+    ) -> None:
         """Create the zero-valued series that dashboards and alerts expect before traffic.
 
         A counter that appears with its first increment already in it hides that
-        increment from ``rate()``; the prediction endpoint's usual outcomes therefore
-        exist at 0 from start-up, so SLO ratios are right from the first request.
+        increment from ``rate()``; the prediction endpoint's outcomes therefore exist
+        at 0 from start-up, so SLO ratios are right from the first request. It also
+        means bad input never adds a series: every label value it can produce is
+        already there.
         """
         for status in PREDICT_STATUSES:
             self.http_requests_total.labels("POST", "/predict", status)
+        for exception_type in exception_types:
+            self.http_request_exceptions_total.labels("/predict", exception_type)
+        for reason in decode_failure_reasons:
+            self.image_decode_failures_total.labels(reason)
+        for reason in span_drop_reasons:
+            self.tracing_spans_dropped_total.labels(reason)
         self.http_request_duration_seconds.labels("POST", "/predict")
         self.model_inference_duration_seconds.labels(model)
         for reason in REJECT_REASONS:
@@ -289,14 +325,35 @@ class Metrics:
         encoder, content_type = choose_encoder(accept or "")
         if self.multiprocess_dir is None:
             return encoder(self.registry), content_type
-        aggregate = CollectorRegistry()
-        prom_multiprocess.MultiProcessCollector(aggregate, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
-        return encoder(aggregate), content_type
+        return encoder(multiprocess_registry(self.multiprocess_dir)), content_type
 
     def mark_process_dead(self, pid: int) -> None:
         """Drop a stopped worker's live gauges (multiprocess mode only)."""
         if self.multiprocess_dir is not None:
             prom_multiprocess.mark_process_dead(pid, self.multiprocess_dir)  # type: ignore[no-untyped-call]
+
+
+def multiprocess_registry(directory: str) -> CollectorRegistry:
+    """A registry that sums the metric files every worker wrote to ``directory``."""
+    aggregate = CollectorRegistry()
+    prom_multiprocess.MultiProcessCollector(aggregate, path=directory)  # type: ignore[no-untyped-call]
+    return aggregate
+
+
+def serve_metrics_port(registry: CollectorRegistry, host: str, port: int) -> Callable[[], None]:
+    """Serve ``registry`` at ``http://host:port/metrics`` on a thread; returns a stopper.
+
+    prometheus_client's own server (OpenMetrics and exemplars when the scraper asks),
+    for deployments that keep metrics off the public port (``METRICS_PORT``).
+    """
+    server, thread = start_http_server(port, addr=host, registry=registry)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    return stop
 
 
 def _exemplar(trace_id: str | None) -> dict[str, str] | None:

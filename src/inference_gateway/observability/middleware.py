@@ -17,7 +17,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inference_gateway.errors import InferenceGatewayException, internal_error_response
 from inference_gateway.observability.logging import (
+    InferenceLogFields,
     LogContext,
+    log_inference_complete,
     log_request_complete,
     log_request_start,
 )
@@ -123,7 +125,17 @@ class ObservabilityMiddleware:
             # A server-side failure rendered as a problem: keep its cause's traceback.
             cause = error.__cause__ if error.status_code >= 500 else None
             unhandled = cause if isinstance(cause, Exception) else None
+        inference = scope["state"].get("inference")
+        if isinstance(inference, InferenceLogFields) and error is None and status < 400:
+            log_inference_complete(
+                self.telemetry.logger, inference.model_name, inference.prediction_class,
+                inference.confidence, duration * 1000, method=method, endpoint=endpoint,
+                status_code=status, inference_ms=inference.inference_ms,
+                batch_size=inference.batch_size,
+            )  # fmt: skip
+            return
+        refused = isinstance(error, InferenceGatewayException) and error.reject_reason is not None
         log_request_complete(
             self.telemetry.logger, method, endpoint, status, duration * 1000,
-            exc_info=unhandled, **fields,
+            exc_info=unhandled, refused=refused, **fields,
         )  # fmt: skip

@@ -8,7 +8,7 @@ by a bounded `BatchSpanProcessor`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
 
@@ -16,8 +16,8 @@ from fastapi import FastAPI
 from opentelemetry import trace
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
 
@@ -25,6 +25,60 @@ TRACER_NAME = "inference_gateway"
 
 #: Routes whose requests are not traced: probes and scrapes would drown real traffic.
 UNTRACED_URLS = "/health,/ready,/metrics"
+
+#: Why a span never reached the collector (the ``reason`` label of the drop counter).
+SPAN_DROP_REASONS: tuple[str, ...] = ("queue_full", "export_failed")
+
+#: Called with (outcome, count): outcome is "exported" or one of `SPAN_DROP_REASONS`.
+SpanOutcomeCallback = Callable[[str, int], None]
+
+
+class _CountingExporter(SpanExporter):
+    """Passes batches on to ``inner`` and reports how many spans each outcome had."""
+
+    def __init__(self, inner: SpanExporter, on_outcome: SpanOutcomeCallback) -> None:
+        self._inner = inner
+        self._on_outcome = on_outcome
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            result = self._inner.export(spans)
+        except Exception:
+            self._on_outcome("export_failed", len(spans))
+            raise
+        ok = result is SpanExportResult.SUCCESS
+        self._on_outcome("exported" if ok else "export_failed", len(spans))
+        return result
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
+class CountedBatchSpanProcessor(BatchSpanProcessor):
+    """The SDK's bounded `BatchSpanProcessor`, counting what it exports and drops.
+
+    The SDK drops a span when its queue (``OTEL_BSP_MAX_QUEUE_SIZE``) is full and loses
+    a batch when the export fails; both happen silently apart from a rate-limited
+    warning. Here each outcome is reported to ``on_outcome`` (the metrics'
+    ``tracing_spans_*`` counters), so a dead or slow collector shows on a dashboard.
+    """
+
+    def __init__(self, exporter: SpanExporter, on_outcome: SpanOutcomeCallback) -> None:
+        """Batch ``exporter``'s spans with the SDK's (``OTEL_BSP_*``) settings."""
+        self._capacity = BatchSpanProcessor._default_max_queue_size()  # type: ignore[no-untyped-call]
+        super().__init__(_CountingExporter(exporter, on_outcome), max_queue_size=self._capacity)
+        self._on_outcome = on_outcome
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Queue ``span`` for export; count it as dropped when the queue is full."""
+        if span.context is not None and span.context.trace_flags.sampled:
+            queue = getattr(self._batch_processor, "_queue", ())
+            if len(queue) >= self._capacity:
+                self._on_outcome("queue_full", 1)
+        super().on_end(span)
 
 
 def setup_tracing(
@@ -34,13 +88,15 @@ def setup_tracing(
     environment: str,
     exporter: SpanExporter | None = None,
     processors: tuple[SpanProcessor, ...] = (),
+    on_span_outcome: SpanOutcomeCallback | None = None,
 ) -> TracerProvider:
     """Build a TracerProvider for one app.
 
     The sampler comes from ``OTEL_TRACES_SAMPLER``/``OTEL_TRACES_SAMPLER_ARG`` (default:
     parent-based always-on) and ``OTEL_SERVICE_NAME`` overrides ``service_name``.
     ``exporter`` (usually OTLP/HTTP) is wrapped in a `BatchSpanProcessor`, whose
-    queue is bounded and whose export runs on its own thread.
+    queue is bounded and whose export runs on its own thread; ``on_span_outcome``
+    hears how many spans were exported or dropped, and why.
     """
     resource = Resource.create(
         {"service.version": service_version, "deployment.environment": environment}
@@ -49,10 +105,16 @@ def setup_tracing(
         resource = resource.merge(Resource({"service.name": service_name}))
     provider = TracerProvider(resource=resource)
     if exporter is not None:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+        provider.add_span_processor(
+            CountedBatchSpanProcessor(exporter, on_span_outcome or _ignore_outcome)
+        )
     for processor in processors:
         provider.add_span_processor(processor)
     return provider
+
+
+def _ignore_outcome(outcome: str, count: int) -> None:
+    """The outcome callback when nobody counts spans (metrics off)."""
 
 
 def otlp_http_exporter(

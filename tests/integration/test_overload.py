@@ -1,0 +1,260 @@
+"""Overload and model faults against a real server process, made deterministic.
+
+The server is ``inference-gateway serve --app tests.gated_app:app``: the whole gateway
+over a backend the test blocks, slows or poisons through files (tests/gated_app.py).
+Every scenario ends by checking exact accounting: the client's count of each status
+equals the server's ``http_requests_total`` for it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+
+from tests.helpers import wait_until
+from tests.images import cat_jpeg
+from tests.scrape import Samples, parse, value
+from tests.servers import GatewayProcess, gateway_process
+
+pytestmark = pytest.mark.integration
+
+QUEUE = 8
+JPEG = {"content-type": "image/jpeg"}
+MIB = 1024 * 1024
+
+
+class Gate:
+    """The control directory of tests/gated_app.py."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+
+    def close(self) -> None:
+        (self.dir / "closed").touch()
+
+    def open(self) -> None:
+        (self.dir / "closed").unlink(missing_ok=True)
+
+    def delay(self, ms: float) -> None:
+        (self.dir / "delay_ms").write_text(str(ms))
+
+    def calls(self) -> list[int]:
+        path = self.dir / "calls"
+        return [int(n) for n in path.read_text().split()] if path.exists() else []
+
+
+@pytest.fixture(scope="module")
+def gate(tmp_path_factory: pytest.TempPathFactory) -> Gate:
+    return Gate(tmp_path_factory.mktemp("gate"))
+
+
+@pytest.fixture(scope="module")
+def server(gate: Gate) -> Iterator[GatewayProcess]:
+    env = {
+        "GATE_DIR": str(gate.dir),
+        "MAX_BATCH_SIZE": "1",
+        "MAX_QUEUE_SIZE": str(QUEUE),
+        "REQUEST_TIMEOUT": "30",
+        "MODEL_STALL_SECONDS": "1",
+        "LOG_LEVEL": "WARNING",
+    }
+    with gateway_process(env, args=("--app", "tests.gated_app:app")) as process:
+        yield process
+
+
+@pytest.fixture(autouse=True)
+def _reset_gate(gate: Gate) -> Iterator[None]:
+    gate.open()
+    gate.delay(0)
+    yield
+    gate.open()
+    gate.delay(0)
+
+
+def _metrics(server: GatewayProcess) -> Samples:
+    return parse(httpx.get(f"{server.url}/metrics", timeout=10).text)
+
+
+def _predict_counts(samples: Samples) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for (name, labels), number in samples.items():
+        label = dict(labels)
+        if name == "http_requests_total" and label.get("endpoint") == "/predict":
+            counts[label["status"]] += int(number)
+    return counts
+
+
+def _server_delta(before: Samples, after: Samples) -> Counter[str]:
+    delta = _predict_counts(after)
+    delta.subtract(_predict_counts(before))
+    return +delta  # drops zero entries
+
+
+def _predict(url: str, timeout_ms: int | None = None) -> httpx.Response:
+    headers = dict(JPEG)
+    if timeout_ms is not None:
+        headers["x-request-timeout-ms"] = str(timeout_ms)
+    return httpx.post(f"{url}/predict", content=cat_jpeg(), headers=headers, timeout=60)
+
+
+def test_a_full_queue_admits_exactly_its_size_and_refuses_the_rest_at_once(
+    server: GatewayProcess, gate: Gate
+) -> None:
+    before = _metrics(server)
+    calls_before = len(gate.calls())
+    rss_before = server.rss_bytes()
+    gate.close()
+    statuses: list[int] = []
+    with ThreadPoolExecutor(QUEUE + 1) as pool:
+        admitted = [pool.submit(_predict, server.url)]
+        wait_until(lambda: len(gate.calls()) == calls_before + 1, what="one request in the model")
+        admitted += [pool.submit(_predict, server.url) for _ in range(QUEUE)]
+        wait_until(
+            lambda: (
+                value(_metrics(server), "inference_queue_size", model="efficientnet-lite0")
+                == QUEUE + 1
+            ),
+            what="the queue to fill",
+        )
+        # The queue is full and the model blocked: everything now is refused at once.
+        refused = [_predict(server.url) for _ in range(40)]
+        for response in refused:
+            assert response.status_code == 503
+            assert response.headers["retry-after"] == "1"
+            assert response.json()["reason"] == "queue_full"
+        held_rss = server.rss_bytes()
+        gate.open()
+        statuses = [future.result().status_code for future in admitted]
+    assert statuses == [200] * (QUEUE + 1)
+    # Refused requests were never computed; admitted ones exactly once each.
+    assert len(gate.calls()) == calls_before + QUEUE + 1
+    after = _metrics(server)
+    assert _server_delta(before, after) == Counter({"200": QUEUE + 1, "503": 40})
+    assert (
+        value(after, "requests_rejected_total", reason="queue_full")
+        - value(before, "requests_rejected_total", reason="queue_full")
+        == 40
+    )
+    assert held_rss - rss_before < 64 * MIB
+    # No backlog: the next request is served at once, with nothing queued.
+    assert value(after, "inference_queue_size", model="efficientnet-lite0") == 0
+    assert _predict(server.url).status_code == 200
+
+
+def test_far_past_saturation_every_answer_is_a_result_a_503_or_a_504(
+    server: GatewayProcess, gate: Gate
+) -> None:
+    # 20 ms per image, one at a time: saturation is ~50/s. 48 clients with a 400 ms
+    # deadline offer several times that.
+    gate.delay(20)
+    deadline_ms = 400
+    before = _metrics(server)
+    rss_before = server.rss_bytes()
+    stop = threading.Event()
+    responses: list[httpx.Response] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            for _ in range(25):
+                if stop.is_set():
+                    return
+                response = http.post(
+                    "/predict",
+                    content=cat_jpeg(),
+                    headers={**JPEG, "x-request-timeout-ms": str(deadline_ms)},
+                )
+                with lock:
+                    responses.append(response)
+
+    threads = [threading.Thread(target=client) for _ in range(48)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    rss_after = server.rss_bytes()
+    statuses = Counter(str(r.status_code) for r in responses)
+    assert set(statuses) <= {"200", "503", "504"}, statuses
+    assert statuses["200"] > 0 and statuses["503"] > 0, statuses
+    for response in responses:
+        if response.status_code == 503:
+            assert response.headers["retry-after"]
+            assert response.json()["reason"] in {"queue_full", "deadline_unreachable"}
+        if response.status_code == 200:
+            # An accepted request got its answer within its deadline (the server's own
+            # clock). Writing the response comes after: the deadline bounds the wait for
+            # the model, not the event loop's turn to send (docs/operations.md).
+            timings = response.json()["timings_ms"]
+            assert timings["preprocess"] + timings["queue"] + timings["inference"] <= deadline_ms
+    assert rss_after - rss_before < 64 * MIB
+    after = _metrics(server)
+    assert _server_delta(before, after) == statuses
+    # After the storm: nothing queued, and the next request is served normally.
+    assert value(after, "inference_queue_size", model="efficientnet-lite0") == 0
+    gate.delay(0)
+    assert _predict(server.url).status_code == 200
+
+
+def test_a_hanging_model_times_requests_out_and_fails_readiness_until_it_recovers(
+    server: GatewayProcess, gate: Gate
+) -> None:
+    before = _metrics(server)
+    assert httpx.get(f"{server.url}/ready").status_code == 200
+    gate.close()
+    with ThreadPoolExecutor(2) as pool:
+        stuck = pool.submit(_predict, server.url, 1500)
+        # The forward pass now runs past MODEL_STALL_SECONDS (1 s): not ready.
+        wait_until(
+            lambda: httpx.get(f"{server.url}/ready").status_code == 503, what="/ready to fail"
+        )
+        ready = httpx.get(f"{server.url}/ready")
+        assert ready.json()["type"] == "urn:inference-gateway:problem:model-stalled"
+        assert ready.headers["retry-after"]
+        timed_out = stuck.result()
+        assert timed_out.status_code == 504
+        assert timed_out.json()["type"] == "urn:inference-gateway:problem:timeout"
+        # Liveness is not readiness: the process itself is fine.
+        assert httpx.get(f"{server.url}/health").status_code == 200
+    gate.open()
+    wait_until(lambda: httpx.get(f"{server.url}/ready").status_code == 200, what="recovery")
+    assert _predict(server.url).status_code == 200
+    assert _server_delta(before, _metrics(server)) == Counter({"504": 1, "200": 1})
+
+
+def test_an_input_that_breaks_the_model_fails_alone(server: GatewayProcess, gate: Gate) -> None:
+    from PIL import Image
+
+    from tests.images import encode
+
+    before = _metrics(server)
+    blank = encode(Image.new("RGB", (64, 64), (0, 0, 0)), "PNG")
+    response = httpx.post(
+        f"{server.url}/predict", content=blank, headers={"content-type": "image/png"}
+    )
+    assert response.status_code == 500
+    assert response.json()["type"] == "urn:inference-gateway:problem:inference-failed"
+    assert "poisoned" not in response.text  # no internals reach the client
+    assert _predict(server.url).status_code == 200
+    after = _metrics(server)
+    assert _server_delta(before, after) == Counter({"500": 1, "200": 1})
+    assert (
+        value(
+            after,
+            "model_inference_errors_total",
+            model="efficientnet-lite0",
+            error_type="RuntimeError",
+        )
+        - value(
+            before,
+            "model_inference_errors_total",
+            model="efficientnet-lite0",
+            error_type="RuntimeError",
+        )
+        == 1
+    )

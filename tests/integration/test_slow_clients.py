@@ -1,0 +1,138 @@
+"""Slow clients (slowloris): headers and bodies that trickle in are cut off.
+
+A real uvicorn with the gateway's HTTP protocol, on loopback. The deadlines are short
+here (0.5 s for headers, 1 s for a body); a client that trickles a byte at a time would
+otherwise hold its connection for as long as it liked. Each test bounds its own wait
+(the socket timeout) so a regression fails instead of hanging.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+
+import httpx2 as httpx
+import pytest
+
+from tests.helpers import ControlledBackend, controlled_app
+from tests.images import cat_jpeg
+from tests.scrape import parse, value
+from tests.servers import threaded_server
+
+pytestmark = pytest.mark.integration
+
+HEADER_TIMEOUT = 0.5
+BODY_TIMEOUT = 1.0
+#: How long a test keeps trickling before it declares the server never cut it off.
+GIVE_UP_AFTER = 30.0
+
+
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    app = controlled_app(ControlledBackend(), request_body_timeout=BODY_TIMEOUT)
+    with threaded_server(app, header_timeout=HEADER_TIMEOUT) as base:
+        yield base
+
+
+def _connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.settimeout(GIVE_UP_AFTER)
+    return sock
+
+
+def _read_until_closed(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def _trickle(sock: socket.socket, data: bytes, interval: float = 0.05) -> bool:
+    """Send ``data`` a byte at a time; False when the server closed the connection first."""
+    give_up = time.monotonic() + GIVE_UP_AFTER
+    for byte in data:
+        if time.monotonic() > give_up:
+            return True
+        try:
+            sock.sendall(bytes([byte]))
+        except (BrokenPipeError, ConnectionResetError):
+            return False
+        time.sleep(interval)
+    return True
+
+
+def _status_and_body(response: bytes) -> tuple[int, dict[str, object], str]:
+    head, _, body = response.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, json.loads(body), head.decode("latin-1").lower()
+
+
+def test_a_connection_that_sends_nothing_is_closed_with_408(url: str) -> None:
+    with _connect(url) as sock:
+        response = _read_until_closed(sock)
+    status, body, head = _status_and_body(response)
+    assert status == 408
+    assert body["type"] == "urn:inference-gateway:problem:request-timeout"
+    assert "connection: close" in head
+
+
+def test_headers_trickled_a_byte_at_a_time_are_cut_off(url: str) -> None:
+    request = (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+        + b"X-Padding: " + b"a" * 2000 + b"\r\n\r\n"
+    )  # fmt: skip
+    with _connect(url) as sock:
+        finished = _trickle(sock, request)
+        response = _read_until_closed(sock)
+    assert not finished, "the server let a slowloris send all its headers"
+    assert response.startswith(b"HTTP/1.1 408 ")
+
+
+def test_a_body_trickled_a_byte_at_a_time_gets_408_and_is_counted(url: str) -> None:
+    body = cat_jpeg()
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    before = value(
+        parse(httpx.get(f"{url}/metrics").text),
+        "http_requests_total", method="POST", endpoint="/predict", status="408",
+    )  # fmt: skip
+    with _connect(url) as sock:
+        sock.sendall(head)
+        finished = _trickle(sock, body)
+        response = _read_until_closed(sock)
+    assert not finished, "the server let a slow body run past its deadline"
+    status, problem, headers = _status_and_body(response)
+    assert status == 408
+    assert problem["type"] == "urn:inference-gateway:problem:request-timeout"
+    assert "connection: close" in headers
+    after = value(
+        parse(httpx.get(f"{url}/metrics").text),
+        "http_requests_total", method="POST", endpoint="/predict", status="408",
+    )  # fmt: skip
+    assert after == before + 1
+
+
+def test_a_second_request_on_a_kept_alive_connection_has_its_own_deadline(url: str) -> None:
+    with _connect(url) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200 ")
+        finished = _trickle(sock, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"b" * 500)
+        response = _read_until_closed(sock)
+    assert not finished
+    assert response.startswith(b"HTTP/1.1 408 ")
+
+
+def test_prompt_clients_are_unaffected(url: str) -> None:
+    with httpx.Client(base_url=url) as client:
+        for _ in range(3):
+            response = client.post(
+                "/predict", content=cat_jpeg(), headers={"content-type": "image/jpeg"}
+            )
+            assert response.status_code == 200
+            time.sleep(HEADER_TIMEOUT * 1.5)  # idle between requests is keep-alive's business
