@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import socket
+import time
+from collections.abc import Iterator
 
 import httpx2 as httpx
 import pytest
+import structlog
 
+from inference_gateway.api.limits import BodySizeLimitMiddleware
+from inference_gateway.observability.logging import setup_logging
 from tests.helpers import ControlledBackend, controlled_app, wait_until
 from tests.images import cat_jpeg
 from tests.scrape import parse, value
@@ -51,3 +59,64 @@ def test_disconnected_client_is_dropped_from_the_queue_and_counted() -> None:
     assert (
         value(samples, "http_requests_total", method="POST", endpoint="/predict", status="200") == 1
     )
+
+
+@pytest.fixture
+def json_log() -> Iterator[io.StringIO]:
+    """All log records as JSON lines in a buffer; defaults restored after."""
+    stream = io.StringIO()
+    setup_logging("INFO", "json", stream=stream)
+    yield stream
+    logging.getLogger().handlers.clear()
+    structlog.reset_defaults()
+
+
+@pytest.mark.parametrize("kind", ["raw", "multipart"])
+def test_a_client_leaving_mid_upload_logs_one_warning_and_frees_its_bytes(
+    kind: str, json_log: io.StringIO
+) -> None:
+    backend = ControlledBackend()
+    app = controlled_app(backend, model_warmup=False)
+    body = cat_jpeg()
+    ctype = "image/jpeg" if kind == "raw" else "multipart/form-data; boundary=xyz"
+    if kind == "multipart":
+        body = (
+            b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'
+            + body
+            + b"\r\n--xyz--\r\n"
+        )
+    with threaded_server(app) as url:
+        wait_until(lambda: httpx.get(f"{url}/ready").status_code == 200, what="ready")
+        limits = _body_limits(app)
+        host, port = url.removeprefix("http://").split(":")
+        for _ in range(5):
+            sock = socket.create_connection((host, int(port)))
+            head = (
+                f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            ).encode()
+            sock.sendall(head + body[: len(body) // 2])  # half the upload, then gone
+            time.sleep(0.05)
+            sock.close()
+        wait_until(
+            lambda: value(
+                parse(httpx.get(f"{url}/metrics").text),
+                "http_requests_total", method="POST", endpoint="/predict", status="499",
+            ) == 5,
+            what="five 499s",
+        )  # fmt: skip
+        assert limits.inflight_bytes == 0  # every abandoned upload's bytes were released
+    assert backend.calls == 0
+    records = [json.loads(line) for line in json_log.getvalue().splitlines() if line]
+    mine = [r for r in records if r.get("endpoint") == "/predict"]
+    assert len(mine) == 5  # one line per abandoned upload, no storm
+    assert all(r["level"] == "WARNING" and r["status_code"] == 499 for r in mine)
+    assert not [r for r in records if r["level"] in ("ERROR", "CRITICAL")]  # no traceback
+
+
+def _body_limits(app: object) -> BodySizeLimitMiddleware:
+    """The app's body-limit middleware instance (built when the server started)."""
+    layer = app.middleware_stack  # type: ignore[attr-defined]
+    while not isinstance(layer, BodySizeLimitMiddleware):
+        layer = layer.app
+    return layer

@@ -9,6 +9,7 @@ from collections.abc import Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
+from starlette.requests import ClientDisconnect
 
 from inference_gateway.api.dependencies import HostDep, SettingsDep, TelemetryDep
 from inference_gateway.api.multipart import read_file_field
@@ -69,14 +70,18 @@ def _media_type(request: Request) -> str:
 async def read_image_bytes(request: Request, max_fields: int) -> bytes:
     """The uploaded image: multipart field ``file``, or the raw body of an image type.
 
-    The body-size limit applies while this streams (see `BodySizeLimitMiddleware`).
+    The body-size limit applies while this streams (see `BodySizeLimitMiddleware`). A
+    client that goes away mid-upload is a 499, not a server error.
     """
     media_type = _media_type(request)
-    if media_type == "multipart/form-data":
-        content_type = request.headers.get("content-type", "")
-        return await read_file_field(request.stream(), content_type, "file", max_fields)
-    if media_type.startswith("image/") or media_type in RAW_CONTENT_TYPES:
-        return await request.body()
+    try:
+        if media_type == "multipart/form-data":
+            content_type = request.headers.get("content-type", "")
+            return await read_file_field(request.stream(), content_type, "file", max_fields)
+        if media_type.startswith("image/") or media_type in RAW_CONTENT_TYPES:
+            return await request.body()
+    except ClientDisconnect:
+        raise ClientClosedRequestException("The client disconnected during the upload.") from None
     shown = media_type[:100] or "none"
     raise UnsupportedMediaTypeException(
         f"Content type {shown!r} is not accepted; send multipart/form-data with a 'file' "
