@@ -11,16 +11,20 @@ import pytest
 from tests.helpers import wait_until
 from tests.images import cat_jpeg
 from tests.scrape import parse, total, value
-from tests.servers import gateway_process
+from tests.servers import free_port, gateway_process
 
 pytestmark = pytest.mark.integration
 
 REQUESTS = 24
 
 
-def test_one_scrape_reports_the_sum_of_two_workers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["same-port", "metrics-port"])
+def test_one_scrape_reports_the_sum_of_two_workers(tmp_path: Path, where: str) -> None:
     metrics_dir = tmp_path / "metrics"
     env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    metrics_port = free_port()
+    if where == "metrics-port":
+        env["METRICS_PORT"] = str(metrics_port)
     with gateway_process(env, args=("--workers", "2")) as gateway:
         wait_until(
             lambda: sum('"Model ready"' in line for line in gateway.log_lines()) >= 2,
@@ -39,7 +43,15 @@ def test_one_scrape_reports_the_sum_of_two_workers(tmp_path: Path) -> None:
                 assert response.status_code == 200
             for _ in range(3):
                 assert client.get("/missing").status_code == 404
-            samples = parse(client.get("/metrics").text)
+            if where == "metrics-port":
+                # The parent process serves the workers' sum on its own port.
+                scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+            else:
+                scraped = client.get("/metrics")
+            assert scraped.status_code == 200
+            samples = parse(scraped.text)
+            if where == "metrics-port":
+                assert client.get("/metrics").status_code == 404  # not on the public port
         # Both workers served predictions, and each kept its own files.
         records = [json.loads(line) for line in gateway.log_lines() if line.startswith("{")]
         pids = {r["pid"] for r in records if r.get("endpoint") == "/predict"}

@@ -94,9 +94,7 @@ def test_sigterm_under_load_drains_answers_in_flight_work_and_exits_0(tmp_path: 
             "GRACEFUL_SHUTDOWN_SECONDS": str(GRACE),
         }
         with gateway_process(env) as gateway:
-            threads = [
-                threading.Thread(target=client, args=(gateway.url,)) for _ in range(CLIENTS)
-            ]
+            threads = [threading.Thread(target=client, args=(gateway.url,)) for _ in range(CLIENTS)]
             for thread in threads:
                 thread.start()
             wait_until(lambda: len(outcomes) >= 40, timeout=120, what="load to build up")

@@ -6,6 +6,7 @@ import random
 import re
 import string
 
+import httpx2 as httpx
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -19,6 +20,7 @@ from tests.helpers import (
 )
 from tests.images import cat_jpeg
 from tests.scrape import parse, series_count, total, value
+from tests.servers import free_port
 
 JPEG = {"content-type": "image/jpeg"}
 
@@ -44,6 +46,8 @@ CONTRACT: dict[str, tuple[str, set[str]]] = {
     "image_width_pixels": ("histogram", set()),
     "image_height_pixels": ("histogram", set()),
     "requests_rejected_total": ("counter", {"reason"}),
+    "tracing_spans_exported_total": ("counter", set()),
+    "tracing_spans_dropped_total": ("counter", {"reason"}),
 }
 
 
@@ -342,3 +346,29 @@ def test_render_negotiates_the_format(accept: str | None) -> None:
         "application/openmetrics-text" if accept and "openmetrics" in accept else "text/plain"
     )
     assert content_type.startswith(expected)
+
+
+def test_metrics_port_moves_metrics_off_the_public_port() -> None:
+    port = free_port()
+    backend = ControlledBackend()
+    app = controlled_app(backend, metrics_port=port)
+    with TestClient(app) as client:
+        ready_client(client)
+        assert client.post("/predict", content=cat_jpeg(), headers=JPEG).status_code == 200
+        assert client.get("/metrics").status_code == 404
+        private = httpx.get(
+            f"http://127.0.0.1:{port}/metrics",
+            headers={"accept": "application/openmetrics-text"},
+            timeout=10,
+        )
+        assert private.status_code == 200
+        assert private.headers["content-type"].startswith("application/openmetrics-text")
+        samples = parse(private.text)
+        assert (
+            value(samples, "http_requests_total", method="POST", endpoint="/predict", status="200")
+            == 1
+        )
+        assert 'trace_id="' in private.text  # exemplars survive the move
+    # The app's shutdown closed the port.
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2)

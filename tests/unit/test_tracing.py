@@ -34,6 +34,7 @@ from tests.helpers import (
     wait_until,
 )
 from tests.images import cat_jpeg
+from tests.scrape import parse, total, value
 from tests.servers import free_port
 
 JPEG = {"content-type": "image/jpeg"}
@@ -205,6 +206,13 @@ def test_spans_are_exported_over_real_otlp_http() -> None:
         with TestClient(app) as client:
             ready_client(client)
             trace_id = client.post("/predict", content=cat_jpeg(), headers=JPEG).json()["trace_id"]
+            app.state.telemetry.tracer_provider.force_flush()
+            samples = parse(client.get("/metrics").text)
+            # Every span the collector accepted is counted, none dropped.
+            with received.lock:
+                accepted = len(received.spans)
+            assert value(samples, "tracing_spans_exported_total") == accepted > 0
+            assert total(samples, "tracing_spans_dropped_total") == 0
         # Shutdown flushed the batch processor: the spans are already there.
         names = {name for name, tid, _ in received.spans if tid == trace_id}
         assert names >= {"POST /predict", *STAGES}
@@ -220,6 +228,10 @@ def test_a_dead_or_hanging_collector_never_hurts_requests(
     collector: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")  # the exporter gives up quickly
+    # A small span queue exported often: the test overflows it with 20 predictions.
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "16")
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "16")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
     hang = threading.Event()
     if collector == "closed-port":
         context = None
@@ -246,6 +258,15 @@ def test_a_dead_or_hanging_collector_never_hurts_requests(
                 response = client.post("/predict", content=cat_jpeg(), headers=JPEG)
                 assert response.status_code == 200
                 assert re.fullmatch(r"[0-9a-f]{32}", response.json()["trace_id"])
+            # Spans that could not be queued or delivered are counted, not kept.
+            expected = "queue_full" if collector == "never-answers" else "export_failed"
+            wait_until(
+                lambda: value(
+                    parse(client.get("/metrics").text), "tracing_spans_dropped_total",
+                    reason=expected,
+                ) > 0,
+                what=f"dropped spans counted as {expected}",
+            )  # fmt: skip
         # Leaving the block ran the shutdown: it returned although the export never did.
     finally:
         if context is not None:
