@@ -168,9 +168,9 @@ def run_wrk(url: str, script: Path, connections: int, seconds: float) -> dict[st
     }
 
 
-def _script(workdir: Path) -> Path:
-    image = photo_jpeg()
-    body = (
+def multipart_body(image: bytes) -> bytes:
+    """``image`` as the ``file`` field of a multipart body with `BOUNDARY`."""
+    return (
         (
             f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="photo.jpg"\r\n'
             f"Content-Type: image/jpeg\r\n\r\n"
@@ -178,6 +178,10 @@ def _script(workdir: Path) -> Path:
         + image
         + f"\r\n--{BOUNDARY}--\r\n".encode()
     )
+
+
+def _script(workdir: Path) -> Path:
+    body = multipart_body(photo_jpeg())
     body_path = workdir / "body.bin"
     body_path.write_bytes(body)
     script = workdir / "upload.lua"

@@ -169,7 +169,8 @@ def test_exact_accounting_of_every_outcome() -> None:
         value(samples, "model_inference_errors_total", model=model, error_type="RuntimeError") == 1
     )
     assert value(samples, "image_decode_failures_total", reason="unsupported_format") == 2
-    assert value(samples, "image_size_bytes_count") == 8  # 5 answered + 500 + 503 + 504
+    # 5 answered + the 500 + the 504; the 503 was refused before its image was decoded.
+    assert value(samples, "image_size_bytes_count") == 7
     assert value(samples, "requests_rejected_total", reason="queue_full") == 1
     assert value(samples, "requests_rejected_total", reason="payload_too_large") == 1
     assert value(samples, "requests_rejected_total", reason="deadline_exceeded") == 1

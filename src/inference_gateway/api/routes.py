@@ -161,6 +161,7 @@ async def predict(
     with TracedOperation("validate_input", tracer=telemetry.tracer) as span:
         model = host.require_ready()
         deadline = _deadline(request, settings)
+        host.check_admission(deadline)  # shed load before reading the upload
         data = await read_image_bytes(request, settings.max_multipart_fields)
         span.set_attribute("image.bytes", len(data))
     result = await _unless_disconnected(

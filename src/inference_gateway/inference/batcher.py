@@ -156,6 +156,23 @@ class Batcher:
         batches = math.ceil(position / self.max_batch_size) + (1 if self._in_flight else 0)
         return batches * self._batch_seconds
 
+    def check_admission(self, deadline: float, ahead_unqueued: int = 0) -> None:
+        """Refuse at once what this batcher could not finish in time, without queueing.
+
+        ``ahead_unqueued``: requests admitted upstream (being decoded) that will queue
+        before this one. Raises `QueueFullException` when the queue plus those has no
+        room, `DeadlineUnreachableException` when the wait would outlast ``deadline``.
+        """
+        queued = len(self._queue) + ahead_unqueued
+        if queued >= self.max_queue_size:
+            raise QueueFullException(f"{queued} requests are waiting for the model.")
+        wait = self.estimated_wait(queued + 1)
+        if time.monotonic() + wait > deadline:
+            raise DeadlineUnreachableException(
+                f"The queue needs about {wait * 1000:.0f} ms, more than the request's "
+                "deadline allows."
+            )
+
     # --- the loop side ----------------------------------------------------------------
     async def submit(self, tensor: npt.NDArray[np.float32], deadline: float) -> BatchOutcome:
         """Queue one image and wait for its logits, or refuse it at once.
@@ -176,15 +193,7 @@ class Batcher:
         with self._cond:
             if self._closing:
                 raise ServiceDrainingException("The service is shutting down.")
-            queued = len(self._queue)
-            if queued >= self.max_queue_size:
-                raise QueueFullException(f"{queued} requests are waiting for the model.")
-            wait = self.estimated_wait(queued + 1)
-            if time.monotonic() + wait > deadline:
-                raise DeadlineUnreachableException(
-                    f"The queue needs about {wait * 1000:.0f} ms, more than the request's "
-                    "deadline allows."
-                )
+            self.check_admission(deadline)
             self._queue.append(job)
             self._cond.notify_all()
         self._publish()

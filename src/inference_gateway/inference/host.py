@@ -96,6 +96,7 @@ class ModelHost:
         self.batcher: Batcher | None = None
         self.ready = False
         self.draining = False
+        self._admitted = 0  # requests between admission and answer (event loop only)
 
     # --- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
@@ -181,6 +182,18 @@ class ModelHost:
                 raise ModelStalledException(f"A forward pass has been running for {running:.0f} s.")
         return model
 
+    def check_admission(self, deadline: float) -> None:
+        """Refuse now (503) a request the queue has no room or no time for.
+
+        Called before the body is read and again before decoding: under overload the
+        CPU goes to requests that will be answered, not to reading and decoding images
+        a full queue would refuse anyway. Requests being decoded count as queued.
+        """
+        batcher = self.batcher
+        if batcher is not None:
+            decoding = max(self._admitted - batcher.pending, 0)
+            batcher.check_admission(deadline, ahead_unqueued=decoding)
+
     async def classify(self, data: bytes, k: int, deadline: float) -> Classification:
         """Preprocess, run and rank one image; ``deadline`` is a `time.monotonic` value.
 
@@ -188,7 +201,18 @@ class ModelHost:
         (called by the route on arrival) refuses new work while draining.
         """
         model = self._loaded()
-        assert self.batcher is not None  # noqa: S101 - set together with `ready`
+        batcher = self.batcher
+        assert batcher is not None  # noqa: S101 - set together with `ready`
+        self.check_admission(deadline)
+        self._admitted += 1
+        try:
+            return await self._classify(model, batcher, data, k, deadline)
+        finally:
+            self._admitted -= 1
+
+    async def _classify(
+        self, model: LoadedModel, batcher: Batcher, data: bytes, k: int, deadline: float
+    ) -> Classification:
         tracer = self._telemetry.tracer
         metrics = self._telemetry.metrics
         with TracedOperation("preprocess_image", {"image.bytes": len(data)}, tracer=tracer) as span:
@@ -216,7 +240,7 @@ class ModelHost:
         attributes = {"model.name": model.spec.name, "model.version": model.spec.version}
         with TracedOperation("model_inference", attributes, tracer=tracer) as span:
             submitted_ns = time.time_ns()
-            outcome = await self.batcher.submit(prepared.tensor, deadline)
+            outcome = await batcher.submit(prepared.tensor, deadline)
             self._stage_spans(submitted_ns, outcome)
             predictions = top_k(outcome.logits, model.spec.labels, k)
             best = predictions[0]

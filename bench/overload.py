@@ -1,0 +1,196 @@
+"""Overload: at twice its saturation rate, does the gateway shed load or collapse?
+
+The saturation throughput S is the gateway's answered images/s under a closed loop
+(`wrk`, 32 connections). Then an open-loop generator offers requests at a fixed rate,
+S and 2×S, whatever the answers: requests arrive on schedule even when the server is
+behind, as they do from many independent users. The goodput (200s per second) at 2×S
+should stay at ≥ 90% of S: refused requests get a quick 503, the admitted ones are
+served at full speed. The generator is asyncio over raw keep-alive sockets; its CPU
+share is reported because it runs on the same two cores.
+
+    .venv/bin/python -m bench.overload [--seconds 10] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from bench.common import RAW, median, photo_jpeg
+from bench.http_bench import (
+    BOUNDARY,
+    GATEWAY_QUIET,
+    OBS_ON,
+    Target,
+    _script,
+    multipart_body,
+    run_wrk,
+    server,
+)
+
+GATEWAY = Target("gateway onnxruntime, defaults", "gateway", {**OBS_ON, **GATEWAY_QUIET})
+#: Most sockets the generator opens; beyond, a request waits for a free one (and the
+#: offered rate would fall: the report shows the achieved rate).
+MAX_CONNECTIONS = 512
+
+
+class _Pool:
+    """Idle keep-alive connections to one server."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.open = asyncio.Semaphore(MAX_CONNECTIONS)
+
+    async def request(self, payload: bytes) -> int:
+        """Send one request; return its status (0 when the connection failed).
+
+        A kept-alive connection the server closed meanwhile fails before any answer:
+        the request is then sent again on a new connection, as HTTP clients do.
+        """
+        async with self.open:
+            if self.idle:
+                status = await self._exchange(*self.idle.pop(), payload)
+                if status:
+                    return status
+            try:
+                reader, writer = await asyncio.open_connection(self.host, self.port)
+            except OSError:
+                return 0
+            return await self._exchange(reader, writer, payload)
+
+    async def _exchange(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, payload: bytes
+    ) -> int:
+        try:
+            writer.write(payload)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            length = 0
+            keep = True
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+                if name.strip().lower() == b"connection" and b"close" in value.lower():
+                    keep = False
+            await reader.readexactly(length)
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            writer.close()
+            return 0
+        if keep:
+            self.idle.append((reader, writer))
+        else:
+            writer.close()
+        return status
+
+
+async def _open_loop(url: str, rate: float, seconds: float, body: bytes) -> dict[str, Any]:
+    host, port = url.removeprefix("http://").split(":")
+    payload = (
+        f"POST /predict HTTP/1.1\r\nHost: {host}\r\n"
+        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    pool = _Pool(host, int(port))
+    loop = asyncio.get_running_loop()
+    latencies: list[tuple[int, float]] = []
+
+    async def one() -> None:
+        started = loop.time()
+        status = await pool.request(payload)
+        latencies.append((status, loop.time() - started))
+
+    cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+    start = loop.time()
+    tasks = []
+    for i in range(int(rate * seconds)):
+        delay = start + i / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one()))
+    sent_for = loop.time() - start
+    await asyncio.gather(*tasks)
+    elapsed = loop.time() - start
+    cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+    for _, writer in pool.idle:
+        writer.close()
+    statuses = Counter(status for status, _ in latencies)
+    ok = sorted(t for status, t in latencies if status == 200)
+    cpu = cpu_after.ru_utime - cpu_before.ru_utime + cpu_after.ru_stime - cpu_before.ru_stime
+    return {
+        "offered_rps": rate,
+        "achieved_rps": len(tasks) / sent_for,
+        "goodput_rps": statuses[200] / elapsed,
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "p50_ms": ok[len(ok) // 2] * 1000 if ok else float("nan"),
+        "p99_ms": ok[int(len(ok) * 0.99)] * 1000 if ok else float("nan"),
+        "generator_cpu": cpu / elapsed,
+    }
+
+
+def run(seconds: float, repeats: int) -> dict[str, Any]:
+    """Saturation by closed loop, then open loops at 1× and 2× of it; medians."""
+    runs: list[dict[str, Any]] = []
+    body = multipart_body(photo_jpeg())
+    with tempfile.TemporaryDirectory(prefix="bench-overload-") as tmp:
+        workdir = Path(tmp)
+        script = _script(workdir)
+        for _ in range(repeats):
+            with server(GATEWAY, workdir) as url:
+                run_wrk(url, script, 4, 2)  # warm-up
+                saturation = run_wrk(url, script, 32, seconds)["rps"]
+                at_1x = asyncio.run(_open_loop(url, saturation, seconds, body))
+                time.sleep(2)
+                at_2x = asyncio.run(_open_loop(url, 2 * saturation, seconds, body))
+                runs.append({"saturation_rps": saturation, "1x": at_1x, "2x": at_2x})
+    ratio = median([r["2x"]["goodput_rps"] / r["saturation_rps"] for r in runs])
+    return {"seconds": seconds, "repeats": repeats, "runs": runs, "goodput_ratio_2x": ratio}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """One row per run and offered load."""
+    lines = [
+        "| run | offered | achieved offer | goodput (200/s) | of saturation | statuses "
+        "| p50 / p99 of 200s | generator CPU |",
+        "|---:|---|---:|---:|---:|---|---:|---:|",
+    ]
+    for n, r in enumerate(result["runs"], start=1):
+        s = r["saturation_rps"]
+        for key in ("1x", "2x"):
+            m = r[key]
+            statuses = ", ".join(f"{k}: {v}" for k, v in m["statuses"].items())
+            lines.append(
+                f"| {n} | {key} × {s:.0f}/s | {m['achieved_rps']:.0f}/s "
+                f"| {m['goodput_rps']:.0f} | {m['goodput_rps'] / s:.0%} | {statuses} "
+                f"| {m['p50_ms']:.0f} / {m['p99_ms']:.0f} ms | {m['generator_cpu']:.0%} |"
+            )
+    lines.append("")
+    lines.append(
+        f"Median goodput at 2× saturation: **{result['goodput_ratio_2x']:.0%}** of the "
+        "saturation throughput (target ≥ 90%)."
+    )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Run and print the table."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    result = run(args.seconds, args.repeats)
+    print(markdown(result))
+    RAW.mkdir(parents=True, exist_ok=True)
+    (RAW / "overload.json").write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
