@@ -177,6 +177,7 @@ class PayloadTooLargeException(InferenceGatewayException):
     slug = "payload-too-large"
     title = "Payload too large"
     reject_reason = "payload_too_large"
+    close_connection = True  # do not read the rest of an upload we refused
 
 
 class UnsupportedMediaTypeException(InferenceGatewayException):

@@ -258,3 +258,41 @@ def test_an_input_that_breaks_the_model_fails_alone(server: GatewayProcess, gate
         )
         == 1
     )
+
+
+def test_an_endless_upload_is_cut_off_without_the_server_holding_it(
+    server: GatewayProcess,
+) -> None:
+    """A chunked upload far over MAX_BODY_BYTES: the server answers 413 after the limit
+    and closes, and its memory does not grow with what the client keeps sending."""
+    import socket
+
+    host, port = server.url.removeprefix("http://").split(":")
+    rss_before = server.rss_bytes()
+    chunk = b"\x00" * (1024 * 1024)
+    framed = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+    offered = 256  # MiB, 25 times the 10 MiB limit
+    sent = 0
+    reply = b""
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        try:
+            for _ in range(offered):
+                sock.sendall(framed)
+                sent += 1
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server stopped reading and closed: that is the point
+        try:
+            while part := sock.recv(65536):
+                reply += part
+        except ConnectionResetError:
+            pass
+    held = server.rss_bytes() - rss_before
+    assert sent < offered, "the server read a 256 MiB upload to the end"
+    if reply:
+        assert reply.startswith(b"HTTP/1.1 413 ")
+    assert held < 64 * MIB
+    assert httpx.get(f"{server.url}/ready").status_code == 200

@@ -261,3 +261,23 @@ def test_concurrent_requests_share_forward_passes_on_the_real_model() -> None:
     passes = scrape.value(samples, "inference_batch_size_count", model="efficientnet-lite0")
     assert scrape.value(samples, "inference_batch_size_sum", model="efficientnet-lite0") == 8
     assert passes < 8  # at least two requests shared a forward pass
+
+
+def test_cors_is_closed_by_default_and_open_only_to_listed_origins() -> None:
+    preflight = {
+        "origin": "https://evil.example",
+        "access-control-request-method": "POST",
+    }
+    with TestClient(controlled_app(ControlledBackend())) as client:
+        ready_client(client)
+        response = client.options("/predict", headers=preflight)
+        assert "access-control-allow-origin" not in response.headers
+        simple = client.get("/health", headers={"origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in simple.headers
+    app = controlled_app(ControlledBackend(), cors_origins=["https://app.example"])
+    with TestClient(app) as client:
+        ready_client(client)
+        allowed = client.options("/predict", headers={**preflight, "origin": "https://app.example"})
+        assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+        denied = client.options("/predict", headers=preflight)
+        assert "access-control-allow-origin" not in denied.headers

@@ -267,6 +267,14 @@ def test_a_dead_or_hanging_collector_never_hurts_requests(
                 ) > 0,
                 what=f"dropped spans counted as {expected}",
             )  # fmt: skip
+            # Exact accounting holds while the telemetry pipeline fails.
+            samples = parse(client.get("/metrics").text)
+            assert (
+                value(
+                    samples, "http_requests_total", method="POST", endpoint="/predict", status="200"
+                )
+                == 21
+            )
         # Leaving the block ran the shutdown: it returned although the export never did.
     finally:
         if context is not None:
