@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import httpx2 as httpx
@@ -52,6 +53,19 @@ def test_one_scrape_reports_the_sum_of_two_workers(tmp_path: Path, where: str) -
             samples = parse(scraped.text)
             if where == "metrics-port":
                 assert client.get("/metrics").status_code == 404  # not on the public port
+            else:
+                # The worker that answers the scrape adds its own exemplars to the sums.
+                open_metrics = client.get(
+                    "/metrics", headers={"accept": "application/openmetrics-text"}
+                ).text
+                for histogram in (
+                    "http_request_duration_seconds",
+                    "model_inference_duration_seconds",
+                ):
+                    assert re.search(
+                        histogram + r'_bucket\{[^}]*\} \d+\.0 # \{trace_id="[0-9a-f]{32}"\}',
+                        open_metrics,
+                    ), histogram
         # Both workers served predictions, and each kept its own files.
         records = [json.loads(line) for line in gateway.log_lines() if line.startswith("{")]
         pids = {r["pid"] for r in records if r.get("endpoint") == "/predict"}

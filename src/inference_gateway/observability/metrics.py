@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from prometheus_client import (
@@ -23,8 +24,12 @@ from prometheus_client import (
 from prometheus_client import multiprocess as prom_multiprocess
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.gc_collector import GCCollector
+from prometheus_client.metrics_core import Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Exemplar
+from prometheus_client.utils import floatToGoString
 from starlette.types import Scope
 
 #: The ``endpoint`` label of requests that match no route: one series for all of them.
@@ -95,8 +100,9 @@ class Metrics:
     """Every metric of one app, in one registry, with the spec's helper methods.
 
     In multiprocess mode (several workers) the values are written to files in
-    ``multiprocess_dir`` and `render` aggregates all workers; exemplars and the
-    process/GC collectors are then unavailable (a prometheus_client limitation).
+    ``multiprocess_dir`` and `render` aggregates all workers, adding this worker's
+    latest exemplars (prometheus_client stores none in that mode); the process/GC
+    collectors are then unavailable.
     """
 
     def __init__(
@@ -111,6 +117,9 @@ class Metrics:
         """Create the metrics in ``registry`` (a new one by default)."""
         self.registry = registry if registry is not None else CollectorRegistry()
         self.multiprocess_dir = multiprocess_dir
+        # Multiprocess mode stores no exemplars; this process keeps its latest one per
+        # histogram bucket and adds them to the summed buckets it renders.
+        self._exemplars = _ExemplarStore()
         r = self.registry
         if multiprocess_dir is None:
             ProcessCollector(registry=r)
@@ -225,6 +234,11 @@ class Metrics:
         self.http_request_duration_seconds.labels(method, endpoint).observe(
             duration_seconds, exemplar=_exemplar(trace_id)
         )
+        if self.multiprocess_dir is not None and trace_id:
+            self._exemplars.remember(
+                "http_request_duration_seconds", (method, endpoint), LATENCY_BUCKETS,
+                duration_seconds, trace_id,
+            )  # fmt: skip
 
     def record_inference(
         self,
@@ -237,6 +251,11 @@ class Metrics:
         self.model_inference_duration_seconds.labels(model).observe(
             duration_seconds, exemplar=_exemplar(trace_id)
         )
+        if self.multiprocess_dir is not None and trace_id:
+            self._exemplars.remember(
+                "model_inference_duration_seconds", (model,), STAGE_BUCKETS,
+                duration_seconds, trace_id,
+            )  # fmt: skip
         self.inference_batch_size.labels(model).observe(batch_size)
 
     def record_prediction(self, model: str, class_label: str, confidence: float) -> None:
@@ -325,12 +344,73 @@ class Metrics:
         encoder, content_type = choose_encoder(accept or "")
         if self.multiprocess_dir is None:
             return encoder(self.registry), content_type
-        return encoder(multiprocess_registry(self.multiprocess_dir)), content_type
+        summed = multiprocess_registry(self.multiprocess_dir)
+        with_exemplars = CollectorRegistry(auto_describe=False)
+        with_exemplars.register(self._exemplars.adding_to(summed))
+        return encoder(with_exemplars), content_type
 
     def mark_process_dead(self, pid: int) -> None:
         """Drop a stopped worker's live gauges (multiprocess mode only)."""
         if self.multiprocess_dir is not None:
             prom_multiprocess.mark_process_dead(pid, self.multiprocess_dir)  # type: ignore[no-untyped-call]
+
+
+#: Label names (before ``le``) of the histograms that carry exemplars.
+_EXEMPLAR_LABELS: dict[str, tuple[str, ...]] = {
+    "http_request_duration_seconds": ("method", "endpoint"),
+    "model_inference_duration_seconds": ("model",),
+}
+
+
+class _ExemplarStore:
+    """The latest exemplar per histogram bucket seen by this process.
+
+    An exemplar is one example request for a bucket, so one worker's is as good as any:
+    with several workers the one that answers the scrape contributes its own. The
+    number of keys is bounded by the histograms' series × buckets.
+    """
+
+    def __init__(self) -> None:
+        self._latest: dict[tuple[str, tuple[str, ...], str], Exemplar] = {}
+
+    def remember(
+        self,
+        metric: str,
+        label_values: tuple[str, ...],
+        buckets: tuple[float, ...],
+        value: float,
+        trace_id: str,
+    ) -> None:
+        bound = next((b for b in buckets if value <= b), float("inf"))
+        exemplar = Exemplar({"trace_id": trace_id}, value, time.time())
+        self._latest[(metric, label_values, floatToGoString(bound))] = exemplar  # type: ignore[no-untyped-call]
+
+    def adding_to(self, source: CollectorRegistry) -> Collector:
+        """A collector yielding ``source``'s metrics with the stored exemplars attached."""
+        latest = dict(self._latest)
+
+        class WithExemplars(Collector):
+            def collect(self) -> Iterator[Metric]:
+                for family in source.collect():
+                    names = _EXEMPLAR_LABELS.get(family.name)
+                    if names is not None:
+                        family.samples = [
+                            sample._replace(
+                                exemplar=latest.get(
+                                    (
+                                        family.name,
+                                        tuple(sample.labels.get(n, "") for n in names),
+                                        sample.labels.get("le", ""),
+                                    )
+                                )
+                            )
+                            if sample.name.endswith("_bucket")
+                            else sample
+                            for sample in family.samples
+                        ]
+                    yield family
+
+        return WithExemplars()
 
 
 def multiprocess_registry(directory: str) -> CollectorRegistry:
