@@ -8,7 +8,9 @@ inputs, or make it leak, deterministically. ``GATE_DIR`` names the control direc
 - ``closed``: while this file exists, every forward pass waits (the model "hangs");
 - ``delay_ms``: a fixed cost per forward pass, in milliseconds;
 - ``calls``: the backend appends one line per forward pass with its batch size;
-- ``GATE_LEAK=1`` in the environment: the backend keeps every input (a memory leak).
+- ``GATE_LEAK=1`` in the environment: the backend keeps every input (a memory leak);
+- ``hold_load``: while this file exists, only the first worker to start finishes
+  loading; the others wait (a server whose workers become ready at different times).
 
 An input of one flat colour (a blank image) makes the pass raise.
 """
@@ -71,7 +73,19 @@ class GatedBackend:
         """Nothing to release."""
 
 
+def _hold_all_but_the_first_worker(gate_dir: Path) -> None:
+    if not (gate_dir / "hold_load").exists():
+        return
+    try:
+        (gate_dir / "first_worker").touch(exist_ok=False)  # atomic: one worker wins
+    except FileExistsError:
+        give_up = time.monotonic() + MAX_HOLD_SECONDS
+        while (gate_dir / "hold_load").exists() and time.monotonic() < give_up:
+            time.sleep(0.01)
+
+
 def _load() -> LoadedModel:
+    _hold_all_but_the_first_worker(Path(os.environ["GATE_DIR"]))
     backend = GatedBackend(Path(os.environ["GATE_DIR"]), leak=os.environ.get("GATE_LEAK") == "1")
     spec = ModelSpec(name="efficientnet-lite0", version="1", labels=imagenet_labels())
     return LoadedModel(spec=spec, backend=backend)

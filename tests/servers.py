@@ -59,18 +59,25 @@ class GatewayProcess:
         return self.exit_code
 
 
-def _is_ready(url: str) -> bool:
+def _is_ready(url: str, path: str = "/ready") -> bool:
     try:
-        return httpx.get(f"{url}/ready", timeout=2).status_code == 200
+        return httpx.get(f"{url}{path}", timeout=2).status_code == 200
     except httpx.TransportError:
         return False
 
 
 @contextmanager
 def gateway_process(
-    env: Mapping[str, str] | None = None, *, args: tuple[str, ...] = (), ready_timeout: float = 120
+    env: Mapping[str, str] | None = None,
+    *,
+    args: tuple[str, ...] = (),
+    ready_timeout: float = 120,
+    wait_for: str = "/ready",
 ) -> Iterator[GatewayProcess]:
-    """Start the CLI server with JSON logs in a temporary directory; stop it after."""
+    """Start the CLI server with JSON logs in a temporary directory; stop it after.
+
+    Yields once ``wait_for`` answers 200 (``/health`` to get a server still loading).
+    """
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="gateway-") as workdir:
         log_path = Path(workdir) / "gateway.log"
@@ -101,7 +108,7 @@ def gateway_process(
         gateway = GatewayProcess(process, f"http://127.0.0.1:{port}", log_path)
         try:
             deadline = time.monotonic() + ready_timeout
-            while not _is_ready(gateway.url):
+            while not _is_ready(gateway.url, wait_for):
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(
                         "gateway did not become ready:\n" + "\n".join(gateway.log_lines()[-40:])

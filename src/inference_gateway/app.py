@@ -26,6 +26,7 @@ from inference_gateway.inference.preprocess import (
     ImageLimits,
     harden_pillow,
 )
+from inference_gateway.inference.workers import WorkerReadiness
 from inference_gateway.observability.logging import get_logger, setup_logging
 from inference_gateway.observability.metrics import Metrics, serve_metrics_port
 from inference_gateway.observability.middleware import ObservabilityMiddleware
@@ -125,6 +126,11 @@ def create_app(
         ),
         warmup=settings.model_warmup,
         stall_seconds=settings.model_stall_seconds,
+        peers=(
+            WorkerReadiness(settings.worker_state_dir, settings.workers)
+            if settings.worker_state_dir is not None and settings.workers > 1
+            else None
+        ),
     )
     if metrics is not None:
         metrics.initialise_series(

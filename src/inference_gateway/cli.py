@@ -70,6 +70,11 @@ def serve(settings: Settings, app: str = DEFAULT_APP) -> int:
         {"HOST": settings.host, "PORT": str(settings.port), "WORKERS": str(settings.workers)}
     )
     created: str | None = None
+    state_dir: str | None = None
+    if settings.workers > 1:
+        # Each worker reports ready only when all are (inference/workers.py).
+        state_dir = tempfile.mkdtemp(prefix="inference-gateway-workers-")
+        os.environ["WORKER_STATE_DIR"] = state_dir
     if settings.workers > 1 and settings.enable_metrics:
         directory = settings.prometheus_multiproc_dir
         if directory is None:
@@ -102,8 +107,9 @@ def serve(settings: Settings, app: str = DEFAULT_APP) -> int:
     finally:
         if stop_metrics_port is not None:
             stop_metrics_port()
-    if created is not None:
-        shutil.rmtree(created, ignore_errors=True)
+    for directory in (created, state_dir):
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
     return 0
 
 

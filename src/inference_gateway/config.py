@@ -137,6 +137,8 @@ class Settings(BaseSettings):
     otel_exporter_otlp_traces_endpoint: str | None = None
     # Set by `inference-gateway serve --workers N` (or by you) for multiprocess metrics.
     prometheus_multiproc_dir: str | None = None
+    # Set by `inference-gateway serve --workers N`: where workers record readiness.
+    worker_state_dir: str | None = None
 
     # --- SLO targets (documentation and dashboards read the same numbers)
     slo_availability_target: float = Field(0.995, gt=0, lt=1)

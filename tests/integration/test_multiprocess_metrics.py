@@ -90,3 +90,32 @@ def test_one_scrape_reports_the_sum_of_two_workers(tmp_path: Path, where: str) -
             value(samples, "model_loaded", model="efficientnet-lite0") == 1
         )  # livemin: both ready
         assert gateway.stop() == 0
+
+
+def test_ready_waits_for_every_worker(tmp_path: Path) -> None:
+    """With two workers, /ready is 200 only once both have loaded their model: a load
+    balancer must not route to a server one of whose workers would answer 503."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    (gate / "hold_load").touch()  # the second worker to start waits (tests/gated_app.py)
+    env = {"GATE_DIR": str(gate), "LOG_LEVEL": "INFO"}
+    args = ("--workers", "2", "--app", "tests.gated_app:app")
+    with gateway_process(env, args=args, wait_for="/health") as gateway:
+        wait_until(
+            lambda: sum('"Model ready"' in line for line in gateway.log_lines()) == 1,
+            timeout=60,
+            what="the first worker to load",
+        )
+        # Fresh connections reach either worker; none may say ready yet.
+        answers = [httpx.get(f"{gateway.url}/ready", timeout=10) for _ in range(30)]
+        assert {r.status_code for r in answers} == {503}
+        assert any(r.json()["detail"] == "1 of 2 workers are ready." for r in answers)
+        (gate / "hold_load").unlink()
+        wait_until(
+            lambda: httpx.get(f"{gateway.url}/ready", timeout=10).status_code == 200,
+            timeout=60,
+            what="both workers ready",
+        )
+        answers = [httpx.get(f"{gateway.url}/ready", timeout=10) for _ in range(30)]
+        assert {r.status_code for r in answers} == {200}
+        assert gateway.stop() == 0

@@ -29,6 +29,7 @@ from inference_gateway.inference.batcher import Batcher, BatchOutcome
 from inference_gateway.inference.model import LoadedModel, ModelLoader
 from inference_gateway.inference.postprocess import Prediction, top_k
 from inference_gateway.inference.preprocess import ImageInfo, ImageLimits, prepare_image
+from inference_gateway.inference.workers import WorkerReadiness
 from inference_gateway.observability.logging import log_error
 from inference_gateway.observability.telemetry import Telemetry
 from inference_gateway.observability.tracing import TracedOperation
@@ -78,11 +79,13 @@ class ModelHost:
         batching: BatchingConfig,
         warmup: bool = True,
         stall_seconds: float = 10.0,
+        peers: WorkerReadiness | None = None,
     ) -> None:
         """Prepare the thread pool; nothing is loaded until `start`.
 
         ``stall_seconds``: a forward pass running longer than this makes `check_ready`
-        fail, so orchestrators stop routing to a stuck model.
+        fail, so orchestrators stop routing to a stuck model. ``peers``: the other
+        workers of the same server, when there are several; ready means all are.
         """
         self._loader = loader
         self._telemetry = telemetry
@@ -91,6 +94,7 @@ class ModelHost:
         self._batching = batching
         self._warmup = warmup
         self.stall_seconds = stall_seconds
+        self._peers = peers
         self._preprocess_pool = ThreadPoolExecutor(preprocess_workers, "preprocess")
         self.model: LoadedModel | None = None
         self.batcher: Batcher | None = None
@@ -120,6 +124,8 @@ class ModelHost:
         )
         self.batcher.start()
         self.ready = True
+        if self._peers is not None:
+            self._peers.mark_ready()
         if metrics is not None:
             metrics.set_model_state(self.model_name, loaded=True, memory_bytes=model.memory_bytes)
         self._telemetry.logger.info(
@@ -151,6 +157,8 @@ class ModelHost:
         """Stop taking work, let queued work finish within the grace period, release."""
         self.ready = False
         self.draining = True
+        if self._peers is not None:
+            self._peers.mark_stopped()
         if self.batcher is not None:
             await self.batcher.close(grace_seconds)
         self._preprocess_pool.shutdown(wait=False, cancel_futures=True)
@@ -173,8 +181,13 @@ class ModelHost:
         return self.model
 
     def check_ready(self) -> LoadedModel:
-        """`require_ready`, and a 503 while a forward pass has run over ``stall_seconds``."""
+        """`require_ready`, and a 503 while a forward pass has run over ``stall_seconds``
+        or, with several workers, while any of them is not ready."""
         model = self.require_ready()
+        if self._peers is not None and not self._peers.all_ready():
+            raise ModelNotLoadedException(
+                f"{self._peers.ready_count()} of {self._peers.expected} workers are ready."
+            )
         busy_since = self.batcher.busy_since if self.batcher is not None else None
         if busy_since is not None:
             running = time.monotonic() - busy_since
