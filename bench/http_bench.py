@@ -63,6 +63,9 @@ class Target:
 
 
 GATEWAY_QUIET = {"LOG_LEVEL": "WARNING"}
+#: The default layout: one worker per core, one ONNX Runtime thread each, batches ≤ 4.
+DEFAULTS = "gateway onnxruntime, defaults (2 workers x 1 thread, batch <= 4)"
+OBS_OFF_NAME = "gateway onnxruntime, defaults, observability off"
 OBS_OFF = {"ENABLE_METRICS": "false", "ENABLE_TRACING": "false", "LOG_LEVEL": "WARNING"}
 OBS_ON = {"ENABLE_METRICS": "true", "ENABLE_TRACING": "true", "LOG_LEVEL": "INFO"}
 
@@ -73,20 +76,19 @@ def targets(quick: bool) -> list[Target]:
     onnx = {"MODEL_BACKEND": "onnxruntime"}
     torch = {"MODEL_BACKEND": "torch"}
     matrix = [
-        Target("gateway onnxruntime, batching on (defaults: 4, 0 ms)", "gateway", {**onnx, **OBS_ON}, concurrency=all_c),
+        Target(DEFAULTS, "gateway", {**onnx, **OBS_ON}, concurrency=all_c),
         Target("gateway onnxruntime, batching off", "gateway",
                {**onnx, **OBS_ON, "MAX_BATCH_SIZE": "1"}, concurrency=all_c),
-        Target("gateway onnxruntime, observability off", "gateway", {**onnx, **OBS_OFF}),
-        Target("gateway onnxruntime, 2 workers x 1 thread", "gateway",
-               {**onnx, **OBS_ON, "MODEL_THREADS": "1", "PREPROCESS_WORKERS": "1"},
-               args=("--workers", "2")),
+        Target(OBS_OFF_NAME, "gateway", {**onnx, **OBS_OFF}),
+        Target("gateway onnxruntime, 1 worker x 2 threads", "gateway",
+               {**onnx, **OBS_ON, "WORKERS": "1"}),
         Target("gateway torch, batching on", "gateway", {**torch, **OBS_ON}),
         Target("gateway torch, batching off", "gateway", {**torch, **OBS_ON, "MAX_BATCH_SIZE": "1"}),
         Target("naive FastAPI, onnxruntime inline", "naive", onnx, concurrency=(1, 8, 32)),
         Target("LitServe 0.2, onnxruntime, max_batch_size 8", "litserve", onnx),
     ]  # fmt: skip
     if quick:
-        return [t for t in matrix if "2 workers" not in t.name and "torch" not in t.name]
+        return [t for t in matrix if "1 worker" not in t.name and "torch" not in t.name]
     return matrix
 
 

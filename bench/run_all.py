@@ -25,8 +25,8 @@ def targets(
     ceiling: float, http: dict[str, Any], shed: dict[str, Any]
 ) -> list[tuple[str, str, bool | None]]:
     """The issue's targets, each as (what, measured, met?)."""
-    on = "gateway onnxruntime, batching on (defaults: 4, 0 ms)"
-    off_obs = "gateway onnxruntime, observability off"
+    on = http_bench.DEFAULTS
+    off_obs = http_bench.OBS_OFF_NAME
     naive = "naive FastAPI, onnxruntime inline"
     peer = "LitServe 0.2, onnxruntime, max_batch_size 8"
     rows: list[tuple[str, str, bool | None]] = []

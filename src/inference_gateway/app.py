@@ -118,7 +118,7 @@ def create_app(
         telemetry,
         model_name=settings.model_name,
         limits=ImageLimits(settings.max_image_pixels, settings.max_image_side),
-        preprocess_workers=settings.preprocess_workers,
+        preprocess_workers=settings.effective_preprocess_workers,
         batching=BatchingConfig(
             max_batch_size=settings.max_batch_size,
             max_batch_delay_seconds=settings.max_batch_delay_ms / 1000,
@@ -127,8 +127,8 @@ def create_app(
         warmup=settings.model_warmup,
         stall_seconds=settings.model_stall_seconds,
         peers=(
-            WorkerReadiness(settings.worker_state_dir, settings.workers)
-            if settings.worker_state_dir is not None and settings.workers > 1
+            WorkerReadiness(settings.worker_state_dir, settings.effective_workers)
+            if settings.worker_state_dir is not None and settings.effective_workers > 1
             else None
         ),
     )

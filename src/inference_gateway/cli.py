@@ -66,16 +66,15 @@ def serve(settings: Settings, app: str = DEFAULT_APP) -> int:
     os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
     # Workers import `inference_gateway.main`, which reads the environment: pass the
     # command-line choices on through it.
-    os.environ.update(
-        {"HOST": settings.host, "PORT": str(settings.port), "WORKERS": str(settings.workers)}
-    )
+    workers = settings.effective_workers
+    os.environ.update({"HOST": settings.host, "PORT": str(settings.port), "WORKERS": str(workers)})
     created: str | None = None
     state_dir: str | None = None
-    if settings.workers > 1:
+    if workers > 1:
         # Each worker reports ready only when all are (inference/workers.py).
         state_dir = tempfile.mkdtemp(prefix="inference-gateway-workers-")
         os.environ["WORKER_STATE_DIR"] = state_dir
-    if settings.workers > 1 and settings.enable_metrics:
+    if workers > 1 and settings.enable_metrics:
         directory = settings.prometheus_multiproc_dir
         if directory is None:
             directory = created = tempfile.mkdtemp(prefix="inference-gateway-metrics-")
@@ -97,7 +96,7 @@ def serve(settings: Settings, app: str = DEFAULT_APP) -> int:
             app,
             host=settings.host,
             port=settings.port,
-            workers=settings.workers,
+            workers=workers,
             http=http_protocol(settings.request_header_timeout),  # type: ignore[arg-type]
             log_config=None,
             access_log=False,

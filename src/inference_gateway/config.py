@@ -8,6 +8,7 @@ their meaning there; they are not duplicated here.
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,6 +19,15 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from inference_gateway import __version__
 
 MIB = 1024 * 1024
+#: The most worker processes ``WORKERS=0`` starts (each holds its own copy of the model).
+MAX_AUTO_WORKERS = 4
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a container's cpuset)."""
+    return len(os.sched_getaffinity(0))
+
+
 DEFAULT_MODEL_CACHE_DIR = Path.home() / ".cache" / "inference-gateway"
 
 
@@ -84,7 +94,7 @@ class Settings(BaseSettings):
     # --- server
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    workers: int = Field(1, ge=1, le=64)
+    workers: int = Field(0, ge=0, le=64)  # 0: one per usable core, at most MAX_AUTO_WORKERS
     graceful_shutdown_seconds: float = Field(30.0, gt=0, le=600)
     # After SIGTERM: /ready answers 503 and new predictions are refused (503 draining)
     # for this long before the listener closes, so load balancers stop routing first.
@@ -103,7 +113,7 @@ class Settings(BaseSettings):
     model_backend: Backend = Backend.ONNXRUNTIME
     model_device: Device = Device.CPU
     model_warmup: bool = True
-    model_threads: int = Field(0, ge=0, le=256)  # 0: one per CPU core
+    model_threads: int = Field(0, ge=0, le=256)  # 0: this worker's share of the cores
     model_cache_dir: Path = DEFAULT_MODEL_CACHE_DIR  # exported ONNX files
     top_k_default: int = Field(5, ge=1, le=20)
 
@@ -114,7 +124,7 @@ class Settings(BaseSettings):
     max_multipart_fields: int = Field(16, ge=1, le=1000)
 
     # --- performance
-    preprocess_workers: int = Field(2, ge=1, le=64)
+    preprocess_workers: int = Field(0, ge=0, le=64)  # 0: this worker's share of the cores
     max_queue_size: int = Field(64, ge=1, le=100_000)
     max_batch_size: int = Field(4, ge=1, le=256)
     max_batch_delay_ms: float = Field(0.0, ge=0, le=1000)
@@ -165,6 +175,26 @@ class Settings(BaseSettings):
         if self.slo_latency_p95_seconds > self.slo_latency_p99_seconds:
             raise ValueError("SLO_LATENCY_P95_SECONDS must not exceed SLO_LATENCY_P99_SECONDS")
         return self
+
+    @property
+    def effective_workers(self) -> int:
+        """``WORKERS``, or one per usable core (at most `MAX_AUTO_WORKERS`) when 0."""
+        return self.workers or min(usable_cores(), MAX_AUTO_WORKERS)
+
+    @property
+    def core_share(self) -> int:
+        """Cores per worker process (at least 1): the default for the thread counts."""
+        return max(usable_cores() // self.effective_workers, 1)
+
+    @property
+    def effective_model_threads(self) -> int:
+        """``MODEL_THREADS``, or this worker's share of the cores when 0."""
+        return self.model_threads or self.core_share
+
+    @property
+    def effective_preprocess_workers(self) -> int:
+        """``PREPROCESS_WORKERS``, or this worker's share of the cores when 0."""
+        return self.preprocess_workers or self.core_share
 
     @property
     def effective_log_format(self) -> LogFormat:

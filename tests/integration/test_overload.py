@@ -58,6 +58,7 @@ def gate(tmp_path_factory: pytest.TempPathFactory) -> Gate:
 def server(gate: Gate) -> Iterator[GatewayProcess]:
     env = {
         "GATE_DIR": str(gate.dir),
+        "WORKERS": "1",  # one queue, so admission counts are exact
         "MAX_BATCH_SIZE": "1",
         "MAX_QUEUE_SIZE": str(QUEUE),
         "REQUEST_TIMEOUT": "30",

@@ -109,7 +109,8 @@ def _percentiles(latencies: list[float]) -> dict[str, float]:
 
 
 def test_ten_thousand_predictions_leave_memory_descriptors_threads_and_latency_stable() -> None:
-    with gateway_process({"LOG_LEVEL": "WARNING"}) as server:
+    # One worker: the process whose memory, descriptors and threads are measured.
+    with gateway_process({"LOG_LEVEL": "WARNING", "WORKERS": "1"}) as server:
         run = soak(server, warmup=1_000, total=10_000)
     assert run.statuses.count(200) == 10_000
     assert run.warm is not None and run.end is not None
@@ -129,7 +130,7 @@ def test_ten_thousand_predictions_leave_memory_descriptors_threads_and_latency_s
 
 
 def test_the_memory_check_catches_a_backend_that_keeps_every_input(tmp_path: Path) -> None:
-    env = {"GATE_DIR": str(tmp_path), "GATE_LEAK": "1", "LOG_LEVEL": "WARNING"}
+    env = {"GATE_DIR": str(tmp_path), "GATE_LEAK": "1", "LOG_LEVEL": "WARNING", "WORKERS": "1"}
     with gateway_process(env, args=("--app", "tests.gated_app:app")) as server:
         run = soak(server, warmup=200, total=1_700)
     assert run.statuses.count(200) == 1_700

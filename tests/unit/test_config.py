@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 
 from inference_gateway.config import ConfigError, LogFormat, Settings, load_settings
+from tests.helpers import make_settings
 
 
 def test_defaults_serve_a_laptop(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
     monkeypatch.chdir(tmp_path)  # type: ignore[arg-type]
     settings = load_settings()
-    assert (settings.host, settings.port, settings.workers) == ("127.0.0.1", 8000, 1)
+    assert (settings.host, settings.port, settings.workers) == ("127.0.0.1", 8000, 0)
     assert settings.max_body_bytes == 10 * 1024 * 1024
     assert settings.max_image_pixels == 40_000_000
     assert settings.top_k_default == 5
@@ -48,7 +49,7 @@ def test_dotenv_file_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: object) 
     [
         ("PORT", "70000"),
         ("PORT", "eighty"),
-        ("WORKERS", "0"),
+        ("WORKERS", "-1"),
         ("LOG_FORMAT", "xml"),
         ("LOG_LEVEL", "loud"),
         ("MAX_BODY_BYTES", "-1"),
@@ -66,3 +67,18 @@ def test_bad_values_fail_with_a_message_naming_the_variable(
         load_settings(_env_file=None)
     assert variable in str(info.value)
     assert value.lower() in str(info.value).lower()
+
+
+def test_workers_and_threads_default_to_one_worker_per_core_and_its_share(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("inference_gateway.config.usable_cores", lambda: 2)
+    auto = make_settings()
+    assert (auto.effective_workers, auto.effective_model_threads) == (2, 1)
+    assert auto.effective_preprocess_workers == 1
+    one = make_settings(workers=1)
+    assert (one.effective_workers, one.effective_model_threads) == (1, 2)
+    monkeypatch.setattr("inference_gateway.config.usable_cores", lambda: 16)
+    big = make_settings()
+    assert (big.effective_workers, big.effective_model_threads) == (4, 4)  # at most 4 workers
+    assert make_settings(model_threads=3, preprocess_workers=5).effective_model_threads == 3

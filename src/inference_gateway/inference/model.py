@@ -100,6 +100,6 @@ def load_configured_model(settings: Settings) -> LoadedModel:
         settings.model_version,
         settings.model_backend.value,
         settings.model_device.value,
-        settings.model_threads,
+        settings.effective_model_threads,
         settings.model_cache_dir,
     )
