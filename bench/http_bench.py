@@ -199,8 +199,13 @@ def run(seconds: float, repeats: int, quick: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         workdir = Path(tmp)
         script = _script(workdir)
-        for _ in range(repeats):
-            for target in targets(quick):
+        matrix = targets(quick)
+        for repeat in range(repeats):
+            # Rotate the order each repeat: the first server after the ceiling's
+            # processes measures low, and the median then drops that run for every
+            # target instead of always penalising the same one.
+            shift = repeat % len(matrix)
+            for target in matrix[shift:] + matrix[:shift]:
                 with server(target, workdir) as url:
                     run_wrk(url, script, 4, 2)  # warm-up
                     for c in target.concurrency:
