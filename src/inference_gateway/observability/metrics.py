@@ -8,8 +8,10 @@ the model's own class labels.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -119,7 +121,7 @@ class Metrics:
         self.multiprocess_dir = multiprocess_dir
         # Multiprocess mode stores no exemplars; this process keeps its latest one per
         # histogram bucket and adds them to the summed buckets it renders.
-        self._exemplars = _ExemplarStore()
+        self._exemplars = _ExemplarStore(multiprocess_dir)
         r = self.registry
         if multiprocess_dir is None:
             ProcessCollector(registry=r)
@@ -363,15 +365,23 @@ _EXEMPLAR_LABELS: dict[str, tuple[str, ...]] = {
 
 
 class _ExemplarStore:
-    """The latest exemplar per histogram bucket seen by this process.
+    """The latest exemplar per histogram bucket, shared by the workers of a server.
 
-    An exemplar is one example request for a bucket, so one worker's is as good as any:
-    with several workers the one that answers the scrape contributes its own. The
-    number of keys is bounded by the histograms' series × buckets.
+    prometheus_client's multiprocess files hold no exemplars. Each worker keeps its
+    latest per bucket in memory and writes them, within a second of a change, to
+    ``exemplars-<pid>.json`` in the multiprocess directory; the worker that answers a
+    scrape merges every worker's file with its own (newest wins). An exemplar is one
+    example request for its bucket, so any worker's is valid. The number of keys is
+    bounded by the histograms' series × buckets.
     """
 
-    def __init__(self) -> None:
+    #: Seconds between two writes of this worker's exemplars to its file.
+    FLUSH_INTERVAL = 1.0
+
+    def __init__(self, directory: str | None = None) -> None:
         self._latest: dict[tuple[str, tuple[str, ...], str], Exemplar] = {}
+        self._directory = Path(directory) if directory is not None else None
+        self._flush_pending = False
 
     def remember(
         self,
@@ -382,12 +392,48 @@ class _ExemplarStore:
         trace_id: str,
     ) -> None:
         bound = next((b for b in buckets if value <= b), float("inf"))
-        exemplar = Exemplar({"trace_id": trace_id}, value, time.time())
+        now = time.time()
+        exemplar = Exemplar({"trace_id": trace_id}, value, now)
         self._latest[(metric, label_values, floatToGoString(bound))] = exemplar  # type: ignore[no-untyped-call]
+        if self._directory is not None and not self._flush_pending:
+            # Written once a second at most, off the request path.
+            self._flush_pending = True
+            timer = threading.Timer(self.FLUSH_INTERVAL, self._write)
+            timer.daemon = True
+            timer.start()
+
+    def _write(self) -> None:
+        assert self._directory is not None  # noqa: S101 - only called with a directory
+        self._flush_pending = False
+        entries = [
+            [metric, list(labels), le, e.labels["trace_id"], e.value, e.timestamp]
+            for (metric, labels, le), e in list(self._latest.items())
+        ]
+        target = self._directory / f"exemplars-{os.getpid()}.json"
+        partial = target.with_suffix(".tmp")
+        partial.write_text(json.dumps(entries))
+        os.replace(partial, target)
+
+    def merged(self) -> dict[tuple[str, tuple[str, ...], str], Exemplar]:
+        """This worker's exemplars and every other worker's file, newest per bucket."""
+        latest = dict(self._latest)
+        if self._directory is None:
+            return latest
+        for path in self._directory.glob("exemplars-*.json"):
+            try:
+                entries = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue  # being replaced, or a worker that just died
+            for metric, labels, le, trace_id, value, stamp in entries:
+                key = (metric, tuple(labels), le)
+                mine = latest.get(key)
+                if mine is None or (mine.timestamp or 0) < stamp:
+                    latest[key] = Exemplar({"trace_id": trace_id}, value, stamp)
+        return latest
 
     def adding_to(self, source: CollectorRegistry) -> Collector:
         """A collector yielding ``source``'s metrics with the stored exemplars attached."""
-        latest = dict(self._latest)
+        latest = self.merged()
 
         class WithExemplars(Collector):
             def collect(self) -> Iterator[Metric]:
