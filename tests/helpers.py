@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -10,6 +12,7 @@ from contextlib import contextmanager
 import numpy as np
 import numpy.typing as npt
 import pytest
+import structlog
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -17,6 +20,7 @@ from inference_gateway.app import create_app
 from inference_gateway.config import Settings
 from inference_gateway.inference.labels import imagenet_labels
 from inference_gateway.inference.model import LoadedModel, ModelSpec, load_model
+from inference_gateway.observability.logging import setup_logging
 from tests.images import cat_jpeg
 
 
@@ -44,6 +48,18 @@ def wait_until(
             return
         time.sleep(0.01)
     pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+@contextmanager
+def json_log_capture(level: str = "INFO") -> Iterator[io.StringIO]:
+    """Route all logging to a buffer as JSON lines at ``level``; restore defaults after."""
+    stream = io.StringIO()
+    setup_logging(level, "json", stream=stream)
+    try:
+        yield stream
+    finally:
+        logging.getLogger().handlers.clear()
+        structlog.reset_defaults()
 
 
 def real_loader() -> LoadedModel:

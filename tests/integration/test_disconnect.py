@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import socket
 import time
 from collections.abc import Iterator
 
 import httpx2 as httpx
 import pytest
-import structlog
 
 from inference_gateway.api.limits import BodySizeLimitMiddleware
-from inference_gateway.observability.logging import setup_logging
-from tests.helpers import ControlledBackend, controlled_app, wait_until
+from tests.helpers import ControlledBackend, controlled_app, json_log_capture, wait_until
 from tests.images import cat_jpeg
 from tests.scrape import parse, value
 from tests.servers import threaded_server
@@ -64,11 +61,8 @@ def test_disconnected_client_is_dropped_from_the_queue_and_counted() -> None:
 @pytest.fixture
 def json_log() -> Iterator[io.StringIO]:
     """All log records as JSON lines in a buffer; defaults restored after."""
-    stream = io.StringIO()
-    setup_logging("INFO", "json", stream=stream)
-    yield stream
-    logging.getLogger().handlers.clear()
-    structlog.reset_defaults()
+    with json_log_capture() as stream:
+        yield stream
 
 
 @pytest.mark.parametrize("kind", ["raw", "multipart"])

@@ -12,21 +12,18 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
-import structlog
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from inference_gateway.app import create_app
-from inference_gateway.observability.logging import setup_logging
 from tests import scrape
-from tests.helpers import make_settings, ready_client, real_loader
+from tests.helpers import json_log_capture, make_settings, ready_client, real_loader
 from tests.images import CAT_CLASSES, CAT_PNG, cat_jpeg, encode, gradient
 
 PROBLEM = "application/problem+json"
@@ -224,11 +221,8 @@ CASES = [
 @pytest.fixture(scope="module")
 def log_stream() -> Iterator[io.StringIO]:
     """Every log record of the module's app, as JSON lines."""
-    stream = io.StringIO()
-    setup_logging("INFO", "json", stream=stream)
-    yield stream
-    logging.getLogger().handlers.clear()
-    structlog.reset_defaults()
+    with json_log_capture() as stream:
+        yield stream
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ from tests.helpers import (
     ControlledBackend,
     controlled_app,
     controlled_loader,
+    json_log_capture,
     make_settings,
     ready_client,
 )
@@ -40,11 +41,8 @@ JPEG = {"content-type": "image/jpeg"}
 @pytest.fixture
 def json_logs() -> Iterator[io.StringIO]:
     """Route all logging to a buffer as JSON at DEBUG; restore defaults after."""
-    stream = io.StringIO()
-    setup_logging("DEBUG", "json", stream=stream)
-    yield stream
-    logging.getLogger().handlers.clear()
-    structlog.reset_defaults()
+    with json_log_capture("DEBUG") as stream:
+        yield stream
 
 
 def _records(stream: io.StringIO) -> list[dict[str, object]]:
