@@ -42,6 +42,12 @@ class InferenceGatewayException(Exception):  # noqa: N818 - the specification's 
         super().__init__(self.detail)
 
     @property
+    def expected(self) -> bool:
+        """A client error or a refusal (shedding, deadline): part of normal operation,
+        logged at WARNING and recorded on spans without a stack trace."""
+        return self.status_code < 500 or self.reject_reason is not None
+
+    @property
     def problem_type(self) -> str:
         """The RFC 9457 ``type`` URI of this problem."""
         return PROBLEM_TYPE_PREFIX + self.slug

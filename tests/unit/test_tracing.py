@@ -137,12 +137,16 @@ def test_failures_are_recorded_on_the_span_with_status_error() -> None:
     spans = {s.name: s for s in _request_spans(exporter, failed_trace)}
     inference = spans["model_inference"]
     assert inference.status.status_code is StatusCode.ERROR
-    assert any(e.name == "exception" for e in inference.events)
+    failure = next(e for e in inference.events if e.name == "exception")
+    assert "RuntimeError: kaboom" in failure.attributes["exception.stacktrace"]  # the cause
     assert spans["POST /predict"].status.status_code is StatusCode.ERROR
     bad_trace = bad_image.headers["traceparent"].split("-")[1]
     pre = {s.name: s for s in _request_spans(exporter, bad_trace)}["preprocess_image"]
     assert pre.status.status_code is StatusCode.ERROR
+    # A client error is expected: its type and message, without a costly stack trace.
     assert pre.events[0].attributes["exception.type"].endswith("InvalidImageException")
+    assert pre.events[0].attributes["exception.message"]
+    assert "exception.stacktrace" not in pre.events[0].attributes
 
 
 def test_probes_and_scrapes_are_not_traced() -> None:
