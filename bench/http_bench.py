@@ -108,9 +108,38 @@ def _ready(url: str) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class RunningServer:
+    """A started server: where to reach it, and its process (the root of its tree)."""
+
+    url: str
+    pid: int
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system, every thread) of ``pid`` and its descendants.
+
+    Read from ``/proc``: a server's CPU per answered request is the efficiency figure
+    that noise on a shared VM disturbs least (throughput moves with the neighbours).
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    total, stack = 0.0, [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+            for task in Path(f"/proc/{current}/task").iterdir():
+                children = (task / "children").read_text().split()
+                stack.extend(int(child) for child in children)
+        except (OSError, IndexError, ValueError):
+            continue  # exited meanwhile
+    return total
+
+
 @contextmanager
-def server(target: Target, workdir: Path) -> Iterator[str]:
-    """Start ``target`` on a free loopback port; yield its base URL; stop it."""
+def server(target: Target, workdir: Path) -> Iterator[RunningServer]:
+    """Start ``target`` on a free loopback port; yield where it runs; stop it."""
     port = _free_port()
     env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "ENVIRONMENT": "production",
            "LOG_FORMAT": "json", **target.env}  # fmt: skip
@@ -137,7 +166,7 @@ def server(target: Target, workdir: Path) -> Iterator[str]:
             time.sleep(0.2)
         if "--workers" in target.args:
             time.sleep(8)  # let every worker finish loading before the load starts
-        yield url
+        yield RunningServer(url, process.pid)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -149,8 +178,13 @@ def server(target: Target, workdir: Path) -> Iterator[str]:
         time.sleep(SETTLE_SECONDS)  # let the machine settle before the next server
 
 
-def run_wrk(url: str, script: Path, connections: int, seconds: float) -> dict[str, float]:
-    """One wrk run; returns throughput, latency percentiles, errors and wrk's CPU."""
+def run_wrk(
+    running: RunningServer, script: Path, connections: int, seconds: float
+) -> dict[str, float]:
+    """One wrk run: throughput, latency percentiles, errors, wrk's CPU and the server's
+    CPU per answered request."""
+    url = running.url
+    server_before = tree_cpu_seconds(running.pid)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     wrk = shutil.which("wrk") or "/usr/bin/wrk"
     completed = subprocess.run(  # noqa: S603 - fixed argument list
@@ -159,9 +193,11 @@ def run_wrk(url: str, script: Path, connections: int, seconds: float) -> dict[st
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_cpu = tree_cpu_seconds(running.pid) - server_before
     stats = json.loads(completed.stdout.strip().splitlines()[-1])
     duration = stats["duration_us"] / 1e6
     failed = stats["errors"] + stats["non2xx"]
+    answered = max(stats["requests"] - failed, 1)
     return {
         "rps": (stats["requests"] - failed) / duration,
         "p50_ms": stats["p50_us"] / 1000,
@@ -169,6 +205,8 @@ def run_wrk(url: str, script: Path, connections: int, seconds: float) -> dict[st
         "p99_ms": stats["p99_us"] / 1000,
         "error_rate": failed / max(stats["requests"], 1),
         "wrk_cpu": (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) / duration,
+        "server_cpu_ms": server_cpu / answered * 1000,
+        "server_cores": server_cpu / duration,
     }
 
 
@@ -208,10 +246,10 @@ def run(seconds: float, repeats: int, quick: bool) -> dict[str, Any]:
             # target instead of always penalising the same one.
             shift = repeat % len(matrix)
             for target in matrix[shift:] + matrix[:shift]:
-                with server(target, workdir) as url:
-                    run_wrk(url, script, 4, 2)  # warm-up
+                with server(target, workdir) as running:
+                    run_wrk(running, script, 4, 2)  # warm-up
                     for c in target.concurrency:
-                        result = run_wrk(url, script, c, seconds)
+                        result = run_wrk(running, script, c, seconds)
                         runs.setdefault(target.name, {}).setdefault(str(c), []).append(result)
     medians = {
         name: {c: {k: median([r[k] for r in rs]) for k in rs[0]} for c, rs in by_c.items()}
@@ -223,14 +261,16 @@ def run(seconds: float, repeats: int, quick: bool) -> dict[str, Any]:
 def markdown(result: dict[str, Any]) -> str:
     """One table: every target and concurrency, medians."""
     lines = [
-        "| server | concurrency | images/s | p50 ms | p95 ms | p99 ms | errors | wrk CPU |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| server | concurrency | images/s | p50 ms | p95 ms | p99 ms | errors "
+        "| server CPU ms/image | server cores | wrk CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, by_c in result["median"].items():
         for c, m in by_c.items():
             lines.append(
                 f"| {name} | {c} | {m['rps']:.0f} | {m['p50_ms']:.0f} | {m['p95_ms']:.0f} "
-                f"| {m['p99_ms']:.0f} | {m['error_rate']:.1%} | {m['wrk_cpu']:.0%} |"
+                f"| {m['p99_ms']:.0f} | {m['error_rate']:.1%} | {m['server_cpu_ms']:.1f} "
+                f"| {m['server_cores']:.2f} | {m['wrk_cpu']:.0%} |"
             )
     return "\n".join(lines)
 

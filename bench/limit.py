@@ -36,15 +36,19 @@ def _worker(backend: str, threads: int, batch_size: int, seconds: float, queue: 
 
     for _ in range(3):
         step()
-    done, started = 0, time.perf_counter()
+    done, started, cpu_started = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - started < seconds:
         step()
         done += batch_size
-    queue.put(done / (time.perf_counter() - started))
+    cpu_ms = (time.process_time() - cpu_started) / done * 1000
+    queue.put((done / (time.perf_counter() - started), cpu_ms))
 
 
-def measure(backend: str, processes: int, threads: int, batch_size: int, seconds: float) -> float:
-    """Images per second summed over ``processes`` fresh processes running at once."""
+def measure(
+    backend: str, processes: int, threads: int, batch_size: int, seconds: float
+) -> tuple[float, float]:
+    """Images per second summed over ``processes`` fresh processes running at once, and
+    the CPU milliseconds each image cost (all threads of a process, mean of processes)."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     procs = [
@@ -53,31 +57,33 @@ def measure(backend: str, processes: int, threads: int, batch_size: int, seconds
     ]
     for proc in procs:
         proc.start()
-    rates = [queue.get(timeout=600) for _ in procs]
+    results = [queue.get(timeout=600) for _ in procs]
     for proc in procs:
         proc.join()
-    return float(sum(rates))
+    return float(sum(r for r, _ in results)), float(sum(c for _, c in results) / len(results))
 
 
 LAYOUTS = [(1, 2), (2, 1)]  # (processes, threads per process)
 
 
 def run(backend: str, seconds: float, repeats: int, batch_sizes: list[int]) -> dict[str, Any]:
-    """Median images/s per (layout, batch size), and the best of them."""
+    """Median images/s (and CPU ms per image) per (layout, batch size); the best."""
     table: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
     for _ in range(repeats):
         for processes, threads in LAYOUTS:
             for batch_size in batch_sizes:
                 key = f"{processes}x{threads}/b{batch_size}"
-                table.setdefault(key, []).append(
-                    measure(backend, processes, threads, batch_size, seconds)
-                )
+                rate, cpu_ms = measure(backend, processes, threads, batch_size, seconds)
+                table.setdefault(key, []).append(rate)
+                cpu.setdefault(key, []).append(cpu_ms)
     medians = {k: median(v) for k, v in table.items()}
     best = max(medians, key=medians.__getitem__)
     return {
         "backend": backend,
         "runs": table,
         "median": medians,
+        "cpu_ms": {k: median(v) for k, v in cpu.items()},
         "best": best,
         "limit": medians[best],
     }
@@ -86,16 +92,21 @@ def run(backend: str, seconds: float, repeats: int, batch_sizes: list[int]) -> d
 def markdown(result: dict[str, Any]) -> str:
     """The table of one backend's ceiling."""
     lines = [
-        f"Ceiling without HTTP, backend `{result['backend']}` (images/s, median):",
+        f"Ceiling without HTTP, backend `{result['backend']}` (medians; CPU ms per image "
+        "counts every thread of the process):",
         "",
-        "| layout | batch | images/s |",
-        "|---|---:|---:|",
+        "| layout | batch | images/s | CPU ms/image |",
+        "|---|---:|---:|---:|",
     ]
     for key, value in result["median"].items():
         layout, batch = key.split("/b")
         processes, threads = layout.split("x")
         mark = " **best**" if key == result["best"] else ""
-        lines.append(f"| {processes} process × {threads} thread | {batch} | {value:.0f}{mark} |")
+        cpu_ms = result["cpu_ms"][key]
+        lines.append(
+            f"| {processes} process × {threads} thread | {batch} | {value:.0f}{mark} "
+            f"| {cpu_ms:.1f} |"
+        )
     return "\n".join(lines)
 
 

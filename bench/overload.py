@@ -28,11 +28,13 @@ from bench.http_bench import (
     BOUNDARY,
     GATEWAY_QUIET,
     OBS_ON,
+    RunningServer,
     Target,
     _script,
     multipart_body,
     run_wrk,
     server,
+    tree_cpu_seconds,
 )
 
 GATEWAY = Target("gateway onnxruntime, defaults", "gateway", {**OBS_ON, **GATEWAY_QUIET})
@@ -133,7 +135,16 @@ async def _open_loop(url: str, rate: float, seconds: float, body: bytes) -> dict
         "p50_ms": ok[len(ok) // 2] * 1000 if ok else float("nan"),
         "p99_ms": ok[int(len(ok) * 0.99)] * 1000 if ok else float("nan"),
         "generator_cpu": cpu / elapsed,
+        "elapsed": elapsed,
     }
+
+
+def _measured(running: RunningServer, rate: float, seconds: float, body: bytes) -> dict[str, Any]:
+    """One open loop, with the cores the server used meanwhile."""
+    cpu_before = tree_cpu_seconds(running.pid)
+    result = asyncio.run(_open_loop(running.url, rate, seconds, body))
+    result["server_cores"] = (tree_cpu_seconds(running.pid) - cpu_before) / result["elapsed"]
+    return result
 
 
 def run(seconds: float, repeats: int) -> dict[str, Any]:
@@ -144,12 +155,12 @@ def run(seconds: float, repeats: int) -> dict[str, Any]:
         workdir = Path(tmp)
         script = _script(workdir)
         for _ in range(repeats):
-            with server(GATEWAY, workdir) as url:
-                run_wrk(url, script, 4, 2)  # warm-up
-                saturation = run_wrk(url, script, 32, seconds)["rps"]
-                at_1x = asyncio.run(_open_loop(url, saturation, seconds, body))
+            with server(GATEWAY, workdir) as running:
+                run_wrk(running, script, 4, 2)  # warm-up
+                saturation = run_wrk(running, script, 32, seconds)["rps"]
+                at_1x = _measured(running, saturation, seconds, body)
                 time.sleep(2)
-                at_2x = asyncio.run(_open_loop(url, 2 * saturation, seconds, body))
+                at_2x = _measured(running, 2 * saturation, seconds, body)
                 runs.append({"saturation_rps": saturation, "1x": at_1x, "2x": at_2x})
     ratio = median([r["2x"]["goodput_rps"] / r["saturation_rps"] for r in runs])
     return {"seconds": seconds, "repeats": repeats, "runs": runs, "goodput_ratio_2x": ratio}
@@ -159,8 +170,8 @@ def markdown(result: dict[str, Any]) -> str:
     """One row per run and offered load."""
     lines = [
         "| run | offered | achieved offer | goodput (200/s) | of saturation | statuses "
-        "| p50 / p99 of 200s | generator CPU |",
-        "|---:|---|---:|---:|---:|---|---:|---:|",
+        "| p50 / p99 of 200s | server cores | generator CPU |",
+        "|---:|---|---:|---:|---:|---|---:|---:|---:|",
     ]
     for n, r in enumerate(result["runs"], start=1):
         s = r["saturation_rps"]
@@ -170,7 +181,8 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(
                 f"| {n} | {key} × {s:.0f}/s | {m['achieved_rps']:.0f}/s "
                 f"| {m['goodput_rps']:.0f} | {m['goodput_rps'] / s:.0%} | {statuses} "
-                f"| {m['p50_ms']:.0f} / {m['p99_ms']:.0f} ms | {m['generator_cpu']:.0%} |"
+                f"| {m['p50_ms']:.0f} / {m['p99_ms']:.0f} ms | {m['server_cores']:.2f} "
+                f"| {m['generator_cpu']:.0%} |"
             )
     lines.append("")
     lines.append(

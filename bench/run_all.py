@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 from bench import http_bench, limit, overload
-from bench.common import RAW, RESULTS, machine
+from bench.common import RAW, RESULTS, machine, photo_jpeg
 
 
 def _cell(result: dict[str, Any], name: str, concurrency: int) -> dict[str, float] | None:
@@ -95,9 +95,12 @@ def main() -> None:
         "",
         "## 2-5. Servers under HTTP load",
         "",
-        "Multipart upload of a 512×512 JPEG photo (48 KB) by `wrk -t1`, keep-alive "
-        "connections = concurrency. `images/s` counts 2xx answers only. `wrk CPU` is the "
-        "load generator's share of one core.",
+        f"Multipart upload of a 512×512 JPEG photo ({len(photo_jpeg()) // 1000} KB) by "
+        "`wrk -t1`, keep-alive connections = concurrency. `images/s` counts 2xx answers "
+        "only. `server CPU ms/image` is the CPU time (every thread and worker, from "
+        "`/proc`) the server spent per answered image, the efficiency figure that noise "
+        "on a shared VM disturbs least; `server cores` is that CPU over the run's "
+        "duration. `wrk CPU` is the load generator's share of one core.",
         "",
         http_bench.markdown(http),
         "",
