@@ -4,7 +4,9 @@ The gateway's own model would hide the overhead (a forward pass takes ~40 ms), s
 app serves a backend that returns fixed logits at once and a 64x64 JPEG: what remains is
 HTTP handling in the app, preprocessing of a tiny image, and telemetry. Requests go
 straight into the ASGI app (no sockets), configurations alternate run by run, and the
-table reports medians of repeated runs and the ratio to the all-off baseline.
+table reports medians of repeated runs and the ratio to the all-off baseline. A third
+row measures what a refusal costs: ``/predict`` while the model is held and the queue
+full, so each request is answered 503 by the real admission check (as under overload).
 
     .venv/bin/python -m bench.telemetry_overhead [--requests 2000] [--repeats 7]
 """
@@ -15,9 +17,11 @@ import argparse
 import asyncio
 import io
 import json
+import logging
 import os
 import platform
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -49,6 +53,17 @@ class InstantBackend:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+class HeldBackend(InstantBackend):
+    """Blocks every forward pass until released: keeps the queue full for refusals."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def predict(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        self.release.wait(60)
+        return super().predict(batch)
 
 
 def _loader() -> LoadedModel:
@@ -94,24 +109,55 @@ async def _call(app: Callable[..., Any], method: str, path: str, body: bytes, ct
     return status
 
 
+#: Not a path: `/predict` while the queue is full, so every request is refused (503).
+REFUSED = "/predict refused (queue full)"
+
+
 async def _run(
     config: dict[str, Any], requests: int, path: str, body: bytes
 ) -> tuple[float, float]:
-    """Wall-clock and CPU (all threads) microseconds per request."""
-    settings = Settings(_env_file=None, log_level="WARNING", log_format="json", **config)  # type: ignore[call-arg]
-    app = create_app(settings, model_loader=_loader, configure_logging=False)
+    """Wall-clock and CPU (all threads) microseconds per request.
+
+    For `REFUSED`, the model is held on its first request and a second one fills a
+    one-place queue; every measured request is then refused by the real admission
+    check, as under overload.
+    """
+    refused = path == REFUSED
+    held = HeldBackend()
+    loader = (
+        (lambda: LoadedModel(ModelSpec("efficientnet-lite0", "1", imagenet_labels()), held))
+        if refused
+        else _loader
+    )
+    extra = {"max_queue_size": 1, "max_batch_size": 1, "model_warmup": False} if refused else {}
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, log_level="WARNING", log_format="json", **config, **extra
+    )
+    app = create_app(settings, model_loader=loader, configure_logging=False)
     async with app.router.lifespan_context(app):
         while not app.state.host.ready:
             await asyncio.sleep(0.01)
-        method = "POST" if path == "/predict" else "GET"
+        method = "GET" if path == "/health" else "POST"
+        route, expected = ("/predict", 503) if refused else (path, 200)
+        blockers = []
+        if refused:
+            blockers = [asyncio.ensure_future(_call(app, method, route, body, "image/jpeg"))]
+            while app.state.host.batcher.pending < 1:
+                await asyncio.sleep(0.01)
+            blockers.append(asyncio.ensure_future(_call(app, method, route, body, "image/jpeg")))
+            while app.state.host.batcher.pending < 2:
+                await asyncio.sleep(0.01)
         for _ in range(50):  # warm caches and lazily created series
-            await _call(app, method, path, body, "image/jpeg")
+            await _call(app, method, route, body, "image/jpeg")
         started, cpu_started = time.perf_counter(), time.process_time()
         for _ in range(requests):
-            status = await _call(app, method, path, body, "image/jpeg")
-            assert status == 200, status
+            status = await _call(app, method, route, body, "image/jpeg")
+            assert status == expected, status
         wall = (time.perf_counter() - started) / requests * 1e6
-        return wall, (time.process_time() - cpu_started) / requests * 1e6
+        cpu = (time.process_time() - cpu_started) / requests * 1e6
+        held.release.set()
+        await asyncio.gather(*blockers)
+        return wall, cpu
 
 
 def _metrics_per_predict_us(iterations: int) -> float:
@@ -144,8 +190,12 @@ def main() -> None:
     from inference_gateway.observability.logging import setup_logging
 
     setup_logging("WARNING", "json")  # as deployed, with request logs below the level
+    # Refusals log at WARNING: format each line as deployed, but keep it off the table.
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the run
     body = _jpeg()
-    paths = ("/health", "/predict")
+    paths = ("/health", "/predict", REFUSED)
     wall: dict[str, dict[str, list[float]]] = {p: {c: [] for c in CONFIGS} for p in paths}
     cpu: dict[str, dict[str, list[float]]] = {p: {c: [] for c in CONFIGS} for p in paths}
     for _ in range(args.repeats):
