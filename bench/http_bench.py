@@ -174,8 +174,58 @@ def server(target: Target, workdir: Path) -> Iterator[RunningServer]:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        _stop_group(process.pid)
         log.close()
         time.sleep(SETTLE_SECONDS)  # let the machine settle before the next server
+        wait_for_quiet()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stop_group(pgid: int, grace: float = 10.0) -> None:
+    """Wait for every process of the server's group to exit; kill what outlives ``grace``.
+
+    A server's leader can exit while its children carry on: LitServe's inference worker
+    kept one core busy for about 30 s after its server stopped, and the next server
+    measured on what was left.
+    """
+    deadline = time.monotonic() + grace
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _group_alive(pgid):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _busy_jiffies() -> tuple[int, int]:
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def wait_for_quiet(threshold: float = 0.15, timeout: float = 60.0) -> float:
+    """Wait until the machine's CPUs are at most ``threshold`` busy over half a second.
+
+    Returns the last busy share seen (the wait gives up after ``timeout``): a stray
+    process from an earlier server must not eat into the next one's measurement.
+    """
+    deadline = time.monotonic() + timeout
+    share = 1.0
+    while time.monotonic() < deadline:
+        busy0, total0 = _busy_jiffies()
+        time.sleep(0.5)
+        busy1, total1 = _busy_jiffies()
+        share = (busy1 - busy0) / max(total1 - total0, 1)
+        if share <= threshold:
+            break
+    return share
 
 
 def run_wrk(
