@@ -21,6 +21,7 @@ import logging
 import os
 import platform
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -59,9 +60,11 @@ class HeldBackend(InstantBackend):
     """Blocks every forward pass until released: keeps the queue full for refusals."""
 
     def __init__(self) -> None:
+        self.entered = threading.Event()
         self.release = threading.Event()
 
     def predict(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        self.entered.set()
         self.release.wait(60)
         return super().predict(batch)
 
@@ -139,14 +142,18 @@ async def _run(
             await asyncio.sleep(0.01)
         method = "GET" if path == "/health" else "POST"
         route, expected = ("/predict", 503) if refused else (path, 200)
-        blockers = []
+        blockers: list[asyncio.Future[int]] = []
         if refused:
-            blockers = [asyncio.ensure_future(_call(app, method, route, body, "image/jpeg"))]
-            while app.state.host.batcher.pending < 1:
-                await asyncio.sleep(0.01)
-            blockers.append(asyncio.ensure_future(_call(app, method, route, body, "image/jpeg")))
-            while app.state.host.batcher.pending < 2:
-                await asyncio.sleep(0.01)
+            # The first request must be inside the model (not merely queued) before the
+            # second one takes the queue's one place.
+            for is_held in (held.entered.is_set, lambda: app.state.host.batcher.pending >= 2):
+                blockers.append(
+                    asyncio.ensure_future(_call(app, method, route, body, "image/jpeg"))
+                )
+                while not is_held():
+                    if blockers[-1].done():
+                        raise RuntimeError(f"a held request was answered {blockers[-1].result()}")
+                    await asyncio.sleep(0.01)
         for _ in range(50):  # warm caches and lazily created series
             await _call(app, method, route, body, "image/jpeg")
         started, cpu_started = time.perf_counter(), time.process_time()
@@ -158,6 +165,21 @@ async def _run(
         held.release.set()
         await asyncio.gather(*blockers)
         return wall, cpu
+
+
+#: Seconds one cell may take: a stuck cell fails the benchmark instead of hanging it.
+CELL_TIMEOUT = 120.0
+
+
+async def _bounded(run: Any, path: str, name: str) -> Any:
+    """``run`` within `CELL_TIMEOUT`; on expiry, print every task's stack and fail."""
+    try:
+        async with asyncio.timeout(CELL_TIMEOUT):
+            return await run
+    except TimeoutError:
+        for task in asyncio.all_tasks():
+            task.print_stack(file=sys.stderr)
+        raise SystemExit(f"{path} / {name}: no result after {CELL_TIMEOUT:.0f} s") from None
 
 
 def _metrics_per_predict_us(iterations: int) -> float:
@@ -201,7 +223,7 @@ def main() -> None:
     for _ in range(args.repeats):
         for path in paths:
             for name, config in CONFIGS.items():
-                w, c = asyncio.run(_run(config, args.requests, path, body))
+                w, c = asyncio.run(_bounded(_run(config, args.requests, path, body), path, name))
                 wall[path][name].append(w)
                 cpu[path][name].append(c)
     machine = platform.processor() or platform.machine()
