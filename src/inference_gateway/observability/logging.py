@@ -200,20 +200,21 @@ def log_request_complete(
     duration_ms: float,
     exc_info: BaseException | None = None,
     *,
-    refused: bool = False,
+    expected: bool = False,
     **fields: Any,
 ) -> None:
     """The one access log line of a request; level follows the status class.
 
     Errors ride on this line (``error_type``, ``error``, and the traceback of an
     unexpected exception in ``exception``), so each failed request logs exactly once.
-    A refusal (``refused``: a 503 the service chose, to shed load or while not ready)
-    is a WARNING, not an ERROR: it is the service protecting itself, and the
-    rejection counter and symptom alerts are where it shows.
+    An expected error (``expected``, see `InferenceGatewayException.expected`: among
+    5xx, a 503/504 the service chose, to shed load or while not ready) is a WARNING,
+    not an ERROR: it is the service protecting itself, and the rejection counter and
+    symptom alerts are where it shows.
     """
     level = (
         logging.ERROR
-        if status_code >= 500 and not refused
+        if status_code >= 500 and not expected
         else logging.WARNING
         if status_code >= 400
         else logging.INFO

@@ -134,8 +134,8 @@ class ObservabilityMiddleware:
                 batch_size=inference.batch_size,
             )  # fmt: skip
             return
-        refused = isinstance(error, InferenceGatewayException) and error.reject_reason is not None
+        expected = isinstance(error, InferenceGatewayException) and error.expected
         log_request_complete(
             self.telemetry.logger, method, endpoint, status, duration * 1000,
-            exc_info=unhandled, refused=refused, **fields,
+            exc_info=unhandled, expected=expected, **fields,
         )  # fmt: skip

@@ -209,7 +209,7 @@ def set_span_error(exc: BaseException, span: Span | None = None) -> None:
 
     An expected gateway error (a client error or a refusal under load) is recorded
     with its type and message but no stack trace: where a refusal was raised tells
-    nothing, and formatting the trace was a fifth of a refusal's CPU, which matters
+    nothing, and formatting the trace was about a third of a refusal's CPU, which matters
     when a saturated server refuses hundreds of requests a second.
     """
     target = span if span is not None else trace.get_current_span()
