@@ -210,22 +210,17 @@ def _busy_jiffies() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
-def wait_for_quiet(threshold: float = 0.15, timeout: float = 60.0) -> float:
-    """Wait until the machine's CPUs are at most ``threshold`` busy over half a second.
-
-    Returns the last busy share seen (the wait gives up after ``timeout``): a stray
-    process from an earlier server must not eat into the next one's measurement.
-    """
+def wait_for_quiet(threshold: float = 0.15, timeout: float = 60.0) -> None:
+    """Wait until the machine's CPUs are at most ``threshold`` busy over half a second
+    (giving up after ``timeout``): a stray process from an earlier server must not eat
+    into the next one's measurement."""
     deadline = time.monotonic() + timeout
-    share = 1.0
     while time.monotonic() < deadline:
         busy0, total0 = _busy_jiffies()
         time.sleep(0.5)
         busy1, total1 = _busy_jiffies()
-        share = (busy1 - busy0) / max(total1 - total0, 1)
-        if share <= threshold:
-            break
-    return share
+        if (busy1 - busy0) / max(total1 - total0, 1) <= threshold:
+            return
 
 
 def run_wrk(
