@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     # --- server
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    workers: int = Field(1, ge=0, le=64)  # 0: one per usable core, at most MAX_AUTO_WORKERS
+    workers: int = Field(0, ge=0, le=64)  # 0: one per usable core, at most MAX_AUTO_WORKERS
     graceful_shutdown_seconds: float = Field(30.0, gt=0, le=600)
     # After SIGTERM: /ready answers 503 and new predictions are refused (503 draining)
     # for this long before the listener closes, so load balancers stop routing first.
@@ -124,7 +124,8 @@ class Settings(BaseSettings):
     max_multipart_fields: int = Field(16, ge=1, le=1000)
 
     # --- performance
-    preprocess_workers: int = Field(0, ge=0, le=64)  # 0: this worker's share of the cores
+    # 0: this worker's share of the cores, or decoding on the event loop when that is one
+    preprocess_workers: int = Field(0, ge=0, le=64)
     max_queue_size: int = Field(64, ge=1, le=100_000)
     max_batch_size: int = Field(4, ge=1, le=256)
     max_batch_delay_ms: float = Field(0.0, ge=0, le=1000)
@@ -193,8 +194,13 @@ class Settings(BaseSettings):
 
     @property
     def effective_preprocess_workers(self) -> int:
-        """``PREPROCESS_WORKERS``, or this worker's share of the cores when 0."""
-        return self.preprocess_workers or self.core_share
+        """``PREPROCESS_WORKERS``; when 0, this worker's share of the cores, or 0 (decode
+        on the event loop, no pool) when that share is one core: a pool thread on the
+        same core as the loop only adds two thread hand-offs per request."""
+        if self.preprocess_workers:
+            return self.preprocess_workers
+        share = self.core_share
+        return share if share > 1 else 0
 
     @property
     def effective_log_format(self) -> LogFormat:

@@ -58,7 +58,10 @@ def _server_counts(directory: Path) -> Counter[str]:
     return counts
 
 
-def test_sigterm_under_load_drains_answers_in_flight_work_and_exits_0(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_under_load_drains_answers_in_flight_work_and_exits_0(
+    tmp_path: Path, workers: int
+) -> None:
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
     outcomes: list[Outcome] = []
@@ -92,6 +95,7 @@ def test_sigterm_under_load_drains_answers_in_flight_work_and_exits_0(tmp_path: 
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
             "SHUTDOWN_DELAY_SECONDS": str(SHUTDOWN_DELAY),
             "GRACEFUL_SHUTDOWN_SECONDS": str(GRACE),
+            "WORKERS": str(workers),
         }
         with gateway_process(env) as gateway:
             threads = [threading.Thread(target=client, args=(gateway.url,)) for _ in range(CLIENTS)]
@@ -101,7 +105,17 @@ def test_sigterm_under_load_drains_answers_in_flight_work_and_exits_0(tmp_path: 
 
             signalled = time.monotonic()
             gateway.process.send_signal(signal.SIGTERM)
-            # At once: not ready, and new work is refused with a clean problem.
+            # At once (with several workers, once the parent has relayed the signal to
+            # them): not ready, and new work is refused with a clean problem.
+            if workers > 1:
+                wait_until(
+                    lambda: all(
+                        httpx.get(f"{gateway.url}/ready", timeout=10).status_code == 503
+                        for _ in range(4)  # new connections: whichever worker takes them
+                    ),
+                    timeout=SHUTDOWN_DELAY / 2,
+                    what="the workers to drain",
+                )
             ready = httpx.get(f"{gateway.url}/ready", timeout=10)
             late = httpx.post(
                 f"{gateway.url}/predict",

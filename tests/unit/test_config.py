@@ -11,7 +11,7 @@ from tests.helpers import make_settings
 def test_defaults_serve_a_laptop(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
     monkeypatch.chdir(tmp_path)  # type: ignore[arg-type]
     settings = load_settings()
-    assert (settings.host, settings.port, settings.workers) == ("127.0.0.1", 8000, 1)
+    assert (settings.host, settings.port, settings.workers) == ("127.0.0.1", 8000, 0)  # per core
     assert settings.max_body_bytes == 10 * 1024 * 1024
     assert settings.max_image_pixels == 40_000_000
     assert settings.top_k_default == 5
@@ -75,10 +75,13 @@ def test_workers_zero_means_one_per_core_and_threads_default_to_each_workers_sha
     monkeypatch.setattr("inference_gateway.config.usable_cores", lambda: 2)
     auto = make_settings(workers=0)
     assert (auto.effective_workers, auto.effective_model_threads) == (2, 1)
-    assert auto.effective_preprocess_workers == 1
+    assert auto.effective_preprocess_workers == 0  # one core each: decode on the loop
+    assert make_settings(workers=0, preprocess_workers=1).effective_preprocess_workers == 1
     one = make_settings(workers=1)
     assert (one.effective_workers, one.effective_model_threads) == (1, 2)
+    assert one.effective_preprocess_workers == 2
     monkeypatch.setattr("inference_gateway.config.usable_cores", lambda: 16)
     big = make_settings(workers=0)
     assert (big.effective_workers, big.effective_model_threads) == (4, 4)  # at most 4 workers
+    assert big.effective_preprocess_workers == 4
     assert make_settings(model_threads=3, preprocess_workers=5).effective_model_threads == 3

@@ -60,13 +60,20 @@ def _request_spans(exporter: InMemorySpanExporter, trace_id: str) -> list[Readab
     ]
 
 
-def test_predict_produces_the_spec_trace_shape_with_attributes() -> None:
+@pytest.mark.parametrize("cores", [1, 2], ids=["decode-on-loop", "decode-pool"])
+def test_predict_produces_the_spec_trace_shape_with_attributes(
+    cores: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One core per worker: images are decoded on the event loop; more: in a pool.
+    monkeypatch.setattr("inference_gateway.config.usable_cores", lambda: cores)
     backend = ControlledBackend()
-    client, exporter = _traced_app(backend)
+    client, exporter = _traced_app(backend, workers=1)
     with client:
         ready_client(client)
         response = client.post("/predict", content=cat_jpeg(), headers=JPEG)
+        pool = [t.name for t in threading.enumerate() if t.name.startswith("preprocess")]
     assert response.status_code == 200
+    assert bool(pool) == (cores > 1)
     trace_id = response.json()["trace_id"]
     spans = {s.name: s for s in _request_spans(exporter, trace_id)}
     server = spans["POST /predict"]

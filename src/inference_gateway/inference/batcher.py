@@ -64,19 +64,36 @@ class _Job:
     abandoned: bool = False  # set on the loop when the caller stops waiting
 
 
+def _settle(job: _Job, outcome: BatchOutcome | BaseException) -> None:
+    """Hand ``outcome`` to the job's future; runs on the job's loop."""
+    if job.future.done():
+        return
+    if isinstance(outcome, BaseException):
+        job.future.set_exception(outcome)
+    else:
+        job.future.set_result(outcome)
+
+
+def _settle_all(settled: list[tuple[_Job, BatchOutcome | BaseException]]) -> None:
+    for job, outcome in settled:
+        _settle(job, outcome)
+
+
 def _resolve(job: _Job, outcome: BatchOutcome | BaseException) -> None:
     """Hand ``outcome`` to the job's future, on the job's loop (thread-safe)."""
+    _resolve_all([(job, outcome)])
 
-    def settle() -> None:
-        if job.future.done():
-            return
-        if isinstance(outcome, BaseException):
-            job.future.set_exception(outcome)
-        else:
-            job.future.set_result(outcome)
 
-    with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
-        job.loop.call_soon_threadsafe(settle)
+def _resolve_all(settled: list[tuple[_Job, BatchOutcome | BaseException]]) -> None:
+    """Hand each job its outcome with one wake-up of each loop involved, not one per job
+    (a cross-thread wake-up costs more than settling a future)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, BatchOutcome | BaseException]]]
+    by_loop = {}
+    for job, outcome in settled:
+        by_loop.setdefault(job.loop, []).append((job, outcome))
+    for loop, jobs in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+            loop.call_soon_threadsafe(_settle_all, jobs)
 
 
 class Batcher:
@@ -123,8 +140,8 @@ class Batcher:
         with self._cond:
             leftovers = list(self._queue)
             self._queue.clear()
-        for job in leftovers:
-            _resolve(job, ServiceDrainingException("The service stopped before this request ran."))
+        message = "The service stopped before this request ran."
+        _resolve_all([(job, ServiceDrainingException(message)) for job in leftovers])
         await asyncio.to_thread(self._thread.join, max(deadline - time.monotonic(), 0.1))
         self._publish()
 
@@ -298,22 +315,26 @@ class Batcher:
         if metrics is not None:
             first_trace = format(links[0].context.trace_id, "032x") if links else None
             metrics.record_inference(self.model_name, compute, len(jobs), first_trace)
+        settled: list[tuple[_Job, BatchOutcome | BaseException]] = []
         for row, job in enumerate(jobs):
             queue_seconds = started - job.enqueued
             if metrics is not None:
                 metrics.record_queue_wait(self.model_name, queue_seconds)
-            _resolve(
-                job,
-                BatchOutcome(
-                    logits=logits[row],
-                    queue_seconds=queue_seconds,
-                    compute_seconds=compute,
-                    batch_size=len(jobs),
-                    started_ns=started_ns,
-                    ended_ns=ended_ns,
-                    batch_span=batch_context if batch_context.is_valid else None,
-                ),
+            settled.append(
+                (
+                    job,
+                    BatchOutcome(
+                        logits=logits[row],
+                        queue_seconds=queue_seconds,
+                        compute_seconds=compute,
+                        batch_size=len(jobs),
+                        started_ns=started_ns,
+                        ended_ns=ended_ns,
+                        batch_span=batch_context if batch_context.is_valid else None,
+                    ),
+                )
             )
+        _resolve_all(settled)
 
     def _publish(self) -> None:
         if self._telemetry.metrics is not None:

@@ -95,7 +95,10 @@ class ModelHost:
         self._warmup = warmup
         self.stall_seconds = stall_seconds
         self._peers = peers
-        self._preprocess_pool = ThreadPoolExecutor(preprocess_workers, "preprocess")
+        # 0 workers: decode on the event loop (see `Settings.effective_preprocess_workers`).
+        self._preprocess_pool = (
+            ThreadPoolExecutor(preprocess_workers, "preprocess") if preprocess_workers else None
+        )
         self.model: LoadedModel | None = None
         self.batcher: Batcher | None = None
         self.ready = False
@@ -161,7 +164,8 @@ class ModelHost:
             self._peers.mark_stopped()
         if self.batcher is not None:
             await self.batcher.close(grace_seconds)
-        self._preprocess_pool.shutdown(wait=False, cancel_futures=True)
+        if self._preprocess_pool is not None:
+            self._preprocess_pool.shutdown(wait=False, cancel_futures=True)
         if self.model is not None:
             self.model.backend.close()
             self.model = None
@@ -290,8 +294,11 @@ class ModelHost:
         ).end(end_time=outcome.ended_ns)
 
     @staticmethod
-    async def _run(pool: ThreadPoolExecutor, fn: Callable[..., T], *args: object) -> T:
-        """Run ``fn`` in ``pool`` with the caller's contextvars (log context, span)."""
+    async def _run(pool: ThreadPoolExecutor | None, fn: Callable[..., T], *args: object) -> T:
+        """Run ``fn`` in ``pool`` with the caller's contextvars (log context, span), or
+        right here on the event loop without a pool."""
+        if pool is None:
+            return fn(*args)
         context = contextvars.copy_context()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(pool, context.run, fn, *args)
