@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -17,6 +18,11 @@ from tests.servers import free_port, gateway_process
 pytestmark = pytest.mark.integration
 
 REQUESTS = 24
+
+
+def _resident_bytes(pid: int) -> int:
+    pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE")
 
 
 @pytest.mark.parametrize("where", ["same-port", "metrics-port"])
@@ -51,6 +57,13 @@ def test_one_scrape_reports_the_sum_of_two_workers(tmp_path: Path, where: str) -
                 scraped = client.get("/metrics")
             assert scraped.status_code == 200
             samples = parse(scraped.text)
+            # Each worker's resident memory right after the scrape, read from /proc.
+            workers = {
+                json.loads(line)["pid"]
+                for line in gateway.log_lines()
+                if line.startswith("{") and '"/predict"' in line
+            }
+            rss = [_resident_bytes(pid) for pid in workers]
             if where == "metrics-port":
                 assert client.get("/metrics").status_code == 404  # not on the public port
             else:
@@ -89,6 +102,13 @@ def test_one_scrape_reports_the_sum_of_two_workers(tmp_path: Path, where: str) -
         assert (
             value(samples, "model_loaded", model="efficientnet-lite0") == 1
         )  # livemin: both ready
+        # process_* describe both workers (summed), not the one that answered.
+        assert len(rss) == 2
+        scraped_rss = value(samples, "process_resident_memory_bytes")
+        assert max(rss) * 1.5 < scraped_rss
+        assert 0.8 * sum(rss) < scraped_rss < 1.2 * sum(rss)
+        assert value(samples, "process_cpu_seconds_total") > 0
+        assert value(samples, "process_open_fds") > 0
         assert gateway.stop() == 0
 
 

@@ -103,8 +103,9 @@ class Metrics:
 
     In multiprocess mode (several workers) the values are written to files in
     ``multiprocess_dir`` and `render` aggregates all workers, adding this worker's
-    latest exemplars (prometheus_client stores none in that mode); the process/GC
-    collectors are then unavailable.
+    latest exemplars (prometheus_client stores none in that mode); the ``process_*``
+    series are then the sums over the live workers (`WorkerProcessCollector`), and
+    the GC and platform collectors are unavailable.
     """
 
     def __init__(
@@ -460,10 +461,57 @@ class _ExemplarStore:
 
 
 def multiprocess_registry(directory: str) -> CollectorRegistry:
-    """A registry that sums the metric files every worker wrote to ``directory``."""
+    """A registry that sums the metric files every worker wrote to ``directory``, and
+    the live workers' ``process_*`` series."""
     aggregate = CollectorRegistry()
     prom_multiprocess.MultiProcessCollector(aggregate, path=directory)  # type: ignore[no-untyped-call]
+    aggregate.register(WorkerProcessCollector(directory))
     return aggregate
+
+
+class WorkerProcessCollector(Collector):
+    """The standard ``process_*`` series over every live worker, for multiprocess mode.
+
+    prometheus_client's `ProcessCollector` describes the process it runs in, which in
+    multiprocess mode is whichever worker answered the scrape. This one reads
+    ``/proc/<pid>`` of every live worker (a worker with a live gauge file in the
+    multiprocess directory whose process exists) and sums CPU seconds, memory and open
+    file descriptors; the start time is the oldest worker's and ``process_max_fds``
+    the lowest limit. A worker that stops takes its CPU seconds with it, which
+    ``rate()`` reads as a counter reset.
+    """
+
+    _LOWEST = frozenset({"process_start_time_seconds", "process_max_fds"})
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self._directory = Path(directory)
+
+    def worker_pids(self) -> list[int]:
+        """Pids of the workers alive now."""
+        pids = {path.stem.rsplit("_", 1)[-1] for path in self._directory.glob("gauge_live*_*.db")}
+        return sorted(int(p) for p in pids if p.isdigit() and Path(f"/proc/{p}").exists())
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, Metric] = {}
+        values: dict[str, float] = {}  # sample name -> combined value
+        for pid in self.worker_pids():
+
+            def this_pid(pid: int = pid) -> int:
+                return pid
+
+            for family in ProcessCollector(pid=this_pid, registry=None).collect():
+                families.setdefault(family.name, family)
+                for sample in family.samples:
+                    seen = values.get(sample.name)
+                    if seen is None:
+                        values[sample.name] = sample.value
+                    elif family.name in self._LOWEST:
+                        values[sample.name] = min(seen, sample.value)
+                    else:
+                        values[sample.name] = seen + sample.value
+        for family in families.values():
+            family.samples = [s._replace(value=values[s.name]) for s in family.samples]
+            yield family
 
 
 def serve_metrics_port(registry: CollectorRegistry, host: str, port: int) -> Callable[[], None]:
