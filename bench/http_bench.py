@@ -68,6 +68,7 @@ DEFAULTS = "gateway onnxruntime, defaults (1 worker per core, batch <= 4)"
 OBS_OFF_NAME = "gateway onnxruntime, defaults, observability off"
 OBS_OFF = {"ENABLE_METRICS": "false", "ENABLE_TRACING": "false", "LOG_LEVEL": "WARNING"}
 OBS_ON = {"ENABLE_METRICS": "true", "ENABLE_TRACING": "true", "LOG_LEVEL": "INFO"}
+ONE_PROCESS = {"WORKERS": "1"}
 
 
 def targets(quick: bool) -> list[Target]:
@@ -79,13 +80,16 @@ def targets(quick: bool) -> list[Target]:
         Target(DEFAULTS, "gateway", {**onnx, **OBS_ON}, concurrency=all_c),
         Target("gateway onnxruntime, batching off", "gateway",
                {**onnx, **OBS_ON, "MAX_BATCH_SIZE": "1"}, concurrency=all_c),
-        Target(OBS_OFF_NAME, "gateway", {**onnx, **OBS_OFF}),
+        Target(OBS_OFF_NAME, "gateway", {**onnx, **OBS_OFF}, concurrency=(1, 8, 32)),
         Target("gateway onnxruntime, 1 worker x 2 threads (decode pool)", "gateway",
                {**onnx, **OBS_ON, "WORKERS": "1"}),
         Target("gateway torch, batching on", "gateway", {**torch, **OBS_ON}),
         Target("gateway torch, batching off", "gateway", {**torch, **OBS_ON, "MAX_BATCH_SIZE": "1"}),
-        Target("naive FastAPI, onnxruntime inline", "naive", onnx, concurrency=(1, 8, 32)),
-        Target("LitServe 0.2, onnxruntime, max_batch_size 8", "litserve", onnx),
+        # One process each: WORKERS=1 gives their model the whole machine's threads
+        # (the gateway's default, one worker per core, would size it to one core).
+        Target("naive FastAPI, onnxruntime inline", "naive", {**onnx, **ONE_PROCESS},
+               concurrency=(1, 8, 32)),
+        Target("LitServe 0.2, onnxruntime, max_batch_size 8", "litserve", {**onnx, **ONE_PROCESS}),
     ]  # fmt: skip
     if quick:
         return [t for t in matrix if "1 worker x" not in t.name and "torch" not in t.name]

@@ -49,14 +49,16 @@ def targets(
                 ratio >= 1.5 and lower,
             )
         )
-    quiet32 = _cell(http, off_obs, 32)
-    if gw32 and quiet32 and quiet32["rps"] > 0:
+    # Throughput under load; p50 with one connection, where it is the time a request
+    # takes (at c=32 it is mostly queueing, and moves with throughput).
+    quiet32, quiet1, gw1 = _cell(http, off_obs, 32), _cell(http, off_obs, 1), _cell(http, on, 1)
+    if gw32 and quiet32 and quiet32["rps"] > 0 and gw1 and quiet1:
         cost = 1 - gw32["rps"] / quiet32["rps"]
-        p50 = gw32["p50_ms"] - quiet32["p50_ms"]
+        p50 = gw1["p50_ms"] - quiet1["p50_ms"]
         rows.append(
             (
-                "full observability ≤ 5% throughput and ≤ 1 ms p50 (c=32)",
-                f"{cost:.0%} throughput, {p50:+.0f} ms p50",
+                "full observability ≤ 5% throughput (c=32) and ≤ 1 ms p50 (c=1)",
+                f"{cost:.0%} throughput, {p50:+.1f} ms p50",
                 cost <= 0.05 and p50 <= 1,
             )
         )
