@@ -85,8 +85,7 @@ def targets(quick: bool) -> list[Target]:
                {**onnx, **OBS_ON, "WORKERS": "1"}),
         Target("gateway torch, batching on", "gateway", {**torch, **OBS_ON}),
         Target("gateway torch, batching off", "gateway", {**torch, **OBS_ON, "MAX_BATCH_SIZE": "1"}),
-        # One process each: WORKERS=1 gives their model the whole machine's threads
-        # (the gateway's default, one worker per core, would size it to one core).
+        # One process each, their model threads sized to the whole machine.
         Target("naive FastAPI, onnxruntime inline", "naive", {**onnx, **ONE_PROCESS},
                concurrency=(1, 8, 32)),
         Target("LitServe 0.2, onnxruntime, max_batch_size 8", "litserve", {**onnx, **ONE_PROCESS}),

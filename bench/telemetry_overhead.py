@@ -133,9 +133,13 @@ async def _run(
         else _loader
     )
     extra = {"max_queue_size": 1, "max_batch_size": 1, "model_warmup": False} if refused else {}
+    # As one worker of `serve`'s default layout (one per core), whose threads are sized
+    # to its share of the cores; WORKERS=0 in-process would mean a lone process.
+    workers = Settings(_env_file=None).effective_workers  # type: ignore[call-arg]
     settings = Settings(  # type: ignore[call-arg]
-        _env_file=None, log_level="WARNING", log_format="json", **config, **extra
-    )
+        _env_file=None, log_level="WARNING", log_format="json", workers=workers,
+        **config, **extra,
+    )  # fmt: skip
     app = create_app(settings, model_loader=loader, configure_logging=False)
     async with app.router.lifespan_context(app):
         while not app.state.host.ready:

@@ -184,8 +184,13 @@ class Settings(BaseSettings):
 
     @property
     def core_share(self) -> int:
-        """Cores per worker process (at least 1): the default for the thread counts."""
-        return max(usable_cores() // self.effective_workers, 1)
+        """Cores per worker process (at least 1): the default for the thread counts.
+
+        ``WORKERS=0`` counts as one process here: `serve` resolves it to a number
+        before it starts its workers, so 0 means the app runs without `serve` (under
+        plain uvicorn, in-process, in the ``predict`` command) as one process.
+        """
+        return max(usable_cores() // (self.workers or 1), 1)
 
     @property
     def effective_model_threads(self) -> int:

@@ -73,15 +73,18 @@ def test_workers_zero_means_one_per_core_and_threads_default_to_each_workers_sha
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr("inference_gateway.config.usable_cores", lambda: 2)
-    auto = make_settings(workers=0)
-    assert (auto.effective_workers, auto.effective_model_threads) == (2, 1)
-    assert auto.effective_preprocess_workers == 0  # one core each: decode on the loop
-    assert make_settings(workers=0, preprocess_workers=1).effective_preprocess_workers == 1
+    # `serve` starts one per core and passes the count on to each worker ...
+    assert make_settings(workers=0).effective_workers == 2
+    worker = make_settings(workers=2)
+    assert (worker.effective_model_threads, worker.effective_preprocess_workers) == (1, 0)
+    assert make_settings(workers=2, preprocess_workers=1).effective_preprocess_workers == 1
+    # ... while an app run without `serve` (WORKERS still 0) is one process: all cores.
+    alone = make_settings(workers=0)
+    assert (alone.effective_model_threads, alone.effective_preprocess_workers) == (2, 2)
     one = make_settings(workers=1)
     assert (one.effective_workers, one.effective_model_threads) == (1, 2)
-    assert one.effective_preprocess_workers == 2
     monkeypatch.setattr("inference_gateway.config.usable_cores", lambda: 16)
-    big = make_settings(workers=0)
-    assert (big.effective_workers, big.effective_model_threads) == (4, 4)  # at most 4 workers
-    assert big.effective_preprocess_workers == 4
+    assert make_settings(workers=0).effective_workers == 4  # at most 4 workers
+    big = make_settings(workers=4)
+    assert (big.effective_model_threads, big.effective_preprocess_workers) == (4, 4)
     assert make_settings(model_threads=3, preprocess_workers=5).effective_model_threads == 3
