@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -13,6 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import NoOpTracer, StatusCode
 
 from inference_gateway.app import create_app
+from inference_gateway.inference.preprocess import prepare_image
 from inference_gateway.observability.tracing import (
     TracedOperation,
     add_span_event,
@@ -33,7 +35,7 @@ from tests.helpers import (
     ready_client,
     wait_until,
 )
-from tests.images import cat_jpeg
+from tests.images import cat_jpeg, encode, gradient
 from tests.scrape import parse, total, value
 from tests.servers import free_port
 
@@ -60,20 +62,32 @@ def _request_spans(exporter: InMemorySpanExporter, trace_id: str) -> list[Readab
     ]
 
 
-@pytest.mark.parametrize("cores", [1, 2], ids=["decode-on-loop", "decode-pool"])
+def _decoding_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the name of the thread each image is prepared on."""
+    threads: list[str] = []
+
+    def spy(*args: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return prepare_image(*args)
+
+    monkeypatch.setattr("inference_gateway.inference.host.prepare_image", spy)
+    return threads
+
+
+@pytest.mark.parametrize("workers", [2, 1], ids=["decode-on-loop", "decode-pool"])
 def test_predict_produces_the_spec_trace_shape_with_attributes(
-    cores: int, monkeypatch: pytest.MonkeyPatch
+    workers: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # One core per worker: images are decoded on the event loop; more: in a pool.
-    monkeypatch.setattr("inference_gateway.config.usable_cores", lambda: cores)
+    # Two cores: one of two workers decodes on its event loop; a single worker in a pool.
+    monkeypatch.setattr("inference_gateway.config.usable_cores", lambda: 2)
+    threads = _decoding_threads(monkeypatch)
     backend = ControlledBackend()
-    client, exporter = _traced_app(backend, workers=1)
+    client, exporter = _traced_app(backend, workers=workers)
     with client:
         ready_client(client)
         response = client.post("/predict", content=cat_jpeg(), headers=JPEG)
-        pool = [t.name for t in threading.enumerate() if t.name.startswith("preprocess")]
     assert response.status_code == 200
-    assert bool(pool) == (cores > 1)
+    assert [name.startswith("preprocess") for name in threads] == [workers == 1]
     trace_id = response.json()["trace_id"]
     spans = {s.name: s for s in _request_spans(exporter, trace_id)}
     server = spans["POST /predict"]
@@ -101,6 +115,24 @@ def test_predict_produces_the_spec_trace_shape_with_attributes(
         assert span.parent.span_id == spans["model_inference"].context.span_id
     assert spans["queue_wait"].end_time <= spans["forward_pass"].start_time
     assert spans["forward_pass"].end_time <= spans["model_inference"].end_time
+
+
+def test_a_worker_decoding_on_its_loop_sends_large_images_to_a_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Over INLINE_OTHER_PIXELS: decoding it on the loop would stall every connection.
+    monkeypatch.setattr("inference_gateway.config.usable_cores", lambda: 2)
+    threads = _decoding_threads(monkeypatch)
+    client, exporter = _traced_app(ControlledBackend(), workers=2)
+    large_png = encode(gradient(1200, 1000), "PNG")
+    with client:
+        ready_client(client)
+        small = client.post("/predict", content=cat_jpeg(), headers=JPEG)
+        large = client.post("/predict", content=large_png, headers={"content-type": "image/png"})
+    assert (small.status_code, large.status_code) == (200, 200)
+    assert [name.startswith("preprocess") for name in threads] == [False, True]
+    spans = {s.name: s for s in _request_spans(exporter, large.json()["trace_id"])}
+    assert spans["preprocess_image"].attributes["image.width"] == 1200
 
 
 def test_incoming_traceparent_is_continued_and_malformed_one_ignored() -> None:

@@ -28,7 +28,12 @@ from inference_gateway.errors import (
 from inference_gateway.inference.batcher import Batcher, BatchOutcome
 from inference_gateway.inference.model import LoadedModel, ModelLoader
 from inference_gateway.inference.postprocess import Prediction, top_k
-from inference_gateway.inference.preprocess import ImageInfo, ImageLimits, prepare_image
+from inference_gateway.inference.preprocess import (
+    ImageInfo,
+    ImageLimits,
+    prepare_image,
+    quick_to_decode,
+)
 from inference_gateway.inference.workers import WorkerReadiness
 from inference_gateway.observability.logging import log_error
 from inference_gateway.observability.telemetry import Telemetry
@@ -95,10 +100,10 @@ class ModelHost:
         self._warmup = warmup
         self.stall_seconds = stall_seconds
         self._peers = peers
-        # 0 workers: decode on the event loop (see `Settings.effective_preprocess_workers`).
-        self._preprocess_pool = (
-            ThreadPoolExecutor(preprocess_workers, "preprocess") if preprocess_workers else None
-        )
+        # 0 workers: decode on the event loop (see `Settings.effective_preprocess_workers`),
+        # except large images (`quick_to_decode`), for which one thread is started.
+        self._decode_on_loop = preprocess_workers == 0
+        self._preprocess_pool = ThreadPoolExecutor(max(preprocess_workers, 1), "preprocess")
         self.model: LoadedModel | None = None
         self.batcher: Batcher | None = None
         self.ready = False
@@ -164,8 +169,7 @@ class ModelHost:
             self._peers.mark_stopped()
         if self.batcher is not None:
             await self.batcher.close(grace_seconds)
-        if self._preprocess_pool is not None:
-            self._preprocess_pool.shutdown(wait=False, cancel_futures=True)
+        self._preprocess_pool.shutdown(wait=False, cancel_futures=True)
         if self.model is not None:
             self.model.backend.close()
             self.model = None
@@ -235,8 +239,13 @@ class ModelHost:
         with TracedOperation("preprocess_image", {"image.bytes": len(data)}, tracer=tracer) as span:
             started = time.perf_counter()
             try:
+                on_loop = self._decode_on_loop and quick_to_decode(data, self._limits)
                 prepared = await self._run(
-                    self._preprocess_pool, prepare_image, data, self._limits, model.spec.preprocess
+                    None if on_loop else self._preprocess_pool,
+                    prepare_image,
+                    data,
+                    self._limits,
+                    model.spec.preprocess,
                 )
             except InvalidImageException as exc:
                 if metrics is not None:
