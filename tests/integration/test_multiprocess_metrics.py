@@ -63,7 +63,7 @@ def test_one_scrape_reports_the_sum_of_two_workers(tmp_path: Path, where: str) -
                 for line in gateway.log_lines()
                 if line.startswith("{") and '"/predict"' in line
             }
-            rss = [_resident_bytes(pid) for pid in workers]
+            rss = {pid: _resident_bytes(pid) for pid in workers}
             if where == "metrics-port":
                 assert client.get("/metrics").status_code == 404  # not on the public port
             else:
@@ -102,13 +102,16 @@ def test_one_scrape_reports_the_sum_of_two_workers(tmp_path: Path, where: str) -
         assert (
             value(samples, "model_loaded", model="efficientnet-lite0") == 1
         )  # livemin: both ready
-        # process_* describe both workers (summed), not the one that answered.
+        # process_* describe each worker (label pid), not only the one that answered.
         assert len(rss) == 2
-        scraped_rss = value(samples, "process_resident_memory_bytes")
-        assert max(rss) * 1.5 < scraped_rss
-        assert 0.8 * sum(rss) < scraped_rss < 1.2 * sum(rss)
-        assert value(samples, "process_cpu_seconds_total") > 0
-        assert value(samples, "process_open_fds") > 0
+        for pid, resident in rss.items():
+            scraped = value(samples, "process_resident_memory_bytes", pid=str(pid))
+            assert 0.8 * resident < scraped < 1.2 * resident
+            assert value(samples, "process_cpu_seconds_total", pid=str(pid)) > 0
+            assert value(samples, "process_open_fds", pid=str(pid)) > 0
+        assert {labels for name, labels in samples if name == "process_open_fds"} == {
+            frozenset({("pid", str(pid))}) for pid in rss
+        }
         assert gateway.stop() == 0
 
 

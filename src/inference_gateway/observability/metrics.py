@@ -8,6 +8,7 @@ the model's own class labels.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -104,8 +105,8 @@ class Metrics:
     In multiprocess mode (several workers) the values are written to files in
     ``multiprocess_dir`` and `render` aggregates all workers, adding this worker's
     latest exemplars (prometheus_client stores none in that mode); the ``process_*``
-    series are then the sums over the live workers (`WorkerProcessCollector`), and
-    the GC and platform collectors are unavailable.
+    series then come for every live worker with a ``pid`` label
+    (`WorkerProcessCollector`), and the GC and platform collectors are unavailable.
     """
 
     def __init__(
@@ -461,7 +462,7 @@ class _ExemplarStore:
 
 
 def multiprocess_registry(directory: str) -> CollectorRegistry:
-    """A registry that sums the metric files every worker wrote to ``directory``, and
+    """A registry that sums the metric files every worker wrote to ``directory``, with
     the live workers' ``process_*`` series."""
     aggregate = CollectorRegistry()
     prom_multiprocess.MultiProcessCollector(aggregate, path=directory)  # type: ignore[no-untyped-call]
@@ -470,48 +471,54 @@ def multiprocess_registry(directory: str) -> CollectorRegistry:
 
 
 class WorkerProcessCollector(Collector):
-    """The standard ``process_*`` series over every live worker, for multiprocess mode.
+    """The standard ``process_*`` series of every live worker, for multiprocess mode.
 
     prometheus_client's `ProcessCollector` describes the process it runs in, which in
     multiprocess mode is whichever worker answered the scrape. This one reads
-    ``/proc/<pid>`` of every live worker (a worker with a live gauge file in the
-    multiprocess directory whose process exists) and sums CPU seconds, memory and open
-    file descriptors; the start time is the oldest worker's and ``process_max_fds``
-    the lowest limit. A worker that stops takes its CPU seconds with it, which
-    ``rate()`` reads as a counter reset.
+    ``/proc/<pid>`` of every live worker and labels each series with its ``pid``, so
+    ``sum(rate(process_cpu_seconds_total[5m]))`` is the server's CPU and a worker that
+    stops or is restarted ends its own series instead of making a summed counter fall
+    (which ``rate()`` would read as a reset, counting every survivor's CPU again). A
+    live worker is a process with a live gauge file in the multiprocess directory whose
+    parent is the server's: the worker answering (a sibling) or the parent itself
+    (``METRICS_PORT``), so a stale file whose pid was reused counts nothing.
     """
-
-    _LOWEST = frozenset({"process_start_time_seconds", "process_max_fds"})
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self._directory = Path(directory)
 
     def worker_pids(self) -> list[int]:
         """Pids of the workers alive now."""
-        pids = {path.stem.rsplit("_", 1)[-1] for path in self._directory.glob("gauge_live*_*.db")}
-        return sorted(int(p) for p in pids if p.isdigit() and Path(f"/proc/{p}").exists())
+        server = {os.getpid(), os.getppid()}
+        found = {path.stem.rsplit("_", 1)[-1] for path in self._directory.glob("gauge_live*_*.db")}
+        return sorted(int(pid) for pid in found if pid.isdigit() and _parent_of(int(pid)) in server)
 
     def collect(self) -> Iterator[Metric]:
         families: dict[str, Metric] = {}
-        values: dict[str, float] = {}  # sample name -> combined value
         for pid in self.worker_pids():
 
             def this_pid(pid: int = pid) -> int:
                 return pid
 
             for family in ProcessCollector(pid=this_pid, registry=None).collect():
-                families.setdefault(family.name, family)
-                for sample in family.samples:
-                    seen = values.get(sample.name)
-                    if seen is None:
-                        values[sample.name] = sample.value
-                    elif family.name in self._LOWEST:
-                        values[sample.name] = min(seen, sample.value)
-                    else:
-                        values[sample.name] = seen + sample.value
-        for family in families.values():
-            family.samples = [s._replace(value=values[s.name]) for s in family.samples]
-            yield family
+                merged = families.get(family.name)
+                if merged is None:
+                    merged = families[family.name] = copy.copy(family)
+                    merged.samples = []
+                merged.samples.extend(
+                    sample._replace(labels={**sample.labels, "pid": str(pid)})
+                    for sample in family.samples
+                )
+        yield from families.values()
+
+
+def _parent_of(pid: int) -> int | None:
+    """The parent pid of ``pid`` from ``/proc`` (None when it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
 
 
 def serve_metrics_port(registry: CollectorRegistry, host: str, port: int) -> Callable[[], None]:
