@@ -64,6 +64,10 @@ class _Job:
     abandoned: bool = False  # set on the loop when the caller stops waiting
 
 
+#: A job and what it gets: its row of a batch, or the exception to raise.
+_Settled = tuple[_Job, BatchOutcome | BaseException]
+
+
 def _settle(job: _Job, outcome: BatchOutcome | BaseException) -> None:
     """Hand ``outcome`` to the job's future; runs on the job's loop."""
     if job.future.done():
@@ -74,21 +78,15 @@ def _settle(job: _Job, outcome: BatchOutcome | BaseException) -> None:
         job.future.set_result(outcome)
 
 
-def _settle_all(settled: list[tuple[_Job, BatchOutcome | BaseException]]) -> None:
+def _settle_all(settled: list[_Settled]) -> None:
     for job, outcome in settled:
         _settle(job, outcome)
 
 
-def _resolve(job: _Job, outcome: BatchOutcome | BaseException) -> None:
-    """Hand ``outcome`` to the job's future, on the job's loop (thread-safe)."""
-    _resolve_all([(job, outcome)])
-
-
-def _resolve_all(settled: list[tuple[_Job, BatchOutcome | BaseException]]) -> None:
+def _resolve_all(settled: list[_Settled]) -> None:
     """Hand each job its outcome with one wake-up of each loop involved, not one per job
     (a cross-thread wake-up costs more than settling a future)."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, BatchOutcome | BaseException]]]
-    by_loop = {}
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Settled]] = {}
     for job, outcome in settled:
         by_loop.setdefault(job.loop, []).append((job, outcome))
     for loop, jobs in by_loop.items():
@@ -235,14 +233,17 @@ class Batcher:
             batch = self._collect()
             if batch is None:
                 return
+            settled: list[_Settled] = []
             try:
-                self._execute(batch)
+                self._execute(batch, settled)
             finally:
                 with self._cond:
                     self._in_flight = 0
                     self.busy_since = None
                     self._cond.notify_all()  # wakes `close` waiting for the drain
                 self._publish()
+                # After the queue gauge: a caller never sees its answer before it.
+                _resolve_all(settled)
 
     def _collect(self) -> list[_Job] | None:
         with self._cond:
@@ -262,28 +263,31 @@ class Batcher:
             self.busy_since = time.monotonic()
         return batch
 
-    def _execute(self, batch: list[_Job]) -> None:
+    def _execute(self, batch: list[_Job], settled: list[_Settled]) -> None:
         now = time.monotonic()
         live: list[_Job] = []
         for job in batch:
             if job.abandoned:
                 continue  # the caller timed out or went away: do not compute
             if now >= job.deadline:
-                _resolve(job, InferenceTimeoutException("The deadline passed while queued."))
+                settled.append(
+                    (job, InferenceTimeoutException("The deadline passed while queued."))
+                )
                 continue
             live.append(job)
         if not live:
             return
         try:
-            self._forward(live)
+            self._forward(live, settled)
         except Exception:
             if len(live) == 1:
                 raise
             for job in live:  # retry alone: only the input that fails gets the 500
-                self._forward([job])
+                self._forward([job], settled)
 
-    def _forward(self, jobs: list[_Job]) -> None:
-        """One forward pass for ``jobs``; failures resolve them with a 500."""
+    def _forward(self, jobs: list[_Job], settled: list[_Settled]) -> None:
+        """One forward pass for ``jobs``; adds their outcomes (a 500 on failure) to
+        ``settled``."""
         metrics = self._telemetry.metrics
         tracer = self._telemetry.tracer
         links = [job.link for job in jobs if job.link is not None]
@@ -305,7 +309,7 @@ class Batcher:
                     metrics.record_inference_error(self.model_name, type(exc).__name__)
                 failure = ModelInferenceException("The model failed on this input.")
                 failure.__cause__ = exc  # the access log line carries its traceback
-                _resolve(jobs[0], failure)
+                settled.append((jobs[0], failure))
                 return
             batch_context = span.get_span_context()
         ended, ended_ns = time.perf_counter(), time.time_ns()
@@ -315,7 +319,6 @@ class Batcher:
         if metrics is not None:
             first_trace = format(links[0].context.trace_id, "032x") if links else None
             metrics.record_inference(self.model_name, compute, len(jobs), first_trace)
-        settled: list[tuple[_Job, BatchOutcome | BaseException]] = []
         for row, job in enumerate(jobs):
             queue_seconds = started - job.enqueued
             if metrics is not None:
@@ -334,7 +337,6 @@ class Batcher:
                     ),
                 )
             )
-        _resolve_all(settled)
 
     def _publish(self) -> None:
         if self._telemetry.metrics is not None:
