@@ -8,6 +8,7 @@ their meaning there; they are not duplicated here.
 
 from __future__ import annotations
 
+import math
 import os
 from enum import StrEnum
 from pathlib import Path
@@ -23,9 +24,22 @@ MIB = 1024 * 1024
 MAX_AUTO_WORKERS = 4
 
 
-def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, e.g. a container's cpuset)."""
-    return len(os.sched_getaffinity(0))
+#: cgroup v2's CPU limit of this process's container (``max`` or ``<quota> <period>``).
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def usable_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """CPU cores this process may use: its affinity mask (a container's cpuset), capped
+    by a cgroup v2 CPU quota (``docker run --cpus``, a Kubernetes CPU limit), rounded up.
+    """
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota == "max":
+            return cores
+        return max(min(cores, math.ceil(int(quota) / int(period))), 1)
+    except (OSError, ValueError, ZeroDivisionError):
+        return cores  # no readable cgroup v2 limit here
 
 
 DEFAULT_MODEL_CACHE_DIR = Path.home() / ".cache" / "inference-gateway"

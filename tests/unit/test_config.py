@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from inference_gateway.config import ConfigError, LogFormat, Settings, load_settings
+from inference_gateway.config import (
+    ConfigError,
+    LogFormat,
+    Settings,
+    load_settings,
+    usable_cores,
+)
 from tests.helpers import make_settings
 
 
@@ -88,3 +96,24 @@ def test_workers_zero_means_one_per_core_and_threads_default_to_each_workers_sha
     big = make_settings(workers=4)
     assert (big.effective_model_threads, big.effective_preprocess_workers) == (4, 4)
     assert make_settings(model_threads=3, preprocess_workers=5).effective_model_threads == 3
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "expected"),
+    [
+        (None, 2),  # no cgroup v2 file: the affinity mask
+        ("max 100000\n", 2),  # no quota
+        ("150000 100000\n", 2),  # --cpus 1.5: rounded up
+        ("100000 100000\n", 1),  # --cpus 1 on a bigger machine: one worker, one thread
+        ("800000 100000\n", 2),  # a quota above the cpuset: the cpuset
+        ("garbage", 2),
+    ],
+)
+def test_usable_cores_honours_a_cgroup_cpu_quota(
+    cpu_max: str | None, expected: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    path = tmp_path / "cpu.max"
+    if cpu_max is not None:
+        path.write_text(cpu_max)
+    assert usable_cores(path) == expected
