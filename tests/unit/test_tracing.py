@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import NoOpTracer, StatusCode
 
 from inference_gateway.app import create_app
-from inference_gateway.inference.preprocess import prepare_image
+from inference_gateway.inference.preprocess import decode
 from inference_gateway.observability.tracing import (
     TracedOperation,
     add_span_event,
@@ -63,14 +63,14 @@ def _request_spans(exporter: InMemorySpanExporter, trace_id: str) -> list[Readab
 
 
 def _decoding_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Record the name of the thread each image is prepared on."""
+    """Record the name of the thread each image is decoded on."""
     threads: list[str] = []
 
     def spy(*args: Any) -> Any:
         threads.append(threading.current_thread().name)
-        return prepare_image(*args)
+        return decode(*args)
 
-    monkeypatch.setattr("inference_gateway.inference.host.prepare_image", spy)
+    monkeypatch.setattr("inference_gateway.inference.preprocess.decode", spy)
     return threads
 
 

@@ -31,7 +31,9 @@ from inference_gateway.inference.postprocess import Prediction, top_k
 from inference_gateway.inference.preprocess import (
     ImageInfo,
     ImageLimits,
+    open_image,
     prepare_image,
+    prepare_opened,
     quick_to_decode,
 )
 from inference_gateway.inference.workers import WorkerReadiness
@@ -239,14 +241,20 @@ class ModelHost:
         with TracedOperation("preprocess_image", {"image.bytes": len(data)}, tracer=tracer) as span:
             started = time.perf_counter()
             try:
-                on_loop = self._decode_on_loop and quick_to_decode(data, self._limits)
-                prepared = await self._run(
-                    None if on_loop else self._preprocess_pool,
-                    prepare_image,
-                    data,
-                    self._limits,
-                    model.spec.preprocess,
-                )
+                if self._decode_on_loop:  # the header is read here once, then decoded
+                    image = open_image(data, self._limits)
+                    pool = None if quick_to_decode(image) else self._preprocess_pool
+                    prepared = await self._run(
+                        pool, prepare_opened, image, len(data), model.spec.preprocess
+                    )
+                else:
+                    prepared = await self._run(
+                        self._preprocess_pool,
+                        prepare_image,
+                        data,
+                        self._limits,
+                        model.spec.preprocess,
+                    )
             except InvalidImageException as exc:
                 if metrics is not None:
                     metrics.record_decode_failure(exc.reason)

@@ -137,12 +137,8 @@ INLINE_JPEG_PIXELS = 16_000_000
 INLINE_OTHER_PIXELS = 1_000_000
 
 
-def quick_to_decode(data: bytes, limits: ImageLimits) -> bool:
-    """Whether ``data`` decodes in a few milliseconds, from its header alone.
-
-    Raises as `open_image` does for what is not an acceptable image.
-    """
-    image = open_image(data, limits)
+def quick_to_decode(image: Image.Image) -> bool:
+    """Whether an opened (not yet decoded) image decodes in a few milliseconds."""
     pixels = image.size[0] * image.size[1]
     return pixels <= (INLINE_JPEG_PIXELS if image.format == "JPEG" else INLINE_OTHER_PIXELS)
 
@@ -246,13 +242,17 @@ def resize_crop_normalize(image: Image.Image, config: PreprocessConfig) -> npt.N
 
 def prepare_image(data: bytes, limits: ImageLimits, config: PreprocessConfig) -> PreparedImage:
     """The whole transform: bytes in, model-ready tensor and image facts out."""
-    image = open_image(data, limits)
+    return prepare_opened(open_image(data, limits), len(data), config)
+
+
+def prepare_opened(image: Image.Image, size_bytes: int, config: PreprocessConfig) -> PreparedImage:
+    """The transform after `open_image`: decode, convert, resize, normalise."""
     info = ImageInfo(
         format=(image.format or "unknown").lower(),
         width=image.size[0],
         height=image.size[1],
         mode=image.mode,
-        size_bytes=len(data),
+        size_bytes=size_bytes,
     )
     rgb = to_rgb(decode(image, config))
     return PreparedImage(tensor=resize_crop_normalize(rgb, config), info=info)
