@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +77,28 @@ def test_onnx_export_is_cached_by_name_version_and_exporter(
     load_model("efficientnet-lite0", "1", "onnxruntime", cache_dir=model_cache_dir)
     assert path.stat().st_mtime_ns == before  # reused, not exported again
     assert onnx_model.memory_bytes > 4_000_000 * 4  # ~4.7 M float32 parameters
+
+
+def test_serving_a_cached_onnx_model_never_imports_torch(model_cache_dir: Path, onnx_model) -> None:  # type: ignore[no-untyped-def]
+    # torch costs ~300 MB of memory and ~2 s of start-up per worker; with one worker
+    # per core that is paid once per core for nothing when ONNX Runtime serves.
+    probe = (
+        "import sys\n"
+        "from fastapi.testclient import TestClient\n"
+        "from inference_gateway.app import create_app\n"
+        "from inference_gateway.config import Settings\n"
+        "with TestClient(create_app(Settings(_env_file=None, model_backend='onnxruntime'))) as c:\n"
+        "    while c.get('/ready').status_code != 200: pass\n"
+        "    assert c.post('/predict', files={'file': open(sys.argv[1], 'rb')}).status_code == 200\n"
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n"
+    )
+    env = {"MODEL_CACHE_DIR": str(model_cache_dir), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(ROCKET_JPG)],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_export_onnx_command_exports_ahead_of_time(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
-import torch
+
+if TYPE_CHECKING:  # torch is imported only by the backend that runs it (~300 MB per process)
+    import torch
 
 
 @runtime_checkable
@@ -46,6 +48,9 @@ class TorchBackend:
         ``threads`` of 0 leaves torch's default (one per core). Torch's thread count is
         process-wide: one backend per process.
         """
+        import torch
+
+        self._torch = torch
         if threads > 0:
             torch.set_num_threads(threads)
         self._device = torch.device(device)
@@ -62,8 +67,8 @@ class TorchBackend:
 
     def predict(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """One forward pass under ``torch.inference_mode()``."""
-        with torch.inference_mode():
-            inputs = torch.from_numpy(batch).to(self._device)
+        with self._torch.inference_mode():
+            inputs = self._torch.from_numpy(batch).to(self._device)
             logits = self._module(inputs)
             result: npt.NDArray[np.float32] = logits.float().cpu().numpy()
             return result

