@@ -49,11 +49,15 @@ def main() -> None:
                         runs[(spec, connections)].append(result)
                         print(
                             f"repeat {repeat + 1} {spec} c={connections}: "
-                            f"{result['rps']:.1f}/s, {result['server_cpu_ms']:.2f} ms CPU",
+                            f"{result['rps']:.1f}/s, {result['server_cpu_ms']:.2f} ms CPU, "
+                            f"{result['spans_per_image']:.1f} spans exported per image",
                             flush=True,
                         )
-    print("\n| configuration | concurrency | images/s | p99 ms | server CPU ms/image | cores |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "\n| configuration | concurrency | images/s | p99 ms | server CPU ms/image | cores "
+        "| trace sink cores |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for (spec, connections), results in runs.items():
 
         def median(key: str, results: list[dict[str, float]] = results) -> float:
@@ -61,7 +65,8 @@ def main() -> None:
 
         print(
             f"| {spec} | {connections} | {median('rps'):.0f} | {median('p99_ms'):.0f} | "
-            f"{median('server_cpu_ms'):.1f} | {median('server_cores'):.2f} |"
+            f"{median('server_cpu_ms'):.1f} | {median('server_cores'):.2f} | "
+            f"{median('sink_cpu'):.2f} |"
         )
 
 

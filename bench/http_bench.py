@@ -23,7 +23,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,11 +110,26 @@ def _ready(url: str) -> bool:
 
 
 @dataclass(frozen=True)
-class RunningServer:
-    """A started server: where to reach it, and its process (the root of its tree)."""
+class TraceSink:
+    """A running `bench.otlp_sink`: where spans go, and its process."""
 
     url: str
     pid: int
+
+    def spans(self) -> int:
+        """How many spans have arrived so far."""
+        with urllib.request.urlopen(self.url + "/stats", timeout=5) as response:  # noqa: S310
+            return int(json.load(response)["spans"])
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    """A started server: where to reach it, its process (the root of its tree), and
+    the trace sink its spans go to (None when tracing is off)."""
+
+    url: str
+    pid: int
+    sink: TraceSink | None = None
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -145,6 +160,18 @@ def server(target: Target, workdir: Path) -> Iterator[RunningServer]:
     env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "ENVIRONMENT": "production",
            "LOG_FORMAT": "json", **target.env}  # fmt: skip
     env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+    with ExitStack() as stack:
+        sink = None
+        if target.kind == "gateway" and env.get("ENABLE_TRACING", "true").lower() == "true":
+            sink = stack.enter_context(otlp_sink(workdir))
+            env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = sink.url + "/v1/traces"
+        yield from _serve(target, workdir, env, sink)
+
+
+def _serve(
+    target: Target, workdir: Path, env: dict[str, str], sink: TraceSink | None
+) -> Iterator[RunningServer]:
+    port = int(env["PORT"])
     if target.kind == "gateway":
         command = [sys.executable, "-m", "inference_gateway.cli", "serve", *target.args]
         probe = "/ready"
@@ -165,9 +192,7 @@ def server(target: Target, workdir: Path) -> Iterator[RunningServer]:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{target.name} did not start; see {log.name}")
             time.sleep(0.2)
-        if "--workers" in target.args:
-            time.sleep(8)  # let every worker finish loading before the load starts
-        yield RunningServer(url, process.pid)
+        yield RunningServer(url, process.pid, sink)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -179,6 +204,29 @@ def server(target: Target, workdir: Path) -> Iterator[RunningServer]:
         log.close()
         time.sleep(SETTLE_SECONDS)  # let the machine settle before the next server
         wait_for_quiet()
+
+
+@contextmanager
+def otlp_sink(workdir: Path) -> Iterator[TraceSink]:
+    """Start `bench.otlp_sink` on a free loopback port; stop it afterwards."""
+    port = _free_port()
+    log = (workdir / f"otlp-sink-{port}.log").open("wb")
+    process = subprocess.Popen(  # noqa: S603 - fixed argument list
+        [sys.executable, "-m", "bench.otlp_sink", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    sink = TraceSink(f"http://127.0.0.1:{port}", process.pid)
+    try:
+        deadline = time.monotonic() + 30
+        while not _ready(sink.url + "/stats"):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the OTLP sink did not start; see {log.name}")
+            time.sleep(0.1)
+        yield sink
+    finally:
+        process.kill()
+        process.wait()
+        log.close()
 
 
 def _group_alive(pgid: int) -> bool:
@@ -230,6 +278,8 @@ def run_wrk(
     """One wrk run: throughput, latency percentiles, errors, wrk's CPU and the server's
     CPU per answered request."""
     url = running.url
+    sink = running.sink
+    sink_before = (tree_cpu_seconds(sink.pid), sink.spans()) if sink is not None else (0.0, 0)
     server_before = tree_cpu_seconds(running.pid)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     wrk = shutil.which("wrk") or "/usr/bin/wrk"
@@ -240,6 +290,8 @@ def run_wrk(
     )  # fmt: skip
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     server_cpu = tree_cpu_seconds(running.pid) - server_before
+    # Spans still in the server's batch queue arrive later: a run's count is approximate.
+    sink_after = (tree_cpu_seconds(sink.pid), sink.spans()) if sink is not None else (0.0, 0)
     stats = json.loads(completed.stdout.strip().splitlines()[-1])
     duration = stats["duration_us"] / 1e6
     failed = stats["errors"] + stats["non2xx"]
@@ -253,6 +305,8 @@ def run_wrk(
         "wrk_cpu": (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) / duration,
         "server_cpu_ms": server_cpu / answered * 1000,
         "server_cores": server_cpu / duration,
+        "sink_cpu": (sink_after[0] - sink_before[0]) / duration,
+        "spans_per_image": (sink_after[1] - sink_before[1]) / answered,
     }
 
 

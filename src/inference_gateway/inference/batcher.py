@@ -35,6 +35,7 @@ from inference_gateway.errors import (
 )
 from inference_gateway.inference.backends import Backend
 from inference_gateway.observability.telemetry import Telemetry
+from inference_gateway.observability.tracing import TracedOperation
 
 #: How many recent batch durations the admission estimate takes the median of.
 _RECENT_BATCHES = 16
@@ -293,11 +294,12 @@ class Batcher:
         links = [job.link for job in jobs if job.link is not None]
         started, started_ns = time.perf_counter(), time.time_ns()
         # The batch has no single parent: a root span linked to every request's span.
-        with tracer.start_as_current_span(
+        with TracedOperation(
             "inference_batch",
+            {"model.name": self.model_name, "batch.size": len(jobs)},
+            tracer=tracer,
             context=otel_context.Context(),
             links=links,
-            attributes={"model.name": self.model_name, "batch.size": len(jobs)},
             start_time=started_ns,
         ) as span:
             try:
