@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,9 +66,16 @@ GATEWAY_QUIET = {"LOG_LEVEL": "WARNING"}
 #: The default layout: one worker per core, each with one model thread, batches ≤ 4.
 DEFAULTS = "gateway onnxruntime, defaults (1 worker per core, batch <= 4)"
 OBS_OFF_NAME = "gateway onnxruntime, defaults, observability off"
+SAMPLED_NAME = "gateway onnxruntime, defaults, traces 10% sampled"
+NAIVE_NAME = "naive FastAPI, onnxruntime inline"
+PEER_NAME = "LitServe 0.2, onnxruntime, max_batch_size 8"
+#: The servers the targets compare: run back to back in every repeat, right after a
+#: measurement of the ceiling, so each repeat yields its own ratios (see `run`).
+VERDICT = (DEFAULTS, OBS_OFF_NAME, NAIVE_NAME, PEER_NAME)
 OBS_OFF = {"ENABLE_METRICS": "false", "ENABLE_TRACING": "false", "LOG_LEVEL": "WARNING"}
 OBS_ON = {"ENABLE_METRICS": "true", "ENABLE_TRACING": "true", "LOG_LEVEL": "INFO"}
 ONE_PROCESS = {"WORKERS": "1"}
+SAMPLED_10 = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
 
 
 def targets(quick: bool) -> list[Target]:
@@ -81,14 +88,14 @@ def targets(quick: bool) -> list[Target]:
         Target("gateway onnxruntime, batching off", "gateway",
                {**onnx, **OBS_ON, "MAX_BATCH_SIZE": "1"}, concurrency=all_c),
         Target(OBS_OFF_NAME, "gateway", {**onnx, **OBS_OFF}, concurrency=(1, 8, 32)),
+        Target(SAMPLED_NAME, "gateway", {**onnx, **OBS_ON, **SAMPLED_10}, concurrency=(1, 32)),
         Target("gateway onnxruntime, 1 worker x 2 threads (decode pool)", "gateway",
                {**onnx, **OBS_ON, "WORKERS": "1"}),
         Target("gateway torch, batching on", "gateway", {**torch, **OBS_ON}),
         Target("gateway torch, batching off", "gateway", {**torch, **OBS_ON, "MAX_BATCH_SIZE": "1"}),
         # One process each, their model threads sized to the whole machine.
-        Target("naive FastAPI, onnxruntime inline", "naive", {**onnx, **ONE_PROCESS},
-               concurrency=(1, 8, 32)),
-        Target("LitServe 0.2, onnxruntime, max_batch_size 8", "litserve", {**onnx, **ONE_PROCESS}),
+        Target(NAIVE_NAME, "naive", {**onnx, **ONE_PROCESS}, concurrency=(1, 8, 32)),
+        Target(PEER_NAME, "litserve", {**onnx, **ONE_PROCESS}),
     ]  # fmt: skip
     if quick:
         return [t for t in matrix if "1 worker x" not in t.name and "torch" not in t.name]
@@ -331,21 +338,35 @@ def _script(workdir: Path) -> Path:
     return script
 
 
-def run(seconds: float, repeats: int, quick: bool) -> dict[str, Any]:
-    """Every target at every concurrency, ``repeats`` times; raw runs and medians."""
+def run(
+    seconds: float,
+    repeats: int,
+    quick: bool,
+    ceiling_probe: Callable[[], float] | None = None,
+) -> dict[str, Any]:
+    """Every target at every concurrency, ``repeats`` times; raw runs and medians.
+
+    Each repeat runs the `VERDICT` servers back to back (their order rotated), just
+    after ``ceiling_probe`` (one measurement of the ceiling's best layout), then the
+    rest (also rotated). Neighbours on a shared VM move throughput by a third within
+    minutes; ratios taken within one repeat, a minute apart, cancel most of that, and
+    ``paired`` keeps them per repeat.
+    """
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
     runs: dict[str, dict[str, list[dict[str, float]]]] = {}
+    ceilings: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         workdir = Path(tmp)
         script = _script(workdir)
         matrix = targets(quick)
+        block = [t for t in matrix if t.name in VERDICT]
+        rest = [t for t in matrix if t.name not in VERDICT]
         for repeat in range(repeats):
-            # Rotate the order each repeat: the first server after the ceiling's
-            # processes measures low, and the median then drops that run for every
-            # target instead of always penalising the same one.
-            shift = repeat % len(matrix)
-            for target in matrix[shift:] + matrix[:shift]:
+            if ceiling_probe is not None:
+                wait_for_quiet()
+                ceilings.append(ceiling_probe())
+            for target in _rotated(block, repeat) + _rotated(rest, repeat):
                 with server(target, workdir) as running:
                     run_wrk(running, script, 4, 2)  # warm-up
                     for c in target.concurrency:
@@ -355,7 +376,43 @@ def run(seconds: float, repeats: int, quick: bool) -> dict[str, Any]:
         name: {c: {k: median([r[k] for r in rs]) for k in rs[0]} for c, rs in by_c.items()}
         for name, by_c in runs.items()
     }
-    return {"seconds": seconds, "repeats": repeats, "runs": runs, "median": medians}
+    return {
+        "seconds": seconds,
+        "repeats": repeats,
+        "runs": runs,
+        "median": medians,
+        "paired": paired(runs, ceilings),
+    }
+
+
+def _rotated(targets: list[Target], repeat: int) -> list[Target]:
+    """``targets`` rotated by ``repeat``: no server always runs first after a pause."""
+    shift = repeat % max(len(targets), 1)
+    return targets[shift:] + targets[:shift]
+
+
+def paired(
+    runs: dict[str, dict[str, list[dict[str, float]]]], ceilings: list[float]
+) -> dict[str, list[float]]:
+    """The targets' ratios, one per repeat, each from servers measured in that repeat."""
+
+    def cell(name: str, c: int, key: str) -> list[float]:
+        return [r[key] for r in runs.get(name, {}).get(str(c), [])]
+
+    gateway32 = cell(DEFAULTS, 32, "rps")
+    ratios: dict[str, list[float]] = {"ceiling": list(ceilings)}
+    if ceilings:
+        ratios["of_ceiling"] = [g / c for g, c in zip(gateway32, ceilings, strict=False) if c]
+    for key, name in (("over_naive", NAIVE_NAME), ("over_peer", PEER_NAME)):
+        other = cell(name, 32, "rps")
+        ratios[key] = [g / o for g, o in zip(gateway32, other, strict=False) if o]
+    off32 = cell(OBS_OFF_NAME, 32, "rps")
+    ratios["obs_cost"] = [1 - g / o for g, o in zip(gateway32, off32, strict=False) if o]
+    ratios["obs_p50_ms"] = [
+        g - o
+        for g, o in zip(cell(DEFAULTS, 1, "p50_ms"), cell(OBS_OFF_NAME, 1, "p50_ms"), strict=False)
+    ]
+    return ratios
 
 
 def markdown(result: dict[str, Any]) -> str:

@@ -22,6 +22,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from PIL import Image
 
 os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
 
+from bench.http_bench import otlp_sink
 from inference_gateway.app import create_app
 from inference_gateway.config import Settings
 from inference_gateway.inference.labels import imagenet_labels
@@ -79,11 +81,15 @@ def _jpeg() -> bytes:
     return buffer.getvalue()
 
 
+TRACED = "metrics + tracing (100% sampled, no export)"
 CONFIGS: dict[str, dict[str, Any]] = {
     "all off": {"enable_metrics": False, "enable_tracing": False},
     "metrics on": {"enable_metrics": True, "enable_tracing": False},
-    "metrics + tracing (100% sampled, no export)": {"enable_metrics": True, "enable_tracing": True},
+    TRACED: {"enable_metrics": True, "enable_tracing": True},
 }
+#: The configuration whose spans go to a local OTLP sink: batched, encoded and posted
+#: as in production (its endpoint is filled in when the sink runs).
+EXPORTED = "metrics + tracing (100% sampled, OTLP export)"
 
 
 async def _call(app: Callable[..., Any], method: str, path: str, body: bytes, ctype: str) -> int:
@@ -222,14 +228,18 @@ def main() -> None:
             handler.setStream(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the run
     body = _jpeg()
     paths = ("/health", "/predict", REFUSED)
-    wall: dict[str, dict[str, list[float]]] = {p: {c: [] for c in CONFIGS} for p in paths}
-    cpu: dict[str, dict[str, list[float]]] = {p: {c: [] for c in CONFIGS} for p in paths}
-    for _ in range(args.repeats):
-        for path in paths:
-            for name, config in CONFIGS.items():
-                w, c = asyncio.run(_bounded(_run(config, args.requests, path, body), path, name))
-                wall[path][name].append(w)
-                cpu[path][name].append(c)
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, otlp_sink(Path(tmp)) as sink:
+        endpoint = {"otel_exporter_otlp_traces_endpoint": sink.url + "/v1/traces"}
+        configs = {**CONFIGS, EXPORTED: {**CONFIGS[TRACED], **endpoint}}
+        wall: dict[str, dict[str, list[float]]] = {p: {c: [] for c in configs} for p in paths}
+        cpu: dict[str, dict[str, list[float]]] = {p: {c: [] for c in configs} for p in paths}
+        for _ in range(args.repeats):
+            for path in paths:
+                for name, config in configs.items():
+                    run = _run(config, args.requests, path, body)
+                    w, c = asyncio.run(_bounded(run, path, name))
+                    wall[path][name].append(w)
+                    cpu[path][name].append(c)
     machine = platform.processor() or platform.machine()
     print(f"Machine: {machine}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     print(f"{args.requests} requests per run, {args.repeats} runs per cell, medians\n")
@@ -241,7 +251,7 @@ def main() -> None:
     for path in paths:
         wall_base = statistics.median(wall[path]["all off"])
         cpu_base = statistics.median(cpu[path]["all off"])
-        for name in CONFIGS:
+        for name in configs:
             w = statistics.median(wall[path][name])
             c = statistics.median(cpu[path][name])
             summary.setdefault(path, {})[name] = {"wall_us": w, "cpu_us": c}
