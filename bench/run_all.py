@@ -22,11 +22,11 @@ def _cell(result: dict[str, Any], name: str, concurrency: int) -> dict[str, floa
     return result["median"].get(name, {}).get(str(concurrency))
 
 
-def _verdict(values: list[float], fmt: str) -> str:
+def _verdict(values: list[float], fmt: str, unit: str = "") -> str:
     """The median of per-repeat values, and their range when there are several."""
-    text = format(median(values), fmt)
+    text = format(median(values), fmt) + unit
     if len(values) > 1:
-        text += f" ({format(min(values), fmt)} to {format(max(values), fmt)})"
+        text += f" ({format(min(values), fmt)}{unit} to {format(max(values), fmt)}{unit})"
     return text
 
 
@@ -47,7 +47,7 @@ def targets(http: dict[str, Any], shed: dict[str, Any]) -> list[tuple[str, str, 
     if pairs.get("over_naive"):
         ratio = median(pairs["over_naive"])
         rows.append(
-            ("≥ 1.5× the naive app at c=32", _verdict(pairs["over_naive"], ".2f") + "×",
+            ("≥ 1.5× the naive app at c=32", _verdict(pairs["over_naive"], ".2f", "×"),
              ratio >= 1.5)
         )  # fmt: skip
     gw32 = _cell(http, http_bench.DEFAULTS, 32)
@@ -58,7 +58,7 @@ def targets(http: dict[str, Any], shed: dict[str, Any]) -> list[tuple[str, str, 
         rows.append(
             (
                 "≥ 1.5× LitServe at c=32, with a lower p99",
-                f"{_verdict(pairs['over_peer'], '.2f')}×, "
+                f"{_verdict(pairs['over_peer'], '.2f', '×')}, "
                 f"p99 {gw32['p99_ms']:.0f} vs {peer32['p99_ms']:.0f} ms",
                 ratio >= 1.5 and lower,
             )
@@ -71,7 +71,7 @@ def targets(http: dict[str, Any], shed: dict[str, Any]) -> list[tuple[str, str, 
             (
                 "full observability ≤ 5% throughput (c=32) and ≤ 1 ms p50 (c=1)",
                 f"{_verdict(pairs['obs_cost'], '.0%')} throughput, "
-                f"{_verdict(pairs['obs_p50_ms'], '+.1f')} ms p50",
+                f"{_verdict(pairs['obs_p50_ms'], '+.1f', ' ms')} p50",
                 cost <= 0.05 and p50 <= 1,
             )
         )
@@ -83,6 +83,23 @@ def targets(http: dict[str, Any], shed: dict[str, Any]) -> list[tuple[str, str, 
         ("goodput at 2× the saturation rate ≥ 90% of saturation", f"{ratio:.0%}", ratio >= 0.9)
     )
     return rows
+
+
+def paired_markdown(pairs: dict[str, list[float]]) -> str:
+    """The per-repeat values behind the targets."""
+    labels = {
+        "ceiling": ("ceiling, best layout (images/s)", ".0f"),
+        "of_ceiling": ("gateway c=32 / ceiling", ".0%"),
+        "over_naive": ("gateway / naive app, c=32", ".2f"),
+        "over_peer": ("gateway / LitServe, c=32", ".2f"),
+        "obs_cost": ("throughput lost to observability, c=32", ".0%"),
+        "obs_p50_ms": ("p50 added by observability, c=1 (ms)", "+.1f"),
+    }
+    lines = ["| per repeat | values |", "|---|---|"]
+    for key, (label, fmt) in labels.items():
+        if pairs.get(key):
+            lines.append(f"| {label} | {', '.join(format(v, fmt) for v in pairs[key])} |")
+    return "\n".join(lines)
 
 
 def _ceiling_probe(ceiling: dict[str, Any]) -> Callable[[], float]:
@@ -123,7 +140,10 @@ def main() -> None:
         "only. `server CPU ms/image` is the CPU time (every thread and worker, from "
         "`/proc`) the server spent per answered image, the efficiency figure that noise "
         "on a shared VM disturbs least; `server cores` is that CPU over the run's "
-        "duration. `wrk CPU` is the load generator's share of one core.",
+        "duration. `wrk CPU` is the load generator's share of one core. With tracing "
+        "on, every span is exported over OTLP/HTTP to a local sink (`bench/otlp_sink.py`, "
+        "its own process), as to a collector in production: batching, protobuf encoding "
+        "and the POST are part of the cost measured.",
         "",
         http_bench.markdown(http),
         "",
@@ -137,9 +157,18 @@ def main() -> None:
         "",
         "## Targets",
         "",
+        "Each repeat runs the compared servers (default gateway, observability off, naive "
+        "app, LitServe) back to back, right after one more 5-s measurement of the "
+        "ceiling's best layout; each ratio is taken within a repeat and the median of "
+        "the repeats decides (range in brackets). Neighbours on a shared VM move "
+        "throughput by a third within minutes: ratios of servers measured a minute apart "
+        "cancel most of that, ratios of medians taken a quarter of an hour apart do not.",
+        "",
         "| target | measured | met |",
         "|---|---|---|",
         *(f"| {what} | {measured} | {'yes' if ok else 'no'} |" for what, measured, ok in rows),
+        "",
+        paired_markdown(http["paired"]),
         "",
     ]
     RESULTS.mkdir(parents=True, exist_ok=True)
