@@ -69,6 +69,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.run_all $(BENCH_ARGS)
 	$(PY) -m bench.telemetry_overhead $(OVERHEAD_ARGS) --json-out bench/results/raw/telemetry_overhead.json \
 		| tee bench/results/telemetry_overhead.md
+	$(PY) -m bench.observability_parts | tee bench/results/observability_parts.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage .coverage.* htmlcov
