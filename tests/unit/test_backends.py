@@ -101,6 +101,23 @@ def test_serving_a_cached_onnx_model_never_imports_torch(model_cache_dir: Path, 
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_onnx_file_name_carries_torch_version_even_without_package_metadata(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.metadata
+
+    import torch
+
+    def missing(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    with_metadata = onnx_path(tmp_path, "efficientnet-lite0", "1")
+    monkeypatch.setattr(importlib.metadata, "version", missing)
+    without = onnx_path(tmp_path, "efficientnet-lite0", "1")
+    assert without == with_metadata
+    assert f"-torch{torch.__version__}-" in without.name
+
+
 def test_export_onnx_command_exports_ahead_of_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -31,6 +31,7 @@ from tests.helpers import (
     ControlledBackend,
     controlled_app,
     controlled_loader,
+    held_prediction,
     make_settings,
     ready_client,
     wait_until,
@@ -186,6 +187,31 @@ def test_failures_are_recorded_on_the_span_with_status_error() -> None:
     assert pre.events[0].attributes["exception.type"].endswith("InvalidImageException")
     assert pre.events[0].attributes["exception.message"]
     assert "exception.stacktrace" not in pre.events[0].attributes
+
+
+def test_a_batch_span_is_a_root_linked_to_its_requests_and_records_failures() -> None:
+    backend = ControlledBackend(blocked=True)
+    client, exporter = _traced_app(backend, model_warmup=False, max_batch_size=4)
+    with client:
+        ready_client(client)
+        # One request in the model, two queued behind it: they become one batch of two.
+        with held_prediction(client, backend, count=3) as statuses:
+            backend.fail_with = RuntimeError("kaboom")
+    assert statuses == [500, 500, 500]
+    spans = exporter.get_finished_spans()
+    batches = [s for s in spans if s.name == "inference_batch"]
+    # The lone first request's batch; the pair's; each of the pair retried alone.
+    assert sorted(s.attributes["batch.size"] for s in batches) == [1, 1, 1, 2]
+    pair = next(s for s in batches if s.attributes["batch.size"] == 2)
+    assert pair.parent is None  # no single request owns a batch
+    inference = {s.context.span_id: s for s in spans if s.name == "model_inference"}
+    linked = [inference[link.context.span_id] for link in pair.links]
+    assert len(linked) == 2 and len({s.context.trace_id for s in linked}) == 2
+    assert all(s.context.trace_id != pair.context.trace_id for s in linked)
+    for batch in batches:
+        assert batch.status.status_code is StatusCode.ERROR, batch.attributes
+        failure = next(e for e in batch.events if e.name == "exception")
+        assert "kaboom" in failure.attributes["exception.message"]
 
 
 def test_probes_and_scrapes_are_not_traced() -> None:

@@ -35,7 +35,7 @@ from inference_gateway.errors import (
 )
 from inference_gateway.inference.backends import Backend
 from inference_gateway.observability.telemetry import Telemetry
-from inference_gateway.observability.tracing import TracedOperation
+from inference_gateway.observability.tracing import TracedOperation, set_span_error
 
 #: How many recent batch durations the admission estimate takes the median of.
 _RECENT_BATCHES = 16
@@ -311,6 +311,7 @@ class Batcher:
                     metrics.record_inference_error(self.model_name, type(exc).__name__)
                 failure = ModelInferenceException("The model failed on this input.")
                 failure.__cause__ = exc  # the access log line carries its traceback
+                set_span_error(exc, span)  # the batch span shows the failure too
                 settled.append((jobs[0], failure))
                 return
             batch_context = span.get_span_context()

@@ -30,8 +30,19 @@ _CHATTY_LOGGERS = ("torch.onnx", "torch.export", "onnx_ir", "onnxscript")
 
 def onnx_path(cache_dir: Path, name: str, version: str) -> Path:
     """Where the ONNX file of ``name`` ``version`` lives for this torch and opset."""
-    torch_version = importlib.metadata.version("torch")  # == torch.__version__, not imported
-    return cache_dir / f"{name}-v{version}-torch{torch_version}-opset{OPSET}.onnx"
+    return cache_dir / f"{name}-v{version}-torch{_torch_version()}-opset{OPSET}.onnx"
+
+
+def _torch_version() -> str:
+    """torch's version from its package metadata (the same as ``torch.__version__``)
+    without importing it, which costs ~300 MB and ~2 s; imported only when torch
+    is present without metadata (a source checkout on ``sys.path``)."""
+    try:
+        return importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        import torch
+
+        return str(torch.__version__)
 
 
 @contextmanager
