@@ -399,19 +399,20 @@ def paired(
     def cell(name: str, c: int, key: str) -> list[float]:
         return [r[key] for r in runs.get(name, {}).get(str(c), [])]
 
+    def pairs(a: list[float], b: list[float]) -> list[tuple[float, float]]:
+        """Repeat by repeat; a server missing from the run gives no pairs, and lists
+        of different lengths (repeats that cannot be matched) are an error."""
+        return list(zip(a, b, strict=True)) if a and b else []
+
     gateway32 = cell(DEFAULTS, 32, "rps")
     ratios: dict[str, list[float]] = {"ceiling": list(ceilings)}
-    if ceilings:
-        ratios["of_ceiling"] = [g / c for g, c in zip(gateway32, ceilings, strict=False) if c]
+    ratios["of_ceiling"] = [g / c for g, c in pairs(gateway32, ceilings) if c]
     for key, name in (("over_naive", NAIVE_NAME), ("over_peer", PEER_NAME)):
-        other = cell(name, 32, "rps")
-        ratios[key] = [g / o for g, o in zip(gateway32, other, strict=False) if o]
+        ratios[key] = [g / o for g, o in pairs(gateway32, cell(name, 32, "rps")) if o]
     off32 = cell(OBS_OFF_NAME, 32, "rps")
-    ratios["obs_cost"] = [1 - g / o for g, o in zip(gateway32, off32, strict=False) if o]
-    ratios["obs_p50_ms"] = [
-        g - o
-        for g, o in zip(cell(DEFAULTS, 1, "p50_ms"), cell(OBS_OFF_NAME, 1, "p50_ms"), strict=False)
-    ]
+    ratios["obs_cost"] = [1 - g / o for g, o in pairs(gateway32, off32) if o]
+    on1, off1 = cell(DEFAULTS, 1, "p50_ms"), cell(OBS_OFF_NAME, 1, "p50_ms")
+    ratios["obs_p50_ms"] = [g - o for g, o in pairs(on1, off1)]
     return ratios
 
 

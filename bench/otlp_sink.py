@@ -45,12 +45,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(_EMPTY_RESPONSE, "application/x-protobuf")
 
     def do_GET(self) -> None:
+        if self.path != "/stats":  # never mistaken for a server's readiness probe
+            self._answer(b"", "text/plain", status=404)
+            return
         with _lock:
             payload = json.dumps(_counts).encode()
         self._answer(payload, "application/json")
 
-    def _answer(self, payload: bytes, content_type: str) -> None:
-        self.send_response(200)
+    def _answer(self, payload: bytes, content_type: str, status: int = 200) -> None:
+        self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()

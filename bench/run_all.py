@@ -71,7 +71,7 @@ def targets(http: dict[str, Any], shed: dict[str, Any]) -> list[tuple[str, str, 
             (
                 "full observability ≤ 5% throughput (c=32) and ≤ 1 ms p50 (c=1)",
                 f"{_verdict(pairs['obs_cost'], '.0%')} throughput, "
-                f"{_verdict(pairs['obs_p50_ms'], '+.1f', ' ms')} p50",
+                f"{_verdict(pairs['obs_p50_ms'], '+.2f', ' ms')} p50",
                 cost <= 0.05 and p50 <= 1,
             )
         )
@@ -93,7 +93,7 @@ def paired_markdown(pairs: dict[str, list[float]]) -> str:
         "over_naive": ("gateway / naive app, c=32", ".2f"),
         "over_peer": ("gateway / LitServe, c=32", ".2f"),
         "obs_cost": ("throughput lost to observability, c=32", ".0%"),
-        "obs_p50_ms": ("p50 added by observability, c=1 (ms)", "+.1f"),
+        "obs_p50_ms": ("p50 added by observability, c=1 (ms)", "+.2f"),
     }
     lines = ["| per repeat | values |", "|---|---|"]
     for key, (label, fmt) in labels.items():
