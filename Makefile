@@ -42,6 +42,7 @@ lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check src tests bench scripts loadtest
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy --strict loadtest/locustfile.py loadtest/slo_summary.py
+	$(VENV)/bin/mypy --strict bench
 
 format: $(DEV_STAMP)
 	$(VENV)/bin/ruff format src tests bench scripts loadtest

@@ -25,7 +25,7 @@ def _worker(backend: str, threads: int, batch_size: int, seconds: float, queue: 
     from inference_gateway.inference.model import load_model
     from inference_gateway.inference.preprocess import ImageLimits, prepare_image
 
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     model = load_model("efficientnet-lite0", "1", backend, "cpu", threads, settings.model_cache_dir)
     data = photo_jpeg()
     limits, config = ImageLimits(), model.spec.preprocess

@@ -22,7 +22,7 @@ class ClassifierAPI(ls.LitAPI):  # type: ignore[misc]
     """EfficientNet-Lite0 on ONNX Runtime, LitServe's hooks."""
 
     def setup(self, device: str) -> None:
-        self.model: LoadedModel = load_configured_model(Settings(_env_file=None))  # type: ignore[call-arg]
+        self.model: LoadedModel = load_configured_model(Settings(_env_file=None))
 
     def decode_request(self, request):  # type: ignore[no-untyped-def]  # LitServe infers the request type from the annotation: none means the form
         data = request["file"].file.read()

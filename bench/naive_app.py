@@ -19,7 +19,7 @@ from inference_gateway.inference.model import load_configured_model
 from inference_gateway.inference.postprocess import top_k
 from inference_gateway.inference.preprocess import ImageLimits, prepare_image
 
-settings = Settings(_env_file=None)  # type: ignore[call-arg]
+settings = Settings(_env_file=None)
 model = load_configured_model(settings)
 app = FastAPI()
 

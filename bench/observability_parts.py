@@ -78,7 +78,7 @@ def _cpu_us(step: Callable[[], object], iterations: int) -> float:
 def _request_spans(requests: int = 100) -> list[ReadableSpan]:
     """The spans ``requests`` answered uploads of the bench photo make in the app."""
     memory = InMemorySpanExporter()
-    settings = Settings(_env_file=None, log_level="WARNING", workers=2)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, log_level="WARNING", workers=2)
     app = create_app(
         settings,
         model_loader=_loader,

@@ -19,7 +19,8 @@ from bench.common import RAW, RESULTS, machine, median, photo_jpeg
 
 
 def _cell(result: dict[str, Any], name: str, concurrency: int) -> dict[str, float] | None:
-    return result["median"].get(name, {}).get(str(concurrency))
+    cell: dict[str, float] | None = result["median"].get(name, {}).get(str(concurrency))
+    return cell
 
 
 def _verdict(values: list[float], fmt: str, unit: str = "") -> str:

@@ -138,11 +138,13 @@ async def _run(
         if refused
         else _loader
     )
-    extra = {"max_queue_size": 1, "max_batch_size": 1, "model_warmup": False} if refused else {}
+    extra: dict[str, Any] = (
+        {"max_queue_size": 1, "max_batch_size": 1, "model_warmup": False} if refused else {}
+    )
     # As one worker of `serve`'s default layout (one per core), whose threads are sized
     # to its share of the cores; WORKERS=0 in-process would mean a lone process.
-    workers = Settings(_env_file=None).effective_workers  # type: ignore[call-arg]
-    settings = Settings(  # type: ignore[call-arg]
+    workers = Settings(_env_file=None).effective_workers
+    settings = Settings(
         _env_file=None, log_level="WARNING", log_format="json", workers=workers,
         **config, **extra,
     )  # fmt: skip
