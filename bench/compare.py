@@ -12,11 +12,11 @@ model that answers at once (`bench.instant_app`), leaving only the gateway's own
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 from collections import defaultdict
 from pathlib import Path
 
+from bench.common import median
 from bench.http_bench import OBS_ON, Target, _script, run_wrk, server
 
 
@@ -59,14 +59,10 @@ def main() -> None:
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for (spec, connections), results in runs.items():
-
-        def median(key: str, results: list[dict[str, float]] = results) -> float:
-            return statistics.median(r[key] for r in results)
-
+        m = {key: median([r[key] for r in results]) for key in results[0]}
         print(
-            f"| {spec} | {connections} | {median('rps'):.0f} | {median('p99_ms'):.0f} | "
-            f"{median('server_cpu_ms'):.1f} | {median('server_cores'):.2f} | "
-            f"{median('sink_cpu'):.2f} |"
+            f"| {spec} | {connections} | {m['rps']:.0f} | {m['p99_ms']:.0f} | "
+            f"{m['server_cpu_ms']:.1f} | {m['server_cores']:.2f} | {m['sink_cpu']:.2f} |"
         )
 
 
