@@ -13,11 +13,23 @@ import argparse
 import json
 import multiprocessing as mp
 import time
-from typing import Any
+from statistics import fmean
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from bench.common import RAW, machine, median, photo_jpeg
+
+
+class Measured(NamedTuple):
+    """One measurement of a layout: images/s summed over its processes, and CPU
+    milliseconds per image (mean of the processes): in all, in decoding and
+    preprocessing (the batch's stacking included), in the forward pass."""
+
+    rate: float
+    cpu_ms: float
+    preprocess_ms: float
+    forward_ms: float
 
 
 def _worker(backend: str, threads: int, batch_size: int, seconds: float, queue: Any) -> None:
@@ -29,26 +41,33 @@ def _worker(backend: str, threads: int, batch_size: int, seconds: float, queue: 
     model = load_model("efficientnet-lite0", "1", backend, "cpu", threads, settings.model_cache_dir)
     data = photo_jpeg()
     limits, config = ImageLimits(), model.spec.preprocess
+    spent = [0.0, 0.0]  # CPU seconds: decode + preprocess + stack, forward pass
 
     def step() -> None:
+        started = time.process_time()
         batch = np.stack([prepare_image(data, limits, config).tensor for _ in range(batch_size)])
+        prepared = time.process_time()
         model.backend.predict(batch)
+        spent[0] += prepared - started
+        spent[1] += time.process_time() - prepared
 
     for _ in range(3):
         step()
+    spent[:] = [0.0, 0.0]
     done, started, cpu_started = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - started < seconds:
         step()
         done += batch_size
     cpu_ms = (time.process_time() - cpu_started) / done * 1000
-    queue.put((done / (time.perf_counter() - started), cpu_ms))
+    rate = done / (time.perf_counter() - started)
+    queue.put(Measured(rate, cpu_ms, spent[0] / done * 1000, spent[1] / done * 1000))
 
 
 def measure(
     backend: str, processes: int, threads: int, batch_size: int, seconds: float
-) -> tuple[float, float]:
-    """Images per second summed over ``processes`` fresh processes running at once, and
-    the CPU milliseconds each image cost (all threads of a process, mean of processes)."""
+) -> Measured:
+    """``processes`` fresh processes running at once: images per second summed, and the
+    CPU milliseconds each image cost (all threads of a process, mean of processes)."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     procs = [
@@ -60,30 +79,39 @@ def measure(
     results = [queue.get(timeout=600) for _ in procs]
     for proc in procs:
         proc.join()
-    return float(sum(r for r, _ in results)), float(sum(c for _, c in results) / len(results))
+    return Measured(
+        float(sum(r.rate for r in results)),
+        fmean(r.cpu_ms for r in results),
+        fmean(r.preprocess_ms for r in results),
+        fmean(r.forward_ms for r in results),
+    )
 
 
 LAYOUTS = [(1, 2), (2, 1)]  # (processes, threads per process)
+#: `Measured` fields kept per cell, each as a median over repeats.
+CPU_PARTS = ("cpu_ms", "preprocess_ms", "forward_ms")
 
 
 def run(backend: str, seconds: float, repeats: int, batch_sizes: list[int]) -> dict[str, Any]:
-    """Median images/s (and CPU ms per image) per (layout, batch size); the best."""
+    """Median images/s (and CPU ms per image, in all and by part) per (layout, batch
+    size); the best."""
     table: dict[str, list[float]] = {}
-    cpu: dict[str, list[float]] = {}
+    cpu: dict[str, dict[str, list[float]]] = {part: {} for part in CPU_PARTS}
     for _ in range(repeats):
         for processes, threads in LAYOUTS:
             for batch_size in batch_sizes:
                 key = f"{processes}x{threads}/b{batch_size}"
-                rate, cpu_ms = measure(backend, processes, threads, batch_size, seconds)
-                table.setdefault(key, []).append(rate)
-                cpu.setdefault(key, []).append(cpu_ms)
+                measured = measure(backend, processes, threads, batch_size, seconds)
+                table.setdefault(key, []).append(measured.rate)
+                for part in CPU_PARTS:
+                    cpu[part].setdefault(key, []).append(getattr(measured, part))
     medians = {k: median(v) for k, v in table.items()}
     best = max(medians, key=medians.__getitem__)
     return {
         "backend": backend,
         "runs": table,
         "median": medians,
-        "cpu_ms": {k: median(v) for k, v in cpu.items()},
+        **{part: {k: median(v) for k, v in cpu[part].items()} for part in CPU_PARTS},
         "best": best,
         "limit": medians[best],
     }
@@ -93,19 +121,20 @@ def markdown(result: dict[str, Any]) -> str:
     """The table of one backend's ceiling."""
     lines = [
         f"Ceiling without HTTP, backend `{result['backend']}` (medians; CPU ms per image "
-        "counts every thread of the process):",
+        "counts every thread of the process; of it, decoding and preprocessing with the "
+        "batch's stacking, and the forward pass):",
         "",
-        "| layout | batch | images/s | CPU ms/image |",
-        "|---|---:|---:|---:|",
+        "| layout | batch | images/s | CPU ms/image | decode + preprocess | forward pass |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for key, value in result["median"].items():
         layout, batch = key.split("/b")
         processes, threads = layout.split("x")
         mark = " **best**" if key == result["best"] else ""
-        cpu_ms = result["cpu_ms"][key]
         lines.append(
             f"| {processes} process × {threads} thread | {batch} | {value:.0f}{mark} "
-            f"| {cpu_ms:.1f} |"
+            f"| {result['cpu_ms'][key]:.1f} | {result['preprocess_ms'][key]:.1f} "
+            f"| {result['forward_ms'][key]:.1f} |"
         )
     return "\n".join(lines)
 

@@ -103,11 +103,32 @@ def paired_markdown(pairs: dict[str, list[float]]) -> str:
     return "\n".join(lines)
 
 
+def cpu_split(ceiling: dict[str, Any], http: dict[str, Any]) -> str:
+    """Where an image's CPU goes: the ceiling's parts against the gateway's threads."""
+    best = ceiling["best"]
+    lines = [
+        "| where (ms of CPU per image, medians) | decode, preprocess, HTTP, framework, "
+        "telemetry | forward pass (and, in the gateway, span export) | total |",
+        "|---|---:|---:|---:|",
+        f"| ceiling, best layout ({best}) | {ceiling['preprocess_ms'][best]:.1f} "
+        f"| {ceiling['forward_ms'][best]:.1f} | {ceiling['cpu_ms'][best]:.1f} |",
+    ]
+    for name in (http_bench.DEFAULTS, http_bench.OBS_OFF_NAME):
+        cell = _cell(http, name, 32)
+        if cell:
+            total, loop = cell["server_cpu_ms"], cell["main_cpu_ms"]
+            lines.append(
+                f"| {name}, c=32: event loops / other threads | {loop:.1f} "
+                f"| {total - loop:.1f} | {total:.1f} |"
+            )
+    return "\n".join(lines)
+
+
 def _ceiling_probe(ceiling: dict[str, Any]) -> Callable[[], float]:
     """One more measurement of the ceiling's best layout (key like ``2x1/b4``)."""
     layout, batch = ceiling["best"].split("/b")
     processes, threads = (int(n) for n in layout.split("x"))
-    return lambda: limit.measure(ceiling["backend"], processes, threads, int(batch), 5)[0]
+    return lambda: limit.measure(ceiling["backend"], processes, threads, int(batch), 5).rate
 
 
 def main() -> None:
@@ -144,9 +165,19 @@ def main() -> None:
         "duration. `wrk CPU` is the load generator's share of one core. With tracing "
         "on, every span is exported over OTLP/HTTP to a local sink (`bench/otlp_sink.py`, "
         "its own process), as to a collector in production: batching, protobuf encoding "
-        "and the POST are part of the cost measured.",
+        "and the POST are part of the cost measured. `of which main threads` is the part "
+        "spent in the processes' main threads: in a gateway worker the event loop (HTTP, "
+        "multipart, JPEG decoding and preprocessing, the response, logs, metrics and "
+        "spans), the forward passes and span export being in other threads; in the naive "
+        "app everything but ONNX Runtime's second thread; in LitServe its server's and "
+        "inference workers' main threads.",
         "",
         http_bench.markdown(http),
+        "",
+        "Where the CPU goes, the ceiling's loop against the gateway's threads (the "
+        "gateway decodes on its event loops):",
+        "",
+        cpu_split(ceiling, http),
         "",
         "## 6. Overload: shedding, not collapsing",
         "",
