@@ -9,6 +9,9 @@ BENCH_STAMP := $(VENV)/.bench-installed
 # A smoke run: make bench BENCH_ARGS="--quick --repeats 1 --seconds 2" OVERHEAD_ARGS="--requests 100 --repeats 1"
 BENCH_ARGS ?=
 OVERHEAD_ARGS ?=
+# Recipes run in bash with pipefail: a failing benchmark piped into `tee` fails the target.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 
 .PHONY: help install install-dev run test tools lint format pytest soak bench clean
 
@@ -71,6 +74,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.telemetry_overhead $(OVERHEAD_ARGS) --json-out bench/results/raw/telemetry_overhead.json \
 		| tee bench/results/telemetry_overhead.md
 	$(PY) -m bench.observability_parts | tee bench/results/observability_parts.md
+	$(PY) -m bench.gil_profile | tee bench/results/gil_profile.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage .coverage.* htmlcov
