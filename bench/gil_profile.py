@@ -48,7 +48,8 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("logs (structlog, logging)", (
         "/structlog/", "/logging/", "inference_gateway/observability/logging.py")),
     ("request middleware (ids, access log, Server-Timing)", ("inference_gateway/observability/",)),
-    ("JPEG decoding and preprocessing", ("/PIL/", "inference_gateway/inference/preprocess.py")),
+    ("image decoding and preprocessing (the Python around the C work)", (
+        "/PIL/", "inference_gateway/inference/preprocess.py")),
     ("batcher, forward pass call, top-k", ("inference_gateway/inference/",)),
     ("multipart parsing", ("/python_multipart/", "inference_gateway/api/multipart.py")),
     ("FastAPI, Starlette, pydantic, routes", (
@@ -93,17 +94,30 @@ def _workers(pid: int) -> list[int]:
     return workers or [pid]
 
 
-def _py_spy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+def _py_spy_binary() -> str:
+    """py-spy from PATH or beside this Python (the bench extra installs it)."""
+    found = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if found is None:
+        raise SystemExit("py-spy is not installed: pip install -e '.[bench]'")
+    return found
+
+
+def _py_spy(pid: int, seconds: int, out: Path) -> subprocess.Popen[bytes]:
     """Start sampling ``pid``'s GIL holder into ``out`` for ``seconds``."""
-    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     options = ["record", "--gil", "--nonblocking", "--full-filenames", "--format", "raw"]
-    command = [py_spy, *options, "--pid", str(pid), "--duration", str(int(seconds)),
+    command = [_py_spy_binary(), *options, "--pid", str(pid), "--duration", str(seconds),
                "--rate", str(RATE), "--output", str(out)]  # fmt: skip
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: S603
 
 
-def profile(target: Target, seconds: float, connections: int, workdir: Path) -> dict[str, Any]:
-    """Sample ``target``'s workers for ``seconds`` under ``wrk`` load."""
+def profile(target: Target, seconds: int, connections: int, workdir: Path) -> dict[str, Any]:
+    """Sample ``target``'s workers for ``seconds`` under ``wrk`` load.
+
+    ``wrk`` runs 3 s longer than py-spy, which starts 1.5 s in, so the sampled window
+    lies inside the load; images per second come from the whole ``wrk`` run, and a
+    sampler that fell behind would make the figures low, not high.
+    """
+    _py_spy_binary()  # fail before starting anything
     script = _script(workdir)
     with server(target, workdir) as running:
         run_wrk(running, script, connections, 2)  # warm up
@@ -115,13 +129,18 @@ def profile(target: Target, seconds: float, connections: int, workdir: Path) -> 
         time.sleep(1.5)
         outputs = {worker: workdir / f"stacks-{worker}.txt" for worker in _workers(running.pid)}
         spies = [_py_spy(worker, seconds, out) for worker, out in outputs.items()]
-        errors = [spy.communicate()[1].decode(errors="replace") for spy in spies]
+        errors = [(spy.communicate()[1], spy.returncode) for spy in spies]
         load.join()
-    missing = [e for out, e in zip(outputs.values(), errors, strict=True) if not out.exists()]
-    if missing:
-        raise SystemExit(f"py-spy could not sample {target.name}: {missing[0].strip()}")
+    for out, (stderr, code) in zip(outputs.values(), errors, strict=True):
+        if code != 0 or not out.exists():
+            message = stderr.decode(errors="replace").strip()
+            raise SystemExit(f"py-spy could not sample {target.name} (exit {code}): {message}")
+    if not result:
+        raise SystemExit(f"wrk did not load {target.name}; see the output above")
     raw = "\n".join(out.read_text() for out in outputs.values())
     samples = parse_raw(raw)
+    if not samples:
+        raise SystemExit(f"py-spy took no samples of {target.name}'s workers")
     images = result["rps"] * seconds  # answered while the workers were sampled
     return {
         "rps": result["rps"],
@@ -133,15 +152,17 @@ def profile(target: Target, seconds: float, connections: int, workdir: Path) -> 
     }
 
 
-def markdown(results: dict[str, dict[str, Any]], seconds: float, connections: int) -> str:
+def markdown(results: dict[str, dict[str, Any]], seconds: int, connections: int) -> str:
     """One table: milliseconds of GIL-holding Python per image, by part and server."""
     names = list(results)
     lines = [
-        f"py-spy (`record --gil`, {RATE} samples/s per worker, {seconds:.0f} s) on every "
+        f"py-spy (`record --gil`, {RATE} samples/s per worker, {seconds} s) on every "
         f"worker while `wrk` uploads the photo at {connections} connections. Milliseconds "
         "of Python holding the GIL per answered image, by the part of the code innermost "
-        "on the sampled stack; the forward pass and JPEG decoding release the GIL and do "
-        "not appear.",
+        "on the sampled stack. The forward pass and the JPEG decoder itself release the "
+        "GIL and do not appear. Wall-clock time with the GIL held: where a holder waited "
+        "for a core the figures overstate CPU, and the export thread counts with the "
+        "event loop.",
         "",
         "| part | " + " | ".join(names) + " |",
         "|---|" + "---:|" * len(names),
@@ -167,7 +188,7 @@ def markdown(results: dict[str, dict[str, Any]], seconds: float, connections: in
 def main() -> None:
     """Profile both configurations; print the table; keep the stacks."""
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
     onnx = {"MODEL_BACKEND": "onnxruntime"}

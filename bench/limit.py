@@ -112,6 +112,7 @@ def run(backend: str, seconds: float, repeats: int, batch_sizes: list[int]) -> d
         "runs": table,
         "median": medians,
         **{part: {k: median(v) for k, v in cpu[part].items()} for part in CPU_PARTS},
+        "cpu_runs": cpu,
         "best": best,
         "limit": medians[best],
     }
