@@ -54,14 +54,14 @@ def main() -> None:
                             flush=True,
                         )
     print(
-        "\n| configuration | concurrency | images/s | p99 ms | server CPU ms/image "
+        "\n| configuration | concurrency | images/s | p50 ms | p99 ms | server CPU ms/image "
         "| of which event loops | cores | trace sink cores |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for (spec, connections), results in runs.items():
         m = {key: median([r[key] for r in results]) for key in results[0]}
         print(
-            f"| {spec} | {connections} | {m['rps']:.0f} | {m['p99_ms']:.0f} | "
+            f"| {spec} | {connections} | {m['rps']:.0f} | {m['p50_ms']:.0f} | {m['p99_ms']:.0f} | "
             f"{m['server_cpu_ms']:.1f} | {m['main_cpu_ms']:.1f} | {m['server_cores']:.2f} "
             f"| {m['sink_cpu']:.2f} |"
         )
