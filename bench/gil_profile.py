@@ -102,10 +102,10 @@ def _py_spy_binary() -> str:
     return found
 
 
-def _py_spy(pid: int, seconds: int, out: Path) -> subprocess.Popen[bytes]:
+def _py_spy(py_spy: str, pid: int, seconds: int, out: Path) -> subprocess.Popen[bytes]:
     """Start sampling ``pid``'s GIL holder into ``out`` for ``seconds``."""
     options = ["record", "--gil", "--nonblocking", "--full-filenames", "--format", "raw"]
-    command = [_py_spy_binary(), *options, "--pid", str(pid), "--duration", str(seconds),
+    command = [py_spy, *options, "--pid", str(pid), "--duration", str(seconds),
                "--rate", str(RATE), "--output", str(out)]  # fmt: skip
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: S603
 
@@ -117,7 +117,7 @@ def profile(target: Target, seconds: int, connections: int, workdir: Path) -> di
     lies inside the load; images per second come from the whole ``wrk`` run, and a
     sampler that fell behind would make the figures low, not high.
     """
-    _py_spy_binary()  # fail before starting anything
+    py_spy = _py_spy_binary()  # found before anything starts
     script = _script(workdir)
     with server(target, workdir) as running:
         run_wrk(running, script, connections, 2)  # warm up
@@ -128,10 +128,10 @@ def profile(target: Target, seconds: int, connections: int, workdir: Path) -> di
         load.start()
         time.sleep(1.5)
         outputs = {worker: workdir / f"stacks-{worker}.txt" for worker in _workers(running.pid)}
-        spies = [_py_spy(worker, seconds, out) for worker, out in outputs.items()]
-        errors = [(spy.communicate()[1], spy.returncode) for spy in spies]
+        spies = [_py_spy(py_spy, worker, seconds, out) for worker, out in outputs.items()]
+        finished = [(spy.communicate()[1], spy.returncode) for spy in spies]
         load.join()
-    for out, (stderr, code) in zip(outputs.values(), errors, strict=True):
+    for out, (stderr, code) in zip(outputs.values(), finished, strict=True):
         if code != 0 or not out.exists():
             message = stderr.decode(errors="replace").strip()
             raise SystemExit(f"py-spy could not sample {target.name} (exit {code}): {message}")
