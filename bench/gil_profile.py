@@ -27,16 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import RAW, machine
-from bench.http_bench import (
-    DEFAULTS,
-    OBS_OFF,
-    OBS_OFF_NAME,
-    OBS_ON,
-    Target,
-    _script,
-    run_wrk,
-    server,
-)
+from bench.http_bench import DEFAULTS, OBS_OFF_NAME, Target, _script, run_wrk, server, targets
 
 #: (part, path fragments of its source files), matched frame by frame from the innermost
 #: outwards; the first frame that matches names the part a sample belongs to.
@@ -191,14 +182,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
-    onnx = {"MODEL_BACKEND": "onnxruntime"}
-    targets = [
-        Target(DEFAULTS, "gateway", {**onnx, **OBS_ON}),
-        Target(OBS_OFF_NAME, "gateway", {**onnx, **OBS_OFF}),
-    ]
+    # The same servers, configured the same way, as in the HTTP benchmark's table.
+    profiled = [t for t in targets(quick=True) if t.name in (DEFAULTS, OBS_OFF_NAME)]
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        for target in targets:
+        for target in profiled:
             results[target.name] = profile(target, args.seconds, args.concurrency, Path(tmp))
     RAW.mkdir(parents=True, exist_ok=True)
     for index, result in enumerate(results.values()):
