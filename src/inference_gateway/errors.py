@@ -1,41 +1,47 @@
-"""Exception hierarchy and its one rendering: RFC 9457 ``application/problem+json``.
+"""What can go wrong, said without any protocol: the gateway's exception hierarchy.
 
-Code anywhere raises one of these exceptions; `install_error_handlers` turns them, and
-FastAPI's own 404/405/422, into problem documents carrying the request id. Nothing
-about the server's internals (stack traces, paths, exception text of unexpected
-errors) ever reaches the client.
+Code anywhere raises one of these. Each says *what* went wrong: a coarse `ErrorKind`
+that every protocol can map (invalid input, not found, unavailable, refused, timeout,
+cancelled, internal), a stable machine-readable ``slug``, a bounded ``reject_reason``
+for refusals the service makes to protect itself, and a retry hint. How an answer
+looks on the wire (problem+json and HTTP statuses, the Open Inference Protocol's
+error body, gRPC status codes) is decided in ``api/``, one codec per protocol; this
+module imports nothing of HTTP.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from http import HTTPStatus
-from typing import Any, ClassVar
+from enum import StrEnum
+from typing import ClassVar
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import JSONResponse
 
-PROBLEM_CONTENT_TYPE = "application/problem+json"
-PROBLEM_TYPE_PREFIX = "urn:inference-gateway:problem:"
+class ErrorKind(StrEnum):
+    """The protocol-neutral class of a failure: what a client should do about it."""
+
+    INVALID_INPUT = "invalid_input"  # fix the request; retrying it unchanged fails again
+    NOT_FOUND = "not_found"  # the named thing (a model, a version) does not exist
+    UNAVAILABLE = "unavailable"  # not serving now (loading, draining, stalled): go elsewhere
+    REFUSED = "refused"  # refused to protect the service (overload, limits): back off
+    TIMEOUT = "timeout"  # a deadline passed
+    CANCELLED = "cancelled"  # the client went away
+    INTERNAL = "internal"  # the server failed; the client did nothing wrong
 
 
 class InferenceGatewayException(Exception):  # noqa: N818 - the specification's name
     """Base of every error the gateway reports to a client.
 
-    Subclasses fix the HTTP status, a stable problem ``type`` slug and a title; the
-    instance carries a human-readable ``detail``. ``reject_reason`` (a bounded value)
-    is set for refusals the service makes to protect itself, so they are counted as
-    overload, not as failures.
+    Subclasses fix the `ErrorKind`, a stable machine-readable ``slug`` and a title;
+    the instance carries a human-readable ``detail``. ``reject_reason`` (a bounded
+    value) is set for refusals the service makes to protect itself, so they are
+    counted as overload, not as failures; ``retry_after_seconds`` is the hint a
+    protocol passes on (HTTP's ``Retry-After``).
     """
 
-    status_code: ClassVar[int] = 500
+    kind: ClassVar[ErrorKind] = ErrorKind.INTERNAL
     slug: ClassVar[str] = "internal-error"
     title: ClassVar[str] = "Internal server error"
     reject_reason: ClassVar[str | None] = None
     retry_after_seconds: ClassVar[int | None] = None
-    close_connection: ClassVar[bool] = False  # answer with ``Connection: close``
 
     def __init__(self, detail: str | None = None) -> None:
         self.detail = detail or self.title
@@ -43,20 +49,17 @@ class InferenceGatewayException(Exception):  # noqa: N818 - the specification's 
 
     @property
     def expected(self) -> bool:
-        """A client error or a refusal (shedding, deadline): part of normal operation,
-        logged at WARNING and recorded on spans without a stack trace."""
-        return self.status_code < 500 or self.reject_reason is not None
-
-    @property
-    def problem_type(self) -> str:
-        """The RFC 9457 ``type`` URI of this problem."""
-        return PROBLEM_TYPE_PREFIX + self.slug
+        """Anything but a server failure (a client error, a refusal, a deadline): part
+        of normal operation, logged at WARNING and recorded on spans without a stack
+        trace."""
+        return self.kind is not ErrorKind.INTERNAL
 
 
 class ModelNotLoadedException(InferenceGatewayException):
-    """The model is not loaded and warmed yet (or the service is draining)."""
+    """The model is not loaded and warmed yet (or a failed load waits to be retried, or
+    another worker of the server is not ready)."""
 
-    status_code = 503
+    kind = ErrorKind.UNAVAILABLE
     slug = "model-not-ready"
     title = "Model not ready"
     reject_reason = "not_ready"
@@ -66,7 +69,7 @@ class ModelNotLoadedException(InferenceGatewayException):
 class InvalidInputException(InferenceGatewayException):
     """The request is well-formed HTTP but its content cannot be used."""
 
-    status_code = 400
+    kind = ErrorKind.INVALID_INPUT
     slug = "invalid-input"
     title = "Invalid input"
 
@@ -95,26 +98,35 @@ class ImageTooLargeException(InvalidImageException):
 class ModelStalledException(InferenceGatewayException):
     """A forward pass has run for longer than ``MODEL_STALL_SECONDS`` (``/ready`` only)."""
 
-    status_code = 503
+    kind = ErrorKind.UNAVAILABLE
     slug = "model-stalled"
     title = "Model stalled"
     reject_reason = "model_stalled"
     retry_after_seconds = 5
 
 
+class ModelFailedException(InferenceGatewayException):
+    """The model's worker stopped after crashing again and again; only a restart helps."""
+
+    kind = ErrorKind.UNAVAILABLE
+    slug = "model-failed"
+    title = "Model failed"
+    reject_reason = "model_failed"
+    retry_after_seconds = 5
+
+
 class RequestTimeoutException(InferenceGatewayException):
     """The request body did not arrive within ``REQUEST_BODY_TIMEOUT`` (a slow client)."""
 
-    status_code = 408
+    kind = ErrorKind.TIMEOUT
     slug = "request-timeout"
     title = "Request timeout"
-    close_connection = True
 
 
 class InferenceTimeoutException(InferenceGatewayException):
     """The request's deadline passed before its prediction was ready."""
 
-    status_code = 504
+    kind = ErrorKind.TIMEOUT
     slug = "timeout"
     title = "Inference timed out"
     reject_reason = "deadline_exceeded"
@@ -123,7 +135,7 @@ class InferenceTimeoutException(InferenceGatewayException):
 class QueueFullException(InferenceGatewayException):
     """The inference queue is full; the request was refused without waiting."""
 
-    status_code = 503
+    kind = ErrorKind.REFUSED
     slug = "queue-full"
     title = "Inference queue full"
     reject_reason = "queue_full"
@@ -133,7 +145,7 @@ class QueueFullException(InferenceGatewayException):
 class DeadlineUnreachableException(InferenceGatewayException):
     """The queue ahead would outlast the request's deadline; refused without waiting."""
 
-    status_code = 503
+    kind = ErrorKind.REFUSED
     slug = "deadline-unreachable"
     title = "Deadline cannot be met"
     reject_reason = "deadline_unreachable"
@@ -143,7 +155,7 @@ class DeadlineUnreachableException(InferenceGatewayException):
 class ServiceDrainingException(InferenceGatewayException):
     """The service is shutting down and takes no new work."""
 
-    status_code = 503
+    kind = ErrorKind.UNAVAILABLE
     slug = "draining"
     title = "Service shutting down"
     reject_reason = "draining"
@@ -153,7 +165,7 @@ class ServiceDrainingException(InferenceGatewayException):
 class InflightBytesException(InferenceGatewayException):
     """Uploads in memory already reach ``MAX_INFLIGHT_BYTES``."""
 
-    status_code = 503
+    kind = ErrorKind.REFUSED
     slug = "memory-pressure"
     title = "Too many uploads in memory"
     reject_reason = "inflight_bytes"
@@ -163,7 +175,7 @@ class InflightBytesException(InferenceGatewayException):
 class ClientClosedRequestException(InferenceGatewayException):
     """The client went away before its answer was ready (nginx's 499)."""
 
-    status_code = 499
+    kind = ErrorKind.CANCELLED
     slug = "client-closed-request"
     title = "Client closed request"
 
@@ -171,7 +183,7 @@ class ClientClosedRequestException(InferenceGatewayException):
 class ModelInferenceException(InferenceGatewayException):
     """The forward pass failed."""
 
-    status_code = 500
+    kind = ErrorKind.INTERNAL
     slug = "inference-failed"
     title = "Inference failed"
 
@@ -179,81 +191,18 @@ class ModelInferenceException(InferenceGatewayException):
 class PayloadTooLargeException(InferenceGatewayException):
     """The request body is larger than ``MAX_BODY_BYTES``."""
 
-    status_code = 413
+    kind = ErrorKind.REFUSED
     slug = "payload-too-large"
     title = "Payload too large"
     reject_reason = "payload_too_large"
-    close_connection = True  # do not read the rest of an upload we refused
 
 
 class UnsupportedMediaTypeException(InferenceGatewayException):
     """The declared content type is not one the endpoint accepts."""
 
-    status_code = 415
+    kind = ErrorKind.INVALID_INPUT
     slug = "unsupported-media-type"
     title = "Unsupported media type"
-
-
-def problem_response(
-    *,
-    status: int,
-    slug: str,
-    title: str,
-    detail: str,
-    request_id: str | None,
-    headers: Mapping[str, str] | None = None,
-    extra: Mapping[str, Any] | None = None,
-) -> JSONResponse:
-    """Build one RFC 9457 problem document response."""
-    body: dict[str, Any] = {
-        "type": PROBLEM_TYPE_PREFIX + slug,
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "request_id": request_id,
-    }
-    if extra:
-        body.update(extra)
-    return JSONResponse(
-        body, status_code=status, headers=dict(headers or {}), media_type=PROBLEM_CONTENT_TYPE
-    )
-
-
-def request_id_of(request: Request) -> str | None:
-    """The request id the observability middleware stored for this request, if any."""
-    value = request.scope.get("state", {}).get("request_id")
-    return value if isinstance(value, str) else None
-
-
-def gateway_exception_response(
-    exc: InferenceGatewayException, request_id: str | None
-) -> JSONResponse:
-    """Render a gateway exception; refusals carry ``reason`` and ``Retry-After``."""
-    headers: dict[str, str] = {}
-    extra: dict[str, Any] = {}
-    if exc.retry_after_seconds is not None:
-        headers["Retry-After"] = str(exc.retry_after_seconds)
-    if exc.close_connection:
-        headers["Connection"] = "close"
-    if exc.reject_reason is not None:
-        extra["reason"] = exc.reject_reason
-    return problem_response(
-        status=exc.status_code,
-        slug=exc.slug,
-        title=exc.title,
-        detail=exc.detail,
-        request_id=request_id,
-        headers=headers,
-        extra=extra,
-    )
-
-
-def internal_error_response(request_id: str | None) -> JSONResponse:
-    """The 500 answer for an unexpected exception: no internals, just the request id."""
-    return gateway_exception_response(
-        InferenceGatewayException("An unexpected error occurred; quote the request_id."),
-        request_id,
-    )
 
 
 def gateway_exception_names() -> list[str]:
@@ -265,51 +214,3 @@ def gateway_exception_names() -> list[str]:
         found.append(cls.__name__)
         pending.extend(cls.__subclasses__())
     return sorted(found)
-
-
-_HTTP_SLUGS = {404: "not-found", 405: "method-not-allowed"}
-
-
-async def _gateway_handler(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, InferenceGatewayException)  # noqa: S101 - registered for this type
-    request.scope.setdefault("state", {})["error"] = exc
-    return gateway_exception_response(exc, request_id_of(request))
-
-
-async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)  # noqa: S101 - registered for this type
-    status = exc.status_code
-    phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
-    detail = exc.detail if isinstance(exc.detail, str) and exc.detail != phrase else phrase
-    return problem_response(
-        status=status,
-        slug=_HTTP_SLUGS.get(status, f"http-{status}"),
-        title=phrase,
-        detail=detail,
-        request_id=request_id_of(request),
-        headers=exc.headers,
-    )
-
-
-async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)  # noqa: S101 - registered for this type
-    errors = [
-        {"loc": [str(p) for p in err.get("loc", ())], "msg": str(err.get("msg", ""))}
-        for err in exc.errors()
-    ]
-    summary = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors)
-    return problem_response(
-        status=422,
-        slug="validation-error",
-        title="Request validation failed",
-        detail=summary or "Request validation failed",
-        request_id=request_id_of(request),
-        extra={"errors": errors},
-    )
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """Register the problem+json handlers on ``app``: the one place errors are rendered."""
-    app.add_exception_handler(InferenceGatewayException, _gateway_handler)
-    app.add_exception_handler(StarletteHTTPException, _http_handler)
-    app.add_exception_handler(RequestValidationError, _validation_handler)

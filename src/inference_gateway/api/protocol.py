@@ -16,7 +16,8 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from inference_gateway.errors import RequestTimeoutException, gateway_exception_response
+from inference_gateway.api.problems import gateway_exception_response
+from inference_gateway.errors import RequestTimeoutException
 from inference_gateway.observability.logging import get_logger
 
 

@@ -15,7 +15,8 @@ import uuid
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from inference_gateway.errors import InferenceGatewayException, internal_error_response
+from inference_gateway.api.problems import internal_error_response
+from inference_gateway.errors import InferenceGatewayException
 from inference_gateway.observability.logging import (
     InferenceLogFields,
     LogContext,
@@ -123,7 +124,7 @@ class ObservabilityMiddleware:
                 fields["error"] = error.detail
         if unhandled is None and isinstance(error, InferenceGatewayException):
             # A server-side failure rendered as a problem: keep its cause's traceback.
-            cause = error.__cause__ if error.status_code >= 500 else None
+            cause = error.__cause__ if not error.expected else None
             unhandled = cause if isinstance(cause, Exception) else None
         inference = scope["state"].get("inference")
         if isinstance(inference, InferenceLogFields) and error is None and status < 400:
