@@ -16,10 +16,11 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from inference_gateway.api.limits import BodySizeLimitMiddleware
+from inference_gateway.api.problems import install_error_handlers
 from inference_gateway.api.routes import metrics_endpoint, router
 from inference_gateway.config import Settings
-from inference_gateway.errors import gateway_exception_names, install_error_handlers
-from inference_gateway.inference.host import BatchingConfig, ModelHost
+from inference_gateway.errors import gateway_exception_names
+from inference_gateway.inference.host import BatchingConfig, LoadRetry, ModelHost
 from inference_gateway.inference.model import ModelLoader, load_configured_model
 from inference_gateway.inference.preprocess import (
     DECODE_FAILURE_REASONS,
@@ -126,6 +127,9 @@ def create_app(
         ),
         warmup=settings.model_warmup,
         stall_seconds=settings.model_stall_seconds,
+        load_retry=LoadRetry(
+            settings.model_load_retry_seconds, settings.model_load_retry_max_seconds
+        ),
         peers=(
             WorkerReadiness(settings.worker_state_dir, settings.effective_workers)
             if settings.worker_state_dir is not None and settings.effective_workers > 1
@@ -173,6 +177,7 @@ def create_app(
             logger.info("Shutting down")
             restore_signals()
             host.begin_drain()
+            loading.cancel()  # a load still retrying (or running) is not waited for
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await loading
             await host.close(settings.graceful_shutdown_seconds)

@@ -147,6 +147,9 @@ class Settings(BaseSettings):
     request_timeout: float = Field(10.0, gt=0, le=600)
     # /ready turns 503 while one forward pass has been running longer than this.
     model_stall_seconds: float = Field(10.0, gt=0, le=3600)
+    # A model that fails to load is tried again after this, doubling up to the maximum.
+    model_load_retry_seconds: float = Field(1.0, gt=0, le=3600)
+    model_load_retry_max_seconds: float = Field(60.0, gt=0, le=3600)
 
     # --- observability
     enable_metrics: bool = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 
@@ -13,36 +14,59 @@ import pytest
 from inference_gateway.errors import (
     DeadlineUnreachableException,
     InferenceTimeoutException,
+    ModelFailedException,
     ModelInferenceException,
     QueueFullException,
     ServiceDrainingException,
 )
-from inference_gateway.inference.batcher import Batcher, BatchOutcome
+from inference_gateway.inference.backends import Backend
+from inference_gateway.inference.batcher import (
+    MAX_CONSECUTIVE_CRASHES,
+    Batcher,
+    BatchOutcome,
+)
 from inference_gateway.observability.metrics import Metrics
 from inference_gateway.observability.telemetry import Telemetry
+from tests.helpers import json_log_capture
 from tests.scrape import parse, value
 
 POISON = -7.0
 
 
+class StepClock:
+    """The batcher's forward-pass clock: stands still except while the backend runs,
+    when it moves by ``step`` seconds per pass."""
+
+    def __init__(self, step: float) -> None:
+        self.now = 100.0
+        self.step = step
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class EchoBackend:
     """Logits that echo each input's first value, so every caller can check its row.
 
-    Blocks while ``gate`` is clear; raises for any batch containing a POISON input.
+    Blocks while ``gate`` is clear; raises for any batch containing a POISON input;
+    each pass advances ``clock`` (when given) by its step.
     """
 
     name = "echo"
     memory_bytes = 0
 
-    def __init__(self) -> None:
+    def __init__(self, clock: StepClock | None = None) -> None:
         self.gate = threading.Event()
         self.gate.set()
         self.entered = threading.Event()
         self.batches: list[list[float]] = []
+        self.clock = clock
 
     def predict(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         self.entered.set()
         self.gate.wait(timeout=30)
+        if self.clock is not None:
+            self.clock.now += self.clock.step
         firsts = [float(x) for x in batch[:, 0, 0, 0]]
         self.batches.append(firsts)
         if POISON in firsts:
@@ -59,11 +83,19 @@ def image(v: float) -> npt.NDArray[np.float32]:
     return np.full((3, 4, 4), v, dtype=np.float32)
 
 
-def make_batcher(backend: EchoBackend, **kwargs: float) -> tuple[Batcher, Metrics]:
+def make_batcher(
+    backend: Backend, clock: StepClock | None = None, **kwargs: float
+) -> tuple[Batcher, Metrics]:
     metrics = Metrics(app_name="t", app_version="1", environment="test")
     options = {"max_batch_size": 4, "max_batch_delay_seconds": 0.05, "max_queue_size": 16}
     options.update(kwargs)
-    batcher = Batcher(backend, Telemetry(metrics=metrics), model_name="m", **options)  # type: ignore[arg-type]
+    batcher = Batcher(
+        backend,
+        Telemetry(metrics=metrics),
+        model_name="m",
+        clock=clock or time.perf_counter,
+        **options,  # type: ignore[arg-type]
+    )
     batcher.start()
     return batcher, metrics
 
@@ -157,8 +189,8 @@ def test_a_request_whose_deadline_passes_in_the_queue_is_504_and_never_computed(
     async def scenario() -> None:
         batcher, _ = make_batcher(backend, max_batch_size=1)
         running, _ = await occupy(batcher, backend, 1)
-        with pytest.raises(InferenceTimeoutException):
-            await batcher.submit(image(2), time.monotonic() + 0.05)
+        with pytest.raises(InferenceTimeoutException):  # the model stays blocked throughout
+            await batcher.submit(image(2), time.monotonic() + 1.0)
         backend.gate.set()
         await running
         await batcher.close(1)
@@ -188,44 +220,15 @@ def test_an_abandoned_request_is_dropped_from_the_queue() -> None:
     asyncio.run(scenario())
 
 
-def test_a_failing_input_fails_alone_and_the_worker_survives() -> None:
-    backend = EchoBackend()
-    backend.gate.clear()
-
-    async def scenario() -> None:
-        batcher, metrics = make_batcher(backend, max_batch_size=4)
-        warm = asyncio.ensure_future(batcher.submit(image(0), far()))
-        await wait_for(backend.entered.is_set, "first batch running")
-        jobs = [asyncio.ensure_future(batcher.submit(image(v), far())) for v in (1, POISON, 3)]
-        await wait_for(lambda: batcher.pending == 4, "three queued")
-        backend.gate.set()
-        results = await asyncio.gather(warm, *jobs, return_exceptions=True)
-        assert results[1].logits[0] == 1  # type: ignore[union-attr]
-        assert isinstance(results[2], ModelInferenceException)
-        assert isinstance(results[2].__cause__, ValueError)
-        assert results[3].logits[0] == 3  # type: ignore[union-attr]
-        # The batch failed, then each input was retried alone.
-        assert backend.batches[1:] == [[1.0, POISON, 3.0], [1.0], [POISON], [3.0]]
-        after = await batcher.submit(image(9), far())
-        assert after.logits[0] == 9
-        samples = parse(metrics.render(None)[0].decode())
-        assert (
-            value(samples, "model_inference_errors_total", model="m", error_type="ValueError") == 1
-        )
-        await batcher.close(1)
-
-    asyncio.run(scenario())
-
-
 def test_admission_refuses_a_deadline_the_queue_cannot_meet() -> None:
-    backend = EchoBackend()
+    clock = StepClock(0.5)  # each batch takes half a second
+    backend = EchoBackend(clock)
 
     async def scenario() -> None:
-        batcher, _ = make_batcher(backend, max_batch_size=1)
+        batcher, _ = make_batcher(backend, clock, max_batch_size=1)
         for v in range(3):
             await batcher.submit(image(v), far())  # measures batch time
-        assert batcher.batch_seconds is not None
-        batcher._batch_seconds = 0.5  # as if each batch took half a second
+        assert batcher.estimated_wait(2) == 1.0  # two batches of half a second
         backend.gate.clear()
         running, queued = await occupy(batcher, backend, 7, (8, 9))
         assert batcher.estimated_wait(3) == pytest.approx(2.0)  # 3 batches + the running one
@@ -243,22 +246,22 @@ def test_admission_refuses_a_deadline_the_queue_cannot_meet() -> None:
 def test_one_stuck_batch_does_not_lock_admission_out() -> None:
     """A forward pass that hung for a while must not make every later deadline look
     unreachable: an idle batcher admits, and the estimate is a median of recent batches."""
-    backend = EchoBackend()
+    clock = StepClock(0.01)
+    backend = EchoBackend(clock)
 
     async def scenario() -> None:
-        batcher, _ = make_batcher(backend, max_batch_size=1, max_batch_delay_seconds=0)
+        batcher, _ = make_batcher(backend, clock, max_batch_size=1, max_batch_delay_seconds=0)
         for v in range(3):
             await batcher.submit(image(v), far())
-        backend.gate.clear()
-        stuck = asyncio.ensure_future(batcher.submit(image(3), far()))
-        await wait_for(backend.entered.is_set, "the stuck batch to start")
-        await asyncio.sleep(0.6)  # the pass hangs well past the deadlines below
-        backend.gate.set()
-        await stuck
-        assert batcher.batch_seconds is not None and batcher.batch_seconds < 0.3
-        # Even a stale estimate longer than the deadline admits when nothing is ahead.
-        batcher._batch_seconds = 5.0
-        outcome = await batcher.submit(image(4), time.monotonic() + 0.5)
+        clock.step = 30.0  # one pass hangs for half a minute
+        await batcher.submit(image(3), far())
+        assert batcher.estimated_wait(2) == pytest.approx(0.02)  # the median shrugs it off
+        # Even an estimate longer than the deadline admits when nothing is ahead.
+        clock.step = 5.0
+        for v in range(5, 10):
+            await batcher.submit(image(v), far())
+        assert batcher.estimated_wait(2) == 10.0
+        outcome = await batcher.submit(image(4), time.monotonic() + 1.0)
         assert outcome.logits[0] == 4
         await batcher.close(1)
 
@@ -273,7 +276,7 @@ def test_close_drains_queued_work_then_refuses() -> None:
         batcher, _ = make_batcher(backend, max_batch_size=2)
         running, queued = await occupy(batcher, backend, 1, (2, 3))
         closing = asyncio.ensure_future(batcher.close(grace_seconds=10))
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)  # `close` refuses new work before its first await
         with pytest.raises(ServiceDrainingException):
             await batcher.submit(image(4), far())
         backend.gate.set()
@@ -298,5 +301,160 @@ def test_close_fails_what_the_grace_period_could_not_run() -> None:
             await queued
         backend.gate.set()
         assert (await running).logits[0] == 1
+
+    asyncio.run(scenario())
+
+
+class _Escape(BaseException):
+    """What no ``except Exception`` catches: a backend breaking out of the worker's loop."""
+
+
+class FaultyEcho(EchoBackend):
+    """`EchoBackend` that answers wrongly (``fault``) for any batch holding POISON."""
+
+    def __init__(self, fault: str) -> None:
+        super().__init__()
+        self.fault = fault
+
+    def predict(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        firsts = [float(x) for x in batch[:, 0, 0, 0]]
+        if POISON not in firsts or self.fault == "exception":  # EchoBackend raises ValueError
+            return super().predict(batch)
+        self.batches.append(firsts)
+        logits = np.zeros((batch.shape[0], 10), dtype=np.float32)
+        logits[:, 0] = batch[:, 0, 0, 0]
+        bad: dict[str, object] = {
+            "fewer rows": logits[:-1],
+            "more rows": np.concatenate([logits, logits[:1]]),
+            "wrong class count": np.zeros((batch.shape[0], 11), dtype=np.float32),
+            "non-float dtype": logits.astype(np.int64),
+            "not an array": logits.tolist(),
+            "one dimension": logits[:, 0],
+        }
+        if self.fault == "escape":
+            raise _Escape("out of the loop")
+        if self.fault in ("nan", "inf"):
+            logits[firsts.index(POISON), 3] = np.nan if self.fault == "nan" else np.inf
+            return logits
+        return bad[self.fault]  # type: ignore[return-value]
+
+
+async def _poisoned_batch(batcher: Batcher, backend: EchoBackend) -> list[object]:
+    """Run 1, POISON, 3 in one batch (behind a held one); return their outcomes."""
+    backend.gate.clear()
+    warm = asyncio.ensure_future(batcher.submit(image(0), far()))
+    await wait_for(backend.entered.is_set, "first batch running")
+    jobs = [asyncio.ensure_future(batcher.submit(image(v), far())) for v in (1, POISON, 3)]
+    await wait_for(lambda: batcher.pending == 4, "three queued")
+    backend.gate.set()
+    results = await asyncio.gather(warm, *jobs, return_exceptions=True)
+    return results[1:]
+
+
+#: fault -> (the batches the backend saw after the held one, the error counted)
+_RETRIED = [[1.0, POISON, 3.0], [1.0], [POISON], [3.0]]
+_FAULTS: dict[str, tuple[list[list[float]], str]] = {
+    "exception": (_RETRIED, "ValueError"),
+    "fewer rows": (_RETRIED, "ModelOutputError"),
+    "more rows": (_RETRIED, "ModelOutputError"),
+    "wrong class count": (_RETRIED, "ModelOutputError"),
+    "non-float dtype": (_RETRIED, "ModelOutputError"),
+    "not an array": (_RETRIED, "ModelOutputError"),
+    "one dimension": (_RETRIED, "ModelOutputError"),
+    # Scores are there but one row is unusable: only that row fails, no retry.
+    "nan": ([[1.0, POISON, 3.0]], "NonFiniteScores"),
+    "inf": ([[1.0, POISON, 3.0]], "NonFiniteScores"),
+    # Out of the worker's loop altogether: the batch fails, the loop starts again.
+    "escape": ([[1.0, POISON, 3.0]], "crash"),
+}
+
+
+@pytest.mark.parametrize("fault", list(_FAULTS))
+def test_a_wrong_answer_fails_only_what_it_hit_and_the_worker_goes_on(fault: str) -> None:
+    backend = FaultyEcho(fault)
+    batches, error_type = _FAULTS[fault]
+
+    async def scenario() -> None:
+        batcher, metrics = make_batcher(backend, num_classes=10)
+        with json_log_capture() as logs:
+            one, poisoned, three = await _poisoned_batch(batcher, backend)
+        assert isinstance(poisoned, ModelInferenceException)
+        if error_type == "crash":  # every request of the pass that broke out gets a 500
+            assert isinstance(one, ModelInferenceException)
+            assert isinstance(three, ModelInferenceException)
+            assert isinstance(poisoned.__cause__, _Escape)
+        else:
+            assert isinstance(one, BatchOutcome) and one.logits[0] == 1
+            assert isinstance(three, BatchOutcome) and three.logits[0] == 3
+        if error_type in ("ModelOutputError", "ValueError"):
+            assert type(poisoned.__cause__).__name__ == error_type
+        assert backend.batches[1:] == batches
+        assert (await batcher.submit(image(9), far())).logits[0] == 9
+        assert batcher.alive
+        samples = parse(metrics.render(None)[0].decode())
+        errors = value(samples, "model_inference_errors_total", model="m", error_type=error_type)
+        crashes = value(samples, "batcher_crashes_total", model="m")
+        assert (errors, crashes) == ((0, 1) if error_type == "crash" else (1, 0))
+        records = [json.loads(line) for line in logs.getvalue().splitlines()]
+        crash = [r for r in records if r["message"] == "Batcher worker crashed; restarting"]
+        assert len(crash) == crashes
+        if crash:  # logged once, through the JSON logger, with its traceback
+            assert crash[0]["level"] == "ERROR" and crash[0]["model_name"] == "m"
+            assert crash[0]["error_type"] == "_Escape"
+            assert "out of the loop" in json.dumps(crash[0]["exception"])
+        await batcher.close(1)
+
+    asyncio.run(scenario())
+
+
+def test_a_worker_that_keeps_crashing_gives_up_and_refuses_at_once() -> None:
+    """Crashes with batches served between them are survived; five in a row are not."""
+    backend = FaultyEcho("escape")
+
+    async def crash(times: int, batcher: Batcher) -> None:
+        for _ in range(times):
+            assert batcher.alive
+            with pytest.raises(ModelInferenceException):
+                await batcher.submit(image(POISON), far())
+
+    async def scenario() -> None:
+        batcher, metrics = make_batcher(backend, max_batch_size=1)
+        for _ in range(2):
+            await crash(MAX_CONSECUTIVE_CRASHES - 1, batcher)
+            assert (await batcher.submit(image(1), far())).logits[0] == 1  # resets the count
+        await crash(MAX_CONSECUTIVE_CRASHES, batcher)
+        await wait_for(lambda: not batcher.alive, "the worker to give up")
+        with pytest.raises(ModelFailedException, match="crashed 5 times in a row"):
+            await batcher.submit(image(1), far())
+        samples = parse(metrics.render(None)[0].decode())
+        assert value(samples, "batcher_crashes_total", model="m") == 3 * MAX_CONSECUTIVE_CRASHES - 2
+        assert value(samples, "model_loaded", model="m") == 0
+        await batcher.close(1)
+
+    asyncio.run(scenario())
+
+
+def test_an_answer_ready_only_after_the_deadline_is_a_504() -> None:
+    """The deadline is the server's promise: an answer that comes back late, on a loop
+    too busy to notice the deadline first, is refused, not delivered."""
+    backend = EchoBackend()
+    backend.gate.clear()
+
+    async def scenario() -> None:
+        batcher, _ = make_batcher(backend, max_batch_size=1)
+        deadline = time.monotonic() + 1.0
+        late = asyncio.ensure_future(batcher.submit(image(1), deadline))
+        await wait_for(backend.entered.is_set, "the pass running")
+        # Hold the event loop past the deadline while the pass finishes and its answer
+        # is handed over: the timeout and the answer are then due at the same moment.
+        while time.monotonic() <= deadline:
+            time.sleep(0.01)  # noqa: ASYNC251 - blocking the loop is the point
+        backend.gate.set()
+        while not backend.batches:
+            time.sleep(0.01)  # noqa: ASYNC251
+        time.sleep(0.5)  # noqa: ASYNC251 - the worker settles the answer in microseconds
+        with pytest.raises(InferenceTimeoutException):
+            await late
+        await batcher.close(1)
 
     asyncio.run(scenario())

@@ -1,8 +1,9 @@
 """problem+json answers, byte for byte: every gateway exception and FastAPI's own errors.
 
 The expected bodies were recorded from the gateway's answers before exceptions stopped
-knowing HTTP (they now describe what went wrong; ``api/problems.py`` maps them). Any
-change to a status, a header or a byte of a body fails here.
+knowing HTTP (they now describe what went wrong; ``api/problems.py`` maps them); later
+exceptions were added in the same shape. Any change to a status, a header or a byte of
+a body fails here.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from fastapi.testclient import TestClient
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from inference_gateway import errors
-from inference_gateway.errors import InferenceGatewayException, install_error_handlers
+from inference_gateway.api.problems import install_error_handlers
+from inference_gateway.errors import InferenceGatewayException
 
 #: (request, status, Retry-After, Connection, body)
 RECORDED: list[tuple[str, int, str | None, str | None, str]] = [
@@ -86,6 +88,13 @@ RECORDED: list[tuple[str, int, str | None, str | None, str]] = [
         None,
         None,
         '{"type":"urn:inference-gateway:problem:inference-failed","title":"Inference failed","status":500,"detail":"detail text","request_id":"req-1"}',
+    ),
+    (
+        "raise/ModelFailedException",
+        503,
+        "5",
+        None,
+        '{"type":"urn:inference-gateway:problem:model-failed","title":"Model failed","status":503,"detail":"detail text","request_id":"req-1","reason":"model_failed"}',
     ),
     (
         "raise/ModelNotLoadedException",

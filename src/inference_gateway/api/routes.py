@@ -13,6 +13,7 @@ from starlette.requests import ClientDisconnect
 
 from inference_gateway.api.dependencies import HostDep, SettingsDep, TelemetryDep
 from inference_gateway.api.multipart import read_file_field
+from inference_gateway.api.problems import request_id_of
 from inference_gateway.api.schemas import (
     HealthResponse,
     ImageOut,
@@ -28,12 +29,16 @@ from inference_gateway.errors import (
     ClientClosedRequestException,
     InvalidInputException,
     UnsupportedMediaTypeException,
-    request_id_of,
 )
 from inference_gateway.inference.host import Classification
 from inference_gateway.inference.model import LoadedModel
 from inference_gateway.observability.logging import InferenceLogFields
-from inference_gateway.observability.tracing import TracedOperation, get_current_trace_id
+from inference_gateway.observability.tracing import (
+    add_span_event,
+    create_span,
+    get_current_trace_id,
+    set_span_attribute,
+)
 
 router = APIRouter()
 
@@ -125,6 +130,7 @@ async def _unless_disconnected(
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+    add_span_event("client.disconnected", {"request.abandoned": True})
     raise ClientClosedRequestException("The client disconnected before the answer.")
 
 
@@ -158,16 +164,16 @@ async def predict(
     confidences, and where the time went (also sent as a ``Server-Timing`` header).
     """
     started = time.perf_counter()
-    with TracedOperation("validate_input", tracer=telemetry.tracer) as span:
+    with create_span(telemetry.tracer, "validate_input"):
         model = host.require_ready()
         deadline = _deadline(request, settings)
         host.check_admission(deadline)  # shed load before reading the upload
         data = await read_image_bytes(request, settings.max_multipart_fields)
-        span.set_attribute("image.bytes", len(data))
+        set_span_attribute("image.bytes", len(data))
     result = await _unless_disconnected(
         request, host.classify(data, top_k or settings.top_k_default, deadline)
     )
-    with TracedOperation("format_response", tracer=telemetry.tracer):
+    with create_span(telemetry.tracer, "format_response"):
         total_ms = (time.perf_counter() - started) * 1000
         t = result.timings
         best = result.predictions[0]
@@ -206,9 +212,13 @@ async def predict(
         )
 
 
-@router.get("/health", response_model=HealthResponse, summary="Liveness")
-async def health() -> HealthResponse:
-    """200 while the process can serve HTTP (it never waits on the model)."""
+@router.get(
+    "/health", response_model=HealthResponse, responses={503: _PROBLEMS[503]}, summary="Liveness"
+)
+async def health(host: HostDep) -> HealthResponse:
+    """200 while the process can serve (it never waits on the model); 503 once the
+    model's worker has given up for good, so a supervisor restarts the process."""
+    host.check_live()
     return HealthResponse(status="ok")
 
 

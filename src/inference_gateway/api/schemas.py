@@ -10,7 +10,7 @@ class ModelInfo(BaseModel):
 
     name: str = Field(examples=["efficientnet-lite0"])
     version: str = Field(examples=["1"])
-    backend: str = Field(examples=["torch"])
+    backend: str = Field(examples=["onnxruntime"])
 
 
 class PredictionOut(BaseModel):

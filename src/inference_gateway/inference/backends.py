@@ -29,7 +29,11 @@ class Backend(Protocol):
 
     @property
     def memory_bytes(self) -> int:
-        """Bytes held by the model's parameters and buffers."""
+        """The model's size in bytes, as the backend measures it.
+
+        Torch: its parameters and buffers. ONNX Runtime: its model files (the graph
+        and the external weights next to it), not the session's resident memory.
+        """
         ...
 
     def close(self) -> None:
@@ -110,7 +114,8 @@ class OnnxRuntimeBackend:
 
     @property
     def memory_bytes(self) -> int:
-        """Bytes of the model files (graph and weights) the session loaded."""
+        """Bytes of the model files the session loaded (the graph and its external
+        weights): the weights' size, not the session's resident memory."""
         return self._memory_bytes
 
     def predict(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

@@ -6,8 +6,15 @@ down) and otherwise awaits its row of a batch. The worker thread takes the first
 queued request, waits at most ``max_batch_delay`` for others (up to
 ``max_batch_size``), skips requests whose deadline passed or whose caller gave up,
 runs one forward pass and resolves each caller's future on its loop. A failing batch
-is retried one request at a time, so one poisonous input fails alone. The batcher
-knows nothing of HTTP.
+is retried one request at a time, so one poisonous input fails alone.
+
+Whatever the backend returns is checked before it is used (`check_batch_output`: an
+array of floating-point scores, one row per input, one column per class, finite), so
+a model that misbehaves for some inputs costs only those requests. Anything else that
+goes wrong in the worker's loop is logged with its traceback, counted, fails only the
+batch it hit, and the loop starts again; after `MAX_CONSECUTIVE_CRASHES` crashes
+without a batch served in between, the batcher gives up and reports it (`failure`),
+so readiness turns 503. The batcher knows nothing of HTTP.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import statistics
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,16 +37,50 @@ from opentelemetry import trace
 from inference_gateway.errors import (
     DeadlineUnreachableException,
     InferenceTimeoutException,
+    ModelFailedException,
     ModelInferenceException,
     QueueFullException,
     ServiceDrainingException,
 )
 from inference_gateway.inference.backends import Backend
+from inference_gateway.observability.logging import log_error
 from inference_gateway.observability.telemetry import Telemetry
 from inference_gateway.observability.tracing import TracedOperation, set_span_error
 
 #: How many recent batch durations the admission estimate takes the median of.
 _RECENT_BATCHES = 16
+
+#: Crashes of the worker's loop in a row, with no batch served between them, after
+#: which the batcher stops and reports itself failed.
+MAX_CONSECUTIVE_CRASHES = 5
+
+
+class ModelOutputError(Exception):
+    """A backend's answer to a batch breaks the contract: not an array of float scores
+    with one row per input and one column per class."""
+
+
+def check_batch_output(output: object, rows: int, classes: int | None) -> npt.NDArray[np.float32]:
+    """The backend's ``output`` for a batch of ``rows`` inputs as float32 scores.
+
+    Raises `ModelOutputError` unless it is a floating-point array of shape
+    ``(rows, classes)`` (any class count when ``classes`` is None). Non-finite values
+    are left for the caller to find per row: they condemn only their own input.
+    """
+    if not isinstance(output, np.ndarray):
+        raise ModelOutputError(f"the model returned {type(output).__name__}, not an array")
+    if output.dtype.kind != "f":
+        raise ModelOutputError(f"the model returned {output.dtype} scores, not floating point")
+    expected = f"({rows}, {classes if classes is not None else 'classes'})"
+    if output.ndim != 2 or output.shape[0] != rows:
+        raise ModelOutputError(
+            f"the model returned shape {output.shape} for {rows} inputs; expected {expected}"
+        )
+    if classes is not None and output.shape[1] != classes:
+        raise ModelOutputError(
+            f"the model returned {output.shape[1]} scores per input for {classes} labels"
+        )
+    return output.astype(np.float32, copy=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +137,10 @@ def _resolve_all(settled: list[_Settled]) -> None:
             loop.call_soon_threadsafe(_settle_all, jobs)
 
 
+def _too_late() -> InferenceTimeoutException:
+    return InferenceTimeoutException("The prediction did not finish before the deadline.")
+
+
 class Batcher:
     """Groups concurrent requests into batches for one backend."""
 
@@ -107,14 +153,22 @@ class Batcher:
         max_batch_size: int,
         max_batch_delay_seconds: float,
         max_queue_size: int,
+        num_classes: int | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        """Configure; `start` launches the worker thread."""
+        """Configure; `start` launches the worker thread.
+
+        ``num_classes``: the number of scores each input must get (the model's label
+        count); ``clock`` measures forward passes (tests pass one they control).
+        """
         self._backend = backend
         self._telemetry = telemetry
         self.model_name = model_name
         self.max_batch_size = max_batch_size
         self.max_batch_delay = max_batch_delay_seconds
         self.max_queue_size = max_queue_size
+        self.num_classes = num_classes
+        self._clock = clock
         self._queue: deque[_Job] = deque()
         self._cond = threading.Condition()
         self._closing = False
@@ -122,6 +176,7 @@ class Batcher:
         self._recent: deque[float] = deque(maxlen=_RECENT_BATCHES)
         self._batch_seconds: float | None = None
         self.busy_since: float | None = None  # monotonic start of the running batch
+        self.failure: str | None = None  # why the batcher stopped for good, if it did
         self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
 
     # --- lifecycle --------------------------------------------------------------------
@@ -150,14 +205,14 @@ class Batcher:
 
     # --- state --------------------------------------------------------------------------
     @property
+    def alive(self) -> bool:
+        """False once the worker has given up (or its thread is gone)."""
+        return self.failure is None and (self._thread.ident is None or self._thread.is_alive())
+
+    @property
     def pending(self) -> int:
         """Requests queued or in the running batch."""
         return len(self._queue) + self._in_flight
-
-    @property
-    def batch_seconds(self) -> float | None:
-        """Median forward-pass time of the recent batches (None before the first)."""
-        return self._batch_seconds
 
     def estimated_wait(self, position: int) -> float:
         """Seconds until a request at queue ``position`` (1-based) has its answer.
@@ -209,17 +264,17 @@ class Batcher:
         with self._cond:
             if self._closing:
                 raise ServiceDrainingException("The service is shutting down.")
+            if not self.alive:
+                raise ModelFailedException(self._failure_detail())
             self.check_admission(deadline)
             self._queue.append(job)
             self._cond.notify_all()
         self._publish()
         try:
             remaining = max(deadline - time.monotonic(), 0.0)
-            return await asyncio.wait_for(asyncio.shield(job.future), remaining)
+            outcome = await asyncio.wait_for(asyncio.shield(job.future), remaining)
         except TimeoutError:
-            raise InferenceTimeoutException(
-                "The prediction did not finish before the deadline."
-            ) from None
+            raise _too_late() from None
         finally:
             if not job.future.done():  # timed out or cancelled (the client went away)
                 job.abandoned = True  # if the worker already took it, it skips it
@@ -227,24 +282,79 @@ class Batcher:
                 with self._cond, contextlib.suppress(ValueError):
                     self._queue.remove(job)
                 self._publish()
+        if time.monotonic() > deadline:  # a busy loop saw the answer before the timeout
+            raise _too_late()
+        return outcome
 
     # --- the worker thread ------------------------------------------------------------
     def _run(self) -> None:
+        """The worker: serve batches until closed, surviving anything one batch does."""
+        consecutive = 0
         while True:
-            batch = self._collect()
-            if batch is None:
-                return
+            batch: list[_Job] | None = None
             settled: list[_Settled] = []
             try:
+                batch = self._collect()
+                if batch is None:
+                    return
                 self._execute(batch, settled)
+                consecutive = 0
+            except BaseException as exc:  # the worker must outlive any failure
+                consecutive += 1
+                self._crashed(exc, batch or [], settled, consecutive)
+                if consecutive >= MAX_CONSECUTIVE_CRASHES:
+                    self._give_up(exc, consecutive)
+                    return
             finally:
-                with self._cond:
-                    self._in_flight = 0
-                    self.busy_since = None
-                    self._cond.notify_all()  # wakes `close` waiting for the drain
-                self._publish()
-                # After the queue gauge: a caller never sees its answer before it.
-                _resolve_all(settled)
+                if batch is not None:
+                    with self._cond:
+                        self._in_flight = 0
+                        self.busy_since = None
+                        self._cond.notify_all()  # wakes `close` waiting for the drain
+                    self._publish()
+                    # After the queue gauge: a caller never sees its answer before it.
+                    _resolve_all(settled)
+
+    def _crashed(
+        self, exc: BaseException, batch: list[_Job], settled: list[_Settled], consecutive: int
+    ) -> None:
+        """Fail the batch's unanswered requests with 500, log and count the crash."""
+        answered = {id(job) for job, _ in settled}
+        for job in batch:
+            if id(job) not in answered:
+                failure = ModelInferenceException("The model's worker failed on this batch.")
+                failure.__cause__ = exc
+                settled.append((job, failure))
+        metrics = self._telemetry.metrics
+        if metrics is not None:
+            metrics.record_batcher_crash(self.model_name)
+        log_error(
+            self._telemetry.logger, "Batcher worker crashed; restarting", exc,
+            model_name=self.model_name, batch_size=len(batch),
+            consecutive_crashes=consecutive,
+        )  # fmt: skip
+
+    def _give_up(self, exc: BaseException, consecutive: int) -> None:
+        """Stop for good: record why, and refuse everything still queued."""
+        with self._cond:
+            self.failure = (
+                f"the model's worker crashed {consecutive} times in a row "
+                f"({type(exc).__name__}: {exc})"[:300]
+            )
+            leftovers = list(self._queue)
+            self._queue.clear()
+            self._cond.notify_all()
+        self._telemetry.logger.critical(
+            "Batcher worker stopped", model_name=self.model_name, reason=self.failure
+        )
+        if self._telemetry.metrics is not None:  # the model can no longer answer
+            self._telemetry.metrics.model_loaded.labels(self.model_name).set(0)
+        self._publish()
+        detail = self._failure_detail()
+        _resolve_all([(job, ModelFailedException(detail)) for job in leftovers])
+
+    def _failure_detail(self) -> str:
+        return f"Model {self.model_name} stopped serving: {self.failure or 'its worker is gone'}."
 
     def _collect(self) -> list[_Job] | None:
         with self._cond:
@@ -292,7 +402,8 @@ class Batcher:
         metrics = self._telemetry.metrics
         tracer = self._telemetry.tracer
         links = [job.link for job in jobs if job.link is not None]
-        started, started_ns = time.perf_counter(), time.time_ns()
+        picked = time.perf_counter()  # the end of each job's queue wait
+        started, started_ns = self._clock(), time.time_ns()
         # The batch has no single parent: a root span linked to every request's span.
         with TracedOperation(
             "inference_batch",
@@ -303,7 +414,8 @@ class Batcher:
             start_time=started_ns,
         ) as span:
             try:
-                logits = self._backend.predict(np.stack([job.tensor for job in jobs]))
+                output = self._backend.predict(np.stack([job.tensor for job in jobs]))
+                logits = check_batch_output(output, len(jobs), self.num_classes)
             except Exception as exc:
                 if len(jobs) > 1:
                     raise  # the caller retries each request alone
@@ -315,15 +427,26 @@ class Batcher:
                 settled.append((jobs[0], failure))
                 return
             batch_context = span.get_span_context()
-        ended, ended_ns = time.perf_counter(), time.time_ns()
+        ended, ended_ns = self._clock(), time.time_ns()
         compute = ended - started
         self._recent.append(compute)
         self._batch_seconds = statistics.median(self._recent)
         if metrics is not None:
             first_trace = format(links[0].context.trace_id, "032x") if links else None
             metrics.record_inference(self.model_name, compute, len(jobs), first_trace)
+        finite = np.asarray(np.isfinite(logits).all(axis=1))
         for row, job in enumerate(jobs):
-            queue_seconds = started - job.enqueued
+            if not finite[row]:  # only this input's scores are unusable
+                if metrics is not None:
+                    metrics.record_inference_error(self.model_name, "NonFiniteScores")
+                settled.append(
+                    (
+                        job,
+                        ModelInferenceException("The model gave non-finite scores for this input."),
+                    )
+                )
+                continue
+            queue_seconds = picked - job.enqueued
             if metrics is not None:
                 metrics.record_queue_wait(self.model_name, queue_seconds)
             settled.append(

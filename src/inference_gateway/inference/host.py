@@ -1,9 +1,12 @@
 """The model's life in the server: load and warm up off the loop, then classify.
 
-`ModelHost` owns the preprocessing thread pool and the `Batcher` (whose worker thread
-runs the forward passes), so the event loop never runs CPU work. Each stage is timed
-once; that one measurement feeds the metric, the span and the response's
-``timings_ms``.
+`ModelHost` owns the `Batcher` (whose worker thread runs the forward passes) and the
+decoding: on a thread pool when the worker has several cores, or on the event loop
+itself when it has one (the default layout on a small machine: one worker process
+per core), where a pool thread on the same core would only add hand-offs; large
+images always go to a thread. A model that fails to load is tried again with
+backoff, and readiness says why. Each stage is timed once; that one measurement
+feeds the metric, the span and the response's ``timings_ms``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from opentelemetry import trace
 
 from inference_gateway.errors import (
     InvalidImageException,
+    ModelFailedException,
     ModelNotLoadedException,
     ModelStalledException,
     ServiceDrainingException,
@@ -37,7 +41,7 @@ from inference_gateway.inference.preprocess import (
     quick_to_decode,
 )
 from inference_gateway.inference.workers import WorkerReadiness
-from inference_gateway.observability.logging import log_error
+from inference_gateway.observability.logging import log_error, log_inference_start
 from inference_gateway.observability.telemetry import Telemetry
 from inference_gateway.observability.tracing import TracedOperation
 
@@ -72,6 +76,18 @@ class BatchingConfig:
     max_queue_size: int = 64
 
 
+@dataclass(frozen=True, slots=True)
+class LoadRetry:
+    """How a failed load is retried: after ``first_seconds``, doubling up to ``max_seconds``."""
+
+    first_seconds: float = 1.0
+    max_seconds: float = 60.0
+
+    def delay(self, failures: int) -> float:
+        """Seconds to wait after the ``failures``-th failed attempt in a row."""
+        return float(min(self.first_seconds * 2 ** min(failures - 1, 32), self.max_seconds))
+
+
 class ModelHost:
     """Loads one model in the background and serves classifications once it is warm."""
 
@@ -87,6 +103,7 @@ class ModelHost:
         warmup: bool = True,
         stall_seconds: float = 10.0,
         peers: WorkerReadiness | None = None,
+        load_retry: LoadRetry | None = None,
     ) -> None:
         """Prepare the thread pool; nothing is loaded until `start`.
 
@@ -102,6 +119,10 @@ class ModelHost:
         self._warmup = warmup
         self.stall_seconds = stall_seconds
         self._peers = peers
+        self._load_retry = load_retry or LoadRetry()
+        self.load_failures = 0  # failed load attempts in a row (0 once loaded)
+        self.load_error: str | None = None  # why the last attempt failed
+        self._next_attempt: float | None = None  # monotonic time of the next attempt
         # 0 workers: decode on the event loop (see `Settings.effective_preprocess_workers`),
         # except large images (`quick_to_decode`), for which one thread is started.
         self._decode_on_loop = preprocess_workers == 0
@@ -114,15 +135,13 @@ class ModelHost:
 
     # --- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
-        """Load and warm the model off the loop, start the batcher, report ready."""
-        metrics = self._telemetry.metrics
-        try:
-            model = await asyncio.to_thread(self._load_and_warm)
-        except Exception as exc:
-            log_error(
-                self._telemetry.logger, "Model failed to load", exc, model_name=self.model_name
-            )
-            raise
+        """Load and warm the model off the loop, start the batcher, report ready.
+
+        A failed attempt is logged (ERROR, with its traceback), counted
+        (``model_load_failures_total``) and shown by `check_ready`; the next one follows
+        after a backoff, until one succeeds or the service drains (cancel the task).
+        """
+        model = await self._load_with_retries()
         self.model = model
         self.batcher = Batcher(
             model.backend,
@@ -131,11 +150,13 @@ class ModelHost:
             max_batch_size=self._batching.max_batch_size,
             max_batch_delay_seconds=self._batching.max_batch_delay_seconds,
             max_queue_size=self._batching.max_queue_size,
+            num_classes=len(model.spec.labels),
         )
         self.batcher.start()
         self.ready = True
         if self._peers is not None:
             self._peers.mark_ready()
+        metrics = self._telemetry.metrics
         if metrics is not None:
             metrics.set_model_state(self.model_name, loaded=True, memory_bytes=model.memory_bytes)
         self._telemetry.logger.info(
@@ -145,6 +166,29 @@ class ModelHost:
             backend=model.backend.name,
             memory_bytes=model.memory_bytes,
         )
+
+    async def _load_with_retries(self) -> LoadedModel:
+        while True:
+            try:
+                model = await asyncio.to_thread(self._load_and_warm)
+            except Exception as exc:
+                self.load_failures += 1
+                self.load_error = f"{type(exc).__name__}: {exc}"[:500]
+                delay = self._load_retry.delay(self.load_failures)
+                self._next_attempt = time.monotonic() + delay
+                if self._telemetry.metrics is not None:
+                    self._telemetry.metrics.record_model_load_failure(self.model_name)
+                log_error(
+                    self._telemetry.logger, "Model failed to load", exc,
+                    model_name=self.model_name, attempt=self.load_failures,
+                    retry_in_seconds=delay,
+                )  # fmt: skip
+                await asyncio.sleep(delay)
+                continue
+            self.load_failures = 0
+            self.load_error = None
+            self._next_attempt = None
+            return model
 
     def _load_and_warm(self) -> LoadedModel:
         started = time.perf_counter()
@@ -180,13 +224,31 @@ class ModelHost:
 
     # --- serving --------------------------------------------------------------------
     def require_ready(self) -> LoadedModel:
-        """The loaded model, or a 503 while loading or draining: the gate for new work."""
+        """The loaded model, or a 503 while loading, draining or failed: the gate for
+        new work."""
         if self.draining:
             raise ServiceDrainingException("The service is shutting down.")
+        self.check_live()
         return self._loaded()
+
+    def check_live(self) -> None:
+        """Raise `ModelFailedException` once the model's worker has given up for good:
+        the process cannot serve again, and only a restart helps."""
+        batcher = self.batcher
+        if batcher is not None and not batcher.alive:
+            raise ModelFailedException(
+                f"Model {self.model_name} stopped serving: {batcher.failure or 'its worker died'}."
+            )
 
     def _loaded(self) -> LoadedModel:
         if not self.ready or self.model is None:
+            if self.load_error is not None and self._next_attempt is not None:
+                wait = self._next_attempt - time.monotonic()
+                when = f"next attempt in {wait:.0f} s" if wait > 0 else "trying again now"
+                raise ModelNotLoadedException(
+                    f"Model {self.model_name} failed to load ({self.load_failures} "
+                    f"attempt(s)): {self.load_error}; {when}."
+                )
             raise ModelNotLoadedException("The model is still loading; retry shortly.")
         return self.model
 
@@ -273,6 +335,9 @@ class ModelHost:
 
         attributes = {"model.name": model.spec.name, "model.version": model.spec.version}
         with TracedOperation("model_inference", attributes, tracer=tracer) as span:
+            log_inference_start(
+                self._telemetry.logger, model.spec.name, model_version=model.spec.version
+            )
             submitted_ns = time.time_ns()
             outcome = await batcher.submit(prepared.tensor, deadline)
             self._stage_spans(submitted_ns, outcome)

@@ -36,7 +36,8 @@ class LoadedModel:
 
     @property
     def memory_bytes(self) -> int:
-        """Bytes of the model's parameters and buffers."""
+        """The model's size in bytes (`Backend.memory_bytes`): parameters and buffers
+        with torch, the model files (graph and external weights) with ONNX Runtime."""
         return self.backend.memory_bytes
 
 

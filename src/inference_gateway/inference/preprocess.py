@@ -1,8 +1,16 @@
 """Bytes → float32 CHW tensor: decode, orient, convert to RGB, resize, crop, normalise.
 
-Pure functions with no I/O beyond the bytes they are given; the HTTP layer runs them
-in a thread pool. Every failure is an `InvalidImageException` with a bounded
-``reason`` (used as a metric label), never a Pillow exception.
+Pure functions with no I/O beyond the bytes they are given. Where they run is
+`ModelHost`'s choice (inference/host.py). With ``PREPROCESS_WORKERS=0`` (the default),
+a worker whose share of the cores is one has no pool
+(``Settings.effective_preprocess_workers`` is 0) and runs them on its event loop: so
+does every worker `serve` starts by default (one per usable core, at most 4) on a
+machine with fewer than 8 cores. `open_image` then reads the header on the loop, and
+decoding and preprocessing follow there when `quick_to_decode` accepts the image
+(JPEGs up to 16 MP, other formats up to 1 MP); larger images go to a thread. Otherwise
+they run in the host's preprocessing thread pool. Every failure is an
+`InvalidImageException` with a bounded ``reason`` (used as a metric label), never a
+Pillow exception.
 """
 
 from __future__ import annotations

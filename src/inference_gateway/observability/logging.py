@@ -13,8 +13,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TextIO
@@ -22,6 +21,8 @@ from typing import Any, TextIO
 import structlog
 from opentelemetry import trace
 from structlog.typing import EventDict, Processor, WrappedLogger
+
+from inference_gateway.observability.tracing import get_current_span_id, get_current_trace_id
 
 LOGGER_NAME = "inference_gateway"
 
@@ -33,11 +34,12 @@ MAX_FIELD_CHARS = 4096
 
 def add_trace_context(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     """Add ``trace_id``, ``span_id`` and ``trace_flags`` of the active span, if any."""
-    ctx = trace.get_current_span().get_span_context()
-    if ctx.is_valid:
-        event_dict.setdefault("trace_id", format(ctx.trace_id, "032x"))
-        event_dict.setdefault("span_id", format(ctx.span_id, "016x"))
-        event_dict.setdefault("trace_flags", format(int(ctx.trace_flags), "02x"))
+    trace_id = get_current_trace_id()
+    if trace_id is not None:
+        flags = trace.get_current_span().get_span_context().trace_flags
+        event_dict.setdefault("trace_id", trace_id)
+        event_dict.setdefault("span_id", get_current_span_id())
+        event_dict.setdefault("trace_flags", format(int(flags), "02x"))
     return event_dict
 
 
@@ -180,13 +182,6 @@ class LogContext:
         structlog.contextvars.reset_contextvars(**self._tokens)
 
 
-@contextmanager
-def log_context(**fields: Any) -> Iterator[None]:
-    """Function form of `LogContext`."""
-    with LogContext(**fields):
-        yield
-
-
 def log_request_start(logger: structlog.stdlib.BoundLogger, method: str, endpoint: str) -> None:
     """Log that a request began (DEBUG: the access line at completion is the record)."""
     logger.debug("Request started", method=method, endpoint=endpoint)
@@ -231,9 +226,12 @@ def log_request_complete(
     )
 
 
-def log_inference_start(logger: structlog.stdlib.BoundLogger, model_name: str) -> None:
-    """Log that a prediction began (DEBUG)."""
-    logger.debug("Inference started", model_name=model_name)
+def log_inference_start(
+    logger: structlog.stdlib.BoundLogger, model_name: str, **fields: Any
+) -> None:
+    """Log that a prediction was handed to the model (DEBUG: its one INFO line is
+    written when it completes)."""
+    logger.debug("Inference started", model_name=model_name, **fields)
 
 
 def log_inference_complete(

@@ -14,8 +14,9 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -33,7 +34,6 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 from prometheus_client.utils import floatToGoString
-from starlette.types import Scope
 
 #: The ``endpoint`` label of requests that match no route: one series for all of them.
 UNMATCHED_ENDPOINT = "unmatched"
@@ -65,6 +65,7 @@ REJECT_REASONS: tuple[str, ...] = (
     "not_ready",
     "draining",
     "model_stalled",
+    "model_failed",
 )
 
 
@@ -74,7 +75,7 @@ PREDICT_STATUSES: tuple[str, ...] = (
 )  # fmt: skip
 
 
-def _normalize_endpoint(scope: Scope) -> str:
+def _normalize_endpoint(scope: MutableMapping[str, Any]) -> str:
     """The route template a request matched (``/items/{id}``), never its raw path.
 
     Reads the route the router recorded in the ASGI scope; a route that matched the
@@ -156,7 +157,8 @@ class Metrics:
             ["model"], registry=r, multiprocess_mode="livesum",
         )  # fmt: skip
         self.model_memory_usage_bytes = Gauge(
-            "model_memory_usage_bytes", "Bytes of the model's parameters and buffers.",
+            "model_memory_usage_bytes",
+            "Size of the loaded model: its files (ONNX Runtime) or parameters and buffers (torch).",
             ["model"], registry=r, multiprocess_mode="livesum",
         )  # fmt: skip
         self.model_loaded = Gauge(
@@ -188,6 +190,15 @@ class Metrics:
         self.model_inference_errors_total = Counter(
             "model_inference_errors_total", "Failed forward passes, per request.",
             ["model", "error_type"], registry=r,
+        )  # fmt: skip
+        self.batcher_crashes_total = Counter(
+            "batcher_crashes_total",
+            "Unexpected failures of the batcher's worker loop (each restarts it).",
+            ["model"], registry=r,
+        )  # fmt: skip
+        self.model_load_failures_total = Counter(
+            "model_load_failures_total", "Failed attempts to load the model.",
+            ["model"], registry=r,
         )  # fmt: skip
         self.prediction_confidence = Histogram(
             "prediction_confidence", "Softmax confidence of the top-1 class.",
@@ -275,6 +286,14 @@ class Metrics:
         """Count requests whose forward pass failed."""
         self.model_inference_errors_total.labels(model, error_type).inc(count)
 
+    def record_batcher_crash(self, model: str) -> None:
+        """Count an unexpected failure of the batcher's worker loop."""
+        self.batcher_crashes_total.labels(model).inc()
+
+    def record_model_load_failure(self, model: str) -> None:
+        """Count a failed attempt to load ``model``."""
+        self.model_load_failures_total.labels(model).inc()
+
     def record_rejection(self, reason: str) -> None:
         """Count a refusal by its bounded reason."""
         self.requests_rejected_total.labels(reason).inc()
@@ -338,6 +357,8 @@ class Metrics:
             self.tracing_spans_dropped_total.labels(reason)
         self.http_request_duration_seconds.labels("POST", "/predict")
         self.model_inference_duration_seconds.labels(model)
+        self.batcher_crashes_total.labels(model)
+        self.model_load_failures_total.labels(model)
         for reason in REJECT_REASONS:
             self.requests_rejected_total.labels(reason)
         self.inference_queue_size.labels(model).set(0)

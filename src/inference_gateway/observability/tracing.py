@@ -8,8 +8,7 @@ by a bounded `BatchSpanProcessor`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -152,16 +151,15 @@ def get_tracer(provider: trace.TracerProvider | None) -> Tracer:
     return provider.get_tracer(TRACER_NAME)
 
 
-@contextmanager
 def create_span(
     tracer: Tracer,
     name: str,
     attributes: Mapping[str, AttributeValue] | None = None,
     links: list[trace.Link] | None = None,
-) -> Iterator[Span]:
-    """Start a child span of the current one; exceptions are recorded with status ERROR."""
-    with TracedOperation(name, attributes, tracer=tracer, links=links) as span:
-        yield span
+) -> TracedOperation:
+    """A child span of the current one, to use as ``with create_span(...) as span``:
+    current inside the block, exceptions recorded with status ERROR, ended on exit."""
+    return TracedOperation(name, attributes, tracer=tracer, links=links)
 
 
 class TracedOperation:
