@@ -17,7 +17,7 @@ from tests.helpers import (
     controlled_loader,
     make_settings,
     ready_client,
-    real_loader,
+    real_app,
 )
 
 
@@ -38,10 +38,10 @@ def model_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def real_app_client() -> Iterator[TestClient]:
-    """One app with the real model, shared by read-only API tests."""
-    app = create_app(make_settings(), model_loader=real_loader, configure_logging=False)
-    with TestClient(app) as client:
+def real_app_client(model_cache_dir: Path) -> Iterator[TestClient]:
+    """One app with the real model on the default backend (exported to
+    ``model_cache_dir``), shared by tests that do not change its state."""
+    with TestClient(real_app()) as client:
         yield ready_client(client)
 
 

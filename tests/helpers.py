@@ -6,9 +6,10 @@ import io
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
+import httpx2 as httpx
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -18,8 +19,10 @@ from fastapi.testclient import TestClient
 
 from inference_gateway.app import create_app
 from inference_gateway.config import Settings
+from inference_gateway.inference.backends import Backend
 from inference_gateway.inference.labels import imagenet_labels
-from inference_gateway.inference.model import LoadedModel, ModelSpec, load_model
+from inference_gateway.inference.model import LoadedModel, ModelSpec
+from inference_gateway.inference.preprocess import ImageLimits, PreprocessConfig, prepare_image
 from inference_gateway.observability.logging import setup_logging
 from tests.images import cat_jpeg
 
@@ -62,45 +65,82 @@ def json_log_capture(level: str = "INFO") -> Iterator[io.StringIO]:
         structlog.reset_defaults()
 
 
-def real_loader() -> LoadedModel:
-    """The embedded EfficientNet-Lite0 on the torch backend."""
-    return load_model("efficientnet-lite0", "1", "torch", "cpu", 0)
+def real_app(**settings: object) -> FastAPI:
+    """An app serving the real model on the default backend, as users run it.
+
+    That is ONNX Runtime over the model exported to ``MODEL_CACHE_DIR`` (the session's
+    cache: the export runs once per test session).
+    """
+    return create_app(make_settings(**settings), configure_logging=False)
+
+
+#: How many classes the embedded model (and so `ControlledBackend`) scores.
+NUM_CLASSES = 1000
 
 
 class ControlledBackend:
     """A backend whose forward pass blocks until the test releases it.
 
-    It returns deterministic logits: class ``argmax`` = the batch index modulo 1000,
-    so tests can tell answers apart.
+    Without ``model`` its logits are deterministic and depend on each input alone: a
+    row's top class is `top_class` of that row, so a request knows the answer it must
+    get (`controlled_class` of its image), and a request handed another's row gets a
+    wrong one. With ``model`` (a real backend) the logits are that model's: the test
+    controls when the real model runs. ``batch_sizes`` records every forward pass.
     """
 
     name = "controlled"
 
-    def __init__(self, *, blocked: bool = False) -> None:
+    def __init__(self, *, blocked: bool = False, model: Backend | None = None) -> None:
+        self.model = model
         self.entered = threading.Event()
         self.release = threading.Event()
         if not blocked:
             self.release.set()
         self.calls = 0
+        self.batch_sizes: list[int] = []
         self.fail_with: BaseException | None = None
 
     @property
     def memory_bytes(self) -> int:
-        return 1234
+        return self.model.memory_bytes if self.model is not None else 1234
+
+    @staticmethod
+    def top_class(row: npt.NDArray[np.float32]) -> int:
+        """The class this backend ranks first for one preprocessed ``(3, H, W)`` image.
+
+        A weighted sum of its channel means: images of different colours get
+        different classes.
+        """
+        channel_means = row.reshape(3, -1).mean(axis=1, dtype=np.float64)
+        score = float(np.dot(channel_means, (1.0, 10.0, 100.0)))
+        return int(np.floor(score * 10)) % NUM_CLASSES
 
     def predict(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         self.calls += 1
+        self.batch_sizes.append(int(batch.shape[0]))
         self.entered.set()
         if not self.release.wait(timeout=60):
             raise RuntimeError("test never released the backend")
         if self.fail_with is not None:
             raise self.fail_with
-        logits = np.zeros((batch.shape[0], 1000), dtype=np.float32)
-        logits[:, 1] = 5.0
+        if self.model is not None:
+            return self.model.predict(batch)
+        logits = np.zeros((batch.shape[0], NUM_CLASSES), dtype=np.float32)
+        for i, row in enumerate(batch):
+            logits[i, self.top_class(row)] = 5.0
         return logits
 
     def close(self) -> None:
         self.release.set()
+        if self.model is not None:
+            self.model.close()
+
+
+def controlled_class(image: bytes) -> int:
+    """The class `ControlledBackend` ranks first for ``image`` sent to the gateway."""
+    return ControlledBackend.top_class(
+        prepare_image(image, ImageLimits(), PreprocessConfig()).tensor
+    )
 
 
 def controlled_loader(backend: ControlledBackend) -> Callable[[], LoadedModel]:
@@ -160,3 +200,39 @@ def held_prediction(
         backend.release.set()
         for thread in threads:
             thread.join(timeout=30)
+
+
+def held_batch(
+    client: TestClient, backend: ControlledBackend, bodies: Sequence[bytes]
+) -> list[httpx.Response]:
+    """Send ``bodies`` as concurrent predictions that the model runs as two batches.
+
+    The backend must be blocked. The first request is held alone in the model while
+    the others queue behind it; then the backend is released, and the queued ones run
+    together (as one batch when ``MAX_BATCH_SIZE`` allows). Returns the responses in
+    the order of ``bodies``.
+    """
+    host = client.app.state.host  # type: ignore[attr-defined]
+    responses: dict[int, httpx.Response] = {}
+
+    def send(i: int) -> None:
+        # The gateway tells the format from the bytes.
+        responses[i] = client.post(
+            "/predict", content=bodies[i], headers={"content-type": "application/octet-stream"}
+        )
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(bodies))]
+    backend.entered.clear()
+    try:
+        threads[0].start()
+        wait_until(backend.entered.is_set, what="the first prediction to reach the model")
+        for thread in threads[1:]:
+            thread.start()
+        wait_until(
+            lambda: host.batcher.pending == len(bodies), what=f"{len(bodies)} in the batcher"
+        )
+    finally:
+        backend.release.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    return [responses[i] for i in range(len(bodies))]

@@ -125,7 +125,43 @@ def gateway_process(
             gateway.final_log = gateway.log_lines()
 
 
-__all__ = ["GatewayProcess", "free_port", "gateway_process", "wait_until"]
+__all__ = [
+    "GatewayProcess",
+    "free_port",
+    "gateway_process",
+    "read_http_response",
+    "wait_until",
+]
+
+
+def read_http_response(sock: socket.socket) -> tuple[int, bytes, bytes]:
+    """Read one response with a ``Content-Length`` body (or none) from a raw socket.
+
+    Returns the status, the head (status line and headers) and the body; the
+    connection stays open. An interim ``100 Continue`` is a response of its own.
+    """
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"the server closed the connection after {data!r}")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = next(
+        (
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")[1:]
+            if line.lower().startswith(b"content-length:")
+        ),
+        0,
+    )
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection mid-body")
+        body += chunk
+    return status, head, body
 
 
 @contextmanager

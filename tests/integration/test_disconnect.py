@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import socket
-import time
 from collections.abc import Iterator
 
 import httpx2 as httpx
@@ -83,23 +82,25 @@ def test_a_client_leaving_mid_upload_logs_one_warning_and_frees_its_bytes(
         wait_until(lambda: httpx.get(f"{url}/ready").status_code == 200, what="ready")
         limits = _body_limits(app)
         host, port = url.removeprefix("http://").split(":")
-        for _ in range(5):
+
+        def abandoned() -> float:
+            return value(
+                parse(httpx.get(f"{url}/metrics").text),
+                "http_requests_total", method="POST", endpoint="/predict", status="499",
+            )  # fmt: skip
+
+        for n in range(1, 6):
             sock = socket.create_connection((host, int(port)))
             head = (
                 f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n"
             ).encode()
-            sock.sendall(head + body[: len(body) // 2])  # half the upload, then gone
-            time.sleep(0.05)
-            sock.close()
-        wait_until(
-            lambda: value(
-                parse(httpx.get(f"{url}/metrics").text),
-                "http_requests_total", method="POST", endpoint="/predict", status="499",
-            ) == 5,
-            what="five 499s",
-        )  # fmt: skip
-        assert limits.inflight_bytes == 0  # every abandoned upload's bytes were released
+            sock.sendall(head + body[: len(body) // 2])  # half the upload ...
+            wait_until(lambda: limits.inflight_bytes > 0, what="the server to hold the upload")
+            sock.close()  # ... then gone
+            wait_until(lambda n=n: abandoned() == n, what=f"{n} abandoned uploads counted")
+            # The abandoned upload's bytes are released.
+            wait_until(lambda: limits.inflight_bytes == 0, what="the upload's bytes released")
     assert backend.calls == 0
     records = [json.loads(line) for line in json_log.getvalue().splitlines() if line]
     mine = [r for r in records if r.get("endpoint") == "/predict"]

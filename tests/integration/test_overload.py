@@ -148,7 +148,7 @@ def test_a_full_queue_admits_exactly_its_size_and_refuses_the_rest_at_once(
     assert _predict(server.url).status_code == 200
 
 
-def test_far_past_saturation_every_answer_is_a_result_a_503_or_a_504(
+def test_far_past_saturation_every_result_meets_its_deadline_and_the_rest_are_503_or_504(
     server: GatewayProcess, gate: Gate
 ) -> None:
     # 20 ms per image, one at a time: saturation is ~50/s. 48 clients with a 400 ms
@@ -188,11 +188,14 @@ def test_far_past_saturation_every_answer_is_a_result_a_503_or_a_504(
             assert response.headers["retry-after"]
             assert response.json()["reason"] in {"queue_full", "deadline_unreachable"}
         if response.status_code == 200:
-            # An accepted request got its answer within its deadline (the server's own
-            # clock). Writing the response comes after: the deadline bounds the wait for
-            # the model, not the event loop's turn to send (docs/operations.md).
+            # The promise: a request answered with a result had it within its deadline,
+            # by the server's own clock (which enforces the deadline: past it, a 504).
+            # Writing the response comes after: the deadline bounds the wait for the
+            # model, not the event loop's turn to send (docs/operations.md). Each stage
+            # is reported rounded to the microsecond.
             timings = response.json()["timings_ms"]
-            assert timings["preprocess"] + timings["queue"] + timings["inference"] <= deadline_ms
+            stages = timings["preprocess"] + timings["queue"] + timings["inference"]
+            assert stages <= deadline_ms + 3 * 0.0005, timings
     assert rss_after - rss_before < 64 * MIB
     after = _metrics(server)
     assert _server_delta(before, after) == statuses

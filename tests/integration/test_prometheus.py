@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ SPEC_QUERIES = [
 ]
 PREDICTIONS = 12
 BAD_IMAGES = 3
+#: Scrapes that must hold the traffic before the queries over it are checked.
+SCRAPES_OF_TRAFFIC = 3
 
 
 def _tool(name: str) -> str:
@@ -179,9 +182,29 @@ def traffic(gateway: GatewayProcess, prometheus: Prometheus) -> dict[str, int]:
         return bool(result) and float(result[0]["value"][1]) == PREDICTIONS
 
     wait_until(seen, timeout=60, what="Prometheus to scrape the predictions")
-    # Let the rate windows hold several scrapes and the rules evaluate.
-    time.sleep(5)
+    wait_until(
+        lambda: _settled(prometheus), timeout=60, what="scrapes and rule evaluations of the traffic"
+    )
     return {"ok": PREDICTIONS, "bad": BAD_IMAGES}
+
+
+def _settled(prometheus: Prometheus) -> bool:
+    """Rate windows hold several scrapes of the traffic, and every rule group has been
+    evaluated since the latest of them.
+
+    The per-class prediction series appear with the traffic, so their sample counts
+    are the scrapes since it.
+    """
+    scrapes = prometheus.query("count_over_time(model_predictions_total[10m])")
+    if not scrapes or min(float(r["value"][1]) for r in scrapes) < SCRAPES_OF_TRAFFIC:
+        return False
+    latest = max(
+        float(r["value"][1]) for r in prometheus.query("timestamp(model_predictions_total)")
+    )
+    groups = httpx.get(f"{prometheus.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
+    return bool(groups) and all(
+        datetime.fromisoformat(g["lastEvaluation"]).timestamp() > latest for g in groups
+    )
 
 
 def test_target_is_up_and_samples_match_what_was_sent(

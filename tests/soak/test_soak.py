@@ -3,10 +3,12 @@
 Run by ``make soak`` (marked ``soak``; ``make test`` skips it). After a warm-up of
 1,000 predictions the server's resident memory, open file descriptors and threads are
 recorded; after 9,000 more they are compared: memory may grow by less than 5%, file
-descriptors and threads not at all beyond a small allowance (thread pools and
-connections come and go). Latency percentiles of the last thousand predictions must
-match those of the first thousand. The same harness run against a backend that keeps
-every input (tests/gated_app.py with ``GATE_LEAK=1``) must fail the memory check.
+descriptors and threads not at all beyond a small allowance (thread pools come and
+go), and the server counted every prediction. Latency percentiles of the first and the
+last thousand predictions are printed as a report, not asserted: on a shared machine
+they measure the neighbours as much as the server (speed is measured in ``bench/``).
+The same harness run against a backend that keeps every input (tests/gated_app.py
+with ``GATE_LEAK=1``) must fail the memory check.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
+from tests.helpers import wait_until
 from tests.images import cat_jpeg
+from tests.scrape import parse, value
 from tests.servers import GatewayProcess, gateway_process
 
 pytestmark = pytest.mark.soak
@@ -91,28 +95,56 @@ def _drive(server: GatewayProcess, count: int, run: Run) -> None:
         thread.join()
 
 
+def _open_connections(port: int) -> int:
+    """Connections to ``port`` whose server side is not closed yet (IPv4 and IPv6)."""
+    open_states = {"01", "08"}  # ESTABLISHED, CLOSE_WAIT: the server still holds the socket
+    count = 0
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        if not table.exists():
+            continue
+        for line in table.read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] in open_states:
+                count += 1
+    return count
+
+
+def _snapshot_when_idle(server: GatewayProcess) -> Snapshot:
+    """A snapshot once the server has closed every client connection."""
+    port = int(server.url.rsplit(":", 1)[1])
+    wait_until(lambda: _open_connections(port) == 0, what="the server to close its connections")
+    return Snapshot.of(server)
+
+
 def soak(server: GatewayProcess, warmup: int, total: int) -> Run:
     """Warm up, snapshot, drive the rest, snapshot (connections closed at both)."""
     run = Run()
     _drive(server, warmup, run)
-    time.sleep(1)  # let closed connections and finished threads go
-    run.warm = Snapshot.of(server)
+    run.warm = _snapshot_when_idle(server)
     _drive(server, total - warmup, run)
-    time.sleep(1)
-    run.end = Snapshot.of(server)
+    run.end = _snapshot_when_idle(server)
     return run
 
 
-def _percentiles(latencies: list[float]) -> dict[str, float]:
+def _percentiles(latencies: list[float]) -> str:
+    """P50, P90 and P99 of ``latencies`` (seconds), in milliseconds, for a report."""
     cuts = statistics.quantiles(latencies, n=100)
-    return {"p50": cuts[49], "p90": cuts[89], "p99": cuts[98]}
+    return ", ".join(
+        f"{name} {cuts[i] * 1000:.1f} ms" for name, i in (("p50", 49), ("p90", 89), ("p99", 98))
+    )
 
 
-def test_ten_thousand_predictions_leave_memory_descriptors_threads_and_latency_stable() -> None:
+def test_ten_thousand_predictions_leave_memory_descriptors_and_threads_stable() -> None:
     # One worker: the process whose memory, descriptors and threads are measured.
     with gateway_process({"LOG_LEVEL": "WARNING", "WORKERS": "1"}) as server:
         run = soak(server, warmup=1_000, total=10_000)
+        samples = parse(httpx.get(f"{server.url}/metrics", timeout=10).text)
     assert run.statuses.count(200) == 10_000
+    counted = value(
+        samples, "http_requests_total", method="POST", endpoint="/predict", status="200"
+    )
+    assert counted == 10_000
     assert run.warm is not None and run.end is not None
     growth = run.memory_growth()
     print(f"rss {run.warm.rss_bytes / 2**20:.1f} -> {run.end.rss_bytes / 2**20:.1f} MiB")
@@ -120,13 +152,9 @@ def test_ten_thousand_predictions_leave_memory_descriptors_threads_and_latency_s
     assert growth < MAX_MEMORY_GROWTH, f"resident memory grew {growth:.1%}"
     assert run.end.fds <= run.warm.fds + ALLOWANCE
     assert run.end.threads <= run.warm.threads + ALLOWANCE
-    first, last = _percentiles(run.latencies[:1000]), _percentiles(run.latencies[-1000:])
-    print(f"first thousand {first}\nlast thousand  {last}")
-    # Same service, same load: the last thousand are not slower than the first (ratios
-    # with room for a noisy shared machine, not absolute durations).
-    assert last["p50"] <= 1.5 * first["p50"]
-    assert last["p90"] <= 2.0 * first["p90"]
-    assert last["p99"] <= 2.0 * first["p99"]
+    # A report for whoever reads the run, not a check (see the module docstring).
+    print(f"latency, first thousand: {_percentiles(run.latencies[:1000])}")
+    print(f"latency, last thousand:  {_percentiles(run.latencies[-1000:])}")
 
 
 def test_the_memory_check_catches_a_backend_that_keeps_every_input(tmp_path: Path) -> None:

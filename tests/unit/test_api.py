@@ -6,13 +6,17 @@ import threading
 
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from inference_gateway.app import create_app
+from inference_gateway.inference.model import load_configured_model
 from tests import scrape
 from tests.helpers import (
     ControlledBackend,
     controlled_app,
+    controlled_class,
     controlled_loader,
+    held_batch,
     held_prediction,
     make_settings,
     ready_client,
@@ -21,6 +25,8 @@ from tests.images import CAT_CLASSES, CAT_PNG, COFFEE_PNG, ESPRESSO, cat_jpeg, e
 
 PROBLEM = "application/problem+json"
 JPEG = {"content-type": "image/jpeg"}
+#: A request deadline no image here takes to read and decode, on any machine.
+LONG_DEADLINE_MS = 2000
 
 
 def assert_problem(response, status: int, slug: str) -> dict[str, object]:  # type: ignore[no-untyped-def]
@@ -49,7 +55,12 @@ class TestRealPhotos:
         confidences = [p["confidence"] for p in body["predictions"]]
         assert confidences == sorted(confidences, reverse=True)
         assert 0 < sum(confidences) <= 1.0 + 1e-9
-        assert body["model"] == {"name": "efficientnet-lite0", "version": "1", "backend": "torch"}
+        # The default backend, the one users run.
+        assert body["model"] == {
+            "name": "efficientnet-lite0",
+            "version": "1",
+            "backend": "onnxruntime",
+        }
         assert body["request_id"] == response.headers["x-request-id"]
         assert body["image"] == {
             "format": "png",
@@ -155,13 +166,16 @@ def test_deadline_from_header_gives_504_while_model_is_busy() -> None:
     backend = ControlledBackend(blocked=True)
     with TestClient(controlled_app(backend, model_warmup=False)) as client:
         ready_client(client)
+        # The model never answers; the deadline is far longer than reading and decoding
+        # the image, so it passes while the request is held in the model.
         response = client.post(
             "/predict",
             content=cat_jpeg(),
-            headers={"content-type": "image/jpeg", "x-request-timeout-ms": "50"},
+            headers={"content-type": "image/jpeg", "x-request-timeout-ms": str(LONG_DEADLINE_MS)},
         )
         body = assert_problem(response, 504, "timeout")
         assert body["reason"] == "deadline_exceeded"
+        assert backend.calls == 1  # it was in the model when its deadline passed
         bad = client.post(
             "/predict",
             content=cat_jpeg(),
@@ -234,33 +248,46 @@ def test_docs_can_be_switched_off() -> None:
         assert client.get("/openapi.json").status_code == 404
 
 
-def test_concurrent_requests_share_forward_passes_on_the_real_model() -> None:
-    """End to end on the real ONNX model: batched requests each get their own answer."""
-    app = create_app(
-        make_settings(max_batch_size=8, max_batch_delay_ms=200), configure_logging=False
-    )
+def _solid(rgb: tuple[int, int, int]) -> bytes:
+    return encode(Image.new("RGB", (96, 64), rgb), "PNG")
+
+
+def test_requests_batched_together_each_get_their_own_row() -> None:
+    """Distinct images in one forward pass: each answer is its own image's class."""
+    colours = [(0, 0, 0), (255, 255, 255), (200, 30, 30), (30, 200, 30), (30, 30, 200),
+               (128, 128, 128), (250, 200, 0)]  # fmt: skip
+    images = [cat_jpeg(), *(_solid(c) for c in colours)]
+    expected = [controlled_class(image) for image in images]
+    assert len(set(expected)) == len(images)  # every image has a class of its own
+    backend = ControlledBackend(blocked=True)
+    app = controlled_app(backend, model_warmup=False, max_batch_size=len(images))
+    with TestClient(app) as client:
+        ready_client(client)
+        responses = held_batch(client, backend, images)
+    assert backend.batch_sizes == [1, len(images) - 1]  # the seven ran together
+    answers = [r.json()["predictions"][0]["class_id"] for r in responses]
+    assert answers == expected
+
+
+def test_real_model_answers_each_request_of_a_shared_forward_pass() -> None:
+    """End to end on the real ONNX model: a batch of cats and espressos, each right."""
+    model = load_configured_model(make_settings())
+    backend = ControlledBackend(blocked=True, model=model.backend)
+    app = controlled_app(backend, model_warmup=False, max_batch_size=8)
+    kinds = ["cat", "espresso", "espresso", "cat", "espresso", "cat", "cat", "espresso"]
     photos = {"cat": cat_jpeg(), "espresso": COFFEE_PNG.read_bytes()}
     with TestClient(app) as client:
         ready_client(client)
-        answers: dict[int, tuple[str, int]] = {}
-
-        def send(i: int) -> None:
-            kind = "cat" if i % 2 else "espresso"
-            response = client.post("/predict", content=photos[kind], headers=JPEG)
-            answers[i] = (kind, response.json()["predictions"][0]["class_id"])
-
-        threads = [threading.Thread(target=send, args=(i,)) for i in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
+        responses = held_batch(client, backend, [photos[kind] for kind in kinds])
         samples = scrape.parse(client.get("/metrics").text)
-    assert len(answers) == 8
-    for kind, class_id in answers.values():
-        assert class_id in (CAT_CLASSES if kind == "cat" else {ESPRESSO})
-    passes = scrape.value(samples, "inference_batch_size_count", model="efficientnet-lite0")
-    assert scrape.value(samples, "inference_batch_size_sum", model="efficientnet-lite0") == 8
-    assert passes < 8  # at least two requests shared a forward pass
+    assert backend.batch_sizes == [1, 7]
+    for kind, response in zip(kinds, responses, strict=True):
+        assert response.status_code == 200, response.text
+        top = response.json()["predictions"][0]["class_id"]
+        assert top in (CAT_CLASSES if kind == "cat" else {ESPRESSO}), (kind, top)
+    model_name = "efficientnet-lite0"
+    assert scrape.value(samples, "inference_batch_size_count", model=model_name) == 2
+    assert scrape.value(samples, "inference_batch_size_sum", model=model_name) == 8
 
 
 def test_cors_is_closed_by_default_and_open_only_to_listed_origins() -> None:

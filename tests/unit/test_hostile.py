@@ -1,11 +1,12 @@
 """The hostile and malformed input catalogue: every case gets its documented answer.
 
-Each case is sent to an app with the real model. The valid-but-unusual images must get
-a 200 with a sensible result; everything else a 4xx problem+json with its ``type``
-(never a 5xx, never a hang). After every case the server is still ready, the metrics
-hold no series they did not hold before (only the per-class prediction counter may
-grow, bounded by the model's 1,000 classes), and the request logged exactly one line,
-at INFO for a 200 and WARNING for a 4xx. docs/operations.md lists the same answers.
+Each case is sent to an app with the real model on the default backend (ONNX Runtime,
+as users run it). The valid-but-unusual images must get a 200 with a sensible result;
+everything else a 4xx problem+json with its ``type`` (never a 5xx, never a hang).
+After every case the server is still ready, the metrics hold no series they did not
+hold before (only the per-class prediction counter may grow, bounded by the model's
+1,000 classes), and the request logged exactly one line, at INFO for a 200 and WARNING
+for a 4xx. docs/operations.md lists the same answers.
 """
 
 from __future__ import annotations
@@ -21,9 +22,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from inference_gateway.app import create_app
 from tests import scrape
-from tests.helpers import json_log_capture, make_settings, ready_client, real_loader
+from tests.helpers import json_log_capture, ready_client, real_app
 from tests.images import CAT_CLASSES, CAT_PNG, cat_jpeg, encode, gradient
 
 PROBLEM = "application/problem+json"
@@ -227,17 +227,15 @@ def log_stream() -> Iterator[io.StringIO]:
 
 @pytest.fixture(scope="module")
 def client(log_stream: io.StringIO) -> Iterator[TestClient]:
-    """The real model behind the whole stack, with a 2 MiB body limit."""
-    app = create_app(
-        make_settings(max_body_bytes=MAX_BODY), model_loader=real_loader, configure_logging=False
-    )
-    with TestClient(app) as test_client:
+    """The real model on the default backend behind the whole stack, 2 MiB body limit."""
+    with TestClient(real_app(max_body_bytes=MAX_BODY)) as test_client:
         ready_client(test_client)
         # Warm up: one answer and one scrape create the series normal traffic creates.
         ok = test_client.post(
             "/predict", content=cat_jpeg(), headers={"content-type": "image/jpeg"}
         )
         assert ok.status_code == 200
+        assert ok.json()["model"]["backend"] == "onnxruntime"
         test_client.get("/metrics")
         yield test_client
 

@@ -20,7 +20,6 @@ from inference_gateway.app import create_app
 from inference_gateway.observability.logging import (
     LogContext,
     get_logger,
-    log_context,
     log_error,
     log_inference_start,
     setup_logging,
@@ -28,10 +27,10 @@ from inference_gateway.observability.logging import (
 from tests.helpers import (
     ControlledBackend,
     controlled_app,
-    controlled_loader,
     json_log_capture,
     make_settings,
     ready_client,
+    real_app,
 )
 from tests.images import cat_jpeg
 
@@ -51,15 +50,16 @@ def _records(stream: io.StringIO) -> list[dict[str, object]]:
 
 
 def test_request_logs_carry_the_spec_fields(json_logs: io.StringIO) -> None:
-    app = controlled_app(ControlledBackend())
-    with TestClient(app) as client:
+    with TestClient(real_app()) as client:
         ready_client(client)
         response = client.post(
             "/predict",
             content=cat_jpeg(),
             headers={**JPEG, "x-request-id": "req-42", "x-user-id": "alice"},
         )
-    trace_id = response.json()["trace_id"]
+    assert response.status_code == 200, response.text
+    body = response.json()
+    trace_id = body["trace_id"]
     records = [
         r for r in _records(json_logs) if r.get("request_id") == "req-42" and r["level"] != "DEBUG"
     ]
@@ -83,9 +83,11 @@ def test_request_logs_carry_the_spec_fields(json_logs: io.StringIO) -> None:
     assert record["endpoint"] == "/predict"
     assert record["status_code"] == 200
     assert isinstance(record["duration_ms"], float)
-    assert record["model_name"] == "efficientnet-lite0"
-    assert record["prediction_class"] == "goldfish"
-    assert 0 < float(record["confidence"]) <= 1  # type: ignore[arg-type]
+    # The line tells the answer the client got: the real model's top prediction.
+    top = body["predictions"][0]
+    assert record["model_name"] == body["model"]["name"]
+    assert record["prediction_class"] == top["label"]
+    assert record["confidence"] == pytest.approx(top["confidence"], abs=1e-6)  # 6 decimals
     assert record["batch_size"] == 1
     assert isinstance(record["inference_ms"], float)
 
@@ -93,9 +95,8 @@ def test_request_logs_carry_the_spec_fields(json_logs: io.StringIO) -> None:
 def test_one_story_per_request_logs_spans_and_exemplar_share_ids(json_logs: io.StringIO) -> None:
     exporter = InMemorySpanExporter()
     app = create_app(
-        make_settings(), model_loader=controlled_loader(ControlledBackend()),
-        span_processors=(SimpleSpanProcessor(exporter),), configure_logging=False,
-    )  # fmt: skip
+        make_settings(), span_processors=(SimpleSpanProcessor(exporter),), configure_logging=False
+    )
     with TestClient(app) as client:
         ready_client(client)
         response = client.post("/predict", content=cat_jpeg(), headers=JPEG)
@@ -219,7 +220,7 @@ def test_log_context_survives_await_and_reaches_threads(json_logs: io.StringIO) 
         logger.info("outside")
 
     asyncio.run(work())
-    with log_context(model_name="m"):
+    with LogContext(model_name="m"):
         log_inference_start(logger, "m")
     records = [r for r in _records(json_logs) if r["logger"] == "inference_gateway"]
     assert records[0]["request_id"] == "ctx-1" and records[1]["request_id"] == "ctx-1"

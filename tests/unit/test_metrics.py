@@ -5,18 +5,26 @@ from __future__ import annotations
 import random
 import re
 import string
+from pathlib import Path
 
 import httpx2 as httpx
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from inference_gateway.observability.metrics import LATENCY_BUCKETS, Metrics, _normalize_endpoint
+from inference_gateway.inference.onnx_export import onnx_path
+from inference_gateway.observability.metrics import (
+    CONFIDENCE_BUCKETS,
+    LATENCY_BUCKETS,
+    Metrics,
+    _normalize_endpoint,
+)
 from tests.helpers import (
     ControlledBackend,
     controlled_app,
     held_prediction,
     ready_client,
+    wait_until,
 )
 from tests.images import cat_jpeg
 from tests.scrape import parse, series_count, total, value
@@ -84,16 +92,44 @@ def test_latency_buckets_have_an_edge_at_the_slo() -> None:
     assert len(around) >= 6
 
 
-def test_model_state_metrics_follow_the_model(fake_client: TestClient) -> None:
-    samples = _scrape(fake_client)
+def test_model_state_metrics_follow_the_model(
+    real_app_client: TestClient, model_cache_dir: Path
+) -> None:
+    samples = _scrape(real_app_client)
     assert value(samples, "model_loaded", model="efficientnet-lite0") == 1
-    assert value(samples, "model_memory_usage_bytes", model="efficientnet-lite0") == 1234
+    # With ONNX Runtime, the model's size is that of its files: graph and weights.
+    graph = onnx_path(model_cache_dir, "efficientnet-lite0", "1")
+    files = [graph, graph.with_name(graph.name + ".data")]
+    on_disk = sum(f.stat().st_size for f in files if f.exists())
+    assert value(samples, "model_memory_usage_bytes", model="efficientnet-lite0") == on_disk
     assert (
         value(
             samples, "app_info", name="inference-gateway", version="0.1.0", environment="production"
         )
         == 1
     )
+
+
+def test_prediction_metrics_record_the_answer_the_client_got(
+    real_app_client: TestClient,
+) -> None:
+    model = "efficientnet-lite0"
+    before = _scrape(real_app_client)
+    response = real_app_client.post("/predict", content=cat_jpeg(), headers=JPEG)
+    after = _scrape(real_app_client)
+    assert response.status_code == 200
+    top = response.json()["predictions"][0]
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("model_predictions_total", model=model, **{"class": top["label"]}) == 1
+    assert total(after, "model_predictions_total") - total(before, "model_predictions_total") == 1
+    assert delta("prediction_confidence_count", model=model) == 1
+    assert delta("prediction_confidence_sum", model=model) == pytest.approx(top["confidence"])
+    for bound in CONFIDENCE_BUCKETS:  # the answer's confidence falls in its bucket
+        counted = delta("prediction_confidence_bucket", model=model, le=str(bound))
+        assert counted == (1 if top["confidence"] <= bound else 0), bound
 
 
 def test_exact_accounting_of_every_outcome() -> None:
@@ -103,8 +139,9 @@ def test_exact_accounting_of_every_outcome() -> None:
     )
     with TestClient(app, raise_server_exceptions=False) as client:
         ready_client(client)
-        for _ in range(3):
-            assert client.post("/predict", content=cat_jpeg(), headers=JPEG).status_code == 200
+        answered = [client.post("/predict", content=cat_jpeg(), headers=JPEG) for _ in range(3)]
+        assert [r.status_code for r in answered] == [200, 200, 200]
+        label = answered[0].json()["predictions"][0]["label"]  # the same photo each time
         for _ in range(2):
             assert client.post("/predict", content=b"nope", headers=JPEG).status_code == 400
         assert (
@@ -127,15 +164,16 @@ def test_exact_accounting_of_every_outcome() -> None:
             assert client.post("/predict", content=cat_jpeg(), headers=JPEG).status_code == 503
         assert held == [200, 200]
         backend.release.clear()
-        # A deadline the admission estimate accepts (the held batches made the average
-        # batch slow), which then passes while the model is blocked: a 504.
-        estimate_ms = (app.state.host.batcher.batch_seconds or 0) * 1000
-        timeout_ms = str(int(2 * estimate_ms) + 50)
+        # An idle batcher admits any deadline; this one, far longer than decoding takes,
+        # then passes while the model is blocked: a 504.
         timed_out = client.post(
-            "/predict", content=cat_jpeg(), headers={**JPEG, "x-request-timeout-ms": timeout_ms}
+            "/predict", content=cat_jpeg(), headers={**JPEG, "x-request-timeout-ms": "2000"}
         )
         assert timed_out.status_code == 504
         backend.release.set()
+        # The abandoned forward pass finishes and is counted before the scrape.
+        batcher = app.state.host.batcher
+        wait_until(lambda: batcher.pending == 0, what="the last forward pass to finish")
         samples = _scrape(client)
 
     expected = {("/predict", "200"): 5, ("/predict", "400"): 2, ("/predict", "415"): 1,
@@ -159,7 +197,7 @@ def test_exact_accounting_of_every_outcome() -> None:
     )
     model = "efficientnet-lite0"
     assert total(samples, "model_predictions_total", model=model) == 5
-    assert value(samples, "model_predictions_total", model=model, **{"class": "goldfish"}) == 5
+    assert value(samples, "model_predictions_total", model=model, **{"class": label}) == 5
     assert value(samples, "prediction_confidence_count", model=model) == 5
     # Forward passes: the 5 answered, and the one whose caller's deadline passed while
     # it was already computing (it finishes; its answer is discarded).
