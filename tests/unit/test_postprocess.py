@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from inference_gateway.inference.labels import imagenet_labels
 from inference_gateway.inference.postprocess import softmax, top_k
@@ -26,3 +27,14 @@ def test_labels_are_unique_and_complete() -> None:
     labels = imagenet_labels()
     assert len(labels) == len(set(labels)) == 1000
     assert labels[281] == "tabby" and labels[517] == "crane (517)"
+
+
+def test_sigmoid_and_none_activations() -> None:
+    scores = np.array([0.0, 2.0, -1.0], dtype=np.float32)
+    sig = top_k(scores, ["a", "b", "c"], 3, "sigmoid")
+    assert [p.label for p in sig] == ["b", "a", "c"]
+    assert sig[0].confidence == pytest.approx(1 / (1 + np.exp(-2.0)))
+    assert sig[1].confidence == pytest.approx(0.5)
+    probs = np.array([0.1, 0.7, 0.2], dtype=np.float32)
+    given = top_k(probs, ["a", "b", "c"], 2, "none")
+    assert [(p.label, round(p.confidence, 6)) for p in given] == [("b", 0.7), ("c", 0.2)]

@@ -6,6 +6,7 @@ import io
 import zlib
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from PIL import Image
 
@@ -114,7 +115,8 @@ def test_large_jpeg_decodes_in_draft_mode_at_reduced_scale() -> None:
     big = gradient(2048, 1536)
     image = open_image(encode(big, "JPEG"), LIMITS)
     decoded = decode(image, CONFIG)
-    assert min(decoded.size) >= CONFIG.resize
+    assert CONFIG.resize_shortest is not None
+    assert min(decoded.size) >= CONFIG.resize_shortest
     assert decoded.size[0] < 2048  # libjpeg scaled it down while decoding
 
 
@@ -193,3 +195,80 @@ def test_gif_bomb_is_refused() -> None:
     gif[6:10] = (65535).to_bytes(2, "little") * 2
     with pytest.raises(InvalidImageException):
         prepare_image(bytes(gif), LIMITS, CONFIG)
+
+
+class TestConfigurablePreprocessing:
+    """Every model's preprocessing is data; one function honours each key."""
+
+    PHOTO = ROCKET_JPG
+
+    def tensor(self, config: PreprocessConfig) -> npt.NDArray[np.float32]:
+        return prepare_image(self.PHOTO.read_bytes(), LIMITS, config).tensor
+
+    def test_the_layout_and_colour_order_only_rearrange_the_same_values(self) -> None:
+        chw = self.tensor(CONFIG)
+        hwc = self.tensor(PreprocessConfig(layout="NHWC"))
+        bgr = self.tensor(PreprocessConfig(color="BGR", mean=(1.0, 2.0, 3.0)))
+        assert hwc.shape == (224, 224, 3) and np.array_equal(hwc, chw.transpose(1, 2, 0))
+        # BGR: channel 0 is blue, and mean/std apply in that order.
+        rgb = self.tensor(PreprocessConfig(mean=(3.0, 2.0, 1.0)))
+        assert np.array_equal(bgr, rgb[::-1])
+
+    def test_scale_mean_and_std_give_the_imagenet_convention(self) -> None:
+        mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+        imagenet = self.tensor(PreprocessConfig(scale=1 / 255, mean=mean, std=std))
+        pixels = self.tensor(PreprocessConfig(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)))
+        expected = (pixels / 255 - np.asarray(mean)[:, None, None]) / np.asarray(std)[:, None, None]
+        assert np.allclose(imagenet, expected, atol=1e-5)
+
+    def test_resize_to_an_exact_size_ignores_the_aspect_ratio(self) -> None:
+        config = PreprocessConfig(resize_shortest=None, resize_to=(320, 200), crop=None)
+        tensor = self.tensor(config)
+        assert tensor.shape == config.tensor_shape == (3, 200, 320)
+        with Image.open(self.PHOTO) as image:
+            reference = image.convert("RGB").resize((320, 200), Image.Resampling.BILINEAR)
+        expected = (np.asarray(reference, dtype=np.float32).transpose(2, 0, 1) - 127) / 128
+        assert np.abs(tensor - expected).mean() < 0.02
+
+    def test_a_rectangular_crop_after_an_exact_resize(self) -> None:
+        config = PreprocessConfig(resize_shortest=None, resize_to=(300, 260), crop=(200, 100))
+        tensor = self.tensor(config)
+        assert tensor.shape == (3, 100, 200)
+        with Image.open(self.PHOTO) as image:
+            resized = image.convert("RGB").resize((300, 260), Image.Resampling.BILINEAR)
+        expected = np.asarray(resized.crop((50, 80, 250, 180)), dtype=np.float32)
+        assert np.abs(tensor - (expected.transpose(2, 0, 1) - 127) / 128).mean() < 0.02
+
+    @pytest.mark.parametrize("interpolation", ["nearest", "bilinear", "bicubic", "lanczos"])
+    def test_each_interpolation_is_honoured(self, interpolation: str) -> None:
+        config = PreprocessConfig(interpolation=interpolation)  # type: ignore[arg-type]
+        tensor = self.tensor(config)
+        with Image.open(self.PHOTO) as image:
+            rgb = image.convert("RGB")
+        side = min(rgb.size) * 224 / 256
+        left, top = (rgb.width - side) / 2, (rgb.height - side) / 2
+        method = getattr(Image.Resampling, interpolation.upper())
+        expected = rgb.resize((224, 224), method, box=(left, top, left + side, top + side))
+        expected_tensor = (np.asarray(expected, dtype=np.float32).transpose(2, 0, 1) - 127) / 128
+        assert np.array_equal(tensor, expected_tensor.astype(np.float32))
+
+    @pytest.mark.parametrize(
+        ("overrides", "message"),
+        [
+            ({"resize_to": (10, 10)}, "either a shortest side or a width and height"),
+            ({"crop": None}, "one size"),
+            ({"crop": (300, 300)}, "larger than the resized image"),
+            ({"std": (1.0, 0.0, 1.0)}, "std must not be zero"),
+            ({"mean": (1.0, 2.0)}, "one value per channel"),
+            ({"interpolation": "cubic"}, "interpolation must be one of"),
+            ({"layout": "CHW"}, "layout must be"),
+            ({"color": "RGBA"}, "color must be"),
+            ({"scale": 0.0}, "scale must be"),
+            ({"crop": (0, 224)}, "must be positive"),
+        ],
+    )
+    def test_impossible_settings_are_refused_with_a_reason(
+        self, overrides: dict[str, object], message: str
+    ) -> None:
+        with pytest.raises(ValueError, match=message):
+            PreprocessConfig(**overrides)  # type: ignore[arg-type]

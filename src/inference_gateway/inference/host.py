@@ -194,8 +194,8 @@ class ModelHost:
         started = time.perf_counter()
         model = self._loader()
         if self._warmup:
-            crop = model.spec.preprocess.crop
-            model.backend.predict(np.zeros((1, 3, crop, crop), dtype=np.float32))
+            shape = model.spec.preprocess.tensor_shape
+            model.backend.predict(np.zeros((1, *shape), dtype=np.float32))
         self._telemetry.logger.info(
             "Model loaded",
             model_name=model.spec.name,
@@ -341,7 +341,7 @@ class ModelHost:
             submitted_ns = time.time_ns()
             outcome = await batcher.submit(prepared.tensor, deadline)
             self._stage_spans(submitted_ns, outcome)
-            predictions = top_k(outcome.logits, model.spec.labels, k)
+            predictions = top_k(outcome.logits, model.spec.labels, k, model.spec.activation)
             best = predictions[0]
             span.set_attributes(
                 {

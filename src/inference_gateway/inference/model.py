@@ -11,6 +11,7 @@ from inference_gateway.config import DEFAULT_MODEL_CACHE_DIR, Settings
 from inference_gateway.inference.backends import Backend, OnnxRuntimeBackend, TorchBackend
 from inference_gateway.inference.labels import imagenet_labels
 from inference_gateway.inference.onnx_export import ensure_onnx, onnx_path
+from inference_gateway.inference.postprocess import Activation
 from inference_gateway.inference.preprocess import PreprocessConfig
 
 if TYPE_CHECKING:  # imported where a torch module is built: the ONNX path never needs it
@@ -25,6 +26,7 @@ class ModelSpec:
     version: str
     labels: tuple[str, ...]
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    activation: Activation = "softmax"
 
 
 @dataclass(slots=True)

@@ -1,9 +1,10 @@
-"""Logits → the top-k classes with softmax confidences."""
+"""Scores → the top-k classes with confidences (softmax, sigmoid, or as the model gave)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -26,9 +27,31 @@ def softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
     return result
 
 
-def top_k(logits: npt.NDArray[np.float32], labels: Sequence[str], k: int) -> list[Prediction]:
-    """The ``k`` most probable classes of one logit vector, most probable first."""
-    probs = softmax(logits)
+#: How a model's scores become confidences: ``softmax`` (one class per image),
+#: ``sigmoid`` (independent classes), ``none`` (the model outputs probabilities).
+Activation = Literal["softmax", "sigmoid", "none"]
+
+
+def sigmoid(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    """The logistic function of each score, without overflow."""
+    values = logits.astype(np.float64)
+    result: npt.NDArray[np.float64] = np.exp(-np.logaddexp(0.0, -values))
+    return result
+
+
+def top_k(
+    logits: npt.NDArray[np.float32],
+    labels: Sequence[str],
+    k: int,
+    activation: Activation = "softmax",
+) -> list[Prediction]:
+    """The ``k`` most confident classes of one score vector, most confident first."""
+    if activation == "softmax":
+        probs = softmax(logits)
+    elif activation == "sigmoid":
+        probs = sigmoid(logits)
+    else:
+        probs = logits.astype(np.float64)
     k = min(k, probs.shape[-1])
     best = np.argpartition(-probs, k - 1)[:k]
     best = best[np.argsort(-probs[best], kind="stable")]

@@ -1,4 +1,8 @@
-"""Bytes → float32 CHW tensor: decode, orient, convert to RGB, resize, crop, normalise.
+"""Bytes → float32 tensor: decode, orient, convert to RGB, resize, crop, normalise.
+
+Every model's preprocessing is data (`PreprocessConfig`: resize, crop, interpolation,
+scale, mean, std, layout, colour order) and `prepare_image` applies any of them: there
+is no per-model code.
 
 Pure functions with no I/O beyond the bytes they are given. Where they run is
 `ModelHost`'s choice (inference/host.py). With ``PREPROCESS_WORKERS=0`` (the default),
@@ -21,6 +25,8 @@ import struct
 import warnings
 import zlib
 from dataclasses import dataclass
+from functools import cache
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -62,14 +68,104 @@ def sniff_format(data: bytes) -> str | None:
     return next((fmt for magic, fmt in _SIGNATURES if data.startswith(magic)), None)
 
 
+Interpolation = Literal["nearest", "bilinear", "bicubic", "lanczos"]
+Layout = Literal["NCHW", "NHWC"]
+ColorOrder = Literal["RGB", "BGR"]
+
+_RESAMPLING: dict[str, Image.Resampling] = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class PreprocessConfig:
-    """How a model expects its input: resize the shorter side, centre crop, normalise."""
+    """How a model expects its input, as data; the defaults are the built-in model's.
 
-    resize: int = 256
-    crop: int = 224
-    mean: float = 127.0
-    std: float = 128.0
+    In order: resize (the shorter side to ``resize_shortest`` keeping the aspect, or to
+    exactly ``resize_to`` = (width, height), or not at all), centre crop ``crop`` =
+    (width, height) (or none), then per channel ``(pixel * scale - mean) / std`` on
+    0..255 pixels, channels in ``color`` order, laid out ``layout`` (one image: CHW or
+    HWC). The result always has one fixed size, so images batch together. Invalid
+    combinations raise ``ValueError`` saying what is wrong.
+    """
+
+    resize_shortest: int | None = 256
+    resize_to: tuple[int, int] | None = None
+    crop: tuple[int, int] | None = (224, 224)
+    interpolation: Interpolation = "bilinear"
+    scale: float = 1.0
+    mean: tuple[float, float, float] = (127.0, 127.0, 127.0)
+    std: tuple[float, float, float] = (128.0, 128.0, 128.0)
+    layout: Layout = "NCHW"
+    color: ColorOrder = "RGB"
+
+    def __post_init__(self) -> None:
+        """Refuse what cannot give one fixed-size tensor."""
+        self._check_geometry()
+        self._check_values()
+
+    def _check_geometry(self) -> None:
+        if self.resize_shortest is not None and self.resize_to is not None:
+            raise ValueError("resize takes either a shortest side or a width and height")
+        for what, size in (("resize", self.resize_to), ("crop", self.crop)):
+            if size is not None and (len(size) != 2 or min(size) < 1):
+                raise ValueError(f"{what} width and height must be positive, not {size}")
+        if self.resize_shortest is not None and self.resize_shortest < 1:
+            raise ValueError(f"resize shortest must be positive, not {self.resize_shortest}")
+        if self.crop is None and self.resize_to is None:
+            raise ValueError(
+                "preprocessing must give every image one size: set a crop, or resize to a "
+                "width and height"
+            )
+        if self.crop is not None:
+            fits = (
+                self.resize_to
+                if self.resize_to is not None
+                else (self.resize_shortest, self.resize_shortest)
+                if self.resize_shortest is not None
+                else None
+            )
+            if fits is not None and (self.crop[0] > fits[0] or self.crop[1] > fits[1]):
+                raise ValueError(f"the crop {self.crop} is larger than the resized image {fits}")
+
+    def _check_values(self) -> None:
+        if self.interpolation not in _RESAMPLING:
+            raise ValueError(f"interpolation must be one of {', '.join(_RESAMPLING)}")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError("mean and std need one value per channel (3)")
+        if any(v == 0 for v in self.std):
+            raise ValueError("std must not be zero")
+        if not math.isfinite(self.scale) or self.scale == 0:
+            raise ValueError("scale must be a finite, non-zero number")
+        if self.layout not in ("NCHW", "NHWC"):
+            raise ValueError("layout must be NCHW or NHWC")
+        if self.color not in ("RGB", "BGR"):
+            raise ValueError("color must be RGB or BGR")
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """(width, height) of every preprocessed image."""
+        size = self.crop if self.crop is not None else self.resize_to
+        assert size is not None  # noqa: S101 - __post_init__ guarantees it
+        return size
+
+    @property
+    def tensor_shape(self) -> tuple[int, int, int]:
+        """The shape of one image's tensor: (3, H, W) or (H, W, 3)."""
+        width, height = self.output_size
+        return (3, height, width) if self.layout == "NCHW" else (height, width, 3)
+
+    def resized_size(self, width: int, height: int) -> tuple[float, float]:
+        """The (width, height) an image of this size has after the resize step."""
+        if self.resize_to is not None:
+            return float(self.resize_to[0]), float(self.resize_to[1])
+        if self.resize_shortest is not None:
+            factor = self.resize_shortest / min(width, height)
+            return width * factor, height * factor
+        return float(width), float(height)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,9 +268,10 @@ def decode(image: Image.Image, config: PreprocessConfig) -> Image.Image:
     """Decode pixels (JPEGs at reduced scale via draft mode) and apply EXIF orientation."""
     width, height = image.size
     if image.format == "JPEG":
-        # Draft mode lets libjpeg decode at 1/2, 1/4 or 1/8 scale while keeping the
-        # shorter side at least `config.resize`: most of the decode cost disappears.
-        scale = config.resize / min(width, height)
+        # Draft mode lets libjpeg decode at 1/2, 1/4 or 1/8 scale while keeping at least
+        # the resolution the resize step needs: most of the decode cost disappears.
+        resized_width, resized_height = config.resized_size(width, height)
+        scale = max(resized_width / width, resized_height / height)
         if scale < 1:
             image.draft(image.mode, (math.ceil(width * scale), math.ceil(height * scale)))
     try:
@@ -227,25 +324,47 @@ def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
 
 
 def resize_crop_normalize(image: Image.Image, config: PreprocessConfig) -> npt.NDArray[np.float32]:
-    """Resize the shorter side to ``resize``, centre crop ``crop``, normalise, CHW float32.
+    """Resize, centre crop and normalise an RGB image into one float32 tensor.
 
     The crop box is computed in source coordinates and resampled in one step, which
     equals resize-then-crop but never builds the intermediate image (a 1×10000 strip
     would otherwise become 256×2,560,000).
     """
     width, height = image.size
-    side = min(width, height) * config.crop / config.resize
-    left = (width - side) / 2
-    top = (height - side) / 2
-    box = (left, top, left + side, top + side)
-    cropped = image.resize((config.crop, config.crop), Image.Resampling.BILINEAR, box=box)
-    # One float32 allocation: transpose the uint8 view, subtract into the output,
-    # scale in place (allocation is what costs on small VMs, not arithmetic).
-    pixels = np.asarray(cropped).transpose(2, 0, 1)
+    resized_width, resized_height = config.resized_size(width, height)
+    out_width, out_height = config.output_size
+    fx, fy = width / resized_width, height / resized_height
+    left = (resized_width - out_width) / 2 * fx
+    top = (resized_height - out_height) / 2 * fy
+    box = (left, top, left + out_width * fx, top + out_height * fy)
+    resampled = image.resize((out_width, out_height), _RESAMPLING[config.interpolation], box=box)
+    pixels = np.asarray(resampled)  # HWC, RGB, uint8
+    if config.color == "BGR":
+        pixels = pixels[:, :, ::-1]
+    if config.layout == "NCHW":
+        pixels = pixels.transpose(2, 0, 1)
+    # (p * scale - mean) / std as (p - mean / scale) * (scale / std): one float32
+    # allocation, subtract into it, scale in place (allocation is what costs on small
+    # VMs, not arithmetic); with scale 1 this is exactly (p - mean) / std.
+    offset, factor = _normalisation(config.mean, config.std, config.scale, config.layout)
     out = np.empty(pixels.shape, dtype=np.float32)
-    np.subtract(pixels, np.float32(config.mean), out=out, dtype=np.float32)
-    out *= np.float32(1.0 / config.std)
+    np.subtract(pixels, offset, out=out, dtype=np.float32)
+    out *= factor
     return out
+
+
+@cache
+def _normalisation(
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+    scale: float,
+    layout: Layout,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Per-channel offset and factor of `resize_crop_normalize`, shaped for ``layout``."""
+    shape = (3, 1, 1) if layout == "NCHW" else (3,)
+    offset = (np.asarray(mean, dtype=np.float64) / scale).astype(np.float32)
+    factor = (np.float64(scale) / np.asarray(std, dtype=np.float64)).astype(np.float32)
+    return offset.reshape(shape), factor.reshape(shape)
 
 
 def prepare_image(data: bytes, limits: ImageLimits, config: PreprocessConfig) -> PreparedImage:
