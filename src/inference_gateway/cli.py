@@ -37,8 +37,18 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     predict.add_argument("--top-k", type=int, default=5, help="classes per image (1-20)")
     predict.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
-    sub.add_parser(
+    export_onnx = sub.add_parser(
         "export-onnx", help="export the model to ONNX in MODEL_CACHE_DIR ahead of serving"
+    )
+    export_onnx.add_argument(
+        "--repository",
+        type=Path,
+        metavar="DIR",
+        help="also write it into the model repository DIR as DIR/<model>/{model.yaml,"
+        "labels.txt,<version>/model.onnx}: the example to copy for your own models",
+    )
+    export_onnx.add_argument(
+        "--force", action="store_true", help="with --repository: replace an existing export"
     )
     return parser
 
@@ -159,11 +169,17 @@ def predict(images: Sequence[Path], top_k: int, as_json: bool, settings: Setting
     return 1 if failed else 0
 
 
-def export(settings: Settings) -> int:
-    """Export the configured model to ONNX (a no-op when the file exists)."""
+def export(settings: Settings, repository: Path | None = None, force: bool = False) -> int:
+    """Export the configured model to ONNX (a no-op when the file exists), or into the
+    model repository ``repository``, leaving an existing export there unless ``force``."""
     from inference_gateway.inference.model import ensure_model_onnx
     from inference_gateway.inference.onnx_export import onnx_path
 
+    if repository is not None:
+        return export_repository(settings, repository, force)
+    if force:
+        sys.stderr.write("--force applies only with --repository\n")
+        return 2
     target = onnx_path(settings.model_cache_dir, settings.model_name, settings.model_version)
     existed = target.exists()
     try:
@@ -172,6 +188,32 @@ def export(settings: Settings) -> int:
         sys.stderr.write(f"{exc}\n")
         return 2
     print(f"{target} ({'already there' if existed else 'exported'})")
+    return 0
+
+
+def export_repository(settings: Settings, root: Path, force: bool) -> int:
+    """Write the configured model into the model repository ``root`` and say what was written."""
+    from inference_gateway.inference.onnx_export import export_to_repository
+
+    try:
+        result = export_to_repository(
+            root,
+            settings.model_cache_dir,
+            name=settings.model_name,
+            version=settings.model_version,
+            force=force,
+        )
+    except ValueError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 2
+    except OSError as exc:
+        sys.stderr.write(f"cannot write to {root}: {exc}\n")
+        return 1
+    if not result.written:
+        print(f"{result.directory} already exists; left as it is (--force replaces it)")
+        return 0
+    for path in result.files:
+        print(f"{path} ({path.stat().st_size:,} bytes)")
     return 0
 
 
@@ -192,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return serve(settings, args.app)
     if args.command == "export-onnx":
-        return export(settings)
+        return export(settings, args.repository, args.force)
     return predict(args.images, args.top_k, args.json, settings)
 
 

@@ -1,14 +1,22 @@
-"""The command line: ``predict`` classifies files without a server; bad config exits 2."""
+"""The command line: ``predict`` classifies files without a server, ``export-onnx
+--repository`` writes the built-in model as a repository entry; bad config exits 2."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import onnxruntime as ort
 import pytest
+import yaml
 
 from inference_gateway.cli import main
+from inference_gateway.inference.labels import imagenet_labels
+from inference_gateway.inference.preprocess import ImageLimits, PreprocessConfig, prepare_image
 from tests.images import CAT_PNG, COFFEE_PNG
+from tests.model_repository import builtin_onnx_path
 
 
 def test_predict_prints_a_table_with_the_cat(capsys: pytest.CaptureFixture[str]) -> None:
@@ -46,3 +54,94 @@ def test_invalid_configuration_exits_2_naming_the_variable(
     monkeypatch.setenv("MAX_IMAGE_PIXELS", "lots")
     assert main(["serve"]) == 2
     assert "MAX_IMAGE_PIXELS" in capsys.readouterr().err
+
+
+# --- export-onnx --repository: the built-in model as a model-repository entry
+
+
+def _run_onnx(path: Path, tensor: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {session.get_inputs()[0].name: tensor[None]})
+    return np.asarray(logits)
+
+
+def _preprocess_from_yaml(config: dict[str, Any]) -> PreprocessConfig:
+    """What model.yaml's input and preprocess sections say, as a PreprocessConfig."""
+    pre, given = config["preprocess"], config["input"]
+    return PreprocessConfig(
+        resize_shortest=pre["resize"]["shortest"],
+        crop=(pre["crop"]["center"], pre["crop"]["center"]),
+        interpolation=pre["interpolation"],
+        scale=pre["scale"],
+        mean=tuple(pre["mean"]),
+        std=tuple(pre["std"]),
+        layout=given["layout"],
+        color=given["color"],
+    )
+
+
+def test_export_onnx_writes_a_self_contained_repository_entry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "models"
+    assert main(["export-onnx", "--repository", str(root)]) == 0
+    model_dir = root / "efficientnet-lite0"
+    out = capsys.readouterr().out
+    for written in ("model.yaml", "labels.txt", "1/model.onnx"):
+        assert str(model_dir / written) in out
+    # Nothing half-written or staged is left beside it, and the weights are embedded.
+    assert [p.name for p in root.iterdir()] == ["efficientnet-lite0"]
+    assert sorted(p.name for p in (model_dir / "1").iterdir()) == ["model.onnx"]
+
+    graph = model_dir / "1" / "model.onnx"
+    tensor = prepare_image(CAT_PNG.read_bytes(), ImageLimits(), PreprocessConfig()).tensor
+    np.testing.assert_array_equal(_run_onnx(graph, tensor), _run_onnx(builtin_onnx_path(), tensor))
+
+    labels = (model_dir / "labels.txt").read_text(encoding="utf-8").splitlines()
+    assert tuple(labels) == imagenet_labels()
+    assert len(labels) == 1000
+
+
+def test_exported_model_yaml_states_the_builtin_preprocessing(tmp_path: Path) -> None:
+    assert main(["export-onnx", "--repository", str(tmp_path)]) == 0
+    model_dir = tmp_path / "efficientnet-lite0"
+    config = yaml.safe_load((model_dir / "model.yaml").read_text(encoding="utf-8"))
+    assert _preprocess_from_yaml(config) == PreprocessConfig()
+    assert config["preprocess"]["scale"] == 1  # stated, not the 1/255 default
+    session = ort.InferenceSession(str(model_dir / "1" / "model.onnx"))
+    assert config["input"]["name"] == session.get_inputs()[0].name
+    assert config["output"] == {"name": session.get_outputs()[0].name, "activation": "softmax"}
+    assert config["labels"] == "labels.txt"
+    assert config["versions"] == {"latest": 1}
+
+
+def test_export_onnx_leaves_an_existing_export_unless_forced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["export-onnx", "--repository", str(tmp_path)]) == 0
+    labels = tmp_path / "efficientnet-lite0" / "labels.txt"
+    labels.write_text("edited by hand\n")
+    capsys.readouterr()
+
+    assert main(["export-onnx", "--repository", str(tmp_path)]) == 0
+    assert "already exists" in capsys.readouterr().out
+    assert labels.read_text() == "edited by hand\n"
+
+    assert main(["export-onnx", "--repository", str(tmp_path), "--force"]) == 0
+    assert str(labels) in capsys.readouterr().out
+    assert len(labels.read_text().splitlines()) == 1000
+    assert [p.name for p in tmp_path.iterdir()] == ["efficientnet-lite0"]
+
+
+def test_export_onnx_refuses_force_without_repository(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["export-onnx", "--force"]) == 2
+    assert "--repository" in capsys.readouterr().err
+
+
+def test_export_onnx_refuses_a_version_that_is_not_a_number(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MODEL_VERSION", "latest")
+    assert main(["export-onnx", "--repository", str(tmp_path)]) == 2
+    assert "'latest'" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -4,6 +4,11 @@ The file name carries the model name and version and the exporter's version (tor
 and the opset), so upgrading either produces a new file instead of loading a stale one.
 Export takes seconds; `inference-gateway export-onnx` does it ahead of time (the
 container image does it at build time).
+
+`export_to_repository` (``export-onnx --repository DIR``) also lays the built-in model
+out as a model-repository entry, weights embedded in one file and its preprocessing
+spelled out in a commented ``model.yaml``, so it is served like any other model and
+serves as the example to copy.
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ import logging
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -94,3 +100,167 @@ def ensure_onnx(module_factory: Callable[[], torch.nn.Module], target: Path) -> 
     if target.exists():
         return target
     return export_onnx(module_factory(), target)
+
+
+#: What a model repository calls a version's graph (``<root>/<name>/<version>/model.onnx``).
+REPOSITORY_GRAPH = "model.onnx"
+
+#: ``model.yaml`` of the built-in model. It states every preprocessing step although
+#: each matches a default, so that it reads as a template for one's own model.
+_BUILTIN_MODEL_YAML = """\
+# {name}: an ImageNet-1k classifier, written by
+# `inference-gateway export-onnx --repository`. To serve your own ONNX model, copy this
+# directory, replace labels.txt and {version}/model.onnx, and adjust the keys below.
+# Every key is optional.
+
+backend: onnxruntime
+
+# Which numbered version directories to serve: {{latest: N}}, {{all: true}} or
+# {{specific: [1, 3]}}.
+versions: {{latest: 1}}
+
+# Class names in the order of the model's outputs: a file with one per line, or a list.
+labels: labels.txt
+
+# Batching and queueing for this model alone, for example:
+# max_batch_size: 8
+# max_batch_delay_ms: 2
+# max_queue_size: 64
+
+input:
+  name: {input_name}      # the graph input that receives the images
+  layout: NCHW       # NCHW (channels first) or NHWC (channels last)
+  color: RGB         # channel order: RGB or BGR
+
+preprocess:
+  # Shorter side to 256 keeping the aspect ratio; or {{width: W, height: H}}; or null.
+  resize: {{shortest: 256}}
+  # A centred 224x224 square; or {{width: W, height: H}}; or null.
+  crop: {{center: 224}}
+  interpolation: bilinear   # nearest, bilinear, bicubic or lanczos
+  # Each channel becomes (pixel * scale - mean) / std, from 0..255 pixels, with mean
+  # and std in the colour order above. This model wants (pixel - 127) / 128. A model
+  # trained with torchvision's ImageNet normalisation wants instead
+  #   scale: 0.00392156862745098   # 1/255, the default
+  #   mean: [0.485, 0.456, 0.406]
+  #   std: [0.229, 0.224, 0.225]
+  scale: 1
+  mean: [127, 127, 127]
+  std: [128, 128, 128]
+
+output:
+  name: {output_name}
+  # softmax (one class per image), sigmoid (independent classes) or none (the model
+  # already outputs confidences).
+  activation: softmax
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryExport:
+    """The outcome of `export_to_repository`: the model's directory and what it holds.
+
+    ``written`` is False when the directory already existed and was left as it was.
+    """
+
+    directory: Path
+    files: tuple[Path, ...]
+    written: bool
+
+
+def builtin_model_yaml(name: str, version: str) -> str:
+    """The commented ``model.yaml`` of the built-in model (version ``version``)."""
+    return _BUILTIN_MODEL_YAML.format(
+        name=name, version=version, input_name=INPUT_NAME, output_name=OUTPUT_NAME
+    )
+
+
+def embed_weights(source: Path, target: Path) -> Path:
+    """Save the ONNX graph ``source`` with its external weights as one file ``target``.
+
+    A single file survives being copied or renamed (an external ``.data`` file is found
+    by the name recorded in the graph). Protobuf caps one file at 2 GB; models larger
+    than that raise ``ValueError``.
+    """
+    import onnx
+
+    model = onnx.load(str(source))  # pulls in the external weights
+    if model.ByteSize() >= 2**31:
+        raise ValueError(f"{source} is 2 GB or more: it cannot be saved as one file")
+    onnx.save(model, str(target))
+    return target
+
+
+def _check_entry(name: str, version: str) -> None:
+    """Refuse a name or version that is not one repository directory of its kind."""
+    if not name or name.startswith(".") or Path(name).name != name:
+        raise ValueError(f"a model name is one visible directory name, not {name!r}")
+    if not version.isdigit() or int(version) < 1:
+        raise ValueError(f"repository versions are positive integers, not {version!r}")
+
+
+def install_repository_model(
+    root: Path,
+    name: str,
+    version: str,
+    graph: Path,
+    labels: Sequence[str],
+    model_yaml: str,
+    *,
+    force: bool = False,
+) -> RepositoryExport:
+    """Write ``root/name/{model.yaml,labels.txt,version/model.onnx}`` all at once.
+
+    Everything is staged in a hidden temporary directory inside ``root`` and renamed
+    into place, so a server scanning ``root`` sees no model or a complete one. An
+    existing ``root/name`` is left alone unless ``force``; then it is swapped out for
+    the new one (between the two renames, for an instant, there is no model).
+    """
+    _check_entry(name, version)
+    directory = root / name
+    relative = (Path("model.yaml"), Path("labels.txt"), Path(version) / REPOSITORY_GRAPH)
+    files = tuple(directory / path for path in relative)
+    if directory.exists() and not force:
+        return RepositoryExport(directory, files, written=False)
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root, prefix=".export-") as tmp:
+        staged = Path(tmp) / name
+        (staged / version).mkdir(parents=True)
+        (staged / "model.yaml").write_text(model_yaml, encoding="utf-8")
+        (staged / "labels.txt").write_text("".join(f"{label}\n" for label in labels), "utf-8")
+        embed_weights(graph, staged / version / REPOSITORY_GRAPH)
+        if directory.exists():
+            retired = Path(tmp) / f"{name}.replaced"
+            directory.rename(retired)  # removed with the temporary directory
+        staged.rename(directory)
+    return RepositoryExport(directory, files, written=True)
+
+
+def export_to_repository(
+    root: Path,
+    cache_dir: Path,
+    *,
+    name: str = "efficientnet-lite0",
+    version: str = "1",
+    force: bool = False,
+) -> RepositoryExport:
+    """Export the built-in model into the model repository ``root``.
+
+    The ONNX graph comes from (or is first exported to) ``cache_dir``; the repository
+    copy embeds its weights and says its preprocessing in a commented ``model.yaml``,
+    so the built-in model is served the same way as any other.
+    """
+    from inference_gateway.inference.labels import imagenet_labels
+    from inference_gateway.inference.model import ensure_model_onnx
+
+    _check_entry(name, version)  # before a needless export
+    graph = ensure_model_onnx(name, version, cache_dir)
+    return install_repository_model(
+        root,
+        name,
+        version,
+        graph,
+        imagenet_labels(),
+        builtin_model_yaml(name, version),
+        force=force,
+    )
