@@ -90,7 +90,7 @@ def _request_spans(requests: int = 100) -> list[ReadableSpan]:
 
     async def drive() -> None:
         async with app.router.lifespan_context(app):
-            while not app.state.host.ready:
+            while not app.state.registry.resolve().ready:
                 await asyncio.sleep(0.01)
             for _ in range(requests):
                 status = await _call(app, "POST", "/predict", body, content_type)

@@ -150,7 +150,7 @@ async def _run(
     )  # fmt: skip
     app = create_app(settings, model_loader=loader, configure_logging=False)
     async with app.router.lifespan_context(app):
-        while not app.state.host.ready:
+        while not app.state.registry.resolve().ready:
             await asyncio.sleep(0.01)
         method = "GET" if path == "/health" else "POST"
         route, expected = ("/predict", 503) if refused else (path, 200)
@@ -158,7 +158,10 @@ async def _run(
         if refused:
             # The first request must be inside the model (not merely queued) before the
             # second one takes the queue's one place.
-            for is_held in (held.entered.is_set, lambda: app.state.host.batcher.pending >= 2):
+            for is_held in (
+                held.entered.is_set,
+                lambda: app.state.registry.resolve().batcher.pending >= 2,
+            ):
                 blockers.append(
                     asyncio.ensure_future(_call(app, method, route, body, "image/jpeg"))
                 )

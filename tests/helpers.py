@@ -177,7 +177,7 @@ def held_prediction(
     joined; the yielded list then holds their status codes.
     """
     statuses: list[int] = []
-    host = client.app.state.host  # type: ignore[attr-defined]
+    host = client.app.state.registry.resolve()  # type: ignore[attr-defined]
 
     def send() -> None:
         response = client.post(
@@ -212,7 +212,7 @@ def held_batch(
     together (as one batch when ``MAX_BATCH_SIZE`` allows). Returns the responses in
     the order of ``bodies``.
     """
-    host = client.app.state.host  # type: ignore[attr-defined]
+    host = client.app.state.registry.resolve()  # type: ignore[attr-defined]
     responses: dict[int, httpx.Response] = {}
 
     def send(i: int) -> None:

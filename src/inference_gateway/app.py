@@ -8,8 +8,8 @@ import os
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 
+import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
@@ -20,15 +20,17 @@ from inference_gateway.api.problems import install_error_handlers
 from inference_gateway.api.routes import metrics_endpoint, router
 from inference_gateway.config import Settings
 from inference_gateway.errors import gateway_exception_names
-from inference_gateway.inference.host import BatchingConfig, LoadRetry, ModelHost
-from inference_gateway.inference.model import ModelLoader, load_configured_model
+from inference_gateway.inference.catalog import BuiltinCatalog, RepositoryCatalog
+from inference_gateway.inference.host import LoadRetry
+from inference_gateway.inference.model import ModelLoader
 from inference_gateway.inference.preprocess import (
     DECODE_FAILURE_REASONS,
     ImageLimits,
     harden_pillow,
 )
+from inference_gateway.inference.registry import ModelRegistry
 from inference_gateway.inference.workers import WorkerReadiness
-from inference_gateway.observability.logging import get_logger, setup_logging
+from inference_gateway.observability.logging import get_logger, log_error, setup_logging
 from inference_gateway.observability.metrics import Metrics, serve_metrics_port
 from inference_gateway.observability.middleware import ObservabilityMiddleware
 from inference_gateway.observability.telemetry import Telemetry
@@ -83,6 +85,92 @@ async def _shutdown_tracing(provider: TracerProvider, budget_seconds: float) -> 
     await asyncio.to_thread(stopper.join, budget_seconds)
 
 
+def _registry(settings: Settings, telemetry: Telemetry) -> ModelRegistry:
+    """The model registry with the settings' limits, retry policy and peers."""
+    return ModelRegistry(
+        telemetry,
+        limits=ImageLimits(settings.max_image_pixels, settings.max_image_side),
+        preprocess_workers=settings.effective_preprocess_workers,
+        warmup=settings.model_warmup,
+        stall_seconds=settings.model_stall_seconds,
+        load_retry=LoadRetry(
+            settings.model_load_retry_seconds, settings.model_load_retry_max_seconds
+        ),
+        peers=(
+            WorkerReadiness(settings.worker_state_dir, settings.effective_workers)
+            if settings.worker_state_dir is not None and settings.effective_workers > 1
+            else None
+        ),
+        default_model=settings.default_model,
+        retire_grace_seconds=settings.graceful_shutdown_seconds,
+    )
+
+
+def _catalog(settings: Settings, loader: ModelLoader | None) -> BuiltinCatalog | RepositoryCatalog:
+    """The models to serve: a test's loader, a model repository, or the built-in model."""
+    if loader is None and settings.model_repository is not None:
+        return RepositoryCatalog(settings.model_repository, settings)
+    return BuiltinCatalog(settings, loader)
+
+
+async def _apply(
+    registry: ModelRegistry,
+    catalog: BuiltinCatalog | RepositoryCatalog,
+    logger: structlog.stdlib.BoundLogger,
+) -> None:
+    """Read the catalog and make the registry serve what it holds."""
+    reading = await catalog.read()
+    for warning in reading.warnings:
+        logger.warning("Model repository entry skipped", reason=warning)
+    for name, error in reading.errors.items():
+        logger.error("Model cannot be served", model_name=name, reason=error)
+    registry.apply(reading.sources, reading.errors)
+
+
+async def _poll(
+    registry: ModelRegistry,
+    catalog: BuiltinCatalog | RepositoryCatalog,
+    every_seconds: float,
+    logger: structlog.stdlib.BoundLogger,
+) -> None:
+    """Rescan the repository every ``every_seconds`` and apply what changed."""
+    while True:
+        await asyncio.sleep(every_seconds)
+        try:
+            await _apply(registry, catalog, logger)
+        except Exception as exc:  # the repository vanished, a disk error: try again later
+            log_error(logger, "Model repository scan failed", exc)
+
+
+@asynccontextmanager
+async def _serving(
+    registry: ModelRegistry,
+    catalog: BuiltinCatalog | RepositoryCatalog,
+    settings: Settings,
+    logger: structlog.stdlib.BoundLogger,
+) -> AsyncIterator[None]:
+    """Serve the catalog's models (rescanning it when asked) until the block ends,
+    then drain and unload them."""
+    await _apply(registry, catalog, logger)
+    every = settings.model_repository_poll_seconds
+    polling = (
+        asyncio.create_task(_poll(registry, catalog, every, logger), name="model-repository-poll")
+        if isinstance(catalog, RepositoryCatalog) and every
+        else None
+    )
+    try:
+        yield
+    finally:
+        logger.info("Shutting down")
+        registry.begin_drain()
+        if polling is not None:
+            polling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await polling
+        # Loads still running or retrying are not waited for.
+        await registry.close(settings.graceful_shutdown_seconds)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -114,31 +202,10 @@ def create_app(
     telemetry = Telemetry(
         metrics=metrics, tracer_provider=provider, tracer=get_tracer(provider), logger=logger
     )
-    host = ModelHost(
-        model_loader or partial(load_configured_model, settings),
-        telemetry,
-        model_name=settings.model_name,
-        limits=ImageLimits(settings.max_image_pixels, settings.max_image_side),
-        preprocess_workers=settings.effective_preprocess_workers,
-        batching=BatchingConfig(
-            max_batch_size=settings.max_batch_size,
-            max_batch_delay_seconds=settings.max_batch_delay_ms / 1000,
-            max_queue_size=settings.max_queue_size,
-        ),
-        warmup=settings.model_warmup,
-        stall_seconds=settings.model_stall_seconds,
-        load_retry=LoadRetry(
-            settings.model_load_retry_seconds, settings.model_load_retry_max_seconds
-        ),
-        peers=(
-            WorkerReadiness(settings.worker_state_dir, settings.effective_workers)
-            if settings.worker_state_dir is not None and settings.effective_workers > 1
-            else None
-        ),
-    )
+    registry = _registry(settings, telemetry)
+    catalog = _catalog(settings, model_loader)
     if metrics is not None:
         metrics.initialise_series(
-            settings.model_name,
             exception_types=gateway_exception_names(),
             decode_failure_reasons=DECODE_FAILURE_REASONS,
             span_drop_reasons=SPAN_DROP_REASONS if provider is not None else (),
@@ -169,18 +236,12 @@ def create_app(
             if metrics is not None and own_metrics_port is not None
             else None
         )
-        restore_signals = drain_on_signals(host.begin_drain, settings.shutdown_delay_seconds)
-        loading = asyncio.create_task(host.start(), name="model-load")
+        restore_signals = drain_on_signals(registry.begin_drain, settings.shutdown_delay_seconds)
         try:
-            yield
+            async with _serving(registry, catalog, settings, logger):
+                yield
         finally:
-            logger.info("Shutting down")
             restore_signals()
-            host.begin_drain()
-            loading.cancel()  # a load still retrying (or running) is not waited for
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await loading
-            await host.close(settings.graceful_shutdown_seconds)
             if stop_metrics_port is not None:
                 await asyncio.to_thread(stop_metrics_port)
             if metrics is not None:
@@ -199,7 +260,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.telemetry = telemetry
-    app.state.host = host
+    app.state.registry = registry
     install_error_handlers(app)
     app.include_router(router)
     if metrics is not None and settings.metrics_port is None:

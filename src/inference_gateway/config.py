@@ -122,6 +122,13 @@ class Settings(BaseSettings):
     log_format: LogFormat | None = None  # None: json, except console in development
 
     # --- model
+    # A directory of models to serve (model.yaml or Hugging Face configs, labels,
+    # numbered versions of model.onnx); unset: the built-in model.
+    model_repository: Path | None = None
+    # Rescan the repository this often (seconds) and apply what changed; 0: never.
+    model_repository_poll_seconds: float = Field(0.0, ge=0, le=86_400)
+    # The model that answers POST /predict; unset: the built-in, or the only model.
+    default_model: str | None = Field(None, min_length=1, max_length=64)
     model_name: str = Field("efficientnet-lite0", min_length=1, max_length=64)
     model_version: str = Field("1", min_length=1, max_length=32)
     model_backend: Backend = Backend.ONNXRUNTIME

@@ -45,6 +45,9 @@ class InferenceGatewayException(Exception):  # noqa: N818 - the specification's 
 
     def __init__(self, detail: str | None = None) -> None:
         self.detail = detail or self.title
+        #: Machine-readable facts a protocol may add to its answer (``/ready``'s
+        #: ``models``), beyond the detail.
+        self.extensions: dict[str, object] = {}
         super().__init__(self.detail)
 
     @property
@@ -64,6 +67,14 @@ class ModelNotLoadedException(InferenceGatewayException):
     title = "Model not ready"
     reject_reason = "not_ready"
     retry_after_seconds = 5
+
+
+class ModelNotFoundException(InferenceGatewayException):
+    """The request names a model or a version the gateway does not serve."""
+
+    kind = ErrorKind.NOT_FOUND
+    slug = "model-not-found"
+    title = "Model not found"
 
 
 class InvalidInputException(InferenceGatewayException):

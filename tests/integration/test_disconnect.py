@@ -36,7 +36,7 @@ def test_disconnected_client_is_dropped_from_the_queue_and_counted() -> None:
     app = controlled_app(backend, model_warmup=False, max_batch_size=1)
     with threaded_server(app) as url:
         wait_until(lambda: httpx.get(f"{url}/ready").status_code == 200, what="ready")
-        host = app.state.host
+        host = app.state.registry.resolve()
         held = _raw_predict(url)  # runs, held in the model
         wait_until(backend.entered.is_set, what="the first request in the model")
         leaving = _raw_predict(url)  # waits in the queue ...

@@ -105,7 +105,7 @@ def test_one_scrape_reports_the_sum_of_two_workers(tmp_path: Path, where: str) -
         )
         assert total(samples, "model_predictions_total") == sent
         assert (
-            value(samples, "model_loaded", model="efficientnet-lite0") == 1
+            value(samples, "model_loaded", model_name="efficientnet-lite0", model_version="1") == 1
         )  # livemin: both ready
         # process_* describe each worker (label pid), not only the one that answered.
         assert len(rss) == 2

@@ -118,7 +118,12 @@ def test_a_full_queue_admits_exactly_its_size_and_refuses_the_rest_at_once(
         admitted += [pool.submit(_predict, server.url) for _ in range(QUEUE)]
         wait_until(
             lambda: (
-                value(_metrics(server), "inference_queue_size", model="efficientnet-lite0")
+                value(
+                    _metrics(server),
+                    "inference_queue_size",
+                    model_name="efficientnet-lite0",
+                    model_version="1",
+                )
                 == QUEUE + 1
             ),
             what="the queue to fill",
@@ -144,7 +149,10 @@ def test_a_full_queue_admits_exactly_its_size_and_refuses_the_rest_at_once(
     )
     assert held_rss - rss_before < 64 * MIB
     # No backlog: the next request is served at once, with nothing queued.
-    assert value(after, "inference_queue_size", model="efficientnet-lite0") == 0
+    assert (
+        value(after, "inference_queue_size", model_name="efficientnet-lite0", model_version="1")
+        == 0
+    )
     assert _predict(server.url).status_code == 200
 
 
@@ -200,7 +208,10 @@ def test_far_past_saturation_every_result_meets_its_deadline_and_the_rest_are_50
     after = _metrics(server)
     assert _server_delta(before, after) == statuses
     # After the storm: nothing queued, and the next request is served normally.
-    assert value(after, "inference_queue_size", model="efficientnet-lite0") == 0
+    assert (
+        value(after, "inference_queue_size", model_name="efficientnet-lite0", model_version="1")
+        == 0
+    )
     gate.delay(0)
     assert _predict(server.url).status_code == 200
 
@@ -251,13 +262,15 @@ def test_an_input_that_breaks_the_model_fails_alone(server: GatewayProcess, gate
         value(
             after,
             "model_inference_errors_total",
-            model="efficientnet-lite0",
+            model_name="efficientnet-lite0",
+            model_version="1",
             error_type="RuntimeError",
         )
         - value(
             before,
             "model_inference_errors_total",
-            model="efficientnet-lite0",
+            model_name="efficientnet-lite0",
+            model_version="1",
             error_type="RuntimeError",
         )
         == 1

@@ -286,8 +286,16 @@ def test_real_model_answers_each_request_of_a_shared_forward_pass() -> None:
         top = response.json()["predictions"][0]["class_id"]
         assert top in (CAT_CLASSES if kind == "cat" else {ESPRESSO}), (kind, top)
     model_name = "efficientnet-lite0"
-    assert scrape.value(samples, "inference_batch_size_count", model=model_name) == 2
-    assert scrape.value(samples, "inference_batch_size_sum", model=model_name) == 8
+    assert (
+        scrape.value(
+            samples, "inference_batch_size_count", model_name=model_name, model_version="1"
+        )
+        == 2
+    )
+    assert (
+        scrape.value(samples, "inference_batch_size_sum", model_name=model_name, model_version="1")
+        == 8
+    )
 
 
 def test_cors_is_closed_by_default_and_open_only_to_listed_origins() -> None:

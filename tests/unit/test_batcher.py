@@ -93,6 +93,7 @@ def make_batcher(
         backend,
         Telemetry(metrics=metrics),
         model_name="m",
+        model_version="1",
         clock=clock or time.perf_counter,
         **options,  # type: ignore[arg-type]
     )
@@ -156,10 +157,13 @@ def test_batches_never_exceed_max_batch_size_and_fill_up_while_busy() -> None:
         await asyncio.gather(first, *rest)
         assert [len(b) for b in backend.batches] == [1, 4, 2]
         samples = parse(metrics.render(None)[0].decode())
-        assert value(samples, "inference_batch_size_count", model="m") == 3
-        assert value(samples, "inference_batch_size_sum", model="m") == 7
-        assert value(samples, "inference_queue_wait_seconds_count", model="m") == 7
-        assert value(samples, "inference_queue_size", model="m") == 0
+        assert value(samples, "inference_batch_size_count", model_name="m", model_version="1") == 3
+        assert value(samples, "inference_batch_size_sum", model_name="m", model_version="1") == 7
+        assert (
+            value(samples, "inference_queue_wait_seconds_count", model_name="m", model_version="1")
+            == 7
+        )
+        assert value(samples, "inference_queue_size", model_name="m", model_version="1") == 0
         await batcher.close(1)
 
     asyncio.run(scenario())
@@ -392,8 +396,14 @@ def test_a_wrong_answer_fails_only_what_it_hit_and_the_worker_goes_on(fault: str
         assert (await batcher.submit(image(9), far())).logits[0] == 9
         assert batcher.alive
         samples = parse(metrics.render(None)[0].decode())
-        errors = value(samples, "model_inference_errors_total", model="m", error_type=error_type)
-        crashes = value(samples, "batcher_crashes_total", model="m")
+        errors = value(
+            samples,
+            "model_inference_errors_total",
+            model_name="m",
+            model_version="1",
+            error_type=error_type,
+        )
+        crashes = value(samples, "batcher_crashes_total", model_name="m", model_version="1")
         assert (errors, crashes) == ((0, 1) if error_type == "crash" else (1, 0))
         records = [json.loads(line) for line in logs.getvalue().splitlines()]
         crash = [r for r in records if r["message"] == "Batcher worker crashed; restarting"]
@@ -427,8 +437,11 @@ def test_a_worker_that_keeps_crashing_gives_up_and_refuses_at_once() -> None:
         with pytest.raises(ModelFailedException, match="crashed 5 times in a row"):
             await batcher.submit(image(1), far())
         samples = parse(metrics.render(None)[0].decode())
-        assert value(samples, "batcher_crashes_total", model="m") == 3 * MAX_CONSECUTIVE_CRASHES - 2
-        assert value(samples, "model_loaded", model="m") == 0
+        assert (
+            value(samples, "batcher_crashes_total", model_name="m", model_version="1")
+            == 3 * MAX_CONSECUTIVE_CRASHES - 2
+        )
+        assert value(samples, "model_loaded", model_name="m", model_version="1") == 0
         await batcher.close(1)
 
     asyncio.run(scenario())

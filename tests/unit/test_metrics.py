@@ -12,7 +12,6 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from inference_gateway.inference.onnx_export import onnx_path
 from inference_gateway.observability.metrics import (
     CONFIDENCE_BUCKETS,
     LATENCY_BUCKETS,
@@ -33,29 +32,37 @@ from tests.servers import free_port
 JPEG = {"content-type": "image/jpeg"}
 
 #: The metric contract: name -> (type, label names). Dashboards and alerts rely on it.
+#: Every per-model metric names the model and its version.
+MODEL = {"model_name", "model_version"}
+
 CONTRACT: dict[str, tuple[str, set[str]]] = {
     "http_requests_total": ("counter", {"method", "endpoint", "status"}),
     "http_request_duration_seconds": ("histogram", {"method", "endpoint"}),
     "http_request_exceptions_total": ("counter", {"endpoint", "exception_type"}),
     "active_requests": ("gauge", set()),
-    "model_inference_duration_seconds": ("histogram", {"model"}),
-    "model_predictions_total": ("counter", {"model", "class"}),
-    "model_inference_errors_total": ("counter", {"model", "error_type"}),
-    "inference_queue_size": ("gauge", {"model"}),
-    "model_memory_usage_bytes": ("gauge", {"model"}),
-    "prediction_confidence": ("histogram", {"model"}),
+    "model_inference_duration_seconds": ("histogram", MODEL),
+    "model_predictions_total": ("counter", {*MODEL, "class"}),
+    "model_inference_errors_total": ("counter", {*MODEL, "error_type"}),
+    "inference_queue_size": ("gauge", MODEL),
+    "model_memory_usage_bytes": ("gauge", MODEL),
+    "prediction_confidence": ("histogram", MODEL),
     "image_size_bytes": ("histogram", set()),
-    "model_loaded": ("gauge", {"model"}),
+    "model_loaded": ("gauge", MODEL),
     "app_info": ("gauge", {"name", "version", "environment"}),
-    "inference_queue_wait_seconds": ("histogram", {"model"}),
+    "inference_queue_wait_seconds": ("histogram", MODEL),
     "image_preprocess_duration_seconds": ("histogram", set()),
-    "inference_batch_size": ("histogram", {"model"}),
+    "inference_batch_size": ("histogram", MODEL),
     "image_decode_failures_total": ("counter", {"reason"}),
     "image_width_pixels": ("histogram", set()),
     "image_height_pixels": ("histogram", set()),
     "requests_rejected_total": ("counter", {"reason"}),
     "tracing_spans_exported_total": ("counter", set()),
     "tracing_spans_dropped_total": ("counter", {"reason"}),
+    "batcher_crashes_total": ("counter", MODEL),
+    "model_load_failures_total": ("counter", MODEL),
+    "model_loads_total": ("counter", MODEL),
+    "model_unloads_total": ("counter", MODEL),
+    "model_load_duration_seconds": ("histogram", MODEL),
 }
 
 
@@ -96,12 +103,17 @@ def test_model_state_metrics_follow_the_model(
     real_app_client: TestClient, model_cache_dir: Path
 ) -> None:
     samples = _scrape(real_app_client)
-    assert value(samples, "model_loaded", model="efficientnet-lite0") == 1
-    # With ONNX Runtime, the model's size is that of its files: graph and weights.
-    graph = onnx_path(model_cache_dir, "efficientnet-lite0", "1")
-    files = [graph, graph.with_name(graph.name + ".data")]
-    on_disk = sum(f.stat().st_size for f in files if f.exists())
-    assert value(samples, "model_memory_usage_bytes", model="efficientnet-lite0") == on_disk
+    assert value(samples, "model_loaded", model_name="efficientnet-lite0", model_version="1") == 1
+    # With ONNX Runtime, the model's size is that of its file: graph and weights, as
+    # the built-in model is served from its repository export.
+    graph = model_cache_dir / "repository" / "efficientnet-lite0" / "1" / "model.onnx"
+    on_disk = graph.stat().st_size
+    assert (
+        value(
+            samples, "model_memory_usage_bytes", model_name="efficientnet-lite0", model_version="1"
+        )
+        == on_disk
+    )
     assert (
         value(
             samples, "app_info", name="inference-gateway", version="0.1.0", environment="production"
@@ -123,12 +135,24 @@ def test_prediction_metrics_record_the_answer_the_client_got(
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
 
-    assert delta("model_predictions_total", model=model, **{"class": top["label"]}) == 1
+    assert (
+        delta(
+            "model_predictions_total",
+            model_name=model,
+            model_version="1",
+            **{"class": top["label"]},
+        )
+        == 1
+    )
     assert total(after, "model_predictions_total") - total(before, "model_predictions_total") == 1
-    assert delta("prediction_confidence_count", model=model) == 1
-    assert delta("prediction_confidence_sum", model=model) == pytest.approx(top["confidence"])
+    assert delta("prediction_confidence_count", model_name=model, model_version="1") == 1
+    assert delta("prediction_confidence_sum", model_name=model, model_version="1") == pytest.approx(
+        top["confidence"]
+    )
     for bound in CONFIDENCE_BUCKETS:  # the answer's confidence falls in its bucket
-        counted = delta("prediction_confidence_bucket", model=model, le=str(bound))
+        counted = delta(
+            "prediction_confidence_bucket", model_name=model, model_version="1", le=str(bound)
+        )
         assert counted == (1 if top["confidence"] <= bound else 0), bound
 
 
@@ -172,7 +196,7 @@ def test_exact_accounting_of_every_outcome() -> None:
         assert timed_out.status_code == 504
         backend.release.set()
         # The abandoned forward pass finishes and is counted before the scrape.
-        batcher = app.state.host.batcher
+        batcher = app.state.registry.resolve().batcher
         wait_until(lambda: batcher.pending == 0, what="the last forward pass to finish")
         samples = _scrape(client)
 
@@ -196,15 +220,36 @@ def test_exact_accounting_of_every_outcome() -> None:
         == 2
     )
     model = "efficientnet-lite0"
-    assert total(samples, "model_predictions_total", model=model) == 5
-    assert value(samples, "model_predictions_total", model=model, **{"class": label}) == 5
-    assert value(samples, "prediction_confidence_count", model=model) == 5
+    assert total(samples, "model_predictions_total", model_name=model, model_version="1") == 5
+    assert (
+        value(
+            samples,
+            "model_predictions_total",
+            model_name=model,
+            model_version="1",
+            **{"class": label},
+        )
+        == 5
+    )
+    assert value(samples, "prediction_confidence_count", model_name=model, model_version="1") == 5
     # Forward passes: the 5 answered, and the one whose caller's deadline passed while
     # it was already computing (it finishes; its answer is discarded).
-    assert value(samples, "model_inference_duration_seconds_count", model=model) == 6
-    assert value(samples, "inference_batch_size_sum", model=model) == 6
     assert (
-        value(samples, "model_inference_errors_total", model=model, error_type="RuntimeError") == 1
+        value(
+            samples, "model_inference_duration_seconds_count", model_name=model, model_version="1"
+        )
+        == 6
+    )
+    assert value(samples, "inference_batch_size_sum", model_name=model, model_version="1") == 6
+    assert (
+        value(
+            samples,
+            "model_inference_errors_total",
+            model_name=model,
+            model_version="1",
+            error_type="RuntimeError",
+        )
+        == 1
     )
     assert value(samples, "image_decode_failures_total", reason="unsupported_format") == 2
     # 5 answered + the 500 + the 504; the 503 was refused before its image was decoded.
@@ -225,7 +270,7 @@ def test_exact_accounting_of_every_outcome() -> None:
     )
     assert value(samples, exceptions, endpoint="/predict", exception_type="QueueFullException") == 1
     assert value(samples, "active_requests") == 1  # the scrape itself
-    assert value(samples, "inference_queue_size", model=model) == 0
+    assert value(samples, "inference_queue_size", model_name=model, model_version="1") == 0
 
 
 def _random_text(rng: random.Random, n: int) -> str:
@@ -340,18 +385,34 @@ def test_queue_gauge_shows_waiting_requests() -> None:
     with TestClient(controlled_app(backend, model_warmup=False)) as client:
         ready_client(client)
         with held_prediction(client, backend):
-            assert value(_scrape(client), "inference_queue_size", model="efficientnet-lite0") == 1
+            assert (
+                value(
+                    _scrape(client),
+                    "inference_queue_size",
+                    model_name="efficientnet-lite0",
+                    model_version="1",
+                )
+                == 1
+            )
             assert value(_scrape(client), "active_requests") == 2  # held prediction + scrape
-        assert value(_scrape(client), "inference_queue_size", model="efficientnet-lite0") == 0
+        assert (
+            value(
+                _scrape(client),
+                "inference_queue_size",
+                model_name="efficientnet-lite0",
+                model_version="1",
+            )
+            == 0
+        )
 
 
 def test_helpers_record_what_they_say() -> None:
     metrics = Metrics(app_name="a", app_version="1", environment="test")
     metrics.record_request("GET", "/x", 200, 0.31, trace_id="0" * 31 + "1")
-    metrics.record_inference("m", 0.01, batch_size=3)
+    metrics.record_inference(("m", "1"), 0.01, batch_size=3)
     metrics.record_error("/x", "ValueError")
-    metrics.set_queue_size("m", 7)
-    metrics.record_queue_wait("m", 0.002)
+    metrics.set_queue_size(("m", "1"), 7)
+    metrics.record_queue_wait(("m", "1"), 0.002)
     samples = parse(metrics.render(None)[0].decode())
     assert value(samples, "http_requests_total", method="GET", endpoint="/x", status="200") == 1
     assert (
@@ -366,13 +427,15 @@ def test_helpers_record_what_they_say() -> None:
         )
         == 1
     )
-    assert value(samples, "inference_batch_size_sum", model="m") == 3
+    assert value(samples, "inference_batch_size_sum", model_name="m", model_version="1") == 3
     assert (
         value(samples, "http_request_exceptions_total", endpoint="/x", exception_type="ValueError")
         == 1
     )
-    assert value(samples, "inference_queue_size", model="m") == 7
-    assert value(samples, "inference_queue_wait_seconds_count", model="m") == 1
+    assert value(samples, "inference_queue_size", model_name="m", model_version="1") == 7
+    assert (
+        value(samples, "inference_queue_wait_seconds_count", model_name="m", model_version="1") == 1
+    )
 
 
 @pytest.mark.parametrize(

@@ -99,7 +99,7 @@ def _coffee() -> bytes:
 def _one_batch(client: TestClient, backend: EspressoAllergy) -> tuple[httpx.Response, ...]:
     """Send a cat (held in the model), then a cat and a coffee that queue behind it and
     run together in the next batch; return the three answers."""
-    host = client.app.state.host  # type: ignore[attr-defined]
+    host = client.app.state.registry.resolve()  # type: ignore[attr-defined]
     answers: dict[str, httpx.Response] = {}
 
     def send(key: str, body: bytes, headers: dict[str, str]) -> None:
@@ -152,8 +152,12 @@ def test_a_misbehaving_model_fails_only_the_requests_it_failed(
         assert client.get("/health").status_code == 200
         samples = scrape.parse(client.get("/metrics").text)
         model = "efficientnet-lite0"
-        failures = scrape.total(samples, "model_inference_errors_total", model=model)
-        crashes = scrape.value(samples, "batcher_crashes_total", model=model)
+        failures = scrape.total(
+            samples, "model_inference_errors_total", model_name=model, model_version="1"
+        )
+        crashes = scrape.value(
+            samples, "batcher_crashes_total", model_name=model, model_version="1"
+        )
         assert (failures, crashes) == ((0, 1) if fault == "escape" else (1, 0))
 
 
@@ -194,14 +198,22 @@ def test_a_model_that_fails_to_load_is_retried_and_ready_says_why(
     with TestClient(app) as client:
         wait_until(lambda: len(attempts) >= 3, what="a third attempt")
         samples = scrape.parse(client.get("/metrics").text)
-        assert scrape.value(samples, "model_load_failures_total", model="efficientnet-lite0") == 2
+        assert (
+            scrape.value(
+                samples,
+                "model_load_failures_total",
+                model_name="efficientnet-lite0",
+                model_version="1",
+            )
+            == 2
+        )
         # While the third attempt runs, /ready still tells why the last one failed.
         ready = client.get("/ready")
         assert ready.status_code == 503 and ready.json()["reason"] == "not_ready"
-        assert (
-            "failed to load (2 attempt(s)): FileNotFoundError: model.onnx is not there yet"
-            in (ready.json()["detail"])
-        )
+        reason = "FileNotFoundError: model.onnx is not there yet (2 failed attempt(s)"
+        assert reason in ready.json()["detail"]
+        (model,) = ready.json()["models"]
+        assert model["state"] == "UNAVAILABLE" and reason in model["reason"]
         assert client.get("/health").status_code == 200
         release.set()
         wait_until(lambda: client.get("/ready").status_code == 200, what="ready after retrying")

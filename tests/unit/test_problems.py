@@ -97,6 +97,13 @@ RECORDED: list[tuple[str, int, str | None, str | None, str]] = [
         '{"type":"urn:inference-gateway:problem:model-failed","title":"Model failed","status":503,"detail":"detail text","request_id":"req-1","reason":"model_failed"}',
     ),
     (
+        "raise/ModelNotFoundException",
+        404,
+        None,
+        None,
+        '{"type":"urn:inference-gateway:problem:model-not-found","title":"Model not found","status":404,"detail":"detail text","request_id":"req-1"}',
+    ),
+    (
         "raise/ModelNotLoadedException",
         503,
         "5",

@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from inference_gateway.config import Settings
-from inference_gateway.inference.host import ModelHost
+from inference_gateway.inference.registry import ModelRegistry
 from inference_gateway.observability.telemetry import Telemetry
 
 
@@ -22,10 +22,10 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
-async def get_host(request: Request) -> ModelHost:
-    """The app's model host (loading, readiness, classification)."""
-    host: ModelHost = request.app.state.host
-    return host
+async def get_registry(request: Request) -> ModelRegistry:
+    """The app's model registry (every model version: routing, readiness, loading)."""
+    registry: ModelRegistry = request.app.state.registry
+    return registry
 
 
 async def get_telemetry(request: Request) -> Telemetry:
@@ -35,5 +35,5 @@ async def get_telemetry(request: Request) -> Telemetry:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-HostDep = Annotated[ModelHost, Depends(get_host)]
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 TelemetryDep = Annotated[Telemetry, Depends(get_telemetry)]

@@ -107,6 +107,7 @@ def gateway_exception_response(
         headers["Connection"] = "close"
     if exc.reject_reason is not None:
         extra["reason"] = exc.reject_reason
+    extra.update(exc.extensions)
     return problem_response(
         status=http_status(exc),
         slug=exc.slug,

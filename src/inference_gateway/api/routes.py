@@ -1,4 +1,8 @@
-"""The gateway's endpoints: ``/predict``, ``/health``, ``/ready`` (and ``/metrics``)."""
+"""The gateway's own endpoints: predictions, models, ``/health``, ``/ready`` (``/metrics``).
+
+Thin: each prediction route names a model (or the default) and a version (or the
+highest serving), leases that version from the registry, and formats its answer.
+"""
 
 from __future__ import annotations
 
@@ -11,18 +15,23 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from starlette.requests import ClientDisconnect
 
-from inference_gateway.api.dependencies import HostDep, SettingsDep, TelemetryDep
+from inference_gateway.api.dependencies import RegistryDep, SettingsDep, TelemetryDep
 from inference_gateway.api.multipart import read_file_field
 from inference_gateway.api.problems import request_id_of
 from inference_gateway.api.schemas import (
+    BatchingOut,
     HealthResponse,
     ImageOut,
+    InputOut,
     ModelInfo,
+    ModelOut,
+    ModelsResponse,
     PredictionOut,
     PredictionResponse,
     Problem,
     ReadyResponse,
     TimingsMs,
+    VersionOut,
 )
 from inference_gateway.config import Settings
 from inference_gateway.errors import (
@@ -30,8 +39,9 @@ from inference_gateway.errors import (
     InvalidInputException,
     UnsupportedMediaTypeException,
 )
-from inference_gateway.inference.host import Classification
+from inference_gateway.inference.host import Classification, ModelHost
 from inference_gateway.inference.model import LoadedModel
+from inference_gateway.inference.registry import ModelRegistry, ModelStatus
 from inference_gateway.observability.logging import InferenceLogFields
 from inference_gateway.observability.tracing import (
     add_span_event,
@@ -47,7 +57,7 @@ RAW_CONTENT_TYPES = ("application/octet-stream",)
 
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {"application/problem+json": {}}}
-    for status in (400, 413, 415, 422, 500, 503, 504)
+    for status in (400, 404, 413, 415, 422, 500, 503, 504)
 }
 
 _PREDICT_BODY = {
@@ -143,27 +153,89 @@ def _model_info(model: LoadedModel) -> ModelInfo:
     return ModelInfo(name=model.spec.name, version=model.spec.version, backend=model.backend.name)
 
 
-@router.post(
-    "/predict",
-    response_model=PredictionResponse,
-    responses=_PROBLEMS,
-    openapi_extra=_PREDICT_BODY,
-    summary="Classify an image",
-)
+TopK = Annotated[int | None, Query(ge=1, le=20, description="How many classes")]
+_PREDICT_DOC = {
+    "response_model": PredictionResponse,
+    "responses": _PROBLEMS,
+    "openapi_extra": _PREDICT_BODY,
+}
+
+
+@router.post("/predict", summary="Classify an image with the default model", **_PREDICT_DOC)  # type: ignore[arg-type]
 async def predict(
     request: Request,
     response: Response,
     settings: SettingsDep,
-    host: HostDep,
+    registry: RegistryDep,
     telemetry: TelemetryDep,
-    top_k: Annotated[int | None, Query(ge=1, le=20, description="How many classes")] = None,
+    top_k: TopK = None,
 ) -> PredictionResponse:
-    """Classify one image (multipart ``file`` field or raw image body).
+    """Classify one image (multipart ``file`` field or raw image body) with the default
+    model (``DEFAULT_MODEL``, or the only one).
 
-    The response lists the ``top_k`` most likely ImageNet classes with softmax
-    confidences, and where the time went (also sent as a ``Server-Timing`` header).
+    The response lists the ``top_k`` most likely classes with their confidences, and
+    where the time went (also sent as a ``Server-Timing`` header).
     """
+    return await _predict(request, response, settings, registry, telemetry, top_k, None, None)
+
+
+@router.post("/models/{name}/predict", summary="Classify an image with a model", **_PREDICT_DOC)  # type: ignore[arg-type]
+async def predict_model(
+    request: Request,
+    response: Response,
+    settings: SettingsDep,
+    registry: RegistryDep,
+    telemetry: TelemetryDep,
+    name: str,
+    top_k: TopK = None,
+) -> PredictionResponse:
+    """`predict` with the named model, at its highest version that is serving."""
+    return await _predict(request, response, settings, registry, telemetry, top_k, name, None)
+
+
+@router.post(
+    "/models/{name}/versions/{version}/predict",
+    summary="Classify an image with one version of a model",
+    **_PREDICT_DOC,  # type: ignore[arg-type]
+)
+async def predict_version(
+    request: Request,
+    response: Response,
+    settings: SettingsDep,
+    registry: RegistryDep,
+    telemetry: TelemetryDep,
+    name: str,
+    version: str,
+    top_k: TopK = None,
+) -> PredictionResponse:
+    """`predict` with one version of the named model."""
+    return await _predict(request, response, settings, registry, telemetry, top_k, name, version)
+
+
+async def _predict(
+    request: Request,
+    response: Response,
+    settings: Settings,
+    registry: ModelRegistry,
+    telemetry: TelemetryDep,
+    top_k: int | None,
+    name: str | None,
+    version: str | None,
+) -> PredictionResponse:
     started = time.perf_counter()
+    async with registry.lease(name, version) as host:
+        return await _predict_with(request, response, settings, host, telemetry, top_k, started)
+
+
+async def _predict_with(
+    request: Request,
+    response: Response,
+    settings: Settings,
+    host: ModelHost,
+    telemetry: TelemetryDep,
+    top_k: int | None,
+    started: float,
+) -> PredictionResponse:
     with create_span(telemetry.tracer, "validate_input"):
         model = host.require_ready()
         deadline = _deadline(request, settings)
@@ -180,6 +252,7 @@ async def predict(
         # The access log line of this request becomes "Inference completed" with these.
         request.scope["state"]["inference"] = InferenceLogFields(
             model_name=model.spec.name,
+            model_version=model.spec.version,
             prediction_class=best.label,
             confidence=best.confidence,
             inference_ms=round(t.inference_ms, 3),
@@ -215,20 +288,87 @@ async def predict(
 @router.get(
     "/health", response_model=HealthResponse, responses={503: _PROBLEMS[503]}, summary="Liveness"
 )
-async def health(host: HostDep) -> HealthResponse:
-    """200 while the process can serve (it never waits on the model); 503 once the
-    model's worker has given up for good, so a supervisor restarts the process."""
-    host.check_live()
+async def health(registry: RegistryDep) -> HealthResponse:
+    """200 while the process can serve (it never waits on a model); 503 once a model's
+    worker has given up for good, so a supervisor restarts the process."""
+    registry.check_live()
     return HealthResponse(status="ok")
 
 
 @router.get(
     "/ready", response_model=ReadyResponse, responses={503: _PROBLEMS[503]}, summary="Readiness"
 )
-async def ready(host: HostDep) -> ReadyResponse:
-    """200 once the model is loaded and warmed up; 503 before that, while draining, and
-    while a forward pass has been stuck for over ``MODEL_STALL_SECONDS``."""
-    return ReadyResponse(status="ready", model=_model_info(host.check_ready()))
+async def ready(registry: RegistryDep) -> ReadyResponse:
+    """200 once every model has a loaded, warm version; 503 before that (the problem's
+    ``models`` lists each model's state), while draining, and while a forward pass has
+    been stuck for over ``MODEL_STALL_SECONDS``."""
+    host = registry.check_ready()
+    model = host.model if host is not None else None
+    return ReadyResponse(
+        status="ready",
+        model=_model_info(model) if model is not None else None,
+        models=[_model_out(status) for status in registry.describe()],
+    )
+
+
+@router.get("/models", response_model=ModelsResponse, summary="Every model and its versions")
+async def list_models(registry: RegistryDep) -> ModelsResponse:
+    """Each model the gateway knows: its state, its versions, their input size, label
+    count and batching; broken ones with the reason."""
+    return ModelsResponse(
+        default_model=registry.default_model,
+        models=[_model_out(status) for status in registry.describe()],
+    )
+
+
+@router.get(
+    "/models/{name}",
+    response_model=ModelOut,
+    responses={404: _PROBLEMS[404]},
+    summary="One model and its versions",
+)
+async def get_model(name: str, registry: RegistryDep) -> ModelOut:
+    """One model as ``GET /models`` shows it; 404 ``model-not-found`` if there is none."""
+    if name not in registry.names():
+        registry.resolve(name)  # raises the 404 with the names that exist
+    return _model_out(registry.describe(name)[0])
+
+
+def _model_out(status: ModelStatus) -> ModelOut:
+    versions = []
+    for v in status.versions:
+        spec = v.spec
+        width, height = spec.preprocess.output_size if spec is not None else (0, 0)
+        versions.append(
+            VersionOut(
+                version=v.version,
+                state=v.state.value,
+                reason=v.reason,
+                reload_error=v.reload_error,
+                backend=v.backend,
+                input=InputOut(
+                    width=width,
+                    height=height,
+                    layout=spec.preprocess.layout,
+                    color=spec.preprocess.color,
+                )
+                if spec is not None
+                else None,
+                labels=len(spec.labels) if spec is not None else None,
+                batching=BatchingOut(
+                    max_batch_size=v.batching.max_batch_size,
+                    max_batch_delay_ms=v.batching.max_batch_delay_seconds * 1000,
+                    max_queue_size=v.batching.max_queue_size,
+                ),
+            )
+        )
+    return ModelOut(
+        name=status.name,
+        state=status.state.value,
+        reason=status.reason,
+        default_version=status.default_version,
+        versions=versions,
+    )
 
 
 async def metrics_endpoint(request: Request, telemetry: TelemetryDep) -> Response:

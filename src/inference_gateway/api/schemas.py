@@ -58,13 +58,67 @@ class HealthResponse(BaseModel):
     status: str = Field(examples=["ok"])
 
 
+class InputOut(BaseModel):
+    """The image tensor a model takes: size, layout and colour order."""
+
+    width: int = Field(examples=[224])
+    height: int = Field(examples=[224])
+    layout: str = Field(examples=["NCHW"])
+    color: str = Field(examples=["RGB"])
+
+
+class BatchingOut(BaseModel):
+    """How requests to a model version are batched and queued."""
+
+    max_batch_size: int = Field(examples=[4])
+    max_batch_delay_ms: float = Field(examples=[0.0])
+    max_queue_size: int = Field(examples=[64])
+
+
+class VersionOut(BaseModel):
+    """One version of a model and where it is in its life."""
+
+    version: str = Field(examples=["1"])
+    state: str = Field(examples=["READY"], description="LOADING, READY, UNAVAILABLE, UNLOADING")
+    reason: str | None = Field(None, description="Why it is not serving, when it is not.")
+    reload_error: str | None = Field(
+        None, description="Its files changed and the new ones failed to load; the old serve."
+    )
+    backend: str | None = Field(None, examples=["onnxruntime"])
+    input: InputOut | None = None
+    labels: int | None = Field(None, examples=[1000], description="How many classes it scores.")
+    batching: BatchingOut
+
+
+class ModelOut(BaseModel):
+    """A model, its state and its versions (``GET /models``)."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: str = Field(examples=["efficientnet-lite0"])
+    state: str = Field(examples=["READY"])
+    reason: str | None = None
+    default_version: str | None = Field(
+        None, examples=["1"], description="The highest version that is serving."
+    )
+    versions: list[VersionOut]
+
+
+class ModelsResponse(BaseModel):
+    """Every model the gateway knows."""
+
+    default_model: str | None = Field(None, examples=["efficientnet-lite0"])
+    models: list[ModelOut]
+
+
 class ReadyResponse(BaseModel):
-    """Readiness: the model is loaded and warm."""
+    """Readiness: every model has a warm version serving."""
 
     model_config = ConfigDict(protected_namespaces=())
 
     status: str = Field(examples=["ready"])
-    model: ModelInfo
+    model: ModelInfo | None = Field(None, description="What answers POST /predict.")
+    models: list[ModelOut]
 
 
 class Problem(BaseModel):

@@ -13,6 +13,10 @@ if TYPE_CHECKING:  # torch is imported only by the backend that runs it (~300 MB
     import torch
 
 
+#: An ONNX graph input or output: (name, shape with ints or symbolic names, type).
+GraphTensor = tuple[str, tuple[int | str | None, ...], str]
+
+
 @runtime_checkable
 class Backend(Protocol):
     """Runs one forward pass over a batch.
@@ -108,6 +112,7 @@ class OnnxRuntimeBackend:
             str(model_path), options, providers=["CPUExecutionProvider"]
         )
         self._input = self._session.get_inputs()[0].name
+        self._outputs: list[str] | None = None  # None: every output (the first is used)
         self._memory_bytes = sum(
             p.stat().st_size for p in model_path.parent.glob(model_path.name + "*")
         )
@@ -118,10 +123,29 @@ class OnnxRuntimeBackend:
         weights): the weights' size, not the session's resident memory."""
         return self._memory_bytes
 
+    @property
+    def inputs(self) -> list[GraphTensor]:
+        """The graph's inputs: name, shape (ints, or names of symbolic dims), type."""
+        return [(i.name, tuple(i.shape), i.type) for i in self._session.get_inputs()]
+
+    @property
+    def outputs(self) -> list[GraphTensor]:
+        """The graph's outputs, described as `inputs` are."""
+        return [(o.name, tuple(o.shape), o.type) for o in self._session.get_outputs()]
+
+    def select(self, input_name: str, output_name: str) -> None:
+        """Feed ``input_name`` and fetch only ``output_name`` from now on."""
+        self._input = input_name
+        self._outputs = [output_name]
+
     def predict(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """One forward pass; the session is used from one thread at a time."""
-        outputs = self._session.run(None, {self._input: batch})
-        result: npt.NDArray[np.float32] = np.asarray(outputs[0], dtype=np.float32)
+        """One forward pass; the session is used from one thread at a time.
+
+        The scores come back as the graph made them (a model answering in integers is
+        caught by the batcher's checks, not silently converted).
+        """
+        outputs = self._session.run(self._outputs, {self._input: batch})
+        result: npt.NDArray[np.float32] = np.asarray(outputs[0])
         return result
 
     def close(self) -> None:

@@ -150,6 +150,7 @@ class Batcher:
         telemetry: Telemetry,
         *,
         model_name: str,
+        model_version: str,
         max_batch_size: int,
         max_batch_delay_seconds: float,
         max_queue_size: int,
@@ -164,6 +165,8 @@ class Batcher:
         self._backend = backend
         self._telemetry = telemetry
         self.model_name = model_name
+        self.model_version = model_version
+        self._model = (model_name, model_version)  # its metric labels
         self.max_batch_size = max_batch_size
         self.max_batch_delay = max_batch_delay_seconds
         self.max_queue_size = max_queue_size
@@ -327,10 +330,10 @@ class Batcher:
                 settled.append((job, failure))
         metrics = self._telemetry.metrics
         if metrics is not None:
-            metrics.record_batcher_crash(self.model_name)
+            metrics.record_batcher_crash(self._model)
         log_error(
             self._telemetry.logger, "Batcher worker crashed; restarting", exc,
-            model_name=self.model_name, batch_size=len(batch),
+            model_name=self.model_name, model_version=self.model_version, batch_size=len(batch),
             consecutive_crashes=consecutive,
         )  # fmt: skip
 
@@ -345,16 +348,22 @@ class Batcher:
             self._queue.clear()
             self._cond.notify_all()
         self._telemetry.logger.critical(
-            "Batcher worker stopped", model_name=self.model_name, reason=self.failure
+            "Batcher worker stopped",
+            model_name=self.model_name,
+            model_version=self.model_version,
+            reason=self.failure,
         )
         if self._telemetry.metrics is not None:  # the model can no longer answer
-            self._telemetry.metrics.model_loaded.labels(self.model_name).set(0)
+            self._telemetry.metrics.model_loaded.labels(*self._model).set(0)
         self._publish()
         detail = self._failure_detail()
         _resolve_all([(job, ModelFailedException(detail)) for job in leftovers])
 
     def _failure_detail(self) -> str:
-        return f"Model {self.model_name} stopped serving: {self.failure or 'its worker is gone'}."
+        return (
+            f"Model {self.model_name} version {self.model_version} stopped serving: "
+            f"{self.failure or 'its worker is gone'}."
+        )
 
     def _collect(self) -> list[_Job] | None:
         with self._cond:
@@ -407,7 +416,11 @@ class Batcher:
         # The batch has no single parent: a root span linked to every request's span.
         with TracedOperation(
             "inference_batch",
-            {"model.name": self.model_name, "batch.size": len(jobs)},
+            {
+                "model.name": self.model_name,
+                "model.version": self.model_version,
+                "batch.size": len(jobs),
+            },
             tracer=tracer,
             context=otel_context.Context(),
             links=links,
@@ -420,7 +433,7 @@ class Batcher:
                 if len(jobs) > 1:
                     raise  # the caller retries each request alone
                 if metrics is not None:
-                    metrics.record_inference_error(self.model_name, type(exc).__name__)
+                    metrics.record_inference_error(self._model, type(exc).__name__)
                 failure = ModelInferenceException("The model failed on this input.")
                 failure.__cause__ = exc  # the access log line carries its traceback
                 set_span_error(exc, span)  # the batch span shows the failure too
@@ -433,12 +446,12 @@ class Batcher:
         self._batch_seconds = statistics.median(self._recent)
         if metrics is not None:
             first_trace = format(links[0].context.trace_id, "032x") if links else None
-            metrics.record_inference(self.model_name, compute, len(jobs), first_trace)
+            metrics.record_inference(self._model, compute, len(jobs), first_trace)
         finite = np.asarray(np.isfinite(logits).all(axis=1))
         for row, job in enumerate(jobs):
             if not finite[row]:  # only this input's scores are unusable
                 if metrics is not None:
-                    metrics.record_inference_error(self.model_name, "NonFiniteScores")
+                    metrics.record_inference_error(self._model, "NonFiniteScores")
                 settled.append(
                     (
                         job,
@@ -448,7 +461,7 @@ class Batcher:
                 continue
             queue_seconds = picked - job.enqueued
             if metrics is not None:
-                metrics.record_queue_wait(self.model_name, queue_seconds)
+                metrics.record_queue_wait(self._model, queue_seconds)
             settled.append(
                 (
                     job,
@@ -466,4 +479,4 @@ class Batcher:
 
     def _publish(self) -> None:
         if self._telemetry.metrics is not None:
-            self._telemetry.metrics.set_queue_size(self.model_name, self.pending)
+            self._telemetry.metrics.set_queue_size(self._model, self.pending)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TypeVar
 
 import numpy as np
@@ -40,7 +41,6 @@ from inference_gateway.inference.preprocess import (
     prepare_opened,
     quick_to_decode,
 )
-from inference_gateway.inference.workers import WorkerReadiness
 from inference_gateway.observability.logging import log_error, log_inference_start
 from inference_gateway.observability.telemetry import Telemetry
 from inference_gateway.observability.tracing import TracedOperation
@@ -88,8 +88,22 @@ class LoadRetry:
         return float(min(self.first_seconds * 2 ** min(failures - 1, 32), self.max_seconds))
 
 
+class ModelState(StrEnum):
+    """Where a model version is in its life, as `GET /models` reports it."""
+
+    LOADING = "LOADING"  # the first attempt to load it is running
+    READY = "READY"  # serving
+    UNAVAILABLE = "UNAVAILABLE"  # it failed (to load, or while serving); see the reason
+    UNLOADING = "UNLOADING"  # taken out of service; finishing what it admitted
+
+
 class ModelHost:
-    """Loads one model in the background and serves classifications once it is warm."""
+    """One version of one model: loads it in the background, then serves it.
+
+    Each host has its own batcher, queue and admission estimate, so a slow model does
+    not stall a fast one and one model's full queue refuses only its own requests. The
+    decoding pool is shared by all hosts (`ModelRegistry` owns it).
+    """
 
     def __init__(
         self,
@@ -97,94 +111,135 @@ class ModelHost:
         telemetry: Telemetry,
         *,
         model_name: str,
+        model_version: str,
         limits: ImageLimits,
-        preprocess_workers: int,
+        pool: ThreadPoolExecutor,
+        decode_on_loop: bool,
         batching: BatchingConfig,
         warmup: bool = True,
         stall_seconds: float = 10.0,
-        peers: WorkerReadiness | None = None,
         load_retry: LoadRetry | None = None,
     ) -> None:
-        """Prepare the thread pool; nothing is loaded until `start`.
+        """Remember how to load and serve; nothing is loaded until `start`.
 
-        ``stall_seconds``: a forward pass running longer than this makes `check_ready`
-        fail, so orchestrators stop routing to a stuck model. ``peers``: the other
-        workers of the same server, when there are several; ready means all are.
+        ``pool``: where images are decoded; ``decode_on_loop``: decode small images on
+        the event loop instead (a worker with one core). ``stall_seconds``: a forward
+        pass running longer than this makes `check_ready` fail, so orchestrators stop
+        routing to a stuck model.
         """
         self._loader = loader
         self._telemetry = telemetry
         self.model_name = model_name
+        self.model_version = model_version
+        self.key = (model_name, model_version)  # its metric labels
         self._limits = limits
-        self._batching = batching
+        self.batching = batching
         self._warmup = warmup
         self.stall_seconds = stall_seconds
-        self._peers = peers
         self._load_retry = load_retry or LoadRetry()
         self.load_failures = 0  # failed load attempts in a row (0 once loaded)
         self.load_error: str | None = None  # why the last attempt failed
+        self.permanent_error = False  # the last failure will not fix itself by retrying
         self._next_attempt: float | None = None  # monotonic time of the next attempt
-        # 0 workers: decode on the event loop (see `Settings.effective_preprocess_workers`),
-        # except large images (`quick_to_decode`), for which one thread is started.
-        self._decode_on_loop = preprocess_workers == 0
-        self._preprocess_pool = ThreadPoolExecutor(max(preprocess_workers, 1), "preprocess")
+        self._decode_on_loop = decode_on_loop
+        self._preprocess_pool = pool
         self.model: LoadedModel | None = None
         self.batcher: Batcher | None = None
         self.ready = False
         self.draining = False
+        self.retiring = False  # out of the routing table; finishing its leases
+        self.leases = 0  # requests routed here and not finished (event loop only)
+        self.released = asyncio.Event()  # set when the leases fall to 0
         self._admitted = 0  # requests between admission and answer (event loop only)
 
     # --- lifecycle ----------------------------------------------------------------
-    async def start(self) -> None:
+    @property
+    def state(self) -> ModelState:
+        """LOADING, READY, UNAVAILABLE or UNLOADING."""
+        if self.retiring or self.draining:
+            return ModelState.UNLOADING
+        if self.batcher is not None and not self.batcher.alive:
+            return ModelState.UNAVAILABLE
+        if self.ready:
+            return ModelState.READY
+        return ModelState.UNAVAILABLE if self.load_error is not None else ModelState.LOADING
+
+    @property
+    def reason(self) -> str | None:
+        """Why the version is not serving, when it is not."""
+        if self.batcher is not None and not self.batcher.alive:
+            return self.batcher.failure or "its worker died"
+        if self.ready or self.load_error is None:
+            return None
+        if self.permanent_error or self._next_attempt is None:
+            return self.load_error
+        wait = self._next_attempt - time.monotonic()
+        when = f"next attempt in {wait:.0f} s" if wait > 0 else "trying again now"
+        return f"{self.load_error} ({self.load_failures} failed attempt(s); {when})"
+
+    async def start(self) -> bool:
         """Load and warm the model off the loop, start the batcher, report ready.
 
         A failed attempt is logged (ERROR, with its traceback), counted
-        (``model_load_failures_total``) and shown by `check_ready`; the next one follows
-        after a backoff, until one succeeds or the service drains (cancel the task).
+        (``model_load_failures_total``) and shown by `reason`; the next one follows
+        after a backoff, until one succeeds or the task is cancelled. A ``ValueError``
+        (a model that is wrong as configured, such as a label count that is not the
+        graph's) is not retried: the files must change first. Returns whether the
+        model is serving.
         """
         model = await self._load_with_retries()
+        if model is None:
+            return False
         self.model = model
         self.batcher = Batcher(
             model.backend,
             self._telemetry,
-            model_name=model.spec.name,
-            max_batch_size=self._batching.max_batch_size,
-            max_batch_delay_seconds=self._batching.max_batch_delay_seconds,
-            max_queue_size=self._batching.max_queue_size,
+            model_name=self.model_name,
+            model_version=self.model_version,
+            max_batch_size=self.batching.max_batch_size,
+            max_batch_delay_seconds=self.batching.max_batch_delay_seconds,
+            max_queue_size=self.batching.max_queue_size,
             num_classes=len(model.spec.labels),
         )
         self.batcher.start()
         self.ready = True
-        if self._peers is not None:
-            self._peers.mark_ready()
         metrics = self._telemetry.metrics
         if metrics is not None:
-            metrics.set_model_state(self.model_name, loaded=True, memory_bytes=model.memory_bytes)
+            metrics.set_model_state(self.key, loaded=True, memory_bytes=model.memory_bytes)
         self._telemetry.logger.info(
             "Model ready",
-            model_name=model.spec.name,
-            model_version=model.spec.version,
+            model_name=self.model_name,
+            model_version=self.model_version,
             backend=model.backend.name,
             memory_bytes=model.memory_bytes,
         )
+        return True
 
-    async def _load_with_retries(self) -> LoadedModel:
+    async def _load_with_retries(self) -> LoadedModel | None:
+        metrics = self._telemetry.metrics
         while True:
+            started = time.perf_counter()
             try:
                 model = await asyncio.to_thread(self._load_and_warm)
             except Exception as exc:
                 self.load_failures += 1
                 self.load_error = f"{type(exc).__name__}: {exc}"[:500]
-                delay = self._load_retry.delay(self.load_failures)
-                self._next_attempt = time.monotonic() + delay
-                if self._telemetry.metrics is not None:
-                    self._telemetry.metrics.record_model_load_failure(self.model_name)
+                self.permanent_error = isinstance(exc, ValueError)
+                delay = None if self.permanent_error else self._load_retry.delay(self.load_failures)
+                self._next_attempt = None if delay is None else time.monotonic() + delay
+                if metrics is not None:
+                    metrics.record_model_load_failure(self.key)
                 log_error(
                     self._telemetry.logger, "Model failed to load", exc,
-                    model_name=self.model_name, attempt=self.load_failures,
-                    retry_in_seconds=delay,
+                    model_name=self.model_name, model_version=self.model_version,
+                    attempt=self.load_failures, retry_in_seconds=delay,
                 )  # fmt: skip
+                if delay is None:
+                    return None
                 await asyncio.sleep(delay)
                 continue
+            if metrics is not None:
+                metrics.record_model_load(self.key, time.perf_counter() - started)
             self.load_failures = 0
             self.load_error = None
             self._next_attempt = None
@@ -193,12 +248,17 @@ class ModelHost:
     def _load_and_warm(self) -> LoadedModel:
         started = time.perf_counter()
         model = self._loader()
-        if self._warmup:
-            shape = model.spec.preprocess.tensor_shape
-            model.backend.predict(np.zeros((1, *shape), dtype=np.float32))
+        try:
+            if self._warmup:
+                shape = model.spec.preprocess.tensor_shape
+                model.backend.predict(np.zeros((1, *shape), dtype=np.float32))
+        except BaseException:
+            model.backend.close()
+            raise
         self._telemetry.logger.info(
             "Model loaded",
-            model_name=model.spec.name,
+            model_name=self.model_name,
+            model_version=self.model_version,
             load_seconds=round(time.perf_counter() - started, 3),
         )
         return model
@@ -207,20 +267,26 @@ class ModelHost:
         """Refuse new work from now on (``/ready`` and new predictions get 503)."""
         self.draining = True
 
-    async def close(self, grace_seconds: float = 30.0) -> None:
-        """Stop taking work, let queued work finish within the grace period, release."""
+    async def close(self, grace_seconds: float = 30.0, *, publish: bool = True) -> None:
+        """Stop taking work, let queued work finish within the grace period, release.
+
+        ``publish``: set the version's ``model_loaded`` to 0; not when another host
+        of the same version has taken over.
+        """
+        was_serving = self.ready
         self.ready = False
         self.draining = True
-        if self._peers is not None:
-            self._peers.mark_stopped()
         if self.batcher is not None:
             await self.batcher.close(grace_seconds)
-        self._preprocess_pool.shutdown(wait=False, cancel_futures=True)
         if self.model is not None:
             self.model.backend.close()
             self.model = None
-        if self._telemetry.metrics is not None:
-            self._telemetry.metrics.set_model_state(self.model_name, loaded=False)
+        metrics = self._telemetry.metrics
+        if metrics is not None:
+            if publish:
+                metrics.set_model_state(self.key, loaded=False)
+            if was_serving:
+                metrics.record_model_unload(self.key)
 
     # --- serving --------------------------------------------------------------------
     def require_ready(self) -> LoadedModel:
@@ -233,38 +299,39 @@ class ModelHost:
 
     def check_live(self) -> None:
         """Raise `ModelFailedException` once the model's worker has given up for good:
-        the process cannot serve again, and only a restart helps."""
+        the process cannot serve it again, and only a restart helps."""
         batcher = self.batcher
         if batcher is not None and not batcher.alive:
             raise ModelFailedException(
-                f"Model {self.model_name} stopped serving: {batcher.failure or 'its worker died'}."
+                f"Model {self.model_name} version {self.model_version} stopped serving: "
+                f"{batcher.failure or 'its worker died'}."
             )
 
     def _loaded(self) -> LoadedModel:
         if not self.ready or self.model is None:
-            if self.load_error is not None and self._next_attempt is not None:
-                wait = self._next_attempt - time.monotonic()
-                when = f"next attempt in {wait:.0f} s" if wait > 0 else "trying again now"
+            reason = self.reason
+            if reason is not None:
                 raise ModelNotLoadedException(
-                    f"Model {self.model_name} failed to load ({self.load_failures} "
-                    f"attempt(s)): {self.load_error}; {when}."
+                    f"Model {self.model_name} version {self.model_version} failed to load: "
+                    f"{reason}."
                 )
-            raise ModelNotLoadedException("The model is still loading; retry shortly.")
+            raise ModelNotLoadedException(
+                f"Model {self.model_name} version {self.model_version} is still loading; "
+                "retry shortly."
+            )
         return self.model
 
     def check_ready(self) -> LoadedModel:
-        """`require_ready`, and a 503 while a forward pass has run over ``stall_seconds``
-        or, with several workers, while any of them is not ready."""
+        """`require_ready`, and a 503 while a forward pass has run over ``stall_seconds``."""
         model = self.require_ready()
-        if self._peers is not None and not self._peers.all_ready():
-            raise ModelNotLoadedException(
-                f"{self._peers.ready_count()} of {self._peers.expected} workers are ready."
-            )
         busy_since = self.batcher.busy_since if self.batcher is not None else None
         if busy_since is not None:
             running = time.monotonic() - busy_since
             if running > self.stall_seconds:
-                raise ModelStalledException(f"A forward pass has been running for {running:.0f} s.")
+                raise ModelStalledException(
+                    f"A forward pass of {self.model_name} version {self.model_version} has "
+                    f"been running for {running:.0f} s."
+                )
         return model
 
     def check_admission(self, deadline: float) -> None:
@@ -300,7 +367,10 @@ class ModelHost:
     ) -> Classification:
         tracer = self._telemetry.tracer
         metrics = self._telemetry.metrics
-        with TracedOperation("preprocess_image", {"image.bytes": len(data)}, tracer=tracer) as span:
+        attributes = {"model.name": self.model_name, "model.version": self.model_version}
+        with TracedOperation(
+            "preprocess_image", {**attributes, "image.bytes": len(data)}, tracer=tracer
+        ) as span:
             started = time.perf_counter()
             try:
                 if self._decode_on_loop:  # the header is read here once, then decoded
@@ -333,10 +403,9 @@ class ModelHost:
         if metrics is not None:
             metrics.record_image(info.size_bytes, info.width, info.height, preprocess_seconds)
 
-        attributes = {"model.name": model.spec.name, "model.version": model.spec.version}
         with TracedOperation("model_inference", attributes, tracer=tracer) as span:
             log_inference_start(
-                self._telemetry.logger, model.spec.name, model_version=model.spec.version
+                self._telemetry.logger, self.model_name, model_version=self.model_version
             )
             submitted_ns = time.time_ns()
             outcome = await batcher.submit(prepared.tensor, deadline)
@@ -351,7 +420,7 @@ class ModelHost:
                 }
             )
         if metrics is not None:
-            metrics.record_prediction(model.spec.name, best.label, best.confidence)
+            metrics.record_prediction(self.key, best.label, best.confidence)
         return Classification(
             predictions=predictions,
             image=info,

@@ -230,9 +230,16 @@ def install_repository_model(
         (staged / "labels.txt").write_text("".join(f"{label}\n" for label in labels), "utf-8")
         embed_weights(graph, staged / version / REPOSITORY_GRAPH)
         if directory.exists():
+            if not force:  # another process (a sibling worker) installed it meanwhile
+                return RepositoryExport(directory, files, written=False)
             retired = Path(tmp) / f"{name}.replaced"
             directory.rename(retired)  # removed with the temporary directory
-        staged.rename(directory)
+        try:
+            staged.rename(directory)
+        except OSError:
+            if force or not directory.exists():
+                raise
+            return RepositoryExport(directory, files, written=False)  # lost a race: fine
     return RepositoryExport(directory, files, written=True)
 
 

@@ -149,6 +149,7 @@ class InferenceLogFields:
     """A prediction's answer, put on its request's one log line."""
 
     model_name: str
+    model_version: str
     prediction_class: str
     confidence: float
     inference_ms: float

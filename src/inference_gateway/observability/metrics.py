@@ -8,6 +8,7 @@ the model's own class labels.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -55,6 +56,16 @@ IMAGE_SIDE_BUCKETS: tuple[float, ...] = (
 )  # fmt: skip
 BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
 
+#: The labels that name a model in every per-model metric.
+MODEL_LABELS: tuple[str, ...] = ("model_name", "model_version")
+
+#: A model's label values: (name, version).
+ModelKey = tuple[str, str]
+
+#: Model load durations (seconds): an ONNX session opens in well under a second, an
+#: export from torch takes tens of seconds.
+LOAD_BUCKETS: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
 #: Bounded reasons for refusals (``requests_rejected_total``).
 REJECT_REASONS: tuple[str, ...] = (
     "queue_full",
@@ -69,9 +80,16 @@ REJECT_REASONS: tuple[str, ...] = (
 )
 
 
-#: Statuses of POST /predict whose series exist from start-up (see `initialise_series`).
+#: The route templates that classify an image; their series exist from start-up.
+PREDICT_ENDPOINTS: tuple[str, ...] = (
+    "/predict",
+    "/models/{name}/predict",
+    "/models/{name}/versions/{version}/predict",
+)
+
+#: Statuses of the prediction routes whose series exist from start-up (`initialise_series`).
 PREDICT_STATUSES: tuple[str, ...] = (
-    "200", "400", "408", "413", "415", "422", "499", "500", "503", "504",
+    "200", "400", "404", "408", "413", "415", "422", "499", "500", "503", "504",
 )  # fmt: skip
 
 
@@ -154,16 +172,16 @@ class Metrics:
         )  # fmt: skip
         self.inference_queue_size = Gauge(
             "inference_queue_size", "Requests waiting for the forward pass.",
-            ["model"], registry=r, multiprocess_mode="livesum",
+            MODEL_LABELS, registry=r, multiprocess_mode="livesum",
         )  # fmt: skip
         self.model_memory_usage_bytes = Gauge(
             "model_memory_usage_bytes",
             "Size of the loaded model: its files (ONNX Runtime) or parameters and buffers (torch).",
-            ["model"], registry=r, multiprocess_mode="livesum",
+            MODEL_LABELS, registry=r, multiprocess_mode="livesum",
         )  # fmt: skip
         self.model_loaded = Gauge(
             "model_loaded", "1 when the model is loaded and warmed up, else 0.",
-            ["model"], registry=r, multiprocess_mode="livemin",
+            MODEL_LABELS, registry=r, multiprocess_mode="livemin",
         )  # fmt: skip
         self.app_info = Gauge(
             "app_info", "Application metadata; the value is always 1.",
@@ -173,36 +191,48 @@ class Metrics:
         # The model's work.
         self.model_inference_duration_seconds = Histogram(
             "model_inference_duration_seconds", "Forward-pass latency per batch (seconds).",
-            ["model"], buckets=STAGE_BUCKETS, registry=r,
+            MODEL_LABELS, buckets=STAGE_BUCKETS, registry=r,
         )  # fmt: skip
         self.inference_queue_wait_seconds = Histogram(
             "inference_queue_wait_seconds", "Time a request waited for its forward pass.",
-            ["model"], buckets=STAGE_BUCKETS, registry=r,
+            MODEL_LABELS, buckets=STAGE_BUCKETS, registry=r,
         )  # fmt: skip
         self.inference_batch_size = Histogram(
             "inference_batch_size", "Images per forward pass.",
-            ["model"], buckets=BATCH_SIZE_BUCKETS, registry=r,
+            MODEL_LABELS, buckets=BATCH_SIZE_BUCKETS, registry=r,
         )  # fmt: skip
         self.model_predictions_total = Counter(
             "model_predictions_total", "Top-1 predictions by class.",
-            ["model", "class"], registry=r,
+            [*MODEL_LABELS, "class"], registry=r,
         )  # fmt: skip
         self.model_inference_errors_total = Counter(
             "model_inference_errors_total", "Failed forward passes, per request.",
-            ["model", "error_type"], registry=r,
+            [*MODEL_LABELS, "error_type"], registry=r,
         )  # fmt: skip
         self.batcher_crashes_total = Counter(
             "batcher_crashes_total",
             "Unexpected failures of the batcher's worker loop (each restarts it).",
-            ["model"], registry=r,
+            MODEL_LABELS, registry=r,
         )  # fmt: skip
         self.model_load_failures_total = Counter(
-            "model_load_failures_total", "Failed attempts to load the model.",
-            ["model"], registry=r,
+            "model_load_failures_total", "Failed attempts to load a model version.",
+            MODEL_LABELS, registry=r,
+        )  # fmt: skip
+        self.model_loads_total = Counter(
+            "model_loads_total", "Model versions loaded and put into service.",
+            MODEL_LABELS, registry=r,
+        )  # fmt: skip
+        self.model_unloads_total = Counter(
+            "model_unloads_total", "Model versions taken out of service and released.",
+            MODEL_LABELS, registry=r,
+        )  # fmt: skip
+        self.model_load_duration_seconds = Histogram(
+            "model_load_duration_seconds", "Time to load and warm up a model version (seconds).",
+            MODEL_LABELS, buckets=LOAD_BUCKETS, registry=r,
         )  # fmt: skip
         self.prediction_confidence = Histogram(
             "prediction_confidence", "Softmax confidence of the top-1 class.",
-            ["model"], buckets=CONFIDENCE_BUCKETS, registry=r,
+            MODEL_LABELS, buckets=CONFIDENCE_BUCKETS, registry=r,
         )  # fmt: skip
         # Images.
         self.image_size_bytes = Histogram(
@@ -257,54 +287,63 @@ class Metrics:
 
     def record_inference(
         self,
-        model: str,
+        model: ModelKey,
         duration_seconds: float,
         batch_size: int = 1,
         trace_id: str | None = None,
     ) -> None:
         """Observe one forward pass: its latency and how many images it carried."""
-        self.model_inference_duration_seconds.labels(model).observe(
+        self.model_inference_duration_seconds.labels(*model).observe(
             duration_seconds, exemplar=_exemplar(trace_id)
         )
         if self.multiprocess_dir is not None and trace_id:
             self._exemplars.remember(
-                "model_inference_duration_seconds", (model,), STAGE_BUCKETS,
+                "model_inference_duration_seconds", model, STAGE_BUCKETS,
                 duration_seconds, trace_id,
             )  # fmt: skip
-        self.inference_batch_size.labels(model).observe(batch_size)
+        self.inference_batch_size.labels(*model).observe(batch_size)
 
-    def record_prediction(self, model: str, class_label: str, confidence: float) -> None:
+    def record_prediction(self, model: ModelKey, class_label: str, confidence: float) -> None:
         """Count one answered prediction by its top-1 class and observe its confidence."""
-        self.model_predictions_total.labels(model, class_label).inc()
-        self.prediction_confidence.labels(model).observe(confidence)
+        self.model_predictions_total.labels(*model, class_label).inc()
+        self.prediction_confidence.labels(*model).observe(confidence)
 
     def record_error(self, endpoint: str, exception_type: str) -> None:
         """Count an exception raised while serving ``endpoint``."""
         self.http_request_exceptions_total.labels(endpoint, exception_type).inc()
 
-    def record_inference_error(self, model: str, error_type: str, count: int = 1) -> None:
+    def record_inference_error(self, model: ModelKey, error_type: str, count: int = 1) -> None:
         """Count requests whose forward pass failed."""
-        self.model_inference_errors_total.labels(model, error_type).inc(count)
+        self.model_inference_errors_total.labels(*model, error_type).inc(count)
 
-    def record_batcher_crash(self, model: str) -> None:
+    def record_batcher_crash(self, model: ModelKey) -> None:
         """Count an unexpected failure of the batcher's worker loop."""
-        self.batcher_crashes_total.labels(model).inc()
+        self.batcher_crashes_total.labels(*model).inc()
 
-    def record_model_load_failure(self, model: str) -> None:
+    def record_model_load_failure(self, model: ModelKey) -> None:
         """Count a failed attempt to load ``model``."""
-        self.model_load_failures_total.labels(model).inc()
+        self.model_load_failures_total.labels(*model).inc()
+
+    def record_model_load(self, model: ModelKey, seconds: float) -> None:
+        """Count a model version put into service and observe how long loading took."""
+        self.model_loads_total.labels(*model).inc()
+        self.model_load_duration_seconds.labels(*model).observe(seconds)
+
+    def record_model_unload(self, model: ModelKey) -> None:
+        """Count a model version taken out of service."""
+        self.model_unloads_total.labels(*model).inc()
 
     def record_rejection(self, reason: str) -> None:
         """Count a refusal by its bounded reason."""
         self.requests_rejected_total.labels(reason).inc()
 
-    def set_queue_size(self, model: str, size: int) -> None:
+    def set_queue_size(self, model: ModelKey, size: int) -> None:
         """Set how many requests wait for the forward pass."""
-        self.inference_queue_size.labels(model).set(size)
+        self.inference_queue_size.labels(*model).set(size)
 
-    def record_queue_wait(self, model: str, seconds: float) -> None:
+    def record_queue_wait(self, model: ModelKey, seconds: float) -> None:
         """Observe how long one request waited for its forward pass."""
-        self.inference_queue_wait_seconds.labels(model).observe(seconds)
+        self.inference_queue_wait_seconds.labels(*model).observe(seconds)
 
     def record_image(
         self, size_bytes: int, width: int, height: int, preprocess_seconds: float
@@ -326,14 +365,13 @@ class Metrics:
         else:
             self.tracing_spans_dropped_total.labels(outcome).inc(count)
 
-    def set_model_state(self, model: str, loaded: bool, memory_bytes: int = 0) -> None:
+    def set_model_state(self, model: ModelKey, loaded: bool, memory_bytes: int = 0) -> None:
         """Publish whether ``model`` is ready and how much memory it holds."""
-        self.model_loaded.labels(model).set(1 if loaded else 0)
-        self.model_memory_usage_bytes.labels(model).set(memory_bytes)
+        self.model_loaded.labels(*model).set(1 if loaded else 0)
+        self.model_memory_usage_bytes.labels(*model).set(memory_bytes)
 
     def initialise_series(
         self,
-        model: str,
         *,
         exception_types: Iterable[str] = (),
         decode_failure_reasons: Iterable[str] = (),
@@ -342,27 +380,41 @@ class Metrics:
         """Create the zero-valued series that dashboards and alerts expect before traffic.
 
         A counter that appears with its first increment already in it hides that
-        increment from ``rate()``; the prediction endpoint's outcomes therefore exist
+        increment from ``rate()``; the prediction endpoints' outcomes therefore exist
         at 0 from start-up, so SLO ratios are right from the first request. It also
         means bad input never adds a series: every label value it can produce is
-        already there.
+        already there. Each model's own series come with `initialise_model`.
         """
-        for status in PREDICT_STATUSES:
-            self.http_requests_total.labels("POST", "/predict", status)
-        for exception_type in exception_types:
-            self.http_request_exceptions_total.labels("/predict", exception_type)
+        for endpoint in PREDICT_ENDPOINTS:
+            for status in PREDICT_STATUSES:
+                self.http_requests_total.labels("POST", endpoint, status)
+            for exception_type in exception_types:
+                self.http_request_exceptions_total.labels(endpoint, exception_type)
+            self.http_request_duration_seconds.labels("POST", endpoint)
         for reason in decode_failure_reasons:
             self.image_decode_failures_total.labels(reason)
         for reason in span_drop_reasons:
             self.tracing_spans_dropped_total.labels(reason)
-        self.http_request_duration_seconds.labels("POST", "/predict")
-        self.model_inference_duration_seconds.labels(model)
-        self.batcher_crashes_total.labels(model)
-        self.model_load_failures_total.labels(model)
         for reason in REJECT_REASONS:
             self.requests_rejected_total.labels(reason)
-        self.inference_queue_size.labels(model).set(0)
+
+    def initialise_model(self, model: ModelKey) -> None:
+        """Create a model version's series at 0 (not loaded) when the gateway first knows it."""
+        self.model_inference_duration_seconds.labels(*model)
+        for counter in (
+            self.batcher_crashes_total, self.model_load_failures_total,
+            self.model_loads_total, self.model_unloads_total,
+        ):  # fmt: skip
+            counter.labels(*model)
+        self.inference_queue_size.labels(*model).set(0)
         self.set_model_state(model, loaded=False)
+
+    def forget_model(self, model: ModelKey) -> None:
+        """Drop the gauges of a version taken out of service, so no alert mistakes it
+        for a model that failed to load (counters stay: they only ever grow)."""
+        for gauge in (self.model_loaded, self.model_memory_usage_bytes, self.inference_queue_size):
+            with contextlib.suppress(KeyError):
+                gauge.remove(*model)
 
     def render(self, accept: str | None) -> tuple[bytes, str]:
         """Expose the registry, in OpenMetrics when the scraper asks for it."""
@@ -383,7 +435,7 @@ class Metrics:
 #: Label names (before ``le``) of the histograms that carry exemplars.
 _EXEMPLAR_LABELS: dict[str, tuple[str, ...]] = {
     "http_request_duration_seconds": ("method", "endpoint"),
-    "model_inference_duration_seconds": ("model",),
+    "model_inference_duration_seconds": MODEL_LABELS,
 }
 
 

@@ -132,6 +132,7 @@ class ObservabilityMiddleware:
                 self.telemetry.logger, inference.model_name, inference.prediction_class,
                 inference.confidence, duration * 1000, method=method, endpoint=endpoint,
                 status_code=status, inference_ms=inference.inference_ms,
+                model_version=inference.model_version,
                 batch_size=inference.batch_size,
             )  # fmt: skip
             return

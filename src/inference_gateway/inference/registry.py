@@ -1,0 +1,405 @@
+"""Every model the gateway serves, by name and version: the one place ``api/`` asks.
+
+The registry holds one `ModelHost` per model version and routes requests to them.
+`apply` makes the served set match a list of `ModelSource`s (the built-in model, or
+what a model repository holds): new versions are loaded and then routed to; a changed
+version is loaded beside the old one, which keeps serving until the new one is warm
+(or keeps serving for good when the new one fails to load); a removed version leaves
+the routing table at once, finishes the requests already routed to it (its leases),
+then is unloaded. No request is lost or answered by a half-loaded model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from inference_gateway.errors import (
+    InferenceGatewayException,
+    ModelNotFoundException,
+    ModelNotLoadedException,
+    ServiceDrainingException,
+)
+from inference_gateway.inference.host import (
+    BatchingConfig,
+    LoadRetry,
+    ModelHost,
+    ModelState,
+)
+from inference_gateway.inference.model import ModelLoader, ModelSpec
+from inference_gateway.inference.preprocess import ImageLimits
+from inference_gateway.inference.workers import WorkerReadiness
+from inference_gateway.observability.telemetry import Telemetry
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSource:
+    """One model version to serve: how to load it and how to batch it."""
+
+    name: str
+    version: str
+    loader: ModelLoader
+    batching: BatchingConfig
+    spec: ModelSpec | None = None  # what the configuration says, before loading
+    fingerprint: str = ""  # changes when its files change: reload it
+
+
+@dataclass(frozen=True, slots=True)
+class VersionStatus:
+    """One version as `GET /models` shows it."""
+
+    version: str
+    state: ModelState
+    reason: str | None
+    spec: ModelSpec | None
+    backend: str | None
+    batching: BatchingConfig
+    reload_error: str | None = None  # a changed copy failed to load; this one still serves
+
+
+@dataclass(frozen=True, slots=True)
+class ModelStatus:
+    """One model as `GET /models` shows it."""
+
+    name: str
+    state: ModelState
+    reason: str | None
+    default_version: str | None
+    versions: tuple[VersionStatus, ...] = field(default_factory=tuple)
+
+
+def _version_order(version: str) -> tuple[int, str]:
+    return (int(version), version) if version.isdigit() else (-1, version)
+
+
+class ModelRegistry:
+    """The served models: routing, readiness, live changes, shutdown."""
+
+    def __init__(
+        self,
+        telemetry: Telemetry,
+        *,
+        limits: ImageLimits,
+        preprocess_workers: int,
+        warmup: bool = True,
+        stall_seconds: float = 10.0,
+        load_retry: LoadRetry | None = None,
+        peers: WorkerReadiness | None = None,
+        default_model: str | None = None,
+        retire_grace_seconds: float = 30.0,
+    ) -> None:
+        """Prepare the shared decoding pool; nothing is loaded until `apply`.
+
+        ``preprocess_workers`` of 0 decodes small images on the event loop (a worker
+        with one core); ``peers``: the other workers of the same server, when there are
+        several: ready means all are. ``default_model`` answers ``POST /predict``.
+        """
+        self._telemetry = telemetry
+        self._limits = limits
+        self._decode_on_loop = preprocess_workers == 0
+        self._pool = ThreadPoolExecutor(max(preprocess_workers, 1), "preprocess")
+        self._warmup = warmup
+        self._stall_seconds = stall_seconds
+        self._load_retry = load_retry or LoadRetry()
+        self._peers = peers
+        self.default_model = default_model
+        self._retire_grace = retire_grace_seconds
+        self._routes: dict[str, dict[str, ModelHost]] = {}  # name -> version -> serving host
+        self._sources: dict[tuple[str, str], ModelSource] = {}  # what each routed host runs
+        self._pending: dict[tuple[str, str], ModelHost] = {}  # replacements still loading
+        self._model_errors: dict[str, str] = {}  # models whose configuration is broken
+        self._reload_errors: dict[tuple[str, str], str] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._retired: set[ModelHost] = set()
+        self._draining = False
+        self._marked_ready = False
+
+    # --- what is served -------------------------------------------------------------
+    def apply(self, sources: Iterable[ModelSource], errors: Mapping[str, str]) -> None:
+        """Serve exactly ``sources`` (and report ``errors``: model name → why its
+        configuration cannot be served); call on the event loop."""
+        wanted = {(s.name, s.version): s for s in sources}
+        metrics = self._telemetry.metrics
+        for key, source in wanted.items():
+            current = self._sources.get(key)
+            if current is None and key not in self._pending:
+                host = self._host(source)
+                self._routes.setdefault(source.name, {})[source.version] = host
+                self._sources[key] = source
+                if metrics is not None:
+                    metrics.initialise_model(key)
+                self._spawn(self._first_load(host))
+            elif current is not None and current.fingerprint != source.fingerprint:
+                pending = self._pending.get(key)
+                if pending is not None and pending is not self._routes[key[0]][key[1]]:
+                    pending.retiring = True  # superseded by this newer change
+                    self._spawn(self._retire(pending, publish=False))
+                replacement = self._host(source)
+                self._pending[key] = replacement
+                self._spawn(self._replace(key, source, replacement))
+        for key in [k for k in self._sources if k not in wanted and k[0] not in errors]:
+            self._remove(key)
+        for name in [n for n in self._routes if n not in errors and not self._routes[n]]:
+            del self._routes[name]
+        self._model_errors = dict(errors)
+
+    def _host(self, source: ModelSource) -> ModelHost:
+        return ModelHost(
+            source.loader,
+            self._telemetry,
+            model_name=source.name,
+            model_version=source.version,
+            limits=self._limits,
+            pool=self._pool,
+            decode_on_loop=self._decode_on_loop,
+            batching=source.batching,
+            warmup=self._warmup,
+            stall_seconds=self._stall_seconds,
+            load_retry=self._load_retry,
+        )
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _first_load(self, host: ModelHost) -> None:
+        await host.start()
+        self._note_readiness()
+
+    async def _replace(self, key: tuple[str, str], source: ModelSource, host: ModelHost) -> None:
+        """Load ``host`` beside the one serving ``key``; swap when it is warm."""
+        serving = await host.start()
+        if self._pending.get(key) is not host or self._draining:
+            await host.close(0, publish=False)  # superseded, or the service is stopping
+            return
+        del self._pending[key]
+        if not serving:
+            self._reload_errors[key] = host.reason or "it failed to load"
+            self._telemetry.logger.error(
+                "Model update failed; the previous files keep serving",
+                model_name=key[0], model_version=key[1], reason=self._reload_errors[key],
+            )  # fmt: skip
+            await host.close(0, publish=False)
+            return
+        old = self._routes[key[0]][key[1]]
+        self._routes[key[0]][key[1]] = host
+        self._sources[key] = source
+        self._reload_errors.pop(key, None)
+        self._telemetry.logger.info("Model updated", model_name=key[0], model_version=key[1])
+        await self._retire(old, publish=False)
+
+    def _remove(self, key: tuple[str, str]) -> None:
+        name, version = key
+        host = self._routes[name].pop(version)
+        del self._sources[key]
+        self._reload_errors.pop(key, None)
+        pending = self._pending.pop(key, None)
+        if pending is not None:
+            pending.retiring = True
+            self._spawn(self._retire(pending, publish=False))
+        self._telemetry.logger.info("Model removed", model_name=name, model_version=version)
+        self._spawn(self._retire(host, publish=True, forget=True))
+
+    async def _retire(self, host: ModelHost, *, publish: bool, forget: bool = False) -> None:
+        """Out of the routing table already: finish the requests routed to ``host``,
+        then unload it."""
+        host.retiring = True
+        self._retired.add(host)
+        try:
+            async with asyncio.timeout(self._retire_grace):
+                while host.leases:
+                    await host.released.wait()
+                    host.released.clear()
+        except TimeoutError:
+            pass
+        await host.close(self._retire_grace, publish=publish)
+        self._retired.discard(host)
+        if forget and self._telemetry.metrics is not None:
+            self._telemetry.metrics.forget_model(host.key)
+
+    # --- routing ----------------------------------------------------------------------
+    def names(self) -> list[str]:
+        """Every model name the gateway knows, served or broken."""
+        return sorted(set(self._routes) | set(self._model_errors))
+
+    def resolve(self, name: str | None = None, version: str | None = None) -> ModelHost:
+        """The host that answers ``name`` (default: the default model) at ``version``
+        (default: the highest version that is serving).
+
+        Raises `ModelNotFoundException` for an unknown model or version (nothing else
+        happens for it: no metric series, no work), `ServiceDrainingException` while
+        the service stops, and `ModelNotLoadedException` for a model whose
+        configuration is broken.
+        """
+        if self._draining:
+            raise ServiceDrainingException("The service is shutting down.")
+        if name is None:
+            name = self._default_name()
+        versions = self._routes.get(name)
+        if not versions:
+            if name in self._model_errors:
+                raise ModelNotLoadedException(
+                    f"Model {name} cannot be served: {self._model_errors[name]}"
+                )
+            raise ModelNotFoundException(
+                f"There is no model {name[:64]!r}; models: {', '.join(self.names()) or 'none'}."
+            )
+        if version is None:
+            return self._default_host(versions)
+        host = versions.get(version)
+        if host is None:
+            raise ModelNotFoundException(
+                f"Model {name} has no version {version[:32]!r}; versions: "
+                f"{', '.join(sorted(versions, key=_version_order))}."
+            )
+        return host
+
+    def _default_name(self) -> str:
+        if self.default_model is not None:
+            return self.default_model
+        names = self.names()
+        if len(names) == 1:
+            return names[0]
+        raise ModelNotFoundException(
+            "Several models are served and no DEFAULT_MODEL is set; name one: "
+            f"POST /models/{{name}}/predict with one of {', '.join(names)}."
+        )
+
+    @staticmethod
+    def _default_host(versions: Mapping[str, ModelHost]) -> ModelHost:
+        ordered = sorted(versions.values(), key=lambda h: _version_order(h.model_version))
+        ready = [h for h in ordered if h.ready]
+        return (ready or ordered)[-1]
+
+    @asynccontextmanager
+    async def lease(
+        self, name: str | None = None, version: str | None = None
+    ) -> AsyncIterator[ModelHost]:
+        """`resolve`, holding the host in service until the block ends: a version
+        replaced or removed meanwhile still answers the requests routed to it."""
+        host = self.resolve(name, version)
+        host.leases += 1
+        try:
+            yield host
+        finally:
+            host.leases -= 1
+            if not host.leases:
+                host.released.set()
+
+    # --- readiness and description -----------------------------------------------------
+    def check_ready(self) -> ModelHost | None:
+        """Raise 503 unless every model has a serving version (and, with several workers,
+        every worker is ready); return the default model's host, if there is one."""
+        if self._draining:
+            raise ServiceDrainingException("The service is shutting down.")
+        self._check_models()
+        if self._peers is not None and not self._peers.all_ready():
+            raise ModelNotLoadedException(
+                f"{self._peers.ready_count()} of {self._peers.expected} workers are ready."
+            )
+        with contextlib.suppress(ModelNotFoundException):
+            return self.resolve()
+        return None
+
+    def _check_models(self) -> None:
+        """Raise 503 unless every model of this worker has a serving version."""
+        self.check_live()
+        statuses = self.describe()
+        problems = [
+            f"{status.name}: {status.state.value}"
+            + (f" ({status.reason})" if status.reason else "")
+            for status in statuses
+            if status.state is not ModelState.READY
+        ]
+        if problems:
+            refusal = ModelNotLoadedException("Not every model is ready: " + "; ".join(problems))
+            refusal.extensions["models"] = [
+                {"name": s.name, "state": s.state.value, "reason": s.reason} for s in statuses
+            ]
+            raise refusal
+        for versions in self._routes.values():
+            for host in versions.values():
+                if host.ready:
+                    host.check_ready()  # a stalled forward pass, a failed worker
+
+    def check_live(self) -> None:
+        """Raise `ModelFailedException` when a model's worker has stopped for good."""
+        for versions in self._routes.values():
+            for host in versions.values():
+                host.check_live()
+
+    def describe(self, name: str | None = None) -> list[ModelStatus]:
+        """Every model (or the one named) with the state of each version."""
+        names = [name] if name is not None else self.names()
+        return [self._describe(n) for n in names]
+
+    def _describe(self, name: str) -> ModelStatus:
+        versions = self._routes.get(name, {})
+        statuses = tuple(
+            VersionStatus(
+                version=host.model_version,
+                state=host.state,
+                reason=host.reason,
+                spec=host.model.spec if host.model is not None else self._spec_of(host),
+                backend=host.model.backend.name if host.model is not None else None,
+                batching=host.batching,
+                reload_error=self._reload_errors.get(host.key),
+            )
+            for host in sorted(versions.values(), key=lambda h: _version_order(h.model_version))
+        )
+        error = self._model_errors.get(name)
+        serving = [v for v in statuses if v.state is ModelState.READY]
+        default = serving[-1].version if serving else None
+        if serving:
+            state, reason = ModelState.READY, error  # a broken change: the old files serve
+        elif error is not None:
+            state, reason = ModelState.UNAVAILABLE, error
+        elif any(v.state is ModelState.LOADING for v in statuses):
+            state, reason = ModelState.LOADING, None
+        else:
+            state = ModelState.UNAVAILABLE
+            reason = "; ".join(f"version {v.version}: {v.reason}" for v in statuses) or None
+        return ModelStatus(name, state, reason, default, statuses)
+
+    def _spec_of(self, host: ModelHost) -> ModelSpec | None:
+        source = self._sources.get(host.key)
+        return source.spec if source is not None else None
+
+    def _note_readiness(self) -> None:
+        """Tell the other workers once every model of this one is ready."""
+        if self._peers is None or self._marked_ready:
+            return
+        try:
+            self._check_models()
+        except InferenceGatewayException:
+            return
+        self._peers.mark_ready()
+        self._marked_ready = True
+
+    # --- shutdown -----------------------------------------------------------------------
+    def begin_drain(self) -> None:
+        """Refuse new work from now on (``/ready`` and new predictions get 503)."""
+        self._draining = True
+        for versions in self._routes.values():
+            for host in versions.values():
+                host.begin_drain()
+
+    async def close(self, grace_seconds: float) -> None:
+        """Stop loading, let admitted work finish within the grace period, unload all."""
+        self.begin_drain()
+        if self._peers is not None:
+            self._peers.mark_stopped()
+        for task in list(self._tasks):
+            task.cancel()
+        hosts = [h for versions in self._routes.values() for h in versions.values()]
+        hosts += [*self._pending.values(), *self._retired]
+        await asyncio.gather(
+            *(h.close(grace_seconds) for h in hosts), *self._tasks, return_exceptions=True
+        )
+        self._pool.shutdown(wait=False, cancel_futures=True)
