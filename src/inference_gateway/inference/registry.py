@@ -114,6 +114,8 @@ class ModelRegistry:
         self._pending: dict[tuple[str, str], ModelHost] = {}  # replacements still loading
         self._model_errors: dict[str, str] = {}  # models whose configuration is broken
         self._reload_errors: dict[tuple[str, str], str] = {}
+        self._tried: dict[tuple[str, str], str] = {}  # the newest fingerprint loaded or tried
+        self._doomed: set[tuple[str, str]] = set()  # unwanted, serving until replaced
         self._tasks: set[asyncio.Task[None]] = set()
         self._retired: set[ModelHost] = set()
         self._draining = False
@@ -127,26 +129,44 @@ class ModelRegistry:
         metrics = self._telemetry.metrics
         for key, source in wanted.items():
             current = self._sources.get(key)
-            if current is None and key not in self._pending:
+            self._doomed.discard(key)
+            if current is None:
                 host = self._host(source)
                 self._routes.setdefault(source.name, {})[source.version] = host
                 self._sources[key] = source
+                self._tried[key] = source.fingerprint
                 if metrics is not None:
                     metrics.initialise_model(key)
                 self._spawn(self._first_load(host))
-            elif current is not None and current.fingerprint != source.fingerprint:
-                pending = self._pending.get(key)
-                if pending is not None and pending is not self._routes[key[0]][key[1]]:
-                    pending.retiring = True  # superseded by this newer change
-                    self._spawn(self._retire(pending, publish=False))
+            elif source.fingerprint != self._tried.get(key):
+                # Its files changed (and these files were not tried yet): load them
+                # beside the serving copy.
+                self._tried[key] = source.fingerprint
+                # A replacement still loading is superseded: `_replace` drops it.
                 replacement = self._host(source)
                 self._pending[key] = replacement
                 self._spawn(self._replace(key, source, replacement))
-        for key in [k for k in self._sources if k not in wanted and k[0] not in errors]:
-            self._remove(key)
-        for name in [n for n in self._routes if n not in errors and not self._routes[n]]:
-            del self._routes[name]
+        for key in self._sources:
+            if key not in wanted and key[0] not in errors:
+                self._doomed.add(key)
         self._model_errors = dict(errors)
+        self._settle_doomed()
+
+    def _settle_doomed(self) -> None:
+        """Remove the versions no longer wanted, except a model's last serving one while
+        its successor is not serving yet (or failed to load): that one keeps serving."""
+        for key in sorted(self._doomed):
+            name = key[0]
+            others = [
+                host
+                for version, host in self._routes.get(name, {}).items()
+                if (name, version) not in self._doomed
+            ]
+            if not others or any(host.ready for host in others):
+                self._doomed.discard(key)
+                self._remove(key)
+        for name in [n for n in self._routes if not self._routes[n]]:
+            del self._routes[name]
 
     def _host(self, source: ModelSource) -> ModelHost:
         return ModelHost(
@@ -169,7 +189,8 @@ class ModelRegistry:
         task.add_done_callback(self._tasks.discard)
 
     async def _first_load(self, host: ModelHost) -> None:
-        await host.start()
+        if await host.start():
+            self._settle_doomed()
         self._note_readiness()
 
     async def _replace(self, key: tuple[str, str], source: ModelSource, host: ModelHost) -> None:
@@ -192,6 +213,7 @@ class ModelRegistry:
         self._sources[key] = source
         self._reload_errors.pop(key, None)
         self._telemetry.logger.info("Model updated", model_name=key[0], model_version=key[1])
+        self._settle_doomed()
         await self._retire(old, publish=False)
 
     def _remove(self, key: tuple[str, str]) -> None:
@@ -199,10 +221,8 @@ class ModelRegistry:
         host = self._routes[name].pop(version)
         del self._sources[key]
         self._reload_errors.pop(key, None)
-        pending = self._pending.pop(key, None)
-        if pending is not None:
-            pending.retiring = True
-            self._spawn(self._retire(pending, publish=False))
+        self._tried.pop(key, None)
+        self._pending.pop(key, None)  # a replacement still loading: `_replace` drops it
         self._telemetry.logger.info("Model removed", model_name=name, model_version=version)
         self._spawn(self._retire(host, publish=True, forget=True))
 
@@ -218,9 +238,10 @@ class ModelRegistry:
                     host.released.clear()
         except TimeoutError:
             pass
-        await host.close(self._retire_grace, publish=publish)
+        await host.close(self._retire_grace, publish=publish and host.key not in self._sources)
         self._retired.discard(host)
-        if forget and self._telemetry.metrics is not None:
+        back = host.key in self._sources  # the version was added again meanwhile
+        if forget and not back and self._telemetry.metrics is not None:
             self._telemetry.metrics.forget_model(host.key)
 
     # --- routing ----------------------------------------------------------------------

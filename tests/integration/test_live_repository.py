@@ -1,0 +1,184 @@
+"""Live changes to a model repository, on a running server, under load.
+
+A real ``inference-gateway serve`` polls a repository of real ONNX files while client
+threads keep predicting. Models and versions are added, replaced, broken and removed
+on disk; every request that the old or the new files could answer must be answered.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import onnx
+import pytest
+
+from tests.helpers import wait_until
+from tests.images import CAT_CLASSES, CAT_PNG
+from tests.model_repository import builtin_onnx, shifted_variant, write_model, write_yaml_model
+from tests.servers import GatewayProcess, gateway_process
+
+BUILTIN_YAML: dict[str, Any] = {
+    "preprocess": {"scale": 1, "mean": [127, 127, 127], "std": [128, 128, 128]},
+}
+TENCH, GOLDFISH = 0, 1
+PNG = {"content-type": "image/png"}
+
+
+def _publish(root: Path, name: str, versions: dict[int, onnx.ModelProto]) -> None:
+    """Add a whole model directory at once, as a deployment tool would (rename)."""
+    staging = root / f".staging-{name}"
+    write_yaml_model(staging, name, versions, BUILTIN_YAML)
+    (staging / name).rename(root / name)
+    staging.rmdir()
+
+
+def _publish_version(root: Path, name: str, version: int, model: onnx.ModelProto) -> None:
+    staging = root / name / f".staging-{version}"
+    write_model(staging, model)
+    staging.rename(root / name / str(version))
+
+
+def _replace_file(path: Path, content: onnx.ModelProto | bytes) -> None:
+    staging = path.with_name(".staging-model.onnx")
+    if isinstance(content, bytes):
+        staging.write_bytes(content)
+    else:
+        onnx.save(content, staging)
+    os.replace(staging, path)
+
+
+def _remove(directory: Path) -> None:
+    doomed = directory.with_name(f".removed-{directory.name}")
+    directory.rename(doomed)
+    shutil.rmtree(doomed)
+
+
+@dataclass
+class Load:
+    """Client threads predicting with one model until stopped; what each answer was."""
+
+    url: str
+    path: str
+    answers: list[tuple[int, int | None]] = field(default_factory=list)  # (status, class)
+    stop: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def run(self) -> None:
+        body = CAT_PNG.read_bytes()
+        with httpx.Client(base_url=self.url, timeout=30) as client:
+            for _ in range(5000):  # bounded; the test stops it long before
+                if self.stop.is_set():
+                    return
+                response = client.post(self.path, content=body, headers=PNG)
+                top = response.json()["predictions"][0]["class_id"] if response.is_success else None
+                with self.lock:
+                    self.answers.append((response.status_code, top))
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.answers)
+
+    def classes_since(self, start: int) -> set[int | None]:
+        with self.lock:
+            return {top for _, top in self.answers[start:]}
+
+    def classes_now(self) -> set[int | None]:
+        """The classes of the next few answers, skipping those already in flight (one
+        per client thread), so none of them was routed before the caller's change."""
+        mark = self.count() + 2
+        wait_until(lambda: self.count() >= mark + 4, what=f"answers from {self.path}")
+        return self.classes_since(mark)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[GatewayProcess, Path]]:
+    root = tmp_path / "models"
+    root.mkdir()
+    write_yaml_model(root, "a", {1: builtin_onnx()}, BUILTIN_YAML)
+    env = {
+        "MODEL_REPOSITORY": str(root),
+        "MODEL_REPOSITORY_POLL_SECONDS": "0.2",
+        "WORKERS": "1",
+        "MAX_QUEUE_SIZE": "256",
+        "REQUEST_TIMEOUT": "60",
+    }
+    with gateway_process(env) as gateway:
+        yield gateway, root
+
+
+def _state(gateway: GatewayProcess, name: str) -> dict[str, Any]:
+    response = httpx.get(f"{gateway.url}/models/{name}", timeout=5)
+    return response.json() if response.status_code == 200 else {}  # type: ignore[no-any-return]
+
+
+def test_add_replace_break_and_remove_models_under_load_without_losing_a_request(
+    server: tuple[GatewayProcess, Path],
+) -> None:
+    gateway, root = server
+    builtin = builtin_onnx()
+    load_a = Load(gateway.url, "/models/a/predict")
+    load_b = Load(gateway.url, "/models/b/predict")
+    threads = [threading.Thread(target=load.run) for load in (load_a, load_a, load_b)]
+    for thread in threads:
+        thread.start()
+    try:
+        # Add a model: it is served once loaded (404 before: it did not exist).
+        _publish(root, "b", {1: builtin})
+        wait_until(lambda: _state(gateway, "b").get("state") == "READY", what="b to load")
+        assert load_b.classes_now() <= CAT_CLASSES
+        # Add a version (the policy serves the latest only): v2 takes over once warm,
+        # v1 answers until then.
+        _publish_version(root, "a", 2, shifted_variant(builtin, TENCH, 50.0))
+        wait_until(lambda: _state(gateway, "a").get("default_version") == "2", what="a v2")
+        wait_until(
+            lambda: [v["version"] for v in _state(gateway, "a")["versions"]] == ["2"],
+            what="a v1 to be unloaded",
+        )
+        assert load_a.classes_now() == {TENCH}
+        # Replace v2's file: the new one answers once warm.
+        _replace_file(root / "a" / "2" / "model.onnx", shifted_variant(builtin, GOLDFISH, 50.0))
+        wait_until(lambda: GOLDFISH in load_a.classes_since(load_a.count() - 1), what="new v2")
+        assert load_a.classes_now() == {GOLDFISH}
+        # A broken replacement: the working files keep serving, and the model says why.
+        _replace_file(root / "a" / "2" / "model.onnx", b"half a model")
+        wait_until(
+            lambda: _state(gateway, "a")["versions"][0].get("reload_error") is not None,
+            what="the failed update to show",
+        )
+        assert load_a.classes_now() == {GOLDFISH}
+        assert "model.onnx" in _state(gateway, "a")["versions"][0]["reload_error"]
+        # Remove v2 (v1 is the latest again): v2 answers until v1 is warm.
+        _remove(root / "a" / "2")
+        wait_until(lambda: _state(gateway, "a").get("default_version") == "1", what="a v1 back")
+        assert load_a.classes_now() <= CAT_CLASSES
+        # Remove a whole model: what was routed to it is answered, then 404.
+        _remove(root / "b")
+        wait_until(lambda: not _state(gateway, "b"), what="b to be gone")
+    finally:
+        for load in (load_a, load_b):
+            load.stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+
+    statuses_a = Counter(status for status, _ in load_a.answers)
+    assert statuses_a.keys() == {200}, statuses_a  # not one request of a failed
+    statuses_b = [status for status, _ in load_b.answers]
+    # b: 404 until it existed (then 503 not-ready while it loaded), 200 while it was
+    # served, 404 after; never a failure.
+    first_ok, last_ok = statuses_b.index(200), len(statuses_b) - statuses_b[::-1].index(200)
+    assert set(statuses_b[:first_ok]) <= {404, 503}
+    assert set(statuses_b[first_ok:last_ok]) == {200}
+    assert set(statuses_b[last_ok:]) <= {404}
+    log = gateway.log_lines()
+    assert any("Model update failed; the previous files keep serving" in line for line in log)
+    metrics = httpx.get(f"{gateway.url}/metrics", timeout=5).text
+    assert 'model_load_failures_total{model_name="a",model_version="2"} 1.0' in metrics
+    assert 'model_unloads_total{model_name="b",model_version="1"} 1.0' in metrics
