@@ -15,7 +15,10 @@ from typing import Any
 
 TARGET = Path(__file__).resolve().parents[1] / "deploy/grafana/dashboards/inference-gateway.json"
 DS = {"type": "prometheus", "uid": "prometheus"}
-PREDICT = 'endpoint="/predict"'
+#: Every prediction route: /predict and /models/{name}[/versions/{version}]/predict.
+PREDICT = 'endpoint=~"/predict|/models/.+/predict"'
+#: The model selector: per-model panels show the models picked at the top.
+MODEL = 'model_name=~"$model_name"'
 
 # (title, unit, [(expr, legend)], exemplars?) per panel; rows of two panels.
 ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]], bool]]]] = [
@@ -40,23 +43,23 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]], bool]]]] = [
           (f"histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket{{{PREDICT}}}[$__rate_interval])))", "P99"),
           ("vector(0.3)", "SLO 300 ms")], True),
         ("Where the time goes (mean per request)", "s",
-         [("sum(rate(inference_queue_wait_seconds_sum[$__rate_interval])) / sum(rate(inference_queue_wait_seconds_count[$__rate_interval]))", "queue wait"),
+         [(f"sum by (model_name) (rate(inference_queue_wait_seconds_sum{{{MODEL}}}[$__rate_interval])) / sum by (model_name) (rate(inference_queue_wait_seconds_count{{{MODEL}}}[$__rate_interval]))", "queue wait: {{model_name}}"),
           ("sum(rate(image_preprocess_duration_seconds_sum[$__rate_interval])) / sum(rate(image_preprocess_duration_seconds_count[$__rate_interval]))", "decode + preprocess"),
-          ("sum(rate(model_inference_duration_seconds_sum[$__rate_interval])) / sum(rate(model_inference_duration_seconds_count[$__rate_interval]))", "forward pass (per batch)")], True),
+          (f"sum by (model_name) (rate(model_inference_duration_seconds_sum{{{MODEL}}}[$__rate_interval])) / sum by (model_name) (rate(model_inference_duration_seconds_count{{{MODEL}}}[$__rate_interval]))", "forward pass (per batch): {{model_name}}")], True),
     ]),
     ("Saturation", [
         ("Active requests and inference queue", "short",
          [("sum(active_requests)", "active requests"),
-          ("sum(inference_queue_size)", "queued or in the forward pass")], False),
+          (f"sum by (model_name) (inference_queue_size{{{MODEL}}})", "queued or in the forward pass: {{model_name}}")], False),
         ("Images per forward pass (batch size)", "short",
-         [("sum(rate(inference_batch_size_sum[$__rate_interval])) / sum(rate(inference_batch_size_count[$__rate_interval]))", "mean batch size"),
-          ("histogram_quantile(0.95, sum by (le) (rate(inference_batch_size_bucket[$__rate_interval])))", "P95 batch size")], False),
+         [(f"sum by (model_name) (rate(inference_batch_size_sum{{{MODEL}}}[$__rate_interval])) / sum by (model_name) (rate(inference_batch_size_count{{{MODEL}}}[$__rate_interval]))", "mean batch size: {{model_name}}"),
+          (f"histogram_quantile(0.95, sum by (le, model_name) (rate(inference_batch_size_bucket{{{MODEL}}}[$__rate_interval])))", "P95 batch size: {{model_name}}")], False),
     ]),
     ("Model", [
         ("Top predicted classes/s", "reqps",
-         [("topk(10, sum by (class) (rate(model_predictions_total[$__rate_interval])))", "{{class}}")], False),
+         [(f"topk(10, sum by (model_name, class) (rate(model_predictions_total{{{MODEL}}}[$__rate_interval])))", "{{model_name}}: {{class}}")], False),
         ("Top-1 confidence (share of predictions below each bound)", "percentunit",
-         [("sum by (le) (rate(prediction_confidence_bucket[$__rate_interval])) / ignoring(le) group_left sum(rate(prediction_confidence_count[$__rate_interval]))", "≤ {{le}}")], False),
+         [(f"sum by (le) (rate(prediction_confidence_bucket{{{MODEL}}}[$__rate_interval])) / ignoring(le) group_left sum(rate(prediction_confidence_count{{{MODEL}}}[$__rate_interval]))", "≤ {{le}}")], False),
     ]),
     ("Service level objectives", [
         ("Availability over 30 days (objective 99.5%)", "percent",
@@ -76,6 +79,23 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]], bool]]]] = [
           ("slo:latency_p99:1h", "P99 1h")], False),
     ]),
 ]  # fmt: skip
+
+
+#: The model selector at the top of the dashboard: every model that reports a state.
+MODEL_VARIABLE: dict[str, Any] = {
+    "name": "model_name",
+    "label": "Model",
+    "type": "query",
+    "datasource": DS,
+    "query": {"query": "label_values(model_loaded, model_name)", "refId": "models"},
+    "definition": "label_values(model_loaded, model_name)",
+    "refresh": 2,
+    "multi": True,
+    "includeAll": True,
+    "allValue": ".*",
+    "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+    "sort": 1,
+}
 
 
 def build() -> dict[str, Any]:
@@ -122,7 +142,7 @@ def build() -> dict[str, Any]:
         "refresh": "10s",
         "time": {"from": "now-1h", "to": "now"},
         "panels": panels,
-        "templating": {"list": []},
+        "templating": {"list": [MODEL_VARIABLE]},
         "annotations": {"list": []},
     }
 

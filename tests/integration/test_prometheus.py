@@ -22,8 +22,11 @@ import httpx2 as httpx
 import pytest
 import yaml
 
+from inference_gateway.config import Settings
+from inference_gateway.inference.onnx_export import export_to_repository
 from tests.helpers import wait_until
 from tests.images import cat_jpeg
+from tests.model_repository import NHWC_IMAGENET, write_yaml_model
 from tests.servers import GatewayProcess, free_port, gateway_process
 
 pytestmark = pytest.mark.integration
@@ -37,6 +40,8 @@ SPEC_QUERIES = [
     '1 - ((sum(rate(http_requests_total{status=~"5.."}[30d])) / sum(rate(http_requests_total[30d]))) / 0.005)',
 ]
 PREDICTIONS = 12
+OTHER_PREDICTIONS = 4
+OTHER_MODEL = "channels-last"
 BAD_IMAGES = 3
 #: Scrapes that must hold the traffic before the queries over it are checked.
 SCRAPES_OF_TRAFFIC = 3
@@ -70,7 +75,8 @@ def test_promtool_unit_tests_of_the_alerts_pass() -> None:
 def _dashboard_queries() -> list[str]:
     model = json.loads(DASHBOARD.read_text())
     exprs = [t["expr"] for p in model["panels"] for t in p.get("targets", [])]
-    return [e.replace("$__rate_interval", "1m") for e in exprs]
+    # As Grafana sends them with "All" models picked.
+    return [e.replace("$__rate_interval", "1m").replace("$model_name", ".*") for e in exprs]
 
 
 def _recorded_names() -> list[str]:
@@ -101,8 +107,18 @@ class Prometheus:
 
 
 @pytest.fixture(scope="module")
-def gateway() -> Iterator[GatewayProcess]:
-    with gateway_process({"ENABLE_TRACING": "true"}) as process:
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    """A gateway serving a two-model repository: the built-in model (the default) and
+    another that takes channels-last ImageNet-normalised input."""
+    root = tmp_path_factory.mktemp("models")
+    export_to_repository(root, Settings(_env_file=None).model_cache_dir)
+    write_yaml_model(root, OTHER_MODEL, {1: NHWC_IMAGENET.build()}, NHWC_IMAGENET.model_yaml())
+    env = {
+        "ENABLE_TRACING": "true",
+        "MODEL_REPOSITORY": str(root),
+        "DEFAULT_MODEL": "efficientnet-lite0",
+    }
+    with gateway_process(env) as process:
         yield process
 
 
@@ -168,6 +184,13 @@ def traffic(gateway: GatewayProcess, prometheus: Prometheus) -> dict[str, int]:
                 ).status_code
                 == 400
             )
+        for _ in range(OTHER_PREDICTIONS):
+            answer = client.post(
+                f"/models/{OTHER_MODEL}/predict",
+                content=cat_jpeg(),
+                headers={"content-type": "image/jpeg"},
+            )
+            assert answer.status_code == 200
         # A deadline shorter than any prediction: a server-side 5xx for the SLIs.
         late = client.post(
             "/predict",
@@ -185,7 +208,7 @@ def traffic(gateway: GatewayProcess, prometheus: Prometheus) -> dict[str, int]:
     wait_until(
         lambda: _settled(prometheus), timeout=60, what="scrapes and rule evaluations of the traffic"
     )
-    return {"ok": PREDICTIONS, "bad": BAD_IMAGES}
+    return {"ok": PREDICTIONS, "bad": BAD_IMAGES, "other": OTHER_PREDICTIONS}
 
 
 def _settled(prometheus: Prometheus) -> bool:
@@ -220,12 +243,23 @@ def test_target_is_up_and_samples_match_what_was_sent(
         == traffic["bad"]
     )
     assert prometheus.scalar('sum(http_requests_total{endpoint="unmatched",status="404"})') == 1
-    assert prometheus.scalar("sum(model_predictions_total)") == traffic["ok"]
+    assert prometheus.scalar("sum(model_predictions_total)") == traffic["ok"] + traffic["other"]
+    assert (
+        prometheus.scalar(f'sum(model_predictions_total{{model_name="{OTHER_MODEL}"}})')
+        == traffic["other"]
+    )
+    assert (
+        prometheus.scalar(
+            'sum(http_requests_total{endpoint="/models/{name}/predict",status="200"})'
+        )
+        == traffic["other"]
+    )
     assert (
         prometheus.scalar('sum(image_decode_failures_total{reason="unsupported_format"})')
         == traffic["bad"]
     )
     assert prometheus.scalar("min(model_loaded)") == 1
+    assert prometheus.scalar("count(model_loaded)") == 2  # one series per model version
 
 
 @pytest.mark.parametrize("expr", SPEC_QUERIES, ids=["availability", "latency-p99", "error-budget"])
