@@ -30,6 +30,13 @@ TABLE_WORDS: dict[str, object] = {"unset": None, "empty": [], "package version":
 UNITS = {"MiB": MIB, "M": 1_000_000, "s": 1, "": 1}
 
 
+#: The README's heading of the prediction routes.
+PREDICT_HEADING = (
+    "### `POST /predict`, `POST /models/{name}/predict`, "
+    "`POST /models/{name}/versions/{version}/predict`"
+)
+
+
 def section(text: str, heading: str) -> str:
     """The body of the markdown section ``heading`` (up to the next heading of its level)."""
     level = heading.split(" ", 1)[0]
@@ -139,7 +146,7 @@ def test_defaults_stated_in_prose_match_the_code(defaults: Settings) -> None:
 
 def example_response() -> dict[str, object]:
     """The README's example answer of ``POST /predict``."""
-    blocks = re.findall(r"```json\n(.*?)```", section(README, "### `POST /predict`"), re.S)
+    blocks = re.findall(r"```json\n(.*?)```", section(README, PREDICT_HEADING), re.S)
     answers = [json.loads(block) for block in blocks if '"predictions"' in block]
     assert len(answers) == 1
     answer: dict[str, object] = answers[0]
@@ -161,7 +168,7 @@ def test_the_readme_example_response_is_a_valid_answer_of_the_default_model(
 
 def test_the_readme_server_timing_example_matches_the_example_response() -> None:
     timings = example_response()["timings_ms"]
-    header = re.search(r"\(`(preprocess;dur=[^`]*)`\)", section(README, "### `POST /predict`"))
+    header = re.search(r"\(`(preprocess;dur=[^`]*)`\)", section(README, PREDICT_HEADING))
     assert header is not None
     stated = dict(part.split(";dur=") for part in header.group(1).split(", "))
     assert {stage: float(ms) for stage, ms in stated.items()} == timings

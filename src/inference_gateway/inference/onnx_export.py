@@ -128,9 +128,9 @@ labels: labels.txt
 # max_queue_size: 64
 
 input:
-  name: {input_name}      # the graph input that receives the images
-  layout: NCHW       # NCHW (channels first) or NHWC (channels last)
-  color: RGB         # channel order: RGB or BGR
+  name: {input_name}   # the graph input that receives the images
+  layout: NCHW   # NCHW (channels first) or NHWC (channels last)
+  color: RGB     # channel order: RGB or BGR
 
 preprocess:
   # Shorter side to 256 keeping the aspect ratio; or {{width: W, height: H}}; or null.
