@@ -9,6 +9,7 @@ BENCH_STAMP := $(VENV)/.bench-installed
 # A smoke run: make bench BENCH_ARGS="--quick --repeats 1 --seconds 2" OVERHEAD_ARGS="--requests 100 --repeats 1"
 BENCH_ARGS ?=
 OVERHEAD_ARGS ?=
+COMPARE_ARGS ?= --concurrency 8,32 --seconds 8 --repeats 3
 # Recipes run in bash with pipefail: a failing benchmark piped into `tee` fails the target.
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
@@ -75,6 +76,9 @@ bench: $(BENCH_STAMP)
 		| tee bench/results/telemetry_overhead.md
 	$(PY) -m bench.observability_parts | tee bench/results/observability_parts.md
 	$(PY) -m bench.gil_profile | tee bench/results/gil_profile.md
+	$(VENV)/bin/inference-gateway export-onnx --repository $${MODEL_CACHE_DIR:-$$HOME/.cache/inference-gateway}/repository
+	$(PY) -m bench.compare - APP=bench.cache_loader_app:app $(COMPARE_ARGS) \
+		| tee bench/results/repository_path.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage .coverage.* htmlcov

@@ -4,7 +4,8 @@
         [--concurrency 8,32] [--seconds 8] [--repeats 3] [--instant]
 
 Each argument is one configuration: comma-separated environment overrides on top of
-full observability (``-`` for none). Configurations take turns within every repeat, so
+full observability (``-`` for none); ``APP=module:attr`` serves another app (e.g.
+``APP=bench.cache_loader_app:app``, the built-in model loaded as before repositories). Configurations take turns within every repeat, so
 a noisy neighbour hits them alike; the table reports medians. ``--instant`` serves a
 model that answers at once (`bench.instant_app`), leaving only the gateway's own CPU.
 """
@@ -22,7 +23,8 @@ from bench.http_bench import OBS_ON, Target, _script, run_wrk, server
 
 def _target(spec: str, instant: bool) -> Target:
     overrides = dict(kv.split("=", 1) for kv in spec.split(",") if "=" in kv)
-    args = ("--app", "bench.instant_app:app") if instant else ()
+    app = overrides.pop("APP", "bench.instant_app:app" if instant else None)
+    args = ("--app", app) if app is not None else ()
     return Target(spec, "gateway", {**OBS_ON, **overrides}, args=args)
 
 

@@ -201,7 +201,7 @@ def _metrics_per_predict_us(iterations: int) -> float:
     """Microseconds of the metric calls one answered /predict makes, in isolation."""
     metrics = Metrics(app_name="bench", app_version="1", environment="bench")
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
-    model = "efficientnet-lite0"
+    model = ("efficientnet-lite0", "1")
     started = time.perf_counter()
     for _ in range(iterations):
         metrics.active_requests.inc()

@@ -8,16 +8,19 @@ classes with the same confidences, which proves every preprocessing key is honou
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from inference_gateway.app import create_app
 from tests import scrape
-from tests.helpers import make_settings, ready_client
+from tests.helpers import json_log_capture, make_settings, ready_client
 from tests.images import CAT_PNG, COFFEE_PNG, ROCKET_JPG
 from tests.model_repository import (
     BATCH1_NAMED,
@@ -32,6 +35,7 @@ from tests.model_repository import (
 PHOTOS = (CAT_PNG, COFFEE_PNG, ROCKET_JPG)
 #: Version 2 of "nhwc" always answers class 0 ("tench").
 TENCH = 0
+PNG = {"content-type": "image/png"}
 VARIANTS = {"nhwc": NHWC_IMAGENET, "bgr": BGR_CAFFE, "batch1": BATCH1_NAMED}
 
 
@@ -186,3 +190,35 @@ def test_a_default_model_answers_predict(repository: Path) -> None:
         body = _predict(client, "/predict", CAT_PNG)
         assert body["model"] == {"name": "nhwc", "version": "2", "backend": "onnxruntime"}
         assert client.get("/ready").json()["model"]["name"] == "nhwc"
+
+
+def test_logs_and_spans_name_the_model_version_that_answered(repository: Path) -> None:
+    exporter = InMemorySpanExporter()
+    app = create_app(
+        make_settings(model_repository=repository),
+        span_processors=(SimpleSpanProcessor(exporter),),
+        configure_logging=False,
+    )
+    with TestClient(app) as client, json_log_capture() as logs:
+        ready_client(client)
+        answered = _predict(client, "/models/nhwc/versions/1/predict", COFFEE_PNG)
+        refused = client.post("/models/bgr/predict", content=b"not an image", headers=PNG)
+        assert refused.status_code == 400
+    lines = [json.loads(line) for line in logs.getvalue().splitlines()]
+    done = [r for r in lines if r["message"] == "Inference completed"]
+    assert [(r["model_name"], r["model_version"]) for r in done] == [("nhwc", "1")]
+    assert done[0]["prediction_class"] == answered["predictions"][0]["label"]  # type: ignore[index]
+    failed = [r for r in lines if r.get("status_code") == 400]
+    assert [(r["model_name"], r["model_version"]) for r in failed] == [("bgr", "1")]
+    trace_id = answered["trace_id"]
+    spans = {
+        s.name: s
+        for s in exporter.get_finished_spans()
+        if s.name in ("preprocess_image", "model_inference")
+        and format(s.context.trace_id, "032x") == trace_id
+    }
+    batches = [s for s in exporter.get_finished_spans() if s.name == "inference_batch"]
+    for span in [*spans.values(), *batches[-1:]]:
+        assert span.attributes is not None
+        assert (span.attributes["model.name"], span.attributes["model.version"]) == ("nhwc", "1")
+    assert set(spans) == {"preprocess_image", "model_inference"}

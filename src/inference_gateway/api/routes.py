@@ -224,6 +224,7 @@ async def _predict(
 ) -> PredictionResponse:
     started = time.perf_counter()
     async with registry.lease(name, version) as host:
+        request.scope["state"]["model"] = host.key  # for the access line, whatever happens
         return await _predict_with(request, response, settings, host, telemetry, top_k, started)
 
 

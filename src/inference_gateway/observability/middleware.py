@@ -118,6 +118,9 @@ class ObservabilityMiddleware:
                 metrics.record_rejection(error.reject_reason)
             metrics.active_requests.dec()
         fields: dict[str, object] = {}
+        model = scope["state"].get("model")  # the version a prediction route picked
+        if isinstance(model, tuple):
+            fields["model_name"], fields["model_version"] = model
         if isinstance(error, BaseException):
             fields["error_type"] = type(error).__name__
             if isinstance(error, InferenceGatewayException):

@@ -1,0 +1,246 @@
+"""The model registry: routing, per-model queues, live changes and readiness, with
+backends the tests hold and release."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import numpy as np
+import pytest
+
+from inference_gateway.errors import (
+    ModelNotFoundException,
+    ModelNotLoadedException,
+    QueueFullException,
+)
+from inference_gateway.inference.host import BatchingConfig, ModelState
+from inference_gateway.inference.model import LoadedModel, ModelSpec
+from inference_gateway.inference.preprocess import ImageLimits
+from inference_gateway.inference.registry import ModelRegistry, ModelSource
+from inference_gateway.observability.metrics import Metrics
+from inference_gateway.observability.telemetry import Telemetry
+from tests.helpers import ControlledBackend
+
+LABELS = tuple(f"class {i}" for i in range(1000))
+TENSOR = np.zeros((3, 224, 224), dtype=np.float32)
+
+
+def _source(
+    name: str,
+    version: str,
+    backend: ControlledBackend,
+    *,
+    fingerprint: str = "",
+    queue: int = 64,
+) -> ModelSource:
+    def load() -> LoadedModel:
+        return LoadedModel(ModelSpec(name, version, LABELS), backend)
+
+    return ModelSource(
+        name=name,
+        version=version,
+        loader=load,
+        batching=BatchingConfig(max_batch_size=1, max_queue_size=queue),
+        spec=ModelSpec(name, version, LABELS),
+        fingerprint=fingerprint,
+    )
+
+
+def _registry(**options: object) -> tuple[ModelRegistry, Metrics]:
+    metrics = Metrics(app_name="t", app_version="1", environment="test")
+    registry = ModelRegistry(
+        Telemetry(metrics=metrics),
+        limits=ImageLimits(),
+        preprocess_workers=1,
+        warmup=False,
+        **options,  # type: ignore[arg-type]
+    )
+    return registry, metrics
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.005)
+
+
+def _ready(registry: ModelRegistry) -> bool:
+    try:
+        registry.check_ready()
+    except ModelNotLoadedException:
+        return False
+    return True
+
+
+def _serving(registry: ModelRegistry, name: str) -> Callable[[], bool]:
+    return lambda: any(
+        v.state is ModelState.READY for s in registry.describe(name) for v in s.versions
+    )
+
+
+async def _answer(registry: ModelRegistry, name: str, version: str | None = None) -> str:
+    """Submit one tensor to the routed version; return the version that answered."""
+    async with registry.lease(name, version) as host:
+        assert host.batcher is not None
+        await host.batcher.submit(TENSOR, time.monotonic() + 30)
+        return host.model_version
+
+
+def _run(scenario: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(scenario())  # type: ignore[arg-type]
+
+
+def test_a_slow_model_does_not_stall_a_fast_one_and_full_queues_are_per_model() -> None:
+    slow, fast = ControlledBackend(blocked=True), ControlledBackend()
+
+    async def scenario() -> None:
+        registry, _ = _registry()
+        registry.apply([_source("slow", "1", slow, queue=1), _source("fast", "1", fast)], {})
+        await _until(lambda: _ready(registry), "both ready")
+        held = [asyncio.ensure_future(_answer(registry, "slow"))]
+        await _until(slow.entered.is_set, "one request in the slow model")
+        held.append(asyncio.ensure_future(_answer(registry, "slow")))
+        await _until(lambda: registry.resolve("slow").batcher.pending == 2, "slow full")  # type: ignore[union-attr]
+        with pytest.raises(QueueFullException):
+            await _answer(registry, "slow")
+        assert await _answer(registry, "fast") == "1"  # answered while slow is stuck
+        slow.release.set()
+        assert await asyncio.gather(*held) == ["1", "1"]
+        await registry.close(5)
+
+    _run(scenario)
+
+
+def test_routing_defaults_and_unknown_names() -> None:
+    backend = ControlledBackend()
+
+    async def scenario() -> None:
+        registry, _ = _registry()
+        sources = [
+            _source("a", "1", backend),
+            _source("a", "3", backend),
+            _source("b", "1", backend),
+        ]
+        registry.apply(sources, {})
+        await _until(lambda: _ready(registry), "ready")
+        assert await _answer(registry, "a") == "3"  # the highest serving version
+        assert await _answer(registry, "a", "1") == "1"
+        with pytest.raises(ModelNotFoundException, match="versions: 1, 3"):
+            registry.resolve("a", "2")
+        with pytest.raises(ModelNotFoundException, match="models: a, b"):
+            registry.resolve("c")
+        with pytest.raises(ModelNotFoundException, match="no DEFAULT_MODEL"):
+            registry.resolve()
+        registry.default_model = "b"
+        assert registry.resolve().model_name == "b"
+        await registry.close(5)
+
+    _run(scenario)
+
+
+def test_a_version_no_longer_wanted_serves_until_its_successor_is_warm() -> None:
+    old, new = ControlledBackend(), ControlledBackend()
+    gate = asyncio.Event()
+
+    async def scenario() -> None:
+        registry, _ = _registry()
+        registry.apply([_source("m", "1", old)], {})
+        await _until(_serving(registry, "m"), "v1")
+        new.release.clear()  # v2's warm-up is not run; hold its first answer instead
+        slow_source = _source("m", "2", new)
+        original = slow_source.loader
+
+        def slow_load() -> LoadedModel:
+            while not gate.is_set():
+                time.sleep(0.005)
+            return original()
+
+        registry.apply([ModelSource("m", "2", slow_load, slow_source.batching)], {})
+        # v2 is loading: v1 is no longer wanted, yet it is the one that answers.
+        assert await _answer(registry, "m") == "1"
+        assert [v.version for v in registry.describe("m")[0].versions] == ["1", "2"]
+        gate.set()
+        await _until(lambda: registry.resolve("m").model_version == "2", "v2 to take over")
+        await _until(
+            lambda: [v.version for v in registry.describe("m")[0].versions] == ["2"],
+            "v1 removed",
+        )
+        new.release.set()
+        assert await _answer(registry, "m") == "2"
+        await registry.close(5)
+
+    _run(scenario)
+
+
+def test_files_that_fail_to_load_leave_the_old_ones_serving_and_are_tried_once() -> None:
+    backend = ControlledBackend()
+    attempts: list[int] = []
+
+    async def scenario() -> None:
+        registry, _ = _registry()
+        registry.apply([_source("m", "1", backend, fingerprint="a")], {})
+        await _until(_serving(registry, "m"), "v1")
+
+        def broken() -> LoadedModel:
+            attempts.append(1)
+            raise ValueError("model.onnx: output 'logits' has 10 classes but there are 1000 labels")
+
+        bad = ModelSource("m", "1", broken, BatchingConfig(), fingerprint="b")
+        for _ in range(3):  # three polls see the same broken files
+            registry.apply([bad], {})
+        await _until(
+            lambda: registry.describe("m")[0].versions[0].reload_error is not None, "error"
+        )
+        (status,) = registry.describe("m")
+        assert status.state is ModelState.READY and status.versions[0].state is ModelState.READY
+        assert "10 classes" in (status.versions[0].reload_error or "")
+        assert attempts == [1]  # the same files are not tried again and again
+        assert await _answer(registry, "m") == "1"
+        await registry.close(5)
+
+    _run(scenario)
+
+
+def test_a_broken_model_keeps_ready_503_and_a_fixed_one_serves() -> None:
+    backend = ControlledBackend()
+
+    async def scenario() -> None:
+        registry, _ = _registry()
+        registry.apply(
+            [_source("good", "1", backend)], {"bad": "models/bad/model.yaml: unknown key 'x'"}
+        )
+        await _until(_serving(registry, "good"), "good")
+        with pytest.raises(ModelNotLoadedException, match="unknown key 'x'") as refusal:
+            registry.check_ready()
+        states = {m["name"]: m["state"] for m in refusal.value.extensions["models"]}  # type: ignore[attr-defined]
+        assert states == {"bad": "UNAVAILABLE", "good": "READY"}
+        with pytest.raises(ModelNotLoadedException, match="cannot be served"):
+            registry.resolve("bad")
+        registry.apply([_source("good", "1", backend), _source("bad", "1", backend)], {})
+        await _until(_serving(registry, "bad"), "the fixed model")
+        assert registry.check_ready() is None  # several models, no default
+        await registry.close(5)
+
+    _run(scenario)
+
+
+def test_a_removed_model_finishes_what_was_routed_to_it() -> None:
+    backend = ControlledBackend(blocked=True)
+
+    async def scenario() -> None:
+        registry, _ = _registry()
+        registry.apply([_source("m", "1", backend)], {})
+        await _until(_serving(registry, "m"), "m")
+        routed = asyncio.ensure_future(_answer(registry, "m"))
+        await _until(backend.entered.is_set, "a request in the model")
+        registry.apply([], {})
+        with pytest.raises(ModelNotFoundException):
+            registry.resolve("m")
+        backend.release.set()
+        assert await routed == "1"
+        await registry.close(5)
+
+    _run(scenario)
