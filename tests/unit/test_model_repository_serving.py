@@ -17,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client.parser import text_string_to_metric_families
 
 from inference_gateway.app import create_app
 from tests import scrape
@@ -31,6 +32,7 @@ from tests.model_repository import (
     write_hf_model,
     write_yaml_model,
 )
+from tests.unit.test_metrics import CONTRACT
 
 PHOTOS = (CAT_PNG, COFFEE_PNG, ROCKET_JPG)
 #: Version 2 of "nhwc" always answers class 0 ("tench").
@@ -222,3 +224,37 @@ def test_logs_and_spans_name_the_model_version_that_answered(repository: Path) -
         assert span.attributes is not None
         assert (span.attributes["model.name"], span.attributes["model.version"]) == ("nhwc", "1")
     assert set(spans) == {"preprocess_image", "model_inference"}
+
+
+def test_the_metrics_contract_holds_over_a_two_model_repository(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Every metric of the contract, with its type and labels, from a gateway serving two
+    models: the built-in network and one whose scores are NaN (each answer a 500)."""
+    root = tmp_path_factory.mktemp("two-models")
+    builtin = builtin_onnx()
+    config = {"preprocess": {"scale": 1, "mean": [127] * 3, "std": [128] * 3}}
+    write_yaml_model(root, "good", {1: builtin}, config)
+    write_yaml_model(root, "nan-scores", {1: shifted_variant(builtin, 3, float("nan"))}, config)
+    app = create_app(make_settings(model_repository=root), configure_logging=False)
+    with TestClient(app) as client:
+        ready_client(client)
+        assert _predict(client, "/models/good/predict", CAT_PNG)["predictions"]
+        failed = client.post(
+            "/models/nan-scores/predict", content=CAT_PNG.read_bytes(), headers=PNG
+        )
+        assert failed.status_code == 500
+        junk = client.post("/models/good/predict", content=b"junk", headers=PNG)
+        assert junk.status_code == 400
+        text = client.get("/metrics").text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    for name, (kind, labels) in CONTRACT.items():
+        family = families[name.removesuffix("_total") if kind == "counter" else name]
+        assert family.type == kind, name
+        assert {k for s in family.samples for k in s.labels if k != "le"} == labels, name
+    models = {s.labels["model_name"] for s in families["model_loaded"].samples if s.value == 1}
+    assert models == {"good", "nan-scores"}
+    errors = families["model_inference_errors"].samples
+    assert [(s.labels["model_name"], s.labels["error_type"]) for s in errors if s.value] == [
+        ("nan-scores", "NonFiniteScores")
+    ]

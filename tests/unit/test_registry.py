@@ -244,3 +244,34 @@ def test_a_removed_model_finishes_what_was_routed_to_it() -> None:
         await registry.close(5)
 
     _run(scenario)
+
+
+def test_ready_waits_for_every_version_found_at_start_but_not_for_later_ones() -> None:
+    backend = ControlledBackend()
+    gates = {"2": asyncio.Event(), "3": asyncio.Event()}
+
+    def gated(version: str) -> ModelSource:
+        plain = _source("m", version, backend)
+
+        def load() -> LoadedModel:
+            while not gates[version].is_set():
+                time.sleep(0.005)
+            return plain.loader()
+
+        return ModelSource("m", version, load, plain.batching, plain.spec)
+
+    async def scenario() -> None:
+        registry, _ = _registry()
+        registry.apply([_source("m", "1", backend), gated("2")], {})
+        await _until(_serving(registry, "m"), "v1")
+        with pytest.raises(ModelNotLoadedException, match="m version 2: LOADING"):
+            registry.check_ready()  # a version the operator asked for is still loading
+        gates["2"].set()
+        await _until(lambda: _ready(registry), "v2 and so the pod")
+        registry.apply([_source("m", "1", backend), gated("2"), gated("3")], {})
+        assert _ready(registry)  # a version added live does not take the pod out
+        gates["3"].set()
+        await _until(lambda: registry.resolve("m").model_version == "3", "v3")
+        await registry.close(5)
+
+    _run(scenario)

@@ -116,6 +116,9 @@ class ModelRegistry:
         self._reload_errors: dict[tuple[str, str], str] = {}
         self._tried: dict[tuple[str, str], str] = {}  # the newest fingerprint loaded or tried
         self._doomed: set[tuple[str, str]] = set()  # unwanted, serving until replaced
+        # The versions found at start-up: readiness waits for each one's first attempt.
+        self._initial: set[ModelHost] = set()
+        self._applied = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._retired: set[ModelHost] = set()
         self._draining = False
@@ -137,6 +140,8 @@ class ModelRegistry:
                 self._tried[key] = source.fingerprint
                 if metrics is not None:
                     metrics.initialise_model(key)
+                if not self._applied:
+                    self._initial.add(host)
                 self._spawn(self._first_load(host))
             elif source.fingerprint != self._tried.get(key):
                 # Its files changed (and these files were not tried yet): load them
@@ -150,6 +155,7 @@ class ModelRegistry:
             if key not in wanted and key[0] not in errors:
                 self._doomed.add(key)
         self._model_errors = dict(errors)
+        self._applied = True
         self._settle_doomed()
 
     def _settle_doomed(self) -> None:
@@ -189,8 +195,12 @@ class ModelRegistry:
         task.add_done_callback(self._tasks.discard)
 
     async def _first_load(self, host: ModelHost) -> None:
-        if await host.start():
-            self._settle_doomed()
+        try:
+            if await host.start():
+                self._settle_doomed()
+        finally:
+            if host.state is not ModelState.LOADING:
+                self._initial.discard(host)  # its first attempt is over
         self._note_readiness()
 
     async def _replace(self, key: tuple[str, str], source: ModelSource, host: ModelHost) -> None:
@@ -337,6 +347,11 @@ class ModelRegistry:
             + (f" ({status.reason})" if status.reason else "")
             for status in statuses
             if status.state is not ModelState.READY
+        ]
+        problems += [
+            f"{h.model_name} version {h.model_version}: LOADING"
+            for h in sorted(self._initial, key=lambda h: h.key)
+            if h.state is ModelState.LOADING
         ]
         if problems:
             refusal = ModelNotLoadedException("Not every model is ready: " + "; ".join(problems))
