@@ -76,6 +76,8 @@ def test_dockerfile_is_multi_stage_slim_non_root_with_the_model_baked_in() -> No
     assert "torch==2.13.0" in DOCKERFILE and "whl/cpu" in DOCKERFILE
     assert "torchvision" not in DOCKERFILE
     assert "inference-gateway export-onnx" in DOCKERFILE
+    # The server loads the built-in model from its repository form: baked in too.
+    assert "export-onnx --repository /opt/models/repository" in DOCKERFILE
     assert re.search(r"^USER gateway$", DOCKERFILE, re.M)
     assert re.search(r"^HEALTHCHECK .*", DOCKERFILE, re.M) and "/health" in DOCKERFILE
     assert re.search(r"^STOPSIGNAL SIGTERM$", DOCKERFILE, re.M)
