@@ -219,34 +219,19 @@ def test_exact_accounting_of_every_outcome() -> None:
         value(samples, "http_request_duration_seconds_count", method="GET", endpoint="unmatched")
         == 2
     )
-    model = "efficientnet-lite0"
-    assert total(samples, "model_predictions_total", model_name=model, model_version="1") == 5
-    assert (
-        value(
-            samples,
-            "model_predictions_total",
-            model_name=model,
-            model_version="1",
-            **{"class": label},
-        )
-        == 5
-    )
-    assert value(samples, "prediction_confidence_count", model_name=model, model_version="1") == 5
+    model = {"model_name": "efficientnet-lite0", "model_version": "1"}
+    assert total(samples, "model_predictions_total", **model) == 5
+    assert value(samples, "model_predictions_total", **model, **{"class": label}) == 5
+    assert value(samples, "prediction_confidence_count", **model) == 5
     # Forward passes: the 5 answered, and the one whose caller's deadline passed while
     # it was already computing (it finishes; its answer is discarded).
-    assert (
-        value(
-            samples, "model_inference_duration_seconds_count", model_name=model, model_version="1"
-        )
-        == 6
-    )
-    assert value(samples, "inference_batch_size_sum", model_name=model, model_version="1") == 6
+    assert value(samples, "model_inference_duration_seconds_count", **model) == 6
+    assert value(samples, "inference_batch_size_sum", **model) == 6
     assert (
         value(
             samples,
             "model_inference_errors_total",
-            model_name=model,
-            model_version="1",
+            **model,
             error_type="RuntimeError",
         )
         == 1
@@ -270,7 +255,7 @@ def test_exact_accounting_of_every_outcome() -> None:
     )
     assert value(samples, exceptions, endpoint="/predict", exception_type="QueueFullException") == 1
     assert value(samples, "active_requests") == 1  # the scrape itself
-    assert value(samples, "inference_queue_size", model_name=model, model_version="1") == 0
+    assert value(samples, "inference_queue_size", **model) == 0
 
 
 def _random_text(rng: random.Random, n: int) -> str:
@@ -384,26 +369,11 @@ def test_queue_gauge_shows_waiting_requests() -> None:
     backend = ControlledBackend(blocked=True)
     with TestClient(controlled_app(backend, model_warmup=False)) as client:
         ready_client(client)
+        model = {"model_name": "efficientnet-lite0", "model_version": "1"}
         with held_prediction(client, backend):
-            assert (
-                value(
-                    _scrape(client),
-                    "inference_queue_size",
-                    model_name="efficientnet-lite0",
-                    model_version="1",
-                )
-                == 1
-            )
+            assert value(_scrape(client), "inference_queue_size", **model) == 1
             assert value(_scrape(client), "active_requests") == 2  # held prediction + scrape
-        assert (
-            value(
-                _scrape(client),
-                "inference_queue_size",
-                model_name="efficientnet-lite0",
-                model_version="1",
-            )
-            == 0
-        )
+        assert value(_scrape(client), "inference_queue_size", **model) == 0
 
 
 def test_helpers_record_what_they_say() -> None:

@@ -10,9 +10,10 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.requests import ClientDisconnect
 
 from inference_gateway.api.dependencies import RegistryDep, SettingsDep, TelemetryDep
@@ -43,6 +44,7 @@ from inference_gateway.inference.host import Classification, ModelHost
 from inference_gateway.inference.model import LoadedModel
 from inference_gateway.inference.registry import ModelRegistry, ModelStatus
 from inference_gateway.observability.logging import InferenceLogFields
+from inference_gateway.observability.telemetry import Telemetry
 from inference_gateway.observability.tracing import (
     add_span_event,
     create_span,
@@ -161,36 +163,58 @@ _PREDICT_DOC = {
 }
 
 
-@router.post("/predict", summary="Classify an image with the default model", **_PREDICT_DOC)  # type: ignore[arg-type]
-async def predict(
+@dataclass(frozen=True, slots=True)
+class PredictCall:
+    """What every prediction route needs, gathered once by FastAPI's dependencies."""
+
+    request: Request
+    response: Response
+    settings: Settings
+    registry: ModelRegistry
+    telemetry: Telemetry
+    top_k: int | None
+
+    async def run(self, name: str | None, version: str | None) -> PredictionResponse:
+        """Lease the model version and answer with it."""
+        started = time.perf_counter()
+        async with self.registry.lease(name, version) as host:
+            # For the access line, whatever happens next.
+            self.request.scope["state"]["model"] = host.key
+            return await _predict_with(
+                self.request, self.response, self.settings, host, self.telemetry,
+                self.top_k, started,
+            )  # fmt: skip
+
+
+async def _predict_call(
     request: Request,
     response: Response,
     settings: SettingsDep,
     registry: RegistryDep,
     telemetry: TelemetryDep,
     top_k: TopK = None,
-) -> PredictionResponse:
+) -> PredictCall:
+    return PredictCall(request, response, settings, registry, telemetry, top_k)
+
+
+PredictDep = Annotated[PredictCall, Depends(_predict_call)]
+
+
+@router.post("/predict", summary="Classify an image with the default model", **_PREDICT_DOC)  # type: ignore[arg-type]
+async def predict(call: PredictDep) -> PredictionResponse:
     """Classify one image (multipart ``file`` field or raw image body) with the default
     model (``DEFAULT_MODEL``, or the only one).
 
     The response lists the ``top_k`` most likely classes with their confidences, and
     where the time went (also sent as a ``Server-Timing`` header).
     """
-    return await _predict(request, response, settings, registry, telemetry, top_k, None, None)
+    return await call.run(None, None)
 
 
 @router.post("/models/{name}/predict", summary="Classify an image with a model", **_PREDICT_DOC)  # type: ignore[arg-type]
-async def predict_model(
-    request: Request,
-    response: Response,
-    settings: SettingsDep,
-    registry: RegistryDep,
-    telemetry: TelemetryDep,
-    name: str,
-    top_k: TopK = None,
-) -> PredictionResponse:
+async def predict_model(name: str, call: PredictDep) -> PredictionResponse:
     """`predict` with the named model, at its highest version that is serving."""
-    return await _predict(request, response, settings, registry, telemetry, top_k, name, None)
+    return await call.run(name, None)
 
 
 @router.post(
@@ -198,34 +222,9 @@ async def predict_model(
     summary="Classify an image with one version of a model",
     **_PREDICT_DOC,  # type: ignore[arg-type]
 )
-async def predict_version(
-    request: Request,
-    response: Response,
-    settings: SettingsDep,
-    registry: RegistryDep,
-    telemetry: TelemetryDep,
-    name: str,
-    version: str,
-    top_k: TopK = None,
-) -> PredictionResponse:
+async def predict_version(name: str, version: str, call: PredictDep) -> PredictionResponse:
     """`predict` with one version of the named model."""
-    return await _predict(request, response, settings, registry, telemetry, top_k, name, version)
-
-
-async def _predict(
-    request: Request,
-    response: Response,
-    settings: Settings,
-    registry: ModelRegistry,
-    telemetry: TelemetryDep,
-    top_k: int | None,
-    name: str | None,
-    version: str | None,
-) -> PredictionResponse:
-    started = time.perf_counter()
-    async with registry.lease(name, version) as host:
-        request.scope["state"]["model"] = host.key  # for the access line, whatever happens
-        return await _predict_with(request, response, settings, host, telemetry, top_k, started)
+    return await call.run(name, version)
 
 
 async def _predict_with(
@@ -233,7 +232,7 @@ async def _predict_with(
     response: Response,
     settings: Settings,
     host: ModelHost,
-    telemetry: TelemetryDep,
+    telemetry: Telemetry,
     top_k: int | None,
     started: float,
 ) -> PredictionResponse:
