@@ -117,13 +117,15 @@ async def _apply(
     registry: ModelRegistry,
     catalog: BuiltinCatalog | RepositoryCatalog,
     logger: structlog.stdlib.BoundLogger,
+    warned: set[str],
 ) -> None:
-    """Read the catalog and make the registry serve what it holds."""
+    """Read the catalog and make the registry serve what it holds (the registry logs
+    each broken model once; each warning is logged once too, not at every poll)."""
     reading = await catalog.read()
     for warning in reading.warnings:
-        logger.warning("Model repository entry skipped", reason=warning)
-    for name, error in reading.errors.items():
-        logger.error("Model cannot be served", model_name=name, reason=error)
+        if warning not in warned:
+            warned.add(warning)
+            logger.warning("Model repository entry skipped", reason=warning)
     registry.apply(reading.sources, reading.errors)
 
 
@@ -132,14 +134,19 @@ async def _poll(
     catalog: BuiltinCatalog | RepositoryCatalog,
     every_seconds: float,
     logger: structlog.stdlib.BoundLogger,
+    warned: set[str],
 ) -> None:
     """Rescan the repository every ``every_seconds`` and apply what changed."""
+    failing = False
     while True:
         await asyncio.sleep(every_seconds)
         try:
-            await _apply(registry, catalog, logger)
+            await _apply(registry, catalog, logger, warned)
+            failing = False
         except Exception as exc:  # the repository vanished, a disk error: try again later
-            log_error(logger, "Model repository scan failed", exc)
+            if not failing:  # once per outage, not at every poll
+                log_error(logger, "Model repository scan failed", exc)
+            failing = True
 
 
 @asynccontextmanager
@@ -151,10 +158,13 @@ async def _serving(
 ) -> AsyncIterator[None]:
     """Serve the catalog's models (rescanning it when asked) until the block ends,
     then drain and unload them."""
-    await _apply(registry, catalog, logger)
+    warned: set[str] = set()
+    await _apply(registry, catalog, logger, warned)
     every = settings.model_repository_poll_seconds
     polling = (
-        asyncio.create_task(_poll(registry, catalog, every, logger), name="model-repository-poll")
+        asyncio.create_task(
+            _poll(registry, catalog, every, logger, warned), name="model-repository-poll"
+        )
         if isinstance(catalog, RepositoryCatalog) and every
         else None
     )

@@ -4,6 +4,7 @@ backends the tests hold and release."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable
 
@@ -272,6 +273,113 @@ def test_ready_waits_for_every_version_found_at_start_but_not_for_later_ones() -
         assert _ready(registry)  # a version added live does not take the pod out
         gates["3"].set()
         await _until(lambda: registry.resolve("m").model_version == "3", "v3")
+        await registry.close(5)
+
+    _run(scenario)
+
+
+def _gauge(metrics: Metrics, name: str, key: tuple[str, str]) -> float | None:
+    labels = {"model_name": key[0], "model_version": key[1]}
+    return metrics.registry.get_sample_value(name, labels)
+
+
+def _batcher_threads() -> int:
+    return sum(1 for thread in threading.enumerate() if thread.name == "batcher")
+
+
+def _held(
+    name: str, version: str, backend: ControlledBackend, gate: threading.Event
+) -> ModelSource:
+    plain = _source(name, version, backend)
+
+    def load() -> LoadedModel:
+        gate.wait(timeout=30)
+        return plain.loader()
+
+    return ModelSource(name, version, load, plain.batching, plain.spec)
+
+
+def test_a_version_removed_while_it_loads_never_serves_nor_leaks() -> None:
+    backend, gate = ControlledBackend(), threading.Event()
+
+    async def scenario() -> None:
+        registry, metrics = _registry()
+        threads = _batcher_threads()
+        registry.apply([_held("x", "1", backend, gate)], {})
+        registry.apply([], {})  # removed while its load runs
+        gate.set()
+        await _until(lambda: not registry.names(), "x gone")
+        await asyncio.sleep(0.1)  # the abandoned load finishes in its thread
+        assert _batcher_threads() == threads  # no worker was started for it
+        assert _gauge(metrics, "model_loaded", ("x", "1")) is None  # and no series left
+        await registry.close(5)
+
+    _run(scenario)
+
+
+def test_the_serving_copy_owns_the_gauges_of_its_version() -> None:
+    """A retiring copy (replaced, or removed and added again) never overwrites the
+    gauges of the copy that serves the version now."""
+    stuck, fresh = ControlledBackend(blocked=True), ControlledBackend(blocked=True)
+
+    async def scenario() -> None:
+        registry, metrics = _registry(retire_grace_seconds=30)
+        registry.apply([_source("m", "1", stuck, fingerprint="a")], {})
+        await _until(_serving(registry, "m"), "m")
+        old_request = asyncio.ensure_future(_answer(registry, "m"))
+        await _until(stuck.entered.is_set, "a request in the old copy")
+        registry.apply([_source("m", "1", fresh, fingerprint="b")], {})
+        await _until(lambda: registry.resolve("m").model.backend is fresh, "the new copy")  # type: ignore[union-attr]
+        new_requests = [asyncio.ensure_future(_answer(registry, "m")) for _ in range(3)]
+        await _until(lambda: registry.resolve("m").batcher.pending == 3, "3 in the new copy")  # type: ignore[union-attr]
+        stuck.release.set()
+        assert await old_request == "1"  # the old copy finished what it had
+        await asyncio.sleep(0.1)  # and closed
+        assert _gauge(metrics, "inference_queue_size", ("m", "1")) == 3
+        assert _gauge(metrics, "model_loaded", ("m", "1")) == 1
+        fresh.release.set()
+        await asyncio.gather(*new_requests)
+        await registry.close(5)
+
+    _run(scenario)
+
+
+def test_a_model_added_live_does_not_take_the_pod_out_even_when_broken() -> None:
+    backend = ControlledBackend()
+
+    def broken() -> LoadedModel:
+        raise ValueError("model.onnx: a bad graph")
+
+    async def scenario() -> None:
+        registry, _ = _registry()
+        registry.apply([_source("m", "1", backend)], {})
+        await _until(lambda: _ready(registry), "m")
+        registry.apply(
+            [_source("m", "1", backend), ModelSource("z", "1", broken, BatchingConfig())], {}
+        )
+        await _until(lambda: registry.describe("z")[0].state is ModelState.UNAVAILABLE, "z fails")
+        assert _ready(registry)  # /models says z is broken; the fleet keeps serving m
+        await registry.close(5)
+
+    _run(scenario)
+
+
+def test_rolling_many_versions_keeps_the_exposition_and_the_registry_bounded() -> None:
+    backend = ControlledBackend()
+
+    async def scenario() -> None:
+        registry, metrics = _registry(retire_grace_seconds=1)
+        registry.apply([_source("m", "0", backend)], {})
+        await _until(_serving(registry, "m"), "v0")
+        await _answer(registry, "m")
+        lines = len(metrics.render(None)[0].splitlines())
+        for version in range(1, 21):  # each poll sees only the newest version
+            registry.apply([_source("m", str(version), backend)], {})
+            await _until(lambda v=str(version): registry.resolve("m").model_version == v, "next")
+            await _answer(registry, "m")
+        await _until(lambda: len(registry.describe("m")[0].versions) == 1, "old ones unloaded")
+        await asyncio.sleep(0.1)
+        assert len(metrics.render(None)[0].splitlines()) == lines  # one version's series
         await registry.close(5)
 
     _run(scenario)

@@ -180,6 +180,9 @@ class Batcher:
         self._batch_seconds: float | None = None
         self.busy_since: float | None = None  # monotonic start of the running batch
         self.failure: str | None = None  # why the batcher stopped for good, if it did
+        # Set when another batcher of the same version has taken over: this one stops
+        # writing the version's gauges (counters it still adds to).
+        self.muted = False
         self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
 
     # --- lifecycle --------------------------------------------------------------------
@@ -353,7 +356,7 @@ class Batcher:
             model_version=self.model_version,
             reason=self.failure,
         )
-        if self._telemetry.metrics is not None:  # the model can no longer answer
+        if self._telemetry.metrics is not None and not self.muted:  # it can no longer answer
             self._telemetry.metrics.model_loaded.labels(*self._model).set(0)
         self._publish()
         detail = self._failure_detail()
@@ -478,5 +481,5 @@ class Batcher:
             )
 
     def _publish(self) -> None:
-        if self._telemetry.metrics is not None:
+        if self._telemetry.metrics is not None and not self.muted:
             self._telemetry.metrics.set_queue_size(self._model, self.pending)

@@ -148,6 +148,7 @@ class ModelHost:
         self.ready = False
         self.draining = False
         self.retiring = False  # out of the routing table; finishing its leases
+        self.closed = False  # closed: whatever it was loading is dropped
         self.leases = 0  # requests routed here and not finished (event loop only)
         self.released = asyncio.Event()  # set when the leases fall to 0
         self._admitted = 0  # requests between admission and answer (event loop only)
@@ -190,6 +191,9 @@ class ModelHost:
         model = await self._load_with_retries()
         if model is None:
             return False
+        if self.closed:  # closed while it loaded: never serve
+            model.backend.close()
+            return False
         self.model = model
         self.batcher = Batcher(
             model.backend,
@@ -201,11 +205,9 @@ class ModelHost:
             max_queue_size=self.batching.max_queue_size,
             num_classes=len(model.spec.labels),
         )
+        self.batcher.muted = self.retiring
         self.batcher.start()
         self.ready = True
-        metrics = self._telemetry.metrics
-        if metrics is not None:
-            metrics.set_model_state(self.key, loaded=True, memory_bytes=model.memory_bytes)
         self._telemetry.logger.info(
             "Model ready",
             model_name=self.model_name,
@@ -217,11 +219,13 @@ class ModelHost:
 
     async def _load_with_retries(self) -> LoadedModel | None:
         metrics = self._telemetry.metrics
-        while True:
+        while not self.closed:
             started = time.perf_counter()
             try:
                 model = await asyncio.to_thread(self._load_and_warm)
             except Exception as exc:
+                if self.closed:
+                    return None
                 self.load_failures += 1
                 self.load_error = f"{type(exc).__name__}: {exc}"[:500]
                 self.permanent_error = isinstance(exc, ValueError)
@@ -244,6 +248,7 @@ class ModelHost:
             self.load_error = None
             self._next_attempt = None
             return model
+        return None
 
     def _load_and_warm(self) -> LoadedModel:
         started = time.perf_counter()
@@ -255,6 +260,9 @@ class ModelHost:
         except BaseException:
             model.backend.close()
             raise
+        if self.closed:  # nobody will serve it (the task waiting for it may be gone)
+            model.backend.close()
+            raise RuntimeError("the host was closed while it loaded")
         self._telemetry.logger.info(
             "Model loaded",
             model_name=self.model_name,
@@ -267,12 +275,20 @@ class ModelHost:
         """Refuse new work from now on (``/ready`` and new predictions get 503)."""
         self.draining = True
 
-    async def close(self, grace_seconds: float = 30.0, *, publish: bool = True) -> None:
+    def retire(self) -> None:
+        """Out of service but finishing its requests: another host may serve the same
+        version now, so this one stops writing the version's gauges."""
+        self.retiring = True
+        if self.batcher is not None:
+            self.batcher.muted = True
+
+    async def close(self, grace_seconds: float = 30.0) -> None:
         """Stop taking work, let queued work finish within the grace period, release.
 
-        ``publish``: set the version's ``model_loaded`` to 0; not when another host
-        of the same version has taken over.
+        What it was still loading is dropped. The version's gauges are the registry's
+        to publish (another host may serve the same version).
         """
+        self.closed = True
         was_serving = self.ready
         self.ready = False
         self.draining = True
@@ -281,12 +297,8 @@ class ModelHost:
         if self.model is not None:
             self.model.backend.close()
             self.model = None
-        metrics = self._telemetry.metrics
-        if metrics is not None:
-            if publish:
-                metrics.set_model_state(self.key, loaded=False)
-            if was_serving:
-                metrics.record_model_unload(self.key)
+        if was_serving and self._telemetry.metrics is not None:
+            self._telemetry.metrics.record_model_unload(self.key)
 
     # --- serving --------------------------------------------------------------------
     def require_ready(self) -> LoadedModel:

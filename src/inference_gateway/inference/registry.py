@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from inference_gateway.errors import (
@@ -34,6 +35,7 @@ from inference_gateway.inference.host import (
 from inference_gateway.inference.model import ModelLoader, ModelSpec
 from inference_gateway.inference.preprocess import ImageLimits
 from inference_gateway.inference.workers import WorkerReadiness
+from inference_gateway.observability.logging import log_error
 from inference_gateway.observability.telemetry import Telemetry
 
 
@@ -120,6 +122,8 @@ class ModelRegistry:
         self._initial: set[ModelHost] = set()
         self._applied = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._loads: dict[ModelHost, asyncio.Task[None]] = {}  # each host's loading task
+        self._gating: set[str] = set()  # models whose absence makes /ready 503
         self._retired: set[ModelHost] = set()
         self._draining = False
         self._marked_ready = False
@@ -127,7 +131,10 @@ class ModelRegistry:
     # --- what is served -------------------------------------------------------------
     def apply(self, sources: Iterable[ModelSource], errors: Mapping[str, str]) -> None:
         """Serve exactly ``sources`` (and report ``errors``: model name → why its
-        configuration cannot be served); call on the event loop."""
+        configuration cannot be served); call on the event loop. Nothing changes once
+        the service drains."""
+        if self._draining:
+            return
         wanted = {(s.name, s.version): s for s in sources}
         metrics = self._telemetry.metrics
         for key, source in wanted.items():
@@ -142,19 +149,26 @@ class ModelRegistry:
                     metrics.initialise_model(key)
                 if not self._applied:
                     self._initial.add(host)
-                self._spawn(self._first_load(host))
+                self._spawn(self._first_load(host), host)
             elif source.fingerprint != self._tried.get(key):
                 # Its files changed (and these files were not tried yet): load them
-                # beside the serving copy.
+                # beside the serving copy; a replacement still loading is superseded.
                 self._tried[key] = source.fingerprint
-                # A replacement still loading is superseded: `_replace` drops it.
+                self._drop_pending(key)
                 replacement = self._host(source)
                 self._pending[key] = replacement
-                self._spawn(self._replace(key, source, replacement))
+                self._spawn(self._replace(key, source, replacement), replacement)
         for key in self._sources:
             if key not in wanted and key[0] not in errors:
                 self._doomed.add(key)
+        for name, error in errors.items():
+            if self._model_errors.get(name) != error:  # said once, not at every poll
+                self._telemetry.logger.error(
+                    "Model cannot be served", model_name=name, reason=error
+                )
         self._model_errors = dict(errors)
+        if not self._applied:
+            self._gating.update(self.names())  # the models found at start-up
         self._applied = True
         self._settle_doomed()
 
@@ -189,26 +203,47 @@ class ModelRegistry:
             load_retry=self._load_retry,
         )
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None], host: ModelHost | None = None) -> None:
+        """Run ``work`` in the background; a host's load is remembered so that retiring
+        the host cancels it. A failure is logged, never lost."""
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        if host is not None:
+            self._loads[host] = task
+        task.add_done_callback(partial(self._finished, host))
+
+    def _finished(self, host: ModelHost | None, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if host is not None and self._loads.get(host) is task:
+            del self._loads[host]
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            log_error(self._telemetry.logger, "Model registry task failed", error)
+
+    def _publish(self, host: ModelHost) -> None:
+        """Publish the serving host of a version as loaded, with its size."""
+        if self._telemetry.metrics is not None and host.model is not None:
+            self._telemetry.metrics.set_model_state(
+                host.key, loaded=True, memory_bytes=host.model.memory_bytes
+            )
 
     async def _first_load(self, host: ModelHost) -> None:
         try:
-            if await host.start():
-                self._settle_doomed()
+            serving = await host.start()
         finally:
             if host.state is not ModelState.LOADING:
                 self._initial.discard(host)  # its first attempt is over
+        if serving and self._routes.get(host.model_name, {}).get(host.model_version) is host:
+            self._publish(host)
+            self._gating.add(host.model_name)  # a model that served gates readiness
+            self._settle_doomed()
         self._note_readiness()
 
     async def _replace(self, key: tuple[str, str], source: ModelSource, host: ModelHost) -> None:
         """Load ``host`` beside the one serving ``key``; swap when it is warm."""
         serving = await host.start()
-        if self._pending.get(key) is not host or self._draining:
-            await host.close(0, publish=False)  # superseded, or the service is stopping
-            return
+        if self._pending.get(key) is not host:
+            return  # superseded or removed meanwhile: whoever did so retires it
         del self._pending[key]
         if not serving:
             self._reload_errors[key] = host.reason or "it failed to load"
@@ -216,15 +251,24 @@ class ModelRegistry:
                 "Model update failed; the previous files keep serving",
                 model_name=key[0], model_version=key[1], reason=self._reload_errors[key],
             )  # fmt: skip
-            await host.close(0, publish=False)
+            await host.close(0)
             return
         old = self._routes[key[0]][key[1]]
         self._routes[key[0]][key[1]] = host
         self._sources[key] = source
         self._reload_errors.pop(key, None)
+        old.retire()  # from now on the new host writes the version's gauges
+        self._publish(host)
+        self._gating.add(key[0])
         self._telemetry.logger.info("Model updated", model_name=key[0], model_version=key[1])
         self._settle_doomed()
-        await self._retire(old, publish=False)
+        self._note_readiness()
+        self._spawn(self._retire(old))
+
+    def _drop_pending(self, key: tuple[str, str]) -> None:
+        pending = self._pending.pop(key, None)
+        if pending is not None:
+            self._spawn(self._retire(pending))
 
     def _remove(self, key: tuple[str, str]) -> None:
         name, version = key
@@ -232,14 +276,18 @@ class ModelRegistry:
         del self._sources[key]
         self._reload_errors.pop(key, None)
         self._tried.pop(key, None)
-        self._pending.pop(key, None)  # a replacement still loading: `_replace` drops it
+        self._drop_pending(key)
         self._telemetry.logger.info("Model removed", model_name=name, model_version=version)
-        self._spawn(self._retire(host, publish=True, forget=True))
+        self._spawn(self._retire(host))
 
-    async def _retire(self, host: ModelHost, *, publish: bool, forget: bool = False) -> None:
-        """Out of the routing table already: finish the requests routed to ``host``,
-        then unload it."""
-        host.retiring = True
+    async def _retire(self, host: ModelHost) -> None:
+        """Out of the routing table already: stop what it is loading, finish the
+        requests routed to it, then unload it. When nothing serves its version any more,
+        the version's series go."""
+        host.retire()
+        load = self._loads.pop(host, None)
+        if load is not None:
+            load.cancel()
         self._retired.add(host)
         try:
             async with asyncio.timeout(self._retire_grace):
@@ -248,10 +296,11 @@ class ModelRegistry:
                     host.released.clear()
         except TimeoutError:
             pass
-        await host.close(self._retire_grace, publish=publish and host.key not in self._sources)
-        self._retired.discard(host)
-        back = host.key in self._sources  # the version was added again meanwhile
-        if forget and not back and self._telemetry.metrics is not None:
+        try:
+            await host.close(self._retire_grace)
+        finally:
+            self._retired.discard(host)
+        if host.key not in self._sources and self._telemetry.metrics is not None:
             self._telemetry.metrics.forget_model(host.key)
 
     # --- routing ----------------------------------------------------------------------
@@ -346,7 +395,7 @@ class ModelRegistry:
             f"{status.name}: {status.state.value}"
             + (f" ({status.reason})" if status.reason else "")
             for status in statuses
-            if status.state is not ModelState.READY
+            if status.state is not ModelState.READY and status.name in self._gating
         ]
         problems += [
             f"{h.model_name} version {h.model_version}: LOADING"

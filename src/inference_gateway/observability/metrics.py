@@ -8,7 +8,6 @@ the model's own class labels.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import os
@@ -29,6 +28,7 @@ from prometheus_client import (
 from prometheus_client import multiprocess as prom_multiprocess
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.gc_collector import GCCollector
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -188,6 +188,8 @@ class Metrics:
             ["name", "version", "environment"], registry=r, multiprocess_mode="max",
         )  # fmt: skip
         self.app_info.labels(app_name, app_version, environment).set(1)
+        # Every metric labelled by model version (`forget_model` drops their series).
+        self._per_model: list[MetricWrapperBase] = []
         # The model's work.
         self.model_inference_duration_seconds = Histogram(
             "model_inference_duration_seconds", "Forward-pass latency per batch (seconds).",
@@ -264,6 +266,14 @@ class Metrics:
             "Spans lost before the collector accepted them, by reason.",
             ["reason"], registry=r,
         )  # fmt: skip
+        self._per_model = [
+            self.inference_queue_size, self.model_memory_usage_bytes, self.model_loaded,
+            self.model_inference_duration_seconds, self.inference_queue_wait_seconds,
+            self.inference_batch_size, self.model_predictions_total,
+            self.model_inference_errors_total, self.batcher_crashes_total,
+            self.model_load_failures_total, self.model_loads_total, self.model_unloads_total,
+            self.model_load_duration_seconds, self.prediction_confidence,
+        ]  # fmt: skip
 
     # --- the spec's helpers -------------------------------------------------------
     def record_request(
@@ -410,11 +420,15 @@ class Metrics:
         self.set_model_state(model, loaded=False)
 
     def forget_model(self, model: ModelKey) -> None:
-        """Drop the gauges of a version taken out of service, so no alert mistakes it
-        for a model that failed to load (counters stay: they only ever grow)."""
-        for gauge in (self.model_loaded, self.model_memory_usage_bytes, self.inference_queue_size):
-            with contextlib.suppress(KeyError):
-                gauge.remove(*model)
+        """Drop every series of a version taken out of service: no alert mistakes it for
+        a model that failed to load, and rolling versions does not grow the exposition
+        (``rate()`` reads a vanished counter as a reset). prometheus_client cannot
+        remove series in multiprocess mode: there they stay until the workers restart."""
+        if self.multiprocess_dir is not None:
+            return
+        labels = dict(zip(MODEL_LABELS, model, strict=True))
+        for metric in self._per_model:
+            metric.remove_by_labels(labels)
 
     def render(self, accept: str | None) -> tuple[bytes, str]:
         """Expose the registry, in OpenMetrics when the scraper asks for it."""
