@@ -15,8 +15,9 @@ from typing import Any
 
 TARGET = Path(__file__).resolve().parents[1] / "deploy/grafana/dashboards/inference-gateway.json"
 DS = {"type": "prometheus", "uid": "prometheus"}
-#: Every prediction route: /predict and /models/{name}[/versions/{version}]/predict.
-PREDICT = 'endpoint=~"/predict|/models/.+/predict"'
+#: Every prediction route: /predict, /models/{name}[/versions/{version}]/predict and the
+#: Open Inference Protocol's /v2/models/{name}[/versions/{version}]/infer.
+PREDICT = 'endpoint=~"/predict|/models/.+/predict|/v2/models/.+/infer"'
 #: The model selector: per-model panels show the models picked at the top.
 MODEL = 'model_name=~"$model_name"'
 

@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from inference_gateway.api.limits import BodySizeLimitMiddleware
 from inference_gateway.api.problems import install_error_handlers
 from inference_gateway.api.routes import metrics_endpoint, router
+from inference_gateway.api.v2.routes import router as v2_router
 from inference_gateway.config import Settings
 from inference_gateway.errors import gateway_exception_names
 from inference_gateway.inference.catalog import BuiltinCatalog, RepositoryCatalog
@@ -273,6 +274,7 @@ def create_app(
     app.state.registry = registry
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(v2_router)
     if metrics is not None and settings.metrics_port is None:
         app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
     # Middleware added last runs first: observability outermost, then CORS, then limits.

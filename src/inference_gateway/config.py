@@ -143,6 +143,8 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, ge=1, le=500_000_000)
     max_image_side: int = Field(16_384, ge=1, le=65_535)
     max_multipart_fields: int = Field(16, ge=1, le=1000)
+    # Images (or preprocessed tensors) one Open Inference Protocol request may carry.
+    max_images_per_request: int = Field(32, ge=1, le=1024)
 
     # --- performance
     # 0: this worker's share of the cores, or decoding on the event loop when that is one

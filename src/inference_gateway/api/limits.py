@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from inference_gateway.config import Settings
 from inference_gateway.errors import (
     InflightBytesException,
+    InvalidInputException,
     PayloadTooLargeException,
     RequestTimeoutException,
 )
@@ -91,3 +95,23 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+#: A client's own deadline for one request, in milliseconds.
+TIMEOUT_HEADER = "x-request-timeout-ms"
+
+
+def request_deadline(request: Request, settings: Settings) -> float:
+    """The request's deadline as a `time.monotonic` value: ``REQUEST_TIMEOUT``, or the
+    client's shorter ``X-Request-Timeout-Ms``."""
+    timeout = settings.request_timeout
+    header = request.headers.get(TIMEOUT_HEADER)
+    if header is not None:
+        try:
+            requested = int(header) / 1000
+        except ValueError:
+            raise InvalidInputException(f"{TIMEOUT_HEADER} must be an integer.") from None
+        if requested <= 0:
+            raise InvalidInputException(f"{TIMEOUT_HEADER} must be positive.")
+        timeout = min(timeout, requested)
+    return time.monotonic() + timeout

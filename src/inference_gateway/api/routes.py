@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.requests import ClientDisconnect
 
 from inference_gateway.api.dependencies import RegistryDep, SettingsDep, TelemetryDep
+from inference_gateway.api.limits import request_deadline
 from inference_gateway.api.multipart import read_file_field
 from inference_gateway.api.problems import request_id_of
 from inference_gateway.api.schemas import (
@@ -37,7 +38,6 @@ from inference_gateway.api.schemas import (
 from inference_gateway.config import Settings
 from inference_gateway.errors import (
     ClientClosedRequestException,
-    InvalidInputException,
     UnsupportedMediaTypeException,
 )
 from inference_gateway.inference.host import Classification, ModelHost
@@ -54,7 +54,6 @@ from inference_gateway.observability.tracing import (
 
 router = APIRouter()
 
-TIMEOUT_HEADER = "x-request-timeout-ms"
 RAW_CONTENT_TYPES = ("application/octet-stream",)
 
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
@@ -104,20 +103,6 @@ async def read_image_bytes(request: Request, max_fields: int) -> bytes:
         f"Content type {shown!r} is not accepted; send multipart/form-data with a 'file' "
         "field, or the image bytes with an image/* or application/octet-stream type."
     )
-
-
-def _deadline(request: Request, settings: Settings) -> float:
-    timeout = settings.request_timeout
-    header = request.headers.get(TIMEOUT_HEADER)
-    if header is not None:
-        try:
-            requested = int(header) / 1000
-        except ValueError:
-            raise InvalidInputException(f"{TIMEOUT_HEADER} must be an integer.") from None
-        if requested <= 0:
-            raise InvalidInputException(f"{TIMEOUT_HEADER} must be positive.")
-        timeout = min(timeout, requested)
-    return time.monotonic() + timeout
 
 
 async def _unless_disconnected(
@@ -238,7 +223,7 @@ async def _predict_with(
 ) -> PredictionResponse:
     with create_span(telemetry.tracer, "validate_input"):
         model = host.require_ready()
-        deadline = _deadline(request, settings)
+        deadline = request_deadline(request, settings)
         host.check_admission(deadline)  # shed load before reading the upload
         data = await read_image_bytes(request, settings.max_multipart_fields)
         set_span_attribute("image.bytes", len(data))

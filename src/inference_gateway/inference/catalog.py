@@ -163,4 +163,6 @@ def load_version(source: VersionSource, threads: int) -> LoadedModel:
     except BaseException:
         backend.close()
         raise
-    return LoadedModel(spec=source.spec, backend=backend)
+    return LoadedModel(
+        spec=source.spec, backend=backend, input_name=input_name, output_name=output_name
+    )

@@ -21,6 +21,7 @@ from enum import StrEnum
 from typing import TypeVar
 
 import numpy as np
+import numpy.typing as npt
 from opentelemetry import trace
 
 from inference_gateway.errors import (
@@ -32,7 +33,7 @@ from inference_gateway.errors import (
 )
 from inference_gateway.inference.batcher import Batcher, BatchOutcome
 from inference_gateway.inference.model import LoadedModel, ModelLoader
-from inference_gateway.inference.postprocess import Prediction, top_k
+from inference_gateway.inference.postprocess import Prediction, activate, rank
 from inference_gateway.inference.preprocess import (
     ImageInfo,
     ImageLimits,
@@ -63,6 +64,17 @@ class Classification:
 
     predictions: list[Prediction]
     image: ImageInfo
+    timings: Timings
+    batch_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """One image's answer before ranking: the confidence of every class."""
+
+    confidences: npt.NDArray[np.float64]
+    labels: tuple[str, ...]
+    image: ImageInfo | None  # None when the client sent a preprocessed tensor
     timings: Timings
     batch_size: int
 
@@ -364,19 +376,46 @@ class ModelHost:
         A request admitted before draining began still completes: only `require_ready`
         (called by the route on arrival) refuses new work while draining.
         """
+        scored = await self.score_image(data, deadline)
+        assert scored.image is not None  # noqa: S101 - an image was decoded
+        return Classification(
+            predictions=rank(scored.confidences, scored.labels, k),
+            image=scored.image,
+            timings=scored.timings,
+            batch_size=scored.batch_size,
+        )
+
+    async def score_image(self, data: bytes, deadline: float) -> Scored:
+        """Decode and preprocess one encoded image with the model's own configuration,
+        run it, and return the confidence of every class."""
+        model, batcher = self._admit(deadline)
+        self._admitted += 1
+        try:
+            tensor, info, preprocess_seconds = await self._preprocess(model, data)
+            return await self._infer(model, batcher, tensor, deadline, info, preprocess_seconds)
+        finally:
+            self._admitted -= 1
+
+    async def score_tensor(self, tensor: npt.NDArray[np.float32], deadline: float) -> Scored:
+        """Run one image the client preprocessed itself (the model's `tensor_shape`, as
+        float32) and return the confidence of every class."""
+        model, batcher = self._admit(deadline)
+        self._admitted += 1
+        try:
+            return await self._infer(model, batcher, tensor, deadline, None, 0.0)
+        finally:
+            self._admitted -= 1
+
+    def _admit(self, deadline: float) -> tuple[LoadedModel, Batcher]:
         model = self._loaded()
         batcher = self.batcher
         assert batcher is not None  # noqa: S101 - set together with `ready`
         self.check_admission(deadline)
-        self._admitted += 1
-        try:
-            return await self._classify(model, batcher, data, k, deadline)
-        finally:
-            self._admitted -= 1
+        return model, batcher
 
-    async def _classify(
-        self, model: LoadedModel, batcher: Batcher, data: bytes, k: int, deadline: float
-    ) -> Classification:
+    async def _preprocess(
+        self, model: LoadedModel, data: bytes
+    ) -> tuple[npt.NDArray[np.float32], ImageInfo, float]:
         tracer = self._telemetry.tracer
         metrics = self._telemetry.metrics
         attributes = {"model.name": self.model_name, "model.version": self.model_version}
@@ -414,27 +453,42 @@ class ModelHost:
             )
         if metrics is not None:
             metrics.record_image(info.size_bytes, info.width, info.height, preprocess_seconds)
+        return prepared.tensor, info, preprocess_seconds
 
+    async def _infer(
+        self,
+        model: LoadedModel,
+        batcher: Batcher,
+        tensor: npt.NDArray[np.float32],
+        deadline: float,
+        info: ImageInfo | None,
+        preprocess_seconds: float,
+    ) -> Scored:
+        tracer = self._telemetry.tracer
+        metrics = self._telemetry.metrics
+        attributes = {"model.name": self.model_name, "model.version": self.model_version}
         with TracedOperation("model_inference", attributes, tracer=tracer) as span:
             log_inference_start(
                 self._telemetry.logger, self.model_name, model_version=self.model_version
             )
             submitted_ns = time.time_ns()
-            outcome = await batcher.submit(prepared.tensor, deadline)
+            outcome = await batcher.submit(tensor, deadline)
             self._stage_spans(submitted_ns, outcome)
-            predictions = top_k(outcome.logits, model.spec.labels, k, model.spec.activation)
-            best = predictions[0]
+            confidences = activate(outcome.logits, model.spec.activation)
+            best = int(np.argmax(confidences))
+            label, confidence = model.spec.labels[best], float(confidences[best])
             span.set_attributes(
                 {
                     "batch.size": outcome.batch_size,
-                    "prediction.class": best.label,
-                    "prediction.confidence": best.confidence,
+                    "prediction.class": label,
+                    "prediction.confidence": confidence,
                 }
             )
         if metrics is not None:
-            metrics.record_prediction(self.key, best.label, best.confidence)
-        return Classification(
-            predictions=predictions,
+            metrics.record_prediction(self.key, label, confidence)
+        return Scored(
+            confidences=confidences,
+            labels=model.spec.labels,
             image=info,
             timings=Timings(
                 preprocess_ms=preprocess_seconds * 1000,

@@ -35,6 +35,10 @@ class LoadedModel:
 
     spec: ModelSpec
     backend: Backend
+    #: The graph's tensors that take the images and give the scores (protocols name
+    #: them in model metadata).
+    input_name: str = "input"
+    output_name: str = "logits"
 
     @property
     def memory_bytes(self) -> int:

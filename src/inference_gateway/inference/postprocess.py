@@ -39,6 +39,15 @@ def sigmoid(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
     return result
 
 
+def activate(logits: npt.NDArray[np.float32], activation: Activation) -> npt.NDArray[np.float64]:
+    """A model's scores as confidences: softmax, sigmoid, or as given."""
+    if activation == "softmax":
+        return softmax(logits)
+    if activation == "sigmoid":
+        return sigmoid(logits)
+    return logits.astype(np.float64)
+
+
 def top_k(
     logits: npt.NDArray[np.float32],
     labels: Sequence[str],
@@ -46,12 +55,11 @@ def top_k(
     activation: Activation = "softmax",
 ) -> list[Prediction]:
     """The ``k`` most confident classes of one score vector, most confident first."""
-    if activation == "softmax":
-        probs = softmax(logits)
-    elif activation == "sigmoid":
-        probs = sigmoid(logits)
-    else:
-        probs = logits.astype(np.float64)
+    return rank(activate(logits, activation), labels, k)
+
+
+def rank(probs: npt.NDArray[np.float64], labels: Sequence[str], k: int) -> list[Prediction]:
+    """The ``k`` classes with the highest confidences, highest first."""
     k = min(k, probs.shape[-1])
     best = np.argpartition(-probs, k - 1)[:k]
     best = best[np.argsort(-probs[best], kind="stable")]

@@ -85,6 +85,8 @@ PREDICT_ENDPOINTS: tuple[str, ...] = (
     "/predict",
     "/models/{name}/predict",
     "/models/{name}/versions/{version}/predict",
+    "/v2/models/{name}/infer",
+    "/v2/models/{name}/versions/{version}/infer",
 )
 
 #: Statuses of the prediction routes whose series exist from start-up (`initialise_series`).

@@ -1,0 +1,147 @@
+"""The Open Inference Protocol in-process: every bad request a clear 400 ``{"error"}``,
+no new metric series, the server still answering; and the same answers as /predict."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from inference_gateway.inference.preprocess import ImageLimits, PreprocessConfig, prepare_image
+from tests import scrape
+from tests.images import CAT_PNG, cat_jpeg
+
+INFER = "/v2/models/efficientnet-lite0/infer"
+
+
+def _json(tensor: dict[str, object], **extra: object) -> bytes:
+    return json.dumps({"inputs": [tensor], **extra}).encode()
+
+
+def _b64(data: bytes) -> dict[str, str]:
+    return {"b64": base64.b64encode(data).decode()}
+
+
+#: name -> (body, headers, what the error says)
+HOSTILE: dict[str, tuple[bytes, dict[str, str], str]] = {
+    "not json": (b"{nope", {}, "JSON"),
+    "shape and data disagree": (
+        _json({"name": "input", "datatype": "FP32", "shape": [1, 3, 224, 224], "data": [1.0]}),
+        {}, "",
+    ),
+    "wrong image size": (
+        _json({"name": "input", "datatype": "FP32", "shape": [1, 3, 2, 2], "data": [0.0] * 12}),
+        {}, "[N, 3, 224, 224]",
+    ),
+    "unknown datatype": (
+        _json({"name": "input", "datatype": "FP128", "shape": [1], "data": [1]}), {}, "FP128",
+    ),
+    "integer tensor": (
+        _json({"name": "input", "datatype": "INT32", "shape": [1, 3, 224, 224],
+               "data": [0] * (3 * 224 * 224)}), {}, "INT32",
+    ),
+    "NaN in a tensor": (
+        b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1], "data": [NaN]}]}',
+        {}, "",
+    ),
+    "binary size overruns the body": (
+        b'{"inputs": [{"name": "input", "datatype": "BYTES", "shape": [1], '
+        b'"parameters": {"binary_data_size": 1000}}]}',
+        {"inference-header-content-length": "94"}, "",
+    ),
+    "header length not a number": (b"{}", {"inference-header-content-length": "x"}, ""),
+    "too many images": (
+        _json({"name": "input", "datatype": "BYTES", "shape": [33], "data": ["x"] * 33}),
+        {}, "",
+    ),
+    "corrupt image in BYTES": (
+        _json({"name": "input", "datatype": "BYTES", "shape": [1], "data": [_b64(b"\xff\xd8\xffjunk")]}),
+        {}, "",
+    ),
+    "two inputs": (
+        json.dumps({"inputs": [
+            {"name": "a", "datatype": "BYTES", "shape": [1], "data": ["x"]},
+            {"name": "b", "datatype": "BYTES", "shape": [1], "data": ["y"]},
+        ]}).encode(),
+        {}, "one input",
+    ),
+    "unknown output": (
+        _json({"name": "input", "datatype": "BYTES", "shape": [1], "data": [_b64(cat_jpeg())]},
+              outputs=[{"name": "nope"}]),
+        {}, "no output 'nope'",
+    ),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def warm_client(real_app_client: TestClient) -> TestClient:
+    """The shared app after one good and one bad request of each kind the cases make, so
+    every series a healthy server has exists before the cases are measured."""
+    good = _json({"name": "input", "datatype": "BYTES", "shape": [1], "data": [_b64(cat_jpeg())]})
+    assert real_app_client.post(INFER, content=good).status_code == 200
+    assert real_app_client.post(INFER, content=b"{nope").status_code == 400
+    real_app_client.get("/v2/health/ready")
+    real_app_client.get("/metrics")
+    return real_app_client
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_a_bad_request_is_a_400_error_and_changes_nothing(
+    warm_client: TestClient, case: str
+) -> None:
+    real_app_client = warm_client
+    body, headers, says = HOSTILE[case]
+    before = scrape.parse(real_app_client.get("/metrics").text)
+    answer = real_app_client.post(INFER, content=body, headers=headers)
+    assert answer.status_code == 400, answer.text
+    assert answer.headers["content-type"] == "application/json"
+    error = answer.json()["error"]
+    assert says in error and "Traceback" not in error
+    after = scrape.parse(real_app_client.get("/metrics").text)
+    grown = {name for name, _ in set(after) - set(before)}
+    assert grown <= {"model_predictions_total", "model_predictions_created"}
+    assert real_app_client.get("/v2/health/ready").json() == {"ready": True}
+
+
+def test_json_tensors_and_base64_images_answer_as_predict(real_app_client: TestClient) -> None:
+    data = CAT_PNG.read_bytes()
+    expected = real_app_client.post(
+        "/predict", content=data, headers={"content-type": "image/png"}
+    ).json()["predictions"][0]
+    tensor = prepare_image(data, ImageLimits(), PreprocessConfig()).tensor
+    as_tensor = real_app_client.post(
+        INFER,
+        content=_json(
+            {"name": "input", "datatype": "FP32", "shape": [1, 3, 224, 224],
+             "data": tensor.ravel().tolist()},
+            id="t-1",
+        ),
+    )  # fmt: skip
+    assert as_tensor.status_code == 200, as_tensor.text
+    body = as_tensor.json()
+    assert body["id"] == "t-1" and body["model_name"] == "efficientnet-lite0"
+    (scores,) = body["outputs"]
+    assert scores["shape"] == [1, 1000] and scores["datatype"] == "FP32"
+    assert int(np.argmax(scores["data"])) == expected["class_id"]
+    assert scores["data"][expected["class_id"]] == pytest.approx(expected["confidence"], abs=1e-5)
+    as_image = real_app_client.post(
+        INFER,
+        content=_json(
+            {"name": "input", "datatype": "BYTES", "shape": [1], "data": [_b64(data)]},
+            outputs=[{"name": "logits", "parameters": {"classification": 1}}],
+        ),
+    )
+    assert as_image.status_code == 200, as_image.text
+    ((best,),) = [o["data"] for o in as_image.json()["outputs"]]
+    _, index, label = best.split(":", 2)
+    assert (int(index), label) == (expected["class_id"], expected["label"])
+
+
+def test_unknown_models_are_404_errors_and_not_ready_is_503(real_app_client: TestClient) -> None:
+    answer = real_app_client.post("/v2/models/nope/infer", content=b"{}")
+    assert answer.status_code == 404 and "nope" in answer.json()["error"]
+    assert real_app_client.get("/v2/models/nope/ready").status_code == 404
+    assert real_app_client.get("/v2/models/efficientnet-lite0/versions/9").status_code == 404
