@@ -10,6 +10,7 @@ BENCH_STAMP := $(VENV)/.bench-installed
 BENCH_ARGS ?=
 OVERHEAD_ARGS ?=
 COMPARE_ARGS ?= --concurrency 8,32 --seconds 8 --repeats 3
+PROTOCOL_ARGS ?= --concurrency 8,32 --seconds 8 --repeats 3
 # Recipes run in bash with pipefail: a failing benchmark piped into `tee` fails the target.
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
@@ -79,6 +80,7 @@ bench: $(BENCH_STAMP)
 	$(VENV)/bin/inference-gateway export-onnx --repository $${MODEL_CACHE_DIR:-$$HOME/.cache/inference-gateway}/repository
 	$(PY) -m bench.compare - APP=bench.cache_loader_app:app $(COMPARE_ARGS) \
 		| tee bench/results/repository_path.md
+	$(PY) -m bench.protocols $(PROTOCOL_ARGS) | tee bench/results/protocols.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage .coverage.* htmlcov

@@ -297,7 +297,11 @@ def wait_for_quiet(threshold: float = 0.15, timeout: float = 60.0) -> None:
 
 
 def run_wrk(
-    running: RunningServer, script: Path, connections: int, seconds: float
+    running: RunningServer,
+    script: Path,
+    connections: int,
+    seconds: float,
+    path: str = "/predict",
 ) -> dict[str, float]:
     """One wrk run: throughput, latency percentiles, errors, wrk's CPU and the server's
     CPU per answered request."""
@@ -309,7 +313,7 @@ def run_wrk(
     wrk = shutil.which("wrk") or "/usr/bin/wrk"
     completed = subprocess.run(  # noqa: S603 - fixed argument list
         [wrk, "-t1", f"-c{connections}", f"-d{max(int(seconds), 1)}s", "--timeout", "30s",
-         "-s", str(script), f"{url}/predict"],
+         "-s", str(script), f"{url}{path}"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
