@@ -151,6 +151,21 @@ async def _poll(
 
 
 @asynccontextmanager
+async def _grpc_serving(
+    settings: Settings, registry: ModelRegistry, telemetry: Telemetry
+) -> AsyncIterator[None]:
+    """Serve the gRPC service too when ``GRPC_PORT`` is set, until the block ends."""
+    if settings.grpc_port is None:
+        yield
+        return
+    # Imported only now: grpcio and tritonclient come with the `grpc` extra.
+    from inference_gateway.api.v2.grpc import grpc_service
+
+    async with grpc_service(settings, registry, telemetry):
+        yield
+
+
+@asynccontextmanager
 async def _serving(
     registry: ModelRegistry,
     catalog: BuiltinCatalog | RepositoryCatalog,
@@ -249,7 +264,12 @@ def create_app(
         )
         restore_signals = drain_on_signals(registry.begin_drain, settings.shutdown_delay_seconds)
         try:
-            async with _serving(registry, catalog, settings, logger):
+            # Exited in reverse: the gRPC service stops (its calls in flight finish)
+            # before the registry drains and unloads the models.
+            async with (
+                _serving(registry, catalog, settings, logger),
+                _grpc_serving(settings, registry, telemetry),
+            ):
                 yield
         finally:
             restore_signals()

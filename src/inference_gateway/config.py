@@ -8,6 +8,7 @@ their meaning there; they are not duplicated here.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 from enum import StrEnum
@@ -20,6 +21,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from inference_gateway import __version__
 
 MIB = 1024 * 1024
+#: What ``GRPC_PORT`` needs (the ``grpc`` extra): grpcio, and the service definition and
+#: protobuf messages that tritonclient ships.
+GRPC_PACKAGES: tuple[str, ...] = ("grpc", "tritonclient", "google.protobuf")
 #: The most worker processes ``WORKERS=0`` starts (each holds its own copy of the model).
 MAX_AUTO_WORKERS = 4
 
@@ -40,6 +44,14 @@ def usable_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
         return max(min(cores, math.ceil(int(quota) / int(period))), 1)
     except (OSError, ValueError, ZeroDivisionError):
         return cores  # no readable cgroup v2 limit here
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it (only its parents)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
 
 
 DEFAULT_MODEL_CACHE_DIR = Path.home() / ".cache" / "inference-gateway"
@@ -116,6 +128,8 @@ class Settings(BaseSettings):
     # Slow clients: a request's headers, and then its body, must arrive within these.
     request_header_timeout: float = Field(10.0, gt=0, le=600)
     request_body_timeout: float = Field(30.0, gt=0, le=3600)
+    # The Open Inference Protocol's gRPC service on this port (bound to HOST); unset: off.
+    grpc_port: int | None = Field(None, ge=1, le=65535)
 
     # --- logging
     log_level: LogLevel = LogLevel.INFO
@@ -192,10 +206,29 @@ class Settings(BaseSettings):
             return [o.strip() for o in value.split(",") if o.strip()]
         return value
 
+    @field_validator("grpc_port")
+    @classmethod
+    def _grpc_installed(cls, value: int | None) -> int | None:
+        # Said at start, naming the variable, rather than at the first call.
+        if value is not None:
+            missing = [name for name in GRPC_PACKAGES if not _installed(name)]
+            if missing:
+                raise ValueError(
+                    f"the gRPC service needs {', '.join(missing)}, not installed here: "
+                    "pip install 'inference-gateway[grpc]'"
+                )
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_ports(self) -> Settings:
+        if self.grpc_port is not None and self.grpc_port in (self.port, self.metrics_port):
+            raise ValueError("GRPC_PORT must differ from PORT and METRICS_PORT")
+        return self
 
     @model_validator(mode="after")
     def _check_latency_targets(self) -> Settings:

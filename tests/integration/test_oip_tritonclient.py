@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import httpx2 as httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
@@ -17,6 +16,7 @@ from tritonclient.utils import InferenceServerException
 
 from inference_gateway.inference.preprocess import ImageLimits, PreprocessConfig, prepare_image
 from tests.images import CAT_CLASSES, CAT_PNG, COFFEE_PNG, ESPRESSO, ROCKET_JPG, cat_jpeg
+from tests.oip import classes, predict_top1
 from tests.servers import GatewayProcess, gateway_process
 
 MODEL = "efficientnet-lite0"
@@ -34,30 +34,6 @@ def client(gateway: GatewayProcess) -> Iterator[triton.InferenceServerClient]:
     client = triton.InferenceServerClient(url=gateway.url.removeprefix("http://"))
     yield client
     client.close()
-
-
-def _predict_top1(gateway: GatewayProcess, data: bytes) -> int:
-    answer = httpx.post(
-        f"{gateway.url}/predict", content=data, headers={"content-type": "application/octet-stream"}
-    )
-    assert answer.status_code == 200, answer.text
-    return int(answer.json()["predictions"][0]["class_id"])
-
-
-def _classes(
-    result: triton.InferResult, name: str = "logits"
-) -> list[list[tuple[float, int, str]]]:
-    """The classification extension's answer: per image, (score, class id, label)."""
-    rows = result.as_numpy(name)
-    assert rows is not None
-    parsed = []
-    for row in np.atleast_2d(rows):
-        entries = []
-        for entry in row:
-            score, index, label = entry.decode().split(":", 2)
-            entries.append((float(score), int(index), label))
-        parsed.append(entries)
-    return parsed
 
 
 def test_server_and_model_metadata(client: triton.InferenceServerClient) -> None:
@@ -92,7 +68,7 @@ def test_a_preprocessed_fp32_tensor_gets_the_same_answer_as_predict(
     assert confidences is not None and confidences.shape == (1, 1000)
     assert confidences.dtype == np.float32
     assert abs(float(confidences.sum()) - 1.0) < 1e-4  # the model's softmax
-    assert int(np.argmax(confidences[0])) == _predict_top1(gateway, data)
+    assert int(np.argmax(confidences[0])) == predict_top1(gateway, data)
     assert result.get_response()["id"] == "req-7"
 
 
@@ -104,11 +80,11 @@ def test_encoded_images_as_bytes_with_class_count(
     images.set_data_from_numpy(np.array(photos, dtype=np.object_))
     top = triton.InferRequestedOutput("logits", class_count=3)
     result = client.infer(MODEL, [images], outputs=[top])
-    answers = _classes(result)
+    answers = classes(result)
     assert len(answers) == 3 and all(len(a) == 3 for a in answers)
     assert answers[0][0][1] in CAT_CLASSES and answers[1][0][1] == ESPRESSO
     for photo, answer in zip(photos, answers, strict=True):
-        assert answer[0][1] == _predict_top1(gateway, photo)
+        assert answer[0][1] == predict_top1(gateway, photo)
         assert [score for score, _, _ in answer] == sorted((s for s, _, _ in answer), reverse=True)
 
 
@@ -146,5 +122,5 @@ def test_an_image_client_style_flow(client: triton.InferenceServerClient) -> Non
     image = triton.InferInput(input_meta["name"], list(tensor.shape), input_meta["datatype"])
     image.set_data_from_numpy(tensor)
     output = triton.InferRequestedOutput(metadata["outputs"][0]["name"], class_count=1)
-    ((best,),) = _classes(client.infer(MODEL, [image], outputs=[output]))
+    ((best,),) = classes(client.infer(MODEL, [image], outputs=[output]))
     assert best[1] in CAT_CLASSES and best[2]

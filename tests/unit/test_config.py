@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from inference_gateway import config
 from inference_gateway.config import (
     ConfigError,
     LogFormat,
@@ -65,6 +66,7 @@ def test_dotenv_file_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: object) 
         ("TOP_K_DEFAULT", "50"),
         ("ENABLE_TRACING", "perhaps"),
         ("SLO_AVAILABILITY_TARGET", "1.5"),
+        ("GRPC_PORT", "0"),
     ],
 )
 def test_bad_values_fail_with_a_message_naming_the_variable(
@@ -75,6 +77,30 @@ def test_bad_values_fail_with_a_message_naming_the_variable(
         load_settings(_env_file=None)
     assert variable in str(info.value)
     assert value.lower() in str(info.value).lower()
+
+
+def test_grpc_port_without_the_grpc_packages_fails_at_start_saying_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(config, "GRPC_PACKAGES", ("grpc", "no_such_grpc_package.stubs"))
+    monkeypatch.setenv("GRPC_PORT", "50051")
+    with pytest.raises(ConfigError) as info:
+        load_settings(_env_file=None)
+    message = str(info.value)
+    assert "GRPC_PORT" in message and "no_such_grpc_package.stubs" in message
+    assert "pip install 'inference-gateway[grpc]'" in message
+    monkeypatch.delenv("GRPC_PORT")
+    assert load_settings(_env_file=None).grpc_port is None  # off: nothing is needed
+
+
+@pytest.mark.parametrize("other", ["PORT", "METRICS_PORT"])
+def test_grpc_port_must_not_be_another_port_of_the_gateway(
+    monkeypatch: pytest.MonkeyPatch, other: str
+) -> None:
+    monkeypatch.setenv(other, "9100")
+    monkeypatch.setenv("GRPC_PORT", "9100")
+    with pytest.raises(ConfigError, match="GRPC_PORT must differ from PORT and METRICS_PORT"):
+        load_settings(_env_file=None)
 
 
 def test_workers_zero_means_one_per_core_and_threads_default_to_each_workers_share(

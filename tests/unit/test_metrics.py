@@ -63,6 +63,8 @@ CONTRACT: dict[str, tuple[str, set[str]]] = {
     "model_loads_total": ("counter", MODEL),
     "model_unloads_total": ("counter", MODEL),
     "model_load_duration_seconds": ("histogram", MODEL),
+    "grpc_requests_total": ("counter", {"grpc_method", "code"}),
+    "grpc_request_duration_seconds": ("histogram", {"grpc_method"}),
 }
 
 
@@ -73,13 +75,16 @@ def _scrape(client: TestClient) -> dict:  # type: ignore[type-arg]
 
 
 def test_every_metric_of_the_contract_is_exposed_with_its_type_and_labels(
-    fake_client: TestClient, controlled_backend: ControlledBackend
+    controlled_backend: ControlledBackend,
 ) -> None:
-    fake_client.post("/predict", content=cat_jpeg(), headers=JPEG)
-    fake_client.post("/predict", content=b"junk", headers=JPEG)  # an exception, a decode failure
-    controlled_backend.fail_with = RuntimeError("boom")  # an inference error
-    fake_client.post("/predict", content=cat_jpeg(), headers=JPEG)
-    text = fake_client.get("/metrics").text
+    # With the gRPC service on, whose series exist from start-up.
+    with TestClient(controlled_app(controlled_backend, grpc_port=free_port())) as client:
+        ready_client(client)
+        client.post("/predict", content=cat_jpeg(), headers=JPEG)
+        client.post("/predict", content=b"junk", headers=JPEG)  # an exception, a decode failure
+        controlled_backend.fail_with = RuntimeError("boom")  # an inference error
+        client.post("/predict", content=cat_jpeg(), headers=JPEG)
+        text = client.get("/metrics").text
     families = {f.name: f for f in text_string_to_metric_families(text)}
     for name, (kind, labels) in CONTRACT.items():
         family_name = name.removesuffix("_total") if kind == "counter" else name

@@ -32,6 +32,7 @@ from tests.model_repository import (
     write_hf_model,
     write_yaml_model,
 )
+from tests.servers import free_port
 from tests.unit.test_metrics import CONTRACT
 
 PHOTOS = (CAT_PNG, COFFEE_PNG, ROCKET_JPG)
@@ -236,7 +237,8 @@ def test_the_metrics_contract_holds_over_a_two_model_repository(
     config = {"preprocess": {"scale": 1, "mean": [127] * 3, "std": [128] * 3}}
     write_yaml_model(root, "good", {1: builtin}, config)
     write_yaml_model(root, "nan-scores", {1: shifted_variant(builtin, 3, float("nan"))}, config)
-    app = create_app(make_settings(model_repository=root), configure_logging=False)
+    settings = make_settings(model_repository=root, grpc_port=free_port())  # all of it
+    app = create_app(settings, configure_logging=False)
     with TestClient(app) as client:
         ready_client(client)
         assert _predict(client, "/models/good/predict", CAT_PNG)["predictions"]

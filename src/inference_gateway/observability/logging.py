@@ -197,9 +197,11 @@ def log_request_complete(
     exc_info: BaseException | None = None,
     *,
     expected: bool = False,
+    level: int | None = None,
     **fields: Any,
 ) -> None:
-    """The one access log line of a request; level follows the status class.
+    """The one access log line of a request; level follows the status class, unless
+    ``level`` is given (a protocol whose codes are not HTTP's, such as gRPC).
 
     Errors ride on this line (``error_type``, ``error``, and the traceback of an
     unexpected exception in ``exception``), so each failed request logs exactly once.
@@ -208,13 +210,14 @@ def log_request_complete(
     not an ERROR: it is the service protecting itself, and the rejection counter and
     symptom alerts are where it shows.
     """
-    level = (
-        logging.ERROR
-        if status_code >= 500 and not expected
-        else logging.WARNING
-        if status_code >= 400
-        else logging.INFO
-    )
+    if level is None:
+        level = (
+            logging.ERROR
+            if status_code >= 500 and not expected
+            else logging.WARNING
+            if status_code >= 400
+            else logging.INFO
+        )
     logger.log(
         level,
         "Request completed",

@@ -89,6 +89,13 @@ PREDICT_ENDPOINTS: tuple[str, ...] = (
     "/v2/models/{name}/versions/{version}/infer",
 )
 
+#: Status codes of the gRPC service's ``ModelInfer`` whose series exist from start-up
+#: when it runs (`initialise_grpc`).
+GRPC_INFER_CODES: tuple[str, ...] = (
+    "OK", "INVALID_ARGUMENT", "NOT_FOUND", "UNAVAILABLE", "RESOURCE_EXHAUSTED",
+    "DEADLINE_EXCEEDED", "INTERNAL",
+)  # fmt: skip
+
 #: Statuses of the prediction routes whose series exist from start-up (`initialise_series`).
 PREDICT_STATUSES: tuple[str, ...] = (
     "200", "400", "404", "408", "413", "415", "422", "499", "500", "503", "504",
@@ -162,6 +169,14 @@ class Metrics:
         self.http_request_exceptions_total = Counter(
             "http_request_exceptions_total", "Exceptions raised while serving requests.",
             ["endpoint", "exception_type"], registry=r,
+        )  # fmt: skip
+        self.grpc_requests_total = Counter(
+            "grpc_requests_total", "gRPC calls by method and status code.",
+            ["grpc_method", "code"], registry=r,
+        )  # fmt: skip
+        self.grpc_request_duration_seconds = Histogram(
+            "grpc_request_duration_seconds", "gRPC call latency (seconds).",
+            ["grpc_method"], buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.requests_rejected_total = Counter(
             "requests_rejected_total", "Requests the service refused to protect itself.",
@@ -297,6 +312,21 @@ class Metrics:
                 duration_seconds, trace_id,
             )  # fmt: skip
 
+    def record_grpc_request(
+        self, method: str, code: str, duration_seconds: float, trace_id: str | None = None
+    ) -> None:
+        """Count one finished gRPC call (``method``: the RPC's name, ``code``: its status
+        code's name) and observe its latency."""
+        self.grpc_requests_total.labels(method, code).inc()
+        self.grpc_request_duration_seconds.labels(method).observe(
+            duration_seconds, exemplar=_exemplar(trace_id)
+        )
+        if self.multiprocess_dir is not None and trace_id:
+            self._exemplars.remember(
+                "grpc_request_duration_seconds", (method,), LATENCY_BUCKETS,
+                duration_seconds, trace_id,
+            )  # fmt: skip
+
     def record_inference(
         self,
         model: ModelKey,
@@ -410,6 +440,13 @@ class Metrics:
         for reason in REJECT_REASONS:
             self.requests_rejected_total.labels(reason)
 
+    def initialise_grpc(self) -> None:
+        """Create the gRPC service's ``ModelInfer`` series at 0, for every outcome that
+        dashboards and alerts read (call when the service runs)."""
+        for code in GRPC_INFER_CODES:
+            self.grpc_requests_total.labels("ModelInfer", code)
+        self.grpc_request_duration_seconds.labels("ModelInfer")
+
     def initialise_model(self, model: ModelKey) -> None:
         """Create a model version's series at 0 (not loaded) when the gateway first knows it."""
         self.model_inference_duration_seconds.labels(*model)
@@ -452,6 +489,7 @@ class Metrics:
 _EXEMPLAR_LABELS: dict[str, tuple[str, ...]] = {
     "http_request_duration_seconds": ("method", "endpoint"),
     "model_inference_duration_seconds": MODEL_LABELS,
+    "grpc_request_duration_seconds": ("grpc_method",),
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from typing import Any
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -117,7 +118,7 @@ class ObservabilityMiddleware:
             if isinstance(error, InferenceGatewayException) and error.reject_reason:
                 metrics.record_rejection(error.reject_reason)
             metrics.active_requests.dec()
-        fields: dict[str, object] = {}
+        fields: dict[str, Any] = {}
         model = scope["state"].get("model")  # the version a prediction route picked
         if isinstance(model, tuple):
             fields["model_name"], fields["model_version"] = model

@@ -18,7 +18,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.trace import Span, Status, StatusCode, Tracer
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
 
 from inference_gateway.errors import InferenceGatewayException
@@ -171,8 +171,8 @@ class TracedOperation:
     with four of these per request and one per batch; bench/observability_parts.py).
     """
 
-    __slots__ = ("_attributes", "_context", "_links", "_name", "_start_time", "_token",
-                 "_tracer", "span")  # fmt: skip
+    __slots__ = ("_attributes", "_context", "_kind", "_links", "_name", "_start_time",
+                 "_token", "_tracer", "span")  # fmt: skip
 
     def __init__(
         self,
@@ -183,14 +183,17 @@ class TracedOperation:
         links: list[trace.Link] | None = None,
         context: Context | None = None,
         start_time: int | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
     ) -> None:
-        """Remember what span to start: ``context`` is its parent's (default: current)."""
+        """Remember what span to start: ``context`` is its parent's (default: current);
+        ``kind`` is SERVER for the span of a call the gateway serves."""
         self._name = name
         self._attributes = attributes
         self._tracer = tracer
         self._links = links
         self._context = context
         self._start_time = start_time
+        self._kind = kind
         self._token: object = None
         self.span: Span = trace.INVALID_SPAN
 
@@ -199,6 +202,7 @@ class TracedOperation:
         self.span = self._tracer.start_span(
             self._name,
             context=self._context,
+            kind=self._kind,
             attributes=self._attributes,
             links=self._links,
             start_time=self._start_time,

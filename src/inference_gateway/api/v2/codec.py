@@ -6,6 +6,9 @@ bytes, then each binary tensor's raw little-endian bytes in order; a BYTES eleme
 4-byte little-endian length and its bytes) and classification (an output replaced by
 a BYTES ``[N, k]`` tensor of ``"score:index[:label]"`` strings). Nothing here reads a
 socket or knows a web framework: the routes hand over the body and the header's value.
+The gRPC service hands over each tensor of its message (`decode_raw_input`,
+`decode_typed_input`) and sends `raw_output_bytes`, so both transports check tensors
+alike.
 
 Every way a request can fail to add up raises `V2InputError`, whose message names the
 input and the number that is off. Numeric tensors decoded from binary data are
@@ -22,7 +25,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 import numpy as np
 import numpy.typing as npt
@@ -198,7 +201,7 @@ def decode_infer_request(
         raise V2InputError("The request's 'inputs' is empty; it must list at least one input.")
     inputs: list[InputTensor] = []
     names: set[str] = set()
-    budget = _ElementBudget(max_elements)
+    budget = ElementBudget(max_elements)
     for position, item in enumerate(inputs_json):
         tensor = _decode_input(item, position, section, budget)
         if tensor.name in names:
@@ -255,7 +258,7 @@ def encode_infer_response(
             "shape": list(tensor.shape),
         }
         if as_binary:
-            raw = _output_bytes(tensor)
+            raw = raw_output_bytes(tensor)
             entry["parameters"] = {"binary_data_size": raw.nbytes}
             chunks.append(raw)
         else:
@@ -345,14 +348,21 @@ class _BinarySection:
             )
 
 
-class _ElementBudget:
-    """The elements the request's inputs may still hold."""
+class ElementBudget:
+    """The elements a request's inputs may still hold: a bound checked from the shapes
+    before any tensor is built."""
 
     def __init__(self, limit: int) -> None:
+        """Allow ``limit`` elements in all."""
         self.limit = limit
         self.used = 0
 
     def spend(self, count: int, label: str) -> None:
+        """Charge ``count`` elements of the input ``label``.
+
+        Raises:
+            V2InputError: The request's inputs now hold more than the limit.
+        """
         self.used += count
         if self.used > self.limit:
             raise V2InputError(
@@ -395,24 +405,13 @@ def _parameters(holder: dict[str, Any], owner: str) -> dict[str, Any]:
 
 
 def _decode_input(
-    item: Any, position: int, section: _BinarySection, budget: _ElementBudget
+    item: Any, position: int, section: _BinarySection, budget: ElementBudget
 ) -> InputTensor:
     if not isinstance(item, dict):
         raise V2InputError(f"inputs[{position}] must be an object, not {_kind_of(item)}.")
-    name = item.get("name")
-    if not isinstance(name, str) or not name:
-        raise V2InputError(f"inputs[{position}] needs a non-empty string 'name'.")
-    label = f"Input {name[:64]!r}"
-    datatype = item.get("datatype")
-    if not isinstance(datatype, str):
-        raise V2InputError(f"{label} needs a string 'datatype'.")
-    if datatype not in DATATYPES:
-        raise V2InputError(
-            f"{label} has unknown datatype {datatype[:32]!r}; known: {', '.join(DATATYPES)}."
-        )
-    shape = _shape(item.get("shape"), label)
-    count = math.prod(shape)
-    budget.spend(count, label)
+    name, datatype, label, shape, count = _tensor_header(
+        item.get("name"), item.get("datatype"), item.get("shape"), position, budget
+    )
 
     parameters = _parameters(item, f"{label}:")
     if "shared_memory_region" in parameters:
@@ -436,6 +435,89 @@ def _decode_input(
     else:
         raise V2InputError(f"{label} has neither 'data' nor 'parameters.binary_data_size'.")
     return InputTensor(name=name, datatype=datatype, shape=shape, data=data)
+
+
+class _Header(NamedTuple):
+    """An input's checked name, datatype and shape; ``label`` names it in messages."""
+
+    name: str
+    datatype: str
+    label: str
+    shape: tuple[int, ...]
+    elements: int
+
+
+def _tensor_header(
+    name: Any, datatype: Any, shape_value: Any, position: int, budget: ElementBudget
+) -> _Header:
+    """Check an input's name, datatype and shape and charge its elements to the budget."""
+    if not isinstance(name, str) or not name:
+        raise V2InputError(f"inputs[{position}] needs a non-empty string 'name'.")
+    label = f"Input {name[:64]!r}"
+    if not isinstance(datatype, str):
+        raise V2InputError(f"{label} needs a string 'datatype'.")
+    if datatype not in DATATYPES:
+        raise V2InputError(
+            f"{label} has unknown datatype {datatype[:32]!r}; known: {', '.join(DATATYPES)}."
+        )
+    shape = _shape(shape_value, label)
+    count = math.prod(shape)
+    budget.spend(count, label)
+    return _Header(name, datatype, label, shape, count)
+
+
+def decode_raw_input(
+    name: str,
+    datatype: str,
+    shape: Sequence[int],
+    raw: bytes,
+    *,
+    position: int,
+    budget: ElementBudget,
+) -> InputTensor:
+    """One input given as raw bytes (gRPC's ``raw_input_contents``): laid out as the
+    binary data extension lays out a tensor.
+
+    Raises:
+        V2InputError: The name, datatype or shape is unusable, the elements exceed the
+            budget, or the bytes do not hold exactly the tensor the shape describes.
+    """
+    _, _, label, dims, count = _tensor_header(name, datatype, list(shape), position, budget)
+    data = _from_binary(memoryview(raw), datatype, dims, count, label)
+    return InputTensor(name=name, datatype=datatype, shape=dims, data=data)
+
+
+def decode_typed_input(
+    name: str,
+    datatype: str,
+    shape: Sequence[int],
+    values: Sequence[Any],
+    *,
+    position: int,
+    budget: ElementBudget,
+) -> InputTensor:
+    """One input given as a list of elements in row-major order (gRPC's typed
+    ``contents``): numbers for numeric datatypes, `bytes` for BYTES.
+
+    Raises:
+        V2InputError: The name, datatype or shape is unusable, the elements exceed the
+            budget or are not as many as the shape holds, or a value is NaN or infinite.
+    """
+    _, _, label, dims, count = _tensor_header(name, datatype, list(shape), position, budget)
+    if len(values) != count:
+        raise V2InputError(
+            f"{label}: its contents hold {len(values)} elements but its shape "
+            f"{list(dims)} holds {count}."
+        )
+    dtype = DATATYPES[datatype]
+    if dtype is None:
+        return InputTensor(name=name, datatype=datatype, shape=dims, data=list(values))
+    try:
+        array = np.array(values, dtype=dtype)
+    except (OverflowError, ValueError, TypeError):
+        raise V2InputError(f"{label}: its contents hold a value that is not {datatype}.") from None
+    _check_values(array, datatype, label)
+    return InputTensor(name=name, datatype=datatype, shape=dims, data=_frozen(array.reshape(dims)))
 
 
 def _shape(value: Any, label: str) -> tuple[int, ...]:
@@ -699,7 +781,13 @@ def _output_elements(tensor: OutputTensor) -> list[bytes]:
     return elements
 
 
-def _output_bytes(tensor: OutputTensor) -> memoryview:
+def raw_output_bytes(tensor: OutputTensor) -> memoryview:
+    """An output's data as the protocol's raw bytes: numbers little-endian in row-major
+    order, each BYTES element as a 4-byte little-endian length and its bytes.
+
+    Raises:
+        ValueError: The data does not match the datatype or shape (a bug).
+    """
     if tensor.datatype == "BYTES":
         elements = _output_elements(tensor)
         prefixed = chain.from_iterable((_LENGTH_PREFIX.pack(len(e)), e) for e in elements)

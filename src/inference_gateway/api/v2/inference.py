@@ -1,0 +1,231 @@
+"""The Open Inference Protocol's work, whatever the transport: what REST and gRPC share.
+
+The REST routes (`routes.py`) and the gRPC service (`grpc.py`) only convert: each
+decodes its request into the codec's `InferRequest`, asks here, and encodes what it
+gets. Here are the server's and a model's descriptions (as the protocol's JSON
+documents, whose field names the gRPC messages share), and inference: the request's
+encoded images or preprocessed tensors through the model version's host, with the same
+admission, batching, metrics and spans as ``/predict``, and the outputs to send back.
+Nothing here knows HTTP or gRPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from inference_gateway import __version__
+from inference_gateway.api.v2.codec import (
+    InferRequest,
+    InputTensor,
+    OutputTensor,
+    RequestedOutput,
+    V2InputError,
+    classification_output,
+)
+from inference_gateway.config import Settings
+from inference_gateway.inference.host import ModelHost, Scored
+from inference_gateway.inference.model import LoadedModel
+from inference_gateway.inference.registry import ModelRegistry
+from inference_gateway.observability.logging import InferenceLogFields
+
+#: What the server says it speaks (``GET /v2``, ``ServerMetadata``).
+EXTENSIONS = ("classification", "binary_tensor_data", "model_configuration")
+
+
+# --- descriptions ------------------------------------------------------------------------
+def server_metadata(settings: Settings) -> dict[str, object]:
+    """Name, version and the protocol extensions the gateway supports."""
+    return {"name": settings.app_name, "version": __version__, "extensions": list(EXTENSIONS)}
+
+
+def model_metadata(registry: ModelRegistry, name: str, version: str | None) -> dict[str, object]:
+    """A model version's inputs and outputs as the protocol describes them.
+
+    Raises:
+        ModelNotFoundException: No such model or version.
+        InferenceGatewayException: The version does not serve now (loading, draining).
+    """
+    model = registry.resolve(name, version).require_ready()
+    spec = model.spec
+    versions = [s.version for s in registry.describe(name)[0].versions]
+    return {
+        "name": name,
+        "versions": versions,
+        "platform": "onnxruntime_onnx" if model.backend.name == "onnxruntime" else "pytorch",
+        "inputs": [
+            {
+                "name": model.input_name,
+                "datatype": "FP32",
+                "shape": [-1, *spec.preprocess.tensor_shape],
+            }
+        ],
+        "outputs": [
+            {"name": model.output_name, "datatype": "FP32", "shape": [-1, len(spec.labels)]}
+        ],
+    }
+
+
+def model_config(registry: ModelRegistry, name: str, version: str | None) -> dict[str, object]:
+    """Triton's model configuration: what `image_client`-style tools read to preprocess
+    on their side (``max_batch_size``, the input's ``format`` and ``dims``).
+
+    Raises:
+        ModelNotFoundException: No such model or version.
+        InferenceGatewayException: The version does not serve now (loading, draining).
+    """
+    host = registry.resolve(name, version)
+    model = host.require_ready()
+    spec = model.spec
+    return {
+        "name": name,
+        "platform": "onnxruntime_onnx",
+        "backend": model.backend.name,
+        "max_batch_size": host.batching.max_batch_size,
+        "input": [
+            {
+                "name": model.input_name,
+                "data_type": "TYPE_FP32",
+                "format": f"FORMAT_{spec.preprocess.layout}",
+                "dims": list(spec.preprocess.tensor_shape),
+            }
+        ],
+        "output": [
+            {
+                "name": model.output_name,
+                "data_type": "TYPE_FP32",
+                "dims": [len(spec.labels)],
+                "label_filename": "labels.txt",
+            }
+        ],
+        "dynamic_batching": {
+            "max_queue_delay_microseconds": int(host.batching.max_batch_delay_seconds * 1e6)
+        },
+    }
+
+
+# --- inference ---------------------------------------------------------------------------
+def max_elements(host: ModelHost, settings: Settings) -> int:
+    """The most tensor elements one request may carry: ``MAX_IMAGES_PER_REQUEST``
+    preprocessed images (a bound checked from the shapes, before tensors are built)."""
+    model = host.require_ready()
+    return settings.max_images_per_request * int(np.prod(model.spec.preprocess.tensor_shape))
+
+
+async def run(
+    host: ModelHost, decoded: InferRequest, settings: Settings, deadline: float
+) -> list[Scored]:
+    """Score every image of the request's one input: encoded images (BYTES), decoded
+    with the model's own preprocessing, or tensors the client preprocessed (FP32,
+    FP16). Each image is one entry of the batcher; ``deadline`` is a `time.monotonic`
+    value.
+
+    Raises:
+        V2InputError: Not one input, a datatype or shape the model does not take, or
+            more than ``MAX_IMAGES_PER_REQUEST`` images.
+        InferenceGatewayException: What scoring raises (a corrupt image, a refusal, a
+            timeout, a failed forward pass).
+    """
+    if len(decoded.inputs) != 1:
+        raise V2InputError(f"The model takes one input; the request has {len(decoded.inputs)}.")
+    (tensor,) = decoded.inputs
+    if tensor.datatype == "BYTES":
+        images = _images(tensor, settings.max_images_per_request)
+        return list(await asyncio.gather(*(host.score_image(i, deadline) for i in images)))
+    rows = _rows(tensor, host, settings.max_images_per_request)
+    return list(await asyncio.gather(*(host.score_tensor(row, deadline) for row in rows)))
+
+
+def _images(tensor: InputTensor, limit: int) -> Sequence[bytes]:
+    shape = tensor.shape
+    if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
+        raise V2InputError(
+            f"Input '{tensor.name}': BYTES images take shape [N] or [N, 1], not {list(shape)}."
+        )
+    images = tensor.data
+    assert isinstance(images, list)  # noqa: S101 - the codec gives BYTES as a list
+    _check_count(len(images), limit)
+    return images
+
+
+def _rows(tensor: InputTensor, host: ModelHost, limit: int) -> list[npt.NDArray[np.float32]]:
+    model = host.require_ready()
+    expected = model.spec.preprocess.tensor_shape
+    if tensor.datatype not in ("FP32", "FP16"):
+        raise V2InputError(
+            f"Input '{tensor.name}' is {tensor.datatype}; send FP32 or FP16 tensors, or "
+            "encoded images as BYTES."
+        )
+    if tuple(tensor.shape[1:]) != expected or len(tensor.shape) != len(expected) + 1:
+        raise V2InputError(
+            f"Input '{tensor.name}' has shape {list(tensor.shape)}; the model takes "
+            f"[N, {', '.join(map(str, expected))}]."
+        )
+    data = tensor.data
+    assert isinstance(data, np.ndarray)  # noqa: S101 - numeric tensors are arrays
+    _check_count(data.shape[0], limit)
+    batch = np.array(data, dtype=np.float32)  # writable: a backend may hand it to torch
+    return list(batch)
+
+
+def _check_count(count: int, limit: int) -> None:
+    if count < 1:
+        raise V2InputError("The request holds no image.")
+    if count > limit:
+        raise V2InputError(
+            f"The request holds {count} images; at most {limit} are accepted "
+            "(MAX_IMAGES_PER_REQUEST)."
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What goes back for one inference request.
+
+    ``outputs[i]`` answers ``requested[i]``: an output the request named, or None for
+    the model's output when it named none. ``log`` is the first image's answer for the
+    request's one log line.
+    """
+
+    outputs: list[OutputTensor]
+    requested: tuple[RequestedOutput | None, ...]
+    log: InferenceLogFields
+
+
+def answer(host: ModelHost, decoded: InferRequest, scored: list[Scored]) -> Answer:
+    """The outputs the request asked for: the model's confidences ``[N, classes]``, or
+    the classification extension's top classes where an output asks for them.
+
+    Raises:
+        V2InputError: The request names an output the model does not have.
+    """
+    model: LoadedModel = host.require_ready() if host.model is None else host.model
+    scores = np.stack([s.confidences for s in scored]).astype(np.float32)
+    requested: tuple[RequestedOutput | None, ...] = decoded.outputs or (None,)
+    outputs: list[OutputTensor] = []
+    for output in requested:
+        name = output.name if output is not None else model.output_name
+        if name != model.output_name:
+            raise V2InputError(
+                f"The model has no output '{name[:64]}'; its output is '{model.output_name}'."
+            )
+        k = output.classification if output is not None else None
+        if k is not None:
+            outputs.append(classification_output(name, scores, model.spec.labels, k))
+        else:
+            outputs.append(OutputTensor(name, "FP32", tuple(scores.shape), scores))
+    first = scored[0]
+    best = int(np.argmax(first.confidences))
+    log = InferenceLogFields(
+        model_name=host.model_name,
+        model_version=host.model_version,
+        prediction_class=model.spec.labels[best],
+        confidence=float(first.confidences[best]),
+        inference_ms=round(first.timings.inference_ms, 3),
+        batch_size=first.batch_size,
+    )
+    return Answer(outputs=outputs, requested=requested, log=log)
