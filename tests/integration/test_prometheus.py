@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
+import numpy as np
 import pytest
+import tritonclient.grpc as triton_grpc
 import yaml
 
 from inference_gateway.config import Settings
@@ -41,6 +43,7 @@ SPEC_QUERIES = [
 ]
 PREDICTIONS = 12
 OTHER_PREDICTIONS = 4
+GRPC_PREDICTIONS = 3
 OTHER_MODEL = "channels-last"
 BAD_IMAGES = 3
 #: Scrapes that must hold the traffic before the queries over it are checked.
@@ -107,7 +110,13 @@ class Prometheus:
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+def grpc_port() -> int:
+    """Where the gateway serves the Open Inference Protocol's gRPC service."""
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, grpc_port: int) -> Iterator[GatewayProcess]:
     """A gateway serving a two-model repository: the built-in model (the default) and
     another that takes channels-last ImageNet-normalised input."""
     root = tmp_path_factory.mktemp("models")
@@ -117,6 +126,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
         "ENABLE_TRACING": "true",
         "MODEL_REPOSITORY": str(root),
         "DEFAULT_MODEL": "efficientnet-lite0",
+        "GRPC_PORT": str(grpc_port),
     }
     with gateway_process(env) as process:
         yield process
@@ -161,7 +171,7 @@ def _ok(url: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def traffic(gateway: GatewayProcess, prometheus: Prometheus) -> dict[str, int]:
+def traffic(gateway: GatewayProcess, prometheus: Prometheus, grpc_port: int) -> dict[str, int]:
     """Real predictions and errors, then wait until Prometheus has seen all of them."""
     # Scraped before the traffic, so rates see the counters rise from their start.
     wait_until(
@@ -184,6 +194,12 @@ def traffic(gateway: GatewayProcess, prometheus: Prometheus) -> dict[str, int]:
                 ).status_code
                 == 400
             )
+        grpc = triton_grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        for _ in range(GRPC_PREDICTIONS):  # the SLOs count gRPC ModelInfer too
+            image = triton_grpc.InferInput("input", [1], "BYTES")
+            image.set_data_from_numpy(np.array([cat_jpeg()], dtype=np.object_))
+            grpc.infer("efficientnet-lite0", [image])
+        grpc.close()
         for _ in range(OTHER_PREDICTIONS):
             answer = client.post(
                 f"/models/{OTHER_MODEL}/predict",
@@ -208,7 +224,12 @@ def traffic(gateway: GatewayProcess, prometheus: Prometheus) -> dict[str, int]:
     wait_until(
         lambda: _settled(prometheus), timeout=60, what="scrapes and rule evaluations of the traffic"
     )
-    return {"ok": PREDICTIONS, "bad": BAD_IMAGES, "other": OTHER_PREDICTIONS}
+    return {
+        "ok": PREDICTIONS,
+        "bad": BAD_IMAGES,
+        "other": OTHER_PREDICTIONS,
+        "grpc": GRPC_PREDICTIONS,
+    }
 
 
 def _settled(prometheus: Prometheus) -> bool:
@@ -243,7 +264,13 @@ def test_target_is_up_and_samples_match_what_was_sent(
         == traffic["bad"]
     )
     assert prometheus.scalar('sum(http_requests_total{endpoint="unmatched",status="404"})') == 1
-    assert prometheus.scalar("sum(model_predictions_total)") == traffic["ok"] + traffic["other"]
+    assert prometheus.scalar("sum(model_predictions_total)") == (
+        traffic["ok"] + traffic["other"] + traffic["grpc"]
+    )
+    assert (
+        prometheus.scalar('sum(grpc_requests_total{grpc_method="ModelInfer",code="OK"})')
+        == traffic["grpc"]
+    )
     assert (
         prometheus.scalar(f'sum(model_predictions_total{{model_name="{OTHER_MODEL}"}})')
         == traffic["other"]
