@@ -325,3 +325,15 @@ def test_a_port_already_taken_fails_the_start_saying_so() -> None:
         refused = pytest.raises(RuntimeError, match=f"GRPC_PORT: cannot listen on 127.0.0.1:{port}")
         with refused, TestClient(app):
             pass
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2])
+def test_the_grpc_port_is_shared_whenever_serve_starts_several_workers(workers: int) -> None:
+    """WORKERS=0 means one worker per core: on a machine with several cores every
+    worker binds GRPC_PORT, so the port must be shared then too."""
+    from inference_gateway.api.v2.grpc import server_options
+
+    settings = make_settings(workers=workers, grpc_port=50051)
+    options = dict(server_options(settings))
+    assert options["grpc.so_reuseport"] == (1 if settings.effective_workers > 1 else 0)
+    assert options["grpc.max_receive_message_length"] == settings.max_body_bytes

@@ -336,6 +336,16 @@ def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    """grpcio's options: messages up to ``MAX_BODY_BYTES``; the port shared between the
+    workers of one server (``WORKERS`` above 1, or 0 on a machine with several cores)."""
+    shared = settings.effective_workers > 1
+    return [
+        ("grpc.max_receive_message_length", settings.max_body_bytes),
+        ("grpc.so_reuseport", 1 if shared else 0),
+    ]
+
+
 @asynccontextmanager
 async def grpc_service(
     settings: Settings, registry: ModelRegistry, telemetry: Telemetry
@@ -352,13 +362,7 @@ async def grpc_service(
         RuntimeError: The port cannot be bound.
     """
     assert settings.grpc_port is not None  # noqa: S101 - the caller checks
-    workers = settings.workers or 1
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", settings.max_body_bytes),
-            ("grpc.so_reuseport", 1 if workers > 1 else 0),
-        ]
-    )
+    server = grpc.aio.server(options=server_options(settings))
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
         InferenceServicer(registry, settings, telemetry), server
     )
