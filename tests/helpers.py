@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import threading
@@ -51,6 +52,18 @@ def wait_until(
             return
         time.sleep(0.01)
     pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+async def wait_until_async(
+    condition: Callable[[], bool], seconds: float = 30.0, what: str = "condition"
+) -> None:
+    """`wait_until` for a test running on an event loop: polls without blocking it."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    pytest.fail(f"timed out after {seconds}s waiting for {what}")
 
 
 @contextmanager

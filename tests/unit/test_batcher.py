@@ -6,6 +6,7 @@ import asyncio
 import json
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -27,7 +28,7 @@ from inference_gateway.inference.batcher import (
 )
 from inference_gateway.observability.metrics import Metrics
 from inference_gateway.observability.telemetry import Telemetry
-from tests.helpers import json_log_capture
+from tests.helpers import json_log_capture, wait_until_async
 from tests.scrape import parse, value
 
 POISON = -7.0
@@ -105,11 +106,8 @@ def far() -> float:
     return time.monotonic() + 30
 
 
-async def wait_for(condition, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + 10
-    while not condition():
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.005)
+async def wait_for(condition: Callable[[], bool], what: str) -> None:
+    await wait_until_async(condition, seconds=10, what=what)
 
 
 Futures = list["asyncio.Future[BatchOutcome]"]

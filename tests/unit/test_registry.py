@@ -7,6 +7,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ from inference_gateway.inference.preprocess import ImageLimits
 from inference_gateway.inference.registry import ModelRegistry, ModelSource
 from inference_gateway.observability.metrics import Metrics
 from inference_gateway.observability.telemetry import Telemetry
-from tests.helpers import ControlledBackend
+from tests.helpers import ControlledBackend, wait_until_async
 
 LABELS = tuple(f"class {i}" for i in range(1000))
 TENSOR = np.zeros((3, 224, 224), dtype=np.float32)
@@ -61,19 +62,16 @@ def _registry(**options: object) -> tuple[ModelRegistry, Metrics]:
     return registry, metrics
 
 
-async def _until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while not condition():
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.005)
-
-
 def _ready(registry: ModelRegistry) -> bool:
     try:
         registry.check_ready()
     except ModelNotLoadedException:
         return False
     return True
+
+
+def _serves_version(registry: ModelRegistry, version: str) -> bool:
+    return registry.resolve("m").model_version == version
 
 
 def _serving(registry: ModelRegistry, name: str) -> Callable[[], bool]:
@@ -100,11 +98,14 @@ def test_a_slow_model_does_not_stall_a_fast_one_and_full_queues_are_per_model() 
     async def scenario() -> None:
         registry, _ = _registry()
         registry.apply([_source("slow", "1", slow, queue=1), _source("fast", "1", fast)], {})
-        await _until(lambda: _ready(registry), "both ready")
+        await wait_until_async(lambda: _ready(registry), what="both ready")
         held = [asyncio.ensure_future(_answer(registry, "slow"))]
-        await _until(slow.entered.is_set, "one request in the slow model")
+        await wait_until_async(slow.entered.is_set, what="one request in the slow model")
         held.append(asyncio.ensure_future(_answer(registry, "slow")))
-        await _until(lambda: registry.resolve("slow").batcher.pending == 2, "slow full")  # type: ignore[union-attr]
+        await wait_until_async(
+            lambda: registry.resolve("slow").batcher.pending == 2,  # type: ignore[union-attr]
+            what="slow full",
+        )
         with pytest.raises(QueueFullException):
             await _answer(registry, "slow")
         assert await _answer(registry, "fast") == "1"  # answered while slow is stuck
@@ -126,7 +127,7 @@ def test_routing_defaults_and_unknown_names() -> None:
             _source("b", "1", backend),
         ]
         registry.apply(sources, {})
-        await _until(lambda: _ready(registry), "ready")
+        await wait_until_async(lambda: _ready(registry), what="ready")
         assert await _answer(registry, "a") == "3"  # the highest serving version
         assert await _answer(registry, "a", "1") == "1"
         with pytest.raises(ModelNotFoundException, match="versions: 1, 3"):
@@ -149,7 +150,7 @@ def test_a_version_no_longer_wanted_serves_until_its_successor_is_warm() -> None
     async def scenario() -> None:
         registry, _ = _registry()
         registry.apply([_source("m", "1", old)], {})
-        await _until(_serving(registry, "m"), "v1")
+        await wait_until_async(_serving(registry, "m"), what="v1")
         new.release.clear()  # v2's warm-up is not run; hold its first answer instead
         slow_source = _source("m", "2", new)
         original = slow_source.loader
@@ -164,10 +165,12 @@ def test_a_version_no_longer_wanted_serves_until_its_successor_is_warm() -> None
         assert await _answer(registry, "m") == "1"
         assert [v.version for v in registry.describe("m")[0].versions] == ["1", "2"]
         gate.set()
-        await _until(lambda: registry.resolve("m").model_version == "2", "v2 to take over")
-        await _until(
+        await wait_until_async(
+            lambda: registry.resolve("m").model_version == "2", what="v2 to take over"
+        )
+        await wait_until_async(
             lambda: [v.version for v in registry.describe("m")[0].versions] == ["2"],
-            "v1 removed",
+            what="v1 removed",
         )
         new.release.set()
         assert await _answer(registry, "m") == "2"
@@ -183,7 +186,7 @@ def test_files_that_fail_to_load_leave_the_old_ones_serving_and_are_tried_once()
     async def scenario() -> None:
         registry, _ = _registry()
         registry.apply([_source("m", "1", backend, fingerprint="a")], {})
-        await _until(_serving(registry, "m"), "v1")
+        await wait_until_async(_serving(registry, "m"), what="v1")
 
         def broken() -> LoadedModel:
             attempts.append(1)
@@ -192,8 +195,8 @@ def test_files_that_fail_to_load_leave_the_old_ones_serving_and_are_tried_once()
         bad = ModelSource("m", "1", broken, BatchingConfig(), fingerprint="b")
         for _ in range(3):  # three polls see the same broken files
             registry.apply([bad], {})
-        await _until(
-            lambda: registry.describe("m")[0].versions[0].reload_error is not None, "error"
+        await wait_until_async(
+            lambda: registry.describe("m")[0].versions[0].reload_error is not None, what="error"
         )
         (status,) = registry.describe("m")
         assert status.state is ModelState.READY and status.versions[0].state is ModelState.READY
@@ -213,7 +216,7 @@ def test_a_broken_model_keeps_ready_503_and_a_fixed_one_serves() -> None:
         registry.apply(
             [_source("good", "1", backend)], {"bad": "models/bad/model.yaml: unknown key 'x'"}
         )
-        await _until(_serving(registry, "good"), "good")
+        await wait_until_async(_serving(registry, "good"), what="good")
         with pytest.raises(ModelNotLoadedException, match="unknown key 'x'") as refusal:
             registry.check_ready()
         states = {m["name"]: m["state"] for m in refusal.value.extensions["models"]}  # type: ignore[attr-defined]
@@ -221,7 +224,7 @@ def test_a_broken_model_keeps_ready_503_and_a_fixed_one_serves() -> None:
         with pytest.raises(ModelNotLoadedException, match="cannot be served"):
             registry.resolve("bad")
         registry.apply([_source("good", "1", backend), _source("bad", "1", backend)], {})
-        await _until(_serving(registry, "bad"), "the fixed model")
+        await wait_until_async(_serving(registry, "bad"), what="the fixed model")
         assert registry.check_ready() is None  # several models, no default
         await registry.close(5)
 
@@ -234,9 +237,9 @@ def test_a_removed_model_finishes_what_was_routed_to_it() -> None:
     async def scenario() -> None:
         registry, _ = _registry()
         registry.apply([_source("m", "1", backend)], {})
-        await _until(_serving(registry, "m"), "m")
+        await wait_until_async(_serving(registry, "m"), what="m")
         routed = asyncio.ensure_future(_answer(registry, "m"))
-        await _until(backend.entered.is_set, "a request in the model")
+        await wait_until_async(backend.entered.is_set, what="a request in the model")
         registry.apply([], {})
         with pytest.raises(ModelNotFoundException):
             registry.resolve("m")
@@ -264,15 +267,15 @@ def test_ready_waits_for_every_version_found_at_start_but_not_for_later_ones() -
     async def scenario() -> None:
         registry, _ = _registry()
         registry.apply([_source("m", "1", backend), gated("2")], {})
-        await _until(_serving(registry, "m"), "v1")
+        await wait_until_async(_serving(registry, "m"), what="v1")
         with pytest.raises(ModelNotLoadedException, match="m version 2: LOADING"):
             registry.check_ready()  # a version the operator asked for is still loading
         gates["2"].set()
-        await _until(lambda: _ready(registry), "v2 and so the pod")
+        await wait_until_async(lambda: _ready(registry), what="v2 and so the pod")
         registry.apply([_source("m", "1", backend), gated("2"), gated("3")], {})
         assert _ready(registry)  # a version added live does not take the pod out
         gates["3"].set()
-        await _until(lambda: registry.resolve("m").model_version == "3", "v3")
+        await wait_until_async(lambda: registry.resolve("m").model_version == "3", what="v3")
         await registry.close(5)
 
     _run(scenario)
@@ -308,7 +311,7 @@ def test_a_version_removed_while_it_loads_never_serves_nor_leaks() -> None:
         registry.apply([_held("x", "1", backend, gate)], {})
         registry.apply([], {})  # removed while its load runs
         gate.set()
-        await _until(lambda: not registry.names(), "x gone")
+        await wait_until_async(lambda: not registry.names(), what="x gone")
         await asyncio.sleep(0.1)  # the abandoned load finishes in its thread
         assert _batcher_threads() == threads  # no worker was started for it
         assert _gauge(metrics, "model_loaded", ("x", "1")) is None  # and no series left
@@ -325,13 +328,19 @@ def test_the_serving_copy_owns_the_gauges_of_its_version() -> None:
     async def scenario() -> None:
         registry, metrics = _registry(retire_grace_seconds=30)
         registry.apply([_source("m", "1", stuck, fingerprint="a")], {})
-        await _until(_serving(registry, "m"), "m")
+        await wait_until_async(_serving(registry, "m"), what="m")
         old_request = asyncio.ensure_future(_answer(registry, "m"))
-        await _until(stuck.entered.is_set, "a request in the old copy")
+        await wait_until_async(stuck.entered.is_set, what="a request in the old copy")
         registry.apply([_source("m", "1", fresh, fingerprint="b")], {})
-        await _until(lambda: registry.resolve("m").model.backend is fresh, "the new copy")  # type: ignore[union-attr]
+        await wait_until_async(
+            lambda: registry.resolve("m").model.backend is fresh,  # type: ignore[union-attr]
+            what="the new copy",
+        )
         new_requests = [asyncio.ensure_future(_answer(registry, "m")) for _ in range(3)]
-        await _until(lambda: registry.resolve("m").batcher.pending == 3, "3 in the new copy")  # type: ignore[union-attr]
+        await wait_until_async(
+            lambda: registry.resolve("m").batcher.pending == 3,  # type: ignore[union-attr]
+            what="3 in the new copy",
+        )
         stuck.release.set()
         assert await old_request == "1"  # the old copy finished what it had
         await asyncio.sleep(0.1)  # and closed
@@ -353,11 +362,13 @@ def test_a_model_added_live_does_not_take_the_pod_out_even_when_broken() -> None
     async def scenario() -> None:
         registry, _ = _registry()
         registry.apply([_source("m", "1", backend)], {})
-        await _until(lambda: _ready(registry), "m")
+        await wait_until_async(lambda: _ready(registry), what="m")
         registry.apply(
             [_source("m", "1", backend), ModelSource("z", "1", broken, BatchingConfig())], {}
         )
-        await _until(lambda: registry.describe("z")[0].state is ModelState.UNAVAILABLE, "z fails")
+        await wait_until_async(
+            lambda: registry.describe("z")[0].state is ModelState.UNAVAILABLE, what="z fails"
+        )
         assert _ready(registry)  # /models says z is broken; the fleet keeps serving m
         await registry.close(5)
 
@@ -370,14 +381,16 @@ def test_rolling_many_versions_keeps_the_exposition_and_the_registry_bounded() -
     async def scenario() -> None:
         registry, metrics = _registry(retire_grace_seconds=1)
         registry.apply([_source("m", "0", backend)], {})
-        await _until(_serving(registry, "m"), "v0")
+        await wait_until_async(_serving(registry, "m"), what="v0")
         await _answer(registry, "m")
         lines = len(metrics.render(None)[0].splitlines())
         for version in range(1, 21):  # each poll sees only the newest version
             registry.apply([_source("m", str(version), backend)], {})
-            await _until(lambda v=str(version): registry.resolve("m").model_version == v, "next")
+            await wait_until_async(partial(_serves_version, registry, str(version)), what="next")
             await _answer(registry, "m")
-        await _until(lambda: len(registry.describe("m")[0].versions) == 1, "old ones unloaded")
+        await wait_until_async(
+            lambda: len(registry.describe("m")[0].versions) == 1, what="old ones unloaded"
+        )
         await asyncio.sleep(0.1)
         assert len(metrics.render(None)[0].splitlines()) == lines  # one version's series
         await registry.close(5)
