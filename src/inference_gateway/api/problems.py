@@ -55,6 +55,13 @@ _CLOSES_CONNECTION: tuple[type[InferenceGatewayException], ...] = (
 )
 
 
+def retry_headers(exc: InferenceGatewayException) -> dict[str, str]:
+    """``Retry-After`` for a refusal that carries a retry hint; no headers otherwise."""
+    if exc.retry_after_seconds is None:
+        return {}
+    return {"Retry-After": str(exc.retry_after_seconds)}
+
+
 def http_status(exc: InferenceGatewayException) -> int:
     """The HTTP status that answers ``exc``."""
     for cls in type(exc).__mro__:
@@ -99,10 +106,8 @@ def gateway_exception_response(
     exc: InferenceGatewayException, request_id: str | None
 ) -> JSONResponse:
     """Render a gateway exception; refusals carry ``reason`` and ``Retry-After``."""
-    headers: dict[str, str] = {}
+    headers = retry_headers(exc)
     extra: dict[str, Any] = {}
-    if exc.retry_after_seconds is not None:
-        headers["Retry-After"] = str(exc.retry_after_seconds)
     if isinstance(exc, _CLOSES_CONNECTION):
         headers["Connection"] = "close"
     if exc.reject_reason is not None:

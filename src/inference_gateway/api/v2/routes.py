@@ -17,30 +17,28 @@ from fastapi.routing import APIRoute
 
 from inference_gateway.api.dependencies import RegistryDep, SettingsDep
 from inference_gateway.api.limits import request_deadline
-from inference_gateway.api.problems import http_status
+from inference_gateway.api.problems import http_status, retry_headers
 from inference_gateway.api.v2 import inference
 from inference_gateway.api.v2.codec import (
+    INFERENCE_HEADER_CONTENT_LENGTH,
     InferRequest,
-    V2InputError,
     decode_infer_request,
     encode_infer_response,
     error_body,
+    parse_header_length,
 )
 from inference_gateway.errors import InferenceGatewayException
 from inference_gateway.inference.host import ModelHost, Scored
-
-BINARY_HEADER = "inference-header-content-length"
 
 
 def _error_response(request: Request, exc: InferenceGatewayException) -> Response:
     """The protocol's error answer; the access line and metrics see the exception."""
     request.scope.setdefault("state", {})["error"] = exc
-    headers = {}
-    if exc.retry_after_seconds is not None:
-        headers["Retry-After"] = str(exc.retry_after_seconds)
-    status = http_status(exc)
     return Response(
-        error_body(exc.detail), status_code=status, headers=headers, media_type="application/json"
+        error_body(exc.detail),
+        status_code=http_status(exc),
+        headers=retry_headers(exc),
+        media_type="application/json",
     )
 
 
@@ -135,20 +133,12 @@ async def infer(
         host.check_admission(deadline)  # shed load before reading the upload
         body = await request.body()
         decoded = decode_infer_request(
-            body, _header_length(request), max_elements=inference.max_elements(host, settings)
+            body,
+            parse_header_length(request.headers.get(INFERENCE_HEADER_CONTENT_LENGTH)),
+            max_elements=inference.max_elements(host, settings),
         )
         scored = await inference.run(host, decoded, settings, deadline)
         return _answer(request, host, decoded, scored)
-
-
-def _header_length(request: Request) -> int | None:
-    value = request.headers.get(BINARY_HEADER)
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise V2InputError(f"{BINARY_HEADER} must be an integer.") from None
 
 
 def _answer(
@@ -163,6 +153,6 @@ def _answer(
         binary=[decoded.wants_binary(output) for output in answered.requested],
     )
     request.scope["state"]["inference"] = answered.log
-    headers = {} if header_length is None else {BINARY_HEADER: str(header_length)}
+    headers = {} if header_length is None else {INFERENCE_HEADER_CONTENT_LENGTH: str(header_length)}
     media_type = "application/json" if header_length is None else "application/octet-stream"
     return Response(body, headers=headers, media_type=media_type)
