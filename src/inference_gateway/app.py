@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import threading
 from collections.abc import AsyncIterator
@@ -22,6 +21,7 @@ from inference_gateway.api.v2.routes import router as v2_router
 from inference_gateway.config import Settings
 from inference_gateway.errors import gateway_exception_names
 from inference_gateway.inference.catalog import BuiltinCatalog, RepositoryCatalog
+from inference_gateway.inference.control import ModelControl
 from inference_gateway.inference.host import LoadRetry
 from inference_gateway.inference.model import ModelLoader
 from inference_gateway.inference.preprocess import (
@@ -31,7 +31,7 @@ from inference_gateway.inference.preprocess import (
 )
 from inference_gateway.inference.registry import ModelRegistry
 from inference_gateway.inference.workers import WorkerReadiness
-from inference_gateway.observability.logging import get_logger, log_error, setup_logging
+from inference_gateway.observability.logging import get_logger, setup_logging
 from inference_gateway.observability.metrics import Metrics, serve_metrics_port
 from inference_gateway.observability.middleware import ObservabilityMiddleware
 from inference_gateway.observability.telemetry import Telemetry
@@ -114,45 +114,9 @@ def _catalog(settings: Settings, loader: ModelLoader | None) -> BuiltinCatalog |
     return BuiltinCatalog(settings, loader)
 
 
-async def _apply(
-    registry: ModelRegistry,
-    catalog: BuiltinCatalog | RepositoryCatalog,
-    logger: structlog.stdlib.BoundLogger,
-    warned: set[str],
-) -> None:
-    """Read the catalog and make the registry serve what it holds (the registry logs
-    each broken model once; each warning is logged once too, not at every poll)."""
-    reading = await catalog.read()
-    for warning in reading.warnings:
-        if warning not in warned:
-            warned.add(warning)
-            logger.warning("Model repository entry skipped", reason=warning)
-    registry.apply(reading.sources, reading.errors)
-
-
-async def _poll(
-    registry: ModelRegistry,
-    catalog: BuiltinCatalog | RepositoryCatalog,
-    every_seconds: float,
-    logger: structlog.stdlib.BoundLogger,
-    warned: set[str],
-) -> None:
-    """Rescan the repository every ``every_seconds`` and apply what changed."""
-    failing = False
-    while True:
-        await asyncio.sleep(every_seconds)
-        try:
-            await _apply(registry, catalog, logger, warned)
-            failing = False
-        except Exception as exc:  # the repository vanished, a disk error: try again later
-            if not failing:  # once per outage, not at every poll
-                log_error(logger, "Model repository scan failed", exc)
-            failing = True
-
-
 @asynccontextmanager
 async def _grpc_serving(
-    settings: Settings, registry: ModelRegistry, telemetry: Telemetry
+    settings: Settings, registry: ModelRegistry, control: ModelControl, telemetry: Telemetry
 ) -> AsyncIterator[None]:
     """Serve the gRPC service too when ``GRPC_PORT`` is set, until the block ends."""
     if settings.grpc_port is None:
@@ -161,38 +125,27 @@ async def _grpc_serving(
     # Imported only now: grpcio and tritonclient come with the `grpc` extra.
     from inference_gateway.api.v2.grpc import grpc_service
 
-    async with grpc_service(settings, registry, telemetry):
+    async with grpc_service(settings, registry, control, telemetry):
         yield
 
 
 @asynccontextmanager
 async def _serving(
+    control: ModelControl,
     registry: ModelRegistry,
-    catalog: BuiltinCatalog | RepositoryCatalog,
     settings: Settings,
     logger: structlog.stdlib.BoundLogger,
 ) -> AsyncIterator[None]:
-    """Serve the catalog's models (rescanning it when asked) until the block ends,
-    then drain and unload them."""
-    warned: set[str] = set()
-    await _apply(registry, catalog, logger, warned)
-    every = settings.model_repository_poll_seconds
-    polling = (
-        asyncio.create_task(
-            _poll(registry, catalog, every, logger, warned), name="model-repository-poll"
-        )
-        if isinstance(catalog, RepositoryCatalog) and every
-        else None
-    )
+    """Serve the catalog's models (rescanning a repository when asked) until the block
+    ends, then drain and unload them."""
+    await control.refresh()
+    polled = isinstance(control.catalog, RepositoryCatalog)
     try:
-        yield
+        async with control.polling(settings.model_repository_poll_seconds if polled else 0):
+            yield
     finally:
         logger.info("Shutting down")
         registry.begin_drain()
-        if polling is not None:
-            polling.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await polling
         # Loads still running or retrying are not waited for.
         await registry.close(settings.graceful_shutdown_seconds)
 
@@ -229,7 +182,7 @@ def create_app(
         metrics=metrics, tracer_provider=provider, tracer=get_tracer(provider), logger=logger
     )
     registry = _registry(settings, telemetry)
-    catalog = _catalog(settings, model_loader)
+    control = ModelControl(_catalog(settings, model_loader), registry, logger)
     if metrics is not None:
         metrics.initialise_series(
             exception_types=gateway_exception_names(),
@@ -267,8 +220,8 @@ def create_app(
             # Exited in reverse: the gRPC service stops (its calls in flight finish)
             # before the registry drains and unloads the models.
             async with (
-                _serving(registry, catalog, settings, logger),
-                _grpc_serving(settings, registry, telemetry),
+                _serving(control, registry, settings, logger),
+                _grpc_serving(settings, registry, control, telemetry),
             ):
                 yield
         finally:
@@ -292,6 +245,7 @@ def create_app(
     app.state.settings = settings
     app.state.telemetry = telemetry
     app.state.registry = registry
+    app.state.control = control
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(v2_router)

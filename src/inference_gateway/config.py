@@ -15,7 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from inference_gateway import __version__
@@ -130,6 +130,9 @@ class Settings(BaseSettings):
     request_body_timeout: float = Field(30.0, gt=0, le=3600)
     # The Open Inference Protocol's gRPC service on this port (bound to HOST); unset: off.
     grpc_port: int | None = Field(None, ge=1, le=65535)
+    # Unset: the model repository extension (load, unload, index) is off. Set: those
+    # calls need "Authorization: Bearer <token>". Never logged or shown.
+    admin_token: SecretStr | None = Field(None, min_length=16)
 
     # --- logging
     log_level: LogLevel = LogLevel.INFO

@@ -25,6 +25,8 @@ class ErrorKind(StrEnum):
     TIMEOUT = "timeout"  # a deadline passed
     CANCELLED = "cancelled"  # the client went away
     INTERNAL = "internal"  # the server failed; the client did nothing wrong
+    UNAUTHENTICATED = "unauthenticated"  # no valid credential: send one
+    FORBIDDEN = "forbidden"  # not allowed on this server, whatever the credential
 
 
 class InferenceGatewayException(Exception):  # noqa: N818 - the specification's name
@@ -214,6 +216,30 @@ class UnsupportedMediaTypeException(InferenceGatewayException):
     kind = ErrorKind.INVALID_INPUT
     slug = "unsupported-media-type"
     title = "Unsupported media type"
+
+
+class UnauthenticatedException(InferenceGatewayException):
+    """The request lacks the credential the action needs, or carries a wrong one."""
+
+    kind = ErrorKind.UNAUTHENTICATED
+    slug = "unauthenticated"
+    title = "Authentication required"
+
+
+class ExtensionDisabledException(InferenceGatewayException):
+    """The action belongs to a feature this server was started without."""
+
+    kind = ErrorKind.FORBIDDEN
+    slug = "extension-disabled"
+    title = "Not enabled on this server"
+
+
+class ModelLoadFailedException(InferenceGatewayException):
+    """An explicit load of a model from the repository failed: its files must change."""
+
+    kind = ErrorKind.INVALID_INPUT
+    slug = "model-load-failed"
+    title = "Model failed to load"
 
 
 def gateway_exception_names() -> list[str]:

@@ -34,6 +34,27 @@ RECORDED: list[tuple[str, int, str | None, str | None, str]] = [
         '{"type":"urn:inference-gateway:problem:deadline-unreachable","title":"Deadline cannot be met","status":503,"detail":"detail text","request_id":"req-1","reason":"deadline_unreachable"}',
     ),
     (
+        "raise/ExtensionDisabledException",
+        403,
+        None,
+        None,
+        '{"type":"urn:inference-gateway:problem:extension-disabled","title":"Not enabled on this server","status":403,"detail":"detail text","request_id":"req-1"}',
+    ),
+    (
+        "raise/ModelLoadFailedException",
+        400,
+        None,
+        None,
+        '{"type":"urn:inference-gateway:problem:model-load-failed","title":"Model failed to load","status":400,"detail":"detail text","request_id":"req-1"}',
+    ),
+    (
+        "raise/UnauthenticatedException",
+        401,
+        None,
+        None,
+        '{"type":"urn:inference-gateway:problem:unauthenticated","title":"Authentication required","status":401,"detail":"detail text","request_id":"req-1"}',
+    ),
+    (
         "raise/ImageTooLargeException",
         400,
         None,
@@ -232,6 +253,10 @@ def test_problem_answers_are_unchanged(
     assert response.headers.get("retry-after") == retry_after
     assert response.headers.get("connection") == connection
     assert response.content.decode() == body
+    if status == 401:
+        assert response.headers["www-authenticate"] == 'Bearer realm="inference-gateway"'
+    else:
+        assert "www-authenticate" not in response.headers
 
 
 def test_every_gateway_exception_is_recorded() -> None:

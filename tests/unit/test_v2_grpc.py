@@ -129,11 +129,12 @@ def test_encoded_images_in_typed_contents_from_a_plain_stub_are_answered() -> No
 
 def test_rpcs_the_gateway_does_not_offer_answer_unimplemented() -> None:
     with grpc_app(ControlledBackend()) as (_, server), json_log_capture() as logs:
-        refused = refusal(lambda: server.get_inference_statistics(MODEL))
+        refused = refusal(server.get_system_shared_memory_status)
         assert refused.status() == "StatusCode.UNIMPLEMENTED"
-        assert refused.message() == "ModelStatistics is not offered by this server."
-        wait_until(lambda: bool(lines(logs, "/inference.GRPCInferenceService/ModelStatistics")))
-        (line,) = lines(logs, "/inference.GRPCInferenceService/ModelStatistics")
+        assert refused.message() == "SystemSharedMemoryStatus is not offered by this server."
+        endpoint = "/inference.GRPCInferenceService/SystemSharedMemoryStatus"
+        wait_until(lambda: bool(lines(logs, endpoint)))
+        (line,) = lines(logs, endpoint)
         assert (line["level"], line["status_code"]) == ("WARNING", 12)
 
 

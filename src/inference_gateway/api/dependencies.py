@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from inference_gateway.config import Settings
+from inference_gateway.inference.control import ModelControl
 from inference_gateway.inference.registry import ModelRegistry
 from inference_gateway.observability.telemetry import Telemetry
 
@@ -28,6 +29,12 @@ async def get_registry(request: Request) -> ModelRegistry:
     return registry
 
 
+async def get_control(request: Request) -> ModelControl:
+    """The app's model control (the catalog, polling, explicit load and unload)."""
+    control: ModelControl = request.app.state.control
+    return control
+
+
 async def get_telemetry(request: Request) -> Telemetry:
     """The app's metrics, tracer and logger."""
     telemetry: Telemetry = request.app.state.telemetry
@@ -36,4 +43,5 @@ async def get_telemetry(request: Request) -> Telemetry:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+ControlDep = Annotated[ModelControl, Depends(get_control)]
 TelemetryDep = Annotated[Telemetry, Depends(get_telemetry)]

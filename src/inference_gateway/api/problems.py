@@ -39,6 +39,8 @@ _STATUS_BY_KIND: dict[ErrorKind, int] = {
     ErrorKind.TIMEOUT: 504,
     ErrorKind.CANCELLED: 499,  # nginx's "client closed request"
     ErrorKind.INTERNAL: 500,
+    ErrorKind.UNAUTHENTICATED: 401,
+    ErrorKind.FORBIDDEN: 403,
 }
 
 #: Failures HTTP has a status of their own for (looked up along the class's MRO).
@@ -55,8 +57,11 @@ _CLOSES_CONNECTION: tuple[type[InferenceGatewayException], ...] = (
 )
 
 
-def retry_headers(exc: InferenceGatewayException) -> dict[str, str]:
-    """``Retry-After`` for a refusal that carries a retry hint; no headers otherwise."""
+def error_headers(exc: InferenceGatewayException) -> dict[str, str]:
+    """``Retry-After`` for a refusal that carries a retry hint, ``WWW-Authenticate`` for
+    a missing or wrong credential; no headers otherwise."""
+    if exc.kind is ErrorKind.UNAUTHENTICATED:
+        return {"WWW-Authenticate": 'Bearer realm="inference-gateway"'}
     if exc.retry_after_seconds is None:
         return {}
     return {"Retry-After": str(exc.retry_after_seconds)}
@@ -106,7 +111,7 @@ def gateway_exception_response(
     exc: InferenceGatewayException, request_id: str | None
 ) -> JSONResponse:
     """Render a gateway exception; refusals carry ``reason`` and ``Retry-After``."""
-    headers = retry_headers(exc)
+    headers = error_headers(exc)
     extra: dict[str, Any] = {}
     if isinstance(exc, _CLOSES_CONNECTION):
         headers["Connection"] = "close"

@@ -164,6 +164,8 @@ class ModelHost:
         self.leases = 0  # requests routed here and not finished (event loop only)
         self.released = asyncio.Event()  # set when the leases fall to 0
         self._admitted = 0  # requests between admission and answer (event loop only)
+        # Set when its first load attempt is over (it serves, or failed once), or it closed.
+        self.attempted = asyncio.Event()
 
     # --- lifecycle ----------------------------------------------------------------
     @property
@@ -220,6 +222,7 @@ class ModelHost:
         self.batcher.muted = self.retiring
         self.batcher.start()
         self.ready = True
+        self.attempted.set()
         self._telemetry.logger.info(
             "Model ready",
             model_name=self.model_name,
@@ -243,6 +246,7 @@ class ModelHost:
                 self.permanent_error = isinstance(exc, ValueError)
                 delay = None if self.permanent_error else self._load_retry.delay(self.load_failures)
                 self._next_attempt = None if delay is None else time.monotonic() + delay
+                self.attempted.set()
                 if metrics is not None:
                     metrics.record_model_load_failure(self.key)
                 log_error(
@@ -301,6 +305,7 @@ class ModelHost:
         to publish (another host may serve the same version).
         """
         self.closed = True
+        self.attempted.set()
         was_serving = self.ready
         self.ready = False
         self.draining = True

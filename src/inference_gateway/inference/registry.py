@@ -171,6 +171,8 @@ class ModelRegistry:
             self._gating.update(self.names())  # the models found at start-up
         self._applied = True
         self._settle_doomed()
+        # A model gone from the catalog gates readiness again only once it serves again.
+        self._gating.intersection_update(self.names())
 
     def _settle_doomed(self) -> None:
         """Remove the versions no longer wanted, except a model's last serving one while
@@ -307,6 +309,31 @@ class ModelRegistry:
     def names(self) -> list[str]:
         """Every model name the gateway knows, served or broken."""
         return sorted(set(self._routes) | set(self._model_errors))
+
+    async def wait_attempted(self, name: str) -> None:
+        """Return once every version of ``name``, and every replacement of one, has
+        made its first attempt to load (it serves, or failed once)."""
+        while True:
+            hosts = [*self._routes.get(name, {}).values()]
+            hosts += [host for key, host in self._pending.items() if key[0] == name]
+            waiting = [h.attempted.wait() for h in hosts if h.state is ModelState.LOADING]
+            if not waiting:
+                return
+            # The hosts may change meanwhile (a newer file, a removal): look again.
+            tasks = [asyncio.ensure_future(w) for w in waiting]
+            try:
+                await asyncio.wait(tasks, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in tasks:
+                    task.cancel()
+
+    def served(self) -> list[tuple[str, str]]:
+        """Every routed model version, by name then version."""
+        return [
+            (name, version)
+            for name in sorted(self._routes)
+            for version in sorted(self._routes[name], key=_version_order)
+        ]
 
     def resolve(self, name: str | None = None, version: str | None = None) -> ModelHost:
         """The host that answers ``name`` (default: the default model) at ``version``

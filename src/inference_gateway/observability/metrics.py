@@ -15,6 +15,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,40 @@ GRPC_INFER_CODES: tuple[str, ...] = (
 PREDICT_STATUSES: tuple[str, ...] = (
     "200", "400", "404", "408", "413", "415", "422", "499", "500", "503", "504",
 )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ModelTotals:
+    """A model version's counters since start-up (`Metrics.model_totals`)."""
+
+    predictions: float = 0.0  # images answered
+    failures: float = 0.0  # images whose forward pass failed
+    batches: float = 0.0  # forward passes
+    batch_images: float = 0.0  # images in those forward passes
+    inference_seconds: float = 0.0  # the forward passes' time
+    queue_waits: float = 0.0  # images that waited for their forward pass
+    queue_seconds: float = 0.0  # their waiting time
+
+
+#: The samples `ModelTotals` reads, each with its field.
+_TOTALS_SAMPLES: dict[str, str] = {
+    "prediction_confidence_count": "predictions",
+    "model_inference_errors_total": "failures",
+    "inference_batch_size_count": "batches",
+    "inference_batch_size_sum": "batch_images",
+    "model_inference_duration_seconds_sum": "inference_seconds",
+    "inference_queue_wait_seconds_count": "queue_waits",
+    "inference_queue_wait_seconds_sum": "queue_seconds",
+}
+_TOTALS_FAMILIES = frozenset(
+    {
+        "prediction_confidence",
+        "model_inference_errors",
+        "inference_batch_size",
+        "model_inference_duration_seconds",
+        "inference_queue_wait_seconds",
+    }
+)
 
 
 def _normalize_endpoint(scope: MutableMapping[str, Any]) -> str:
@@ -468,6 +503,30 @@ class Metrics:
         labels = dict(zip(MODEL_LABELS, model, strict=True))
         for metric in self._per_model:
             metric.remove_by_labels(labels)
+
+    def model_totals(self, models: Iterable[ModelKey]) -> dict[ModelKey, ModelTotals]:
+        """What the counters say each model version did since start-up, summed over
+        the workers in multiprocess mode (the statistics extension's source)."""
+        wanted = {model: ModelTotals() for model in models}
+        if self.multiprocess_dir is not None:
+            source = CollectorRegistry()
+            prom_multiprocess.MultiProcessCollector(source, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        else:
+            source = self.registry
+        sums: dict[tuple[ModelKey, str], float] = {}
+        for family in source.collect():
+            if family.name not in _TOTALS_FAMILIES:
+                continue
+            for sample in family.samples:
+                key = (sample.labels.get("model_name", ""), sample.labels.get("model_version", ""))
+                if key in wanted and sample.name in _TOTALS_SAMPLES:
+                    sums[key, sample.name] = sums.get((key, sample.name), 0.0) + sample.value
+        return {
+            key: ModelTotals(
+                **{field: sums.get((key, name), 0.0) for name, field in _TOTALS_SAMPLES.items()}
+            )
+            for key in wanted
+        }
 
     def render(self, accept: str | None) -> tuple[bytes, str]:
         """Expose the registry, in OpenMetrics when the scraper asks for it."""

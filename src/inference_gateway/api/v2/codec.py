@@ -309,6 +309,35 @@ def classification_output(
     return OutputTensor(name=name, datatype="BYTES", shape=(batch, count), data=elements)
 
 
+@dataclass(frozen=True, slots=True)
+class RepositoryRequest:
+    """A model repository extension request (index, load, unload): its JSON body."""
+
+    ready_only: bool = False  # the index's ``ready``: list only the ready models
+    parameters: tuple[str, ...] = ()  # the names of a load's or unload's parameters
+
+
+def decode_repository_request(body: bytes) -> RepositoryRequest:
+    """An index, load or unload body: empty (as `tritonclient` sends it), or a JSON
+    object with ``ready`` (index), ``repository_name`` and ``parameters``.
+
+    Raises:
+        V2InputError: Not a JSON object, or a field of the wrong type.
+    """
+    if not body.strip():
+        return RepositoryRequest()
+    document = _parse_json(body, "")
+    if not isinstance(document, dict):
+        raise V2InputError(f"The request must be a JSON object, not {_kind_of(document)}.")
+    ready = document.get("ready", False)
+    if not isinstance(ready, bool):
+        raise V2InputError(f"'ready' must be true or false, not {_kind_of(ready)}.")
+    name = document.get("repository_name", "")
+    if not isinstance(name, str):
+        raise V2InputError(f"'repository_name' must be a string, not {_kind_of(name)}.")
+    return RepositoryRequest(ready, tuple(_parameters(document, "The request's")))
+
+
 def error_body(message: str) -> bytes:
     """The protocol's error body, ``{"error": "<message>"}``, which clients such as
     ``tritonclient`` read the message from."""

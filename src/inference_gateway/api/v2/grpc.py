@@ -11,8 +11,8 @@ the caller's W3C ``traceparent`` from the call's metadata, one access log line, 
 ``grpc_requests_total``/``grpc_request_duration_seconds``. Gateway errors become the
 status code of their kind (`grpc_codec.STATUS_BY_KIND`) with their detail as message;
 anything unexpected is INTERNAL with a generic message, its traceback on the access
-line. The RPCs the gateway does not offer (statistics, repository, shared memory,
-streaming, settings) answer UNIMPLEMENTED.
+line. The RPCs the gateway does not offer (shared memory, streaming, trace and log
+settings) answer UNIMPLEMENTED.
 
 Readiness answers as Triton does: ``ServerLive``, ``ServerReady`` and ``ModelReady``
 say false (an unknown model is not ready) rather than failing the call.
@@ -35,6 +35,7 @@ from opentelemetry.trace import Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from inference_gateway.api.admin import require_admin
 from inference_gateway.api.v2 import grpc_codec, inference
 from inference_gateway.config import Settings
 from inference_gateway.errors import (
@@ -42,6 +43,7 @@ from inference_gateway.errors import (
     InferenceGatewayException,
     InferenceTimeoutException,
 )
+from inference_gateway.inference.control import ModelControl
 from inference_gateway.inference.registry import ModelRegistry
 from inference_gateway.observability.logging import (
     InferenceLogFields,
@@ -72,6 +74,10 @@ OFFERED: dict[str, str] = {
     "ModelMetadata": "_model_metadata",  # the model's inputs and outputs
     "ModelConfig": "_model_config",  # Triton's model configuration (as REST's /config)
     "ModelInfer": "_infer",  # images or tensors in; confidences or top classes out
+    "ModelStatistics": "_statistics",  # the statistics extension, from the metrics
+    "RepositoryIndex": "_repository_index",  # the repository's models (ADMIN_TOKEN)
+    "RepositoryModelLoad": "_repository_load",  # serve a model of the repository (ADMIN_TOKEN)
+    "RepositoryModelUnload": "_repository_unload",  # take a model out (ADMIN_TOKEN)
 }
 #: The access line's ``method`` for every RPC.
 ACCESS_METHOD = "gRPC"
@@ -124,9 +130,17 @@ class InferenceServicer:
     offered is an ordinary answer, with its access line and its count.
     """
 
-    def __init__(self, registry: ModelRegistry, settings: Settings, telemetry: Telemetry) -> None:
-        """Serve ``registry``'s models under ``settings``' limits, reporting to ``telemetry``."""
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        control: ModelControl,
+        settings: Settings,
+        telemetry: Telemetry,
+    ) -> None:
+        """Serve ``registry``'s models under ``settings``' limits, reporting to
+        ``telemetry``; ``control`` answers the repository RPCs."""
         self._registry = registry
+        self._control = control
         self._settings = settings
         self._telemetry = telemetry
 
@@ -180,6 +194,32 @@ class InferenceServicer:
                 request_id=decoded.id,
                 outputs=answered.outputs,
             )
+
+    async def _statistics(self, request: Any, call: _Call) -> Any:
+        document = inference.model_statistics(
+            self._registry,
+            self._telemetry.metrics,
+            request.name or None,
+            request.version or None,
+        )
+        return grpc_codec.model_statistics_response(document)
+
+    async def _repository_index(self, request: Any, call: _Call) -> Any:
+        require_admin(self._settings, _metadata(call.context).get("authorization"))
+        models = inference.repository_index(self._control, ready_only=request.ready)
+        return grpc_codec.repository_index_response(models)
+
+    async def _repository_load(self, request: Any, call: _Call) -> Any:
+        require_admin(self._settings, _metadata(call.context).get("authorization"))
+        inference.check_load_parameters(request.parameters)
+        remaining = self._deadline(call.context) - time.monotonic()
+        await self._control.load(request.model_name, max(remaining, 0.0))
+        return service_pb2.RepositoryModelLoadResponse()
+
+    async def _repository_unload(self, request: Any, call: _Call) -> Any:
+        require_admin(self._settings, _metadata(call.context).get("authorization"))
+        await self._control.unload(request.model_name)
+        return service_pb2.RepositoryModelUnloadResponse()
 
     async def _not_offered(self, request: Any, call: _Call) -> Any:
         raise _NotOffered
@@ -348,7 +388,7 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
 
 @asynccontextmanager
 async def grpc_service(
-    settings: Settings, registry: ModelRegistry, telemetry: Telemetry
+    settings: Settings, registry: ModelRegistry, control: ModelControl, telemetry: Telemetry
 ) -> AsyncIterator[None]:
     """Serve the gRPC service on ``HOST:GRPC_PORT`` in this event loop until the block
     ends; then stop taking calls and let those in flight finish within
@@ -364,7 +404,7 @@ async def grpc_service(
     assert settings.grpc_port is not None  # noqa: S101 - the caller checks
     server = grpc.aio.server(options=server_options(settings))
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-        InferenceServicer(registry, settings, telemetry), server
+        InferenceServicer(registry, control, settings, telemetry), server
     )
     address = _address(settings.host, settings.grpc_port)
     try:

@@ -48,6 +48,8 @@ STATUS_BY_KIND: Mapping[ErrorKind, grpc.StatusCode] = {
     ErrorKind.TIMEOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
     ErrorKind.CANCELLED: grpc.StatusCode.CANCELLED,
     ErrorKind.INTERNAL: grpc.StatusCode.INTERNAL,
+    ErrorKind.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    ErrorKind.FORBIDDEN: grpc.StatusCode.PERMISSION_DENIED,
 }
 
 #: The typed ``contents`` field of each datatype (as Triton reads them). FP16 and BF16
@@ -206,3 +208,13 @@ def model_config_response(document: Mapping[str, object]) -> Any:
     names of its enums (``TYPE_FP32``, ``FORMAT_NCHW``) are the protobuf's own."""
     config = json_format.ParseDict(document, model_config_pb2.ModelConfig())
     return service_pb2.ModelConfigResponse(config=config)
+
+
+def model_statistics_response(document: Mapping[str, object]) -> Any:
+    """The ``ModelStatisticsResponse`` of the REST document (`inference.model_statistics`)."""
+    return json_format.ParseDict(document, service_pb2.ModelStatisticsResponse())
+
+
+def repository_index_response(models: Sequence[Mapping[str, str]]) -> Any:
+    """The ``RepositoryIndexResponse`` of the REST index (`inference.repository_index`)."""
+    return json_format.ParseDict({"models": list(models)}, service_pb2.RepositoryIndexResponse())

@@ -12,7 +12,7 @@ Nothing here knows HTTP or gRPC.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,19 +28,32 @@ from inference_gateway.api.v2.codec import (
     classification_output,
 )
 from inference_gateway.config import Settings
+from inference_gateway.errors import ExtensionDisabledException
+from inference_gateway.inference.control import ModelControl
 from inference_gateway.inference.host import ModelHost, Scored
 from inference_gateway.inference.model import LoadedModel
 from inference_gateway.inference.registry import ModelRegistry
 from inference_gateway.observability.logging import InferenceLogFields
+from inference_gateway.observability.metrics import Metrics, ModelTotals
 
-#: What the server says it speaks (``GET /v2``, ``ServerMetadata``).
+#: What the server always speaks (``GET /v2``, ``ServerMetadata``).
 EXTENSIONS = ("classification", "binary_tensor_data", "model_configuration")
+#: Load parameters Triton takes that would load something other than the repository's
+#: files: a configuration or files sent in the request.
+FOREIGN_LOAD_PARAMETERS = ("config",)
+FOREIGN_LOAD_PREFIX = "file:"
 
 
 # --- descriptions ------------------------------------------------------------------------
 def server_metadata(settings: Settings) -> dict[str, object]:
-    """Name, version and the protocol extensions the gateway supports."""
-    return {"name": settings.app_name, "version": __version__, "extensions": list(EXTENSIONS)}
+    """Name, version and the protocol extensions the gateway supports: statistics with
+    metrics on, the model repository extension with ``ADMIN_TOKEN`` set."""
+    extensions = list(EXTENSIONS)
+    if settings.enable_metrics:
+        extensions.append("statistics")
+    if settings.admin_token is not None:
+        extensions.append("model_repository")
+    return {"name": settings.app_name, "version": __version__, "extensions": extensions}
 
 
 def model_metadata(registry: ModelRegistry, name: str, version: str | None) -> dict[str, object]:
@@ -106,6 +119,94 @@ def model_config(registry: ModelRegistry, name: str, version: str | None) -> dic
             "max_queue_delay_microseconds": int(host.batching.max_batch_delay_seconds * 1e6)
         },
     }
+
+
+# --- statistics ------------------------------------------------------------------------
+def model_statistics(
+    registry: ModelRegistry, metrics: Metrics | None, name: str | None, version: str | None
+) -> dict[str, object]:
+    """Triton's statistics extension, from the counters the gateway keeps: every served
+    version (or the model's versions, or the one version named).
+
+    ``inference_count`` is images answered, ``execution_count`` forward passes;
+    ``queue`` and ``compute_infer`` are the time images waited and the forward passes
+    ran; ``fail`` counts images whose forward pass failed. What the gateway does not
+    keep per model is 0: ``success``'s time (see ``http_request_duration_seconds``),
+    ``compute_input``/``compute_output`` (decoding is ``image_preprocess_duration_seconds``,
+    shared by the models), ``last_inference``, caches; ``batch_stats`` is empty.
+
+    Raises:
+        ExtensionDisabledException: Metrics are off (``ENABLE_METRICS=false``).
+        ModelNotFoundException: No such model or version.
+    """
+    if metrics is None:
+        raise ExtensionDisabledException(
+            "The statistics extension reads the metrics, which are off (ENABLE_METRICS=false)."
+        )
+    if name is None:
+        keys = registry.served()
+    elif version is None:
+        registry.resolve(name)  # an unknown model is a 404
+        keys = [key for key in registry.served() if key[0] == name]
+    else:
+        keys = [registry.resolve(name, version).key]
+    totals = metrics.model_totals(keys)
+    return {"model_stats": [_statistics(key, totals[key]) for key in keys]}
+
+
+def _duration(count: float, seconds: float = 0.0) -> dict[str, int]:
+    return {"count": round(count), "ns": round(seconds * 1e9)}
+
+
+def _statistics(key: tuple[str, str], totals: ModelTotals) -> dict[str, object]:
+    return {
+        "name": key[0],
+        "version": key[1],
+        "last_inference": 0,
+        "inference_count": round(totals.predictions),
+        "execution_count": round(totals.batches),
+        "inference_stats": {
+            "success": _duration(totals.predictions),
+            "fail": _duration(totals.failures),
+            "queue": _duration(totals.queue_waits, totals.queue_seconds),
+            "compute_input": _duration(0),
+            "compute_infer": _duration(totals.batches, totals.inference_seconds),
+            "compute_output": _duration(0),
+            "cache_hit": _duration(0),
+            "cache_miss": _duration(0),
+        },
+        "batch_stats": [],
+    }
+
+
+# --- the model repository extension ----------------------------------------------------
+def repository_index(control: ModelControl, *, ready_only: bool) -> list[dict[str, str]]:
+    """Every model of the repository with each version's state (Triton's index): a
+    model pinned unloaded is ``UNAVAILABLE`` with the reason ``unloaded``."""
+    return [
+        {
+            "name": entry.name,
+            **({"version": entry.version} if entry.version is not None else {}),
+            "state": entry.state.value if entry.state is not None else "UNAVAILABLE",
+            "reason": entry.reason,
+        }
+        for entry in control.index(ready_only=ready_only)
+    ]
+
+
+def check_load_parameters(names: Iterable[str]) -> None:
+    """Refuse a load that carries its own configuration or files: the gateway loads
+    only what its repository directory holds.
+
+    Raises:
+        V2InputError: A ``config`` or ``file:`` parameter.
+    """
+    for name in names:
+        if name in FOREIGN_LOAD_PARAMETERS or name.startswith(FOREIGN_LOAD_PREFIX):
+            raise V2InputError(
+                f"Load parameter {name[:64]!r} is not accepted: the gateway loads models "
+                "only from its model repository directory, never from the request."
+            )
 
 
 # --- inference ---------------------------------------------------------------------------

@@ -9,20 +9,28 @@ answer the way `tritonclient` and KServe's clients parse it. Errors are the prot
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 
-from inference_gateway.api.dependencies import RegistryDep, SettingsDep
+from inference_gateway.api.admin import require_admin
+from inference_gateway.api.dependencies import (
+    ControlDep,
+    RegistryDep,
+    SettingsDep,
+    TelemetryDep,
+)
 from inference_gateway.api.limits import request_deadline
-from inference_gateway.api.problems import http_status, retry_headers
+from inference_gateway.api.problems import error_headers, http_status
 from inference_gateway.api.v2 import inference
 from inference_gateway.api.v2.codec import (
     INFERENCE_HEADER_CONTENT_LENGTH,
     InferRequest,
     decode_infer_request,
+    decode_repository_request,
     encode_infer_response,
     error_body,
     parse_header_length,
@@ -37,7 +45,7 @@ def _error_response(request: Request, exc: InferenceGatewayException) -> Respons
     return Response(
         error_body(exc.detail),
         status_code=http_status(exc),
-        headers=retry_headers(exc),
+        headers=error_headers(exc),
         media_type="application/json",
     )
 
@@ -84,6 +92,27 @@ async def server_ready(registry: RegistryDep) -> dict[str, bool]:
 
 
 # --- models ----------------------------------------------------------------------------
+@router.get("/models", summary="Model names")
+async def list_models(registry: RegistryDep) -> dict[str, list[str]]:
+    """``{"models": [...]}``: every model the gateway knows (KServe's list), served or
+    not; ``GET /models`` says how each one is."""
+    return {"models": registry.names()}
+
+
+# Before the metadata route, whose {name} would take "stats".
+@router.get("/models/stats", summary="Statistics of every model (statistics extension)")
+@router.get("/models/{name}/stats", summary="Statistics of a model")
+@router.get("/models/{name}/versions/{version}/stats", summary="Statistics of one version")
+async def model_statistics(
+    registry: RegistryDep,
+    telemetry: TelemetryDep,
+    name: str | None = None,
+    version: str | None = None,
+) -> dict[str, object]:
+    """Triton's statistics extension, from the counters behind ``/metrics``."""
+    return inference.model_statistics(registry, telemetry.metrics, name, version)
+
+
 @router.get("/models/{name}", summary="Model metadata")
 @router.get("/models/{name}/versions/{version}", summary="Model metadata (one version)")
 async def model_metadata(
@@ -111,6 +140,46 @@ async def model_config(
     """Triton's model configuration: what `image_client`-style tools read to preprocess
     on their side (``max_batch_size``, the input's ``format`` and ``dims``)."""
     return inference.model_config(registry, name, version)
+
+
+# --- the model repository extension (ADMIN_TOKEN) ---------------------------------------
+@router.post("/repository/index", summary="Model repository index")
+async def repository_index(
+    request: Request, settings: SettingsDep, control: ControlDep
+) -> list[dict[str, str]]:
+    """Every model of the repository with each version's state; ``{"ready": true}``
+    lists only the ready ones. Needs ``Authorization: Bearer <ADMIN_TOKEN>``."""
+    require_admin(settings, request.headers.get("authorization"))
+    decoded = decode_repository_request(await request.body())
+    return inference.repository_index(control, ready_only=decoded.ready_only)
+
+
+@router.post("/repository/models/{name}/load", summary="Load a model from the repository")
+async def repository_load(
+    name: str, request: Request, settings: SettingsDep, control: ControlDep
+) -> dict[str, object]:
+    """Serve the model from the repository directory (rescanned first), answering once
+    each of its versions is ready (or failed: 400). A model unloaded before serves
+    again. Needs ``Authorization: Bearer <ADMIN_TOKEN>``."""
+    require_admin(settings, request.headers.get("authorization"))
+    decoded = decode_repository_request(await request.body())
+    inference.check_load_parameters(decoded.parameters)
+    remaining = request_deadline(request, settings) - time.monotonic()
+    await control.load(name, max(remaining, 0.0))
+    return {}
+
+
+@router.post("/repository/models/{name}/unload", summary="Unload a model")
+async def repository_unload(
+    name: str, request: Request, settings: SettingsDep, control: ControlDep
+) -> dict[str, object]:
+    """Take the model out of service (requests already routed to it finish) and keep it
+    out, whatever the repository polls find, until it is loaded again. Needs
+    ``Authorization: Bearer <ADMIN_TOKEN>``."""
+    require_admin(settings, request.headers.get("authorization"))
+    decode_repository_request(await request.body())  # unload_dependents: no ensembles here
+    await control.unload(name)
+    return {}
 
 
 # --- inference -------------------------------------------------------------------------
