@@ -416,9 +416,12 @@ def _shutdown_problems(
     readiness_period = _container(runtime).get("readinessProbe", {}).get("periodSeconds", 10)
     if settings.shutdown_delay_seconds <= readiness_period:
         problems.append("SHUTDOWN_DELAY_SECONDS must outlast the readiness probe's period")
+    # With gRPC, its server gets a grace of its own after the HTTP drain
+    # (docs/operations.md, "Stopping").
+    drains = 2 if settings.grpc_port is not None else 1
     stop = (
         settings.shutdown_delay_seconds
-        + settings.graceful_shutdown_seconds
+        + drains * settings.graceful_shutdown_seconds
         + settings.trace_flush_timeout_seconds
     )
     grace = service["spec"]["predictor"].get(
@@ -560,8 +563,8 @@ SERVICE_BREAKS = [
     (
         "grace",
         ("spec", "predictor", "terminationGracePeriodSeconds"),
-        35,
-        "terminationGracePeriodSeconds 35",
+        50,
+        "terminationGracePeriodSeconds 50",
     ),
     (
         "knative",
