@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import structlog
@@ -42,7 +42,7 @@ from inference_gateway.observability.tracing import (
     otlp_http_exporter,
     setup_tracing,
 )
-from inference_gateway.shutdown import drain_on_signals
+from inference_gateway.shutdown import ShutdownSteps, stop_on_signals
 
 
 def _tracer_provider(
@@ -117,16 +117,17 @@ def _catalog(settings: Settings, loader: ModelLoader | None) -> BuiltinCatalog |
 @asynccontextmanager
 async def _grpc_serving(
     settings: Settings, registry: ModelRegistry, control: ModelControl, telemetry: Telemetry
-) -> AsyncIterator[None]:
-    """Serve the gRPC service too when ``GRPC_PORT`` is set, until the block ends."""
+) -> AsyncIterator[Callable[[], None]]:
+    """Serve the gRPC service too when ``GRPC_PORT`` is set, until the block ends;
+    yields what makes it stop taking calls (nothing without gRPC)."""
     if settings.grpc_port is None:
-        yield
+        yield lambda: None
         return
     # Imported only now: grpcio and tritonclient come with the `grpc` extra.
     from inference_gateway.api.v2.grpc import grpc_service
 
-    async with grpc_service(settings, registry, control, telemetry):
-        yield
+    async with grpc_service(settings, registry, control, telemetry) as stop_taking_calls:
+        yield stop_taking_calls
 
 
 @asynccontextmanager
@@ -215,14 +216,29 @@ def create_app(
             if metrics is not None and own_metrics_port is not None
             else None
         )
-        restore_signals = drain_on_signals(registry.begin_drain, settings.shutdown_delay_seconds)
+        listeners: list[Callable[[], None]] = []  # what stops taking calls with HTTP
+
+        def stop_listening() -> None:
+            for stop in listeners:
+                stop()
+
+        restore_signals = stop_on_signals(
+            ShutdownSteps(
+                stop_ready=registry.begin_shutdown,
+                stop_listening=stop_listening,
+                expire=registry.expire,
+            ),
+            settings.shutdown_delay_seconds,
+            settings.graceful_shutdown_seconds,
+        )
         try:
             # Exited in reverse: the gRPC service stops (its calls in flight finish)
             # before the registry drains and unloads the models.
             async with (
                 _serving(control, registry, settings, logger),
-                _grpc_serving(settings, registry, control, telemetry),
+                _grpc_serving(settings, registry, control, telemetry) as stop_grpc,
             ):
+                listeners.append(stop_grpc)
                 yield
         finally:
             restore_signals()

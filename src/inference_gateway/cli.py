@@ -72,6 +72,7 @@ def serve(settings: Settings, app: str = DEFAULT_APP) -> int:
         prepare_multiprocess_dir,
         serve_metrics_port,
     )
+    from inference_gateway.shutdown import server_grace_seconds
 
     os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
     # Workers import `inference_gateway.main`, which reads the environment: pass the
@@ -110,7 +111,7 @@ def serve(settings: Settings, app: str = DEFAULT_APP) -> int:
             http=http_protocol(settings.request_header_timeout),  # type: ignore[arg-type]
             log_config=None,
             access_log=False,
-            timeout_graceful_shutdown=int(settings.graceful_shutdown_seconds),
+            timeout_graceful_shutdown=server_grace_seconds(settings.graceful_shutdown_seconds),
             server_header=False,
         )
     finally:

@@ -34,6 +34,7 @@ import yaml
 from pydantic import ValidationError
 
 from inference_gateway.config import Settings
+from inference_gateway.shutdown import BACKLOG_WAIT_SECONDS, server_grace_seconds
 
 ROOT = Path(__file__).resolve().parents[2]
 KSERVE_DIR = ROOT / "deploy" / "kserve"
@@ -416,12 +417,11 @@ def _shutdown_problems(
     readiness_period = _container(runtime).get("readinessProbe", {}).get("periodSeconds", 10)
     if settings.shutdown_delay_seconds <= readiness_period:
         problems.append("SHUTDOWN_DELAY_SECONDS must outlast the readiness probe's period")
-    # With gRPC, its server gets a grace of its own after the HTTP drain
-    # (docs/operations.md, "Stopping").
-    drains = 2 if settings.grpc_port is not None else 1
+    # The longest stop docs/operations.md ("Stopping") promises.
     stop = (
         settings.shutdown_delay_seconds
-        + drains * settings.graceful_shutdown_seconds
+        + BACKLOG_WAIT_SECONDS
+        + server_grace_seconds(settings.graceful_shutdown_seconds)
         + settings.trace_flush_timeout_seconds
     )
     grace = service["spec"]["predictor"].get(
@@ -563,8 +563,8 @@ SERVICE_BREAKS = [
     (
         "grace",
         ("spec", "predictor", "terminationGracePeriodSeconds"),
-        50,
-        "terminationGracePeriodSeconds 50",
+        39,
+        "terminationGracePeriodSeconds 39",
     ),
     (
         "knative",

@@ -1,18 +1,37 @@
-"""The stop signal: drain at once, hand over to the server after the delay or at a second
-signal, and put the previous handlers back."""
+"""The stop signal: not ready at once, hand over to the server after the delay (or at a
+second signal), refuse what is left when the grace period ends, and put the previous
+handlers back."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
 
 import pytest
+from fastapi.testclient import TestClient
 
-from inference_gateway.shutdown import drain_on_signals
-from tests.helpers import json_log_capture, wait_until
+from inference_gateway.shutdown import (
+    EXPIRY_MARGIN_SECONDS,
+    ShutdownSteps,
+    accept_queue_length,
+    server_grace_seconds,
+    stop_on_signals,
+)
+from tests import scrape
+from tests.helpers import (
+    ControlledBackend,
+    controlled_app,
+    json_log_capture,
+    ready_client,
+    wait_until,
+)
+from tests.images import cat_jpeg
+
+JPEG = {"content-type": "image/jpeg"}
 
 #: A delay no test waits out: only a second signal can end it.
 FOREVER = 3600.0
@@ -49,43 +68,60 @@ async def _until(condition: Callable[[], bool], what: str) -> None:
     await asyncio.to_thread(wait_until, condition, what=what)
 
 
-def test_a_signal_drains_at_once_and_hands_over_to_the_server_after_the_delay(
+class Steps:
+    """The gateway's steps of a stop, recorded in the order they ran."""
+
+    def __init__(self) -> None:
+        self.ran: list[str] = []
+
+    def steps(self) -> ShutdownSteps:
+        return ShutdownSteps(
+            stop_ready=lambda: self.ran.append("stop_ready"),
+            stop_listening=lambda: self.ran.append("stop_listening"),
+            expire=lambda: self.ran.append("expire"),
+        )
+
+
+def test_a_signal_stops_readiness_at_once_then_closes_after_the_delay_then_expires(
     server: Server,
 ) -> None:
-    drained = threading.Event()
+    steps = Steps()
 
     async def main() -> None:
-        restore = drain_on_signals(drained.set, delay_seconds=0.05)
+        restore = stop_on_signals(steps.steps(), delay_seconds=0.05, grace_seconds=0.05)
         try:
             signal.raise_signal(signal.SIGTERM)
-            # The handler ran before raise_signal returned; the server's own can only
-            # run from the loop, which this coroutine has not given back yet.
-            assert drained.is_set()
-            assert not server.stopping.is_set()
-            await _until(server.stopping.is_set, "the server's handler after the delay")
+            await asyncio.sleep(0)  # the handler hands its work to the loop
+            assert steps.ran == ["stop_ready"]
+            assert not server.stopping.is_set()  # predictions are still served
+            await _until(lambda: "expire" in steps.ran, "the grace period to end")
         finally:
             restore()
 
     asyncio.run(main())
+    assert steps.ran == ["stop_ready", "stop_listening", "expire"]
     assert server.signals == [signal.SIGTERM]
 
 
 def test_the_server_waits_out_the_delay_unless_a_second_signal_comes(server: Server) -> None:
-    drained = threading.Event()
+    steps = Steps()
     with json_log_capture() as logs:
 
         async def main() -> None:
-            restore = drain_on_signals(drained.set, delay_seconds=FOREVER)
+            restore = stop_on_signals(steps.steps(), delay_seconds=FOREVER, grace_seconds=FOREVER)
             try:
                 signal.raise_signal(signal.SIGTERM)
-                assert drained.is_set()
-                # Once the loop has announced the drain (and scheduled the hand-over),
-                # the server is still serving: for the delay.
                 await _until(
                     lambda: "Shutdown signal received" in logs.getvalue(), "the announcement"
                 )
-                assert not server.stopping.is_set()
-                signal.raise_signal(signal.SIGTERM)  # a second signal: stop now
+                assert steps.ran == ["stop_ready"]
+                assert not server.stopping.is_set()  # for the delay
+                signal.raise_signal(signal.SIGTERM)  # a second signal: close now
+                await _until(server.stopping.is_set, "the server's handler")
+                assert server.signals == [signal.SIGTERM]
+                assert steps.ran == ["stop_ready", "stop_listening"]  # the grace runs
+                signal.raise_signal(signal.SIGTERM)  # a third changes nothing
+                await asyncio.sleep(0.05)
                 assert server.signals == [signal.SIGTERM]
             finally:
                 restore()
@@ -94,12 +130,33 @@ def test_the_server_waits_out_the_delay_unless_a_second_signal_comes(server: Ser
     assert signal.getsignal(signal.SIGTERM) == server.handle_exit  # put back
 
 
+def test_without_a_delay_the_listener_closes_at_the_signal(server: Server) -> None:
+    steps = Steps()
+
+    async def main() -> None:
+        restore = stop_on_signals(steps.steps(), delay_seconds=0, grace_seconds=FOREVER)
+        try:
+            signal.raise_signal(signal.SIGINT)
+            await _until(server.stopping.is_set, "the server's handler")
+        finally:
+            restore()
+
+    asyncio.run(main())
+    assert steps.ran == ["stop_ready", "stop_listening"]
+    assert server.signals == [signal.SIGINT]
+
+
+def test_uvicorn_waits_a_little_past_the_grace_period() -> None:
+    assert server_grace_seconds(20) == 20 + EXPIRY_MARGIN_SECONDS
+    assert server_grace_seconds(0.5) == 1 + EXPIRY_MARGIN_SECONDS
+
+
 def test_off_the_main_thread_nothing_is_installed(server: Server) -> None:
     installed: list[object] = []
 
     def worker() -> None:
         async def main() -> None:
-            drain_on_signals(lambda: None, delay_seconds=0)()
+            stop_on_signals(Steps().steps(), delay_seconds=0, grace_seconds=1)()
 
         asyncio.run(main())
         installed.append(signal.getsignal(signal.SIGTERM))
@@ -108,3 +165,58 @@ def test_off_the_main_thread_nothing_is_installed(server: Server) -> None:
     thread.start()
     thread.join(timeout=30)
     assert installed == [server.handle_exit]
+
+
+def test_the_accept_queue_length_is_read_from_the_kernel() -> None:
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as listener:
+        assert accept_queue_length([listener]) == 0
+        clients = [socket.create_connection(listener.getsockname()) for _ in range(3)]
+        try:
+            wait_until(lambda: accept_queue_length([listener]) == 3, what="three queued")
+            accepted = [listener.accept()[0] for _ in range(3)]
+            assert accept_queue_length([listener]) == 0
+            for sock in accepted:
+                sock.close()
+        finally:
+            for sock in clients:
+                sock.close()
+
+
+def test_a_stop_keeps_serving_until_the_grace_period_ends_then_refuses_what_waits() -> None:
+    """The registry's side of a stop: `begin_shutdown` turns /ready 503 and serves on;
+    `expire` answers what still waits for the model 503 draining while the forward
+    pass already running answers normally."""
+    backend = ControlledBackend()
+    app = controlled_app(backend, model_warmup=False, max_batch_size=1)
+    with TestClient(app) as client:
+        ready_client(client)
+        registry = app.state.registry
+        client.portal.call(registry.begin_shutdown)  # type: ignore[union-attr]
+        ready = client.get("/ready")
+        assert ready.status_code == 503 and ready.json()["type"].endswith(":draining")
+        assert client.post("/predict", content=cat_jpeg(), headers=JPEG).status_code == 200
+
+        backend.release.clear()
+        backend.entered.clear()
+        statuses: list[int] = []
+
+        def predict() -> None:
+            response = client.post("/predict", content=cat_jpeg(), headers=JPEG)
+            statuses.append(response.status_code)
+
+        threads = [threading.Thread(target=predict) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        assert backend.entered.wait(30)  # one runs, two wait in the queue
+        wait_until(
+            lambda: (
+                scrape.total(scrape.parse(client.get("/metrics").text), "inference_queue_size") == 2
+            ),
+            what="two requests queued",
+        )
+        client.portal.call(registry.expire)  # type: ignore[union-attr]
+        backend.release.set()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert sorted(statuses) == [200, 503, 503]
+        assert client.post("/predict", content=cat_jpeg(), headers=JPEG).status_code == 503

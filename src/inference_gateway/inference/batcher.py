@@ -205,6 +205,18 @@ class Batcher:
         await asyncio.to_thread(self._thread.join, max(deadline - time.monotonic(), 0.1))
         self._publish()
 
+    def expire(self) -> None:
+        """The grace period is over: refuse new work and fail what still waits with 503
+        ``draining``; the batch running now finishes and answers."""
+        with self._cond:
+            self._closing = True
+            leftovers = list(self._queue)
+            self._queue.clear()
+            self._cond.notify_all()
+        message = "The service stopped before this request ran (its grace period ended)."
+        _resolve_all([(job, ServiceDrainingException(message)) for job in leftovers])
+        self._publish()
+
     def _wait_drained(self, timeout: float) -> bool:
         with self._cond:
             return self._cond.wait_for(lambda: not self.pending, timeout)

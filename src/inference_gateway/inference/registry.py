@@ -125,15 +125,16 @@ class ModelRegistry:
         self._loads: dict[ModelHost, asyncio.Task[None]] = {}  # each host's loading task
         self._gating: set[str] = set()  # models whose absence makes /ready 503
         self._retired: set[ModelHost] = set()
-        self._draining = False
+        self._stopping = False  # a stop began: not ready, still serving
+        self._draining = False  # refusing new work
         self._marked_ready = False
 
     # --- what is served -------------------------------------------------------------
     def apply(self, sources: Iterable[ModelSource], errors: Mapping[str, str]) -> None:
         """Serve exactly ``sources`` (and report ``errors``: model name → why its
         configuration cannot be served); call on the event loop. Nothing changes once
-        the service drains."""
-        if self._draining:
+        the service stops."""
+        if self._draining or self._stopping:
             return
         wanted = {(s.name, s.version): s for s in sources}
         metrics = self._telemetry.metrics
@@ -403,7 +404,7 @@ class ModelRegistry:
     def check_ready(self) -> ModelHost | None:
         """Raise 503 unless every model has a serving version (and, with several workers,
         every worker is ready); return the default model's host, if there is one."""
-        if self._draining:
+        if self._draining or self._stopping:
             raise ServiceDrainingException("The service is shutting down.")
         self._check_models()
         if self._peers is not None and not self._peers.all_ready():
@@ -495,6 +496,20 @@ class ModelRegistry:
         self._marked_ready = True
 
     # --- shutdown -----------------------------------------------------------------------
+    def begin_shutdown(self) -> None:
+        """A stop began: ``/ready`` answers 503 from now on, so load balancers stop
+        sending, but predictions are served as before."""
+        self._stopping = True
+
+    def expire(self) -> None:
+        """The stop's grace period is over: refuse new work, and answer what still
+        waits for a forward pass with 503 ``draining``."""
+        self.begin_drain()
+        for versions in self._routes.values():
+            for host in versions.values():
+                if host.batcher is not None:
+                    host.batcher.expire()
+
     def begin_drain(self) -> None:
         """Refuse new work from now on (``/ready`` and new predictions get 503)."""
         self._draining = True

@@ -389,10 +389,11 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
 @asynccontextmanager
 async def grpc_service(
     settings: Settings, registry: ModelRegistry, control: ModelControl, telemetry: Telemetry
-) -> AsyncIterator[None]:
+) -> AsyncIterator[Callable[[], None]]:
     """Serve the gRPC service on ``HOST:GRPC_PORT`` in this event loop until the block
     ends; then stop taking calls and let those in flight finish within
-    ``GRACEFUL_SHUTDOWN_SECONDS``.
+    ``GRACEFUL_SHUTDOWN_SECONDS``. Yields what stops it taking calls sooner (when the
+    HTTP listener closes, at a stop), the grace period starting then.
 
     Messages are limited to ``MAX_BODY_BYTES``. With several workers each binds the
     port (``SO_REUSEPORT``) and the kernel spreads connections over them; with one, a
@@ -417,8 +418,16 @@ async def grpc_service(
     if telemetry.metrics is not None:
         telemetry.metrics.initialise_grpc()
     telemetry.logger.info("gRPC service listening", address=address, service=SERVICE)
+    stopping: list[asyncio.Task[None]] = []
+
+    def stop_taking_calls() -> None:
+        """Refuse new calls from now on; those in flight get the grace period."""
+        if not stopping:
+            stopping.append(asyncio.ensure_future(server.stop(settings.graceful_shutdown_seconds)))
+
     try:
-        yield
+        yield stop_taking_calls
     finally:
-        await server.stop(settings.graceful_shutdown_seconds)
+        stop_taking_calls()
+        await stopping[0]
         telemetry.logger.info("gRPC service stopped", address=address)
