@@ -57,7 +57,7 @@ pytest: $(DEV_STAMP)
 	$(PY) -m pytest -m "not soak" --cov --cov-report=term
 
 tools:
-	scripts/ensure_tools.sh prometheus
+	scripts/ensure_tools.sh prometheus haproxy
 
 test: tools lint pytest
 

@@ -73,12 +73,14 @@ def gateway_process(
     args: tuple[str, ...] = (),
     ready_timeout: float = 120,
     wait_for: str = "/ready",
+    port: int | None = None,
 ) -> Iterator[GatewayProcess]:
     """Start the CLI server with JSON logs in a temporary directory; stop it after.
 
     Yields once ``wait_for`` answers 200 (``/health`` to get a server still loading).
+    ``port``: where it listens (default: a free one).
     """
-    port = free_port()
+    port = port or free_port()
     with tempfile.TemporaryDirectory(prefix="gateway-") as workdir:
         log_path = Path(workdir) / "gateway.log"
         full_env = {
