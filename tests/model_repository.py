@@ -409,3 +409,19 @@ def write_hf_model(
     (directory / "config.json").write_text(json.dumps(hf_config(labels), indent=2))
     (directory / "preprocessor_config.json").write_text(json.dumps(dict(preprocessor), indent=2))
     return directory
+
+
+#: The ``model.yaml`` of the built-in network's preprocessing (its repository export's).
+BUILTIN_YAML: dict[str, Any] = {
+    "preprocess": {"scale": 1, "mean": [127, 127, 127], "std": [128, 128, 128]},
+}
+#: The class `shifted_variant(..., TENCH, 50.0)` always answers.
+TENCH = 0
+
+
+def write_lite_and_tench(root: Path) -> None:
+    """Two models: ``lite`` (the built-in network) and ``tench`` (one that always
+    answers class `TENCH`), version 1 each."""
+    builtin = builtin_onnx()
+    write_yaml_model(root, "lite", {1: builtin}, BUILTIN_YAML)
+    write_yaml_model(root, "tench", {1: shifted_variant(builtin, TENCH, 50.0)}, BUILTIN_YAML)

@@ -22,12 +22,15 @@ import pytest
 
 from tests.helpers import wait_until
 from tests.images import CAT_CLASSES, CAT_PNG
-from tests.model_repository import builtin_onnx, shifted_variant, write_model, write_yaml_model
+from tests.model_repository import (
+    BUILTIN_YAML,
+    builtin_onnx,
+    shifted_variant,
+    write_model,
+    write_yaml_model,
+)
 from tests.servers import GatewayProcess, gateway_process
 
-BUILTIN_YAML: dict[str, Any] = {
-    "preprocess": {"scale": 1, "mean": [127, 127, 127], "std": [128, 128, 128]},
-}
 TENCH, GOLDFISH = 0, 1
 PNG = {"content-type": "image/png"}
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -18,26 +17,23 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from tests.images import CAT_PNG
-from tests.model_repository import builtin_onnx, shifted_variant, write_yaml_model
+from tests.model_repository import (
+    TENCH,
+    write_lite_and_tench,
+)
 from tests.oip import classes, grpc_images, refusal
 from tests.servers import GatewayProcess, free_port, gateway_process
 
 TOKEN = "repository-admin-token-42"  # noqa: S105 - a test server\'s token
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 GRPC_BEARER = {"authorization": f"Bearer {TOKEN}"}  # gRPC metadata keys are lower case
-BUILTIN_YAML: dict[str, Any] = {
-    "preprocess": {"scale": 1, "mean": [127, 127, 127], "std": [128, 128, 128]},
-}
-TENCH = 0
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("repository")
-    builtin = builtin_onnx()
-    write_yaml_model(root, "lite", {1: builtin}, BUILTIN_YAML)
-    write_yaml_model(root, "tench", {1: shifted_variant(builtin, TENCH, 50.0)}, BUILTIN_YAML)
+    write_lite_and_tench(root)
     return root
 
 

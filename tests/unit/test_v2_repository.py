@@ -19,23 +19,23 @@ from fastapi.testclient import TestClient
 from inference_gateway.app import create_app
 from tests.helpers import json_log_capture, make_settings, ready_client, wait_until
 from tests.images import CAT_PNG
-from tests.model_repository import builtin_onnx, shifted_variant, write_yaml_model
+from tests.model_repository import (
+    BUILTIN_YAML,
+    TENCH,
+    builtin_onnx,
+    write_lite_and_tench,
+    write_yaml_model,
+)
 
 TOKEN = "s3cret-admin-token-0123456789"  # noqa: S105 - a test server\'s token
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-BUILTIN_YAML: dict[str, Any] = {
-    "preprocess": {"scale": 1, "mean": [127, 127, 127], "std": [128, 128, 128]},
-}
 PNG = {"content-type": "image/png"}
-TENCH = 0
 
 
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("repository")
-    builtin = builtin_onnx()
-    write_yaml_model(root, "lite", {1: builtin}, BUILTIN_YAML)
-    write_yaml_model(root, "tench", {1: shifted_variant(builtin, TENCH, 50.0)}, BUILTIN_YAML)
+    write_lite_and_tench(root)
     return root
 
 
