@@ -21,36 +21,26 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from pydantic import ValidationError
 
 from inference_gateway.config import Settings
 from inference_gateway.shutdown import BACKLOG_WAIT_SECONDS, server_grace_seconds
+from tests.manifests import (
+    DOCKERFILE,
+    PROJECT_VERSION,
+    clear_settings_env,
+    settings_from,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 KSERVE_DIR = ROOT / "deploy" / "kserve"
-DOCKERFILE = (ROOT / "deploy" / "Dockerfile").read_text(encoding="utf-8")
-PROJECT_VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"][
-    "version"
-]
-SETTING_NAMES = {name.upper(): name for name in Settings.model_fields}
-#: Standard OpenTelemetry variables the SDK reads itself (README: Configuration).
-STANDARD_OTEL = {
-    "OTEL_SERVICE_NAME",
-    "OTEL_RESOURCE_ATTRIBUTES",
-    "OTEL_TRACES_SAMPLER",
-    "OTEL_TRACES_SAMPLER_ARG",
-    "OTEL_EXPORTER_OTLP_TIMEOUT",
-}
 #: Where KServe's storage initializer puts what storageUri names.
 KSERVE_MODEL_DIR = "/mnt/models"
 #: Kubernetes' default when a pod does not say.
@@ -264,9 +254,7 @@ def schema() -> dict[str, Any]:
 @pytest.fixture(autouse=True)
 def _no_settings_from_here(monkeypatch: pytest.MonkeyPatch) -> None:
     """Settings built from a manifest's env see that env only, not this process's."""
-    for variable in list(os.environ):
-        if variable.upper() in SETTING_NAMES:
-            monkeypatch.delenv(variable)
+    clear_settings_env(monkeypatch)
 
 
 # --- cross-references ------------------------------------------------------------------------
@@ -284,23 +272,6 @@ def effective_env(runtime: dict[str, Any], service: dict[str, Any]) -> dict[str,
     model = service["spec"]["predictor"]["model"]
     merged.update({e["name"]: e.get("value", "") for e in model.get("env", [])})
     return merged
-
-
-def settings_from(env: dict[str, str]) -> tuple[Settings | None, list[str]]:
-    """``Settings`` from a manifest's env, or the problems that prevent it."""
-    unknown = sorted(set(env) - set(SETTING_NAMES) - STANDARD_OTEL)
-    if unknown:
-        return None, [
-            f"env: {name} is neither a setting nor a standard OTEL_ variable" for name in unknown
-        ]
-    values = {SETTING_NAMES[name]: value for name, value in env.items() if name in SETTING_NAMES}
-    try:
-        return Settings(**values, _env_file=None), []  # type: ignore[arg-type]
-    except ValidationError as exc:
-        return None, [
-            f"env: {'_'.join(map(str, e['loc'])).upper()}: {e['msg']} (got {e.get('input')!r})"
-            for e in exc.errors()
-        ]
 
 
 def _port_number(port: object, ports: list[dict[str, Any]]) -> object:
