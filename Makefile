@@ -15,13 +15,14 @@ PROTOCOL_ARGS ?= --concurrency 8,32 --seconds 8 --repeats 3
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: help install install-dev run test tools lint format pytest soak bench clean
+.PHONY: help install install-dev run test tools lint format pytest soak image-test bench clean
 
 help:
 	@echo "make run    - install into $(VENV) and serve the embedded model on 127.0.0.1:8000"
 	@echo "make test   - install dev tools, lint, type-check and run the test suite with coverage"
 	@echo "make lint   - ruff format --check, ruff check, mypy"
 	@echo "make soak   - the long stability suite"
+	@echo "make image-test - build deploy/Dockerfile with podman and run it (slow)"
 	@echo "make bench  - benchmarks; tables in bench/results/"
 
 $(PY):
@@ -54,7 +55,7 @@ format: $(DEV_STAMP)
 	$(VENV)/bin/ruff check --fix src tests bench scripts loadtest
 
 pytest: $(DEV_STAMP)
-	$(PY) -m pytest -m "not soak" --cov --cov-report=term
+	$(PY) -m pytest -m "not soak and not container" --cov --cov-report=term
 
 tools:
 	scripts/ensure_tools.sh prometheus haproxy
@@ -63,6 +64,11 @@ test: tools lint pytest
 
 soak: $(DEV_STAMP)
 	$(PY) -m pytest -m soak -v
+
+# Builds deploy/Dockerfile with podman (a Debian base from debootstrap) and runs it.
+image-test: $(DEV_STAMP)
+	scripts/ensure_tools.sh podman debootstrap runc
+	$(PY) -m pytest -m container -v
 
 $(BENCH_STAMP): pyproject.toml | $(PY)
 	$(PIP) install --quiet -e '.[dev,bench]'
