@@ -181,6 +181,11 @@ class Settings(BaseSettings):
     enable_metrics: bool = True
     enable_tracing: bool = True
     enable_docs: bool = True
+    # The page for people at / (static assets under /ui/).
+    enable_ui: bool = True
+    # Where the page links a trace id: "{trace_id}" is replaced (e.g. Jaeger's
+    # http://localhost:16686/trace/{trace_id}); unset: no link.
+    trace_ui_url: str | None = None
     # Serve /metrics on its own port (and not on PORT), for a private scrape network.
     metrics_port: int | None = Field(None, ge=1, le=65535)
     # Read, not redefined: these keep their standard meaning. An OTLP exporter is
