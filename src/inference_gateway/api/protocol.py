@@ -40,6 +40,8 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.header_timeout = header_timeout
         self._header_timer: asyncio.TimerHandle | None = None
+        self._answered = 0  # responses completed on this connection
+        self._last_call = False  # a stop came before its first request was read
 
     def _arm(self) -> None:
         if self._header_timer is None:
@@ -69,6 +71,23 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         """The headers are in; the body's deadline is the app's business."""
         self._disarm()
         super().on_headers_complete()
+        if self._last_call and self.cycle is not None:
+            self.cycle.keep_alive = False  # answer it, then close
+
+    def on_response_complete(self) -> None:
+        """Count the answers: a connection that has had one is a kept-alive one."""
+        self._answered += 1
+        super().on_response_complete()
+
+    def shutdown(self) -> None:
+        """A stop: uvicorn closes every connection with no request in progress. One
+        accepted just before the stop whose first request is still unread (a busy event
+        loop reads late) has a client waiting for an answer: serve that request, then
+        close; its header deadline still bounds a client that sends nothing."""
+        if self.cycle is None and not self._answered and not self.transport.is_closing():
+            self._last_call = True
+            return
+        super().shutdown()
 
     def _headers_late(self) -> None:
         self._header_timer = None
