@@ -58,7 +58,7 @@ pytest: $(DEV_STAMP)
 	$(PY) -m pytest -m "not soak and not container" --cov --cov-report=term
 
 tools:
-	scripts/ensure_tools.sh prometheus haproxy
+	scripts/ensure_tools.sh prometheus haproxy chromium chromium-driver
 
 test: tools lint pytest
 

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Make sure the named Debian tools are installed (wrk, prometheus, ...).
+# Make sure the named Debian packages are installed (wrk, prometheus, chromium-driver, ...).
 # Installs them with apt-get when missing and this user can; otherwise says how.
 set -euo pipefail
 missing=()
 for tool in "$@"; do
-    binary="$tool"
-    [ "$tool" = "prometheus" ] && binary="promtool"
+    # The Debian package's name, and the binary that shows it is installed.
+    case "$tool" in
+        prometheus) binary="promtool" ;;
+        chromium-driver) binary="chromedriver" ;;
+        *) binary="$tool" ;;
+    esac
     command -v "$binary" >/dev/null 2>&1 || missing+=("$tool")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0

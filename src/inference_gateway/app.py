@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from inference_gateway.api.limits import BodySizeLimitMiddleware
 from inference_gateway.api.problems import install_error_handlers
 from inference_gateway.api.routes import metrics_endpoint, router
+from inference_gateway.api.ui import install_ui
 from inference_gateway.api.v2.routes import router as v2_router
 from inference_gateway.config import Settings
 from inference_gateway.errors import gateway_exception_names
@@ -151,6 +152,17 @@ async def _serving(
         await registry.close(settings.graceful_shutdown_seconds)
 
 
+def _add_routes(app: FastAPI, settings: Settings, metrics: Metrics | None) -> None:
+    """The error handlers, the API, ``/metrics`` (unless on its own port) and the page."""
+    install_error_handlers(app)
+    app.include_router(router)
+    app.include_router(v2_router)
+    if metrics is not None and settings.metrics_port is None:
+        app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
+    if settings.enable_ui:
+        install_ui(app, settings)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -262,11 +274,7 @@ def create_app(
     app.state.telemetry = telemetry
     app.state.registry = registry
     app.state.control = control
-    install_error_handlers(app)
-    app.include_router(router)
-    app.include_router(v2_router)
-    if metrics is not None and settings.metrics_port is None:
-        app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
+    _add_routes(app, settings, metrics)
     # Middleware added last runs first: observability outermost, then CORS, then limits.
     app.add_middleware(
         BodySizeLimitMiddleware,

@@ -1,0 +1,419 @@
+// The gateway's page: pick a model, drop images, see the top classes and the timings.
+// Plain JavaScript, no build step, no third-party code. It calls only this gateway's
+// public API (GET /models, POST /models/{name}[/versions/{version}]/predict) and
+// stores nothing: no cookies, no storage, object URLs revoked when results are cleared.
+
+const STAGES = ["preprocess", "queue", "inference", "total"];
+const STAGE_NOTES = {
+  preprocess: "decode and resize",
+  queue: "waiting for the model",
+  inference: "forward pass",
+  total: "in the gateway",
+};
+
+const $ = (id) => document.getElementById(id);
+const modelSelect = $("model");
+const versionSelect = $("version");
+const topKInput = $("top-k");
+const modelsStatus = $("models-status");
+const fileInput = $("files");
+const dropZone = $("drop");
+const results = $("results");
+const empty = $("empty");
+const clearButton = $("clear");
+const traceUrlTemplate = document.body.dataset.traceUrl || "";
+
+let models = [];
+const objectUrls = new Set();
+let queue = Promise.resolve();
+
+/** An element with a class and text, built without HTML parsing. */
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  return node;
+}
+
+function formatBytes(bytes) {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KB`;
+  return `${(bytes / (1024 * 1024)).toFixed(1)} MB`;
+}
+
+function formatMs(ms) {
+  return `${ms < 10 ? ms.toFixed(2) : ms.toFixed(1)} ms`;
+}
+
+function percent(confidence) {
+  return `${(confidence * 100).toFixed(1)}%`;
+}
+
+/** `preprocess;dur=11.178, queue;dur=0.228, ...` as {preprocess: 11.178, ...}. */
+export function parseServerTiming(header) {
+  const timings = {};
+  for (const entry of (header || "").split(",")) {
+    const [name, ...params] = entry.trim().split(";");
+    if (!name) continue;
+    for (const param of params) {
+      const [key, value] = param.trim().split("=");
+      if (key === "dur" && value !== undefined && Number.isFinite(Number(value))) {
+        timings[name.trim()] = Number(value);
+      }
+    }
+  }
+  return timings;
+}
+
+/** Whether a W3C traceparent says the trace was kept: true, false, or null (none). */
+export function traceKept(traceparent) {
+  const parts = (traceparent || "").trim().split("-");
+  if (parts.length < 4 || !/^[0-9a-f]{2}$/i.test(parts[3])) return null;
+  return (parseInt(parts[3], 16) & 1) === 1;
+}
+
+/** Where TRACE_UI_URL points for a trace id, or null (unset, or not http/https). */
+function traceLink(traceId) {
+  if (!traceUrlTemplate || !traceId) return null;
+  try {
+    const url = new URL(traceUrlTemplate.replaceAll("{trace_id}", encodeURIComponent(traceId)));
+    return url.protocol === "http:" || url.protocol === "https:" ? url.href : null;
+  } catch {
+    return null;
+  }
+}
+
+// --- models
+
+async function loadModels() {
+  try {
+    const response = await fetch("/models", { headers: { Accept: "application/json" } });
+    if (!response.ok) {
+      const problem = await readProblem(response);
+      modelsStatus.textContent = `Could not list the models: ${problem.title}. ${problem.detail}`;
+      return;
+    }
+    const body = await response.json();
+    models = body.models || [];
+    if (models.length === 0) {
+      modelsStatus.textContent = "This gateway serves no model yet.";
+      return;
+    }
+    const preselected = models.some((m) => m.name === body.default_model)
+      ? body.default_model
+      : models[0].name;
+    modelSelect.replaceChildren(
+      ...models.map((m) => {
+        const option = el("option", null, m.state === "READY" ? m.name : `${m.name} (${m.state.toLowerCase()})`);
+        option.value = m.name;
+        option.selected = m.name === preselected;
+        return option;
+      }),
+    );
+    modelSelect.disabled = false;
+    fillVersions();
+    modelsStatus.textContent = `${models.length} model${models.length === 1 ? "" : "s"} available.`;
+  } catch {
+    modelsStatus.textContent = "Could not reach the gateway to list the models.";
+  }
+}
+
+function fillVersions() {
+  const model = models.find((m) => m.name === modelSelect.value);
+  const options = [];
+  const latest = el(
+    "option",
+    null,
+    model && model.default_version ? `Latest serving (${model.default_version})` : "Latest serving",
+  );
+  latest.value = "";
+  options.push(latest);
+  for (const version of model ? model.versions : []) {
+    const label = version.state === "READY" ? version.version : `${version.version} (${version.state.toLowerCase()})`;
+    const option = el("option", null, label);
+    option.value = version.version;
+    options.push(option);
+  }
+  versionSelect.replaceChildren(...options);
+  versionSelect.disabled = false;
+}
+
+// --- predictions
+
+async function readProblem(response) {
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    // not JSON: a proxy's page, say
+  }
+  const title = body && typeof body.title === "string" ? body.title : response.statusText || "Error";
+  const detail = body && typeof body.detail === "string" ? body.detail : "";
+  return {
+    title,
+    detail,
+    status: response.status,
+    requestId: (body && body.request_id) || response.headers.get("X-Request-ID"),
+    retryAfter: response.headers.get("Retry-After"),
+  };
+}
+
+function predictUrl(model, version, topK) {
+  let path = `/models/${encodeURIComponent(model)}`;
+  if (version) path += `/versions/${encodeURIComponent(version)}`;
+  return `${path}/predict?top_k=${topK}`;
+}
+
+function chosenTopK() {
+  const value = Number.parseInt(topKInput.value, 10);
+  return Number.isInteger(value) ? Math.min(Math.max(value, 1), 20) : 5;
+}
+
+function addCards(files) {
+  const images = Array.from(files).filter((f) => f instanceof File);
+  if (images.length === 0) return;
+  const fragment = document.createDocumentFragment();
+  for (const file of images) {
+    const card = newCard(file);
+    fragment.append(card.node);
+    const request = { model: modelSelect.value, version: versionSelect.value, topK: chosenTopK() };
+    // One at a time, in order: the timings then describe one request each.
+    queue = queue.then(() =>
+      classify(file, card, request).catch(() =>
+        showProblem(card, { title: "Something went wrong", detail: "This page could not show the answer.", status: 0 }),
+      ),
+    );
+  }
+  results.prepend(fragment);
+  empty.hidden = true;
+  clearButton.hidden = false;
+}
+
+function newCard(file) {
+  const node = el("li", "card");
+  node.setAttribute("aria-busy", "true");
+  const figure = el("figure", "thumb");
+  const noPreview = () => el("span", "no-preview", "No preview");
+  if (file.type.startsWith("image/")) {
+    const img = el("img");
+    img.alt = "";
+    img.decoding = "async";
+    const url = URL.createObjectURL(file);
+    objectUrls.add(url);
+    img.src = url;
+    // Not an image the browser can show (a corrupt file, a TIFF): say so instead.
+    img.addEventListener("error", () => img.replaceWith(noPreview()));
+    figure.append(img);
+  } else {
+    figure.append(noPreview());
+  }
+  const body = el("div", "card-body");
+  const heading = el("h3", "file-name", file.name || "pasted image");
+  const status = el("p", "status", "Classifying…");
+  body.append(heading, status);
+  node.append(figure, body);
+  return { node, body, status };
+}
+
+async function classify(file, card, request) {
+  if (!request.model) {
+    showProblem(card, { title: "No model", detail: "This gateway lists no model to ask.", status: 0 });
+    return;
+  }
+  const form = new FormData();
+  form.append("file", file, file.name || "image");
+  const started = performance.now();
+  let response;
+  try {
+    response = await fetch(predictUrl(request.model, request.version, request.topK), {
+      method: "POST",
+      body: form,
+      headers: { Accept: "application/json" },
+    });
+  } catch {
+    showProblem(card, {
+      title: "The gateway could not be reached",
+      detail: "The request did not get an answer; check that the gateway is running.",
+      status: 0,
+    });
+    return;
+  }
+  const roundTrip = performance.now() - started;
+  if (!response.ok) {
+    showProblem(card, await readProblem(response));
+    return;
+  }
+  let body;
+  try {
+    body = await response.json();
+  } catch {
+    showProblem(card, { title: "Unreadable answer", detail: "The gateway's answer was not JSON.", status: response.status });
+    return;
+  }
+  showPrediction(card, body, response, roundTrip);
+}
+
+function finish(card, ok) {
+  card.node.removeAttribute("aria-busy");
+  card.node.classList.add(ok ? "ok" : "failed");
+  card.status.remove();
+}
+
+function showProblem(card, problem) {
+  finish(card, false);
+  const box = el("div", "problem");
+  const title = el("p", "problem-title", problem.title);
+  if (problem.status) title.append(el("span", "problem-status", ` (${problem.status})`));
+  box.append(title);
+  if (problem.detail) box.append(el("p", "problem-detail", problem.detail));
+  if (problem.retryAfter) {
+    box.append(el("p", "problem-retry", `The gateway asks to try again in ${problem.retryAfter} s.`));
+  }
+  card.body.append(box);
+  if (problem.requestId) card.body.append(idsLine(problem.requestId, null, null));
+}
+
+function showPrediction(card, body, response, roundTrip) {
+  finish(card, true);
+  const image = body.image || {};
+  const model = body.model || {};
+  card.body.append(
+    el(
+      "p",
+      "meta",
+      `${(image.format || "?").toUpperCase()} · ${image.width} × ${image.height} px · ${formatBytes(image.size_bytes || 0)} · ${model.name} v${model.version} (${model.backend})`,
+    ),
+  );
+
+  const list = el("ol", "predictions");
+  list.setAttribute("aria-label", "Top classes");
+  for (const [rank, p] of (body.predictions || []).entries()) {
+    const item = el("li", rank === 0 ? "prediction top" : "prediction");
+    const label = el("span", "label", p.label);
+    label.title = `class ${p.class_id}`;
+    const value = el("span", "pct", percent(p.confidence));
+    const bar = el("span", "bar");
+    bar.setAttribute("aria-hidden", "true");
+    const fill = el("span", "fill");
+    fill.style.width = `${Math.max(p.confidence * 100, 0.5)}%`;
+    bar.append(fill);
+    item.append(label, value, bar);
+    list.append(item);
+  }
+  card.body.append(list);
+
+  const timings = parseServerTiming(response.headers.get("Server-Timing"));
+  card.body.append(waterfall(timings, roundTrip));
+  card.body.append(
+    idsLine(
+      body.request_id || response.headers.get("X-Request-ID"),
+      body.trace_id,
+      traceKept(response.headers.get("traceparent")),
+    ),
+  );
+}
+
+function waterfall(timings, roundTrip) {
+  const figure = el("figure", "waterfall");
+  figure.append(el("figcaption", null, "Where the time went (Server-Timing)"));
+  const total = timings.total || 0;
+  const scale = Math.max(total, roundTrip, 0.001);
+  const rows = el("ul", "stages");
+  let offset = 0;
+  const addRow = (name, note, start, duration, className) => {
+    const row = el("li", `stage ${className}`);
+    row.dataset.stage = name;
+    const label = el("span", "stage-name", name);
+    label.title = note;
+    const track = el("span", "track");
+    track.setAttribute("aria-hidden", "true");
+    const segment = el("span", "segment");
+    segment.style.marginLeft = `${(start / scale) * 100}%`;
+    segment.style.width = `${Math.max((duration / scale) * 100, 0.4)}%`;
+    track.append(segment);
+    const ms = el("span", "stage-ms", formatMs(duration));
+    row.append(label, track, ms);
+    rows.append(row);
+  };
+  for (const stage of STAGES) {
+    if (!(stage in timings)) continue;
+    const duration = timings[stage];
+    // The stages run one after another; total spans them and the rest (the upload
+    // read, top-k, the answer).
+    addRow(stage, STAGE_NOTES[stage], stage === "total" ? 0 : offset, duration, stage);
+    if (stage !== "total") offset += duration;
+  }
+  addRow("round trip", "seen by this browser: the upload, the network and the gateway", 0, roundTrip, "round-trip");
+  figure.append(rows);
+  return figure;
+}
+
+function idsLine(requestId, traceId, kept) {
+  const line = el("p", "ids");
+  if (requestId) {
+    line.append("Request ", el("code", "request-id", requestId));
+  }
+  if (traceId) {
+    line.append(" · Trace ");
+    const link = kept === false ? null : traceLink(traceId);
+    if (link) {
+      const a = el("a", "trace-id", traceId);
+      a.href = link;
+      a.rel = "noreferrer noopener";
+      a.target = "_blank";
+      line.append(a);
+    } else {
+      line.append(el("code", "trace-id", traceId));
+    }
+    const note = kept === null ? "" : kept ? "kept" : "not kept (sampled out)";
+    if (note) line.append(" ", el("span", kept ? "trace-kept" : "trace-dropped", note));
+  }
+  return line;
+}
+
+function clearResults() {
+  for (const url of objectUrls) URL.revokeObjectURL(url);
+  objectUrls.clear();
+  results.replaceChildren();
+  empty.hidden = false;
+  clearButton.hidden = true;
+  fileInput.focus();
+}
+
+// --- wiring
+
+modelSelect.addEventListener("change", fillVersions);
+fileInput.addEventListener("change", () => {
+  addCards(fileInput.files);
+  fileInput.value = "";
+});
+clearButton.addEventListener("click", clearResults);
+
+document.addEventListener("paste", (event) => {
+  const files = event.clipboardData ? Array.from(event.clipboardData.files) : [];
+  if (files.length > 0) {
+    event.preventDefault();
+    addCards(files);
+  }
+});
+
+// Dropping anywhere on the page adds the files (and keeps the browser from opening them).
+let dragDepth = 0;
+document.addEventListener("dragenter", (event) => {
+  event.preventDefault();
+  dragDepth += 1;
+  dropZone.classList.add("dragging");
+});
+document.addEventListener("dragleave", () => {
+  dragDepth = Math.max(dragDepth - 1, 0);
+  if (dragDepth === 0) dropZone.classList.remove("dragging");
+});
+document.addEventListener("dragover", (event) => event.preventDefault());
+document.addEventListener("drop", (event) => {
+  event.preventDefault();
+  dragDepth = 0;
+  dropZone.classList.remove("dragging");
+  if (event.dataTransfer) addCards(event.dataTransfer.files);
+});
+
+loadModels();
