@@ -21,7 +21,6 @@ from inference_gateway.shutdown import (
     server_grace_seconds,
     stop_on_signals,
 )
-from tests import scrape
 from tests.helpers import (
     ControlledBackend,
     controlled_app,
@@ -187,7 +186,7 @@ def test_a_stop_keeps_serving_until_the_grace_period_ends_then_refuses_what_wait
     `expire` answers what still waits for the model 503 draining while the forward
     pass already running answers normally."""
     backend = ControlledBackend()
-    app = controlled_app(backend, model_warmup=False, max_batch_size=1)
+    app = controlled_app(backend, model_warmup=False, max_batch_size=1, request_timeout=60)
     with TestClient(app) as client:
         ready_client(client)
         registry = app.state.registry
@@ -208,12 +207,8 @@ def test_a_stop_keeps_serving_until_the_grace_period_ends_then_refuses_what_wait
         for thread in threads:
             thread.start()
         assert backend.entered.wait(30)  # one runs, two wait in the queue
-        wait_until(
-            lambda: (
-                scrape.total(scrape.parse(client.get("/metrics").text), "inference_queue_size") == 2
-            ),
-            what="two requests queued",
-        )
+        batcher = registry.resolve().batcher
+        wait_until(lambda: batcher.pending == 3, what="one request running and two queued")
         client.portal.call(registry.expire)  # type: ignore[union-attr]
         backend.release.set()
         for thread in threads:
