@@ -37,6 +37,9 @@ def make_settings(**overrides: object) -> Settings:
         "otel_exporter_otlp_endpoint": None,
         "otel_exporter_otlp_traces_endpoint": None,
         "prometheus_multiproc_dir": None,
+        # Every request's trace is exported unless a test says otherwise (tail sampling
+        # keeps 1% of the healthy ones by default); tests of the sampling set it.
+        "trace_sample_ratio": 1.0,
     }
     base.update(overrides)
     return Settings(**base)  # type: ignore[arg-type]

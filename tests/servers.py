@@ -90,6 +90,7 @@ def gateway_process(
             "ENVIRONMENT": "production",
             "LOG_FORMAT": "json",
             "PYTHONUNBUFFERED": "1",
+            "TRACE_SAMPLE_RATIO": "1",  # every trace exported, unless the test says
             # So `--app tests.gated_app:app` imports from the checkout.
             "PYTHONPATH": os.pathsep.join(
                 filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])

@@ -35,6 +35,7 @@ from inference_gateway.inference.workers import WorkerReadiness
 from inference_gateway.observability.logging import get_logger, setup_logging
 from inference_gateway.observability.metrics import Metrics, serve_metrics_port
 from inference_gateway.observability.middleware import ObservabilityMiddleware
+from inference_gateway.observability.sampling import KEEP_REASONS, TailSampling
 from inference_gateway.observability.telemetry import Telemetry
 from inference_gateway.observability.tracing import (
     SPAN_DROP_REASONS,
@@ -51,23 +52,37 @@ def _tracer_provider(
     exporter: SpanExporter | None,
     processors: tuple[SpanProcessor, ...],
     metrics: Metrics | None,
-) -> TracerProvider | None:
+) -> tuple[TracerProvider | None, TailSampling | None]:
+    """The span pipeline (None with tracing off) and its tail-sampling rule (None under
+    head sampling)."""
     if not settings.enable_tracing or settings.otel_sdk_disabled:
-        return None
+        return None, None
     if exporter is None:
         endpoint = settings.otel_exporter_otlp_traces_endpoint
         if endpoint is None and settings.otel_exporter_otlp_endpoint:
             endpoint = settings.otel_exporter_otlp_endpoint.rstrip("/") + "/v1/traces"
         if endpoint is not None:
             exporter = otlp_http_exporter(endpoint)
-    return setup_tracing(
+    provider, holder = setup_tracing(
         service_name=settings.app_name,
         service_version=settings.app_version,
         environment=settings.environment.value,
         exporter=exporter,
         processors=processors,
         on_span_outcome=metrics.record_span_outcome if metrics is not None else None,
+        tail=settings.tail_sampling,
     )
+    tail = (
+        TailSampling(
+            holder,
+            ratio=settings.trace_sample_ratio,
+            slow_seconds=settings.trace_slow_seconds,
+            on_kept=metrics.record_trace_kept if metrics is not None else None,
+        )
+        if holder is not None
+        else None
+    )
+    return provider, tail
 
 
 async def _shutdown_tracing(provider: TracerProvider, budget_seconds: float) -> None:
@@ -190,9 +205,13 @@ def create_app(
         if settings.enable_metrics
         else None
     )
-    provider = _tracer_provider(settings, span_exporter, span_processors, metrics)
+    provider, tail = _tracer_provider(settings, span_exporter, span_processors, metrics)
     telemetry = Telemetry(
-        metrics=metrics, tracer_provider=provider, tracer=get_tracer(provider), logger=logger
+        metrics=metrics,
+        tracer_provider=provider,
+        tracer=get_tracer(provider),
+        logger=logger,
+        tail=tail,
     )
     registry = _registry(settings, telemetry)
     control = ModelControl(_catalog(settings, model_loader), registry, logger)
@@ -201,6 +220,7 @@ def create_app(
             exception_types=gateway_exception_names(),
             decode_failure_reasons=DECODE_FAILURE_REASONS,
             span_drop_reasons=SPAN_DROP_REASONS if provider is not None else (),
+            trace_keep_reasons=KEEP_REASONS if tail is not None else (),
         )
     # With several workers, `inference-gateway serve` serves METRICS_PORT from the parent.
     own_metrics_port = (

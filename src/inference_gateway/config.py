@@ -191,6 +191,13 @@ class Settings(BaseSettings):
     # Read, not redefined: these keep their standard meaning. An OTLP exporter is
     # attached only when an endpoint is set; the SDK reads the rest of OTEL_* itself.
     trace_flush_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    # Tail sampling (unless OTEL_TRACES_SAMPLER is set): failed, refused, timed-out and
+    # slow requests are always kept; the healthy, fast ones with this probability.
+    trace_sample_ratio: float = Field(0.01, ge=0, le=1)
+    # Slower than this is kept; unset: the latency objective (SLO_LATENCY_P99_SECONDS).
+    trace_slow_ms: float | None = Field(None, gt=0)
+    # The SDK's standard variable: when set, head sampling as the SDK does it instead.
+    otel_traces_sampler: str | None = None
     otel_sdk_disabled: bool = False
     otel_exporter_otlp_endpoint: str | None = None
     otel_exporter_otlp_traces_endpoint: str | None = None
@@ -243,6 +250,19 @@ class Settings(BaseSettings):
         if self.slo_latency_p95_seconds > self.slo_latency_p99_seconds:
             raise ValueError("SLO_LATENCY_P95_SECONDS must not exceed SLO_LATENCY_P99_SECONDS")
         return self
+
+    @property
+    def tail_sampling(self) -> bool:
+        """Whether traces are tail-sampled (no ``OTEL_TRACES_SAMPLER`` asks otherwise)."""
+        return not self.otel_traces_sampler
+
+    @property
+    def trace_slow_seconds(self) -> float:
+        """Requests slower than this keep their trace: ``TRACE_SLOW_MS``, or the latency
+        objective."""
+        if self.trace_slow_ms is not None:
+            return self.trace_slow_ms / 1000
+        return self.slo_latency_p99_seconds
 
     @property
     def effective_workers(self) -> int:

@@ -36,7 +36,12 @@ def _resident_bytes(pid: int) -> int:
 @pytest.mark.parametrize("where", ["same-port", "metrics-port"])
 def test_one_scrape_reports_the_sum_of_two_workers(tmp_path: Path, where: str) -> None:
     metrics_dir = tmp_path / "metrics"
-    env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    # Head sampling: the forward pass's histogram carries exemplars too (under tail
+    # sampling only the requests' do; tests/unit/test_metrics.py).
+    env = {
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+    }
     metrics_port = free_port()
     if where == "metrics-port":
         env["METRICS_PORT"] = str(metrics_port)

@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from inference_gateway.app import create_app
 from inference_gateway.observability.metrics import (
     CONFIDENCE_BUCKETS,
     LATENCY_BUCKETS,
@@ -21,7 +22,9 @@ from inference_gateway.observability.metrics import (
 from tests.helpers import (
     ControlledBackend,
     controlled_app,
+    controlled_loader,
     held_prediction,
+    make_settings,
     ready_client,
     wait_until,
 )
@@ -317,7 +320,22 @@ def test_normalize_endpoint_reads_the_matched_route_template() -> None:
     assert _normalize_endpoint({}) == "unmatched"
 
 
-def test_openmetrics_scrape_carries_trace_id_exemplars(fake_client: TestClient) -> None:
+@pytest.mark.parametrize("sampler", [None, "always_on"], ids=["tail sampling", "head sampling"])
+def test_openmetrics_scrape_carries_trace_id_exemplars(sampler: str | None) -> None:
+    """Exemplars name exported traces only: the request's (kept here) under tail
+    sampling, where a batch's forward pass runs before any of its requests is decided
+    and so carries none; both under head sampling."""
+    app = create_app(
+        make_settings(otel_traces_sampler=sampler),
+        model_loader=controlled_loader(ControlledBackend()),
+        configure_logging=False,
+    )
+    with TestClient(app) as fake_client:
+        ready_client(fake_client)
+        _check_exemplars(fake_client, inference_exemplar=sampler is not None)
+
+
+def _check_exemplars(fake_client: TestClient, *, inference_exemplar: bool) -> None:
     response = fake_client.post("/predict", content=cat_jpeg(), headers=JPEG)
     trace_id = response.json()["trace_id"]
     assert re.fullmatch(r"[0-9a-f]{32}", trace_id)
@@ -334,7 +352,7 @@ def test_openmetrics_scrape_carries_trace_id_exemplars(fake_client: TestClient) 
         line for line in lines if line.startswith("model_inference_duration_seconds_bucket")
     ]
     assert any(f'trace_id="{trace_id}"' in line for line in request_lines)
-    assert any(f'trace_id="{trace_id}"' in line for line in inference_lines)
+    assert any(f'trace_id="{trace_id}"' in line for line in inference_lines) == inference_exemplar
     plain = fake_client.get("/metrics").text
     assert "trace_id" not in plain  # the classic text format has no exemplars
 

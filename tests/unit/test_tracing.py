@@ -245,15 +245,15 @@ def test_otel_sdk_disabled_is_honoured() -> None:
 def test_resource_names_the_service_and_honours_otel_service_name(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    provider = setup_tracing(service_name="gw", service_version="9.9", environment="staging")
+    provider, _ = setup_tracing(service_name="gw", service_version="9.9", environment="staging")
     attributes = provider.resource.attributes
     assert (attributes["service.name"], attributes["service.version"]) == ("gw", "9.9")
     assert attributes["deployment.environment"] == "staging"
     monkeypatch.setenv("OTEL_SERVICE_NAME", "from-env")
     assert (
-        setup_tracing(service_name="gw", service_version="1", environment="x").resource.attributes[
-            "service.name"
-        ]
+        setup_tracing(service_name="gw", service_version="1", environment="x")[
+            0
+        ].resource.attributes["service.name"]
         == "from-env"
     )
 
@@ -359,7 +359,7 @@ def test_a_dead_or_hanging_collector_never_hurts_requests(
 
 def test_span_helpers_work_on_the_current_span() -> None:
     exporter = InMemorySpanExporter()
-    provider = setup_tracing(
+    provider, _ = setup_tracing(
         service_name="t",
         service_version="1",
         environment="test",

@@ -256,6 +256,45 @@ def test_each_call_is_a_server_span_continuing_the_callers_trace() -> None:
     assert model_span.parent is not None and model_span.parent.span_id == call.context.span_id
 
 
+def test_grpc_calls_are_tail_sampled_like_http() -> None:
+    """With TRACE_SAMPLE_RATIO=0 a healthy call exports nothing and logs
+    trace_sampled false; a failed one is kept whole; a caller's sampled traceparent
+    is kept."""
+    exporter = InMemorySpanExporter()
+    port = free_port()
+    backend = ControlledBackend()
+    app = create_app(
+        make_settings(
+            grpc_port=port, trace_sample_ratio=0.0, trace_slow_ms=600_000.0, model_warmup=False
+        ),
+        model_loader=controlled_loader(backend),
+        span_processors=(SimpleSpanProcessor(exporter),),
+        configure_logging=False,
+    )
+    with serving(app, port) as (_, server), json_log_capture() as logs:
+        server.infer(MODEL, [grpc_images(cat_jpeg())])
+        wait_until(lambda: bool(lines(logs)), what="the healthy call's access line")
+        assert exporter.get_finished_spans() == ()
+        assert lines(logs)[0]["trace_sampled"] is False
+        server.infer(MODEL, [grpc_images(cat_jpeg())], headers={"traceparent": TRACEPARENT})
+        wait_until(lambda: len(lines(logs)) == 2, what="the sampled call's access line")
+        kept = {
+            f"{s.context.trace_id:032x}" for s in exporter.get_finished_spans()
+            if s.name != "inference_batch"  # the batch's own trace, kept with it
+        }  # fmt: skip
+        assert kept == {TRACE_ID}
+        backend.fail_with = RuntimeError("broken")
+        refusal(lambda: server.infer(MODEL, [grpc_images(cat_jpeg())]))
+        wait_until(lambda: len(lines(logs)) == 3, what="the failed call's access line")
+        failed = lines(logs)[2]
+        assert failed["trace_sampled"] is True
+        names = {
+            s.name for s in exporter.get_finished_spans()
+            if f"{s.context.trace_id:032x}" == failed["trace_id"]
+        }  # fmt: skip
+        assert {"inference.GRPCInferenceService/ModelInfer", "model_inference"} <= names
+
+
 def test_grpc_series_exist_only_when_the_service_runs(fake_client: TestClient) -> None:
     samples = parse(fake_client.get("/metrics").text)
     assert not [name for name, _ in samples if name.startswith("grpc_")]

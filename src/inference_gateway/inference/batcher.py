@@ -460,7 +460,12 @@ class Batcher:
         self._recent.append(compute)
         self._batch_seconds = statistics.median(self._recent)
         if metrics is not None:
-            first_trace = format(links[0].context.trace_id, "032x") if links else None
+            # Under tail sampling no request is decided yet: no exemplar could be
+            # promised to lead to an exported trace.
+            tailed = self._telemetry.tail is not None
+            first_trace = (
+                format(links[0].context.trace_id, "032x") if links and not tailed else None
+            )
             metrics.record_inference(self._model, compute, len(jobs), first_trace)
         finite = np.asarray(np.isfinite(logits).all(axis=1))
         for row, job in enumerate(jobs):

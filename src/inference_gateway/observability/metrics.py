@@ -313,6 +313,12 @@ class Metrics:
         self.tracing_spans_exported_total = Counter(
             "tracing_spans_exported_total", "Spans the collector accepted.", registry=r,
         )  # fmt: skip
+        self.traces_kept_total = Counter(
+            "traces_kept_total",
+            "Requests whose trace tail sampling kept, by why (error, refused, timeout, "
+            "slow, parent_sampled, ratio).",
+            ["reason"], registry=r,
+        )  # fmt: skip
         self.tracing_spans_dropped_total = Counter(
             "tracing_spans_dropped_total",
             "Spans lost before the collector accepted them, by reason.",
@@ -435,6 +441,10 @@ class Metrics:
         """Count an upload that could not be decoded."""
         self.image_decode_failures_total.labels(reason).inc()
 
+    def record_trace_kept(self, reason: str) -> None:
+        """Count a request whose trace tail sampling kept, by why."""
+        self.traces_kept_total.labels(reason).inc()
+
     def record_span_outcome(self, outcome: str, count: int) -> None:
         """Count spans exported (``outcome="exported"``) or dropped for ``outcome``."""
         if outcome == "exported":
@@ -453,6 +463,7 @@ class Metrics:
         exception_types: Iterable[str] = (),
         decode_failure_reasons: Iterable[str] = (),
         span_drop_reasons: Iterable[str] = (),
+        trace_keep_reasons: Iterable[str] = (),
     ) -> None:
         """Create the zero-valued series that dashboards and alerts expect before traffic.
 
@@ -472,6 +483,8 @@ class Metrics:
             self.image_decode_failures_total.labels(reason)
         for reason in span_drop_reasons:
             self.tracing_spans_dropped_total.labels(reason)
+        for reason in trace_keep_reasons:
+            self.traces_kept_total.labels(reason)
         for reason in REJECT_REASONS:
             self.requests_rejected_total.labels(reason)
 

@@ -13,6 +13,7 @@ import time
 import uuid
 from typing import Any
 
+from opentelemetry import trace
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,6 +27,7 @@ from inference_gateway.observability.logging import (
     log_request_start,
 )
 from inference_gateway.observability.metrics import _normalize_endpoint
+from inference_gateway.observability.sampling import http_outcome, parent_sampled
 from inference_gateway.observability.telemetry import Telemetry
 from inference_gateway.observability.tracing import current_traceparent, get_current_trace_id
 
@@ -71,6 +73,7 @@ class ObservabilityMiddleware:
         status = 500
         started = False
         unhandled: Exception | None = None
+        state = scope["state"]
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status, started
@@ -79,7 +82,9 @@ class ObservabilityMiddleware:
                 status = message["status"]
                 headers = MutableHeaders(scope=message)
                 headers[REQUEST_ID_HEADER] = request_id
-                traceparent = current_traceparent()
+                # The answer is known: keep the trace or not, and say so in the header.
+                sampled = self._decide(scope, status, time.perf_counter() - start)
+                traceparent = current_traceparent(sampled)
                 if traceparent is not None:
                     headers["traceparent"] = traceparent
             await send(message)
@@ -97,7 +102,28 @@ class ObservabilityMiddleware:
                 if not started:
                     await internal_error_response(request_id)(scope, receive, send_wrapper)
             finally:
-                self._finish(scope, method, status, time.perf_counter() - start, unhandled)
+                duration = time.perf_counter() - start
+                if "trace_sampled" not in state:  # no answer was sent (the client left)
+                    self._decide(scope, status, duration)
+                self._finish(scope, method, status, duration, unhandled)
+
+    def _decide(self, scope: Scope, status: int, duration: float) -> bool | None:
+        """Tail sampling's ruling on this request's trace (None: no ruling, as under
+        head sampling or for an untraced route), remembered in the request's state."""
+        tail = self.telemetry.tail
+        if tail is None:
+            return None
+        context = trace.get_current_span().get_span_context()
+        if not context.is_valid:
+            return None
+        kept = tail.decide(
+            context.trace_id,
+            http_outcome(status),
+            duration,
+            parent_sampled(_header(scope, b"traceparent")),
+        )
+        scope["state"]["trace_sampled"] = kept
+        return kept
 
     def _finish(
         self,
@@ -110,15 +136,20 @@ class ObservabilityMiddleware:
         """Record the request's metrics and write its one access log line."""
         endpoint = _normalize_endpoint(scope)
         error = scope["state"].get("error")
+        sampled = scope["state"].get("trace_sampled")
         metrics = self.telemetry.metrics
         if metrics is not None:
-            metrics.record_request(method, endpoint, status, duration, get_current_trace_id())
+            # An exemplar names a trace only when that trace is exported.
+            trace_id = get_current_trace_id() if sampled is not False else None
+            metrics.record_request(method, endpoint, status, duration, trace_id)
             if isinstance(error, BaseException):
                 metrics.record_error(endpoint, type(error).__name__)
             if isinstance(error, InferenceGatewayException) and error.reject_reason:
                 metrics.record_rejection(error.reject_reason)
             metrics.active_requests.dec()
         fields: dict[str, Any] = {}
+        if sampled is not None:
+            fields["trace_sampled"] = sampled
         model = scope["state"].get("model")  # the version a prediction route picked
         if isinstance(model, tuple):
             fields["model_name"], fields["model_version"] = model
@@ -138,6 +169,7 @@ class ObservabilityMiddleware:
                 status_code=status, inference_ms=inference.inference_ms,
                 model_version=inference.model_version,
                 batch_size=inference.batch_size,
+                **({} if sampled is None else {"trace_sampled": sampled}),
             )  # fmt: skip
             return
         expected = isinstance(error, InferenceGatewayException) and error.expected

@@ -10,13 +10,16 @@ from opentelemetry.trace import NoOpTracer, Tracer
 
 from inference_gateway.observability.logging import get_logger
 from inference_gateway.observability.metrics import Metrics
+from inference_gateway.observability.sampling import TailSampling
 
 
 @dataclass(slots=True)
 class Telemetry:
-    """Metrics (None when switched off), a tracer (no-op when off) and a logger."""
+    """Metrics (None when switched off), a tracer (no-op when off), a logger, and the
+    tail-sampling rule (None under head sampling or with tracing off)."""
 
     metrics: Metrics | None = None
     tracer_provider: TracerProvider | None = None
     tracer: Tracer = field(default_factory=NoOpTracer)
     logger: structlog.stdlib.BoundLogger = field(default_factory=get_logger)
+    tail: TailSampling | None = None

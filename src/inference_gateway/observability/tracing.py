@@ -18,10 +18,12 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
 
 from inference_gateway.errors import InferenceGatewayException
+from inference_gateway.observability.sampling import TailSamplingProcessor
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -94,11 +96,14 @@ def setup_tracing(
     exporter: SpanExporter | None = None,
     processors: tuple[SpanProcessor, ...] = (),
     on_span_outcome: SpanOutcomeCallback | None = None,
-) -> TracerProvider:
-    """Build a TracerProvider for one app.
+    tail: bool = False,
+) -> tuple[TracerProvider, TailSamplingProcessor | None]:
+    """Build a TracerProvider for one app, and its tail-sampling processor (``tail``).
 
-    The sampler comes from ``OTEL_TRACES_SAMPLER``/``OTEL_TRACES_SAMPLER_ARG`` (default:
-    parent-based always-on) and ``OTEL_SERVICE_NAME`` overrides ``service_name``.
+    With ``tail`` every span is recorded and held until its request is decided
+    (`sampling.TailSampling`); only kept traces reach ``exporter`` and ``processors``.
+    Without, the sampler comes from ``OTEL_TRACES_SAMPLER``/``OTEL_TRACES_SAMPLER_ARG``
+    (default: parent-based always-on). ``OTEL_SERVICE_NAME`` overrides ``service_name``.
     ``exporter`` (usually OTLP/HTTP) is wrapped in a `BatchSpanProcessor`, whose
     queue is bounded and whose export runs on its own thread; ``on_span_outcome``
     hears how many spans were exported or dropped, and why.
@@ -108,14 +113,20 @@ def setup_tracing(
     )
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": service_name}))
-    provider = TracerProvider(resource=resource)
+    # Tail sampling records every request, whatever a caller's traceparent says: a
+    # request arriving unsampled that then fails is kept too.
+    provider = TracerProvider(resource=resource, sampler=ALWAYS_ON if tail else None)
+    downstream: list[SpanProcessor] = []
     if exporter is not None:
-        provider.add_span_processor(
-            CountedBatchSpanProcessor(exporter, on_span_outcome or _ignore_outcome)
-        )
-    for processor in processors:
+        downstream.append(CountedBatchSpanProcessor(exporter, on_span_outcome or _ignore_outcome))
+    downstream += processors
+    if tail:
+        holder = TailSamplingProcessor(downstream)
+        provider.add_span_processor(holder)
+        return provider, holder
+    for processor in downstream:
         provider.add_span_processor(processor)
-    return provider
+    return provider, None
 
 
 def _ignore_outcome(outcome: str, count: int) -> None:
@@ -266,9 +277,13 @@ def get_current_span_id() -> str | None:
     return format(ctx.span_id, "016x") if ctx.is_valid else None
 
 
-def current_traceparent() -> str | None:
-    """The W3C ``traceparent`` of the active span, for the response header."""
+def current_traceparent(sampled: bool | None = None) -> str | None:
+    """The W3C ``traceparent`` of the active span, for the response header; ``sampled``
+    (the tail-sampling decision) replaces the span's own flag."""
     ctx = trace.get_current_span().get_span_context()
     if not ctx.is_valid:
         return None
-    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+    flags = int(ctx.trace_flags)
+    if sampled is not None:  # the sampled bit only; the others (random) stay
+        flags = (flags & ~0x01) | int(sampled)
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{flags:02x}"

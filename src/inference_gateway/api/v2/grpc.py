@@ -52,6 +52,7 @@ from inference_gateway.observability.logging import (
     log_request_complete,
 )
 from inference_gateway.observability.middleware import sanitize_token
+from inference_gateway.observability.sampling import Outcome, parent_sampled
 from inference_gateway.observability.telemetry import Telemetry
 from inference_gateway.observability.tracing import (
     TracedOperation,
@@ -93,6 +94,16 @@ SERVER_FAULTS = frozenset(
         grpc.StatusCode.DATA_LOSS,
     }
 )
+#: How a call's status counts for tail sampling: the server's failures, its refusals and
+#: deadlines keep the trace; the caller's mistakes do not.
+OUTCOME_BY_CODE: dict[grpc.StatusCode, Outcome] = {
+    grpc.StatusCode.INTERNAL: Outcome.ERROR,
+    grpc.StatusCode.UNKNOWN: Outcome.ERROR,
+    grpc.StatusCode.DATA_LOSS: Outcome.ERROR,
+    grpc.StatusCode.UNAVAILABLE: Outcome.REFUSED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: Outcome.REFUSED,
+    grpc.StatusCode.DEADLINE_EXCEEDED: Outcome.TIMEOUT,
+}
 #: A call the client cancels this close to its deadline was cancelled by the deadline.
 DEADLINE_SLACK_SECONDS = 0.1
 #: What an unexpected failure tells the caller: nothing of the server's internals.
@@ -113,6 +124,7 @@ class _Call:
     model: tuple[str, str] | None = None
     inference: InferenceLogFields | None = None
     request_id: str = ""
+    trace_sampled: bool | None = None  # tail sampling's ruling (None: none made)
 
 
 _Handler = Callable[[Any, _Call], Awaitable[Any]]
@@ -273,12 +285,27 @@ class InferenceServicer:
                 code = grpc_codec.status_code(error)
             except Exception as exc:
                 code, error = grpc.StatusCode.INTERNAL, exc
-            self._finish(rpc, call, span, code, error, time.perf_counter() - started)
+            duration = time.perf_counter() - started
+            call.trace_sampled = self._decide(span, code, duration, metadata.get("traceparent"))
+            self._finish(rpc, call, span, code, error, duration)
         if cancelled is not None:
             raise cancelled
         if code is not grpc.StatusCode.OK:
             await context.abort(code, _message(rpc, error, call.request_id))
         return response
+
+    def _decide(
+        self, span: Span, code: grpc.StatusCode, duration: float, traceparent: str | None
+    ) -> bool | None:
+        """Tail sampling's ruling on the call's trace (None under head sampling)."""
+        tail = self._telemetry.tail
+        context = span.get_span_context()
+        if tail is None or not context.is_valid:
+            return None
+        return tail.decide(
+            context.trace_id, OUTCOME_BY_CODE.get(code, Outcome.OK), duration,
+            parent_sampled(traceparent),
+        )  # fmt: skip
 
     def _finish(
         self,
@@ -296,21 +323,24 @@ class InferenceServicer:
             set_span_error(error, span)
         metrics = self._telemetry.metrics
         if metrics is not None:
-            metrics.record_grpc_request(rpc, code.name, duration, get_current_trace_id())
+            # An exemplar names a trace only when that trace is exported.
+            trace_id = get_current_trace_id() if call.trace_sampled is not False else None
+            metrics.record_grpc_request(rpc, code.name, duration, trace_id)
             if isinstance(error, InferenceGatewayException) and error.reject_reason:
                 metrics.record_rejection(error.reject_reason)
         endpoint = f"/{SERVICE}/{rpc}"
         logger = self._telemetry.logger
+        sampled = {} if call.trace_sampled is None else {"trace_sampled": call.trace_sampled}
         if call.inference is not None and error is None:
             fields = call.inference
             log_inference_complete(
                 logger, fields.model_name, fields.prediction_class, fields.confidence,
                 duration * 1000, method=ACCESS_METHOD, endpoint=endpoint, status_code=number,
                 inference_ms=fields.inference_ms, model_version=fields.model_version,
-                batch_size=fields.batch_size,
+                batch_size=fields.batch_size, **sampled,
             )  # fmt: skip
             return
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = dict(sampled)
         if call.model is not None:
             extra["model_name"], extra["model_version"] = call.model
         unhandled: BaseException | None = None

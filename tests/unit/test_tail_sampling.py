@@ -1,0 +1,309 @@
+"""Tail sampling: a request's trace is kept or dropped once its answer is known.
+
+With ``TRACE_SAMPLE_RATIO=0`` only the traces that matter reach the exporter: a
+failure, a refusal, a timeout, a slow request, a caller's sampled ``traceparent`` —
+each as a whole span tree with its parents, times and status — and a healthy, fast
+request sends nothing. What the response header, the log line, the exemplars and
+``traces_kept_total`` say matches what was exported.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+
+from inference_gateway.app import create_app
+from inference_gateway.observability.sampling import (
+    Outcome,
+    TailSampling,
+    TailSamplingProcessor,
+    http_outcome,
+    parent_sampled,
+)
+from tests import scrape
+from tests.helpers import (
+    ControlledBackend,
+    controlled_loader,
+    json_log_capture,
+    make_settings,
+    ready_client,
+)
+from tests.images import cat_jpeg
+
+JPEG = {"content-type": "image/jpeg"}
+#: Far above anything a test request takes: only what the test makes slow is slow.
+NEVER_SLOW_MS = 600_000.0
+STAGES = {"preprocess_image", "model_inference", "queue_wait", "forward_pass"}
+
+
+@contextmanager
+def traced(
+    backend: ControlledBackend, **settings: Any
+) -> Iterator[tuple[TestClient, InMemorySpanExporter, Any]]:
+    """An app over ``backend`` whose exported spans go to memory, with JSON logs."""
+    exporter = InMemorySpanExporter()
+    base: dict[str, Any] = {"trace_sample_ratio": 0.0, "trace_slow_ms": NEVER_SLOW_MS}
+    app = create_app(
+        make_settings(**{**base, **settings}),
+        model_loader=controlled_loader(backend),
+        span_processors=(SimpleSpanProcessor(exporter),),
+        configure_logging=False,
+    )
+    with json_log_capture() as logs, TestClient(app, raise_server_exceptions=False) as client:
+        ready_client(client)
+        exporter.clear()
+        yield client, exporter, logs
+
+
+def _trace(exporter: InMemorySpanExporter, trace_id: str) -> list[ReadableSpan]:
+    return [s for s in exporter.get_finished_spans() if f"{s.context.trace_id:032x}" == trace_id]
+
+
+def _trace_of(response: Any) -> str:
+    return str(response.headers["traceparent"].split("-")[1])
+
+
+def _flag(response: Any) -> bool:
+    """The sampled bit of the response's traceparent."""
+    return bool(int(response.headers["traceparent"].rsplit("-", 1)[1], 16) & 0x01)
+
+
+def _line(logs: Any, trace_id: str) -> dict[str, Any]:
+    lines = [json.loads(x) for x in logs.getvalue().splitlines() if x.startswith("{")]
+    (line,) = [
+        x for x in lines if x.get("trace_id") == trace_id and x.get("endpoint") == "/predict"
+    ]
+    return line
+
+
+def _whole_tree(spans: list[ReadableSpan], status: int) -> None:
+    """The server span and its stages, parented within the trace, times in order."""
+    by_id = {s.context.span_id: s for s in spans}
+    (server,) = [s for s in spans if s.name == "POST /predict"]
+    assert server.attributes is not None
+    assert server.attributes["http.response.status_code"] == status
+    for span in spans:
+        if span is not server:
+            assert span.parent is not None and span.parent.span_id in by_id, span.name
+        assert span.start_time is not None and span.end_time is not None
+        assert span.start_time <= span.end_time
+        assert server.start_time <= span.start_time and span.end_time <= server.end_time  # type: ignore[operator]
+    if status >= 500:
+        assert server.status.status_code is StatusCode.ERROR
+
+
+def test_a_healthy_fast_request_sends_nothing_and_says_so() -> None:
+    with traced(ControlledBackend()) as (client, exporter, logs):
+        response = client.post("/predict", content=cat_jpeg(), headers=JPEG)
+        assert response.status_code == 200
+        trace_id = _trace_of(response)
+        assert response.json()["trace_id"] == trace_id  # still correlates everything
+        assert not _flag(response)
+        assert exporter.get_finished_spans() == ()
+        assert _line(logs, trace_id)["trace_sampled"] is False
+        exposition = client.get("/metrics", headers={"accept": "application/openmetrics-text"})
+        assert trace_id not in exposition.text  # no exemplar leads to it
+        samples = scrape.parse(client.get("/metrics").text)
+        assert scrape.total(samples, "traces_kept_total") == 0
+
+
+def test_a_failed_request_is_kept_whole() -> None:
+    backend = ControlledBackend()
+    backend.fail_with = RuntimeError("the model broke")
+    with traced(backend, model_warmup=False) as (client, exporter, logs):
+        response = client.post("/predict", content=cat_jpeg(), headers=JPEG)
+        assert response.status_code == 500
+        trace_id = _trace_of(response)
+        assert _flag(response)
+        spans = _trace(exporter, trace_id)
+        _whole_tree(spans, 500)
+        assert {"preprocess_image", "model_inference"} <= {s.name for s in spans}
+        assert _line(logs, trace_id)["trace_sampled"] is True
+        exposition = client.get("/metrics", headers={"accept": "application/openmetrics-text"})
+        assert f'trace_id="{trace_id}"' in exposition.text  # its exemplar leads somewhere
+        samples = scrape.parse(client.get("/metrics").text)
+        assert scrape.value(samples, "traces_kept_total", reason="error") == 1
+
+
+def test_a_refused_request_is_kept() -> None:
+    with traced(ControlledBackend()) as (client, exporter, _):
+        client.portal.call(client.app.state.registry.begin_drain)  # type: ignore[union-attr,attr-defined]
+        response = client.post("/predict", content=cat_jpeg(), headers=JPEG)
+        assert response.status_code == 503
+        _whole_tree(_trace(exporter, _trace_of(response)), 503)
+        samples = scrape.parse(client.get("/metrics").text)
+        assert scrape.value(samples, "traces_kept_total", reason="refused") == 1
+
+
+def test_a_timed_out_request_is_kept_with_its_stages() -> None:
+    backend = ControlledBackend(blocked=True)
+    with traced(backend, model_warmup=False) as (client, exporter, _):
+        response = client.post(
+            "/predict", content=cat_jpeg(), headers={**JPEG, "x-request-timeout-ms": "200"}
+        )
+        backend.release.set()
+        assert response.status_code == 504
+        spans = _trace(exporter, _trace_of(response))
+        _whole_tree(spans, 504)
+        assert "preprocess_image" in {s.name for s in spans}
+
+
+def test_a_slow_request_is_kept() -> None:
+    backend = ControlledBackend(blocked=True)
+    with traced(backend, model_warmup=False, trace_slow_ms=1.0) as (client, exporter, logs):
+        answers: list[Any] = []
+        thread = threading.Thread(
+            target=lambda: answers.append(client.post("/predict", content=cat_jpeg(), headers=JPEG))
+        )
+        thread.start()
+        assert backend.entered.wait(30)
+        time.sleep(0.01)  # held in the model past TRACE_SLOW_MS (1 ms)
+        backend.release.set()
+        thread.join(timeout=30)
+        (response,) = answers
+        assert response.status_code == 200 and _flag(response)
+        spans = _trace(exporter, _trace_of(response))
+        _whole_tree(spans, 200)
+        assert {s.name for s in spans} >= STAGES
+        assert _line(logs, _trace_of(response))["trace_sampled"] is True
+        samples = scrape.parse(client.get("/metrics").text)
+        assert scrape.value(samples, "traces_kept_total", reason="slow") == 1
+
+
+def test_a_sampled_traceparent_is_always_kept_and_continued() -> None:
+    caller = "4bf92f3577b34da6a3ce929d0e0e4736"
+    with traced(ControlledBackend()) as (client, exporter, _):
+        sampled = client.post(
+            "/predict",
+            content=cat_jpeg(),
+            headers={**JPEG, "traceparent": f"00-{caller}-00f067aa0ba902b7-01"},
+        )
+        assert _trace_of(sampled) == caller and _flag(sampled)
+        _whole_tree(_trace(exporter, caller), 200)
+        other = "5bf92f3577b34da6a3ce929d0e0e4737"
+        unsampled = client.post(
+            "/predict",
+            content=cat_jpeg(),
+            headers={**JPEG, "traceparent": f"00-{other}-00f067aa0ba902b7-00"},
+        )
+        assert _trace_of(unsampled) == other and not _flag(unsampled)
+        assert _trace(exporter, other) == []
+
+
+def test_with_ratio_1_every_request_is_exported() -> None:
+    with traced(ControlledBackend(), trace_sample_ratio=1.0) as (client, exporter, _):
+        responses = [client.post("/predict", content=cat_jpeg(), headers=JPEG) for _ in range(3)]
+        for response in responses:
+            assert _flag(response)
+            _whole_tree(_trace(exporter, _trace_of(response)), 200)
+        samples = scrape.parse(client.get("/metrics").text)
+        assert scrape.value(samples, "traces_kept_total", reason="ratio") == 3
+
+
+def test_a_batch_span_is_exported_when_any_of_its_requests_is_kept() -> None:
+    """Two requests share one forward pass: one arrives with a sampled traceparent, the
+    other unsampled. The batch's span is exported (it is linked to both); a batch of
+    unsampled requests alone exports nothing."""
+    backend = ControlledBackend(blocked=True)
+    kept, dropped = "1" * 32, "2" * 32
+    with traced(backend, model_warmup=False, max_batch_size=2, max_batch_delay_ms=1000.0) as (
+        client,
+        exporter,
+        _,
+    ):
+        answers: dict[str, Any] = {}
+
+        def send(trace_id: str, flag: str) -> None:
+            parent = f"00-{trace_id}-00f067aa0ba902b7-{flag}"
+            answers[trace_id] = client.post(
+                "/predict", content=cat_jpeg(), headers={**JPEG, "traceparent": parent}
+            )
+
+        threads = [
+            threading.Thread(target=send, args=(kept, "01")),
+            threading.Thread(target=send, args=(dropped, "00")),
+        ]
+        for thread in threads:
+            thread.start()
+        assert backend.entered.wait(30)
+        backend.release.set()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert backend.batch_sizes[-1] == 2
+        batches = [s for s in exporter.get_finished_spans() if s.name == "inference_batch"]
+        (batch,) = batches
+        assert {f"{link.context.trace_id:032x}" for link in batch.links} == {kept, dropped}
+        assert _trace(exporter, dropped) == []
+        exporter.clear()
+        backend.batch_sizes.clear()
+        threads = [threading.Thread(target=send, args=(t, "00")) for t in ("3" * 32, "4" * 32)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert exporter.get_finished_spans() == ()
+
+
+def test_head_sampling_when_the_standard_sampler_is_set() -> None:
+    with traced(ControlledBackend(), otel_traces_sampler="always_on") as (client, exporter, logs):
+        response = client.post("/predict", content=cat_jpeg(), headers=JPEG)
+        assert _flag(response)
+        _whole_tree(_trace(exporter, _trace_of(response)), 200)
+        assert "trace_sampled" not in _line(logs, _trace_of(response))
+        assert client.app.state.telemetry.tail is None  # type: ignore[attr-defined]
+
+
+# --- the rule and the holding processor alone ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [(200, Outcome.OK), (404, Outcome.OK), (499, Outcome.OK), (500, Outcome.ERROR),
+     (503, Outcome.REFUSED), (504, Outcome.TIMEOUT)],
+)  # fmt: skip
+def test_http_outcomes(status: int, outcome: Outcome) -> None:
+    assert http_outcome(status) is outcome
+
+
+@pytest.mark.parametrize(
+    ("header", "sampled"),
+    [(None, False), ("00-" + "a" * 32 + "-" + "b" * 16 + "-01", True),
+     ("00-" + "a" * 32 + "-" + "b" * 16 + "-00", False), ("garbage", False),
+     ("00-" + "a" * 32 + "-" + "b" * 16 + "-zz", False)],
+)  # fmt: skip
+def test_parent_sampled_reads_the_flag(header: str | None, sampled: bool) -> None:
+    assert parent_sampled(header) is sampled
+
+
+def test_the_rule_keeps_by_ratio_from_its_random_source() -> None:
+    rule = TailSampling(TailSamplingProcessor([]), ratio=0.5, slow_seconds=1.0)
+    rule.random = lambda: 0.4
+    assert rule.reason(Outcome.OK, 0.0, False) == "ratio"
+    rule.random = lambda: 0.6
+    assert rule.reason(Outcome.OK, 0.0, False) is None
+    assert rule.reason(Outcome.OK, 2.0, False) == "slow"
+    assert rule.reason(Outcome.OK, 0.0, True) == "parent_sampled"
+    assert rule.reason(Outcome.TIMEOUT, 0.0, False) == "timeout"
+
+
+def test_undecided_traces_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spans of requests that never get a decision cannot grow without bound."""
+    monkeypatch.setattr("inference_gateway.observability.sampling.MAX_PENDING_TRACES", 8)
+    processor = TailSamplingProcessor([])
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    for _ in range(50):
+        tracer.start_span("orphan").end()
+    assert len(processor._pending) <= 8
