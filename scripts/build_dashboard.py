@@ -20,8 +20,10 @@ DS = {"type": "prometheus", "uid": "prometheus"}
 PREDICT = 'endpoint=~"/predict|/models/.+/predict|/v2/models/.+/infer"'
 #: The model selector: per-model panels show the models picked at the top.
 MODEL = 'model_name=~"$model_name"'
+#: gRPC calls that did not succeed: every status code but OK.
+GRPC_FAILED = 'code!="OK"'
 
-# (title, unit, [(expr, legend)], exemplars?) per panel; rows of two panels.
+# (title, unit, [(expr, legend)], exemplars?) per panel; a row's panels share its width.
 ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]], bool]]]] = [
     ("Traffic", [
         ("Requests/s by endpoint", "reqps",
@@ -47,6 +49,16 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]], bool]]]] = [
          [(f"sum by (model_name) (rate(inference_queue_wait_seconds_sum{{{MODEL}}}[$__rate_interval])) / sum by (model_name) (rate(inference_queue_wait_seconds_count{{{MODEL}}}[$__rate_interval]))", "queue wait: {{model_name}}"),
           ("sum(rate(image_preprocess_duration_seconds_sum[$__rate_interval])) / sum(rate(image_preprocess_duration_seconds_count[$__rate_interval]))", "decode + preprocess"),
           (f"sum by (model_name) (rate(model_inference_duration_seconds_sum{{{MODEL}}}[$__rate_interval])) / sum by (model_name) (rate(model_inference_duration_seconds_count{{{MODEL}}}[$__rate_interval]))", "forward pass (per batch): {{model_name}}")], True),
+    ]),
+    ("gRPC service (GRPC_PORT)", [
+        ("gRPC calls/s by method and code", "reqps",
+         [("sum by (grpc_method, code) (rate(grpc_requests_total[$__rate_interval]))", "{{grpc_method}}: {{code}}")], False),
+        ("gRPC error ratio by method (codes other than OK)", "percentunit",
+         [(f"sum by (grpc_method) (rate(grpc_requests_total{{{GRPC_FAILED}}}[$__rate_interval])) / sum by (grpc_method) (rate(grpc_requests_total[$__rate_interval]))", "{{grpc_method}}")], False),
+        ("gRPC latency P50 / P99 by method", "s",
+         [("histogram_quantile(0.5, sum by (le, grpc_method) (rate(grpc_request_duration_seconds_bucket[$__rate_interval])))", "P50 {{grpc_method}}"),
+          ("histogram_quantile(0.99, sum by (le, grpc_method) (rate(grpc_request_duration_seconds_bucket[$__rate_interval])))", "P99 {{grpc_method}}"),
+          ("vector(0.3)", "SLO 300 ms (ModelInfer)")], True),
     ]),
     ("Saturation", [
         ("Active requests and inference queue", "short",
@@ -109,6 +121,7 @@ def build() -> dict[str, Any]:
                        "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []})  # fmt: skip
         pid += 1
         y += 1
+        width = 24 // len(row_panels)
         for i, (title, unit, queries, exemplars) in enumerate(row_panels):
             panels.append(
                 {
@@ -116,7 +129,7 @@ def build() -> dict[str, Any]:
                     "type": "timeseries",
                     "title": title,
                     "datasource": DS,
-                    "gridPos": {"h": 8, "w": 12, "x": 12 * i, "y": y},
+                    "gridPos": {"h": 8, "w": width, "x": width * i, "y": y},
                     "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
                     "options": {"legend": {"displayMode": "list", "placement": "bottom"}},
                     "targets": [
