@@ -9,14 +9,11 @@ loaded through `load_builtin`: the baseline the repository path is measured agai
 
 from __future__ import annotations
 
-import os
 from functools import partial
 
 from inference_gateway.app import create_app
 from inference_gateway.config import load_settings
 from inference_gateway.inference.model import load_configured_model
-
-os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
 
 settings = load_settings()
 app = create_app(settings, model_loader=partial(load_configured_model, settings))

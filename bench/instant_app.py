@@ -9,12 +9,8 @@ HTTP, multipart, decoding, hand-offs and telemetry without the forward pass.
 
 from __future__ import annotations
 
-import os
-
 from bench.telemetry_overhead import _loader
 from inference_gateway.app import create_app
 from inference_gateway.config import load_settings
-
-os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
 
 app = create_app(load_settings(), model_loader=_loader)

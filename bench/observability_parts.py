@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.observability_parts [--repeats 5]
 
 Each part is timed alone in a loop (CPU time, median of ``--repeats``): the FastAPI
-instrumentation's server span, starting and ending a span the SDK's way and the
+server span (`instrument_fastapi`), starting and ending a span the SDK's way and the
 gateway's way (`TracedOperation`), a span that is never made current, handing a
 finished span to the batch span processor, encoding the spans of a real request for
 OTLP, a request's log calls, and a request's metric calls. The spans are those
@@ -19,12 +19,9 @@ import argparse
 import asyncio
 import io
 import logging
-import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
-
-os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
 
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -78,7 +75,8 @@ def _cpu_us(step: Callable[[], object], iterations: int) -> float:
 def _request_spans(requests: int = 100) -> list[ReadableSpan]:
     """The spans ``requests`` answered uploads of the bench photo make in the app."""
     memory = InMemorySpanExporter()
-    settings = Settings(_env_file=None, log_level="WARNING", workers=2)
+    # Every trace kept: the parts of a request whose trace is exported.
+    settings = Settings(_env_file=None, log_level="WARNING", workers=2, trace_sample_ratio=1.0)
     app = create_app(
         settings,
         model_loader=_loader,
@@ -101,7 +99,8 @@ def _request_spans(requests: int = 100) -> list[ReadableSpan]:
 
 
 def _instrumentation_us(iterations: int) -> float:
-    """CPU microseconds the FastAPI instrumentation adds to one request of a bare app."""
+    """CPU microseconds the server span (`instrument_fastapi`) adds to one request of a
+    bare app."""
     from fastapi import FastAPI
 
     from inference_gateway.observability.tracing import instrument_fastapi
@@ -194,7 +193,7 @@ def measure(repeats: int) -> list[tuple[str, float, float]]:
     batched_provider.shutdown()
     m = {k: statistics.median(v) for k, v in samples.items()}
     return [
-        ("server span: the FastAPI instrumentation's middleware and span", m["server"], 1),
+        ("server span: `instrument_fastapi`'s middleware and span", m["server"], 1),
         ("span start + end, `TracedOperation` (made current)", m["ours"], traced),
         ("(the same with the SDK's `start_as_current_span`)", m["sdk"], traced),
         ("span start + end, never current (`queue_wait`, `forward_pass`)", m["plain"],

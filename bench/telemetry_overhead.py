@@ -33,8 +33,6 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
-
 from bench.http_bench import otlp_sink
 from inference_gateway.app import create_app
 from inference_gateway.config import Settings

@@ -9,8 +9,6 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
-
 from inference_gateway.app import create_app
 from tests.helpers import (
     ControlledBackend,

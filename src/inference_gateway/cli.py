@@ -74,7 +74,6 @@ def serve(settings: Settings, app: str = DEFAULT_APP) -> int:
     )
     from inference_gateway.shutdown import server_grace_seconds
 
-    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
     # Workers import `inference_gateway.main`, which reads the environment: pass the
     # command-line choices on through it.
     workers = settings.effective_workers

@@ -5,14 +5,10 @@ The one place that builds the default `Settings` from the environment.
 
 from __future__ import annotations
 
-import os
 import sys
 
 from inference_gateway.app import create_app
 from inference_gateway.config import ConfigError, load_settings
-
-# FastAPI spans use the stable HTTP semantic conventions (http.request.method, ...).
-os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
 
 try:
     settings = load_settings()

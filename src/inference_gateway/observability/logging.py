@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TextIO
 
+import orjson
 import structlog
 from opentelemetry import trace
 from structlog.typing import EventDict, Processor, WrappedLogger
@@ -87,6 +88,12 @@ def _shared_processors() -> list[Processor]:
     ]
 
 
+def _orjson_dumps(obj: Any, **kwargs: Any) -> str:
+    """One JSON line with orjson: a few times faster than the standard library, and
+    strict JSON (a NaN is ``null``, never the invalid ``NaN``)."""
+    return orjson.dumps(obj, default=kwargs.get("default")).decode()
+
+
 def setup_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | None = None) -> None:
     """Configure structlog and the standard library for this process.
 
@@ -100,7 +107,7 @@ def setup_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | None 
             structlog.processors.dict_tracebacks,
             _upper_level,
             structlog.processors.EventRenamer("message"),
-            structlog.processors.JSONRenderer(),
+            structlog.processors.JSONRenderer(serializer=_orjson_dumps),
         ]
     else:
         final = [
