@@ -11,6 +11,7 @@ for a 4xx. docs/operations.md lists the same answers.
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import zipfile
@@ -152,6 +153,14 @@ CASES = [
     Case("no-content-type", 415, "unsupported-media-type", cat_jpeg(), None),
     Case("text-declared-as-text", 415, "unsupported-media-type", b"hello", "text/plain"),
     Case("json-body", 415, "unsupported-media-type", b'{"image": "x"}', "application/json"),
+    Case(
+        "gzip-compressed-upload", 415, "unsupported-media-type", gzip.compress(cat_jpeg()),
+        headers={"content-encoding": "gzip"},
+    ),
+    Case(
+        "deflate-then-identity-encodings", 415, "unsupported-media-type", cat_jpeg(),
+        headers={"content-encoding": "deflate, identity"},
+    ),
     Case("xml-body", 415, "unsupported-media-type", b"<?xml version='1.0'?><a/>", "application/xml"),
     Case("text-declared-as-jpeg", 400, "invalid-image", b"just some text"),
     Case("html-declared-as-jpeg", 400, "invalid-image", b"<!doctype html><html><body>hi</body></html>"),

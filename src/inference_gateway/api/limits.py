@@ -14,6 +14,7 @@ from inference_gateway.errors import (
     InvalidInputException,
     PayloadTooLargeException,
     RequestTimeoutException,
+    UnsupportedMediaTypeException,
 )
 
 
@@ -47,6 +48,7 @@ class BodySizeLimitMiddleware:
             return
         limit = self.max_bytes
         declared = _content_length(scope)
+        encoding = _content_encoding(scope)
         received = 0
         body_done = False
         body_deadline = asyncio.get_running_loop().time() + self.body_timeout
@@ -55,6 +57,11 @@ class BodySizeLimitMiddleware:
             nonlocal received, body_done
             if body_done:  # later receives only wait for the client to disconnect
                 return await receive()
+            if encoding is not None:
+                raise UnsupportedMediaTypeException(
+                    f"The body is sent with Content-Encoding: {encoding[:32]}; the gateway "
+                    "does not accept compressed uploads: send it uncompressed (identity)."
+                )
             if declared is not None and declared > limit:
                 raise PayloadTooLargeException(
                     f"The body declares {declared} bytes; at most {limit} are accepted."
@@ -85,6 +92,16 @@ class BodySizeLimitMiddleware:
             await self.app(scope, limited_receive, send)
         finally:
             self.inflight_bytes -= received
+
+
+def _content_encoding(scope: Scope) -> str | None:
+    """A ``Content-Encoding`` other than ``identity``, or None."""
+    for key, value in scope.get("headers", ()):
+        if key == b"content-encoding":
+            encoding = str(value.decode("latin-1")).strip()
+            if encoding.lower() not in ("", "identity"):
+                return encoding
+    return None
 
 
 def _content_length(scope: Scope) -> int | None:
