@@ -60,6 +60,12 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]], bool]]]] = [
           ("histogram_quantile(0.99, sum by (le, grpc_method) (rate(grpc_request_duration_seconds_bucket[$__rate_interval])))", "P99 {{grpc_method}}"),
           ("vector(0.3)", "SLO 300 ms (ModelInfer)")], True),
     ]),
+    ("Edge and tracing", [
+        ("Requests refused below the router/s by reason", "reqps",
+         [("sum by (reason) (rate(http_protocol_errors_total[$__rate_interval]))", "{{reason}}")], False),
+        ("Traces kept/s by reason (tail sampling)", "reqps",
+         [("sum by (reason) (rate(traces_kept_total[$__rate_interval]))", "{{reason}}")], False),
+    ]),
     ("Saturation", [
         ("Active requests and inference queue", "short",
          [("sum(active_requests)", "active requests"),

@@ -14,6 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
+from inference_gateway.api.edge import PROTOCOL_ERROR_REASONS, ProtocolErrors
 from inference_gateway.api.limits import BodySizeLimitMiddleware
 from inference_gateway.api.problems import install_error_handlers
 from inference_gateway.api.routes import metrics_endpoint, router
@@ -214,6 +215,7 @@ def create_app(
         tail=tail,
     )
     registry = _registry(settings, telemetry)
+    protocol_errors = ProtocolErrors(telemetry)
     control = ModelControl(_catalog(settings, model_loader), registry, logger)
     if metrics is not None:
         metrics.initialise_series(
@@ -221,6 +223,7 @@ def create_app(
             decode_failure_reasons=DECODE_FAILURE_REASONS,
             span_drop_reasons=SPAN_DROP_REASONS if provider is not None else (),
             trace_keep_reasons=KEEP_REASONS if tail is not None else (),
+            protocol_error_reasons=PROTOCOL_ERROR_REASONS,
         )
     # With several workers, `inference-gateway serve` serves METRICS_PORT from the parent.
     own_metrics_port = (
@@ -294,6 +297,8 @@ def create_app(
     app.state.telemetry = telemetry
     app.state.registry = registry
     app.state.control = control
+    # Reported from below the router too: the HTTP protocol finds it here.
+    app.state.protocol_errors = protocol_errors
     _add_routes(app, settings, metrics)
     # Middleware added last runs first: observability outermost, then CORS, then limits.
     app.add_middleware(
@@ -301,6 +306,7 @@ def create_app(
         max_bytes=settings.max_body_bytes,
         max_inflight_bytes=settings.max_inflight_bytes,
         body_timeout=settings.request_body_timeout,
+        errors=protocol_errors,
     )
     if settings.cors_origins:
         app.add_middleware(

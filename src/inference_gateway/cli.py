@@ -107,7 +107,11 @@ def serve(settings: Settings, app: str = DEFAULT_APP) -> int:
             host=settings.host,
             port=settings.port,
             workers=workers,
-            http=http_protocol(settings.request_header_timeout),  # type: ignore[arg-type]
+            http=http_protocol(  # type: ignore[arg-type]
+                settings.request_header_timeout,
+                settings.max_header_bytes,
+                settings.max_header_count,
+            ),
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=server_grace_seconds(settings.graceful_shutdown_seconds),

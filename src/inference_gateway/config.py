@@ -127,6 +127,10 @@ class Settings(BaseSettings):
     shutdown_delay_seconds: float = Field(0.0, ge=0, le=300)
     # Slow clients: a request's headers, and then its body, must arrive within these.
     request_header_timeout: float = Field(10.0, gt=0, le=600)
+    # The request line and all headers together, and the number of headers: beyond
+    # either, 431 and the connection is closed (under `inference-gateway serve`).
+    max_header_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    max_header_count: int = Field(100, ge=8, le=10_000)
     request_body_timeout: float = Field(30.0, gt=0, le=3600)
     # The Open Inference Protocol's gRPC service on this port (bound to HOST); unset: off.
     grpc_port: int | None = Field(None, ge=1, le=65535)

@@ -218,6 +218,22 @@ class UnsupportedMediaTypeException(InferenceGatewayException):
     title = "Unsupported media type"
 
 
+class HeaderFieldsTooLargeException(InferenceGatewayException):
+    """The request line and headers exceed ``MAX_HEADER_BYTES`` or ``MAX_HEADER_COUNT``."""
+
+    kind = ErrorKind.INVALID_INPUT
+    slug = "header-too-large"
+    title = "Request header fields too large"
+
+
+class MalformedRequestException(InferenceGatewayException):
+    """The bytes are not an HTTP/1.1 request the gateway accepts."""
+
+    kind = ErrorKind.INVALID_INPUT
+    slug = "malformed-request"
+    title = "Malformed request"
+
+
 class UnauthenticatedException(InferenceGatewayException):
     """The request lacks the credential the action needs, or carries a wrong one."""
 

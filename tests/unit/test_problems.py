@@ -55,6 +55,20 @@ RECORDED: list[tuple[str, int, str | None, str | None, str]] = [
         '{"type":"urn:inference-gateway:problem:unauthenticated","title":"Authentication required","status":401,"detail":"detail text","request_id":"req-1"}',
     ),
     (
+        "raise/HeaderFieldsTooLargeException",
+        431,
+        None,
+        None,
+        '{"type":"urn:inference-gateway:problem:header-too-large","title":"Request header fields too large","status":431,"detail":"detail text","request_id":"req-1"}',
+    ),
+    (
+        "raise/MalformedRequestException",
+        400,
+        None,
+        None,
+        '{"type":"urn:inference-gateway:problem:malformed-request","title":"Malformed request","status":400,"detail":"detail text","request_id":"req-1"}',
+    ),
+    (
         "raise/ImageTooLargeException",
         400,
         None,

@@ -8,6 +8,7 @@ import time
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from inference_gateway.api.edge import ProtocolErrors
 from inference_gateway.config import Settings
 from inference_gateway.errors import (
     InflightBytesException,
@@ -32,14 +33,32 @@ class BodySizeLimitMiddleware:
     """
 
     def __init__(
-        self, app: ASGIApp, max_bytes: int, max_inflight_bytes: int, body_timeout: float
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        max_inflight_bytes: int,
+        body_timeout: float,
+        errors: ProtocolErrors | None = None,
     ) -> None:
-        """Wrap ``app`` with a per-request and an app-wide byte limit and a body deadline."""
+        """Wrap ``app`` with a per-request and an app-wide byte limit and a body deadline;
+        ``errors`` hears of bodies cut off (too large, too slow)."""
         self.app = app
+        self.errors = errors
         self.max_bytes = max_bytes
         self.max_inflight_bytes = max_inflight_bytes
         self.body_timeout = body_timeout
         self.inflight_bytes = 0  # touched only on the event loop
+
+    def _cut_off(
+        self, scope: Scope, exc: PayloadTooLargeException | RequestTimeoutException
+    ) -> PayloadTooLargeException | RequestTimeoutException:
+        """Report a body cut off below the router; return ``exc`` to raise."""
+        if self.errors is not None:
+            reason = (
+                "body_too_large" if isinstance(exc, PayloadTooLargeException) else "body_timeout"
+            )
+            self.errors.report(reason, _peer(scope), exc.detail, log=False)
+        return exc
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the request on with a counting ``receive``."""
@@ -63,15 +82,21 @@ class BodySizeLimitMiddleware:
                     "does not accept compressed uploads: send it uncompressed (identity)."
                 )
             if declared is not None and declared > limit:
-                raise PayloadTooLargeException(
-                    f"The body declares {declared} bytes; at most {limit} are accepted."
+                raise self._cut_off(
+                    scope,
+                    PayloadTooLargeException(
+                        f"The body declares {declared} bytes; at most {limit} are accepted."
+                    ),
                 )
             try:
                 async with asyncio.timeout_at(body_deadline):
                     message = await receive()
             except TimeoutError:
-                raise RequestTimeoutException(
-                    f"The request body did not arrive within {self.body_timeout:g} s."
+                raise self._cut_off(
+                    scope,
+                    RequestTimeoutException(
+                        f"The request body did not arrive within {self.body_timeout:g} s."
+                    ),
                 ) from None
             if message["type"] == "http.disconnect":
                 body_done = True
@@ -81,7 +106,9 @@ class BodySizeLimitMiddleware:
                 received += size
                 self.inflight_bytes += size
                 if received > limit:
-                    raise PayloadTooLargeException(f"The body exceeds {limit} bytes.")
+                    raise self._cut_off(
+                        scope, PayloadTooLargeException(f"The body exceeds {limit} bytes.")
+                    )
                 if self.inflight_bytes > self.max_inflight_bytes:
                     raise InflightBytesException(
                         "Uploads held in memory are at the limit; retry shortly."
@@ -92,6 +119,11 @@ class BodySizeLimitMiddleware:
             await self.app(scope, limited_receive, send)
         finally:
             self.inflight_bytes -= received
+
+
+def _peer(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else None
 
 
 def _content_encoding(scope: Scope) -> str | None:

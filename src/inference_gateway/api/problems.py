@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse
 
 from inference_gateway.errors import (
     ErrorKind,
+    HeaderFieldsTooLargeException,
     InferenceGatewayException,
     PayloadTooLargeException,
     RequestTimeoutException,
@@ -46,6 +47,7 @@ _STATUS_BY_KIND: dict[ErrorKind, int] = {
 #: Failures HTTP has a status of their own for (looked up along the class's MRO).
 _STATUS_BY_TYPE: dict[type[InferenceGatewayException], int] = {
     PayloadTooLargeException: 413,
+    HeaderFieldsTooLargeException: 431,
     UnsupportedMediaTypeException: 415,
     RequestTimeoutException: 408,
 }

@@ -1,4 +1,5 @@
-"""The HTTP/1.1 connection protocol: uvicorn's httptools one, with a header deadline.
+"""The HTTP/1.1 connection protocol: uvicorn's httptools one, with a header deadline,
+header limits, and every refusal below the router answered, counted and logged.
 
 uvicorn closes idle keep-alive connections, but a connection that sends its request
 line and headers a byte at a time (slowloris), or sends nothing at all, holds a socket
@@ -14,34 +15,88 @@ import asyncio
 import functools
 from typing import Any
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from inference_gateway.api.edge import ProtocolErrors
 from inference_gateway.api.problems import gateway_exception_response
-from inference_gateway.errors import RequestTimeoutException
-from inference_gateway.observability.logging import get_logger
+from inference_gateway.errors import (
+    HeaderFieldsTooLargeException,
+    InferenceGatewayException,
+    MalformedRequestException,
+    RequestTimeoutException,
+)
+
+#: The status line of each raw refusal.
+_STATUS_LINES = {
+    400: b"HTTP/1.1 400 Bad Request",
+    408: b"HTTP/1.1 408 Request Timeout",
+    431: b"HTTP/1.1 431 Request Header Fields Too Large",
+}
+#: The first byte of a TLS record carrying a handshake (a ClientHello).
+_TLS_HANDSHAKE = 0x16
+#: What ends a request's head.
+_HEAD_END = b"\r\n\r\n"
+
+
+def _raw_problem(exc: InferenceGatewayException) -> bytes:
+    """The raw problem+json answer (``Connection: close``) for a refusal made before
+    the app runs."""
+    response = gateway_exception_response(exc, None)
+    head = [_STATUS_LINES[response.status_code]]
+    head += [name + b": " + value for name, value in response.raw_headers]
+    if not any(name.lower() == b"connection" for name, _ in response.raw_headers):
+        head.append(b"connection: close")
+    return b"\r\n".join(head) + b"\r\n\r\n" + bytes(response.body)
 
 
 def _timeout_response(header_timeout: float) -> bytes:
     """The raw 408 answer for a request whose headers did not arrive in time."""
-    response = gateway_exception_response(
-        RequestTimeoutException(f"The request headers did not arrive within {header_timeout:g} s."),
-        None,
+    return _raw_problem(
+        RequestTimeoutException(f"The request headers did not arrive within {header_timeout:g} s.")
     )
-    head = [b"HTTP/1.1 408 Request Timeout"]
-    head += [name + b": " + value for name, value in response.raw_headers]
-    return b"\r\n".join(head) + b"\r\n\r\n" + bytes(response.body)
+
+
+def _find_protocol_errors(app: Any) -> ProtocolErrors | None:
+    """The gateway app's `ProtocolErrors`, under whatever uvicorn wrapped it in."""
+    for _ in range(8):
+        errors = getattr(getattr(app, "state", None), "protocol_errors", None)
+        if isinstance(errors, ProtocolErrors):
+            return errors
+        app = getattr(app, "app", None)
+        if app is None:
+            return None
+    return None
 
 
 class HeaderDeadlineProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol that cuts off requests whose headers are too slow."""
 
-    def __init__(self, *args: Any, header_timeout: float, **kwargs: Any) -> None:
-        """``header_timeout``: seconds a request may take to send its headers."""
+    def __init__(
+        self,
+        *args: Any,
+        header_timeout: float,
+        max_header_bytes: int = 64 * 1024,
+        max_header_count: int = 100,
+        **kwargs: Any,
+    ) -> None:
+        """``header_timeout``: seconds a request may take to send its headers;
+        ``max_header_bytes``: the most its request line and headers may take together;
+        ``max_header_count``: the most headers it may have."""
         super().__init__(*args, **kwargs)
         self.header_timeout = header_timeout
+        self.max_header_bytes = max_header_bytes
+        self.max_header_count = max_header_count
         self._header_timer: asyncio.TimerHandle | None = None
         self._answered = 0  # responses completed on this connection
         self._last_call = False  # a stop came before its first request was read
+        self._in_head = True  # reading a request line and headers
+        self._head_bytes = 0  # of the head being read
+        self._head_tail = b""  # its last bytes, where an end split across reads begins
+        self._header_count = 0
+        self._refused = False  # answered and closing: read nothing more
+        self._first_bytes = True
+        self._errors: ProtocolErrors | None = None
 
     def _arm(self) -> None:
         if self._header_timer is None:
@@ -67,9 +122,72 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._arm()
 
+    def data_received(self, data: bytes) -> None:
+        """Feed the parser, counting the head's bytes first: beyond ``max_header_bytes``
+        the request is refused before the parser buffers any more of it."""
+        if self._refused:
+            return
+        if self._first_bytes:
+            self._first_bytes = False
+            if data[:1] == bytes([_TLS_HANDSHAKE]):
+                self._refuse(
+                    "tls_handshake",
+                    MalformedRequestException(
+                        "This port speaks plain HTTP; the request began a TLS handshake."
+                    ),
+                )
+                return
+        if self._in_head:
+            window = self._head_tail + data
+            end = window.find(_HEAD_END)
+            self._head_bytes += (
+                len(data) if end < 0 else end + len(_HEAD_END) - len(self._head_tail)
+            )
+            self._head_tail = window[-(len(_HEAD_END) - 1) :]
+            if self._head_bytes > self.max_header_bytes:
+                self._refuse(
+                    "header_too_large",
+                    HeaderFieldsTooLargeException(
+                        f"The request line and headers exceed {self.max_header_bytes} bytes."
+                    ),
+                )
+                return
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            if not self._refused:
+                self._refuse(
+                    "malformed",
+                    MalformedRequestException(f"The request is not valid HTTP/1.1: {exc}."),
+                )
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """Count the headers: beyond ``max_header_count`` the request is refused."""
+        if self._refused:
+            return
+        self._header_count += 1
+        if self._header_count > self.max_header_count:
+            self._refuse(
+                "too_many_headers",
+                HeaderFieldsTooLargeException(
+                    f"The request has more than {self.max_header_count} headers."
+                ),
+            )
+            return
+        super().on_header(name, value)
+
     def on_headers_complete(self) -> None:
         """The headers are in; the body's deadline is the app's business."""
+        if self._refused:
+            return  # never handed to the app
         self._disarm()
+        self._in_head = False
         super().on_headers_complete()
         if self._last_call and self.cycle is not None:
             self.cycle.keep_alive = False  # answer it, then close
@@ -77,7 +195,27 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         """Count the answers: a connection that has had one is a kept-alive one."""
         self._answered += 1
+        self._in_head, self._head_bytes, self._head_tail, self._header_count = True, 0, b"", 0
         super().on_response_complete()
+
+    def _peer(self) -> str | None:
+        return f"{self.client[0]}:{self.client[1]}" if self.client else None
+
+    def _report(self, reason: str, detail: str) -> None:
+        if self._errors is None:
+            self._errors = _find_protocol_errors(self.app)
+        if self._errors is not None:
+            self._errors.report(reason, self._peer(), detail)
+
+    def _refuse(self, reason: str, exc: InferenceGatewayException) -> None:
+        """Answer ``exc`` as problem+json (when no response has begun), count and log
+        it, and close: nothing more of this connection is read."""
+        self._refused = True
+        self._disarm()
+        self._report(reason, exc.detail)
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.write(_raw_problem(exc))
+        self.transport.close()
 
     def shutdown(self) -> None:
         """A stop: uvicorn closes every connection with no request in progress. One
@@ -91,18 +229,23 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
     def _headers_late(self) -> None:
         self._header_timer = None
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._refused:
             return
-        get_logger().warning(
-            "Request headers timed out",
-            client=f"{self.client[0]}:{self.client[1]}" if self.client else None,
-            header_timeout_seconds=self.header_timeout,
+        self._refuse(
+            "header_timeout",
+            RequestTimeoutException(
+                f"The request headers did not arrive within {self.header_timeout:g} s."
+            ),
         )
-        if self.cycle is None or self.cycle.response_complete:
-            self.transport.write(_timeout_response(self.header_timeout))
-        self.transport.close()
 
 
-def http_protocol(header_timeout: float) -> functools.partial[HeaderDeadlineProtocol]:
-    """The ``http`` argument for uvicorn: the protocol class with its deadline bound."""
-    return functools.partial(HeaderDeadlineProtocol, header_timeout=header_timeout)
+def http_protocol(
+    header_timeout: float, max_header_bytes: int = 64 * 1024, max_header_count: int = 100
+) -> functools.partial[HeaderDeadlineProtocol]:
+    """The ``http`` argument for uvicorn: the protocol class with its limits bound."""
+    return functools.partial(
+        HeaderDeadlineProtocol,
+        header_timeout=header_timeout,
+        max_header_bytes=max_header_bytes,
+        max_header_count=max_header_count,
+    )

@@ -213,6 +213,12 @@ class Metrics:
             "grpc_request_duration_seconds", "gRPC call latency (seconds).",
             ["grpc_method"], buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
+        self.http_protocol_errors_total = Counter(
+            "http_protocol_errors_total",
+            "Requests cut off below the router (malformed, TLS on the plain port, "
+            "headers or body too slow or too large), by reason.",
+            ["reason"], registry=r,
+        )  # fmt: skip
         self.requests_rejected_total = Counter(
             "requests_rejected_total", "Requests the service refused to protect itself.",
             ["reason"], registry=r,
@@ -441,6 +447,10 @@ class Metrics:
         """Count an upload that could not be decoded."""
         self.image_decode_failures_total.labels(reason).inc()
 
+    def record_protocol_error(self, reason: str) -> None:
+        """Count a request cut off below the router, by its bounded reason."""
+        self.http_protocol_errors_total.labels(reason).inc()
+
     def record_trace_kept(self, reason: str) -> None:
         """Count a request whose trace tail sampling kept, by why."""
         self.traces_kept_total.labels(reason).inc()
@@ -464,6 +474,7 @@ class Metrics:
         decode_failure_reasons: Iterable[str] = (),
         span_drop_reasons: Iterable[str] = (),
         trace_keep_reasons: Iterable[str] = (),
+        protocol_error_reasons: Iterable[str] = (),
     ) -> None:
         """Create the zero-valued series that dashboards and alerts expect before traffic.
 
@@ -485,6 +496,8 @@ class Metrics:
             self.tracing_spans_dropped_total.labels(reason)
         for reason in trace_keep_reasons:
             self.traces_kept_total.labels(reason)
+        for reason in protocol_error_reasons:
+            self.http_protocol_errors_total.labels(reason)
         for reason in REJECT_REASONS:
             self.requests_rejected_total.labels(reason)
 

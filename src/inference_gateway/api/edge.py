@@ -1,0 +1,63 @@
+"""What happens below the router, seen: protocol errors counted and logged.
+
+A malformed request, a TLS handshake on the plain port, headers that are too slow, too
+large or too many, a body over the limit or too slow: each is counted in
+``http_protocol_errors_total{reason}`` (every reason exists at 0 from start-up) and
+logged with the peer's address and the reason (a body cut off inside a route is
+logged by its request's own access line instead). The log is rate-limited per reason —
+at most one line per `LOG_INTERVAL_SECONDS`, the next line saying how many were left
+out — so a flood of bad requests cannot flood the log; the counter counts them all.
+"""
+
+from __future__ import annotations
+
+import time
+
+from inference_gateway.observability.telemetry import Telemetry
+
+#: Why a request was cut off below the router (the ``reason`` label).
+PROTOCOL_ERROR_REASONS: tuple[str, ...] = (
+    "malformed",  # the HTTP parser refused it (smuggling shapes, bad chunk sizes, ...)
+    "tls_handshake",  # a TLS ClientHello on the plain-HTTP port
+    "header_timeout",  # the headers did not arrive within REQUEST_HEADER_TIMEOUT
+    "header_too_large",  # request line and headers over MAX_HEADER_BYTES
+    "too_many_headers",  # more than MAX_HEADER_COUNT headers
+    "body_too_large",  # a body over MAX_BODY_BYTES
+    "body_timeout",  # the body did not arrive within REQUEST_BODY_TIMEOUT
+)
+#: At most one log line per reason this often (seconds).
+LOG_INTERVAL_SECONDS = 1.0
+
+
+class ProtocolErrors:
+    """Counts and logs (rate-limited) the requests cut off below the router."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        """Report to ``telemetry``'s metrics and logger."""
+        self._telemetry = telemetry
+        self._last_logged: dict[str, float] = {}
+        self._left_out: dict[str, int] = {}
+
+    def report(self, reason: str, peer: str | None, detail: str, *, log: bool = True) -> None:
+        """One request cut off for ``reason``, from ``peer`` (``host:port``). ``log``
+        false: counted only, as a body cut off inside a route, whose request already
+        gets its one access line (413, 408)."""
+        metrics = self._telemetry.metrics
+        if metrics is not None:
+            metrics.record_protocol_error(reason)
+        if not log:
+            return
+        now = time.monotonic()
+        last = self._last_logged.get(reason)
+        if last is not None and now - last < LOG_INTERVAL_SECONDS:
+            self._left_out[reason] = self._left_out.get(reason, 0) + 1
+            return
+        self._last_logged[reason] = now
+        left_out = self._left_out.pop(reason, 0)
+        self._telemetry.logger.warning(
+            "Request refused below the router",
+            reason=reason,
+            client=peer,
+            error=detail[:300],
+            **({"not_logged_since_last": left_out} if left_out else {}),
+        )
