@@ -193,3 +193,20 @@ def test_endless_headers_on_many_connections_leave_memory_flat(gateway: GatewayP
     assert statuses.count(431) + statuses.count(None) == 32 and statuses.count(431) >= 1
     assert gateway.rss_bytes() - resident_before < 16 * 1024 * 1024
     assert httpx.get(f"{gateway.url}/ready").status_code == 200
+
+
+def test_a_body_left_unread_does_not_count_as_the_next_request_s_headers(
+    gateway: GatewayProcess,
+) -> None:
+    """A request answered before its 512 KiB body was read (no route takes it), then a
+    second request on the same connection: the body's bytes are not headers."""
+    body = b"x" * (512 * 1024)
+    with socket.create_connection(_port(gateway), timeout=30) as sock:
+        sock.sendall(
+            b"POST /nowhere HTTP/1.1\r\nHost: g\r\nContent-Type: image/jpeg\r\n"
+            + b"Content-Length: %d\r\n\r\n" % len(body)
+            + body
+        )
+        assert read_http_response(sock)[0] == 404
+        sock.sendall(GET + b"\r\n")
+        assert read_http_response(sock)[0] == 200

@@ -118,8 +118,11 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
-        """A request's first byte (on a kept-alive connection): start its clock."""
+        """A request's first byte (on a kept-alive connection): start its clock, and
+        count its head from here (the bytes of the read it began in are not counted:
+        the limit is overshot by less than one read at most)."""
         super().on_message_begin()
+        self._in_head = True
         self._arm()
 
     def data_received(self, data: bytes) -> None:
@@ -187,7 +190,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         if self._refused:
             return  # never handed to the app
         self._disarm()
-        self._in_head = False
+        self._in_head, self._head_bytes, self._head_tail, self._header_count = False, 0, b"", 0
         super().on_headers_complete()
         if self._last_call and self.cycle is not None:
             self.cycle.keep_alive = False  # answer it, then close
@@ -195,7 +198,6 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         """Count the answers: a connection that has had one is a kept-alive one."""
         self._answered += 1
-        self._in_head, self._head_bytes, self._head_tail, self._header_count = True, 0, b"", 0
         super().on_response_complete()
 
     def _peer(self) -> str | None:
