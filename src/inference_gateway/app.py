@@ -15,12 +15,13 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from inference_gateway.api.edge import PROTOCOL_ERROR_REASONS, ProtocolErrors
+from inference_gateway.api.keys import ApiKeyMiddleware, ApiKeys, KeysFileError
 from inference_gateway.api.limits import BodySizeLimitMiddleware
 from inference_gateway.api.problems import install_error_handlers
 from inference_gateway.api.routes import metrics_endpoint, router
 from inference_gateway.api.ui import install_ui
 from inference_gateway.api.v2.routes import router as v2_router
-from inference_gateway.config import Settings
+from inference_gateway.config import ConfigError, Settings
 from inference_gateway.errors import gateway_exception_names
 from inference_gateway.inference.catalog import BuiltinCatalog, RepositoryCatalog
 from inference_gateway.inference.control import ModelControl
@@ -124,6 +125,20 @@ def _registry(settings: Settings, telemetry: Telemetry) -> ModelRegistry:
     )
 
 
+def _api_keys(settings: Settings) -> ApiKeys | None:
+    """The API keys of ``API_KEYS_FILE`` (None: no key needed).
+
+    Raises:
+        ConfigError: The file cannot be read or has a malformed line.
+    """
+    if settings.api_keys_file is None:
+        return None
+    try:
+        return ApiKeys(settings.api_keys_file)
+    except (OSError, KeysFileError) as exc:
+        raise ConfigError(f"API_KEYS_FILE: {exc}") from exc
+
+
 def _catalog(settings: Settings, loader: ModelLoader | None) -> BuiltinCatalog | RepositoryCatalog:
     """The models to serve: a test's loader, a model repository, or the built-in model."""
     if loader is None and settings.model_repository is not None:
@@ -133,7 +148,11 @@ def _catalog(settings: Settings, loader: ModelLoader | None) -> BuiltinCatalog |
 
 @asynccontextmanager
 async def _grpc_serving(
-    settings: Settings, registry: ModelRegistry, control: ModelControl, telemetry: Telemetry
+    settings: Settings,
+    registry: ModelRegistry,
+    control: ModelControl,
+    telemetry: Telemetry,
+    keys: ApiKeys | None,
 ) -> AsyncIterator[Callable[[], None]]:
     """Serve the gRPC service too when ``GRPC_PORT`` is set, until the block ends;
     yields what makes it stop taking calls (nothing without gRPC)."""
@@ -143,7 +162,7 @@ async def _grpc_serving(
     # Imported only now: grpcio and tritonclient come with the `grpc` extra.
     from inference_gateway.api.v2.grpc import grpc_service
 
-    async with grpc_service(settings, registry, control, telemetry) as stop_taking_calls:
+    async with grpc_service(settings, registry, control, telemetry, keys) as stop_taking_calls:
         yield stop_taking_calls
 
 
@@ -177,6 +196,39 @@ def _add_routes(app: FastAPI, settings: Settings, metrics: Metrics | None) -> No
         app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
     if settings.enable_ui:
         install_ui(app, settings)
+
+
+def _add_middleware(
+    app: FastAPI,
+    settings: Settings,
+    telemetry: Telemetry,
+    protocol_errors: ProtocolErrors,
+    keys: ApiKeys | None,
+) -> None:
+    """Wrap the routes: the server span outermost, then observability, CORS, API keys,
+    and the body limits."""
+    provider = telemetry.tracer_provider
+    # Middleware added last runs first.
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        max_inflight_bytes=settings.max_inflight_bytes,
+        body_timeout=settings.request_body_timeout,
+        errors=protocol_errors,
+    )
+    if keys is not None:  # runs before the body limits: no key, no upload read
+        app.add_middleware(ApiKeyMiddleware, keys=keys)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID", "Server-Timing", "traceparent"],
+        )
+    app.add_middleware(ObservabilityMiddleware, telemetry=telemetry)
+    if provider is not None:
+        instrument_fastapi(app, provider)
 
 
 def create_app(
@@ -216,6 +268,7 @@ def create_app(
     )
     registry = _registry(settings, telemetry)
     protocol_errors = ProtocolErrors(telemetry)
+    keys = _api_keys(settings)
     control = ModelControl(_catalog(settings, model_loader), registry, logger)
     if metrics is not None:
         metrics.initialise_series(
@@ -271,7 +324,7 @@ def create_app(
             # before the registry drains and unloads the models.
             async with (
                 _serving(control, registry, settings, logger),
-                _grpc_serving(settings, registry, control, telemetry) as stop_grpc,
+                _grpc_serving(settings, registry, control, telemetry, keys) as stop_grpc,
             ):
                 listeners.append(stop_grpc)
                 yield
@@ -300,23 +353,5 @@ def create_app(
     # Reported from below the router too: the HTTP protocol finds it here.
     app.state.protocol_errors = protocol_errors
     _add_routes(app, settings, metrics)
-    # Middleware added last runs first: observability outermost, then CORS, then limits.
-    app.add_middleware(
-        BodySizeLimitMiddleware,
-        max_bytes=settings.max_body_bytes,
-        max_inflight_bytes=settings.max_inflight_bytes,
-        body_timeout=settings.request_body_timeout,
-        errors=protocol_errors,
-    )
-    if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["*"],
-            expose_headers=["X-Request-ID", "Server-Timing", "traceparent"],
-        )
-    app.add_middleware(ObservabilityMiddleware, telemetry=telemetry)
-    if provider is not None:
-        instrument_fastapi(app, provider)
+    _add_middleware(app, settings, telemetry, protocol_errors, keys)
     return app

@@ -50,7 +50,35 @@ def _parser() -> argparse.ArgumentParser:
     export_onnx.add_argument(
         "--force", action="store_true", help="with --repository: replace an existing export"
     )
+    keys = sub.add_parser("keys", help="manage API keys (API_KEYS_FILE)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    add = keys_sub.add_parser(
+        "add", help="append a new random key NAME to the keys file and print the key once"
+    )
+    add.add_argument("name", help="the key's id: what the access log shows")
+    add.add_argument("--file", type=Path, help="the keys file (default: API_KEYS_FILE)")
     return parser
+
+
+def add_api_key(settings: Settings, name: str, path: Path | None) -> int:
+    """``keys add``: a new key in the keys file, printed once (only its hash is kept)."""
+    from inference_gateway.api.keys import KeysFileError, add_key
+
+    target = path or settings.api_keys_file
+    if target is None:
+        sys.stderr.write("keys add: set API_KEYS_FILE or pass --file\n")
+        return 2
+    try:
+        key = add_key(target, name)
+    except (OSError, KeysFileError) as exc:
+        sys.stderr.write(f"keys add: {exc}\n")
+        return 1
+    sys.stdout.write(f"{key}\n")
+    sys.stderr.write(
+        f"Added key {name!r} to {target}. This is the only time the key is shown; a running "
+        "server picks it up within a second.\n"
+    )
+    return 0
 
 
 def _stopped(signum: int, frame: FrameType | None) -> None:
@@ -239,6 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(settings, args.app)
     if args.command == "export-onnx":
         return export(settings, args.repository, args.force)
+    if args.command == "keys":
+        return add_api_key(settings, args.name, args.file)
     return predict(args.images, args.top_k, args.json, settings)
 
 

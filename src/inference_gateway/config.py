@@ -137,6 +137,9 @@ class Settings(BaseSettings):
     # Unset: the model repository extension (load, unload, index) is off. Set: those
     # calls need "Authorization: Bearer <token>". Never logged or shown.
     admin_token: SecretStr | None = Field(None, min_length=16)
+    # Unset: no key needed. Set: a file of "key-id:sha256-hex" lines; predictions, the
+    # Open Inference Protocol and the page need one of its keys (`keys add` writes one).
+    api_keys_file: Path | None = None
 
     # --- logging
     log_level: LogLevel = LogLevel.INFO

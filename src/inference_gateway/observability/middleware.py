@@ -150,6 +150,9 @@ class ObservabilityMiddleware:
         fields: dict[str, Any] = {}
         if sampled is not None:
             fields["trace_sampled"] = sampled
+        key_id = scope["state"].get("api_key_id")  # the key's id, never the key
+        if key_id is not None:
+            fields["api_key_id"] = key_id
         model = scope["state"].get("model")  # the version a prediction route picked
         if isinstance(model, tuple):
             fields["model_name"], fields["model_version"] = model
@@ -169,7 +172,7 @@ class ObservabilityMiddleware:
                 status_code=status, inference_ms=inference.inference_ms,
                 model_version=inference.model_version,
                 batch_size=inference.batch_size,
-                **({} if sampled is None else {"trace_sampled": sampled}),
+                **{k: v for k, v in fields.items() if k in ("trace_sampled", "api_key_id")},
             )  # fmt: skip
             return
         expected = isinstance(error, InferenceGatewayException) and error.expected

@@ -36,6 +36,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from inference_gateway.api.admin import require_admin
+from inference_gateway.api.keys import ApiKeys
 from inference_gateway.api.v2 import grpc_codec, inference
 from inference_gateway.config import Settings
 from inference_gateway.errors import (
@@ -80,6 +81,8 @@ OFFERED: dict[str, str] = {
     "RepositoryModelLoad": "_repository_load",  # serve a model of the repository (ADMIN_TOKEN)
     "RepositoryModelUnload": "_repository_unload",  # take a model out (ADMIN_TOKEN)
 }
+#: The RPCs open without an API key: probes.
+OPEN_RPCS = frozenset({"ServerLive", "ServerReady"})
 #: The access line's ``method`` for every RPC.
 ACCESS_METHOD = "gRPC"
 #: Codes that are the server's failure, not the caller's: OpenTelemetry's RPC
@@ -148,11 +151,14 @@ class InferenceServicer:
         control: ModelControl,
         settings: Settings,
         telemetry: Telemetry,
+        keys: ApiKeys | None = None,
     ) -> None:
         """Serve ``registry``'s models under ``settings``' limits, reporting to
-        ``telemetry``; ``control`` answers the repository RPCs."""
+        ``telemetry``; ``control`` answers the repository RPCs; with ``keys``, every
+        call but the health ones needs an API key in its metadata."""
         self._registry = registry
         self._control = control
+        self._keys = keys
         self._settings = settings
         self._telemetry = telemetry
 
@@ -274,6 +280,8 @@ class InferenceServicer:
             ) as span,
         ):
             try:
+                if self._keys is not None and rpc not in OPEN_RPCS:
+                    self._keys.identify(metadata.get("authorization"), metadata.get("x-api-key"))
                 response = await handler(request, call)
             except InferenceGatewayException as exc:
                 code, error = grpc_codec.status_code(exc), exc
@@ -418,7 +426,11 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
 
 @asynccontextmanager
 async def grpc_service(
-    settings: Settings, registry: ModelRegistry, control: ModelControl, telemetry: Telemetry
+    settings: Settings,
+    registry: ModelRegistry,
+    control: ModelControl,
+    telemetry: Telemetry,
+    keys: ApiKeys | None = None,
 ) -> AsyncIterator[Callable[[], None]]:
     """Serve the gRPC service on ``HOST:GRPC_PORT`` in this event loop until the block
     ends; then stop taking calls and let those in flight finish within
@@ -435,7 +447,7 @@ async def grpc_service(
     assert settings.grpc_port is not None  # noqa: S101 - the caller checks
     server = grpc.aio.server(options=server_options(settings))
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-        InferenceServicer(registry, control, settings, telemetry), server
+        InferenceServicer(registry, control, settings, telemetry, keys), server
     )
     address = _address(settings.host, settings.grpc_port)
     try:

@@ -1,0 +1,204 @@
+"""Optional API keys: who may ask for predictions (``API_KEYS_FILE``).
+
+The file holds one ``key-id:sha256-hex-of-the-key`` line per key (``#`` comments and
+blank lines allowed); `inference-gateway keys add NAME` writes one and prints the key
+once. With a file set, the prediction routes (``/predict``, ``/models/...``), the Open
+Inference Protocol (``/v2/...``, and gRPC) and the page need ``Authorization: Bearer
+<key>`` or ``X-API-Key: <key>``; ``/health``, ``/ready``, ``/metrics`` and the API's
+own description (``/docs``, ``/openapi.json``) stay open for probes and scrapers.
+
+A key offered is hashed once and compared with every stored hash by
+`hmac.compare_digest`, without stopping at a match, so the time an answer takes says
+nothing about which keys exist. Only the key id (never the key) reaches the access log
+(``api_key_id``); it is not a metric label, since a file can hold any number of keys.
+The file is read again when it changes (checked at most once a second), so keys are
+added and revoked without a restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from inference_gateway.api.problems import error_headers, gateway_exception_response, http_status
+from inference_gateway.api.v2.codec import error_body
+from inference_gateway.errors import UnauthenticatedException
+
+#: A key id: what the access log shows.
+KEY_ID = re.compile(r"[A-Za-z0-9._@-]{1,64}")
+#: How often the file's modification is checked (seconds).
+RELOAD_CHECK_SECONDS = 1.0
+#: Paths open without a key: probes, scrapes and the API's description.
+OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/docs", "/openapi.json"})
+
+
+class KeysFileError(ValueError):
+    """A line of the keys file is not ``key-id:sha256-hex``."""
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
+
+
+def parse_keys(text: str, source: str = "API_KEYS_FILE") -> dict[str, bytes]:
+    """Key id → SHA-256 digest, from the file's text.
+
+    Raises:
+        KeysFileError: A line that is not ``key-id:64-hex-digits``, or a repeated id.
+    """
+    keys: dict[str, bytes] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key_id, _, hexdigest = line.partition(":")
+        if not KEY_ID.fullmatch(key_id) or not re.fullmatch(r"[0-9a-fA-F]{64}", hexdigest):
+            raise KeysFileError(f"{source}, line {number}: expected key-id:sha256-hex")
+        if key_id in keys:
+            raise KeysFileError(f"{source}, line {number}: key id {key_id!r} appears twice")
+        keys[key_id] = bytes.fromhex(hexdigest)
+    return keys
+
+
+@dataclass(slots=True)
+class _Loaded:
+    keys: dict[str, bytes]
+    stamp: tuple[int, int]  # mtime_ns, size
+    checked: float
+
+
+class ApiKeys:
+    """The keys of ``API_KEYS_FILE``, read again when the file changes."""
+
+    def __init__(self, path: Path) -> None:
+        """Read ``path`` now (an unreadable or malformed file fails the start).
+
+        Raises:
+            OSError: The file cannot be read.
+            KeysFileError: A malformed line.
+        """
+        self.path = path
+        self._loaded = self._read()
+
+    def _read(self) -> _Loaded:
+        stat = self.path.stat()
+        keys = parse_keys(self.path.read_text(encoding="utf-8"), str(self.path))
+        return _Loaded(keys, (stat.st_mtime_ns, stat.st_size), time.monotonic())
+
+    def _current(self) -> dict[str, bytes]:
+        """The keys, re-read when the file changed (a broken edit keeps the old keys)."""
+        loaded = self._loaded
+        now = time.monotonic()
+        if now - loaded.checked >= RELOAD_CHECK_SECONDS:
+            loaded.checked = now
+            try:
+                stat = self.path.stat()
+                if (stat.st_mtime_ns, stat.st_size) != loaded.stamp:
+                    self._loaded = loaded = self._read()
+            except (OSError, KeysFileError):
+                pass  # keep serving with the keys last read; the next check tries again
+        return loaded.keys
+
+    def identify(self, authorization: str | None, api_key: str | None) -> str:
+        """The id of the key a request offers (``Authorization: Bearer`` or
+        ``X-API-Key``).
+
+        Raises:
+            UnauthenticatedException: No key, or one that is not in the file.
+        """
+        offered = api_key.strip() if api_key else None
+        if offered is None and authorization:
+            scheme, _, value = authorization.strip().partition(" ")
+            if scheme.lower() == "bearer" and value.strip():
+                offered = value.strip()
+        if not offered:
+            raise UnauthenticatedException(
+                "An API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key'."
+            )
+        digest = _digest(offered)
+        found: str | None = None
+        for key_id, stored in self._current().items():
+            if hmac.compare_digest(digest, stored) and found is None:
+                found = key_id
+        if found is None:
+            raise UnauthenticatedException("The API key is not valid.")
+        return found
+
+
+def needs_key(path: str) -> bool:
+    """Whether a request for ``path`` must carry an API key (when keys are on)."""
+    return path not in OPEN_PATHS
+
+
+def add_key(path: Path, key_id: str) -> str:
+    """Append a new random key named ``key_id`` to the keys file; return the key (it is
+    stored only as its hash: this is the one time it is seen).
+
+    Raises:
+        KeysFileError: A malformed id, one already in the file, or a malformed file.
+    """
+    if not KEY_ID.fullmatch(key_id):
+        raise KeysFileError(f"key id {key_id!r}: use letters, digits and . _ @ - (at most 64)")
+    existing = path.read_text(encoding="utf-8") if path.exists() else ""
+    if key_id in parse_keys(existing, str(path)):
+        raise KeysFileError(f"{path}: key id {key_id!r} exists already")
+    key = secrets.token_urlsafe(32)
+    separator = "" if not existing or existing.endswith("\n") else "\n"
+    with path.open("a", encoding="utf-8") as file:
+        file.write(f"{separator}{key_id}:{_digest(key).hex()}\n")
+    return key
+
+
+class ApiKeyMiddleware:
+    """Refuse requests without a valid key (401, ``WWW-Authenticate``) on the paths that
+    need one; remember the key id for the access line. Inside the observability
+    middleware, so a refusal is counted and logged like any other answer."""
+
+    def __init__(self, app: ASGIApp, keys: ApiKeys) -> None:
+        """Guard ``app`` with ``keys``."""
+        self.app = app
+        self.keys = keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check the key of an HTTP request on a guarded path, then pass it on."""
+        if scope["type"] != "http" or not needs_key(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        headers = {k: v.decode("latin-1") for k, v in scope.get("headers", ()) if k in _KEY_HEADERS}
+        state = scope.setdefault("state", {})
+        try:
+            state["api_key_id"] = self.keys.identify(
+                headers.get(b"authorization"), headers.get(b"x-api-key")
+            )
+        except UnauthenticatedException as exc:
+            state["error"] = exc
+            response = _v2_error(exc) if scope["path"].startswith("/v2") else _problem(exc, state)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+_KEY_HEADERS = (b"authorization", b"x-api-key")
+
+
+def _problem(exc: UnauthenticatedException, state: dict[str, object]) -> Response:
+    request_id = state.get("request_id")
+    return gateway_exception_response(exc, request_id if isinstance(request_id, str) else None)
+
+
+def _v2_error(exc: UnauthenticatedException) -> Response:
+    """The Open Inference Protocol's ``{"error": ...}``, as its clients parse it."""
+    return Response(
+        error_body(exc.detail),
+        status_code=http_status(exc),
+        headers=error_headers(exc),
+        media_type="application/json",
+    )
