@@ -14,7 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
-from inference_gateway.api.edge import PROTOCOL_ERROR_REASONS, ProtocolErrors
+from inference_gateway.api.edge import PROTOCOL_ERROR_REASONS, Connections, ProtocolErrors
 from inference_gateway.api.keys import ApiKeyMiddleware, ApiKeys, KeysFileError
 from inference_gateway.api.limits import BodySizeLimitMiddleware
 from inference_gateway.api.problems import install_error_handlers
@@ -352,6 +352,7 @@ def create_app(
     app.state.control = control
     # Reported from below the router too: the HTTP protocol finds it here.
     app.state.protocol_errors = protocol_errors
+    app.state.connections = Connections(telemetry, settings.effective_max_connections)
     _add_routes(app, settings, metrics)
     _add_middleware(app, settings, telemetry, protocol_errors, keys)
     return app

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import resource
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,6 +22,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from inference_gateway import __version__
 
 MIB = 1024 * 1024
+#: File descriptors a worker keeps for itself beyond its connections: model files, the
+#: exporter's and the metrics' sockets, logs, the multiprocess files.
+FD_RESERVE = 128
 #: What ``GRPC_PORT`` needs (the ``grpc`` extra): grpcio, and the service definition and
 #: protobuf messages that tritonclient ships.
 GRPC_PACKAGES: tuple[str, ...] = ("grpc", "tritonclient", "google.protobuf")
@@ -131,6 +135,9 @@ class Settings(BaseSettings):
     # either, 431 and the connection is closed (under `inference-gateway serve`).
     max_header_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
     max_header_count: int = Field(100, ge=8, le=10_000)
+    # Open HTTP connections per worker; beyond, a new one gets 503. 0: from the
+    # file-descriptor limit (RLIMIT_NOFILE less a reserve for files and the exporter).
+    max_connections: int = Field(0, ge=0, le=1_000_000)
     request_body_timeout: float = Field(30.0, gt=0, le=3600)
     # The Open Inference Protocol's gRPC service on this port (bound to HOST); unset: off.
     grpc_port: int | None = Field(None, ge=1, le=65535)
@@ -257,6 +264,16 @@ class Settings(BaseSettings):
         if self.slo_latency_p95_seconds > self.slo_latency_p99_seconds:
             raise ValueError("SLO_LATENCY_P95_SECONDS must not exceed SLO_LATENCY_P99_SECONDS")
         return self
+
+    @property
+    def effective_max_connections(self) -> int:
+        """``MAX_CONNECTIONS``, or the worker's file-descriptor limit less a reserve."""
+        if self.max_connections:
+            return self.max_connections
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return 65536
+        return max(16, soft - FD_RESERVE)
 
     @property
     def tail_sampling(self) -> bool:

@@ -218,6 +218,16 @@ class UnsupportedMediaTypeException(InferenceGatewayException):
     title = "Unsupported media type"
 
 
+class TooManyConnectionsException(InferenceGatewayException):
+    """The worker already holds ``MAX_CONNECTIONS`` open connections."""
+
+    kind = ErrorKind.REFUSED
+    slug = "too-many-connections"
+    title = "Too many connections"
+    reject_reason = "connection_limit"
+    retry_after_seconds = 1
+
+
 class HeaderFieldsTooLargeException(InferenceGatewayException):
     """The request line and headers exceed ``MAX_HEADER_BYTES`` or ``MAX_HEADER_COUNT``."""
 

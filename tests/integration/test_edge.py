@@ -210,3 +210,39 @@ def test_a_body_left_unread_does_not_count_as_the_next_request_s_headers(
         assert read_http_response(sock)[0] == 404
         sock.sendall(GET + b"\r\n")
         assert read_http_response(sock)[0] == 200
+
+
+def test_thousands_of_idle_connections_meet_max_connections() -> None:
+    """2,000 idle connections fill a worker's MAX_CONNECTIONS; the next one is answered
+    503 too-many-connections with Retry-After and closed, it is counted, the gauge
+    shows the 2,000, and once some close a new client is served again."""
+    limit = 2000
+    env = {"WORKERS": "1", "MAX_CONNECTIONS": str(limit), "REQUEST_HEADER_TIMEOUT": "120"}
+    with gateway_process(env) as gateway:
+        held: list[socket.socket] = []
+        try:
+            # The readiness probes' own connections are closed: count what is open now.
+            def open_now() -> float:
+                return value(
+                    parse(httpx.get(f"{gateway.url}/metrics").text), "http_connections_open"
+                )
+
+            base = int(open_now()) - 1  # less the scrape's own connection
+            for _ in range(limit - base):
+                held.append(socket.create_connection(_port(gateway), timeout=30))
+            # Full: the next connection (this one) is refused. No scrape until there is room.
+            answered, head, body = _exchange(gateway, GET + b"\r\n")
+            assert answered == 503, (head, body)
+            assert b"retry-after: 1" in head.lower()
+            assert json.loads(body)["type"] == PROBLEM + "too-many-connections"
+            for sock in held[:10]:
+                sock.close()
+            wait_until(lambda: _errors(gateway, "connection_limit") >= 1, what="counted")
+            wait_until(
+                lambda: httpx.get(f"{gateway.url}/ready").status_code == 200,
+                what="a new client served again",
+            )
+            assert open_now() >= limit - 10
+        finally:
+            for sock in held:
+                sock.close()

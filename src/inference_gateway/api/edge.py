@@ -24,6 +24,7 @@ PROTOCOL_ERROR_REASONS: tuple[str, ...] = (
     "too_many_headers",  # more than MAX_HEADER_COUNT headers
     "body_too_large",  # a body over MAX_BODY_BYTES
     "body_timeout",  # the body did not arrive within REQUEST_BODY_TIMEOUT
+    "connection_limit",  # a connection beyond MAX_CONNECTIONS of the worker
 )
 #: At most one log line per reason this often (seconds).
 LOG_INTERVAL_SECONDS = 1.0
@@ -37,6 +38,11 @@ class ProtocolErrors:
         self._telemetry = telemetry
         self._last_logged: dict[str, float] = {}
         self._left_out: dict[str, int] = {}
+
+    def rejected(self, reason: str) -> None:
+        """Also count a refusal to protect the service (``requests_rejected_total``)."""
+        if self._telemetry.metrics is not None:
+            self._telemetry.metrics.record_rejection(reason)
 
     def report(self, reason: str, peer: str | None, detail: str, *, log: bool = True) -> None:
         """One request cut off for ``reason``, from ``peer`` (``host:port``). ``log``
@@ -61,3 +67,33 @@ class ProtocolErrors:
             error=detail[:300],
             **({"not_logged_since_last": left_out} if left_out else {}),
         )
+
+
+class Connections:
+    """The worker's open HTTP connections: the ``http_connections_open`` gauge, and
+    ``MAX_CONNECTIONS``, beyond which a new connection is refused (503) instead of
+    exhausting the process's file descriptors."""
+
+    def __init__(self, telemetry: Telemetry, limit: int) -> None:
+        """Count against ``limit`` connections, reporting to ``telemetry``."""
+        self._telemetry = telemetry
+        self.limit = limit
+        self.open = 0  # event loop only
+
+    def opened(self) -> bool:
+        """A connection was accepted; False when it is over the limit (and not counted)."""
+        if self.open >= self.limit:
+            return False
+        self.open += 1
+        self._publish()
+        return True
+
+    def closed(self) -> None:
+        """A counted connection was closed."""
+        self.open -= 1
+        self._publish()
+
+    def _publish(self) -> None:
+        metrics = self._telemetry.metrics
+        if metrics is not None:
+            metrics.http_connections_open.set(self.open)

@@ -18,13 +18,14 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from inference_gateway.api.edge import ProtocolErrors
+from inference_gateway.api.edge import Connections, ProtocolErrors
 from inference_gateway.api.problems import gateway_exception_response
 from inference_gateway.errors import (
     HeaderFieldsTooLargeException,
     InferenceGatewayException,
     MalformedRequestException,
     RequestTimeoutException,
+    TooManyConnectionsException,
 )
 
 #: The status line of each raw refusal.
@@ -32,6 +33,7 @@ _STATUS_LINES = {
     400: b"HTTP/1.1 400 Bad Request",
     408: b"HTTP/1.1 408 Request Timeout",
     431: b"HTTP/1.1 431 Request Header Fields Too Large",
+    503: b"HTTP/1.1 503 Service Unavailable",
 }
 #: The first byte of a TLS record carrying a handshake (a ClientHello).
 _TLS_HANDSHAKE = 0x16
@@ -57,12 +59,12 @@ def _timeout_response(header_timeout: float) -> bytes:
     )
 
 
-def _find_protocol_errors(app: Any) -> ProtocolErrors | None:
-    """The gateway app's `ProtocolErrors`, under whatever uvicorn wrapped it in."""
+def _app_state(app: Any, name: str) -> Any:
+    """``name`` of the gateway app's state, under whatever uvicorn wrapped it in."""
     for _ in range(8):
-        errors = getattr(getattr(app, "state", None), "protocol_errors", None)
-        if isinstance(errors, ProtocolErrors):
-            return errors
+        found = getattr(getattr(app, "state", None), name, None)
+        if found is not None:
+            return found
         app = getattr(app, "app", None)
         if app is None:
             return None
@@ -97,6 +99,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         self._refused = False  # answered and closing: read nothing more
         self._first_bytes = True
         self._errors: ProtocolErrors | None = None
+        self._connections: Connections | None = None  # counted in it while open
 
     def _arm(self) -> None:
         if self._header_timer is None:
@@ -108,13 +111,29 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
             self._header_timer = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        """Start the clock: the first request's headers are due ``header_timeout`` from now."""
+        """Count the connection (refused with 503 beyond ``MAX_CONNECTIONS``) and start the
+        clock: the first request's headers are due ``header_timeout`` from now."""
         super().connection_made(transport)
+        connections = _app_state(self.app, "connections")
+        if isinstance(connections, Connections):
+            if not connections.opened():
+                self._refuse(
+                    "connection_limit",
+                    TooManyConnectionsException(
+                        f"This worker holds its {connections.limit} connections "
+                        "(MAX_CONNECTIONS); retry shortly."
+                    ),
+                )
+                return
+            self._connections = connections
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Stop the clock."""
+        """Stop the clock; the connection no longer counts."""
         self._disarm()
+        if self._connections is not None:
+            self._connections.closed()
+            self._connections = None
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
@@ -205,7 +224,8 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
     def _report(self, reason: str, detail: str) -> None:
         if self._errors is None:
-            self._errors = _find_protocol_errors(self.app)
+            found = _app_state(self.app, "protocol_errors")
+            self._errors = found if isinstance(found, ProtocolErrors) else None
         if self._errors is not None:
             self._errors.report(reason, self._peer(), detail)
 
@@ -215,6 +235,8 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         self._refused = True
         self._disarm()
         self._report(reason, exc.detail)
+        if exc.reject_reason is not None and self._errors is not None:
+            self._errors.rejected(exc.reject_reason)
         if self.cycle is None or self.cycle.response_complete:
             self.transport.write(_raw_problem(exc))
         self.transport.close()

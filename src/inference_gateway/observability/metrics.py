@@ -69,6 +69,7 @@ LOAD_BUCKETS: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60
 
 #: Bounded reasons for refusals (``requests_rejected_total``).
 REJECT_REASONS: tuple[str, ...] = (
+    "connection_limit",
     "queue_full",
     "deadline_unreachable",
     "deadline_exceeded",
@@ -224,6 +225,10 @@ class Metrics:
             ["reason"], registry=r,
         )  # fmt: skip
         # Saturation.
+        self.http_connections_open = Gauge(
+            "http_connections_open", "Open HTTP connections of each worker (MAX_CONNECTIONS each).",
+            registry=r, multiprocess_mode="liveall",
+        )  # fmt: skip
         self.active_requests = Gauge(
             "active_requests", "HTTP requests being served now.",
             registry=r, multiprocess_mode="livesum",
