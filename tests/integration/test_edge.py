@@ -12,6 +12,7 @@ the worker's memory flat.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import socket
 import threading
@@ -21,6 +22,7 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
+from tests.images import cat_jpeg
 from tests.scrape import parse, value
 from tests.servers import GatewayProcess, gateway_process, read_http_response, wait_until
 
@@ -246,3 +248,28 @@ def test_thousands_of_idle_connections_meet_max_connections() -> None:
         finally:
             for sock in held:
                 sock.close()
+
+
+def test_a_compressed_upload_is_a_logged_and_counted_415(gateway: GatewayProcess) -> None:
+    photo = gzip.compress(cat_jpeg())
+    answered, _, body = _exchange(
+        gateway,
+        b"POST /predict HTTP/1.1\r\nHost: g\r\nContent-Type: image/jpeg\r\n"
+        b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(photo) + photo,
+    )
+    assert answered == 415
+    problem = json.loads(body)
+    assert problem["type"] == PROBLEM + "unsupported-media-type"
+    assert "compressed uploads" in problem["detail"]
+    wait_until(
+        lambda: any(
+            record.get("request_id") == problem["request_id"] and record.get("status_code") == 415
+            for record in (json.loads(x) for x in gateway.log_lines() if x.startswith("{"))
+        ),
+        what="its access line",
+    )
+    samples = parse(httpx.get(f"{gateway.url}/metrics").text)
+    assert (
+        value(samples, "http_requests_total", method="POST", endpoint="/predict", status="415") >= 1
+    )
+    assert httpx.get(f"{gateway.url}/ready").status_code == 200
