@@ -22,7 +22,7 @@ from inference_gateway.inference.preprocess import ImageLimits, PreprocessConfig
 from tests.images import CAT_CLASSES, CAT_PNG, COFFEE_PNG, ESPRESSO, ROCKET_JPG, cat_jpeg
 from tests.oip import classes, grpc_images, predict_top1, refusal
 from tests.scrape import parse, value
-from tests.servers import GatewayProcess, free_port, gateway_process, wait_until
+from tests.servers import GatewayProcess, wait_until
 
 MODEL = "efficientnet-lite0"
 SERVICE = "/inference.GRPCInferenceService"
@@ -30,14 +30,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def grpc_port() -> int:
-    return free_port()
-
-
-@pytest.fixture(scope="module")
-def gateway(grpc_port: int) -> Iterator[GatewayProcess]:
-    with gateway_process({"GRPC_PORT": str(grpc_port), "WORKERS": "1"}) as process:
-        yield process
+def gateway(grpc_gateway: GatewayProcess) -> GatewayProcess:
+    return grpc_gateway
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from tests import scrape
 from tests.images import cat_jpeg
-from tests.servers import GatewayProcess, free_port, gateway_process, wait_until
+from tests.servers import GatewayProcess, wait_until
 
 MODEL = "efficientnet-lite0"
 pytestmark = pytest.mark.integration
@@ -105,14 +105,8 @@ HOSTILE: dict[str, tuple[Callable[[], Any], str]] = {
 
 
 @pytest.fixture(scope="module")
-def grpc_port() -> int:
-    return free_port()
-
-
-@pytest.fixture(scope="module")
-def gateway(grpc_port: int) -> Iterator[GatewayProcess]:
-    with gateway_process({"GRPC_PORT": str(grpc_port), "WORKERS": "1"}) as process:
-        yield process
+def gateway(grpc_gateway: GatewayProcess) -> GatewayProcess:
+    return grpc_gateway
 
 
 @pytest.fixture(scope="module")
