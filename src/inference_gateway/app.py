@@ -122,6 +122,12 @@ def _registry(settings: Settings, telemetry: Telemetry) -> ModelRegistry:
         ),
         default_model=settings.default_model,
         retire_grace_seconds=settings.graceful_shutdown_seconds,
+        private_paths=[
+            form
+            for path in (settings.model_repository, settings.model_cache_dir)
+            if path is not None
+            for form in (path.absolute(), path.resolve())
+        ],
     )
 
 

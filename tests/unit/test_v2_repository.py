@@ -154,6 +154,15 @@ def test_a_model_whose_files_are_broken_fails_to_load_with_the_reason(
     answer = client.post("/v2/repository/models/broken/load", headers=AUTH)
     assert answer.status_code == 400
     assert "broken" in answer.json()["error"] and "version 1" in answer.json()["error"]
+    # The reason names the file inside the repository, never the server's own path.
+    shown = [
+        answer.json()["error"],
+        client.get("/models/broken").text,
+        client.get("/ready").text,
+        client.post("/models/broken/predict", content=b"x", headers=PNG).text,
+    ]
+    assert any("broken/1/model.onnx" in text for text in shown)
+    assert all(str(repository) not in text for text in shown), shown
     client.post("/v2/repository/models/broken/unload", headers=AUTH)
 
 

@@ -147,7 +147,7 @@ class ModelControl:
                     for v in status.versions
                 ]
             else:
-                error = self._reading.errors.get(name, "")
+                error = self._registry.redact(self._reading.errors.get(name, ""))
                 entries.append(IndexEntry(name, None, ModelState.UNAVAILABLE, error))
         if ready_only:
             entries = [e for e in entries if e.state is ModelState.READY]
@@ -172,7 +172,7 @@ class ModelControl:
                 raise ModelNotFoundException(f"The model repository holds no model {name[:64]!r}.")
             if name in reading.errors:
                 raise ModelLoadFailedException(
-                    f"Model {name} cannot be loaded: {reading.errors[name]}"
+                    f"Model {name} cannot be loaded: {self._registry.redact(reading.errors[name])}"
                 )
         self._logger.info("Model load requested", model_name=name)
         try:

@@ -131,6 +131,7 @@ class ModelHost:
         warmup: bool = True,
         stall_seconds: float = 10.0,
         load_retry: LoadRetry | None = None,
+        redact: Callable[[str], str] = str,
     ) -> None:
         """Remember how to load and serve; nothing is loaded until `start`.
 
@@ -149,6 +150,8 @@ class ModelHost:
         self._warmup = warmup
         self.stall_seconds = stall_seconds
         self._load_retry = load_retry or LoadRetry()
+        # What a client may read of a load failure: without the server's paths.
+        self._redact = redact
         self.load_failures = 0  # failed load attempts in a row (0 once loaded)
         self.load_error: str | None = None  # why the last attempt failed
         self.permanent_error = False  # the last failure will not fix itself by retrying
@@ -242,7 +245,7 @@ class ModelHost:
                 if self.closed:
                     return None
                 self.load_failures += 1
-                self.load_error = f"{type(exc).__name__}: {exc}"[:500]
+                self.load_error = self._redact(f"{type(exc).__name__}: {exc}")[:500]
                 self.permanent_error = isinstance(exc, ValueError)
                 delay = None if self.permanent_error else self._load_retry.delay(self.load_failures)
                 self._next_attempt = None if delay is None else time.monotonic() + delay

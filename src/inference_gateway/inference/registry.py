@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from inference_gateway.errors import (
@@ -94,6 +95,7 @@ class ModelRegistry:
         peers: WorkerReadiness | None = None,
         default_model: str | None = None,
         retire_grace_seconds: float = 30.0,
+        private_paths: Sequence[Path] = (),
     ) -> None:
         """Prepare the shared decoding pool; nothing is loaded until `apply`.
 
@@ -111,6 +113,9 @@ class ModelRegistry:
         self._peers = peers
         self.default_model = default_model
         self._retire_grace = retire_grace_seconds
+        # Directories whose absolute paths stay out of what clients read (the model
+        # repository, the cache): reasons name files relative to them.
+        self._private = sorted({str(p).rstrip("/") + "/" for p in private_paths}, key=len)[::-1]
         self._routes: dict[str, dict[str, ModelHost]] = {}  # name -> version -> serving host
         self._sources: dict[tuple[str, str], ModelSource] = {}  # what each routed host runs
         self._pending: dict[tuple[str, str], ModelHost] = {}  # replacements still loading
@@ -167,7 +172,7 @@ class ModelRegistry:
                 self._telemetry.logger.error(
                     "Model cannot be served", model_name=name, reason=error
                 )
-        self._model_errors = dict(errors)
+        self._model_errors = {name: self.redact(error) for name, error in errors.items()}
         if not self._applied:
             self._gating.update(self.names())  # the models found at start-up
         self._applied = True
@@ -191,6 +196,12 @@ class ModelRegistry:
         for name in [n for n in self._routes if not self._routes[n]]:
             del self._routes[name]
 
+    def redact(self, text: str) -> str:
+        """``text`` without the private directories' absolute paths (logs keep them)."""
+        for prefix in self._private:
+            text = text.replace(prefix, "")
+        return text
+
     def _host(self, source: ModelSource) -> ModelHost:
         return ModelHost(
             source.loader,
@@ -204,6 +215,7 @@ class ModelRegistry:
             warmup=self._warmup,
             stall_seconds=self._stall_seconds,
             load_retry=self._load_retry,
+            redact=self.redact,
         )
 
     def _spawn(self, work: Coroutine[Any, Any, None], host: ModelHost | None = None) -> None:
