@@ -166,6 +166,9 @@ class Settings(BaseSettings):
     model_device: Device = Device.CPU
     model_warmup: bool = True
     model_threads: int = Field(0, ge=0, le=256)  # 0: this worker's share of the cores
+    # With several workers: a forward pass that finds no other running on the machine
+    # runs on every usable core (a second ONNX Runtime session per model and worker).
+    model_wide_when_idle: bool = True
     model_cache_dir: Path = DEFAULT_MODEL_CACHE_DIR  # exported ONNX files
     top_k_default: int = Field(5, ge=1, le=20)
 

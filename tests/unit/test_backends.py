@@ -1,19 +1,28 @@
-"""Backends on the real model: ONNX Runtime agrees with torch; batching changes nothing."""
+"""Backends on the real model: ONNX Runtime agrees with torch; batching changes nothing;
+a pass alone on the machine runs on every core."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from inference_gateway import config
 from inference_gateway.cli import main
-from inference_gateway.inference.backends import OnnxRuntimeBackend, TorchBackend
+from inference_gateway.inference import catalog
+from inference_gateway.inference.backends import OnnxRuntimeBackend, TorchBackend, WideWhenIdle
+from inference_gateway.inference.catalog import load_builtin, wide_when_idle
 from inference_gateway.inference.model import load_model
 from inference_gateway.inference.onnx_export import onnx_path
 from inference_gateway.inference.preprocess import ImageLimits, PreprocessConfig, prepare_image
+from inference_gateway.inference.workers import PassBoardSlot
+from tests.helpers import make_settings
 from tests.images import CAT_PNG, COFFEE_PNG, ROCKET_JPG, SKIMAGE_DATA
 
 PHOTOS = [
@@ -136,3 +145,147 @@ def test_unknown_models_and_backends_are_refused() -> None:
         load_model("efficientnet-lite0", "1", "tensorrt")
     with pytest.raises(ValueError, match="CPU"):
         load_model("efficientnet-lite0", "1", "onnxruntime", device="cuda")
+
+
+# --- a pass alone on the machine runs on every core (WideWhenIdle)
+
+
+class FakePasses:
+    """A pass signal that answers what the test says and records what the backend did."""
+
+    def __init__(self) -> None:
+        self.alone = True
+        self.running = False
+        self.begun = self.ended = 0
+        self.closed = False
+
+    def begin(self) -> bool:
+        assert not self.running
+        self.running = True
+        self.begun += 1
+        return self.alone
+
+    def end(self) -> None:
+        self.running = False
+        self.ended += 1
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def onnx_file(model_cache_dir: Path, onnx_model) -> Path:  # type: ignore[no-untyped-def]
+    return onnx_path(model_cache_dir, "efficientnet-lite0", "1")
+
+
+def test_a_pass_alone_runs_wide_and_one_beside_another_runs_narrow(
+    onnx_file: Path, batch: np.ndarray
+) -> None:
+    passes = FakePasses()
+    backend = OnnxRuntimeBackend(onnx_file, threads=1, wide=WideWhenIdle(2, lambda: passes))
+    assert backend.wide_threads == 2
+    backend.predict(batch[:1])  # the warm-up runs both sessions
+    assert backend.wide_passes == 0
+    wide = backend.predict(batch)
+    assert backend.wide_passes == 1
+    passes.alone = False  # another worker's pass runs
+    narrow = backend.predict(batch)
+    assert backend.wide_passes == 1
+    assert np.abs(wide - narrow).max() < 1e-4  # the same answers either way
+    assert passes.begun == passes.ended == 3
+    assert not passes.running
+    backend.close()
+    assert passes.closed
+
+
+def test_a_failing_pass_is_taken_off_the_board(onnx_file: Path) -> None:
+    passes = FakePasses()
+    backend = OnnxRuntimeBackend(onnx_file, threads=1, wide=WideWhenIdle(2, lambda: passes))
+    for alone in (True, False):
+        passes.alone = alone
+        with pytest.raises(Exception, match="Invalid rank"):  # ONNX Runtime's own type
+            backend.predict(np.zeros((1, 3, 7), dtype=np.float32))
+        assert not passes.running
+    assert passes.begun == passes.ended == 2
+    backend.close()
+
+
+def test_without_more_cores_than_its_share_a_backend_opens_one_session(onnx_file: Path) -> None:
+    passes = FakePasses()
+    backend = OnnxRuntimeBackend(onnx_file, threads=2, wide=WideWhenIdle(2, lambda: passes))
+    assert backend.wide_threads is None
+    backend.predict(np.zeros((1, 3, 224, 224), dtype=np.float32))
+    assert passes.begun == 0  # nothing to choose: the board is not touched
+    backend.close()
+
+
+def test_with_no_slot_free_on_the_board_a_backend_opens_one_session(onnx_file: Path) -> None:
+    def board_full() -> FakePasses:
+        raise OSError("all forward-pass slots are taken")
+
+    backend = OnnxRuntimeBackend(onnx_file, threads=1, wide=WideWhenIdle(2, board_full))
+    assert backend.wide_threads is None
+    assert backend.predict(np.zeros((1, 3, 224, 224), dtype=np.float32)).shape == (1, 1000)
+    backend.close()
+
+
+def test_a_running_pass_is_on_the_shared_board_until_it_ends(
+    onnx_file: Path, batch: np.ndarray, tmp_path: Path
+) -> None:
+    backend = OnnxRuntimeBackend(onnx_file, 1, WideWhenIdle(2, partial(PassBoardSlot, tmp_path)))
+    backend.predict(batch[:1])
+    observer = PassBoardSlot(tmp_path)  # another worker's view
+    seen = threading.Event()
+
+    def run_passes() -> None:
+        while not seen.is_set():
+            backend.predict(batch)
+
+    worker = threading.Thread(target=run_passes)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 60
+        while observer.others_running() == 0 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert observer.others_running() == 1
+    finally:
+        seen.set()
+        worker.join(timeout=60)
+    assert observer.others_running() == 0
+    backend.close()
+    observer.close()
+
+
+@pytest.fixture
+def four_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config, "usable_cores", lambda: 4)
+    monkeypatch.setattr(catalog, "usable_cores", lambda: 4)
+
+
+@pytest.mark.usefixtures("four_cores")
+def test_the_wide_session_is_planned_only_where_workers_share_a_board(tmp_path: Path) -> None:
+    board = {"worker_state_dir": str(tmp_path)}
+    plan = wide_when_idle(make_settings(workers=2, **board))
+    assert plan is not None
+    assert plan.threads == 4
+    slot = plan.passes()
+    assert isinstance(slot, PassBoardSlot)
+    slot.close()
+    assert wide_when_idle(make_settings(workers=2)) is None  # no board: others unknown
+    assert wide_when_idle(make_settings(workers=1, **board)) is None  # already every core
+    assert wide_when_idle(make_settings(workers=2, model_threads=4, **board)) is None
+    assert wide_when_idle(make_settings(workers=2, model_wide_when_idle=False, **board)) is None
+
+
+@pytest.mark.usefixtures("four_cores")
+def test_a_served_model_gets_the_wide_session_under_several_workers(tmp_path: Path) -> None:
+    model = load_builtin(make_settings(workers=2, worker_state_dir=str(tmp_path)))
+    backend = model.backend
+    assert isinstance(backend, OnnxRuntimeBackend)
+    assert backend.wide_threads == 4
+    backend.predict(np.zeros((1, *model.spec.preprocess.tensor_shape), dtype=np.float32))
+    observer = PassBoardSlot(tmp_path)
+    assert observer.index == 1  # the backend holds slot 0
+    assert observer.others_running() == 0
+    backend.close()
+    observer.close()

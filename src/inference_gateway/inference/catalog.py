@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from inference_gateway.config import Settings
-from inference_gateway.inference.backends import OnnxRuntimeBackend
+from inference_gateway.config import Settings, usable_cores
+from inference_gateway.inference.backends import OnnxRuntimeBackend, WideWhenIdle
 from inference_gateway.inference.host import BatchingConfig
 from inference_gateway.inference.model import LoadedModel, ModelLoader, load_configured_model
 from inference_gateway.inference.onnx_export import export_to_repository
@@ -29,6 +29,7 @@ from inference_gateway.inference.repository import (
     resolve_io,
     scan_repository,
 )
+from inference_gateway.inference.workers import PassBoardSlot
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +73,7 @@ def load_builtin(settings: Settings) -> LoadedModel:
         raise ModelConfigError(entry.error if entry is not None else f"{root}: no built-in model")
     for version in entry.versions:
         if version.spec.version == settings.model_version:
-            return load_version(version, settings.effective_model_threads)
+            return load_version(version, settings.effective_model_threads, wide_when_idle(settings))
     raise ModelConfigError(f"{root / settings.model_name}: no version {settings.model_version}")
 
 
@@ -120,7 +121,12 @@ def repository_reading(scan: RepositoryScan, settings: Settings) -> CatalogReadi
                 ModelSource(
                     name=name,
                     version=version.spec.version,
-                    loader=partial(load_version, version, settings.effective_model_threads),
+                    loader=partial(
+                        load_version,
+                        version,
+                        settings.effective_model_threads,
+                        wide_when_idle(settings),
+                    ),
                     batching=_batching(version.batching, settings),
                     spec=version.spec,
                     fingerprint=version.fingerprint,
@@ -141,16 +147,36 @@ def _batching(overrides: BatchingOverrides, settings: Settings) -> BatchingConfi
     )
 
 
-def load_version(source: VersionSource, threads: int) -> LoadedModel:
+def wide_when_idle(settings: Settings) -> WideWhenIdle | None:
+    """Every usable core for a forward pass that finds no other running on the machine.
+
+    Only where the workers share a state directory (``serve`` with several workers):
+    there the board of running passes (`PassBoardSlot`) says whether a pass is alone.
+    None (one session, ``MODEL_THREADS`` threads) when ``MODEL_WIDE_WHEN_IDLE`` is off,
+    or when a worker's threads already cover every core (one worker).
+    """
+    directory = settings.worker_state_dir
+    if not settings.model_wide_when_idle or directory is None:
+        return None
+    cores = usable_cores()
+    if cores <= settings.effective_model_threads:
+        return None
+    return WideWhenIdle(threads=cores, passes=partial(PassBoardSlot, directory))
+
+
+def load_version(
+    source: VersionSource, threads: int, wide: WideWhenIdle | None = None
+) -> LoadedModel:
     """Open one repository version on ONNX Runtime and check it against its graph.
 
+    ``wide``: also a session on every core for passes that run alone (`WideWhenIdle`).
     Raises `ModelConfigError` (a ``ValueError``: not retried) when the graph does not
     fit the configuration, naming the file and the problem.
     """
     if not source.path.is_file():
         raise FileNotFoundError(f"{source.path}: no such file")
     try:
-        backend = OnnxRuntimeBackend(source.path, threads)
+        backend = OnnxRuntimeBackend(source.path, threads, wide)
     except Exception as exc:  # ONNX Runtime's own exception types
         if isinstance(exc, OSError):
             raise
