@@ -22,7 +22,7 @@ from tests.model_repository import (
     write_lite_and_tench,
 )
 from tests.oip import classes, grpc_images, refusal
-from tests.servers import GatewayProcess, free_port, gateway_process
+from tests.servers import GatewayProcess, gateway_process
 
 TOKEN = "repository-admin-token-42"  # noqa: S105 - a test server\'s token
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -35,11 +35,6 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("repository")
     write_lite_and_tench(root)
     return root
-
-
-@pytest.fixture(scope="module")
-def grpc_port() -> int:
-    return free_port()
 
 
 @pytest.fixture(scope="module")
