@@ -307,3 +307,20 @@ def test_undecided_traces_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     for _ in range(50):
         tracer.start_span("orphan").end()
     assert len(processor._pending) <= 8
+
+
+def test_requests_sharing_a_trace_are_decided_one_by_one() -> None:
+    """A caller sends two requests under one unsampled trace id: the first is healthy
+    (dropped), the second fails — and is kept whole, its stages included."""
+    backend = ControlledBackend()
+    caller = "6" * 32
+    parent = {"traceparent": f"00-{caller}-00f067aa0ba902b7-00"}
+    with traced(backend, model_warmup=False) as (client, exporter, _):
+        healthy = client.post("/predict", content=cat_jpeg(), headers={**JPEG, **parent})
+        assert healthy.status_code == 200 and exporter.get_finished_spans() == ()
+        backend.fail_with = RuntimeError("broken")
+        failed = client.post("/predict", content=cat_jpeg(), headers={**JPEG, **parent})
+        assert failed.status_code == 500
+        spans = _trace(exporter, caller)
+        _whole_tree(spans, 500)
+        assert {"preprocess_image", "model_inference"} <= {s.name for s in spans}

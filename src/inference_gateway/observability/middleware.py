@@ -117,7 +117,7 @@ class ObservabilityMiddleware:
         if not context.is_valid:
             return None
         kept = tail.decide(
-            context.trace_id,
+            context.span_id,  # the server span: the request's local root
             http_outcome(status),
             duration,
             parent_sampled(_header(scope, b"traceparent")),

@@ -39,7 +39,7 @@ class Outcome(StrEnum):
 
 #: Why a trace was kept: the ``reason`` of ``traces_kept_total``, in the order checked.
 KEEP_REASONS: tuple[str, ...] = ("error", "refused", "timeout", "slow", "parent_sampled", "ratio")
-#: Traces whose decision is remembered, for spans that end after it (the server span).
+#: Requests whose decision is remembered, for spans that end after it (the server span).
 DECIDED_MEMORY = 4096
 #: Traces whose spans may wait for a decision at once; beyond, the oldest are dropped.
 MAX_PENDING_TRACES = 4096
@@ -97,95 +97,110 @@ class TailSamplingProcessor(SpanProcessor):
         """Forward kept spans to ``downstream``."""
         self._downstream = tuple(downstream)
         self._lock = threading.Lock()
+        # Keyed by each request's local root span (its server span), not by trace: a
+        # caller may send several requests under one trace id, each decided alone.
+        self._root_of: dict[int, int] = {}  # running span id -> its request's root
         self._pending: OrderedDict[int, _Pending] = OrderedDict()
         self._decided: OrderedDict[int, bool] = OrderedDict()
 
     # --- the SDK's side -----------------------------------------------------------------
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        """Let the downstream processors see the start (they do nothing with it)."""
+        """Note which request the span belongs to (its local root); let the downstream
+        processors see the start (they do nothing with it)."""
+        context = span.context
+        if context is not None:
+            parent = span.parent
+            with self._lock:
+                self._root_of[context.span_id] = (
+                    context.span_id
+                    if parent is None or parent.is_remote
+                    else self._root_of.get(parent.span_id, parent.span_id)
+                )
         for processor in self._downstream:
             processor.on_start(span, parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:
-        """Forward, drop, or hold ``span`` until its trace is decided."""
+        """Forward, drop, or hold ``span`` until its request is decided."""
         context = span.context
         if context is None:
             return
-        trace_id = context.trace_id
         forward = False
         with self._lock:
-            decided = self._decided.get(trace_id)
+            root = self._root_of.pop(context.span_id, context.span_id)
+            decided = self._decided.get(root)
             if decided is not None:
                 forward = decided
             elif span.parent is None and span.links:
                 forward = self._hold_batch(span)
-            elif self._room(trace_id):
-                self._hold(trace_id).spans.append(span)
+            elif self._room(root):
+                self._hold(root).spans.append(span)
         if forward:
             self._forward([span])
 
-    def _room(self, trace_id: int) -> bool:
-        pending = self._pending.get(trace_id)
+    def _room(self, root: int) -> bool:
+        pending = self._pending.get(root)
         return pending is None or len(pending.spans) < MAX_SPANS_PER_TRACE
 
-    def _hold(self, trace_id: int) -> _Pending:
-        pending = self._pending.get(trace_id)
+    def _hold(self, root: int) -> _Pending:
+        pending = self._pending.get(root)
         if pending is None:
             self._expire()
-            pending = self._pending[trace_id] = _Pending(time.monotonic())
+            pending = self._pending[root] = _Pending(time.monotonic())
         return pending
 
     def _hold_batch(self, span: ReadableSpan) -> bool:
-        """A batch span (a root linked to its requests): kept now when a request is
-        already kept, dropped when all are dropped, else held on each undecided one."""
-        linked = {link.context.trace_id for link in span.links if link.context is not None}
-        if any(self._decided.get(t) for t in linked):
-            self._decided[span.context.trace_id] = True
+        """A batch span (a root linked to its requests' spans): kept now when a request
+        is already kept, dropped when all are dropped, else held on each undecided one."""
+        linked = {
+            self._root_of.get(link.context.span_id, link.context.span_id)
+            for link in span.links
+            if link.context is not None
+        }
+        if any(self._decided.get(root) for root in linked):
             return True
-        undecided = {t for t in linked if t not in self._decided}
+        undecided = {root for root in linked if root not in self._decided}
         if not undecided:
             return False
         wait = _BatchWait(span, undecided)
-        for trace_id in undecided:
-            self._hold(trace_id).batches.append(wait)
+        for root in undecided:
+            self._hold(root).batches.append(wait)
         return False
 
     def _expire(self) -> None:
-        """Drop the traces that waited too long, and the oldest beyond the bound."""
+        """Drop the requests that waited too long, and the oldest beyond the bound."""
         horizon = time.monotonic() - PENDING_TTL_SECONDS
         while self._pending:
-            trace_id, oldest = next(iter(self._pending.items()))
+            root, oldest = next(iter(self._pending.items()))
             if oldest.since >= horizon and len(self._pending) < MAX_PENDING_TRACES:
                 break
-            del self._pending[trace_id]
+            del self._pending[root]
 
     # --- the decision -------------------------------------------------------------------
-    def settle(self, trace_id: int, keep: bool) -> None:
-        """Rule on ``trace_id``: pass on its held spans (and the batch spans that
-        wait on it) when kept, drop them otherwise."""
+    def settle(self, root: int, keep: bool) -> None:
+        """Rule on the request whose server span is ``root``: pass on its held spans
+        (and the batch spans that wait on it) when kept, drop them otherwise."""
         kept: list[ReadableSpan] = []
         with self._lock:
-            self._remember(trace_id, keep)
-            pending = self._pending.pop(trace_id, None)
+            self._remember(root, keep)
+            pending = self._pending.pop(root, None)
             if pending is not None:
                 if keep:
                     kept += pending.spans
                 for wait in pending.batches:
-                    wait.undecided.discard(trace_id)
+                    wait.undecided.discard(root)
                     if wait.done:
                         continue
                     if keep:
                         wait.done = True
                         kept.append(wait.span)
-                        self._remember(wait.span.context.trace_id, True)
                     elif not wait.undecided:
                         wait.done = True
         if kept:
             self._forward(kept)
 
-    def _remember(self, trace_id: int, keep: bool) -> None:
-        self._decided[trace_id] = keep
-        self._decided.move_to_end(trace_id)
+    def _remember(self, root: int, keep: bool) -> None:
+        self._decided[root] = keep
+        self._decided.move_to_end(root)
         while len(self._decided) > DECIDED_MEMORY:
             self._decided.popitem(last=False)
 
@@ -227,11 +242,12 @@ class TailSampling:
         return None
 
     def decide(
-        self, trace_id: int, outcome: Outcome, duration_seconds: float, sampled_parent: bool
+        self, root_span_id: int, outcome: Outcome, duration_seconds: float, sampled_parent: bool
     ) -> bool:
-        """Decide on ``trace_id`` now, pass on or drop its spans, and count a keep."""
+        """Decide on the request whose server span is ``root_span_id`` now, pass on or
+        drop its spans, and count a keep."""
         why = self.reason(outcome, duration_seconds, sampled_parent)
-        self.processor.settle(trace_id, why is not None)
+        self.processor.settle(root_span_id, why is not None)
         if why is not None and self.on_kept is not None:
             self.on_kept(why)
         return why is not None

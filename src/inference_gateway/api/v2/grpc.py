@@ -311,7 +311,7 @@ class InferenceServicer:
         if tail is None or not context.is_valid:
             return None
         return tail.decide(
-            context.trace_id, OUTCOME_BY_CODE.get(code, Outcome.OK), duration,
+            context.span_id, OUTCOME_BY_CODE.get(code, Outcome.OK), duration,
             parent_sampled(traceparent),
         )  # fmt: skip
 
