@@ -143,6 +143,7 @@ def serve(settings: Settings, app: str = DEFAULT_APP) -> int:
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=server_grace_seconds(settings.graceful_shutdown_seconds),
+            ws="none",  # no WebSocket routes: an upgrade request is an ordinary request
             server_header=False,
         )
     finally:

@@ -273,3 +273,20 @@ def test_a_compressed_upload_is_a_logged_and_counted_415(gateway: GatewayProcess
         value(samples, "http_requests_total", method="POST", endpoint="/predict", status="415") >= 1
     )
     assert httpx.get(f"{gateway.url}/ready").status_code == 200
+
+
+def test_websocket_upgrade_requests_do_not_use_up_the_connections() -> None:
+    """Upgrade requests (no WebSocket routes here) are ordinary requests: answered, and
+    their connections stop counting once closed, however many come."""
+    with gateway_process({"WORKERS": "1", "MAX_CONNECTIONS": "3"}) as gateway:
+        upgrade = (
+            b"GET /ws HTTP/1.1\r\nHost: g\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        for _ in range(6):
+            answered, _, _ = _exchange(gateway, upgrade)
+            assert answered == 404
+        wait_until(
+            lambda: httpx.get(f"{gateway.url}/ready").status_code == 200,
+            what="a plain request still served",
+        )

@@ -189,6 +189,14 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
             else:
                 self._unsupported_upgrade_warning()
 
+    def handle_websocket_upgrade(self) -> None:
+        """The connection leaves this protocol (only with a WebSocket library enabled;
+        ``serve`` runs without): it no longer counts against ``MAX_CONNECTIONS`` here."""
+        if self._connections is not None:
+            self._connections.closed()
+            self._connections = None
+        super().handle_websocket_upgrade()
+
     def on_header(self, name: bytes, value: bytes) -> None:
         """Count the headers: beyond ``max_header_count`` the request is refused."""
         if self._refused:
