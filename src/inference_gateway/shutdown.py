@@ -19,7 +19,8 @@ chains a handler in front of uvicorn's and runs the gateway's own steps around i
    could not finish is answered 503 ``draining`` (uvicorn's own timeout is set a little
    longer, `EXPIRY_MARGIN_SECONDS`, so those answers go out before it cancels anything).
 
-A second signal skips what is left of the delay.
+A second signal skips what is left of the delay; one more goes to uvicorn, for which a
+second Ctrl-C stops at once.
 """
 
 from __future__ import annotations
@@ -97,6 +98,15 @@ class ShutdownSteps:
     expire: Callable[[], None]  # at the end of the grace period: 503 for what is left
 
 
+def _announce(signum: int, delay_seconds: float, grace_seconds: float) -> None:
+    get_logger().info(
+        "Shutdown signal received; draining",
+        signal=signal.Signals(signum).name,
+        shutdown_delay_seconds=delay_seconds,
+        graceful_shutdown_seconds=grace_seconds,
+    )
+
+
 def stop_on_signals(
     steps: ShutdownSteps, delay_seconds: float, grace_seconds: float
 ) -> Callable[[], None]:
@@ -113,14 +123,6 @@ def stop_on_signals(
     closed = False
     delayed: asyncio.TimerHandle | None = None
     tasks: set[asyncio.Task[None]] = set()  # the hand-over, kept alive
-
-    def announce(signum: int) -> None:
-        get_logger().info(
-            "Shutdown signal received; draining",
-            signal=signal.Signals(signum).name,
-            shutdown_delay_seconds=delay_seconds,
-            graceful_shutdown_seconds=grace_seconds,
-        )
 
     def close(signum: int) -> None:
         """Step 2, on the loop: once the queued connections are in, hand over to
@@ -148,7 +150,7 @@ def stop_on_signals(
 
     def first(signum: int) -> None:
         nonlocal delayed
-        announce(signum)
+        _announce(signum, delay_seconds, grace_seconds)
         steps.stop_ready()
         if delay_seconds > 0:
             delayed = loop.call_later(delay_seconds, close, signum)
@@ -162,8 +164,10 @@ def stop_on_signals(
         if not signalled:
             signalled = True
             loop.call_soon_threadsafe(first, signum)
-        else:
+        elif not closed:
             loop.call_soon_threadsafe(close, signum)
+        else:  # uvicorn's own: a second Ctrl-C during its drain stops at once
+            loop.call_soon_threadsafe(previous[signum], signum, None)
 
     for sig in SIGNALS:
         signal.signal(sig, handler)

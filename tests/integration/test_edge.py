@@ -290,3 +290,14 @@ def test_websocket_upgrade_requests_do_not_use_up_the_connections() -> None:
             lambda: httpx.get(f"{gateway.url}/ready").status_code == 200,
             what="a plain request still served",
         )
+
+
+def test_trailers_of_a_chunked_body_are_not_counted_as_headers(gateway: GatewayProcess) -> None:
+    trailers = b"".join(b"X-T%d: v\r\n" % n for n in range(150))
+    answered, _, body = _exchange(
+        gateway,
+        b"POST /predict HTTP/1.1\r\nHost: g\r\nContent-Type: image/jpeg\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n" + trailers + b"\r\n",
+    )
+    assert answered == 400, body  # the body is not an image: an answer, not a cut-off
+    assert json.loads(body)["type"] == PROBLEM + "invalid-image"

@@ -17,10 +17,13 @@ from inference_gateway.errors import (
     ModelNotLoadedException,
     QueueFullException,
 )
+from inference_gateway.inference.catalog import CatalogReading
+from inference_gateway.inference.control import ModelControl
 from inference_gateway.inference.host import BatchingConfig, ModelState
 from inference_gateway.inference.model import LoadedModel, ModelSpec
 from inference_gateway.inference.preprocess import ImageLimits
 from inference_gateway.inference.registry import ModelRegistry, ModelSource
+from inference_gateway.observability.logging import get_logger
 from inference_gateway.observability.metrics import Metrics
 from inference_gateway.observability.telemetry import Telemetry
 from tests.helpers import ControlledBackend, wait_until_async
@@ -396,3 +399,33 @@ def test_rolling_many_versions_keeps_the_exposition_and_the_registry_bounded() -
         await registry.close(5)
 
     _run(scenario)
+
+
+def test_a_load_whose_rescan_fails_leaves_the_model_unloaded() -> None:
+    """An unloaded model stays pinned out when a load's rescan of the repository fails:
+    the next poll must not bring it back unasked."""
+
+    class Catalog:
+        def __init__(self) -> None:
+            self.failing = False
+
+        async def read(self) -> CatalogReading:
+            if self.failing:
+                raise OSError("the repository vanished")
+            return CatalogReading(sources=(_source("m", "1", ControlledBackend()),), errors={})
+
+    async def main() -> None:
+        registry, _ = _registry()
+        catalog = Catalog()
+        control = ModelControl(catalog, registry, get_logger())
+        await control.refresh()
+        await control.unload("m")
+        catalog.failing = True
+        with pytest.raises(OSError, match="vanished"):
+            await control.load("m", 5.0)
+        catalog.failing = False
+        await control.refresh()  # the next poll
+        assert registry.names() == []
+        await registry.close(1.0)
+
+    asyncio.run(main())

@@ -201,7 +201,8 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         """Count the headers: beyond ``max_header_count`` the request is refused."""
         if self._refused:
             return
-        self._header_count += 1
+        if self._in_head:  # trailers of a chunked body come here too: not headers
+            self._header_count += 1
         if self._header_count > self.max_header_count:
             self._refuse(
                 "too_many_headers",

@@ -165,8 +165,14 @@ class ModelControl:
                 ``timeout_seconds``; it goes on loading.
         """
         async with self._lock:
+            pinned = name in self._unloaded
             self._unloaded.discard(name)
-            await self._refresh()
+            try:
+                await self._refresh()
+            except BaseException:
+                if pinned:  # nothing was loaded: it stays unloaded
+                    self._unloaded.add(name)
+                raise
             reading = self._reading
             if not any(s.name == name for s in reading.sources) and name not in reading.errors:
                 raise ModelNotFoundException(f"The model repository holds no model {name[:64]!r}.")
