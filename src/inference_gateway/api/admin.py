@@ -1,4 +1,5 @@
-"""Who may change what is served: the ``ADMIN_TOKEN`` check, for every protocol.
+"""Who may change what is served: the ``ADMIN_TOKEN`` check, for every protocol, and
+the bearer-token and digest helpers the API keys share.
 
 The model repository extension (load, unload, index; REST and gRPC) changes or reveals
 what the gateway serves, so it is off unless ``ADMIN_TOKEN`` is set, and then needs
@@ -15,8 +16,17 @@ import hmac
 from inference_gateway.config import Settings
 from inference_gateway.errors import ExtensionDisabledException, UnauthenticatedException
 
-#: The scheme of the ``Authorization`` header the admin calls take.
-SCHEME = "bearer"
+
+def secret_digest(secret: str) -> bytes:
+    """The SHA-256 digest secrets are compared by (`hmac.compare_digest` of digests: the
+    time taken says nothing of a secret's content or length)."""
+    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).digest()
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` value, or None."""
+    scheme, _, value = (authorization or "").strip().partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
 
 
 def require_admin(settings: Settings, authorization: str | None) -> None:
@@ -31,12 +41,11 @@ def require_admin(settings: Settings, authorization: str | None) -> None:
         raise ExtensionDisabledException(
             "The model repository extension is off: the server was started without ADMIN_TOKEN."
         )
-    scheme, _, given = (authorization or "").strip().partition(" ")
-    if scheme.lower() != SCHEME or not given.strip():
+    given = bearer_token(authorization)
+    if given is None:
         raise UnauthenticatedException(
             "The model repository extension needs 'Authorization: Bearer <ADMIN_TOKEN>'."
         )
-    expected = hashlib.sha256(settings.admin_token.get_secret_value().encode()).digest()
-    offered = hashlib.sha256(given.strip().encode("utf-8", "surrogateescape")).digest()
-    if not hmac.compare_digest(expected, offered):
+    expected = secret_digest(settings.admin_token.get_secret_value())
+    if not hmac.compare_digest(expected, secret_digest(given)):
         raise UnauthenticatedException("The bearer token is not the server's ADMIN_TOKEN.")

@@ -17,7 +17,6 @@ added and revoked without a restart.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import secrets
@@ -28,8 +27,9 @@ from pathlib import Path
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from inference_gateway.api.problems import error_headers, gateway_exception_response, http_status
-from inference_gateway.api.v2.codec import error_body
+from inference_gateway.api.admin import bearer_token, secret_digest
+from inference_gateway.api.problems import gateway_exception_response
+from inference_gateway.api.v2.routes import error_response
 from inference_gateway.errors import UnauthenticatedException
 
 #: A key id: what the access log shows.
@@ -42,10 +42,6 @@ OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/docs", "/openapi.json
 
 class KeysFileError(ValueError):
     """A line of the keys file is not ``key-id:sha256-hex``."""
-
-
-def _digest(key: str) -> bytes:
-    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
 
 
 def parse_keys(text: str, source: str = "API_KEYS_FILE") -> dict[str, bytes]:
@@ -114,16 +110,12 @@ class ApiKeys:
         Raises:
             UnauthenticatedException: No key, or one that is not in the file.
         """
-        offered = api_key.strip() if api_key else None
-        if offered is None and authorization:
-            scheme, _, value = authorization.strip().partition(" ")
-            if scheme.lower() == "bearer" and value.strip():
-                offered = value.strip()
+        offered = api_key.strip() if api_key else bearer_token(authorization)
         if not offered:
             raise UnauthenticatedException(
                 "An API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key'."
             )
-        digest = _digest(offered)
+        digest = secret_digest(offered)
         found: str | None = None
         for key_id, stored in self._current().items():
             if hmac.compare_digest(digest, stored) and found is None:
@@ -153,7 +145,7 @@ def add_key(path: Path, key_id: str) -> str:
     key = secrets.token_urlsafe(32)
     separator = "" if not existing or existing.endswith("\n") else "\n"
     with path.open("a", encoding="utf-8") as file:
-        file.write(f"{separator}{key_id}:{_digest(key).hex()}\n")
+        file.write(f"{separator}{key_id}:{secret_digest(key).hex()}\n")
     return key
 
 
@@ -180,7 +172,9 @@ class ApiKeyMiddleware:
             )
         except UnauthenticatedException as exc:
             state["error"] = exc
-            response = _v2_error(exc) if scope["path"].startswith("/v2") else _problem(exc, state)
+            response = (
+                error_response(exc) if scope["path"].startswith("/v2") else _problem(exc, state)
+            )
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
@@ -192,13 +186,3 @@ _KEY_HEADERS = (b"authorization", b"x-api-key")
 def _problem(exc: UnauthenticatedException, state: dict[str, object]) -> Response:
     request_id = state.get("request_id")
     return gateway_exception_response(exc, request_id if isinstance(request_id, str) else None)
-
-
-def _v2_error(exc: UnauthenticatedException) -> Response:
-    """The Open Inference Protocol's ``{"error": ...}``, as its clients parse it."""
-    return Response(
-        error_body(exc.detail),
-        status_code=http_status(exc),
-        headers=error_headers(exc),
-        media_type="application/json",
-    )

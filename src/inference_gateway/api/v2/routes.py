@@ -39,15 +39,20 @@ from inference_gateway.errors import InferenceGatewayException
 from inference_gateway.inference.host import ModelHost, Scored
 
 
-def _error_response(request: Request, exc: InferenceGatewayException) -> Response:
-    """The protocol's error answer; the access line and metrics see the exception."""
-    request.scope.setdefault("state", {})["error"] = exc
+def error_response(exc: InferenceGatewayException) -> Response:
+    """The protocol's error answer, ``{"error": ...}``, as its clients parse it."""
     return Response(
         error_body(exc.detail),
         status_code=http_status(exc),
         headers=error_headers(exc),
         media_type="application/json",
     )
+
+
+def _error_response(request: Request, exc: InferenceGatewayException) -> Response:
+    """`error_response`; the access line and metrics see the exception."""
+    request.scope.setdefault("state", {})["error"] = exc
+    return error_response(exc)
 
 
 class V2Route(APIRoute):
