@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+from inference_gateway.config import Settings
 from inference_gateway.observability.logging import get_logger
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -82,6 +83,18 @@ async def accept_backlog(server_handler: Any, limit_seconds: float = BACKLOG_WAI
     # A kernel counter, read by polling: nothing signals when it falls to 0.
     while sockets and accept_queue_length(sockets) and loop.time() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.01)
+
+
+def longest_stop_seconds(settings: Settings) -> float:
+    """The longest a stop can take, SIGTERM to exit: the delay, the accept queue, the
+    grace period (HTTP and gRPC share it) with its margin, the span flush. An
+    orchestrator's grace (``terminationGracePeriodSeconds``) must exceed it."""
+    return (
+        settings.shutdown_delay_seconds
+        + BACKLOG_WAIT_SECONDS
+        + server_grace_seconds(settings.graceful_shutdown_seconds)
+        + settings.trace_flush_timeout_seconds
+    )
 
 
 def server_grace_seconds(grace_seconds: float) -> int:

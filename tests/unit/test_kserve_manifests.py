@@ -31,7 +31,7 @@ import pytest
 import yaml
 
 from inference_gateway.config import Settings
-from inference_gateway.shutdown import BACKLOG_WAIT_SECONDS, server_grace_seconds
+from inference_gateway.shutdown import longest_stop_seconds
 from tests.manifests import (
     DOCKERFILE,
     PROJECT_VERSION,
@@ -388,13 +388,7 @@ def _shutdown_problems(
     readiness_period = _container(runtime).get("readinessProbe", {}).get("periodSeconds", 10)
     if settings.shutdown_delay_seconds <= readiness_period:
         problems.append("SHUTDOWN_DELAY_SECONDS must outlast the readiness probe's period")
-    # The longest stop docs/operations.md ("Stopping") promises.
-    stop = (
-        settings.shutdown_delay_seconds
-        + BACKLOG_WAIT_SECONDS
-        + server_grace_seconds(settings.graceful_shutdown_seconds)
-        + settings.trace_flush_timeout_seconds
-    )
+    stop = longest_stop_seconds(settings)  # docs/operations.md, "Stopping"
     grace = service["spec"]["predictor"].get(
         "terminationGracePeriodSeconds", DEFAULT_TERMINATION_GRACE_SECONDS
     )

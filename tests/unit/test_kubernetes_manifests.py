@@ -45,7 +45,7 @@ from starlette.routing import Match
 from inference_gateway.app import create_app
 from inference_gateway.config import MAX_AUTO_WORKERS, Settings
 from inference_gateway.observability.metrics import Metrics
-from inference_gateway.shutdown import BACKLOG_WAIT_SECONDS, server_grace_seconds
+from inference_gateway.shutdown import longest_stop_seconds
 from tests.manifests import (
     DOCKERFILE,
     PROJECT_VERSION,
@@ -565,18 +565,6 @@ def _probe_problems(main: dict[str, Any], settings: Settings) -> list[str]:
     return problems
 
 
-def stop_seconds(settings: Settings) -> float:
-    """The longest a stop can take, SIGTERM to exit (docs/operations.md, "Stopping"):
-    the delay, the accept queue, the grace period (gRPC calls share it) and its margin
-    for answering what is left, the span flush."""
-    return (
-        settings.shutdown_delay_seconds
-        + BACKLOG_WAIT_SECONDS
-        + server_grace_seconds(settings.graceful_shutdown_seconds)
-        + settings.trace_flush_timeout_seconds
-    )
-
-
 def _shutdown_problems(
     objects: tuple[dict[str, Any], ...] | list[dict[str, Any]], settings: Settings
 ) -> list[str]:
@@ -593,9 +581,9 @@ def _shutdown_problems(
         problems.append("GRACEFUL_SHUTDOWN_SECONDS is shorter than REQUEST_TIMEOUT")
     pod = one(objects, "Deployment")["spec"]["template"]["spec"]
     grace = pod.get("terminationGracePeriodSeconds", 30)
-    if grace <= stop_seconds(settings):
+    if grace <= longest_stop_seconds(settings):
         problems.append(
-            f"terminationGracePeriodSeconds {grace} <= the {stop_seconds(settings):g} s a stop takes"
+            f"terminationGracePeriodSeconds {grace} <= the {longest_stop_seconds(settings):g} s a stop takes"
         )
     return problems
 
@@ -981,10 +969,11 @@ def test_the_settings_are_the_ones_the_docs_explain() -> None:
     assert (settings.port, settings.metrics_port, settings.workers) == (8000, 9090, 0)
     assert (settings.shutdown_delay_seconds, settings.graceful_shutdown_seconds) == (15, 20)
     assert settings.model_repository is None  # the built-in model needs no volume
-    assert stop_seconds(settings) < 60
+    pod = one(build("base"), "Deployment")["spec"]["template"]["spec"]
+    assert longest_stop_seconds(settings) < pod["terminationGracePeriodSeconds"]
     grpc, _ = settings_from_env(env_of(build("overlays/grpc")))
     assert grpc is not None and grpc.grpc_port == 9000
-    assert stop_seconds(grpc) == stop_seconds(settings) == 44
+    assert longest_stop_seconds(grpc) == longest_stop_seconds(settings) == 44
     models, _ = settings_from_env(env_of(build("overlays/model-repository")))
     assert models is not None and models.model_repository == Path("/models")
 
