@@ -27,7 +27,7 @@ from inference_gateway.observability.logging import (
     log_request_start,
 )
 from inference_gateway.observability.metrics import _normalize_endpoint
-from inference_gateway.observability.sampling import http_outcome, parent_sampled
+from inference_gateway.observability.sampling import http_outcome
 from inference_gateway.observability.telemetry import Telemetry
 from inference_gateway.observability.tracing import current_traceparent, get_current_trace_id
 
@@ -113,16 +113,14 @@ class ObservabilityMiddleware:
         tail = self.telemetry.tail
         if tail is None:
             return None
-        context = trace.get_current_span().get_span_context()
-        if not context.is_valid:
-            return None
-        kept = tail.decide(
-            context.span_id,  # the server span: the request's local root
+        kept = tail.decide(  # the current span is the server span
+            trace.get_current_span(),
             http_outcome(status),
             duration,
-            parent_sampled(_header(scope, b"traceparent")),
+            _header(scope, b"traceparent"),
         )
-        scope["state"]["trace_sampled"] = kept
+        if kept is not None:
+            scope["state"]["trace_sampled"] = kept
         return kept
 
     def _finish(

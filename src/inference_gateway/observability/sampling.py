@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
@@ -242,12 +243,20 @@ class TailSampling:
         return None
 
     def decide(
-        self, root_span_id: int, outcome: Outcome, duration_seconds: float, sampled_parent: bool
-    ) -> bool:
-        """Decide on the request whose server span is ``root_span_id`` now, pass on or
-        drop its spans, and count a keep."""
-        why = self.reason(outcome, duration_seconds, sampled_parent)
-        self.processor.settle(root_span_id, why is not None)
+        self,
+        server_span: trace.Span,
+        outcome: Outcome,
+        duration_seconds: float,
+        traceparent: str | None,
+    ) -> bool | None:
+        """Decide now on the request whose server span (its local root) is
+        ``server_span``, which arrived with ``traceparent``: pass on or drop its spans,
+        count a keep, and return whether it was kept (None for an untraced request)."""
+        context = server_span.get_span_context()
+        if not context.is_valid:
+            return None
+        why = self.reason(outcome, duration_seconds, parent_sampled(traceparent))
+        self.processor.settle(context.span_id, why is not None)
         if why is not None and self.on_kept is not None:
             self.on_kept(why)
         return why is not None

@@ -53,7 +53,7 @@ from inference_gateway.observability.logging import (
     log_request_complete,
 )
 from inference_gateway.observability.middleware import sanitize_token
-from inference_gateway.observability.sampling import Outcome, parent_sampled
+from inference_gateway.observability.sampling import Outcome
 from inference_gateway.observability.telemetry import Telemetry
 from inference_gateway.observability.tracing import (
     TracedOperation,
@@ -307,13 +307,9 @@ class InferenceServicer:
     ) -> bool | None:
         """Tail sampling's ruling on the call's trace (None under head sampling)."""
         tail = self._telemetry.tail
-        context = span.get_span_context()
-        if tail is None or not context.is_valid:
+        if tail is None:
             return None
-        return tail.decide(
-            context.span_id, OUTCOME_BY_CODE.get(code, Outcome.OK), duration,
-            parent_sampled(traceparent),
-        )  # fmt: skip
+        return tail.decide(span, OUTCOME_BY_CODE.get(code, Outcome.OK), duration, traceparent)
 
     def _finish(
         self,
