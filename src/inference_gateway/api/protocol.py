@@ -52,13 +52,6 @@ def _raw_problem(exc: InferenceGatewayException) -> bytes:
     return b"\r\n".join(head) + b"\r\n\r\n" + bytes(response.body)
 
 
-def _timeout_response(header_timeout: float) -> bytes:
-    """The raw 408 answer for a request whose headers did not arrive in time."""
-    return _raw_problem(
-        RequestTimeoutException(f"The request headers did not arrive within {header_timeout:g} s.")
-    )
-
-
 def _app_state(app: Any, name: str) -> Any:
     """``name`` of the gateway app's state, under whatever uvicorn wrapped it in."""
     for _ in range(8):
