@@ -23,6 +23,8 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -45,6 +47,7 @@ from inference_gateway.observability.logging import (
     log_request_start,
     setup_logging,
 )
+from inference_gateway.observability.sampling import TailSampling
 from inference_gateway.observability.tracing import TracedOperation
 
 #: The spans the gateway starts with `TracedOperation`, and those it records afterwards.
@@ -117,7 +120,7 @@ def _instrumentation_us(iterations: int) -> float:
     plain, traced = bare_app(), bare_app()
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(_Discard()))
-    instrument_fastapi(traced, provider)
+    instrument_fastapi(traced, provider.get_tracer("bench"))
 
     async def run(app: FastAPI) -> float:
         for _ in range(iterations // 10):
@@ -130,6 +133,23 @@ def _instrumentation_us(iterations: int) -> float:
     cost = asyncio.run(run(traced)) - asyncio.run(run(plain))
     provider.shutdown()
     return cost
+
+
+def _recorded_span_us(attributes: dict[str, int], iterations: int) -> float:
+    """CPU microseconds of a tail-sampling record made current, under a request's
+    server span (never decided here: what a dropped request pays)."""
+    recorder = TailSampling([], ratio=0.0, slow_seconds=60.0)
+    server = recorder.tracer.start_span("server")
+    under_server = trace.set_span_in_context(server)
+
+    def recorded() -> None:
+        token = otel_context.attach(under_server)
+        with TracedOperation("x", attributes, tracer=recorder.tracer):
+            pass
+        otel_context.detach(token)
+        server.finished.clear()
+
+    return _cpu_us(recorded, iterations)
 
 
 def measure(repeats: int) -> list[tuple[str, float, float]]:
@@ -186,6 +206,7 @@ def measure(repeats: int) -> list[tuple[str, float, float]]:
         samples.setdefault("ours", []).append(_cpu_us(ours, 20_000))
         samples.setdefault("bsp", []).append(_cpu_us(ours_batched, 20_000))
         samples.setdefault("plain", []).append(_cpu_us(plain, 20_000))
+        samples.setdefault("recorded", []).append(_recorded_span_us(attributes, 20_000))
         samples.setdefault("encode", []).append(_cpu_us(encode, 20) / len(spans))
         samples.setdefault("logs", []).append(_cpu_us(log_lines, 5_000))
         samples.setdefault("metrics", []).append(_metrics_per_predict_us(5_000))
@@ -198,6 +219,8 @@ def measure(repeats: int) -> list[tuple[str, float, float]]:
         ("(the same with the SDK's `start_as_current_span`)", m["sdk"], traced),
         ("span start + end, never current (`queue_wait`, `forward_pass`)", m["plain"],
          after_the_fact),
+        ("(a tail-sampling record instead of a span, made current; kept ones become spans)",
+         m["recorded"], traced),
         # The server span's hand-off is inside its own row.
         ("handing an ended span to the batch span processor", m["bsp"] - m["ours"],
          per_request - 1),

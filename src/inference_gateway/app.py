@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import structlog
@@ -65,26 +65,26 @@ def _tracer_provider(
             endpoint = settings.otel_exporter_otlp_endpoint.rstrip("/") + "/v1/traces"
         if endpoint is not None:
             exporter = otlp_http_exporter(endpoint)
-    provider, holder = setup_tracing(
+
+    def tail(downstream: Sequence[SpanProcessor], provider: TracerProvider) -> TailSampling:
+        return TailSampling(
+            downstream,
+            ratio=settings.trace_sample_ratio,
+            slow_seconds=settings.trace_slow_seconds,
+            resource=provider.resource,
+            ids=provider.id_generator,
+            on_kept=metrics.record_trace_kept if metrics is not None else None,
+        )
+
+    return setup_tracing(
         service_name=settings.app_name,
         service_version=settings.app_version,
         environment=settings.environment.value,
         exporter=exporter,
         processors=processors,
         on_span_outcome=metrics.record_span_outcome if metrics is not None else None,
-        tail=settings.tail_sampling,
+        tail=tail if settings.tail_sampling else None,
     )
-    tail = (
-        TailSampling(
-            holder,
-            ratio=settings.trace_sample_ratio,
-            slow_seconds=settings.trace_slow_seconds,
-            on_kept=metrics.record_trace_kept if metrics is not None else None,
-        )
-        if holder is not None
-        else None
-    )
-    return provider, tail
 
 
 async def _shutdown_tracing(provider: TracerProvider, budget_seconds: float) -> None:
@@ -234,7 +234,7 @@ def _add_middleware(
         )
     app.add_middleware(ObservabilityMiddleware, telemetry=telemetry)
     if provider is not None:
-        instrument_fastapi(app, provider)
+        instrument_fastapi(app, telemetry.tracer)
 
 
 def create_app(
@@ -268,7 +268,7 @@ def create_app(
     telemetry = Telemetry(
         metrics=metrics,
         tracer_provider=provider,
-        tracer=get_tracer(provider),
+        tracer=tail.tracer if tail is not None else get_tracer(provider),
         logger=logger,
         tail=tail,
     )

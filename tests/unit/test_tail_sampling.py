@@ -18,16 +18,18 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from inference_gateway.app import create_app
 from inference_gateway.observability.sampling import (
+    MAX_SPANS_PER_TRACE,
     Outcome,
     TailSampling,
-    TailSamplingProcessor,
     http_outcome,
     parent_sampled,
 )
@@ -286,8 +288,14 @@ def test_parent_sampled_reads_the_flag(header: str | None, sampled: bool) -> Non
     assert parent_sampled(header) is sampled
 
 
+def _sampler(ratio: float = 0.0, slow_seconds: float = 60.0) -> tuple[TailSampling, Any]:
+    exporter = InMemorySpanExporter()
+    sampler = TailSampling([SimpleSpanProcessor(exporter)], ratio=ratio, slow_seconds=slow_seconds)
+    return sampler, exporter
+
+
 def test_the_rule_keeps_by_ratio_from_its_random_source() -> None:
-    rule = TailSampling(TailSamplingProcessor([]), ratio=0.5, slow_seconds=1.0)
+    rule, _ = _sampler(ratio=0.5, slow_seconds=1.0)
     rule.random = lambda: 0.4
     assert rule.reason(Outcome.OK, 0.0, False) == "ratio"
     rule.random = lambda: 0.6
@@ -297,16 +305,85 @@ def test_the_rule_keeps_by_ratio_from_its_random_source() -> None:
     assert rule.reason(Outcome.TIMEOUT, 0.0, False) == "timeout"
 
 
-def test_undecided_traces_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Spans of requests that never get a decision cannot grow without bound."""
-    monkeypatch.setattr("inference_gateway.observability.sampling.MAX_PENDING_TRACES", 8)
-    processor = TailSamplingProcessor([])
-    provider = TracerProvider()
-    provider.add_span_processor(processor)
-    tracer = provider.get_tracer("t")
+def test_a_kept_record_becomes_the_span_it_stands_for() -> None:
+    """What a request recorded reaches the exporter as the SDK would have made it: ids,
+    parents, kind, times, attributes, events, links, status; nothing after the end."""
+    sampler, exporter = _sampler()
+    tracer = sampler.tracer
+    batch = tracer.start_span("elsewhere", context=Context())
+    with tracer.start_as_current_span("GET /x", kind=SpanKind.SERVER) as server:
+        server.set_attribute("http.route", "/x")
+        child = tracer.start_span("stage", attributes={"a": 1}, start_time=10, links=None)
+        child.add_link(batch.get_span_context(), {"why": "batched"})
+        child.set_attributes({"b": "two"})
+        try:
+            raise ValueError("bad")
+        except ValueError as exc:
+            child.record_exception(exc)
+        child.set_status(StatusCode.ERROR, "broken")
+        child.end(end_time=20)
+        child.set_attribute("late", True)  # ignored: ended
+        server.update_name("GET /y")
+        server.set_status(Status(StatusCode.OK))
+        server.set_status(Status(StatusCode.ERROR))  # ignored: OK is final
+        assert sampler.decide(server, Outcome.ERROR, 0.0, None) is True
+        assert [s.name for s in exporter.get_finished_spans()] == ["stage"]  # root: on end
+    stage, root = exporter.get_finished_spans()
+    assert root.name == "GET /y" and root.kind is SpanKind.SERVER and root.parent is None
+    assert root.status.status_code is StatusCode.OK
+    assert stage.parent == root.context and stage.context.trace_id == root.context.trace_id
+    assert (stage.start_time, stage.end_time) == (10, 20)
+    assert dict(stage.attributes or {}) == {"a": 1, "b": "two"}
+    assert stage.status.status_code is StatusCode.ERROR and stage.status.description == "broken"
+    (event,) = stage.events
+    assert event.name == "exception" and event.attributes is not None
+    assert event.attributes["exception.type"] == "ValueError"
+    assert "Traceback" in str(event.attributes["exception.stacktrace"])
+    (link,) = stage.links
+    assert link.context == batch.get_span_context()
+    assert stage.context.trace_flags.sampled and not stage.context.is_remote
+
+
+def test_a_request_holds_a_bounded_number_of_spans() -> None:
+    sampler, exporter = _sampler()
+    server = sampler.tracer.start_span("server")
+    context = trace.set_span_in_context(server)
+    for _ in range(MAX_SPANS_PER_TRACE + 50):
+        sampler.tracer.start_span("stage", context=context).end()
+    sampler.decide(server, Outcome.ERROR, 0.0, None)
+    server.end()
+    assert len(exporter.get_finished_spans()) == MAX_SPANS_PER_TRACE + 1
+
+
+def test_running_spans_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spans started and never ended (a bug) cannot grow the running index for ever."""
+    monkeypatch.setattr("inference_gateway.observability.sampling.MAX_RUNNING_SPANS", 8)
+    sampler, _ = _sampler()
     for _ in range(50):
-        tracer.start_span("orphan").end()
-    assert len(processor._pending) <= 8
+        sampler.tracer.start_span("orphan")
+    assert len(sampler._running) <= 8
+
+
+@pytest.mark.parametrize(("ratio", "slow_seconds", "kept"), [(0.0, 60.0, 0), (1.0, 60.0, 1),
+                                                             (0.0, 0.0, 1)])  # fmt: skip
+def test_a_root_nobody_decides_on_is_judged_as_it_ends(
+    ratio: float, slow_seconds: float, kept: int
+) -> None:
+    sampler, exporter = _sampler(ratio, slow_seconds)
+    child = sampler.tracer.start_span("child", context=trace.set_span_in_context(
+        root := sampler.tracer.start_span("background")))  # fmt: skip
+    child.end()
+    root.end(end_time=root._start + 1_000_000)
+    assert len(exporter.get_finished_spans()) == 2 * kept
+
+
+def test_spans_of_the_providers_own_tracer_pass_through() -> None:
+    sampler, exporter = _sampler()
+    provider = TracerProvider()
+    provider.add_span_processor(sampler)
+    provider.get_tracer("t").start_span("plain").end()
+    assert [s.name for s in exporter.get_finished_spans()] == ["plain"]
+    provider.shutdown()
 
 
 def test_requests_sharing_a_trace_are_decided_one_by_one() -> None:

@@ -2,12 +2,15 @@
 
 Head sampling decides at a request's first span, before anything is known, and so
 throws away most of the failed and slow requests with the healthy ones. Here every
-request is traced as before, but its finished spans wait in `TailSamplingProcessor`
-until the request is answered; `TailSampling.decide` then keeps the trace when the
-request failed (5xx), was refused (503) or timed out (504), took longer than
-``TRACE_SLOW_MS``, or arrived with a sampled ``traceparent`` — and otherwise with
-probability ``TRACE_SAMPLE_RATIO``. A kept trace's spans go on to the exporters; the
-others are dropped before they are encoded or sent. A batch's span (a trace of its
+request gets its ids (trace and span ids, in the logs and headers as always) but its
+spans are only *recorded*: a `RecordedSpan` is a name, two clock readings, a dict of
+attributes and its parent, nothing more: no SDK span, no processor call, no lock.
+When the request is answered `TailSampling.decide` keeps it when it failed (5xx), was
+refused (503) or timed out (504), took longer than ``TRACE_SLOW_MS``, or arrived with a
+sampled ``traceparent``, and otherwise with probability ``TRACE_SAMPLE_RATIO``. Only a
+kept request's records become spans (the SDK's `ReadableSpan`, with the recorded times,
+ids, parents, attributes, events, links and status) and go to the exporting
+processors; a dropped request's records are forgotten. A batch's span (a trace of its
 own, linked to its requests) is kept when any of its requests is.
 
 With ``OTEL_TRACES_SAMPLER`` set, none of this runs: the SDK's standard head sampling
@@ -19,14 +22,22 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 
 from opentelemetry import trace
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, SpanProcessor
+from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.util._decorator import _agnosticcontextmanager
+from opentelemetry.util.types import Attributes, AttributeValue
 
 
 class Outcome(StrEnum):
@@ -40,14 +51,14 @@ class Outcome(StrEnum):
 
 #: Why a trace was kept: the ``reason`` of ``traces_kept_total``, in the order checked.
 KEEP_REASONS: tuple[str, ...] = ("error", "refused", "timeout", "slow", "parent_sampled", "ratio")
-#: Requests whose decision is remembered, for spans that end after it (the server span).
-DECIDED_MEMORY = 4096
-#: Traces whose spans may wait for a decision at once; beyond, the oldest are dropped.
-MAX_PENDING_TRACES = 4096
-#: Spans one trace may hold while it waits.
+#: Spans one request may hold while it waits for its decision; beyond, they are dropped.
 MAX_SPANS_PER_TRACE = 128
-#: A trace with no decision after this long (a request that never answered) is dropped.
-PENDING_TTL_SECONDS = 120.0
+#: Running spans a batch span could be linked to; beyond, the oldest are forgotten (only
+#: a span started and never ended stays, and such a span is a bug).
+MAX_RUNNING_SPANS = 65536
+
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_UNSET = Status(StatusCode.UNSET)
 
 
 def http_outcome(status: int) -> Outcome:
@@ -72,164 +83,294 @@ def parent_sampled(traceparent: str | None) -> bool:
         return False
 
 
-@dataclass(slots=True)
-class _Pending:
-    """One undecided trace: its finished spans, and the batch spans waiting on it."""
+class RecordedSpan(trace.Span):
+    """A span as tail sampling records it: what a span holds, kept in plain fields.
 
-    since: float
-    spans: list[ReadableSpan] = field(default_factory=list)
-    batches: list[_BatchWait] = field(default_factory=list)
+    It has real ids (its trace's, from the parent or new) and is made current like any
+    span, so logs, headers and child spans see it; it becomes an SDK span only if its
+    request is kept (`TailSampling`). Each request's local root (its server span) holds
+    the finished spans of its request until the decision.
+    """
+
+    __slots__ = ("_attributes", "_end", "_events", "_kind", "_links", "_name", "_owner",
+                 "_start", "_status", "batches", "context", "finished", "kept", "linked",
+                 "parent", "root")  # fmt: skip
+
+    def __init__(
+        self,
+        owner: TailSampling,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        root: RecordedSpan | None,
+        kind: SpanKind,
+        attributes: Attributes,
+        links: Sequence[Link],
+        start_time: int | None,
+    ) -> None:
+        """Record a span that starts now (or at ``start_time``), under ``root`` (None:
+        it is a root itself)."""
+        self._owner = owner
+        self._name = name
+        self.context = context
+        self.parent = parent
+        self.root: RecordedSpan = self if root is None else root
+        self._kind = kind
+        self._attributes: dict[str, AttributeValue] = dict(attributes) if attributes else {}
+        self._links = tuple(links)
+        self._events: list[tuple[str, Attributes, int]] | None = None
+        self._status = _UNSET
+        self._start = start_time if start_time is not None else time.time_ns()
+        self._end: int | None = None
+        # A root's state: its request's finished spans until the decision, the decision,
+        # the batch spans waiting on it; a batch span's requests (the roots it links to).
+        self.finished: list[RecordedSpan] = []
+        self.kept: bool | None = None
+        self.batches: list[_BatchWait] = []
+        self.linked: tuple[RecordedSpan, ...] = ()
+
+    # --- the Span API -------------------------------------------------------------------
+    def get_span_context(self) -> SpanContext:
+        """The span's ids."""
+        return self.context
+
+    def is_recording(self) -> bool:
+        """True until the span ends."""
+        return self._end is None
+
+    def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
+        """Set several attributes."""
+        if self._end is None:
+            self._attributes.update(attributes)
+
+    def set_attribute(self, key: str, value: AttributeValue) -> None:
+        """Set one attribute."""
+        if self._end is None:
+            self._attributes[key] = value
+
+    def add_event(
+        self, name: str, attributes: Attributes = None, timestamp: int | None = None
+    ) -> None:
+        """Add an event (now, or at ``timestamp``)."""
+        if self._end is None:
+            if self._events is None:
+                self._events = []
+            self._events.append((name, attributes, timestamp or time.time_ns()))
+
+    def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
+        """Add a link to ``context``."""
+        if self._end is None and context.is_valid:
+            self._links += (Link(context, attributes),)
+
+    def update_name(self, name: str) -> None:
+        """Rename the span."""
+        if self._end is None:
+            self._name = name
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        """Set the status as the SDK does: OK is final, UNSET is ignored."""
+        if self._end is not None or self._status.status_code is StatusCode.OK:
+            return
+        if isinstance(status, StatusCode):
+            status = Status(status, description)
+        if status.status_code is not StatusCode.UNSET:
+            self._status = status
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Attributes = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        """Record ``exception`` as an ``exception`` event, as the SDK does."""
+        kind = type(exception)
+        module = kind.__module__
+        fields: dict[str, AttributeValue] = {
+            "exception.type": f"{module}.{kind.__qualname__}"
+            if module and module != "builtins"
+            else kind.__qualname__,
+            "exception.message": str(exception),
+            "exception.stacktrace": "".join(traceback.format_exception(exception)),
+            "exception.escaped": str(escaped),
+        }
+        if attributes:
+            fields.update(attributes)
+        self.add_event("exception", fields, timestamp)
+
+    def end(self, end_time: int | None = None) -> None:
+        """End the span (now, or at ``end_time``): it waits for its request's decision."""
+        if self._end is None:
+            self._end = end_time if end_time is not None else time.time_ns()
+            self._owner._ended(self)
+
+    # --- for the decision ---------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """The span's name."""
+        return self._name
+
+    @property
+    def duration_seconds(self) -> float:
+        """From start to end (to now while it runs)."""
+        end = self._end if self._end is not None else time.time_ns()
+        return (end - self._start) / 1e9
+
+    def readable(
+        self, resource: Resource, scope: InstrumentationScope, limits: SpanLimits
+    ) -> ReadableSpan:
+        """The finished SDK span this record stands for, bounded by the SDK's limits."""
+        events: Sequence[Event] = ()
+        if self._events:
+            bounded: BoundedList[Event] = BoundedList(limits.max_events)
+            for name, attributes, timestamp in self._events:
+                bounded.append(
+                    Event(
+                        name,
+                        BoundedAttributes(
+                            limits.max_event_attributes,
+                            attributes,
+                            max_value_len=limits.max_attribute_length,
+                        ),
+                        timestamp,
+                    )
+                )
+            events = bounded
+        return ReadableSpan(
+            name=self._name,
+            context=self.context,
+            parent=self.parent,
+            resource=resource,
+            attributes=BoundedAttributes(
+                limits.max_span_attributes,
+                self._attributes,
+                max_value_len=limits.max_span_attribute_length,
+            ),
+            events=events,
+            links=BoundedList.from_seq(limits.max_links, self._links),
+            kind=self._kind,
+            status=self._status,
+            start_time=self._start,
+            end_time=self._end,
+            instrumentation_scope=scope,
+        )
+
+
+class RecordingTracer(trace.Tracer):
+    """The tracer under tail sampling: its spans are `RecordedSpan` records."""
+
+    def __init__(self, owner: TailSampling, ids: IdGenerator) -> None:
+        """Record for ``owner``, with ids from ``ids``."""
+        self._owner = owner
+        self._ids = ids
+
+    def start_span(
+        self,
+        name: str,
+        context: Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> RecordedSpan:
+        """Record a span, a child of ``context``'s span (default: the current one)."""
+        parent_span = trace.get_current_span(context)
+        parent = parent_span.get_span_context()
+        ids = self._ids
+        root: RecordedSpan | None = None
+        if parent.is_valid:
+            span_context = SpanContext(
+                parent.trace_id, ids.generate_span_id(), False, _SAMPLED, parent.trace_state
+            )
+            if isinstance(parent_span, RecordedSpan) and not parent.is_remote:
+                root = parent_span.root
+            span = RecordedSpan(
+                self._owner, name, span_context, parent, root, kind, attributes, links or (),
+                start_time,
+            )  # fmt: skip
+        else:
+            span_context = SpanContext(
+                ids.generate_trace_id(), ids.generate_span_id(), False, _SAMPLED
+            )
+            span = RecordedSpan(
+                self._owner, name, span_context, None, None, kind, attributes, links or (),
+                start_time,
+            )  # fmt: skip
+        self._owner._started(span)
+        return span
+
+    @_agnosticcontextmanager
+    def start_as_current_span(
+        self,
+        name: str,
+        context: Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+        end_on_exit: bool = True,
+    ) -> Iterator[trace.Span]:
+        """`start_span`, made current for the block."""
+        span = self.start_span(name, context, kind, attributes, links, start_time)
+        with trace.use_span(
+            span,
+            end_on_exit=end_on_exit,
+            record_exception=record_exception,
+            set_status_on_exception=set_status_on_exception,
+        ) as current:
+            yield current
 
 
 @dataclass(slots=True)
 class _BatchWait:
     """A batch span waiting for its requests' decisions: kept when any is kept."""
 
-    span: ReadableSpan
-    undecided: set[int]
+    span: RecordedSpan
+    undecided: int
     done: bool = False
 
 
-class TailSamplingProcessor(SpanProcessor):
-    """Holds each trace's finished spans until `TailSampling.decide` rules on the trace,
-    then passes them to ``downstream`` (the exporting processors) or drops them."""
+class TailSampling(SpanProcessor):
+    """Records every request's spans (`tracer`) and keeps a request's when its answer
+    says so (`decide`); kept spans go to ``downstream``, the exporting processors.
 
-    def __init__(self, downstream: Sequence[SpanProcessor]) -> None:
-        """Forward kept spans to ``downstream``."""
+    It is also the provider's span processor, so that shutting the provider down or
+    flushing it reaches ``downstream``; spans made with the provider's own tracer (not
+    `tracer`) pass straight through.
+    """
+
+    def __init__(
+        self,
+        downstream: Sequence[SpanProcessor],
+        *,
+        ratio: float,
+        slow_seconds: float,
+        resource: Resource | None = None,
+        on_kept: Callable[[str], None] | None = None,
+        ids: IdGenerator | None = None,
+    ) -> None:
+        """Keep healthy, fast requests with probability ``ratio`` (TRACE_SAMPLE_RATIO),
+        and every one slower than ``slow_seconds`` (TRACE_SLOW_MS); ``on_kept`` counts
+        each kept request by reason."""
+        self.ratio = ratio
+        self.slow_seconds = slow_seconds
+        self.on_kept = on_kept
+        self.random: Callable[[], float] = random.random
+        self.tracer = RecordingTracer(self, ids if ids is not None else RandomIdGenerator())
         self._downstream = tuple(downstream)
+        self._resource = resource if resource is not None else Resource.create({})
+        self._scope = InstrumentationScope("inference_gateway")
+        self._limits = SpanLimits()
         self._lock = threading.Lock()
-        # Keyed by each request's local root span (its server span), not by trace: a
-        # caller may send several requests under one trace id, each decided alone.
-        self._root_of: dict[int, int] = {}  # running span id -> its request's root
-        self._pending: OrderedDict[int, _Pending] = OrderedDict()
-        self._decided: OrderedDict[int, bool] = OrderedDict()
+        # Running spans by span id, each to its request's root: a batch span links to
+        # its requests' spans by id and finds their requests here.
+        self._running: dict[int, RecordedSpan] = {}
 
-    # --- the SDK's side -----------------------------------------------------------------
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        """Note which request the span belongs to (its local root); let the downstream
-        processors see the start (they do nothing with it)."""
-        context = span.context
-        if context is not None:
-            parent = span.parent
-            with self._lock:
-                self._root_of[context.span_id] = (
-                    context.span_id
-                    if parent is None or parent.is_remote
-                    else self._root_of.get(parent.span_id, parent.span_id)
-                )
-        for processor in self._downstream:
-            processor.on_start(span, parent_context)
-
-    def on_end(self, span: ReadableSpan) -> None:
-        """Forward, drop, or hold ``span`` until its request is decided."""
-        context = span.context
-        if context is None:
-            return
-        forward = False
-        with self._lock:
-            root = self._root_of.pop(context.span_id, context.span_id)
-            decided = self._decided.get(root)
-            if decided is not None:
-                forward = decided
-            elif span.parent is None and span.links:
-                forward = self._hold_batch(span)
-            elif self._room(root):
-                self._hold(root).spans.append(span)
-        if forward:
-            self._forward([span])
-
-    def _room(self, root: int) -> bool:
-        pending = self._pending.get(root)
-        return pending is None or len(pending.spans) < MAX_SPANS_PER_TRACE
-
-    def _hold(self, root: int) -> _Pending:
-        pending = self._pending.get(root)
-        if pending is None:
-            self._expire()
-            pending = self._pending[root] = _Pending(time.monotonic())
-        return pending
-
-    def _hold_batch(self, span: ReadableSpan) -> bool:
-        """A batch span (a root linked to its requests' spans): kept now when a request
-        is already kept, dropped when all are dropped, else held on each undecided one."""
-        linked = {
-            self._root_of.get(link.context.span_id, link.context.span_id)
-            for link in span.links
-            if link.context is not None
-        }
-        if any(self._decided.get(root) for root in linked):
-            return True
-        undecided = {root for root in linked if root not in self._decided}
-        if not undecided:
-            return False
-        wait = _BatchWait(span, undecided)
-        for root in undecided:
-            self._hold(root).batches.append(wait)
-        return False
-
-    def _expire(self) -> None:
-        """Drop the requests that waited too long, and the oldest beyond the bound."""
-        horizon = time.monotonic() - PENDING_TTL_SECONDS
-        while self._pending:
-            root, oldest = next(iter(self._pending.items()))
-            if oldest.since >= horizon and len(self._pending) < MAX_PENDING_TRACES:
-                break
-            del self._pending[root]
-
-    # --- the decision -------------------------------------------------------------------
-    def settle(self, root: int, keep: bool) -> None:
-        """Rule on the request whose server span is ``root``: pass on its held spans
-        (and the batch spans that wait on it) when kept, drop them otherwise."""
-        kept: list[ReadableSpan] = []
-        with self._lock:
-            self._remember(root, keep)
-            pending = self._pending.pop(root, None)
-            if pending is not None:
-                if keep:
-                    kept += pending.spans
-                for wait in pending.batches:
-                    wait.undecided.discard(root)
-                    if wait.done:
-                        continue
-                    if keep:
-                        wait.done = True
-                        kept.append(wait.span)
-                    elif not wait.undecided:
-                        wait.done = True
-        if kept:
-            self._forward(kept)
-
-    def _remember(self, root: int, keep: bool) -> None:
-        self._decided[root] = keep
-        self._decided.move_to_end(root)
-        while len(self._decided) > DECIDED_MEMORY:
-            self._decided.popitem(last=False)
-
-    def _forward(self, spans: list[ReadableSpan]) -> None:
-        for span in spans:
-            for processor in self._downstream:
-                processor.on_end(span)
-
-    def shutdown(self) -> None:
-        """Shut the downstream processors down (what still waits is dropped)."""
-        for processor in self._downstream:
-            processor.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Flush the downstream processors."""
-        return all(p.force_flush(timeout_millis) for p in self._downstream)
-
-
-@dataclass(slots=True)
-class TailSampling:
-    """The keep-or-drop rule, applied when a request's answer is known."""
-
-    processor: TailSamplingProcessor
-    ratio: float  # TRACE_SAMPLE_RATIO: the share of healthy, fast traces kept
-    slow_seconds: float  # TRACE_SLOW_MS: slower than this is kept
-    on_kept: Callable[[str], None] | None = None  # counts each kept trace by reason
-    random: Callable[[], float] = field(default=random.random)
-
+    # --- the rule -----------------------------------------------------------------------
     def reason(self, outcome: Outcome, duration_seconds: float, sampled_parent: bool) -> str | None:
         """Why the trace is kept, or None to drop it."""
         if outcome is not Outcome.OK:
@@ -250,13 +391,110 @@ class TailSampling:
         traceparent: str | None,
     ) -> bool | None:
         """Decide now on the request whose server span (its local root) is
-        ``server_span``, which arrived with ``traceparent``: pass on or drop its spans,
+        ``server_span``, which arrived with ``traceparent``: export or forget its spans,
         count a keep, and return whether it was kept (None for an untraced request)."""
-        context = server_span.get_span_context()
-        if not context.is_valid:
+        if not isinstance(server_span, RecordedSpan):
             return None
-        why = self.reason(outcome, duration_seconds, parent_sampled(traceparent))
-        self.processor.settle(context.span_id, why is not None)
+        root = server_span.root
+        if root.kept is not None:
+            return root.kept
+        return self._judge(root, outcome, duration_seconds, parent_sampled(traceparent))
+
+    def _judge(
+        self, root: RecordedSpan, outcome: Outcome, duration_seconds: float, sampled: bool
+    ) -> bool:
+        why = self.reason(outcome, duration_seconds, sampled)
+        self._settle(root, why is not None)
         if why is not None and self.on_kept is not None:
             self.on_kept(why)
         return why is not None
+
+    # --- the records --------------------------------------------------------------------
+    def _started(self, span: RecordedSpan) -> None:
+        running = self._running
+        if len(running) >= MAX_RUNNING_SPANS:
+            del running[next(iter(running))]
+        running[span.context.span_id] = span.root
+        if span.parent is None and span._links:  # a batch: note the requests it serves
+            span.linked = tuple(
+                root
+                for root in (running.get(link.context.span_id) for link in span._links)
+                if root is not None
+            )
+
+    def _ended(self, span: RecordedSpan) -> None:
+        """Hold ``span`` for its request's decision, or act on the decision made."""
+        self._running.pop(span.context.span_id, None)
+        root = span.root
+        if span is root and root.kept is None:
+            if root.linked or root._links:
+                self._end_batch(span)
+            else:  # a root nobody decided on (not a request): judged as it ends
+                parent = root.parent
+                sampled = parent is not None and parent.trace_flags.sampled
+                self._judge(root, Outcome.OK, root.duration_seconds, sampled)
+            return
+        with self._lock:
+            kept = root.kept
+            if kept is None:
+                if len(root.finished) < MAX_SPANS_PER_TRACE:
+                    root.finished.append(span)
+                return
+        if kept:
+            self._export([span])
+
+    def _end_batch(self, span: RecordedSpan) -> None:
+        """A batch span: kept now when a request is kept, dropped when all are dropped,
+        else left on each undecided request to be kept by the first one kept."""
+        with self._lock:
+            if not any(root.kept for root in span.linked):
+                undecided = [root for root in span.linked if root.kept is None]
+                if undecided:
+                    wait = _BatchWait(span, len(undecided))
+                    for root in undecided:
+                        root.batches.append(wait)
+                return
+        self._export([span])
+
+    def _settle(self, root: RecordedSpan, keep: bool) -> None:
+        """Rule on ``root``'s request: export its finished spans (and the batch spans
+        that wait on it) when kept, forget them otherwise."""
+        kept: list[RecordedSpan] = []
+        with self._lock:
+            root.kept = keep
+            finished, root.finished = root.finished, []
+            batches, root.batches = root.batches, []
+            if keep:
+                kept += finished
+                if root._end is not None:
+                    kept.append(root)
+            for wait in batches:
+                wait.undecided -= 1
+                if not wait.done and keep:
+                    wait.done = True
+                    kept.append(wait.span)
+                elif wait.undecided == 0:
+                    wait.done = True
+        if kept:
+            self._export(kept)
+
+    def _export(self, spans: list[RecordedSpan]) -> None:
+        for span in spans:
+            readable = span.readable(self._resource, self._scope, self._limits)
+            for processor in self._downstream:
+                processor.on_end(readable)
+
+    # --- the provider's side ------------------------------------------------------------
+    def on_end(self, span: ReadableSpan) -> None:
+        """A span made by the provider's own tracer: passed on as it is."""
+        for processor in self._downstream:
+            processor.on_end(span)
+
+    def shutdown(self) -> None:
+        """Shut the downstream processors down (what still waits is dropped)."""
+        for processor in self._downstream:
+            processor.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Flush the downstream processors."""
+        return all(p.force_flush(timeout_millis) for p in self._downstream)

@@ -18,13 +18,12 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
 from inference_gateway.errors import InferenceGatewayException
-from inference_gateway.observability.sampling import TailSamplingProcessor
+from inference_gateway.observability.sampling import TailSampling
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -40,6 +39,8 @@ SPAN_DROP_REASONS: tuple[str, ...] = ("queue_full", "export_failed")
 
 #: Called with (outcome, count): outcome is "exported" or one of `SPAN_DROP_REASONS`.
 SpanOutcomeCallback = Callable[[str, int], None]
+#: Builds the tail sampler over the exporting processors, for the given provider.
+TailSamplingFactory = Callable[[Sequence[SpanProcessor], TracerProvider], TailSampling]
 
 
 class _CountingExporter(SpanExporter):
@@ -98,14 +99,15 @@ def setup_tracing(
     exporter: SpanExporter | None = None,
     processors: tuple[SpanProcessor, ...] = (),
     on_span_outcome: SpanOutcomeCallback | None = None,
-    tail: bool = False,
-) -> tuple[TracerProvider, TailSamplingProcessor | None]:
-    """Build a TracerProvider for one app, and its tail-sampling processor (``tail``).
+    tail: TailSamplingFactory | None = None,
+) -> tuple[TracerProvider, TailSampling | None]:
+    """Build a TracerProvider for one app, and its tail sampler (built by ``tail``).
 
-    With ``tail`` every span is recorded and held until its request is decided
-    (`sampling.TailSampling`); only kept traces reach ``exporter`` and ``processors``.
-    Without, the sampler comes from ``OTEL_TRACES_SAMPLER``/``OTEL_TRACES_SAMPLER_ARG``
-    (default: parent-based always-on). ``OTEL_SERVICE_NAME`` overrides ``service_name``.
+    With ``tail`` every request's spans are recorded, not made, until the request is
+    decided (`sampling.TailSampling`, whose ``tracer`` the app then uses); only kept
+    requests' spans reach ``exporter`` and ``processors``. Without, the sampler comes
+    from ``OTEL_TRACES_SAMPLER``/``OTEL_TRACES_SAMPLER_ARG`` (default: parent-based
+    always-on). ``OTEL_SERVICE_NAME`` overrides ``service_name``.
     ``exporter`` (usually OTLP/HTTP) is wrapped in a `BatchSpanProcessor`, whose
     queue is bounded and whose export runs on its own thread; ``on_span_outcome``
     hears how many spans were exported or dropped, and why.
@@ -115,17 +117,15 @@ def setup_tracing(
     )
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": service_name}))
-    # Tail sampling records every request, whatever a caller's traceparent says: a
-    # request arriving unsampled that then fails is kept too.
-    provider = TracerProvider(resource=resource, sampler=ALWAYS_ON if tail else None)
+    provider = TracerProvider(resource=resource)
     downstream: list[SpanProcessor] = []
     if exporter is not None:
         downstream.append(CountedBatchSpanProcessor(exporter, on_span_outcome or _ignore_outcome))
     downstream += processors
-    if tail:
-        holder = TailSamplingProcessor(downstream)
-        provider.add_span_processor(holder)
-        return provider, holder
+    if tail is not None:
+        sampler = tail(downstream, provider)
+        provider.add_span_processor(sampler)  # for shutdown and flush
+        return provider, sampler
     for processor in downstream:
         provider.add_span_processor(processor)
     return provider, None
@@ -144,10 +144,10 @@ def otlp_http_exporter(
     return OTLPSpanExporter(endpoint=endpoint, timeout=timeout_seconds)
 
 
-def instrument_fastapi(app: FastAPI, provider: TracerProvider) -> None:
-    """Create a server span per request with the injected provider (W3C context in):
+def instrument_fastapi(app: FastAPI, tracer: Tracer) -> None:
+    """Create a server span per request with ``tracer`` (W3C context in):
     `ServerSpanMiddleware`, outermost."""
-    app.add_middleware(ServerSpanMiddleware, tracer=get_tracer(provider))
+    app.add_middleware(ServerSpanMiddleware, tracer=tracer)
 
 
 #: The paths of `UNTRACED_URLS`, matched exactly.
