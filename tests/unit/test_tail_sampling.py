@@ -9,9 +9,11 @@ request sends nothing. What the response header, the log line, the exemplars and
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -305,6 +307,14 @@ def test_the_rule_keeps_by_ratio_from_its_random_source() -> None:
     assert rule.reason(Outcome.TIMEOUT, 0.0, False) == "timeout"
 
 
+def _raised(exc: Exception) -> Exception:
+    """``exc`` with a traceback, as an exception that was raised has."""
+    try:
+        raise exc  # noqa: TRY301 - raised to get a traceback
+    except Exception as caught:
+        return caught
+
+
 def test_a_kept_record_becomes_the_span_it_stands_for() -> None:
     """What a request recorded reaches the exporter as the SDK would have made it: ids,
     parents, kind, times, attributes, events, links, status; nothing after the end."""
@@ -316,10 +326,7 @@ def test_a_kept_record_becomes_the_span_it_stands_for() -> None:
         child = tracer.start_span("stage", attributes={"a": 1}, start_time=10, links=None)
         child.add_link(batch.get_span_context(), {"why": "batched"})
         child.set_attributes({"b": "two"})
-        try:
-            raise ValueError("bad")
-        except ValueError as exc:
-            child.record_exception(exc)
+        child.record_exception(_raised(ValueError("bad")))
         child.set_status(StatusCode.ERROR, "broken")
         child.end(end_time=20)
         child.set_attribute("late", True)  # ignored: ended
@@ -401,3 +408,29 @@ def test_requests_sharing_a_trace_are_decided_one_by_one() -> None:
         spans = _trace(exporter, caller)
         _whole_tree(spans, 500)
         assert {"preprocess_image", "model_inference"} <= {s.name for s in spans}
+
+
+def test_a_requests_records_are_freed_as_soon_as_it_is_done() -> None:
+    """No reference cycles: a request's records (and a batch's) go when the last
+    reference does, not at the next run of the cyclic garbage collector, whose pauses
+    grew with every request while the server span referred to itself."""
+    sampler, _ = _sampler()
+    tracer = sampler.tracer
+    gc.collect()
+    gc.disable()
+    try:
+        server = tracer.start_span("server")
+        with trace.use_span(server):
+            stage = tracer.start_span("stage")
+            batch = tracer.start_span(
+                "batch", context=Context(), links=[trace.Link(stage.get_span_context())]
+            )
+            batch.end()  # waits on the request
+            stage.end()
+        sampler.decide(server, Outcome.OK, 0.0, None)
+        server.end()
+        alive = [weakref.ref(server), weakref.ref(stage), weakref.ref(batch)]
+        del server, stage, batch
+        assert [ref() for ref in alive] == [None, None, None]
+    finally:
+        gc.enable()

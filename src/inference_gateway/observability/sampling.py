@@ -93,8 +93,8 @@ class RecordedSpan(trace.Span):
     """
 
     __slots__ = ("_attributes", "_end", "_events", "_kind", "_links", "_name", "_owner",
-                 "_start", "_status", "batches", "context", "finished", "kept", "linked",
-                 "parent", "root")  # fmt: skip
+                 "_request", "_start", "_status", "batches", "context", "finished", "kept",
+                 "linked", "parent")  # fmt: skip
 
     def __init__(
         self,
@@ -114,7 +114,9 @@ class RecordedSpan(trace.Span):
         self._name = name
         self.context = context
         self.parent = parent
-        self.root: RecordedSpan = self if root is None else root
+        # None for a root itself: a reference to itself would make every request's
+        # records a reference cycle, garbage only the cyclic collector frees.
+        self._request = root
         self._kind = kind
         self._attributes: dict[str, AttributeValue] = dict(attributes) if attributes else {}
         self._links = tuple(links)
@@ -128,6 +130,11 @@ class RecordedSpan(trace.Span):
         self.kept: bool | None = None
         self.batches: list[_BatchWait] = []
         self.linked: tuple[RecordedSpan, ...] = ()
+
+    @property
+    def root(self) -> RecordedSpan:
+        """The local root this span belongs to: its request's server span."""
+        return self._request or self
 
     # --- the Span API -------------------------------------------------------------------
     def get_span_context(self) -> SpanContext:
