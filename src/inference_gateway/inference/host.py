@@ -32,6 +32,7 @@ from inference_gateway.errors import (
     ServiceDrainingException,
 )
 from inference_gateway.inference.batcher import Batcher, BatchOutcome
+from inference_gateway.inference.heap import freeze_long_lived
 from inference_gateway.inference.model import LoadedModel, ModelLoader
 from inference_gateway.inference.postprocess import Prediction, activate, rank
 from inference_gateway.inference.preprocess import (
@@ -224,6 +225,7 @@ class ModelHost:
         )
         self.batcher.muted = self.retiring
         self.batcher.start()
+        freeze_long_lived()  # the model and its runtime: out of the collector's walks
         self.ready = True
         self.attempted.set()
         self._telemetry.logger.info(
