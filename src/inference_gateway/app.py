@@ -177,7 +177,7 @@ async def _serving(
     control: ModelControl,
     registry: ModelRegistry,
     settings: Settings,
-    logger: structlog.stdlib.BoundLogger,
+    logger: structlog.typing.FilteringBoundLogger,
 ) -> AsyncIterator[None]:
     """Serve the catalog's models (rescanning a repository when asked) until the block
     ends, then drain and unload them."""

@@ -115,7 +115,8 @@ def test_a_healthy_fast_request_sends_nothing_and_says_so() -> None:
         assert response.json()["trace_id"] == trace_id  # still correlates everything
         assert not _flag(response)
         assert exporter.get_finished_spans() == ()
-        assert _line(logs, trace_id)["trace_sampled"] is False
+        line = _line(logs, trace_id)
+        assert line["trace_sampled"] is False and line["trace_flags"] == "00"  # as the header
         exposition = client.get("/metrics", headers={"accept": "application/openmetrics-text"})
         assert trace_id not in exposition.text  # no exemplar leads to it
         samples = scrape.parse(client.get("/metrics").text)
@@ -133,7 +134,8 @@ def test_a_failed_request_is_kept_whole() -> None:
         spans = _trace(exporter, trace_id)
         _whole_tree(spans, 500)
         assert {"preprocess_image", "model_inference"} <= {s.name for s in spans}
-        assert _line(logs, trace_id)["trace_sampled"] is True
+        line = _line(logs, trace_id)
+        assert line["trace_sampled"] is True and line["trace_flags"] == "01"
         exposition = client.get("/metrics", headers={"accept": "application/openmetrics-text"})
         assert f'trace_id="{trace_id}"' in exposition.text  # its exemplar leads somewhere
         samples = scrape.parse(client.get("/metrics").text)

@@ -61,7 +61,7 @@ class ModelControl:
         self,
         catalog: Catalog,
         registry: ModelRegistry,
-        logger: structlog.stdlib.BoundLogger,
+        logger: structlog.typing.FilteringBoundLogger,
     ) -> None:
         """Serve ``catalog``'s models through ``registry``; nothing happens until `refresh`."""
         self.catalog = catalog

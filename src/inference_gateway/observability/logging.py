@@ -34,13 +34,18 @@ MAX_FIELD_CHARS = 4096
 
 
 def add_trace_context(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    """Add ``trace_id``, ``span_id`` and ``trace_flags`` of the active span, if any."""
+    """Add ``trace_id``, ``span_id`` and ``trace_flags`` of the active span, if any;
+    on a line that carries tail sampling's decision (``trace_sampled``) the flags'
+    sampled bit is that decision, as in the response's ``traceparent``."""
     trace_id = get_current_trace_id()
     if trace_id is not None:
-        flags = trace.get_current_span().get_span_context().trace_flags
+        flags = int(trace.get_current_span().get_span_context().trace_flags)
+        sampled = event_dict.get("trace_sampled")
+        if isinstance(sampled, bool):  # tail sampling's decision, as in the traceparent
+            flags = (flags & ~0x01) | int(sampled)
         event_dict.setdefault("trace_id", trace_id)
         event_dict.setdefault("span_id", get_current_span_id())
-        event_dict.setdefault("trace_flags", format(int(flags), "02x"))
+        event_dict.setdefault("trace_flags", format(flags, "02x"))
     return event_dict
 
 
@@ -74,13 +79,16 @@ def _add_pid(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     return event_dict
 
 
-def _shared_processors() -> list[Processor]:
+def _add_logger_name(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    event_dict.setdefault("logger", LOGGER_NAME)  # the gateway's own events
+    return event_dict
+
+
+def _context_processors() -> list[Processor]:
+    """What every line gets besides its own fields: context, level, time, trace, pid."""
     return [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
-        structlog.stdlib.ExtraAdder(),
-        _drop_color_message,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
         add_trace_context,
         _add_pid,
@@ -94,14 +102,38 @@ def _orjson_dumps(obj: Any, **kwargs: Any) -> str:
     return orjson.dumps(obj, default=kwargs.get("default")).decode()
 
 
+class _SharedWriterHandler(logging.Handler):
+    """Writes the standard library's records (uvicorn's, libraries') through the same
+    writer, and so under the same lock, as the gateway's own lines."""
+
+    def __init__(self, writer: structlog.WriteLogger) -> None:
+        super().__init__()
+        self._writer = writer
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._writer.msg(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
+#: The lowest level written (set by `setup_logging`): DEBUG-only helpers check it first,
+#: so a disabled line costs a comparison rather than a logger call.
+_threshold = logging.INFO
+
+
 def setup_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | None = None) -> None:
     """Configure structlog and the standard library for this process.
 
     ``fmt`` is ``json`` (one object per line) or ``console`` (coloured, for people).
-    Uvicorn's own loggers are routed to the same handler and its access log is
+    The gateway's own events are rendered by structlog and written directly (a
+    disabled level is a no-op method; no standard-library record is made): about
+    half the CPU of a line than through `logging`. Uvicorn's and libraries' records go
+    through the same processors and renderer (`structlog.stdlib.ProcessorFormatter`)
+    to the same writer, so stdout never mixes formats. Uvicorn's access log is
     silenced: the gateway writes its own access line per request.
     """
-    shared = _shared_processors()
+    global _threshold  # noqa: PLW0603 - one process-wide setting, like logging's own
     if fmt == "json":
         final: list[Processor] = [
             structlog.processors.dict_tracebacks,
@@ -115,11 +147,17 @@ def setup_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | None 
             _upper_level,
             structlog.dev.ConsoleRenderer(colors=(stream or sys.stdout).isatty()),
         ]
+    writer = structlog.WriteLogger(stream or sys.stdout)
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
+        foreign_pre_chain=[
+            structlog.stdlib.add_logger_name,
+            structlog.stdlib.ExtraAdder(),
+            _drop_color_message,
+            *_context_processors(),
+        ],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
     )
-    handler = logging.StreamHandler(stream or sys.stdout)
+    handler = _SharedWriterHandler(writer)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -132,22 +170,18 @@ def setup_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | None 
             lib.removeHandler(old)
         lib.propagate = True
     logging.getLogger("uvicorn.access").disabled = True
+    _threshold = logging.getLevelName(level)
     structlog.configure(
-        # filter_by_level first: a disabled level costs one check, not the whole chain.
-        processors=[
-            structlog.stdlib.filter_by_level,
-            *shared,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        processors=[_add_logger_name, *_context_processors(), *final],
+        logger_factory=lambda *_: writer,
+        wrapper_class=structlog.make_filtering_bound_logger(_threshold),
         cache_logger_on_first_use=False,
     )
 
 
-def get_logger(name: str = LOGGER_NAME) -> structlog.stdlib.BoundLogger:
+def get_logger(name: str = LOGGER_NAME) -> structlog.typing.FilteringBoundLogger:
     """A structlog logger that goes through the configured processors."""
-    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(name)
     return logger
 
 
@@ -190,13 +224,16 @@ class LogContext:
         structlog.contextvars.reset_contextvars(**self._tokens)
 
 
-def log_request_start(logger: structlog.stdlib.BoundLogger, method: str, endpoint: str) -> None:
+def log_request_start(
+    logger: structlog.typing.FilteringBoundLogger, method: str, endpoint: str
+) -> None:
     """Log that a request began (DEBUG: the access line at completion is the record)."""
-    logger.debug("Request started", method=method, endpoint=endpoint)
+    if _threshold <= logging.DEBUG:
+        logger.debug("Request started", method=method, endpoint=endpoint)
 
 
 def log_request_complete(
-    logger: structlog.stdlib.BoundLogger,
+    logger: structlog.typing.FilteringBoundLogger,
     method: str,
     endpoint: str,
     status_code: int,
@@ -238,15 +275,16 @@ def log_request_complete(
 
 
 def log_inference_start(
-    logger: structlog.stdlib.BoundLogger, model_name: str, **fields: Any
+    logger: structlog.typing.FilteringBoundLogger, model_name: str, **fields: Any
 ) -> None:
     """Log that a prediction was handed to the model (DEBUG: its one INFO line is
     written when it completes)."""
-    logger.debug("Inference started", model_name=model_name, **fields)
+    if _threshold <= logging.DEBUG:
+        logger.debug("Inference started", model_name=model_name, **fields)
 
 
 def log_inference_complete(
-    logger: structlog.stdlib.BoundLogger,
+    logger: structlog.typing.FilteringBoundLogger,
     model_name: str,
     prediction_class: str,
     confidence: float,
@@ -269,7 +307,7 @@ def log_inference_complete(
 
 
 def log_error(
-    logger: structlog.stdlib.BoundLogger,
+    logger: structlog.typing.FilteringBoundLogger,
     message: str,
     exc: BaseException,
     *,

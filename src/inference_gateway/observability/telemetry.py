@@ -21,5 +21,5 @@ class Telemetry:
     metrics: Metrics | None = None
     tracer_provider: TracerProvider | None = None
     tracer: Tracer = field(default_factory=NoOpTracer)
-    logger: structlog.stdlib.BoundLogger = field(default_factory=get_logger)
+    logger: structlog.typing.FilteringBoundLogger = field(default_factory=get_logger)
     tail: TailSampling | None = None
