@@ -7,15 +7,33 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 
+@dataclass(frozen=True)
+class ReceivedSpan:
+    """One decoded span with its place in the tree, times, status, events and links."""
+
+    name: str
+    trace_id: str
+    span_id: str
+    parent_span_id: str  # "" for a root
+    start_ns: int
+    end_ns: int
+    status_code: int  # OTLP: 0 unset, 1 ok, 2 error
+    events: tuple[str, ...]
+    links: tuple[str, ...]  # the linked spans' trace ids
+
+
 @dataclass
 class Received:
-    """Spans the receiver decoded, flattened to (name, trace id hex, attributes)."""
+    """Spans the receiver decoded, flattened to (name, trace id hex, attributes), and
+    the same spans in full (`ReceivedSpan`)."""
 
     spans: list[tuple[str, str, dict[str, object]]] = field(default_factory=list)
+    full: list[ReceivedSpan] = field(default_factory=list)
     resources: list[dict[str, object]] = field(default_factory=list)
     connections: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -24,6 +42,20 @@ class Received:
 def _value(any_value: object) -> object:
     kind = any_value.WhichOneof("value")  # type: ignore[attr-defined]
     return getattr(any_value, kind) if kind else None
+
+
+def _full(span: Any) -> ReceivedSpan:
+    return ReceivedSpan(
+        name=span.name,
+        trace_id=span.trace_id.hex(),
+        span_id=span.span_id.hex(),
+        parent_span_id=span.parent_span_id.hex(),
+        start_ns=span.start_time_unix_nano,
+        end_ns=span.end_time_unix_nano,
+        status_code=span.status.code,
+        events=tuple(event.name for event in span.events),
+        links=tuple(link.trace_id.hex() for link in span.links),
+    )
 
 
 @contextmanager
@@ -53,6 +85,7 @@ def otlp_receiver(*, hang: threading.Event | None = None) -> Iterator[tuple[str,
                         for span in scope_spans.spans:
                             attributes = {a.key: _value(a.value) for a in span.attributes}
                             received.spans.append((span.name, span.trace_id.hex(), attributes))
+                            received.full.append(_full(span))
             self.send_response(200)
             self.send_header("content-type", "application/x-protobuf")
             self.end_headers()

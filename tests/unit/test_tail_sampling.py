@@ -36,8 +36,10 @@ from inference_gateway.observability.sampling import (
     parent_sampled,
 )
 from tests import scrape
+from tests.collector import otlp_receiver
 from tests.helpers import (
     ControlledBackend,
+    controlled_app,
     controlled_loader,
     json_log_capture,
     make_settings,
@@ -436,3 +438,39 @@ def test_a_requests_records_are_freed_as_soon_as_it_is_done() -> None:
         assert [ref() for ref in alive] == [None, None, None]
     finally:
         gc.enable()
+
+
+def test_over_real_otlp_a_failed_request_arrives_as_a_tree_and_a_healthy_one_not_at_all() -> None:
+    """What the collector receives: the failed request's spans, rebuilt from records,
+    as one tree (parents, nested times, ERROR status, the exception event), its batch
+    span linked to it; of the healthy request before it, nothing."""
+    backend = ControlledBackend()
+    with otlp_receiver() as (endpoint, received):
+        app = controlled_app(
+            backend,
+            model_warmup=False,
+            otel_exporter_otlp_traces_endpoint=endpoint,
+            trace_sample_ratio=0.0,
+            trace_slow_ms=NEVER_SLOW_MS,
+        )
+        with TestClient(app, raise_server_exceptions=False) as client:
+            ready_client(client)
+            healthy = client.post("/predict", content=cat_jpeg(), headers=JPEG)
+            backend.fail_with = RuntimeError("the model broke")
+            failed = client.post("/predict", content=cat_jpeg(), headers=JPEG)
+            assert (healthy.status_code, failed.status_code) == (200, 500)
+            app.state.telemetry.tracer_provider.force_flush()
+        with received.lock:
+            spans = list(received.full)
+    assert not [s for s in spans if s.trace_id == _trace_of(healthy)]
+    tree = [s for s in spans if s.trace_id == _trace_of(failed)]
+    (server,) = [s for s in tree if s.parent_span_id == ""]
+    assert server.name == "POST /predict" and server.status_code == 2  # ERROR
+    ids = {s.span_id for s in tree}
+    for span in tree:
+        assert span is server or span.parent_span_id in ids, span.name
+        assert server.start_ns <= span.start_ns <= span.end_ns <= server.end_ns, span.name
+    assert {"validate_input", "preprocess_image", "model_inference"} <= {s.name for s in tree}
+    assert any("exception" in s.events for s in tree)
+    batches = [s for s in spans if s.name == "inference_batch" and _trace_of(failed) in s.links]
+    assert len(batches) == 1 and batches[0].status_code == 2
