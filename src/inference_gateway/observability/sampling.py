@@ -284,27 +284,19 @@ class RecordingTracer(trace.Tracer):
     ) -> RecordedSpan:
         """Record a span, a child of ``context``'s span (default: the current one)."""
         parent_span = trace.get_current_span(context)
-        parent = parent_span.get_span_context()
+        parent: SpanContext | None = parent_span.get_span_context()
         ids = self._ids
         root: RecordedSpan | None = None
-        if parent.is_valid:
-            span_context = SpanContext(
-                parent.trace_id, ids.generate_span_id(), False, _SAMPLED, parent.trace_state
-            )
+        if parent is not None and parent.is_valid:
+            trace_id, state = parent.trace_id, parent.trace_state
             if isinstance(parent_span, RecordedSpan) and not parent.is_remote:
                 root = parent_span.root
-            span = RecordedSpan(
-                self._owner, name, span_context, parent, root, kind, attributes, links or (),
-                start_time,
-            )  # fmt: skip
-        else:
-            span_context = SpanContext(
-                ids.generate_trace_id(), ids.generate_span_id(), False, _SAMPLED
-            )
-            span = RecordedSpan(
-                self._owner, name, span_context, None, None, kind, attributes, links or (),
-                start_time,
-            )  # fmt: skip
+        else:  # a new trace
+            trace_id, state, parent = ids.generate_trace_id(), None, None
+        span_context = SpanContext(trace_id, ids.generate_span_id(), False, _SAMPLED, state)
+        span = RecordedSpan(
+            self._owner, name, span_context, parent, root, kind, attributes, links or (), start_time
+        )
         self._owner._started(span)
         return span
 
