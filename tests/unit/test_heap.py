@@ -17,6 +17,7 @@ from tests.helpers import ControlledBackend, controlled_loader, make_settings, r
 def serving_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """As in a process started from `inference_gateway.main`; unfrozen afterwards."""
     monkeypatch.setattr(heap, "_enabled", False)
+    monkeypatch.setattr(heap, "_done", False)
     heap.freeze_after_loads()
     try:
         yield
@@ -46,3 +47,15 @@ def test_an_app_in_someone_elses_process_leaves_the_collector_alone(
     before = gc.get_freeze_count()
     heap.freeze_long_lived()
     assert gc.get_freeze_count() == before
+
+
+def test_only_the_first_load_freezes(serving_process: None) -> None:
+    """A model loaded while serving must not freeze the requests in flight: what of
+    theirs became cyclic garbage afterwards could never be collected."""
+    gc.unfreeze()
+    heap.freeze_long_lived()
+    frozen = gc.get_freeze_count()
+    in_flight = [[n] for n in range(100)]  # tracked by the collector
+    heap.freeze_long_lived()
+    assert gc.get_freeze_count() == frozen
+    del in_flight
