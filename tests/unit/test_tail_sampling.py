@@ -474,3 +474,39 @@ def test_over_real_otlp_a_failed_request_arrives_as_a_tree_and_a_healthy_one_not
     assert any("exception" in s.events for s in tree)
     batches = [s for s in spans if s.name == "inference_batch" and _trace_of(failed) in s.links]
     assert len(batches) == 1 and batches[0].status_code == 2
+
+
+def test_a_batch_that_starts_after_its_request_was_kept_is_exported() -> None:
+    """A request times out (kept) just as its batch begins: the batch span, linked to
+    the request's already finished span, is still exported."""
+    sampler, exporter = _sampler()
+    tracer = sampler.tracer
+    server = tracer.start_span("server")
+    inference = tracer.start_span("model_inference", context=trace.set_span_in_context(server))
+    inference.end()
+    assert sampler.decide(server, Outcome.TIMEOUT, 0.0, None) is True
+    server.end()
+    link = trace.Link(inference.get_span_context())
+    tracer.start_span("inference_batch", context=Context(), links=[link]).end()
+    assert "inference_batch" in {s.name for s in exporter.get_finished_spans()}
+
+
+def test_leaving_a_record_by_an_exception_records_it_as_the_sdk_does() -> None:
+    sampler, exporter = _sampler()
+    server = sampler.tracer.start_span("server")
+    with (
+        pytest.raises(ValueError, match="bad"),
+        sampler.tracer.start_span("stage", context=trace.set_span_in_context(server)),
+    ):
+        raise ValueError("bad")
+    quiet = sampler.tracer.start_span(
+        "quiet", context=trace.set_span_in_context(server), record_exception=False,
+        set_status_on_exception=False,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="bad"), quiet:
+        raise ValueError("bad")
+    sampler.decide(server, Outcome.ERROR, 0.0, None)
+    stage, silent = exporter.get_finished_spans()
+    assert stage.status.status_code is StatusCode.ERROR
+    assert [e.name for e in stage.events] == ["exception"]
+    assert silent.status.status_code is StatusCode.UNSET and not silent.events

@@ -19,13 +19,16 @@ does (`create_app` decides).
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
 import traceback
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from types import TracebackType
 
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
@@ -52,7 +55,11 @@ class Outcome(StrEnum):
 #: Why a trace was kept: the ``reason`` of ``traces_kept_total``, in the order checked.
 KEEP_REASONS: tuple[str, ...] = ("error", "refused", "timeout", "slow", "parent_sampled", "ratio")
 #: Spans one request may hold while it waits for its decision; beyond, they are dropped.
-MAX_SPANS_PER_TRACE = 128
+#: (An Open Inference Protocol request of 256 images records about 4 per image.)
+MAX_SPANS_PER_TRACE = 1024
+#: Spans of kept requests remembered for a batch span that starts after its request was
+#: decided (a request that timed out just as its batch began).
+KEPT_MEMORY = 4096
 #: Running spans a batch span could be linked to; beyond, the oldest are forgotten (only
 #: a span started and never ended stays, and such a span is a bug).
 MAX_RUNNING_SPANS = 65536
@@ -92,9 +99,9 @@ class RecordedSpan(trace.Span):
     the finished spans of its request until the decision.
     """
 
-    __slots__ = ("_attributes", "_end", "_events", "_kind", "_links", "_name", "_owner",
-                 "_request", "_start", "_status", "batches", "context", "finished", "kept",
-                 "linked", "parent")  # fmt: skip
+    __slots__ = ("_attributes", "_end", "_events", "_kind", "_links", "_name",
+                 "_on_exception", "_owner", "_request", "_start", "_status", "batches",
+                 "context", "finished", "kept", "linked", "parent")  # fmt: skip
 
     def __init__(
         self,
@@ -107,9 +114,11 @@ class RecordedSpan(trace.Span):
         attributes: Attributes,
         links: Sequence[Link],
         start_time: int | None,
+        on_exception: tuple[bool, bool] = (True, True),
     ) -> None:
         """Record a span that starts now (or at ``start_time``), under ``root`` (None:
-        it is a root itself)."""
+        it is a root itself); ``on_exception``: whether leaving it as a context manager
+        by an exception records the exception, and sets status ERROR, as the SDK's."""
         self._owner = owner
         self._name = name
         self.context = context
@@ -124,6 +133,7 @@ class RecordedSpan(trace.Span):
         self._status = _UNSET
         self._start = start_time if start_time is not None else time.time_ns()
         self._end: int | None = None
+        self._on_exception = on_exception
         # A root's state: its request's finished spans until the decision, the decision,
         # the batch spans waiting on it; a batch span's requests (the roots it links to).
         self.finished: list[RecordedSpan] = []
@@ -204,6 +214,22 @@ class RecordedSpan(trace.Span):
         if attributes:
             fields.update(attributes)
         self.add_event("exception", fields, timestamp)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        """End the span; an exception leaving the block is recorded (status ERROR),
+        as the SDK's span does unless told not to."""
+        if exc_val is not None and self._end is None:
+            record, set_status = self._on_exception
+            if record:
+                self.record_exception(exc_val, escaped=True)
+            if set_status:
+                self.set_status(Status(StatusCode.ERROR, f"{type(exc_val).__name__}: {exc_val}"))
+        self.end()
 
     def end(self, end_time: int | None = None) -> None:
         """End the span (now, or at ``end_time``): it waits for its request's decision."""
@@ -295,8 +321,9 @@ class RecordingTracer(trace.Tracer):
             trace_id, state, parent = ids.generate_trace_id(), None, None
         span_context = SpanContext(trace_id, ids.generate_span_id(), False, _SAMPLED, state)
         span = RecordedSpan(
-            self._owner, name, span_context, parent, root, kind, attributes, links or (), start_time
-        )
+            self._owner, name, span_context, parent, root, kind, attributes, links or (),
+            start_time, (record_exception, set_status_on_exception),
+        )  # fmt: skip
         self._owner._started(span)
         return span
 
@@ -368,6 +395,7 @@ class TailSampling(SpanProcessor):
         # Running spans by span id, each to its request's root: a batch span links to
         # its requests' spans by id and finds their requests here.
         self._running: dict[int, RecordedSpan] = {}
+        self._kept_spans: OrderedDict[int, RecordedSpan] = OrderedDict()  # under _lock
 
     # --- the rule -----------------------------------------------------------------------
     def reason(self, outcome: Outcome, duration_seconds: float, sampled_parent: bool) -> str | None:
@@ -412,14 +440,20 @@ class TailSampling(SpanProcessor):
     def _started(self, span: RecordedSpan) -> None:
         running = self._running
         if len(running) >= MAX_RUNNING_SPANS:
-            del running[next(iter(running))]
+            with contextlib.suppress(RuntimeError, StopIteration):  # changed meanwhile
+                running.pop(next(iter(running)), None)
         running[span.context.span_id] = span.root
         if span.parent is None and span._links:  # a batch: note the requests it serves
-            span.linked = tuple(
-                root
-                for root in (running.get(link.context.span_id) for link in span._links)
-                if root is not None
-            )
+            with self._lock:
+                span.linked = tuple(
+                    root
+                    for root in (
+                        running.get(link.context.span_id)
+                        or self._kept_spans.get(link.context.span_id)
+                        for link in span._links
+                    )
+                    if root is not None
+                )
 
     def _ended(self, span: RecordedSpan) -> None:
         """Hold ``span`` for its request's decision, or act on the decision made."""
@@ -467,6 +501,10 @@ class TailSampling(SpanProcessor):
                 kept += finished
                 if root._end is not None:
                     kept.append(root)
+                for span in finished:
+                    self._kept_spans[span.context.span_id] = root
+                while len(self._kept_spans) > KEPT_MEMORY:
+                    self._kept_spans.popitem(last=False)
             for wait in batches:
                 wait.undecided -= 1
                 if not wait.done and keep:
