@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -14,7 +13,6 @@ import httpx2 as httpx
 import numpy as np
 import numpy.typing as npt
 import pytest
-import structlog
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -24,7 +22,7 @@ from inference_gateway.inference.backends import Backend
 from inference_gateway.inference.labels import imagenet_labels
 from inference_gateway.inference.model import LoadedModel, ModelSpec
 from inference_gateway.inference.preprocess import ImageLimits, PreprocessConfig, prepare_image
-from inference_gateway.observability.logging import setup_logging
+from inference_gateway.observability.logging import reset_logging, setup_logging
 from tests.images import cat_jpeg
 
 
@@ -77,8 +75,7 @@ def json_log_capture(level: str = "INFO") -> Iterator[io.StringIO]:
     try:
         yield stream
     finally:
-        logging.getLogger().handlers.clear()
-        structlog.reset_defaults()
+        reset_logging()
 
 
 def real_app(**settings: object) -> FastAPI:

@@ -22,6 +22,7 @@ from inference_gateway.observability.logging import (
     get_logger,
     log_error,
     log_inference_start,
+    reset_logging,
     setup_logging,
 )
 from tests.helpers import (
@@ -239,3 +240,20 @@ def test_log_error_levels(json_logs: io.StringIO) -> None:
     expected, unexpected = _records(json_logs)
     assert expected["level"] == "WARNING" and "exception" not in expected
     assert unexpected["level"] == "ERROR" and unexpected["exception"][0]["exc_type"] == "KeyError"
+
+
+def test_a_log_line_that_cannot_be_written_never_fails_the_caller(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A closed or broken stdout loses lines: it must not turn a prediction, a gRPC
+    call or the batcher's crash report into an exception of its own."""
+    stream = io.StringIO()
+    setup_logging("INFO", "json", stream=stream)
+    try:
+        stream.close()
+        get_logger().info("lost")
+        get_logger().error("lost too", exc_info=RuntimeError("x"))
+        logging.getLogger("uvicorn.error").warning("a library's line, lost")
+    finally:
+        reset_logging()
+    assert capsys.readouterr().err.count("cannot write log lines") == 1  # said once

@@ -8,6 +8,7 @@ survives ``await`` and is copied into worker threads by the code that submits wo
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import os
@@ -102,11 +103,31 @@ def _orjson_dumps(obj: Any, **kwargs: Any) -> str:
     return orjson.dumps(obj, default=kwargs.get("default")).decode()
 
 
+class _Writer(structlog.WriteLogger):
+    """structlog's line writer, except that a failed write (a closed or broken stdout, a
+    full disk) never raises into the code that logged: the line is lost and the first
+    failure said on stderr, as the standard library's handlers do."""
+
+    _failed = False
+
+    def msg(self, message: str) -> None:
+        """Write one line (and flush), or lose it."""
+        try:
+            super().msg(message)
+        except Exception as exc:
+            if not self._failed:
+                self._failed = True
+                with contextlib.suppress(Exception):
+                    sys.stderr.write(f"inference-gateway: cannot write log lines: {exc!r}\n")
+
+    log = debug = info = warn = warning = err = error = critical = exception = fatal = msg
+
+
 class _SharedWriterHandler(logging.Handler):
     """Writes the standard library's records (uvicorn's, libraries') through the same
     writer, and so under the same lock, as the gateway's own lines."""
 
-    def __init__(self, writer: structlog.WriteLogger) -> None:
+    def __init__(self, writer: _Writer) -> None:
         super().__init__()
         self._writer = writer
 
@@ -147,7 +168,7 @@ def setup_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | None 
             _upper_level,
             structlog.dev.ConsoleRenderer(colors=(stream or sys.stdout).isatty()),
         ]
-    writer = structlog.WriteLogger(stream or sys.stdout)
+    writer = _Writer(stream or sys.stdout)
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[
             structlog.stdlib.add_logger_name,
@@ -177,6 +198,14 @@ def setup_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | None 
         wrapper_class=structlog.make_filtering_bound_logger(_threshold),
         cache_logger_on_first_use=False,
     )
+
+
+def reset_logging() -> None:
+    """Undo `setup_logging`: no handler on the root logger, structlog's defaults."""
+    global _threshold  # noqa: PLW0603 - the setting `setup_logging` made
+    logging.getLogger().handlers.clear()
+    structlog.reset_defaults()
+    _threshold = logging.INFO
 
 
 def get_logger(name: str = LOGGER_NAME) -> structlog.typing.FilteringBoundLogger:
