@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import io
 import json
-import logging
 import os
 import platform
 import statistics
@@ -224,11 +223,9 @@ def main() -> None:
 
     from inference_gateway.observability.logging import setup_logging
 
-    setup_logging("WARNING", "json")  # as deployed, with request logs below the level
-    # Refusals log at WARNING: format each line as deployed, but keep it off the table.
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.StreamHandler):
-            handler.setStream(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the run
+    # As deployed, with request logs below the level. Refusals log at WARNING: each line
+    # is formatted and written as deployed, but to /dev/null, off the table.
+    setup_logging("WARNING", "json", stream=open(os.devnull, "w"))  # noqa: SIM115 - for the run
     body = _jpeg()
     paths = ("/health", "/predict", REFUSED)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp, otlp_sink(Path(tmp)) as sink:
