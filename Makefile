@@ -82,6 +82,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.telemetry_overhead $(OVERHEAD_ARGS) --json-out bench/results/raw/telemetry_overhead.json \
 		| tee bench/results/telemetry_overhead.md
 	$(PY) -m bench.observability_parts | tee bench/results/observability_parts.md
+	$(PY) -m bench.observability_split | tee bench/results/observability_split.md
 	$(PY) -m bench.gil_profile | tee bench/results/gil_profile.md
 	$(VENV)/bin/inference-gateway export-onnx --repository $${MODEL_CACHE_DIR:-$$HOME/.cache/inference-gateway}/repository
 	$(PY) -m bench.compare - APP=bench.cache_loader_app:app $(COMPARE_ARGS) \
