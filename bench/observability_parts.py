@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import logging
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -184,7 +183,7 @@ def measure(repeats: int) -> list[tuple[str, float, float]]:
     # request as requests arrive one at a time); started and ended after the fact.
     traced = sum(s.name in TRACED_SPANS for s in spans) / requests
     after_the_fact = sum(s.name in PLAIN_SPANS for s in spans) / requests
-    logging.getLogger().setLevel(logging.INFO)  # a request's line as deployed at INFO
+    setup_logging("INFO", "json", stream=sink)  # a request's line as deployed at INFO
     logger = get_logger()
 
     def log_lines() -> None:
