@@ -51,7 +51,8 @@ def main() -> None:
                         runs[(spec, connections)].append(result)
                         print(
                             f"repeat {repeat + 1} {spec} c={connections}: "
-                            f"{result['rps']:.1f}/s, {result['server_cpu_ms']:.2f} ms CPU, "
+                            f"{result['rps']:.1f}/s, p50 {result['p50_ms']:.2f} ms, "
+                            f"{result['server_cpu_ms']:.2f} ms CPU, "
                             f"{result['spans_per_image']:.1f} spans exported per image",
                             flush=True,
                         )
@@ -63,7 +64,7 @@ def main() -> None:
     for (spec, connections), results in runs.items():
         m = {key: median([r[key] for r in results]) for key in results[0]}
         print(
-            f"| {spec} | {connections} | {m['rps']:.0f} | {m['p50_ms']:.0f} | {m['p99_ms']:.0f} | "
+            f"| {spec} | {connections} | {m['rps']:.0f} | {m['p50_ms']:.1f} | {m['p99_ms']:.0f} | "
             f"{m['server_cpu_ms']:.1f} | {m['main_cpu_ms']:.1f} | {m['server_cores']:.2f} "
             f"| {m['sink_cpu']:.2f} |"
         )
