@@ -294,7 +294,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if configure_logging:
-            setup_logging(settings.log_level.value, settings.effective_log_format.value)
+            setup_logging(
+                settings.log_level.value,
+                settings.effective_log_format.value,
+                traceback_locals=settings.log_traceback_locals,
+            )
         harden_pillow()
         logger.info(
             "Starting",

@@ -117,7 +117,11 @@ def serve(settings: Settings, app: str = DEFAULT_APP) -> int:
         if directory is None:
             directory = created = tempfile.mkdtemp(prefix="inference-gateway-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(prepare_multiprocess_dir(directory))
-    setup_logging(settings.log_level.value, settings.effective_log_format.value)
+    setup_logging(
+        settings.log_level.value,
+        settings.effective_log_format.value,
+        traceback_locals=settings.log_traceback_locals,
+    )
     stop_metrics_port = None
     multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if settings.metrics_port is not None and settings.enable_metrics and multiprocess_dir:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from inference_gateway import __version__
@@ -151,6 +152,9 @@ class Settings(BaseSettings):
     # --- logging
     log_level: LogLevel = LogLevel.INFO
     log_format: LogFormat | None = None  # None: json, except console in development
+    # UNSAFE, for debugging only: tracebacks in log lines carry each frame's local
+    # variables, which hold request headers (API keys, the admin token) and payloads.
+    log_traceback_locals: bool = False
 
     # --- model
     # A directory of models to serve (model.yaml or Hugging Face configs, labels,
@@ -331,6 +335,22 @@ class Settings(BaseSettings):
         return LogFormat.JSON
 
 
+#: Settings whose values are secrets: a validation error names the rule, never the value.
+SECRET_SETTINGS = frozenset(
+    name for name, field in Settings.model_fields.items() if "SecretStr" in str(field.annotation)
+)
+
+
+def _secret_rule(err: ErrorDetails) -> str:
+    """The rule a secret setting broke, without its value or its length."""
+    context = err.get("ctx", {})
+    if err["type"] == "too_short":
+        return f"must be at least {context.get('min_length')} characters long"
+    if err["type"] == "too_long":
+        return f"must be at most {context.get('max_length')} characters long"
+    return "is not valid"
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build `Settings` from the environment, turning validation errors into `ConfigError`.
 
@@ -343,5 +363,8 @@ def load_settings(**overrides: Any) -> Settings:
         lines = []
         for err in exc.errors():
             name = "_".join(str(p) for p in err["loc"]).upper() or "SETTINGS"
-            lines.append(f"{name}: {err['msg']} (got {err.get('input')!r})")
+            if err["loc"] and err["loc"][0] in SECRET_SETTINGS:
+                lines.append(f"{name}: {_secret_rule(err)} (the value is a secret: not shown)")
+            else:
+                lines.append(f"{name}: {err['msg']} (got {err.get('input')!r})")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

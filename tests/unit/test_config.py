@@ -143,3 +143,20 @@ def test_usable_cores_honours_a_cgroup_cpu_quota(
     if cpu_max is not None:
         path.write_text(cpu_max)
     assert usable_cores(path) == expected
+
+
+@pytest.mark.parametrize("token", ["short-secret", "fifteen-chars!!"])
+def test_an_invalid_secret_setting_is_named_never_echoed(
+    monkeypatch: pytest.MonkeyPatch, token: str
+) -> None:
+    monkeypatch.setenv("ADMIN_TOKEN", token)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_env_file=None)
+    message = str(caught.value)
+    assert "ADMIN_TOKEN" in message and "characters" in message
+    assert token not in message and token[:8] not in message
+    assert str(len(token)) not in message  # not even its length
+
+
+def test_every_secret_setting_is_known_as_one() -> None:
+    assert "admin_token" in config.SECRET_SETTINGS

@@ -9,6 +9,7 @@ import logging
 import re
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 import structlog
@@ -16,6 +17,7 @@ from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from inference_gateway.api.keys import add_key
 from inference_gateway.app import create_app
 from inference_gateway.observability.logging import (
     LogContext,
@@ -257,3 +259,69 @@ def test_a_log_line_that_cannot_be_written_never_fails_the_caller(
     finally:
         reset_logging()
     assert capsys.readouterr().err.count("cannot write log lines") == 1  # said once
+
+
+def _fail_holding(secret: str) -> None:
+    held = {"authorization": f"Bearer {secret}"}  # a frame's local, as a request's headers
+    raise RuntimeError(f"failed with {len(held)} header")
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+@pytest.mark.parametrize("origin", ["structlog", "stdlib"])
+def test_tracebacks_never_carry_local_variables(fmt: str, origin: str) -> None:
+    """A traceback names frames, files and lines, never the values a frame held: those
+    are request headers with API keys and the admin token."""
+    secret = "sk-never-in-a-log-0123456789"  # noqa: S105 - a made-up key to look for
+    stream = io.StringIO()
+    setup_logging("INFO", fmt, stream=stream)
+    try:
+        try:
+            _fail_holding(secret)
+        except RuntimeError as exc:
+            if origin == "structlog":
+                log_error(get_logger(), "Request failed", exc)
+            else:
+                logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+    finally:
+        reset_logging()
+    out = stream.getvalue()
+    assert "_fail_holding" in out and "RuntimeError" in out  # the traceback is there
+    assert secret not in out
+
+
+def test_traceback_locals_are_a_debugging_switch() -> None:
+    stream = io.StringIO()
+    setup_logging("INFO", "json", stream=stream, traceback_locals=True)
+    try:
+        try:
+            _fail_holding("visible-when-asked")
+        except RuntimeError as exc:
+            log_error(get_logger(), "Request failed", exc)
+    finally:
+        reset_logging()
+    assert "visible-when-asked" in stream.getvalue()
+
+
+def test_a_failed_request_never_logs_the_api_key_it_carried(tmp_path: Path) -> None:
+    """The key check's frame holds the caller's headers; a 500 beneath it logs the
+    traceback through that frame, and the key must not be in it."""
+    keys_file = tmp_path / "keys"
+    key = add_key(keys_file, "alice")
+    stream = io.StringIO()
+    setup_logging("INFO", "json", stream=stream)
+    try:
+        app = controlled_app(ControlledBackend(), api_keys_file=keys_file)
+
+        @app.get("/explode")
+        async def explode() -> None:
+            raise ZeroDivisionError("division by zero in handler")
+
+        with TestClient(app, raise_server_exceptions=False) as client:
+            ready_client(client)
+            for headers in ({"x-api-key": key}, {"authorization": f"Bearer {key}"}):
+                assert client.get("/explode", headers=headers).status_code == 500
+    finally:
+        reset_logging()
+    out = stream.getvalue()
+    assert out.count('"error_type":"ZeroDivisionError"') == 2
+    assert key not in out

@@ -143,7 +143,13 @@ class _SharedWriterHandler(logging.Handler):
 _threshold = logging.INFO
 
 
-def setup_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | None = None) -> None:
+def setup_logging(
+    level: str = "INFO",
+    fmt: str = "json",
+    stream: TextIO | None = None,
+    *,
+    traceback_locals: bool = False,
+) -> None:
     """Configure structlog and the standard library for this process.
 
     ``fmt`` is ``json`` (one object per line) or ``console`` (coloured, for people).
@@ -153,11 +159,18 @@ def setup_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | None 
     through the same processors and renderer (`structlog.stdlib.ProcessorFormatter`)
     to the same writer, so stdout never mixes formats. Uvicorn's access log is
     silenced: the gateway writes its own access line per request.
+
+    A traceback carries each frame's file, line and function, never its local
+    variables: a frame's locals hold request headers (API keys, the admin token) and
+    image bytes. ``traceback_locals`` turns them on for debugging only; it writes
+    secrets into the log (``LOG_TRACEBACK_LOCALS``, documented as unsafe).
     """
     global _threshold  # noqa: PLW0603 - one process-wide setting, like logging's own
     if fmt == "json":
         final: list[Processor] = [
-            structlog.processors.dict_tracebacks,
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=traceback_locals)
+            ),
             _upper_level,
             structlog.processors.EventRenamer("message"),
             structlog.processors.JSONRenderer(serializer=_orjson_dumps),
@@ -166,7 +179,13 @@ def setup_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | None 
         final = [
             _strip_control,
             _upper_level,
-            structlog.dev.ConsoleRenderer(colors=(stream or sys.stdout).isatty()),
+            structlog.dev.ConsoleRenderer(
+                colors=(stream or sys.stdout).isatty(),
+                # Rich's formatter, when installed, would print locals: plain unless asked.
+                exception_formatter=structlog.dev.default_exception_formatter
+                if traceback_locals
+                else structlog.dev.plain_traceback,
+            ),
         ]
     writer = _Writer(stream or sys.stdout)
     formatter = structlog.stdlib.ProcessorFormatter(
