@@ -42,6 +42,18 @@ def _corrupt_file(root: Path, name: str) -> None:
     (root / name / "1" / "model.onnx").write_bytes(b"not a protobuf at all")
 
 
+#: What a file outside the repository holds: it must never reach a label or a metric.
+OUTSIDE_SECRET = "ADMIN_TOKEN=outside-the-repository"  # noqa: S105 - a stand-in
+
+
+def _labels_link_out(root: Path, name: str) -> None:
+    write_yaml_model(root, name, {1: builtin_onnx()}, BUILTIN_YAML)
+    elsewhere = root.parent / f"{root.name}-{name}-labels.txt"  # beside the repository
+    elsewhere.write_text("".join(f"{OUTSIDE_SECRET}-{i}\n" for i in range(1000)))
+    (root / name / "labels.txt").unlink()
+    (root / name / "labels.txt").symlink_to(elsewhere)
+
+
 def _yaml(config: dict[str, Any], labels: tuple[str, ...] | None = None) -> Callable[..., None]:
     def write(root: Path, name: str) -> None:
         write_yaml_model(root, name, {1: builtin_onnx()}, config, labels=labels)
@@ -68,6 +80,7 @@ BROKEN: dict[str, tuple[Callable[[Path, str], None], tuple[str, ...]]] = {
     "typo-key": (_yaml(_with(scael=1)), ("model.yaml", "preprocess.scael")),
     "short-mean": (_yaml(_with(mean=[0.5, 0.5])), ("model.yaml", "mean")),
     "zero-std": (_yaml(_with(std=[1, 0, 1])), ("model.yaml", "std")),
+    "labels-link-out": (_labels_link_out, ("labels.txt", "leads outside the model repository")),
 }
 
 
@@ -117,3 +130,12 @@ def test_ready_is_503_while_a_model_that_should_load_is_missing(client: TestClie
     assert ready.status_code == 503
     states = {m["name"]: m["state"] for m in ready.json()["models"]}
     assert states == {"good": "READY", **dict.fromkeys(BROKEN, "UNAVAILABLE")}
+
+
+def test_a_file_linked_from_outside_the_repository_reaches_no_answer(client: TestClient) -> None:
+    served = client.post("/models/good/predict", content=CAT_PNG.read_bytes(), headers=PNG)
+    assert served.status_code == 200
+    for path in ("/models", "/models/labels-link-out", "/ready", "/metrics"):
+        answer = client.get(path)
+        assert OUTSIDE_SECRET not in answer.text, path
+        assert "broken-repository" not in answer.text, path  # no absolute path either

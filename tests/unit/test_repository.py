@@ -15,8 +15,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from inference_gateway.inference.catalog import load_version
 from inference_gateway.inference.preprocess import PreprocessConfig
 from inference_gateway.inference.repository import (
+    OUTSIDE_REPOSITORY,
     BatchingOverrides,
     ModelConfigError,
     ModelEntry,
@@ -709,6 +711,116 @@ def test_a_flat_export_fingerprints_its_external_weights(tmp_path: Path) -> None
     before = fingerprints(tmp_path)
     write(model_dir / "model.onnx_data", b"new weights")
     assert fingerprints(tmp_path) != before
+
+
+# --- symbolic links ---------------------------------------------------------------------------
+
+
+def link_out(model_dir: Path, relative: str, outside: Path) -> Path:
+    """Move ``model_dir/relative`` to ``outside`` and leave a symbolic link to it there."""
+    path = model_dir / relative
+    target = outside / relative.replace("/", "-")
+    outside.mkdir(parents=True, exist_ok=True)
+    path.rename(target)
+    path.symlink_to(target)
+    return path
+
+
+@pytest.mark.parametrize(
+    "linked",
+    [
+        "model.yaml",
+        "labels.txt",
+        "config.json",
+        "preprocessor_config.json",
+        "1",
+        "1/model.onnx",
+        "1/model.onnx.data",
+    ],
+)
+def test_a_file_that_links_out_of_the_repository_refuses_its_model(
+    tmp_path: Path, linked: str
+) -> None:
+    root = tmp_path / "repository"
+    model_dir = hf_versioned_repo(root)
+    path = link_out(model_dir, linked, tmp_path / "elsewhere")
+    assert error_of(root) == f"{path}: {OUTSIDE_REPOSITORY}"
+
+
+def test_a_model_directory_that_links_out_of_the_repository_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "repository"
+    make_model(root, "dog")
+    elsewhere = make_model(tmp_path / "elsewhere")
+    (root / "cat").symlink_to(elsewhere)
+    assert error_of(root) == f"{root / 'cat'}: {OUTSIDE_REPOSITORY}"
+    assert entry(scan_repository(root), "dog").versions  # the others still serve
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux's /proc")
+def test_labels_through_a_link_to_the_environment_are_never_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ADMIN_TOKEN", "never-a-label-0123456789")
+    model_dir = make_model(tmp_path, config="labels: sub/classes.txt\n", labels=None)
+    (model_dir / "sub").mkdir()
+    (model_dir / "sub" / "classes.txt").symlink_to("/proc/self/environ")
+    scan = scan_repository(tmp_path)
+    assert scan.models["cat"].versions == ()
+    assert scan.models["cat"].error == f"{model_dir / 'sub' / 'classes.txt'}: {OUTSIDE_REPOSITORY}"
+    assert "never-a-label" not in repr(scan)
+
+
+def test_a_labels_file_in_a_directory_that_links_out_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "repository"
+    model_dir = make_model(root, config="labels: meta/names.txt\n", labels=None)
+    write(tmp_path / "elsewhere" / "names.txt", "x\ny\n")
+    (model_dir / "meta").symlink_to(tmp_path / "elsewhere")
+    assert error_of(root) == f"{model_dir / 'meta' / 'names.txt'}: {OUTSIDE_REPOSITORY}"
+
+
+def test_a_weights_directory_that_links_out_is_refused_however_deep(tmp_path: Path) -> None:
+    root = tmp_path / "repository"
+    model_dir = make_model(root)
+    write(root / ".shared" / "weights" / "w.bin", b"weights")  # inside: fine
+    (model_dir / "1" / "ext").symlink_to(root / ".shared")
+    assert entry(scan_repository(root)).versions
+    secret = write(tmp_path / "elsewhere.bin", b"not the repository's")
+    (root / ".shared" / "weights" / "w.bin").unlink()
+    (root / ".shared" / "weights" / "w.bin").symlink_to(secret)
+    assert (
+        error_of(root) == f"{model_dir / '1' / 'ext' / 'weights' / 'w.bin'}: {OUTSIDE_REPOSITORY}"
+    )
+
+
+def test_links_that_stay_inside_the_repository_keep_working(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    model_dir = make_model(real, config="versions: {all: true}\nlabels: meta/names.txt\n")
+    write(real / ".shared" / "names.txt", "x\ny\n")  # hidden: not a model
+    (model_dir / "meta").symlink_to(Path("..") / ".shared")
+    (model_dir / "2").symlink_to("1")  # a version directory linked to another
+    (model_dir / "1" / ".model.onnx.lock").symlink_to("nowhere")  # dangling, but inside
+    (tmp_path / "current").symlink_to(real)  # the root itself may be a link
+    scan = scan_repository(tmp_path / "current")
+    assert [v.spec.version for v in entry(scan).versions] == ["1", "2"]
+    assert all(v.spec.labels == ("x", "y") for v in entry(scan).versions)
+    assert entry(scan).versions[0].repository == real.resolve()
+
+
+def test_loading_refuses_a_graph_that_appeared_as_a_link_out_after_the_scan(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "repository"
+    model_dir = make_model(root, versions=())
+    (model_dir / "1").mkdir()  # the graph is not there yet: loading it is retried
+    version = one_version(root)
+    graph(tmp_path / "elsewhere.onnx")  # a real graph that would load
+    version.path.symlink_to(tmp_path / "elsewhere.onnx")
+    with pytest.raises(ModelConfigError) as raised:
+        load_version(version, threads=1)
+    assert str(raised.value) == f"{version.path}: {OUTSIDE_REPOSITORY}"
+    version.path.unlink()
+    (tmp_path / "elsewhere.onnx").rename(version.path)  # copied in: it loads
+    load_version(version, threads=1).backend.close()
 
 
 # --- resolve_io against real ONNX graphs -------------------------------------------------------

@@ -26,6 +26,7 @@ from inference_gateway.inference.repository import (
     RepositoryScan,
     TensorInfo,
     VersionSource,
+    confined_tree,
     resolve_io,
     scan_repository,
 )
@@ -171,8 +172,12 @@ def load_version(
 
     ``wide``: also a session on every core for passes that run alone (`WideWhenIdle`).
     Raises `ModelConfigError` (a ``ValueError``: not retried) when the graph does not
-    fit the configuration, naming the file and the problem.
+    fit the configuration, naming the file and the problem, and when a file of the
+    version now leads out of the repository (`confined_tree`: the scan checked it, but
+    a missing graph may since have appeared as a link).
     """
+    if source.repository is not None:
+        confined_tree(source.repository, source.path.parent)
     if not source.path.is_file():
         raise FileNotFoundError(f"{source.path}: no such file")
     try:

@@ -16,6 +16,13 @@ never hides the others) and `resolve_io` checks a version's config against the i
 and outputs its ONNX graph declares. Every problem is a `ModelConfigError` whose
 message names the file and says what to change. Paths in messages are built from the
 repository root as it was given (relative stays relative, absolute stays absolute).
+
+Every file read for a model (its directory, model.yaml, the labels file, the Hugging
+Face configs, each selected version's directory and everything under it) must resolve,
+symbolic links followed, inside the repository: a link that leads out (``labels.txt ->
+/proc/self/environ``) refuses the model, so whoever can write into the repository
+cannot make the gateway publish other files through labels, metrics or messages. Links
+that stay inside keep working, and the root itself may be a link.
 """
 
 from __future__ import annotations
@@ -57,6 +64,11 @@ _VERSION_NAME = re.compile(r"[1-9][0-9]{0,17}")
 #: PIL's resampling codes as Hugging Face image processors store them.
 _HF_RESAMPLE: dict[int, Interpolation] = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}
 _FLOAT_OUTPUTS = ("tensor(float)", "tensor(float16)", "tensor(double)")
+#: Why a file that a symbolic link takes out of the repository is not read.
+OUTSIDE_REPOSITORY = (
+    "leads outside the model repository (through a symbolic link); only files inside "
+    "it are read: copy the file in, or link to one inside"
+)
 
 
 class ModelConfigError(ValueError):
@@ -87,6 +99,9 @@ class VersionSource:
     output_name: str | None
     batching: BatchingOverrides
     fingerprint: str
+    #: The repository's resolved root: loading checks again that the version's files
+    #: stay inside it (a file may have changed since the scan). None: no check.
+    repository: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -483,6 +498,44 @@ def _unique(source: Path, labels: list[str], warnings: list[str]) -> list[str]:
     return unique
 
 
+# --- staying inside the repository ------------------------------------------------------
+
+
+def confined(root: Path, path: Path) -> Path:
+    """``path`` resolved (symbolic links followed), which must lie inside ``root`` (a
+    resolved path); else a ModelConfigError naming ``path`` as it was given."""
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError) as exc:  # a loop of links
+        raise ModelConfigError(f"{path}: cannot be resolved: {exc}") from None
+    if not resolved.is_relative_to(root):
+        raise ModelConfigError(f"{path}: {OUTSIDE_REPOSITORY}")
+    return resolved
+
+
+def confined_tree(root: Path, top: Path) -> None:
+    """Check `confined` for ``top`` and every entry under it, hidden ones included
+    (ONNX Runtime reads external weights by any name), following the links to
+    directories that stay inside, each directory once."""
+    seen: set[Path] = set()
+    pending = [top]
+    while pending:
+        directory = pending.pop()
+        real = confined(root, directory)
+        if real in seen or not real.is_dir():
+            continue
+        seen.add(real)
+        try:
+            entries = sorted(directory.iterdir())
+        except OSError as exc:
+            raise ModelConfigError(f"{directory}: cannot be read: {exc}") from None
+        for entry in entries:
+            if entry.is_dir():
+                pending.append(entry)
+            else:
+                confined(root, entry)
+
+
 # --- one model directory ----------------------------------------------------------------
 
 
@@ -517,12 +570,16 @@ def _list(directory: Path) -> list[Path]:
 class _ModelReader:
     """Reads one model directory into its selected versions (or one ModelConfigError)."""
 
-    def __init__(self, model_dir: Path, warnings: list[str]) -> None:
+    def __init__(self, root: Path, model_dir: Path, warnings: list[str]) -> None:
+        self.root = root  # resolved: every file read must resolve inside it
         self.dir = model_dir
         self.warnings = warnings
+        confined(root, model_dir)
         self.yaml_path: Path | None = model_dir / CONFIG_FILE
         if not self.yaml_path.is_file():
             self.yaml_path = None
+        else:
+            confined(root, self.yaml_path)
         self.config = _read_model_yaml(self.yaml_path) if self.yaml_path else _ModelYaml()
         self._json: dict[Path, dict[str, Any]] = {}
         self._labels: dict[Path, list[str]] = {}
@@ -585,11 +642,13 @@ class _ModelReader:
 
     def _json_of(self, path: Path) -> dict[str, Any]:
         if path not in self._json:
+            confined(self.root, path)
             self._json[path] = _read_json(path)
         return self._json[path]
 
     def _version(self, number: int, version_dir: Path) -> VersionSource:
         config = self.config
+        confined_tree(self.root, version_dir)  # the graph and its weights, by any name
         hf_config = self._hf_file(version_dir, HF_CONFIG_FILE)
         hf_pre = self._hf_file(version_dir, HF_PREPROCESSOR_FILE)
         labels, labels_file = self._labels_for(hf_config)
@@ -613,6 +672,7 @@ class _ModelReader:
                 config.max_batch_size, config.max_batch_delay_ms, config.max_queue_size
             ),
             fingerprint=_fingerprint(self.dir, version_dir, [labels_file] if labels_file else []),
+            repository=self.root,
         )
 
     def _labels_for(self, hf_config: Path | None) -> tuple[list[str], Path | None]:
@@ -646,6 +706,7 @@ class _ModelReader:
             )
         path = self.dir / relative
         if path not in self._labels:
+            confined(self.root, path)
             self._labels[path] = _file_labels(path, self.warnings)
         return self._labels[path], path
 
@@ -707,6 +768,7 @@ def scan_repository(root: Path) -> RepositoryScan:
         entries = _list(root)
     except OSError as exc:
         raise ModelConfigError(f"{root}: cannot list the model repository: {exc}") from None
+    base = root.resolve()
     warnings: list[str] = []
     models: dict[str, ModelEntry] = {}
     for entry in entries:
@@ -720,14 +782,14 @@ def scan_repository(root: Path) -> RepositoryScan:
                 "starting with a letter or digit"
             )
             continue
-        models[entry.name] = _scan_model(entry, warnings)
+        models[entry.name] = _scan_model(base, entry, warnings)
     return RepositoryScan(models=MappingProxyType(models), warnings=tuple(warnings))
 
 
-def _scan_model(model_dir: Path, warnings: list[str]) -> ModelEntry:
+def _scan_model(root: Path, model_dir: Path, warnings: list[str]) -> ModelEntry:
     notes: list[str] = []
     try:
-        versions = _ModelReader(model_dir, notes).read()
+        versions = _ModelReader(root, model_dir, notes).read()
     except ModelConfigError as exc:
         return ModelEntry(model_dir.name, (), str(exc))
     except OSError as exc:
