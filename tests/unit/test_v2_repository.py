@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tritonclient.grpc as grpcclient
 from fastapi.testclient import TestClient
 
 from inference_gateway.app import create_app
@@ -26,6 +27,7 @@ from tests.model_repository import (
     write_lite_and_tench,
     write_yaml_model,
 )
+from tests.servers import free_port
 
 TOKEN = "s3cret-admin-token-0123456789"  # noqa: S105 - a test server\'s token
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -164,6 +166,49 @@ def test_a_model_whose_files_are_broken_fails_to_load_with_the_reason(
     assert any("broken/1/model.onnx" in text for text in shown)
     assert all(str(repository) not in text for text in shown), shown
     client.post("/v2/repository/models/broken/unload", headers=AUTH)
+
+
+def test_with_no_model_served_the_gateway_is_not_ready_and_predict_says_so(
+    tmp_path: Path,
+) -> None:
+    write_yaml_model(tmp_path, "lite", {1: builtin_onnx()}, BUILTIN_YAML)
+    port = free_port()
+    settings = make_settings(model_repository=tmp_path, admin_token=TOKEN, grpc_port=port)
+    with TestClient(create_app(settings, configure_logging=False)) as client:
+        ready_client(client)
+        server = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+        try:
+            assert server.is_server_ready()
+            answer = client.post("/v2/repository/models/lite/unload", headers=AUTH)
+            assert answer.status_code == 200, answer.text
+            ready = client.get("/ready")
+            assert ready.status_code == 503, ready.text
+            assert ready.json()["detail"].startswith("No model is served")
+            v2_ready = client.get("/v2/health/ready")
+            assert v2_ready.status_code == 503
+            assert v2_ready.json()["error"].startswith("No model is served")
+            assert not server.is_server_ready()
+            refused = client.post("/predict", content=CAT_PNG.read_bytes(), headers=PNG)
+            assert refused.status_code == 503, refused.text
+            assert refused.headers["content-type"] == "application/problem+json"
+            assert refused.json()["reason"] == "not_ready"
+            assert refused.json()["detail"].startswith("No model is served")
+
+            answer = client.post("/v2/repository/models/lite/load", headers=AUTH)
+            assert answer.status_code == 200, answer.text
+            assert client.get("/ready").status_code == 200 and server.is_server_ready()
+        finally:
+            server.close()
+
+
+def test_an_empty_repository_is_not_ready(tmp_path: Path) -> None:
+    settings = make_settings(model_repository=tmp_path)
+    with TestClient(create_app(settings, configure_logging=False)) as client:
+        ready = client.get("/ready")
+        assert ready.status_code == 503, ready.text
+        assert ready.json()["detail"].startswith("No model is served")
+        refused = client.post("/predict", content=CAT_PNG.read_bytes(), headers=PNG)
+        assert refused.status_code == 503 and refused.json()["reason"] == "not_ready"
 
 
 @pytest.mark.parametrize(

@@ -76,6 +76,13 @@ class ModelStatus:
     versions: tuple[VersionStatus, ...] = field(default_factory=tuple)
 
 
+#: What `/ready` and ``POST /predict`` say when not one model version is serving.
+NO_MODEL_SERVED = (
+    "No model is served: none was found, every one was unloaded, or none has loaded; "
+    "add one to the model repository, or load one (POST /v2/repository/models/{name}/load)."
+)
+
+
 def _version_order(version: str) -> tuple[int, str]:
     return (int(version), version) if version.isdigit() else (-1, version)
 
@@ -355,7 +362,7 @@ class ModelRegistry:
         Raises `ModelNotFoundException` for an unknown model or version (nothing else
         happens for it: no metric series, no work), `ServiceDrainingException` while
         the service stops, and `ModelNotLoadedException` for a model whose
-        configuration is broken.
+        configuration is broken, or when no model is named and none is served.
         """
         if self._draining:
             raise ServiceDrainingException("The service is shutting down.")
@@ -381,9 +388,11 @@ class ModelRegistry:
         return host
 
     def _default_name(self) -> str:
+        names = self.names()
+        if not names:
+            raise ModelNotLoadedException(NO_MODEL_SERVED)
         if self.default_model is not None:
             return self.default_model
-        names = self.names()
         if len(names) == 1:
             return names[0]
         raise ModelNotFoundException(
@@ -414,8 +423,9 @@ class ModelRegistry:
 
     # --- readiness and description -----------------------------------------------------
     def check_ready(self) -> ModelHost | None:
-        """Raise 503 unless every model has a serving version (and, with several workers,
-        every worker is ready); return the default model's host, if there is one."""
+        """Raise 503 unless every model has a serving version, and at least one model
+        is served (and, with several workers, every worker is ready); return the
+        default model's host, if there is one."""
         if self._draining or self._stopping:
             raise ServiceDrainingException("The service is shutting down.")
         self._check_models()
@@ -442,8 +452,11 @@ class ModelRegistry:
             for h in sorted(self._initial, key=lambda h: h.key)
             if h.state is ModelState.LOADING
         ]
-        if problems:
-            refusal = ModelNotLoadedException("Not every model is ready: " + "; ".join(problems))
+        serving = any(h.ready for versions in self._routes.values() for h in versions.values())
+        if problems or not serving:
+            refusal = ModelNotLoadedException(
+                "Not every model is ready: " + "; ".join(problems) if problems else NO_MODEL_SERVED
+            )
             refusal.extensions["models"] = [
                 {"name": s.name, "state": s.state.value, "reason": s.reason} for s in statuses
             ]
