@@ -201,6 +201,11 @@ class ModelInferenceException(InferenceGatewayException):
     title = "Inference failed"
 
 
+class NonFiniteScoresException(ModelInferenceException):
+    """The forward pass gave NaN or infinite scores for one input: the model's fault for
+    an image the gateway prepared, the input's for a tensor a client sent."""
+
+
 class PayloadTooLargeException(InferenceGatewayException):
     """The request body is larger than ``MAX_BODY_BYTES``."""
 

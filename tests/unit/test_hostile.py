@@ -214,6 +214,13 @@ CASES = [
     Case("timeout-header-not-a-number", 400, "invalid-input", cat_jpeg(),
          headers={"x-request-timeout-ms": "soon"}),
     Case("timeout-header-negative", 400, "invalid-input", cat_jpeg(), headers={"x-request-timeout-ms": "-5"}),
+    # A float cannot hold 10^400 (OverflowError), nor int() read 5,000 digits (ValueError).
+    Case("timeout-header-1e400", 400, "invalid-input", cat_jpeg(),
+         headers={"x-request-timeout-ms": "1" + "0" * 400}),
+    Case("timeout-header-5000-digits", 400, "invalid-input", cat_jpeg(),
+         headers={"x-request-timeout-ms": "9" * 5000}),
+    Case("timeout-header-a-day", 200, body=cat_jpeg(), cat=True,
+         headers={"x-request-timeout-ms": "86400000"}),
     # --- hostile headers: ignored or replaced, the prediction still answers
     Case("traceparent-malformed", 200, body=cat_jpeg(), headers={"traceparent": "00-zz-!!-01"}, cat=True),
     Case("traceparent-oversized", 200, body=cat_jpeg(),

@@ -132,6 +132,13 @@ RECORDED: list[tuple[str, int, str | None, str | None, str]] = [
         '{"type":"urn:inference-gateway:problem:inference-failed","title":"Inference failed","status":500,"detail":"detail text","request_id":"req-1"}',
     ),
     (
+        "raise/NonFiniteScoresException",
+        500,
+        None,
+        None,
+        '{"type":"urn:inference-gateway:problem:inference-failed","title":"Inference failed","status":500,"detail":"detail text","request_id":"req-1"}',
+    ),
+    (
         "raise/ModelFailedException",
         503,
         "5",

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from inference_gateway.inference.preprocess import ImageLimits, PreprocessConfig, prepare_image
 from tests import scrape
+from tests.helpers import json_log_capture, ready_client, real_app
 from tests.images import CAT_PNG, cat_jpeg
 
 INFER = "/v2/models/efficientnet-lite0/infer"
@@ -24,6 +25,18 @@ def _json(tensor: dict[str, object], **extra: object) -> bytes:
 def _b64(data: bytes) -> dict[str, str]:
     return {"b64": base64.b64encode(data).decode()}
 
+
+def _binary_fp32(array: np.ndarray) -> bytes:  # type: ignore[type-arg]
+    raw = array.tobytes()
+    header = _json(
+        {"name": "input", "datatype": "FP32", "shape": list(array.shape),
+         "parameters": {"binary_data_size": len(raw)}}
+    )  # fmt: skip
+    _BINARY["inference-header-content-length"] = str(len(header))
+    return header + raw
+
+
+_BINARY: dict[str, str] = {}
 
 #: name -> (body, headers, what the error says)
 HOSTILE: dict[str, tuple[bytes, dict[str, str], str]] = {
@@ -53,6 +66,28 @@ HOSTILE: dict[str, tuple[bytes, dict[str, str], str]] = {
         {"inference-header-content-length": "94"}, "",
     ),
     "header length not a number": (b"{}", {"inference-header-content-length": "x"}, ""),
+    # Python will not convert more than 4,300 digits (ValueError), nor numpy take > 64
+    # dimensions or a dimension past int64; a model fed 3e38 overflows to infinities.
+    "header length of 5,000 digits": (
+        b"{}", {"inference-header-content-length": "1" * 5000}, "digits",
+    ),
+    "a JSON integer of 5,000 digits": (
+        b'{"inputs": [], "id": "x", "n": ' + b"7" * 5000 + b"}", {}, "digits",
+    ),
+    "65 dimensions of one": (
+        _json({"name": "input", "datatype": "FP32", "shape": [1] * 65, "data": [1.0]}),
+        {}, "dimensions",
+    ),
+    "a zero beside 10**30": (
+        _json({"name": "input", "datatype": "FP32", "shape": [0, 10**30], "data": []}), {}, "",
+    ),
+    "a zero beside 2**62": (
+        _json({"name": "input", "datatype": "FP32", "shape": [0, 2**62, 4], "data": []}),
+        {}, "dimension 1",
+    ),
+    "a tensor of 3e38 overflows the model": (
+        _binary_fp32(np.full((1, 3, 224, 224), 3e38, dtype=np.float32)), _BINARY, "not finite",
+    ),
     "too many images": (
         _json({"name": "input", "datatype": "BYTES", "shape": [33], "data": ["x"] * 33}),
         {}, "",
@@ -102,7 +137,10 @@ def test_a_bad_request_is_a_400_error_and_changes_nothing(
     assert says in error and "Traceback" not in error
     after = scrape.parse(real_app_client.get("/metrics").text)
     grown = {name for name, _ in set(after) - set(before)}
-    assert grown <= {"model_predictions_total", "model_predictions_created"}
+    allowed = {"model_predictions_total", "model_predictions_created"}
+    if "3e38" in case:  # the model did give non-finite scores: counted, as the input's
+        allowed |= {"model_inference_errors_total", "model_inference_errors_created"}
+    assert grown <= allowed
     assert real_app_client.get("/v2/health/ready").json() == {"ready": True}
 
 
@@ -145,3 +183,43 @@ def test_unknown_models_are_404_errors_and_not_ready_is_503(real_app_client: Tes
     assert answer.status_code == 404 and "nope" in answer.json()["error"]
     assert real_app_client.get("/v2/models/nope/ready").status_code == 404
     assert real_app_client.get("/v2/models/efficientnet-lite0/versions/9").status_code == 404
+
+
+def test_no_bad_request_logs_an_error_or_counts_against_the_slo() -> None:
+    """What a client sends wrong is a WARNING on its one access line and a 4xx in
+    ``http_requests_total``: no ERROR line (whose alerts page people), no 5xx (the SLO's
+    bad events), whichever case it is."""
+    with json_log_capture() as logs, TestClient(real_app()) as client:
+        ready_client(client)
+        for case, (body, headers, _) in HOSTILE.items():
+            answer = client.post(INFER, content=body, headers=headers)
+            assert answer.status_code == 400, (case, answer.text)
+        samples = scrape.parse(client.get("/metrics").text)
+    records = [json.loads(line) for line in logs.getvalue().splitlines() if line]
+    assert [r for r in records if r["level"] in ("ERROR", "CRITICAL")] == []
+    answered = {
+        dict(labels)["status"]: v for (name, labels), v in samples.items()
+        if name == "http_requests_total" and dict(labels)["endpoint"] == "/v2/models/{name}/infer"
+    }  # fmt: skip
+    assert {status: v for status, v in answered.items() if v} == {"400": len(HOSTILE)}
+
+
+def test_an_unexpected_failure_on_v2_is_the_protocols_error_body() -> None:
+    """A bug below a ``/v2`` route is still ``{"error"}`` (tritonclient reads it), with
+    no internals, and logged once at ERROR with its traceback."""
+    app = real_app()
+    with json_log_capture() as logs, TestClient(app) as client:
+        ready_client(client)
+        registry = app.state.registry
+
+        def broken(*_: object) -> None:
+            raise ZeroDivisionError("a bug deep inside")
+
+        registry.names = broken
+        answer = client.get("/v2/models")
+    assert answer.status_code == 500
+    assert answer.headers["content-type"] == "application/json"
+    assert set(answer.json()) == {"error"} and "ZeroDivision" not in answer.text
+    (line,) = [json.loads(x) for x in logs.getvalue().splitlines() if '"/v2/models"' in x]
+    assert (line["level"], line["error_type"]) == ("ERROR", "ZeroDivisionError")
+    assert line["exception"][0]["exc_type"] == "ZeroDivisionError"

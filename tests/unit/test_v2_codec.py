@@ -515,7 +515,7 @@ JSON_ERRORS: list[tuple[str, bytes, str]] = [
     (
         "integer too large for FP",
         json_request(fp32([10**400])),
-        "Input 'x' holds an integer too large for FP32.",
+        "The request's JSON holds an integer of 401 digits; at most 20 are accepted.",
     ),
     (
         "BYTES number",

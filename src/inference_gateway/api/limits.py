@@ -150,17 +150,31 @@ def _content_length(scope: Scope) -> int | None:
 TIMEOUT_HEADER = "x-request-timeout-ms"
 
 
+#: The longest ``X-Request-Timeout-Ms`` taken (about 31 years; anything above
+#: ``REQUEST_TIMEOUT`` leaves that limit in force): longer is refused, not converted.
+MAX_TIMEOUT_MS = 10**12 - 1
+
+
 def request_deadline(request: Request, settings: Settings) -> float:
     """The request's deadline as a `time.monotonic` value: ``REQUEST_TIMEOUT``, or the
-    client's shorter ``X-Request-Timeout-Ms``."""
+    client's shorter ``X-Request-Timeout-Ms``.
+
+    Raises:
+        InvalidInputException: The header is not a decimal integer from 1 to
+            `MAX_TIMEOUT_MS`.
+    """
     timeout = settings.request_timeout
     header = request.headers.get(TIMEOUT_HEADER)
     if header is not None:
-        try:
-            requested = int(header) / 1000
-        except ValueError:
-            raise InvalidInputException(f"{TIMEOUT_HEADER} must be an integer.") from None
-        if requested <= 0:
+        text = header.strip()
+        sign, digits = (text[0], text[1:]) if text[:1] in ("+", "-") else ("", text)
+        if not digits.isascii() or not digits.isdecimal():
+            raise InvalidInputException(f"{TIMEOUT_HEADER} must be an integer.")
+        if sign == "-" or not digits.strip("0"):
             raise InvalidInputException(f"{TIMEOUT_HEADER} must be positive.")
-        timeout = min(timeout, requested)
+        if len(digits.lstrip("0")) > len(str(MAX_TIMEOUT_MS)):
+            raise InvalidInputException(
+                f"{TIMEOUT_HEADER} must be at most {MAX_TIMEOUT_MS} (milliseconds)."
+            )
+        timeout = min(timeout, int(digits) / 1000)
     return time.monotonic() + timeout

@@ -39,6 +39,7 @@ from inference_gateway.errors import (
     InferenceTimeoutException,
     ModelFailedException,
     ModelInferenceException,
+    NonFiniteScoresException,
     QueueFullException,
     ServiceDrainingException,
 )
@@ -475,7 +476,9 @@ class Batcher:
                 settled.append(
                     (
                         job,
-                        ModelInferenceException("The model gave non-finite scores for this input."),
+                        NonFiniteScoresException(
+                            "The model gave non-finite scores for this input."
+                        ),
                     )
                 )
                 continue

@@ -26,9 +26,11 @@ from opentelemetry import trace
 
 from inference_gateway.errors import (
     InvalidImageException,
+    InvalidInputException,
     ModelFailedException,
     ModelNotLoadedException,
     ModelStalledException,
+    NonFiniteScoresException,
     ServiceDrainingException,
 )
 from inference_gateway.inference.batcher import Batcher, BatchOutcome
@@ -413,6 +415,14 @@ class ModelHost:
         self._admitted += 1
         try:
             return await self._infer(model, batcher, tensor, deadline, None, 0.0)
+        except NonFiniteScoresException:
+            # The model takes what its preprocessing makes; a tensor far outside that
+            # range (say 3e38) overflows it: the input's fault, not the server's.
+            largest = float(np.max(np.abs(tensor))) if tensor.size else 0.0
+            raise InvalidInputException(
+                "The model's scores for this tensor are not finite numbers: its values "
+                f"(largest magnitude {largest:.3g}) are outside what the model can take."
+            ) from None
         finally:
             self._admitted -= 1
 

@@ -162,6 +162,8 @@ class ObservabilityMiddleware:
             # A server-side failure rendered as a problem: keep its cause's traceback.
             cause = error.__cause__ if not error.expected else None
             unhandled = cause if isinstance(cause, Exception) else None
+        elif unhandled is None and isinstance(error, Exception):
+            unhandled = error  # a bug a route answered itself (the protocol's own 500)
         inference = scope["state"].get("inference")
         if isinstance(inference, InferenceLogFields) and error is None and status < 400:
             log_inference_complete(

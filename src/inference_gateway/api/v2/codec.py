@@ -54,6 +54,11 @@ DATATYPES: dict[str, np.dtype[Any] | None] = {
 }
 
 _LENGTH_PREFIX = struct.Struct("<I")
+#: The most digits a JSON integer may have: 20 hold every INT64 and UINT64 value. Longer
+#: ones are refused as they are read (Python will not convert over 4,300 digits at all).
+_MAX_INTEGER_DIGITS = 20
+#: The most dimensions a tensor's shape may have (numpy's limit is 64; images use 4).
+MAX_DIMENSIONS = 16
 _NOT_JSON_HINT = (
     f" (a body carrying binary tensor data needs the {INFERENCE_HEADER_CONTENT_LENGTH} header)"
 )
@@ -149,6 +154,10 @@ def parse_header_length(value: str | None) -> int | None:
     if not text.isascii() or not text.isdecimal():
         raise V2InputError(
             f"{INFERENCE_HEADER_CONTENT_LENGTH} must be a non-negative integer, not {value[:32]!r}."
+        )
+    if len(text.lstrip("0")) > _MAX_INTEGER_DIGITS:
+        raise V2InputError(
+            f"{INFERENCE_HEADER_CONTENT_LENGTH} has {len(text)} digits: longer than any body."
         )
     return int(text)
 
@@ -408,7 +417,7 @@ def _parse_json(header: bytes, hint: str) -> Any:
             f"The request's JSON is not valid UTF-8 (at byte {exc.start}){hint}."
         ) from None
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        return json.loads(text, parse_constant=_refuse_constant, parse_int=_parse_int)
     except json.JSONDecodeError as exc:
         raise V2InputError(
             f"The request is not valid JSON: {exc.msg} at line {exc.lineno} "
@@ -416,6 +425,16 @@ def _parse_json(header: bytes, hint: str) -> Any:
         ) from None
     except RecursionError:
         raise V2InputError("The request's JSON is nested too deeply.") from None
+
+
+def _parse_int(text: str) -> int:
+    digits = len(text.lstrip("-").lstrip("0"))
+    if digits > _MAX_INTEGER_DIGITS:
+        raise V2InputError(
+            f"The request's JSON holds an integer of {digits} digits; at most "
+            f"{_MAX_INTEGER_DIGITS} are accepted."
+        )
+    return int(text)
 
 
 def _refuse_constant(name: str) -> NoReturn:
@@ -490,6 +509,12 @@ def _tensor_header(
             f"{label} has unknown datatype {datatype[:32]!r}; known: {', '.join(DATATYPES)}."
         )
     shape = _shape(shape_value, label)
+    for index, dim in enumerate(shape):
+        if dim > budget.limit:  # only a zero elsewhere could make it fit: never useful
+            raise V2InputError(
+                f"{label}: shape {_brief(list(shape))} has dimension {index} = {dim}; no "
+                f"dimension may exceed {budget.limit}, the most elements a request may hold."
+            )
     count = math.prod(shape)
     budget.spend(count, label)
     return _Header(name, datatype, label, shape, count)
@@ -552,6 +577,10 @@ def decode_typed_input(
 def _shape(value: Any, label: str) -> tuple[int, ...]:
     if not isinstance(value, list):
         raise V2InputError(f"{label} needs a 'shape' array of dimensions.")
+    if len(value) > MAX_DIMENSIONS:
+        raise V2InputError(
+            f"{label}: shape has {len(value)} dimensions; at most {MAX_DIMENSIONS} are accepted."
+        )
     for index, dim in enumerate(value):
         if not _is_int(dim) or dim < 0:
             raise V2InputError(
@@ -677,10 +706,7 @@ def _numbers_from_json(
                     f"[{info.min}, {info.max}]."
                 )
     if dtype.kind == "f":
-        try:
-            wide = np.array(flat, dtype=np.float64)
-        except OverflowError:
-            raise V2InputError(f"{label} holds an integer too large for {datatype}.") from None
+        wide = np.array(flat, dtype=np.float64)  # integers have at most 20 digits
         with np.errstate(over="ignore"):
             array = wide.astype(dtype)
         _check_values(array, datatype, label)

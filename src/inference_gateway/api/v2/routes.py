@@ -67,6 +67,13 @@ class V2Route(APIRoute):
                 return await handler(request)
             except InferenceGatewayException as exc:
                 return _error_response(request, exc)
+            except Exception as exc:  # a bug: still the protocol's body, never problem+json
+                request.scope.setdefault("state", {})["error"] = exc  # logged with traceback
+                return error_response(
+                    InferenceGatewayException(
+                        "An unexpected error occurred; quote the X-Request-ID response header."
+                    )
+                )
 
         return handle
 
