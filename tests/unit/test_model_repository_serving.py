@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -21,11 +22,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from inference_gateway.app import create_app
 from tests import scrape
-from tests.helpers import json_log_capture, make_settings, ready_client
+from tests.helpers import json_log_capture, make_settings, ready_client, wait_until
 from tests.images import CAT_PNG, COFFEE_PNG, ROCKET_JPG
 from tests.model_repository import (
     BATCH1_NAMED,
     BGR_CAFFE,
+    BUILTIN_YAML,
     NHWC_IMAGENET,
     builtin_onnx,
     shifted_variant,
@@ -40,6 +42,7 @@ PHOTOS = (CAT_PNG, COFFEE_PNG, ROCKET_JPG)
 TENCH = 0
 PNG = {"content-type": "image/png"}
 VARIANTS = {"nhwc": NHWC_IMAGENET, "bgr": BGR_CAFFE, "batch1": BATCH1_NAMED}
+LITE_V1 = {"model_name": "lite", "model_version": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -260,3 +263,60 @@ def test_the_metrics_contract_holds_over_a_two_model_repository(
     assert [(s.labels["model_name"], s.labels["error_type"]) for s in errors if s.value] == [
         ("nan-scores", "NonFiniteScores")
     ]
+
+
+def test_a_replacement_that_keeps_failing_says_why_beside_the_serving_copy(
+    tmp_path: Path,
+) -> None:
+    """Files changed under a serving version that fail with an error worth retrying (a
+    graph not there yet) are retried beside the serving copy; each failure is counted
+    and the last one is shown, with paths relative to the repository, until it loads."""
+    write_yaml_model(tmp_path, "lite", {1: builtin_onnx()}, BUILTIN_YAML)
+    settings = make_settings(
+        model_repository=tmp_path,
+        model_repository_poll_seconds=0.1,
+        model_load_retry_seconds=0.05,
+        model_load_retry_max_seconds=0.2,
+        grpc_port=free_port(),
+    )
+    graph = tmp_path / "lite" / "1" / "model.onnx"
+    with TestClient(create_app(settings, configure_logging=False)) as client:
+        ready_client(client)
+        assert settings.grpc_port is not None
+        server = grpcclient.InferenceServerClient(f"127.0.0.1:{settings.grpc_port}")
+        aside = graph.rename(tmp_path / "model.onnx.aside")  # half-way through a copy
+
+        def failures() -> float:
+            samples = scrape.parse(client.get("/metrics").text)
+            key = ("model_load_failures_total", frozenset(LITE_V1.items()))
+            return samples.get(key, 0.0)
+
+        wait_until(lambda: failures() >= 2, what="the replacement to fail twice")
+        (version,) = client.get("/models/lite").json()["versions"]
+        assert version["state"] == "READY" and version["reason"] is None
+        error = version["reload_error"]
+        assert error.startswith("FileNotFoundError: lite/1/model.onnx: no such file"), error
+        assert "failed attempt(s)" in error
+        metadata = client.get("/v2/models/lite")
+        assert metadata.status_code == 200
+        assert metadata.json()["parameters"]["reload_error"].startswith(
+            "FileNotFoundError: lite/1/model.onnx"
+        )
+        ready = client.get("/ready")
+        assert ready.status_code == 200  # the old copy serves
+        (model,) = ready.json()["models"]
+        assert model["versions"][0]["reload_error"].startswith("FileNotFoundError: lite/1/")
+        for answer in (client.get("/models/lite"), metadata, ready):
+            assert str(tmp_path) not in answer.text
+        # gRPC's ModelMetadataResponse has no parameters: the rest of it still answers.
+        assert server.get_model_metadata("lite", as_json=True)["versions"] == ["1"]
+        server.close()
+        assert _predict(client, "/models/lite/predict", CAT_PNG)["predictions"]
+
+        aside.rename(graph)  # the copy is complete: the replacement loads and serves
+        wait_until(
+            lambda: client.get("/models/lite").json()["versions"][0]["reload_error"] is None,
+            what="the replacement to serve",
+        )
+        assert "parameters" not in client.get("/v2/models/lite").json()
+        assert _predict(client, "/models/lite/predict", CAT_PNG)["predictions"]

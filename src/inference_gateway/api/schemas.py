@@ -82,7 +82,11 @@ class VersionOut(BaseModel):
     state: str = Field(examples=["READY"], description="LOADING, READY, UNAVAILABLE, UNLOADING")
     reason: str | None = Field(None, description="Why it is not serving, when it is not.")
     reload_error: str | None = Field(
-        None, description="Its files changed and the new ones failed to load; the old serve."
+        None,
+        description=(
+            "Its files changed and the new ones failed to load, or fail and are retried "
+            "(the last error, the attempts, the next try); the old ones serve."
+        ),
     )
     backend: str | None = Field(None, examples=["onnxruntime"])
     input: InputOut | None = None

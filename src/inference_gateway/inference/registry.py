@@ -62,7 +62,8 @@ class VersionStatus:
     spec: ModelSpec | None
     backend: str | None
     batching: BatchingConfig
-    reload_error: str | None = None  # a changed copy failed to load; this one still serves
+    # A changed copy failed to load (or fails and is retried); this one still serves.
+    reload_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -487,7 +488,7 @@ class ModelRegistry:
                 spec=host.model.spec if host.model is not None else self._spec_of(host),
                 backend=host.model.backend.name if host.model is not None else None,
                 batching=host.batching,
-                reload_error=self._reload_errors.get(host.key),
+                reload_error=self._reload_error(host.key),
             )
             for host in sorted(versions.values(), key=lambda h: _version_order(h.model_version))
         )
@@ -504,6 +505,15 @@ class ModelRegistry:
             state = ModelState.UNAVAILABLE
             reason = "; ".join(f"version {v.version}: {v.reason}" for v in statuses) or None
         return ModelStatus(name, state, reason, default, statuses)
+
+    def _reload_error(self, key: tuple[str, str]) -> str | None:
+        """Why the changed files of ``key`` do not serve: the last error of a replacement
+        still retrying (with its attempt count and next try), else of the last one that
+        gave up."""
+        pending = self._pending.get(key)
+        if pending is not None and pending.load_error is not None:
+            return pending.reason
+        return self._reload_errors.get(key)
 
     def _spec_of(self, host: ModelHost) -> ModelSpec | None:
         source = self._sources.get(host.key)

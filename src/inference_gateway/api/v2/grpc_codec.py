@@ -199,8 +199,10 @@ def server_metadata_response(document: Mapping[str, object]) -> Any:
 
 
 def model_metadata_response(document: Mapping[str, object]) -> Any:
-    """The ``ModelMetadataResponse`` of the REST document (`inference.model_metadata`)."""
-    return json_format.ParseDict(document, service_pb2.ModelMetadataResponse())
+    """The ``ModelMetadataResponse`` of the REST document (`inference.model_metadata`),
+    less its ``parameters``: the message has no such field (``GET /models`` shows them)."""
+    fields = {key: value for key, value in document.items() if key != "parameters"}
+    return json_format.ParseDict(fields, service_pb2.ModelMetadataResponse())
 
 
 def model_config_response(document: Mapping[str, object]) -> Any:

@@ -57,18 +57,20 @@ def server_metadata(settings: Settings) -> dict[str, object]:
 
 
 def model_metadata(registry: ModelRegistry, name: str, version: str | None) -> dict[str, object]:
-    """A model version's inputs and outputs as the protocol describes them.
+    """A model version's inputs and outputs as the protocol describes them, and, in
+    ``parameters.reload_error``, why its changed files do not serve (the old ones do).
 
     Raises:
         ModelNotFoundException: No such model or version.
         InferenceGatewayException: The version does not serve now (loading, draining).
     """
-    model = registry.resolve(name, version).require_ready()
+    host = registry.resolve(name, version)
+    model = host.require_ready()
     spec = model.spec
-    versions = [s.version for s in registry.describe(name)[0].versions]
-    return {
+    statuses = registry.describe(name)[0].versions
+    document: dict[str, object] = {
         "name": name,
-        "versions": versions,
+        "versions": [s.version for s in statuses],
         "platform": "onnxruntime_onnx" if model.backend.name == "onnxruntime" else "pytorch",
         "inputs": [
             {
@@ -81,6 +83,12 @@ def model_metadata(registry: ModelRegistry, name: str, version: str | None) -> d
             {"name": model.output_name, "datatype": "FP32", "shape": [-1, len(spec.labels)]}
         ],
     }
+    reload_error = next((s.reload_error for s in statuses if s.version == host.model_version), None)
+    if reload_error is not None:
+        # The schema lets a server add members; `parameters` is the protocol's own
+        # word for extras. This version's changed files failed to load (or are retried).
+        document["parameters"] = {"reload_error": reload_error}
+    return document
 
 
 def model_config(registry: ModelRegistry, name: str, version: str | None) -> dict[str, object]:
