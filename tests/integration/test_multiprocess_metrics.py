@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import httpx2 as httpx
@@ -12,7 +13,14 @@ import pytest
 
 from tests.helpers import wait_until
 from tests.images import cat_jpeg
-from tests.scrape import parse, total, value
+from tests.model_repository import (
+    BUILTIN_YAML,
+    TENCH,
+    builtin_onnx,
+    shifted_variant,
+    write_yaml_model,
+)
+from tests.scrape import Samples, parse, total, value
 from tests.servers import free_port, gateway_process
 
 pytestmark = pytest.mark.integration
@@ -151,4 +159,100 @@ def test_ready_waits_for_every_worker(tmp_path: Path) -> None:
         )
         answers = [httpx.get(f"{gateway.url}/ready", timeout=10) for _ in range(30)]
         assert {r.status_code for r in answers} == {200}
+        assert gateway.stop() == 0
+
+
+def _model_series(samples: Samples, version: str) -> Samples:
+    """The samples of version ``version`` of the model ``m``."""
+    return {
+        key: number
+        for key, number in samples.items()
+        if ("model_name", "m") in key[1] and ("model_version", version) in key[1]
+    }
+
+
+def _counting(samples: Samples) -> Samples:
+    """The counter and histogram samples: values that must never go down."""
+    return {
+        key: number
+        for key, number in samples.items()
+        if key[0].endswith(("_total", "_count", "_sum", "_bucket"))
+    }
+
+
+@pytest.mark.parametrize("where", ["same-port", "metrics-port"])
+def test_a_removed_version_leaves_the_scrape_of_every_worker(tmp_path: Path, where: str) -> None:
+    """With two workers, a version removed from the repository loses all its series,
+    whichever process answers the scrape, as it does with one worker; the version that
+    still serves keeps its counts (none goes down, which ``rate()`` would read as a
+    reset) and goes on counting."""
+    root = tmp_path / "models"
+    builtin = builtin_onnx()
+    write_yaml_model(
+        root,
+        "m",
+        {1: builtin, 2: shifted_variant(builtin, TENCH, 50.0)},
+        {**BUILTIN_YAML, "versions": {"all": True}},
+    )
+    env = {
+        "MODEL_REPOSITORY": str(root),
+        "MODEL_REPOSITORY_POLL_SECONDS": "0.2",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+    }
+    metrics_port = free_port()
+    if where == "metrics-port":
+        env["METRICS_PORT"] = str(metrics_port)
+    metrics_url = (
+        f"http://127.0.0.1:{metrics_port}/metrics" if where == "metrics-port" else "/metrics"
+    )
+    with gateway_process(env, args=("--workers", "2")) as gateway:
+
+        def scrape() -> Samples:
+            # A fresh connection each time: either worker may answer.
+            response = httpx.get(httpx.URL(gateway.url).join(metrics_url), timeout=10)
+            assert response.status_code == 200
+            return parse(response.text)
+
+        def predict(version: str) -> None:
+            response = httpx.post(
+                f"{gateway.url}/models/m/versions/{version}/predict",
+                content=cat_jpeg(),
+                headers={"content-type": "image/jpeg"},
+                timeout=30,
+            )
+            assert response.status_code == 200
+
+        for _ in range(6):
+            predict("1")
+            predict("2")
+        before = scrape()
+        assert value(before, "prediction_confidence_count", model_name="m", model_version="2") == 6
+        assert _model_series(before, "2")
+        kept = _counting(_model_series(before, "1"))
+        assert value(before, "prediction_confidence_count", model_name="m", model_version="1") == 6
+
+        doomed = root / "m" / ".removed-2"
+        (root / "m" / "2").rename(doomed)
+        shutil.rmtree(doomed)
+        wait_until(
+            lambda: sum('"Model removed"' in line for line in gateway.log_lines()) == 2,
+            timeout=60,
+            what="both workers to remove version 2",
+        )
+        wait_until(
+            lambda: not _model_series(scrape(), "2"),
+            timeout=60,
+            what="version 2's series to leave /metrics",
+        )
+        predict("1")
+        # Every scrape agrees, whichever worker answers it.
+        for _ in range(10):
+            after = scrape()
+            assert not _model_series(after, "2")
+            assert value(after, "model_loaded", model_name="m", model_version="1") == 1
+            assert (
+                value(after, "prediction_confidence_count", model_name="m", model_version="1") == 7
+            )
+            for key, number in kept.items():
+                assert after.get(key, 0.0) >= number, key
         assert gateway.stop() == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import re
 import string
@@ -10,6 +12,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.parser import text_string_to_metric_families
 
 from inference_gateway.app import create_app
@@ -18,6 +21,7 @@ from inference_gateway.observability.metrics import (
     LATENCY_BUCKETS,
     Metrics,
     _normalize_endpoint,
+    served_models,
 )
 from tests.helpers import (
     ControlledBackend,
@@ -467,3 +471,58 @@ def test_metrics_port_moves_metrics_off_the_public_port() -> None:
     # The app's shutdown closed the port.
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
+
+
+def _worker_file(directory: Path, pid: int, values: dict[tuple[str, str], float]) -> None:
+    """Write the counter file a worker ``pid`` leaves in multiprocess mode: predictions
+    per (model version, class) and one series without model labels."""
+    path = directory / f"counter_{pid}.db"
+    db = MmapedDict(str(path))  # type: ignore[no-untyped-call]
+    try:
+        for (version, cls), number in values.items():
+            key = mmap_key(
+                "model_predictions", "model_predictions_total",
+                ["model_name", "model_version", "class"], ["m", version, cls], "Predictions.",
+            )  # fmt: skip
+            db.write_value(key, number, 0.0)  # type: ignore[no-untyped-call]
+        key = mmap_key("traces_kept", "traces_kept_total", ["reason"], ["ratio"], "Kept.")
+        db.write_value(key, 1.0, 0.0)  # type: ignore[no-untyped-call]
+    finally:
+        db.close()  # type: ignore[no-untyped-call]
+
+
+def test_multiprocess_scrapes_leave_out_versions_no_live_worker_serves(tmp_path: Path) -> None:
+    """Several workers: a retired version's series leave every scrape, including the
+    counts in the files of workers that died, while the versions still served keep
+    the sum of every worker's counts (none goes down) and series without a model stay."""
+    directory = tmp_path
+    # This process, a worker that died (its file stays) and the stale list of versions
+    # of a pid that is no worker of this server (pid 1's parent is none of ours).
+    _worker_file(directory, os.getpid(), {("1", "cat"): 3, ("2", "cat"): 2})
+    _worker_file(directory, 999_999_999, {("1", "cat"): 4, ("2", "dog"): 5, ("3", "cat"): 6})
+    (directory / "models-1.json").write_text(json.dumps([["m", "3"]]))
+    metrics = Metrics(
+        app_name="a", app_version="1", environment="t", multiprocess_dir=str(tmp_path)
+    )
+    metrics.initialise_model(("m", "1"))
+    metrics.initialise_model(("m", "2"))
+
+    def predictions() -> dict[tuple[str, str], float]:
+        samples = parse(metrics.render(None)[0].decode())
+        assert value(samples, "traces_kept_total", reason="ratio") == 2
+        return {
+            (dict(labels)["model_version"], dict(labels)["class"]): number
+            for (name, labels), number in samples.items()
+            if name == "model_predictions_total"
+        }
+
+    assert predictions() == {("1", "cat"): 7, ("2", "cat"): 2, ("2", "dog"): 5}
+    metrics.forget_model(("m", "2"))
+    assert predictions() == {("1", "cat"): 7}
+    # Served again, a version goes on from its counts: it never goes backwards.
+    metrics.initialise_model(("m", "2"))
+    assert predictions() == {("1", "cat"): 7, ("2", "cat"): 2, ("2", "dog"): 5}
+    # A worker that stopped serves nothing: what only it listed leaves with it.
+    metrics.mark_process_dead(os.getpid())
+    assert predictions() == {}
+    assert served_models(directory) == frozenset()

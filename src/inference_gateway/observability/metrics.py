@@ -170,7 +170,8 @@ class Metrics:
     ``multiprocess_dir`` and `render` aggregates all workers, adding this worker's
     latest exemplars (prometheus_client stores none in that mode); the ``process_*``
     series then come for every live worker with a ``pid`` label
-    (`WorkerProcessCollector`), and the GC and platform collectors are unavailable.
+    (`WorkerProcessCollector`), the series of model versions no live worker knows are
+    left out (`ServedModelsOnly`), and the GC and platform collectors are unavailable.
     """
 
     def __init__(
@@ -253,6 +254,9 @@ class Metrics:
         self.app_info.labels(app_name, app_version, environment).set(1)
         # Every metric labelled by model version (`forget_model` drops their series).
         self._per_model: list[MetricWrapperBase] = []
+        # The versions this process knows (`initialise_model` .. `forget_model`); in
+        # multiprocess mode published for every scrape to filter by (`ServedModelsOnly`).
+        self._known: set[ModelKey] = set()
         # The model's work.
         self.model_inference_duration_seconds = Histogram(
             "model_inference_duration_seconds", "Forward-pass latency per batch (seconds).",
@@ -523,17 +527,40 @@ class Metrics:
             counter.labels(*model)
         self.inference_queue_size.labels(*model).set(0)
         self.set_model_state(model, loaded=False)
+        self._known.add(model)
+        self._publish_known()
 
     def forget_model(self, model: ModelKey) -> None:
         """Drop every series of a version taken out of service: no alert mistakes it for
         a model that failed to load, and rolling versions does not grow the exposition
-        (``rate()`` reads a vanished counter as a reset). prometheus_client cannot
-        remove series in multiprocess mode: there they stay until the workers restart."""
+        (``rate()`` reads a vanished counter as a reset).
+
+        prometheus_client cannot remove series in multiprocess mode: each worker's
+        values stay in its files (those of workers that died too). There this worker
+        only stops listing the version in its ``models-<pid>.json``, and every scrape
+        leaves out the series of versions that no live worker lists
+        (`ServedModelsOnly`); the values themselves are never rewritten, so the series
+        of versions still served keep counting, and a version served again continues
+        from its old counts.
+        """
+        self._known.discard(model)
         if self.multiprocess_dir is not None:
+            self._exemplars.forget(model)
+            self._publish_known()
             return
         labels = dict(zip(MODEL_LABELS, model, strict=True))
         for metric in self._per_model:
             metric.remove_by_labels(labels)
+
+    def _publish_known(self) -> None:
+        """Write the versions this worker knows to ``models-<pid>.json`` (multiprocess
+        mode), replacing the file at once so a scrape never reads half of it."""
+        if self.multiprocess_dir is None:
+            return
+        target = _known_models_file(self.multiprocess_dir, os.getpid())
+        partial = target.with_suffix(".tmp")
+        partial.write_text(json.dumps(sorted(self._known)))
+        os.replace(partial, target)
 
     def model_totals(self, models: Iterable[ModelKey]) -> dict[ModelKey, ModelTotals]:
         """What the counters say each model version did since start-up, summed over
@@ -570,9 +597,11 @@ class Metrics:
         return encoder(with_exemplars), content_type
 
     def mark_process_dead(self, pid: int) -> None:
-        """Drop a stopped worker's live gauges (multiprocess mode only)."""
+        """Drop a stopped worker's live gauges and its list of known versions
+        (multiprocess mode only)."""
         if self.multiprocess_dir is not None:
             prom_multiprocess.mark_process_dead(pid, self.multiprocess_dir)  # type: ignore[no-untyped-call]
+            _known_models_file(self.multiprocess_dir, pid).unlink(missing_ok=True)
 
 
 #: Label names (before ``le``) of the histograms that carry exemplars.
@@ -581,6 +610,12 @@ _EXEMPLAR_LABELS: dict[str, tuple[str, ...]] = {
     "model_inference_duration_seconds": MODEL_LABELS,
     "grpc_request_duration_seconds": ("grpc_method",),
 }
+
+
+#: The histograms among those whose exemplars are per model version.
+_MODEL_EXEMPLARS = frozenset(
+    name for name, labels in _EXEMPLAR_LABELS.items() if labels == MODEL_LABELS
+)
 
 
 class _ExemplarStore:
@@ -620,6 +655,12 @@ class _ExemplarStore:
             timer = threading.Timer(self.FLUSH_INTERVAL, self._write)
             timer.daemon = True
             timer.start()
+
+    def forget(self, model: ModelKey) -> None:
+        """Drop the exemplars of a version taken out of service (its series are gone)."""
+        # A copy first: the batcher threads add exemplars meanwhile.
+        for key in [k for k in list(self._latest) if k[1] == model and k[0] in _MODEL_EXEMPLARS]:
+            self._latest.pop(key, None)
 
     def _write(self) -> None:
         assert self._directory is not None  # noqa: S101 - only called with a directory
@@ -679,12 +720,66 @@ class _ExemplarStore:
 
 
 def multiprocess_registry(directory: str) -> CollectorRegistry:
-    """A registry that sums the metric files every worker wrote to ``directory``, with
-    the live workers' ``process_*`` series."""
+    """A registry that sums the metric files every worker wrote to ``directory``, without
+    the series of versions no worker serves any more, with the live workers'
+    ``process_*`` series."""
     aggregate = CollectorRegistry()
-    prom_multiprocess.MultiProcessCollector(aggregate, path=directory)  # type: ignore[no-untyped-call]
+    summed = prom_multiprocess.MultiProcessCollector(None, path=directory)  # type: ignore[no-untyped-call]
+    aggregate.register(ServedModelsOnly(summed, directory))
     aggregate.register(WorkerProcessCollector(directory))
     return aggregate
+
+
+def _known_models_file(directory: str | os.PathLike[str], pid: int) -> Path:
+    """Where worker ``pid`` lists the model versions it knows (`Metrics.initialise_model`)."""
+    return Path(directory) / f"models-{pid}.json"
+
+
+def served_models(directory: str | os.PathLike[str]) -> frozenset[ModelKey]:
+    """The model versions that at least one live worker knows, read from the
+    ``models-<pid>.json`` files in the multiprocess ``directory``."""
+    served: set[ModelKey] = set()
+    for path in Path(directory).glob("models-*.json"):
+        pid = path.stem.removeprefix("models-")
+        if not pid.isdigit() or not _is_worker(int(pid)):
+            continue  # a worker that stopped, or died without saying so
+        try:
+            entries = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # gone since the listing
+        served.update((str(name), str(version)) for name, version in entries)
+    return frozenset(served)
+
+
+class ServedModelsOnly(Collector):
+    """``source``'s metrics without the series of model versions no live worker serves.
+
+    Multiprocess mode cannot remove a series: prometheus_client keeps every value in
+    each worker's memory-mapped file, with no way to delete one, and the summing
+    collector reads the files of workers that died too. Rewriting those files would
+    mean writing into another live process's mmap without a lock, and a value set
+    back to zero would still be a series. Instead each worker lists the versions it
+    knows (`served_models`) and the scrape drops the samples whose ``model_name`` and
+    ``model_version`` no live worker lists. The filter is the union over workers, so
+    the answer does not depend on which worker (or the parent, on ``METRICS_PORT``)
+    answers, and a version leaves only once the last worker has retired it; no value
+    is ever changed, so the counters of versions still served never go down.
+    """
+
+    def __init__(self, source: Collector, directory: str | os.PathLike[str]) -> None:
+        self._source = source
+        self._directory = directory
+
+    def collect(self) -> Iterator[Metric]:
+        served = served_models(self._directory)
+        for family in self._source.collect():
+            family.samples = [
+                sample
+                for sample in family.samples
+                if not {"model_name", "model_version"} <= sample.labels.keys()
+                or (sample.labels["model_name"], sample.labels["model_version"]) in served
+            ]
+            yield family
 
 
 class WorkerProcessCollector(Collector):
@@ -706,9 +801,8 @@ class WorkerProcessCollector(Collector):
 
     def worker_pids(self) -> list[int]:
         """Pids of the workers alive now."""
-        server = {os.getpid(), os.getppid()}
         found = {path.stem.rsplit("_", 1)[-1] for path in self._directory.glob("gauge_live*_*.db")}
-        return sorted(int(pid) for pid in found if pid.isdigit() and _parent_of(int(pid)) in server)
+        return sorted(int(pid) for pid in found if pid.isdigit() and _is_worker(int(pid)))
 
     def collect(self) -> Iterator[Metric]:
         families: dict[str, Metric] = {}
@@ -727,6 +821,13 @@ class WorkerProcessCollector(Collector):
                     for sample in family.samples
                 )
         yield from families.values()
+
+
+def _is_worker(pid: int) -> bool:
+    """Whether ``pid`` is a live worker of this server: this process, a sibling, or a
+    child of this process (the parent serving ``METRICS_PORT``). A pid reused by an
+    unrelated process after a worker died is not."""
+    return _parent_of(pid) in {os.getpid(), os.getppid()}
 
 
 def _parent_of(pid: int) -> int | None:
