@@ -3,9 +3,11 @@
 The file holds one ``key-id:sha256-hex-of-the-key`` line per key (``#`` comments and
 blank lines allowed); `inference-gateway keys add NAME` writes one and prints the key
 once. With a file set, the prediction routes (``/predict``, ``/models/...``), the Open
-Inference Protocol (``/v2/...``, and gRPC) and the page need ``Authorization: Bearer
-<key>`` or ``X-API-Key: <key>``; ``/health``, ``/ready``, ``/metrics`` and the API's
-own description (``/docs``, ``/openapi.json``) stay open for probes and scrapers.
+Inference Protocol (``/v2/...``, and gRPC) need ``Authorization: Bearer <key>`` or
+``X-API-Key: <key>``; ``/health``, ``/ready``, ``/metrics`` and the API's own
+description (``/docs``, ``/openapi.json``) stay open for probes and scrapers, and the
+page (``/``, ``/ui/...``) for browsers, which load it without a key: it asks a person
+for one and sends it on its own API calls.
 
 A key offered is hashed once and compared with every stored hash by
 `hmac.compare_digest`, without stopping at a match, so the time an answer takes says
@@ -29,6 +31,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from inference_gateway.api.admin import bearer_token, secret_digest
 from inference_gateway.api.problems import gateway_exception_response
+from inference_gateway.api.ui import is_page_path
 from inference_gateway.api.v2.routes import error_response
 from inference_gateway.errors import UnauthenticatedException
 
@@ -127,7 +130,7 @@ class ApiKeys:
 
 def needs_key(path: str) -> bool:
     """Whether a request for ``path`` must carry an API key (when keys are on)."""
-    return path not in OPEN_PATHS
+    return path not in OPEN_PATHS and not is_page_path(path)
 
 
 def add_key(path: Path, key_id: str) -> str:

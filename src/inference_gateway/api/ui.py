@@ -3,7 +3,9 @@
 The page is four files shipped in the package (``inference_gateway/ui/``): no build
 step, nothing fetched from elsewhere. It talks only to the public API (``GET /models``
 and the prediction routes), never to the model repository extension, and stores
-nothing. The page and its assets carry a strict Content-Security-Policy: scripts and
+nothing. With ``API_KEYS_FILE`` set the page and its assets stay open (they hold no
+secret) and the page asks for a key, which it keeps in memory and sends as ``X-API-Key``
+on its API calls. The page and its assets carry a strict Content-Security-Policy: scripts and
 styles from the gateway only, no inline script, images from the gateway or the
 ``blob:`` URLs of the files a person picked.
 """
@@ -57,6 +59,17 @@ SECURITY_HEADERS: dict[str, str] = {
 
 _TRACE_URL_SLOT = "__TRACE_UI_URL__"
 _TOP_K_SLOT = "__TOP_K_DEFAULT__"
+_API_KEYS_SLOT = "__API_KEYS__"
+#: The prefix of the page's assets.
+ASSETS_PREFIX = "/ui/"
+
+
+def is_page_path(path: str) -> bool:
+    """Whether ``path`` is the page or one of its assets: open without an API key, since
+    a browser sends none when it loads them (the page then asks for one). Exactly the
+    routes ``/`` and ``/ui/{name}``: nothing deeper, so no other route hides under it."""
+    name = path.removeprefix(ASSETS_PREFIX)
+    return path == "/" or (path.startswith(ASSETS_PREFIX) and "/" not in name and name != "")
 
 
 def _ui_files() -> Traversable:
@@ -65,11 +78,14 @@ def _ui_files() -> Traversable:
 
 def render_page(settings: Settings) -> str:
     """The page's HTML with this gateway's settings filled in: where trace ids link
-    (``TRACE_UI_URL``, empty for none) and the default number of classes."""
+    (``TRACE_UI_URL``, empty for none), the default number of classes and whether the
+    API needs a key (``required`` or ``none``; never a key)."""
     page = (_ui_files() / "index.html").read_text(encoding="utf-8")
-    return page.replace(
-        _TRACE_URL_SLOT, html.escape(settings.trace_ui_url or "", quote=True)
-    ).replace(_TOP_K_SLOT, str(settings.top_k_default))
+    return (
+        page.replace(_TRACE_URL_SLOT, html.escape(settings.trace_ui_url or "", quote=True))
+        .replace(_TOP_K_SLOT, str(settings.top_k_default))
+        .replace(_API_KEYS_SLOT, "required" if settings.api_keys_file is not None else "none")
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,4 +142,4 @@ def install_ui(app: FastAPI, settings: Settings) -> None:
         return Response(found.body, media_type=found.media_type, headers=headers)
 
     app.add_api_route("/", index, methods=["GET"], include_in_schema=False)
-    app.add_api_route("/ui/{name}", asset, methods=["GET"], include_in_schema=False)
+    app.add_api_route(ASSETS_PREFIX + "{name}", asset, methods=["GET"], include_in_schema=False)
