@@ -24,9 +24,12 @@ import json
 import os
 import re
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx2 as httpx
 import pytest
@@ -41,6 +44,8 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from inference_gateway.api.keys import add_key
+from inference_gateway.config import Settings
 from inference_gateway.inference.labels import imagenet_labels
 from tests.helpers import wait_until
 from tests.images import CAT_CLASSES, CAT_PNG, COFFEE_PNG, ESPRESSO, cat_jpeg, encode, gradient
@@ -70,11 +75,12 @@ document.addEventListener("securitypolicyviolation", (event) => {
   window.__cspViolations.push(`${event.violatedDirective} ${event.blockedURI}`);
 });
 """
-#: What Chromium logs for a fetch answered with an error status; expected for uploads
-#: the test makes fail on purpose, an error anywhere else.
-FAILED_UPLOAD = re.compile(
-    r"/models/[^/ ]+(?:/versions/[^/ ]+)?/predict\?top_k=\d+ - Failed to load resource: "
-    r"the server responded with a status of (\d{3})"
+#: What Chromium logs for one of the page's API calls (the model list, an upload)
+#: answered with an error status or not answered at all; expected for calls the test
+#: makes fail on purpose, an error anywhere else.
+FAILED_CALL = re.compile(
+    r"/models(/[^/ ]+(?:/versions/[^/ ]+)?/predict\?top_k=\d+)? - Failed to load resource: "
+    r"(?:the server responded with a status of (\d{3})|net::(ERR_[A-Z_]+))"
 )
 #: The PNG committed as the README's picture stays under this.
 SCREENSHOT_MAX_BYTES = 150_000
@@ -184,11 +190,25 @@ class Page:
     console: list[dict[str, object]] = field(default_factory=list)
     #: The headers of each answer the gateway gave, by its X-Request-ID.
     answers: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: Each request's URL and headers, in the order sent.
+    sent: list[tuple[str, dict[str, str]]] = field(default_factory=list)
 
     def open(self) -> Page:
-        self.driver.get(self.origin + "/")
+        self.load()
         self.wait(lambda d: d.find_element(By.ID, "model").is_enabled(), "the model list")
         return self
+
+    def load(self) -> Page:
+        """Load the page; return once it has said what became of the model list."""
+        self.driver.get(self.origin + "/")
+        self.wait(
+            lambda d: d.find_element(By.ID, "models-status").text != "Loading the models…",
+            "what became of the model list",
+        )
+        return self
+
+    def text(self, element_id: str) -> str:
+        return str(self.driver.find_element(By.ID, element_id).text)
 
     def wait(self, condition: Callable[[WebDriver], object], what: str) -> None:
         try:
@@ -229,16 +249,33 @@ class Page:
         for entry in self.driver.get_log("performance"):
             message = json.loads(entry["message"])["message"]
             if message["method"] == "Network.requestWillBeSent":
-                self.requests.append(message["params"]["request"]["url"])
+                request = message["params"]["request"]
+                self.requests.append(request["url"])
+                headers = {name.lower(): value for name, value in request["headers"].items()}
+                self.sent.append((request["url"], headers))
             elif message["method"] == "Network.responseReceived":
                 headers = message["params"]["response"]["headers"]
                 headers = {name.lower(): value for name, value in headers.items()}
                 if "x-request-id" in headers:
                     self.answers[headers["x-request-id"]] = headers
 
-    def assert_clean(self, failed_uploads: tuple[int, ...] = ()) -> None:
+    def drop_console(self, pattern: str) -> int:
+        """Remove the console lines a test caused on purpose (matching ``pattern``);
+        how many there were."""
+        self.read_logs()
+        kept = [e for e in self.console if not re.search(pattern, str(e["message"]))]
+        dropped = len(self.console) - len(kept)
+        self.console = kept
+        return dropped
+
+    def assert_clean(
+        self,
+        failed_uploads: tuple[int | str, ...] = (),
+        failed_lists: tuple[int | str, ...] = (),
+    ) -> None:
         """Nothing requested outside the gateway, no CSP violation, no console error
-        but the network lines of the uploads expected to fail (their statuses)."""
+        but the network lines of the uploads and model lists expected to fail (their
+        statuses, or Chromium's ``ERR_...`` for no answer)."""
         violations = self.driver.execute_script("return window.__cspViolations")
         self.read_logs()
         assert violations == []
@@ -250,24 +287,32 @@ class Page:
         ]
         assert outside == []
         unexpected = []
-        statuses = []
+        uploads: list[int | str] = []
+        lists: list[int | str] = []
         for entry in self.console:
-            match = FAILED_UPLOAD.search(str(entry["message"]))
+            match = FAILED_CALL.search(str(entry["message"]))
             if entry.get("source") == "network" and match:
-                statuses.append(int(match.group(1)))
+                outcome = int(match.group(2)) if match.group(2) else match.group(3)
+                (uploads if match.group(1) else lists).append(outcome)
             elif entry["level"] in ("SEVERE", "WARNING"):
                 unexpected.append(entry)
         assert unexpected == []
-        assert sorted(statuses) == sorted(failed_uploads)
+        assert sorted(uploads, key=str) == sorted(failed_uploads, key=str)
+        assert sorted(lists, key=str) == sorted(failed_lists, key=str)
+
+
+def _page_of(driver: WebDriver, origin: str) -> Page:
+    """The page of the server at ``origin``, not loaded yet."""
+    driver.set_window_size(*WINDOW)
+    driver.get_log("browser")  # drop what earlier tests left
+    driver.get_log("performance")
+    return Page(driver, origin)
 
 
 @pytest.fixture
 def page(driver: WebDriver, gateway: GatewayProcess) -> Page:
     """The page, freshly loaded; checked for outside requests and errors by each test."""
-    driver.set_window_size(*WINDOW)
-    driver.get_log("browser")  # drop what earlier tests left
-    driver.get_log("performance")
-    return Page(driver, gateway.url).open()
+    return _page_of(driver, gateway.url).open()
 
 
 LABELS = imagenet_labels()
@@ -481,4 +526,456 @@ def test_the_page_fits_a_phone_and_follows_the_dark_setting(page: Page) -> None:
     finally:
         driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
         driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+    page.assert_clean()
+
+
+# --- what goes wrong between the page and the gateway: a proxy in front of it
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What the proxy answers instead of the gateway: ``status`` with ``body``, or, with
+    no status, nothing at all (the connection closes: a network error to the page)."""
+
+    status: int | None
+    body: bytes = b""
+    content_type: str = "text/html; charset=utf-8"
+
+
+#: A proxy's own error page: what a person behind nginx or HAProxy gets when the
+#: gateway is down.
+PROXY_ERROR_PAGE = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+#: Not passed on by the proxy: hop-by-hop, recomputed, or its own.
+_NOT_FORWARDED = frozenset(
+    {"host", "connection", "keep-alive", "transfer-encoding", "content-length"}
+    | {"accept-encoding", "content-encoding", "server", "date"}
+)
+
+
+class FaultyProxy(ThreadingHTTPServer):
+    """A reverse proxy in front of the gateway, as deployments have, which answers the
+    page's model list (``models``) or predictions (``predict``) with a `Fault` when told."""
+
+    daemon_threads = True
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+        self.upstream = upstream
+        self.faults: dict[str, Fault] = {}
+        self.client = httpx.Client(timeout=WAIT_SECONDS)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: FaultyProxy
+
+    def do_GET(self) -> None:
+        self._answer()
+
+    def do_POST(self) -> None:
+        self._answer()
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet: the test reads the browser's logs, not the proxy's."""
+
+    def _answer(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        path = urlsplit(self.path).path
+        route = "models" if path == "/models" else "predict" if path.endswith("/predict") else ""
+        fault = self.server.faults.get(route)
+        if fault is None:
+            headers = [(k, v) for k, v in self.headers.items() if k.lower() not in _NOT_FORWARDED]
+            answer = self.server.client.request(
+                self.command, self.server.upstream + self.path, headers=headers, content=body
+            )
+            kept = [(k, v) for k, v in answer.headers.multi_items() if k not in _NOT_FORWARDED]
+            self._send(answer.status_code, kept, answer.content)
+        elif fault.status is None:
+            self.close_connection = True  # no answer at all
+        else:
+            self._send(fault.status, [("Content-Type", fault.content_type)], fault.body)
+
+    def _send(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture(scope="module")
+def proxy(gateway: GatewayProcess) -> Iterator[FaultyProxy]:
+    """The proxy in front of the module's gateway, passing everything on."""
+    server = FaultyProxy(gateway.url)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        server.client.close()
+        thread.join(timeout=WAIT_SECONDS)
+
+
+@pytest.fixture
+def proxied(driver: WebDriver, proxy: FaultyProxy) -> Iterator[tuple[Page, FaultyProxy]]:
+    """The page through the proxy, not loaded yet (the test sets its faults first)."""
+    proxy.faults.clear()
+    try:
+        yield _page_of(driver, proxy.url), proxy
+    finally:
+        proxy.faults.clear()
+
+
+NOT_THE_GATEWAYS_JSON = (
+    "The answer was not the gateway's JSON (text/html): something between this page and "
+    "the gateway may have answered."
+)
+
+
+def test_model_list_errors_are_said_in_words(proxied: tuple[Page, FaultyProxy]) -> None:
+    page, proxy = proxied
+    said = {}
+    for name, fault in {
+        "error page": Fault(502, PROXY_ERROR_PAGE),
+        "no answer": Fault(None),
+        "200 but not JSON": Fault(200, b"<html><body>Sign in to the network</body></html>"),
+    }.items():
+        proxy.faults["models"] = fault
+        page.load()
+        said[name] = page.text("models-status")
+        assert not page.driver.find_element(By.ID, "model").is_enabled(), name
+    assert said == {
+        "error page": f"Could not list the models: Bad Gateway (502). {NOT_THE_GATEWAYS_JSON}",
+        "no answer": "Could not reach the gateway to list the models.",
+        "200 but not JSON": "Could not list the models: the answer was not JSON (text/html).",
+    }
+    page.assert_clean(failed_lists=(502, "ERR_EMPTY_RESPONSE"))
+
+
+def test_prediction_network_errors_and_non_json_answers_are_said_in_words(
+    proxied: tuple[Page, FaultyProxy],
+) -> None:
+    page, proxy = proxied
+    page.open()
+    cards = {}
+    for name, fault in {
+        "no answer": Fault(None),
+        "error page": Fault(502, PROXY_ERROR_PAGE),
+        "200 but not JSON": Fault(200, b"<html><body>Sign in to the network</body></html>"),
+    }.items():
+        proxy.faults["predict"] = fault
+        (cards[name],) = page.upload(CAT_PNG)
+    shown = {
+        name: (card.text(".problem-title"), card.text(".problem-detail"))
+        for name, card in cards.items()
+    }
+    assert shown == {
+        "no answer": (
+            "The gateway could not be reached",
+            "The request did not get an answer; check that the gateway is running.",
+        ),
+        "error page": ("Bad Gateway (502)", NOT_THE_GATEWAYS_JSON),
+        "200 but not JSON": ("Unreadable answer (200)", NOT_THE_GATEWAYS_JSON),
+    }
+    for card in cards.values():
+        assert "failed" in str(card.element.get_attribute("class"))
+        assert not card.element.find_elements(By.CSS_SELECTOR, ".prediction")
+    # The same image through the proxy once it passes the answers on again.
+    proxy.faults.clear()
+    (card,) = page.upload(CAT_PNG)
+    assert card.top_label in {LABELS[c] for c in CAT_CLASSES}
+    page.assert_clean(failed_uploads=("ERR_EMPTY_RESPONSE", 502))
+
+
+# --- the page's own state
+
+
+#: Records every object URL the page makes and releases (the browser's own calls do it).
+RECORD_OBJECT_URLS = """
+window.__objectUrls = { created: [], revoked: [] };
+const create = URL.createObjectURL.bind(URL);
+const revoke = URL.revokeObjectURL.bind(URL);
+URL.createObjectURL = (blob) => {
+  const url = create(blob);
+  window.__objectUrls.created.push(url);
+  return url;
+};
+URL.revokeObjectURL = (url) => {
+  window.__objectUrls.revoked.push(url);
+  revoke(url);
+};
+"""
+#: Whether each image URL in ``arguments[0]`` still loads (a revoked one does not). An
+#: image, since the page's policy lets it load ``blob:`` images and fetch nothing else.
+LOADS = """
+const done = arguments[arguments.length - 1];
+const loads = (url) => new Promise((resolve) => {
+  const image = new Image();
+  image.onload = () => resolve(true);
+  image.onerror = () => resolve(false);
+  image.src = url;
+});
+Promise.all(arguments[0].map(loads)).then(done);
+"""
+
+
+def test_clear_releases_every_object_url(page: Page, tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.jpg"  # a thumbnail tried, then given up: its URL too
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG")
+    driver = page.driver
+    driver.execute_script(RECORD_OBJECT_URLS)
+    page.upload(CAT_PNG, COFFEE_PNG, corrupt)
+    page.wait(
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, ".thumb .no-preview")) == 1,
+        "no preview of the corrupt file",
+    )
+    made = driver.execute_script("return window.__objectUrls")
+    created = made["created"]
+    assert len(created) == 3 and all(u.startswith(f"blob:{page.origin}/") for u in created)
+    assert made["revoked"] == []
+    photos = [  # in the cards' order: newest first
+        img.get_attribute("src") for img in driver.find_elements(By.CSS_SELECTOR, ".thumb img")
+    ]
+    assert len(photos) == 2 and set(photos) < set(created)
+    assert driver.execute_async_script(LOADS, photos) == [True, True]
+
+    driver.find_element(By.ID, "clear").click()
+
+    assert driver.find_elements(By.CSS_SELECTOR, "#results > li") == []
+    released = driver.execute_script("return window.__objectUrls.revoked")
+    assert sorted(released) == sorted(created)  # the corrupt file's too
+    assert driver.execute_async_script(LOADS, photos) == [False, False]
+    # Loading a released URL is an error the browser logs: the test's own, one a photo.
+    assert page.drop_console(r"^blob:.* - Failed to load resource: net::ERR_FILE_NOT_FOUND") == 2
+    page.assert_clean(failed_uploads=(400,))
+
+
+# --- a gateway at its defaults: trace sampling, the number of classes
+
+
+#: The default number of classes on the second gateway: not the page's own fallback (5).
+TOP_K_DEFAULT = 3
+
+
+@pytest.fixture(scope="module")
+def sampled_gateway() -> Iterator[GatewayProcess]:
+    """The built-in model with ``TRACE_SAMPLE_RATIO`` at its default (1 trace in 100 kept
+    by chance; none kept as slow: the threshold is far away) and ``TOP_K_DEFAULT=3``."""
+    env = {
+        "WORKERS": "1",
+        "TRACE_SAMPLE_RATIO": str(Settings.model_fields["trace_sample_ratio"].default),
+        "TRACE_SLOW_MS": "600000",
+        "TRACE_UI_URL": TRACE_UI_URL,
+        "TOP_K_DEFAULT": str(TOP_K_DEFAULT),
+        "LOG_LEVEL": "WARNING",
+    }
+    with gateway_process(env) as gw:
+        yield gw
+
+
+@pytest.fixture
+def sampled_page(driver: WebDriver, sampled_gateway: GatewayProcess) -> Page:
+    return _page_of(driver, sampled_gateway.url).open()
+
+
+def test_top_k_is_kept_within_its_bounds(sampled_page: Page) -> None:
+    page = sampled_page
+    top_k = page.driver.find_element(By.ID, "top-k")
+    assert top_k.get_attribute("value") == str(TOP_K_DEFAULT)
+    asked = {}
+    for typed in ("0", "25", "-3", "", "2.6", "7"):
+        top_k.clear()
+        if typed:
+            top_k.send_keys(typed)
+        (card,) = page.upload(CAT_PNG)
+        page.read_logs()
+        predict_url = [url for url, _ in page.sent if "/predict?" in url][-1]
+        shown = len(card.texts(".prediction"))
+        asked[typed] = (predict_url.rpartition("top_k=")[2], shown, top_k.get_attribute("value"))
+    # Into 1..20, rounded; an empty field asks for the gateway's default, not the page's.
+    assert asked == {
+        "0": ("1", 1, "1"),
+        "25": ("20", 20, "20"),
+        "-3": ("1", 1, "1"),
+        "": (str(TOP_K_DEFAULT), TOP_K_DEFAULT, str(TOP_K_DEFAULT)),
+        "2.6": ("3", 3, "3"),
+        "7": ("7", 7, "7"),
+    }
+    page.assert_clean()
+
+
+def test_a_trace_not_kept_is_said_and_not_linked(sampled_page: Page) -> None:
+    page = sampled_page
+    outcomes = []
+    # One trace in 100 is kept by chance: uploads until one is not (8 kept in a row: 1e-16).
+    for _ in range(8):
+        (card,) = page.upload(CAT_PNG)
+        page.read_logs()
+        flags = page.answers[card.text(".request-id")]["traceparent"].split("-")[3]
+        trace_id = card.text(".trace-id")
+        assert re.fullmatch(r"[0-9a-f]{32}", trace_id)
+        links = card.element.find_elements(By.CSS_SELECTOR, "a")
+        if int(flags, 16) & 0x01:  # kept: linked
+            assert [a.get_attribute("href") for a in links] == [
+                TRACE_UI_URL.format(trace_id=trace_id)
+            ]
+            assert card.text(".trace-kept") == "kept"
+            outcomes.append("kept")
+            continue
+        assert links == []  # no link to a trace the trace store never got
+        assert card.element.find_element(By.CSS_SELECTOR, ".trace-id").tag_name == "code"
+        assert card.text(".trace-dropped") == "not kept (sampled out)"
+        outcomes.append("not kept")
+        break
+    assert outcomes[-1] == "not kept", outcomes
+    page.assert_clean()
+
+
+# --- a gateway with API keys, and a trace URL that is not http(s)
+
+
+#: TRACE_UI_URL as a careless or hostile operator might set it: never a link.
+SCRIPT_TRACE_URL = "javascript:alert(document.domain)//{trace_id}"
+
+
+@pytest.fixture(scope="module")
+def api_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A keys file with one key (as `inference-gateway keys add` writes it), and the key."""
+    path = tmp_path_factory.mktemp("keys") / "api-keys"
+    return path, add_key(path, "browser")
+
+
+@pytest.fixture(scope="module")
+def guarded_gateway(api_key: tuple[Path, str]) -> Iterator[GatewayProcess]:
+    """The built-in model behind ``API_KEYS_FILE``, every trace kept, a script trace URL."""
+    env = {
+        "WORKERS": "1",
+        "API_KEYS_FILE": str(api_key[0]),
+        "TRACE_UI_URL": SCRIPT_TRACE_URL,
+        "LOG_LEVEL": "WARNING",
+    }
+    with gateway_process(env) as gw:
+        yield gw
+
+
+@pytest.fixture
+def guarded_page(driver: WebDriver, guarded_gateway: GatewayProcess) -> Page:
+    return _page_of(driver, guarded_gateway.url).load()
+
+
+def _use_key(page: Page, key: str, *, press_enter: bool = False) -> None:
+    field = page.driver.find_element(By.ID, "api-key")
+    field.clear()
+    field.send_keys(key + (Keys.ENTER if press_enter else ""))
+    if not press_enter:
+        page.driver.find_element(By.ID, "use-key").click()
+
+
+#: Everywhere a page could keep something: web storage, cookies, IndexedDB, caches.
+STORED = """
+const done = arguments[arguments.length - 1];
+const databases = indexedDB.databases ? indexedDB.databases() : Promise.resolve([]);
+Promise.all([databases, caches.keys()]).then(([dbs, cacheNames]) => done({
+  local: Object.keys(localStorage).map((k) => k + "=" + localStorage.getItem(k)),
+  session: Object.keys(sessionStorage).map((k) => k + "=" + sessionStorage.getItem(k)),
+  cookie: document.cookie,
+  databases: dbs.map((d) => d.name),
+  caches: cacheNames,
+}));
+"""
+
+
+def test_a_pasted_key_lists_the_models_and_predicts_and_is_kept_nowhere(
+    guarded_page: Page, api_key: tuple[Path, str]
+) -> None:
+    page, (_, key) = guarded_page, api_key
+    driver = page.driver
+    # The page says it needs a key, and where the key goes, before asking the gateway.
+    assert driver.find_element(By.ID, "key").is_displayed()
+    assert page.text("key-status") == "This gateway needs an API key: paste one to list its models."
+    note = page.text("key-note")
+    assert "this tab's memory only" in note and "sent only to this server" in note
+    assert not driver.find_element(By.ID, "model").is_enabled()
+    page.read_logs()
+    assert not [url for url in page.requests if url.endswith("/models")]
+
+    # An image before any key: the person is led to the key field.
+    (card,) = page.upload(CAT_PNG)
+    assert card.text(".problem-title") == "API key needed"
+    assert driver.switch_to.active_element.get_attribute("id") == "api-key"
+
+    # A wrong key: the gateway's 401 is said, and the focus is on the field again.
+    _use_key(page, "not-" + key, press_enter=True)
+    page.wait(lambda _: "refused" in page.text("key-status"), "the refused key")
+    assert page.text("key-status") == (
+        "The gateway refused this key (401). The API key is not valid. "
+        "Paste a valid key and choose Use key."
+    )
+    assert driver.switch_to.active_element.get_attribute("id") == "api-key"
+    assert driver.find_element(By.ID, "api-key").get_attribute("aria-invalid") == "true"
+
+    # The key: the models are listed and an image classified with it.
+    _use_key(page, key)
+    page.wait(lambda d: d.find_element(By.ID, "model").is_enabled(), "the model list")
+    assert page.text("key-status") == "Key in use."
+    assert driver.find_element(By.ID, "api-key").get_attribute("value") == ""
+    (card,) = page.upload(CAT_PNG)
+    assert card.top_label in {LABELS[c] for c in CAT_CLASSES}
+
+    # Sent as X-API-Key on the page's calls to this gateway, and in no URL.
+    page.read_logs()
+    api_calls = [(u, h) for u, h in page.sent if urlsplit(u).path.startswith("/models")]
+    assert [h.get("x-api-key") for u, h in api_calls if "/predict" in u] == [key]
+    assert [h.get("x-api-key") for u, h in api_calls if u.endswith("/models")] == [
+        "not-" + key,
+        key,
+    ]
+    assert not [url for url in page.requests if key in url]
+    assert all(u.startswith(page.origin + "/models") for u, h in page.sent if "x-api-key" in h)
+
+    # Kept nowhere: no storage, no cookie, not in the page; a reload forgets it.
+    assert driver.execute_async_script(STORED) == {
+        "local": [],
+        "session": [],
+        "cookie": "",
+        "databases": [],
+        "caches": [],
+    }
+    assert driver.execute_cdp_cmd("Network.getCookies", {"urls": [page.origin]}) == {"cookies": []}
+    assert key not in driver.page_source
+
+    # Forgotten: the next image goes without it, and its 401 leads back to the field.
+    driver.find_element(By.ID, "forget-key").click()
+    assert page.text("key-status") == "The key is forgotten: paste one to ask the gateway again."
+    (card,) = page.upload(CAT_PNG)
+    assert card.text(".problem-title") == "Authentication required (401)"
+    assert page.text("key-status").startswith("The gateway needs an API key (401).")
+    assert driver.switch_to.active_element.get_attribute("id") == "api-key"
+
+    page.load()  # a new page knows no key
+    assert page.text("key-status") == "This gateway needs an API key: paste one to list its models."
+    page.assert_clean(failed_uploads=(401,), failed_lists=(401,))
+
+
+def test_a_trace_url_that_is_not_http_is_never_a_link(
+    guarded_page: Page, api_key: tuple[Path, str]
+) -> None:
+    page = guarded_page
+    _use_key(page, api_key[1])
+    page.wait(lambda d: d.find_element(By.ID, "model").is_enabled(), "the model list")
+    (card,) = page.upload(CAT_PNG)
+    assert re.fullmatch(r"[0-9a-f]{32}", card.text(".trace-id"))
+    assert card.text(".trace-kept") == "kept"  # kept, yet not linked: the URL is a script
+    assert card.element.find_element(By.CSS_SELECTOR, ".trace-id").tag_name == "code"
+    hrefs = page.driver.execute_script(
+        "return Array.from(document.querySelectorAll('[href]'), (e) => e.getAttribute('href'))"
+    )
+    assert not [h for h in hrefs if not h.startswith("/ui/")]
     page.assert_clean()

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from inference_gateway.api.keys import add_key, needs_key
 from inference_gateway.api.ui import CONTENT_SECURITY_POLICY
 from tests.helpers import ControlledBackend, controlled_app, ready_client
 
@@ -171,7 +172,55 @@ def test_the_page_carries_trace_ui_url_escaped_and_the_default_top_k(
 def test_without_trace_ui_url_the_page_links_no_trace(fake_client: TestClient) -> None:
     page = fake_client.get("/").text
     assert 'data-trace-url=""' in page
+    assert 'data-api-keys="none"' in page  # and asks for no key
     assert "__" not in page  # every slot of the template is filled
+
+
+# --- with API keys (API_KEYS_FILE)
+
+
+@pytest.fixture
+def keyed_client(tmp_path: Path) -> Iterator[tuple[TestClient, str]]:
+    """An app with ``API_KEYS_FILE`` holding one key; the client and the key."""
+    keys_file = tmp_path / "api-keys"
+    key = add_key(keys_file, "page")
+    with TestClient(controlled_app(ControlledBackend(), api_keys_file=keys_file)) as client:
+        yield ready_client(client), key
+
+
+def test_with_api_keys_the_page_loads_without_one_and_says_one_is_needed(
+    keyed_client: tuple[TestClient, str],
+) -> None:
+    client, key = keyed_client
+    page = client.get("/")
+    assert page.status_code == 200
+    assert_page_headers(page.headers)
+    assert 'data-api-keys="required"' in page.text
+    assert "__" not in page.text
+    for path in ASSETS:  # a browser loads them without a key too
+        assert client.get(path).status_code == 200, path
+    # The API behind the page still needs the key the person pastes.
+    assert client.get("/models").status_code == 401
+    assert client.get("/models", headers={"x-api-key": key}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "open_without_key"),
+    [
+        ("/", True),
+        ("/ui/app.js", True),
+        ("/ui/missing.js", True),  # a 404 either way
+        ("/ui/", False),
+        ("/ui/a/b", False),
+        ("/uiapp.js", False),
+        ("/models", False),
+        ("/predict", False),
+    ],
+)
+def test_only_the_page_and_its_assets_are_open_without_a_key(
+    path: str, open_without_key: bool
+) -> None:
+    assert needs_key(path) is not open_without_key
 
 
 # --- what the page may do
@@ -199,6 +248,10 @@ def test_the_page_calls_only_the_public_api_and_stores_nothing() -> None:
     assert builds is not None
     for part in ("`/models/${encodeURIComponent(model)}`", "`/versions/${", "}/predict?top_k="):
         assert part in builds.group(0), part
+    # Both calls carry the key a person pasted, as X-API-Key (never as Authorization,
+    # the ADMIN_TOKEN's header), from one helper.
+    assert script.count("headers: apiHeaders()") == 2
+    assert 'headers["X-API-Key"] = apiKey' in script
     for forbidden in (
         "/v2/",
         "repository",

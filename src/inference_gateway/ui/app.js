@@ -2,6 +2,8 @@
 // Plain JavaScript, no build step, no third-party code. It calls only this gateway's
 // public API (GET /models, POST /models/{name}[/versions/{version}]/predict) and
 // stores nothing: no cookies, no storage, object URLs revoked when results are cleared.
+// Where the gateway needs an API key, a person pastes one: it is kept in a variable of
+// this module (gone with the tab) and sent, as X-API-Key, only with the calls above.
 
 const STAGES = ["preprocess", "queue", "inference", "total"];
 const STAGE_NOTES = {
@@ -21,9 +23,19 @@ const dropZone = $("drop");
 const results = $("results");
 const empty = $("empty");
 const clearButton = $("clear");
+const keySection = $("key");
+const keyInput = $("api-key");
+const keyStatus = $("key-status");
+const useKeyButton = $("use-key");
+const forgetKeyButton = $("forget-key");
 const traceUrlTemplate = document.body.dataset.traceUrl || "";
+const keyRequired = document.body.dataset.apiKeys === "required";
+const TOP_K_MAX = Number(topKInput.max) || 20;
 
 let models = [];
+// The API key a person pasted: only ever in this variable, never in storage, a cookie
+// or the page; sent only to this gateway (same-origin calls) in the X-API-Key header.
+let apiKey = "";
 const objectUrls = new Set();
 let queue = Promise.resolve();
 
@@ -83,39 +95,125 @@ function traceLink(traceId) {
   }
 }
 
+// --- the API key
+
+/** The headers of the page's API calls: JSON answers, and the key if one is in use. */
+function apiHeaders() {
+  const headers = { Accept: "application/json" };
+  if (apiKey) headers["X-API-Key"] = apiKey;
+  return headers;
+}
+
+/** Show the key field with `message` and move the focus there. */
+function askForKey(message) {
+  keySection.hidden = false;
+  keyInput.setAttribute("aria-invalid", "true");
+  keyStatus.textContent = message;
+  keyInput.focus();
+}
+
+/** The gateway answered 401: the key is missing or not valid; lead the person to it. */
+function keyRefused(problem) {
+  const had = apiKey !== "";
+  apiKey = "";
+  keyInput.placeholder = "";
+  forgetKeyButton.hidden = true;
+  const why = problem.detail ? ` ${problem.detail}` : "";
+  askForKey(
+    had
+      ? `The gateway refused this key (401).${why} Paste a valid key and choose Use key.`
+      : `The gateway needs an API key (401).${why} Paste one and choose Use key.`,
+  );
+}
+
+function useKey() {
+  const value = keyInput.value.trim();
+  if (!value) {
+    askForKey("Paste an API key first.");
+    return;
+  }
+  // A header value is printable ASCII; a pasted line break or a stray character would
+  // make the browser refuse the request, which would look like a network error.
+  if (!/^[\x21-\x7e]+$/.test(value)) {
+    askForKey("That is not an API key: a key is letters, digits and punctuation, without spaces.");
+    return;
+  }
+  apiKey = value;
+  keyInput.value = ""; // the key lives in the variable only, not in the field
+  keyInput.removeAttribute("aria-invalid");
+  keyInput.placeholder = "a key is in use";
+  forgetKeyButton.hidden = false;
+  keyStatus.textContent = "Key in use: listing the models with it…";
+  loadModels();
+}
+
+function forgetKey() {
+  apiKey = "";
+  keyInput.value = "";
+  keyInput.placeholder = "";
+  forgetKeyButton.hidden = true;
+  keyStatus.textContent = "The key is forgotten: paste one to ask the gateway again.";
+  keyInput.focus();
+}
+
 // --- models
 
 async function loadModels() {
+  if (keyRequired && !apiKey) {
+    keySection.hidden = false;
+    keyStatus.textContent = "This gateway needs an API key: paste one to list its models.";
+    modelsStatus.textContent = "The models are listed once an API key is in use.";
+    return;
+  }
+  let response;
   try {
-    const response = await fetch("/models", { headers: { Accept: "application/json" } });
-    if (!response.ok) {
-      const problem = await readProblem(response);
-      modelsStatus.textContent = `Could not list the models: ${problem.title}. ${problem.detail}`;
-      return;
-    }
-    const body = await response.json();
-    models = body.models || [];
-    if (models.length === 0) {
-      modelsStatus.textContent = "This gateway serves no model yet.";
-      return;
-    }
-    const preselected = models.some((m) => m.name === body.default_model)
-      ? body.default_model
-      : models[0].name;
-    modelSelect.replaceChildren(
-      ...models.map((m) => {
-        const option = el("option", null, m.state === "READY" ? m.name : `${m.name} (${m.state.toLowerCase()})`);
-        option.value = m.name;
-        option.selected = m.name === preselected;
-        return option;
-      }),
-    );
-    modelSelect.disabled = false;
-    fillVersions();
-    modelsStatus.textContent = `${models.length} model${models.length === 1 ? "" : "s"} available.`;
+    response = await fetch("/models", { headers: apiHeaders() });
   } catch {
     modelsStatus.textContent = "Could not reach the gateway to list the models.";
+    return;
   }
+  if (!response.ok) {
+    const problem = await readProblem(response);
+    modelsStatus.textContent = `Could not list the models: ${problem.title} (${problem.status}).${problem.detail ? ` ${problem.detail}` : ""}`;
+    if (response.status === 401) keyRefused(problem);
+    return;
+  }
+  let body;
+  try {
+    body = await response.json();
+  } catch {
+    modelsStatus.textContent = `Could not list the models: the answer was not JSON (${contentType(response)}).`;
+    return;
+  }
+  try {
+    showModels(body);
+  } catch {
+    modelsStatus.textContent = "Could not list the models: the answer is not a list of models.";
+  }
+}
+
+/** Fill the model list from GET /models's answer; keep the person's choice if still listed. */
+function showModels(body) {
+  const chosen = modelSelect.value;
+  models = body.models || [];
+  if (models.length === 0) {
+    modelsStatus.textContent = "This gateway serves no model yet.";
+    return;
+  }
+  const listed = (name) => models.some((m) => m.name === name);
+  const preselected = listed(chosen) ? chosen : listed(body.default_model) ? body.default_model : models[0].name;
+  modelSelect.replaceChildren(
+    ...models.map((m) => {
+      const option = el("option", null, m.state === "READY" ? m.name : `${m.name} (${m.state.toLowerCase()})`);
+      option.value = m.name;
+      option.selected = m.name === preselected;
+      return option;
+    }),
+  );
+  modelSelect.disabled = false;
+  fillVersions();
+  modelsStatus.textContent = `${models.length} model${models.length === 1 ? "" : "s"} available.`;
+  if (apiKey) keyStatus.textContent = "Key in use.";
 }
 
 function fillVersions() {
@@ -140,6 +238,10 @@ function fillVersions() {
 
 // --- predictions
 
+function contentType(response) {
+  return (response.headers.get("Content-Type") || "no content type").split(";")[0].trim();
+}
+
 async function readProblem(response) {
   let body = null;
   try {
@@ -148,7 +250,10 @@ async function readProblem(response) {
     // not JSON: a proxy's page, say
   }
   const title = body && typeof body.title === "string" ? body.title : response.statusText || "Error";
-  const detail = body && typeof body.detail === "string" ? body.detail : "";
+  let detail = body && typeof body.detail === "string" ? body.detail : "";
+  if (body === null) {
+    detail = `The answer was not the gateway's JSON (${contentType(response)}): something between this page and the gateway may have answered.`;
+  }
   return {
     title,
     detail,
@@ -164,9 +269,16 @@ function predictUrl(model, version, topK) {
   return `${path}/predict?top_k=${topK}`;
 }
 
+/** The number of classes to ask for: the field's value rounded into 1..20, or the
+ * gateway's default (TOP_K_DEFAULT, the field's initial value) when it is not a number.
+ * The field then shows the number asked for. */
 function chosenTopK() {
-  const value = Number.parseInt(topKInput.value, 10);
-  return Number.isInteger(value) ? Math.min(Math.max(value, 1), 20) : 5;
+  const typed = topKInput.value.trim();
+  const value = Number(typed);
+  const fallback = Number(topKInput.defaultValue) || 5;
+  const topK = typed === "" || !Number.isFinite(value) ? fallback : Math.min(Math.max(Math.round(value), 1), TOP_K_MAX);
+  topKInput.value = String(topK);
+  return topK;
 }
 
 function addCards(files) {
@@ -217,6 +329,11 @@ function newCard(file) {
 
 async function classify(file, card, request) {
   if (!request.model) {
+    if (keyRequired && !apiKey) {
+      showProblem(card, { title: "API key needed", detail: "Paste an API key above: the models are listed with it.", status: 0 });
+      askForKey("This gateway needs an API key: paste one, choose Use key, then the image again.");
+      return;
+    }
     showProblem(card, { title: "No model", detail: "This gateway lists no model to ask.", status: 0 });
     return;
   }
@@ -228,7 +345,7 @@ async function classify(file, card, request) {
     response = await fetch(predictUrl(request.model, request.version, request.topK), {
       method: "POST",
       body: form,
-      headers: { Accept: "application/json" },
+      headers: apiHeaders(),
     });
   } catch {
     showProblem(card, {
@@ -240,14 +357,20 @@ async function classify(file, card, request) {
   }
   const roundTrip = performance.now() - started;
   if (!response.ok) {
-    showProblem(card, await readProblem(response));
+    const problem = await readProblem(response);
+    showProblem(card, problem);
+    if (response.status === 401) keyRefused(problem);
     return;
   }
   let body;
   try {
     body = await response.json();
   } catch {
-    showProblem(card, { title: "Unreadable answer", detail: "The gateway's answer was not JSON.", status: response.status });
+    showProblem(card, {
+      title: "Unreadable answer",
+      detail: `The answer was not the gateway's JSON (${contentType(response)}): something between this page and the gateway may have answered.`,
+      status: response.status,
+    });
     return;
   }
   showPrediction(card, body, response, roundTrip);
@@ -388,6 +511,14 @@ fileInput.addEventListener("change", () => {
   fileInput.value = "";
 });
 clearButton.addEventListener("click", clearResults);
+useKeyButton.addEventListener("click", useKey);
+forgetKeyButton.addEventListener("click", forgetKey);
+keyInput.addEventListener("keydown", (event) => {
+  if (event.key === "Enter") {
+    event.preventDefault();
+    useKey();
+  }
+});
 
 document.addEventListener("paste", (event) => {
   const files = event.clipboardData ? Array.from(event.clipboardData.files) : [];
