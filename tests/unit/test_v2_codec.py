@@ -1022,3 +1022,34 @@ def test_header_length_value_that_is_not_a_count_is_refused(value: str) -> None:
         V2InputError, match=f"{INFERENCE_HEADER_CONTENT_LENGTH} must be a non-negative integer"
     ):
         parse_header_length(value)
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_bytes_elements_are_bounded_before_any_is_split_out(binary: bool) -> None:
+    """Millions of empty BYTES elements fit in a small body; each split out would be a
+    Python object. They are counted from the shape and refused before any is read."""
+    count = 100_000
+    if binary:
+        raw = struct.pack("<I", 0) * count
+        header = json_request(
+            {"name": "x", "datatype": "BYTES", "shape": [count],
+             "parameters": {"binary_data_size": len(raw)}}
+        )  # fmt: skip
+        body, header_length = header + raw, len(header)
+    else:
+        body = json_request(
+            {"name": "x", "datatype": "BYTES", "shape": [count], "data": [""] * count}
+        )
+        header_length = None
+    with pytest.raises(V2InputError) as caught:
+        decode_infer_request(body, header_length, max_elements=LIMIT * count, max_bytes_elements=32)
+    assert caught.value.detail == (
+        f"Input 'x' has {count} BYTES elements, which takes the request to {count}; "
+        "at most 32 BYTES elements are accepted (each is an image: MAX_IMAGES_PER_REQUEST)."
+    )
+    # The same elements within the bound are read as ever.
+    small = decode_infer_request(
+        json_request({"name": "x", "datatype": "BYTES", "shape": [32], "data": [""] * 32}),
+        None, max_elements=LIMIT, max_bytes_elements=32,
+    )  # fmt: skip
+    assert small.inputs[0].data == [b""] * 32

@@ -163,7 +163,11 @@ def parse_header_length(value: str | None) -> int | None:
 
 
 def decode_infer_request(
-    body: bytes, header_length: int | None, *, max_elements: int
+    body: bytes,
+    header_length: int | None,
+    *,
+    max_elements: int,
+    max_bytes_elements: int | None = None,
 ) -> InferRequest:
     """Parse an inference request body, JSON alone or with binary tensor data.
 
@@ -173,6 +177,8 @@ def decode_infer_request(
             ``body`` are JSON; None when the header is absent (the body is all JSON).
         max_elements: The most tensor elements all inputs may hold together, checked
             from the shapes before any tensor is built (a bound against huge requests).
+        max_bytes_elements: The most ``BYTES`` elements among them (default:
+            ``max_elements``).
 
     Raises:
         V2InputError: Anything in the body that does not add up.
@@ -210,7 +216,7 @@ def decode_infer_request(
         raise V2InputError("The request's 'inputs' is empty; it must list at least one input.")
     inputs: list[InputTensor] = []
     names: set[str] = set()
-    budget = ElementBudget(max_elements)
+    budget = ElementBudget(max_elements, max_bytes_elements)
     for position, item in enumerate(inputs_json):
         tensor = _decode_input(item, position, section, budget)
         if tensor.name in names:
@@ -388,18 +394,24 @@ class _BinarySection:
 
 class ElementBudget:
     """The elements a request's inputs may still hold: a bound checked from the shapes
-    before any tensor is built."""
+    before any tensor is built. ``BYTES`` elements have a bound of their own: each is
+    split out as a Python object (an encoded image, here), so a body of millions of
+    empty ones would cost seconds of CPU where as many numbers cost a copy."""
 
-    def __init__(self, limit: int) -> None:
-        """Allow ``limit`` elements in all."""
+    def __init__(self, limit: int, bytes_limit: int | None = None) -> None:
+        """Allow ``limit`` elements in all, of which at most ``bytes_limit`` (default
+        ``limit``) ``BYTES`` elements."""
         self.limit = limit
+        self.bytes_limit = limit if bytes_limit is None else bytes_limit
         self.used = 0
+        self.bytes_used = 0
 
-    def spend(self, count: int, label: str) -> None:
-        """Charge ``count`` elements of the input ``label``.
+    def spend(self, count: int, label: str, *, bytes_elements: bool = False) -> None:
+        """Charge ``count`` elements of the input ``label`` (``BYTES`` ones when
+        ``bytes_elements``).
 
         Raises:
-            V2InputError: The request's inputs now hold more than the limit.
+            V2InputError: The request's inputs now hold more than a limit.
         """
         self.used += count
         if self.used > self.limit:
@@ -407,6 +419,14 @@ class ElementBudget:
                 f"{label} has {count} elements, which takes the request to {self.used}; "
                 f"at most {self.limit} elements are accepted."
             )
+        if bytes_elements:
+            self.bytes_used += count
+            if self.bytes_used > self.bytes_limit:
+                raise V2InputError(
+                    f"{label} has {count} BYTES elements, which takes the request to "
+                    f"{self.bytes_used}; at most {self.bytes_limit} BYTES elements are accepted "
+                    "(each is an image: MAX_IMAGES_PER_REQUEST)."
+                )
 
 
 def _parse_json(header: bytes, hint: str) -> Any:
@@ -516,7 +536,7 @@ def _tensor_header(
                 f"dimension may exceed {budget.limit}, the most elements a request may hold."
             )
     count = math.prod(shape)
-    budget.spend(count, label)
+    budget.spend(count, label, bytes_elements=datatype == "BYTES")
     return _Header(name, datatype, label, shape, count)
 
 

@@ -200,8 +200,14 @@ class InferenceServicer:
             host.require_ready()
             deadline = self._deadline(call.context)
             host.check_admission(deadline)  # shed load before decoding
-            decoded = grpc_codec.decode_infer_request(
-                request, max_elements=inference.max_elements(host, settings)
+            decoded = await inference.decode(
+                grpc_codec.typed_contents_bytes(request),
+                partial(
+                    grpc_codec.decode_infer_request,
+                    request,
+                    max_elements=inference.max_elements(host, settings),
+                    max_bytes_elements=inference.max_bytes_elements(settings),
+                ),
             )
             scored = await inference.run(host, decoded, settings, deadline)
             answered = inference.answer(host, decoded, scored)

@@ -75,7 +75,21 @@ def status_code(exc: InferenceGatewayException) -> grpc.StatusCode:
     return STATUS_BY_KIND[exc.kind]
 
 
-def decode_infer_request(message: Any, *, max_elements: int) -> InferRequest:
+def typed_contents_bytes(message: Any) -> int:
+    """About how many bytes a ``ModelInferRequest``'s typed contents hold, in constant
+    time per input: what decoding walks element by element (raw contents are read as
+    one array each; ``ByteSize()`` would walk the whole message)."""
+    size = 0
+    for item in message.inputs:
+        field = CONTENTS_FIELDS.get(item.datatype)
+        if field is not None:
+            size += 4 * len(getattr(item.contents, field))
+    return size
+
+
+def decode_infer_request(
+    message: Any, *, max_elements: int, max_bytes_elements: int | None = None
+) -> InferRequest:
     """A ``ModelInferRequest`` as the codec's `InferRequest` (model name and version
     are the caller's to read).
 
@@ -83,6 +97,8 @@ def decode_infer_request(message: Any, *, max_elements: int) -> InferRequest:
         message: The ``service_pb2.ModelInferRequest``.
         max_elements: The most tensor elements all inputs may hold together, checked
             from the shapes before any tensor is built.
+        max_bytes_elements: The most ``BYTES`` elements among them (default:
+            ``max_elements``).
 
     Raises:
         V2InputError: Anything in the message that does not add up.
@@ -95,7 +111,7 @@ def decode_infer_request(message: Any, *, max_elements: int) -> InferRequest:
             f"The request has {len(message.inputs)} inputs but {len(raw)} "
             "raw_input_contents; give one per input, in order (or none, and typed contents)."
         )
-    budget = ElementBudget(max_elements)
+    budget = ElementBudget(max_elements, max_bytes_elements)
     inputs: list[InputTensor] = []
     for position, item in enumerate(message.inputs):
         label = f"Input {item.name[:64]!r}"
@@ -133,7 +149,7 @@ def _typed_input(item: Any, position: int, budget: ElementBudget) -> InputTensor
                 f"{label} is {item.datatype}, which typed contents cannot carry; send it in "
                 "raw_input_contents."
             )
-        values: list[Any] = []  # an unknown datatype: the codec says so
+        values: Sequence[Any] = []  # an unknown datatype: the codec says so
     else:
         present = {descriptor.name for descriptor, _ in item.contents.ListFields()}
         others = present - {field}
@@ -142,7 +158,7 @@ def _typed_input(item: Any, position: int, budget: ElementBudget) -> InputTensor
                 f"{label} is {item.datatype}, but its contents set "
                 f"{', '.join(sorted(others))}; {item.datatype} goes in {field}."
             )
-        values = list(getattr(item.contents, field))
+        values = getattr(item.contents, field)  # copied once the shape is checked
     return decode_typed_input(
         item.name, item.datatype, item.shape, values, position=position, budget=budget
     )

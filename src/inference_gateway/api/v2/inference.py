@@ -12,8 +12,9 @@ Nothing here knows HTTP or gRPC.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -35,6 +36,14 @@ from inference_gateway.inference.model import LoadedModel
 from inference_gateway.inference.registry import ModelRegistry
 from inference_gateway.observability.logging import InferenceLogFields
 from inference_gateway.observability.metrics import Metrics, ModelTotals
+
+_T = TypeVar("_T")
+
+#: A request's JSON (or gRPC typed contents) up to this size is decoded on the event
+#: loop (well under a millisecond); larger on a thread, so that no request holds the
+#: loop while its elements are parsed one by one (a maximum-size JSON body takes about
+#: a second). Binary tensor data is read as whole arrays: milliseconds at most.
+DECODE_ON_LOOP_BYTES = 64 * 1024
 
 #: What the server always speaks (``GET /v2``, ``ServerMetadata``).
 EXTENSIONS = ("classification", "binary_tensor_data", "model_configuration")
@@ -223,6 +232,22 @@ def max_elements(host: ModelHost, settings: Settings) -> int:
     preprocessed images (a bound checked from the shapes, before tensors are built)."""
     model = host.require_ready()
     return settings.max_images_per_request * int(np.prod(model.spec.preprocess.tensor_shape))
+
+
+def max_bytes_elements(settings: Settings) -> int:
+    """The most ``BYTES`` elements one request may carry: each is one encoded image, and
+    the model takes ``[N]`` or ``[N, 1]`` of them with N at most
+    ``MAX_IMAGES_PER_REQUEST``. Checked from the shapes, before any element is split out."""
+    return settings.max_images_per_request
+
+
+async def decode(size: int, work: Callable[[], _T]) -> _T:
+    """``work()``, a request's decoding whose element-by-element part is ``size`` bytes:
+    on the event loop when small, else on a thread (the context, with the trace and log
+    fields, goes with it)."""
+    if size <= DECODE_ON_LOOP_BYTES:
+        return work()
+    return await asyncio.to_thread(work)
 
 
 async def run(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -213,10 +214,16 @@ async def infer(
         deadline = request_deadline(request, settings)
         host.check_admission(deadline)  # shed load before reading the upload
         body = await request.body()
-        decoded = decode_infer_request(
-            body,
-            parse_header_length(request.headers.get(INFERENCE_HEADER_CONTENT_LENGTH)),
-            max_elements=inference.max_elements(host, settings),
+        header_length = parse_header_length(request.headers.get(INFERENCE_HEADER_CONTENT_LENGTH))
+        decoded = await inference.decode(
+            len(body) if header_length is None else header_length,  # the JSON: the slow part
+            partial(
+                decode_infer_request,
+                body,
+                header_length,
+                max_elements=inference.max_elements(host, settings),
+                max_bytes_elements=inference.max_bytes_elements(settings),
+            ),
         )
         scored = await inference.run(host, decoded, settings, deadline)
         return _answer(request, host, decoded, scored)
