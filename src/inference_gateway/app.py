@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from inference_gateway.api.edge import PROTOCOL_ERROR_REASONS, Connections, ProtocolErrors
 from inference_gateway.api.keys import ApiKeyMiddleware, ApiKeys, KeysFileError
-from inference_gateway.api.limits import BodySizeLimitMiddleware
+from inference_gateway.api.limits import BodySizeLimitMiddleware, InflightBytes
 from inference_gateway.api.problems import install_error_handlers
 from inference_gateway.api.routes import metrics_endpoint, router
 from inference_gateway.api.ui import install_ui
@@ -159,6 +159,7 @@ async def _grpc_serving(
     control: ModelControl,
     telemetry: Telemetry,
     keys: ApiKeys | None,
+    inflight: InflightBytes,
 ) -> AsyncIterator[Callable[[], None]]:
     """Serve the gRPC service too when ``GRPC_PORT`` is set, until the block ends;
     yields what makes it stop taking calls (nothing without gRPC)."""
@@ -168,7 +169,9 @@ async def _grpc_serving(
     # Imported only now: grpcio and tritonclient come with the `grpc` extra.
     from inference_gateway.api.v2.grpc import grpc_service
 
-    async with grpc_service(settings, registry, control, telemetry, keys) as stop_taking_calls:
+    async with grpc_service(
+        settings, registry, control, telemetry, keys, inflight
+    ) as stop_taking_calls:
         yield stop_taking_calls
 
 
@@ -210,6 +213,7 @@ def _add_middleware(
     telemetry: Telemetry,
     protocol_errors: ProtocolErrors,
     keys: ApiKeys | None,
+    inflight: InflightBytes,
 ) -> None:
     """Wrap the routes: the server span outermost, then observability, CORS, API keys,
     and the body limits."""
@@ -218,7 +222,7 @@ def _add_middleware(
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=settings.max_body_bytes,
-        max_inflight_bytes=settings.max_inflight_bytes,
+        inflight=inflight,
         body_timeout=settings.request_body_timeout,
         errors=protocol_errors,
     )
@@ -275,6 +279,7 @@ def create_app(
     registry = _registry(settings, telemetry)
     protocol_errors = ProtocolErrors(telemetry)
     keys = _api_keys(settings)
+    inflight = InflightBytes(settings.max_inflight_bytes)  # HTTP bodies and gRPC messages
     control = ModelControl(_catalog(settings, model_loader), registry, logger)
     if metrics is not None:
         metrics.initialise_series(
@@ -334,7 +339,7 @@ def create_app(
             # before the registry drains and unloads the models.
             async with (
                 _serving(control, registry, settings, logger),
-                _grpc_serving(settings, registry, control, telemetry, keys) as stop_grpc,
+                _grpc_serving(settings, registry, control, telemetry, keys, inflight) as stop_grpc,
             ):
                 listeners.append(stop_grpc)
                 yield
@@ -364,5 +369,5 @@ def create_app(
     app.state.protocol_errors = protocol_errors
     app.state.connections = Connections(telemetry, settings.effective_max_connections)
     _add_routes(app, settings, metrics)
-    _add_middleware(app, settings, telemetry, protocol_errors, keys)
+    _add_middleware(app, settings, telemetry, protocol_errors, keys, inflight)
     return app

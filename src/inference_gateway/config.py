@@ -142,6 +142,10 @@ class Settings(BaseSettings):
     request_body_timeout: float = Field(30.0, gt=0, le=3600)
     # The Open Inference Protocol's gRPC service on this port (bound to HOST); unset: off.
     grpc_port: int | None = Field(None, ge=1, le=65535)
+    # gRPC calls one worker serves at once, health probes aside (they always have room);
+    # beyond, RESOURCE_EXHAUSTED. 0: MAX_QUEUE_SIZE + MAX_BATCH_SIZE (what admission
+    # could take in anyway).
+    grpc_max_calls: int = Field(0, ge=0, le=100_000)
     # Unset: the model repository extension (load, unload, index) is off. Set: those
     # calls need "Authorization: Bearer <token>". Never logged or shown.
     admin_token: SecretStr | None = Field(None, min_length=16)
@@ -281,6 +285,11 @@ class Settings(BaseSettings):
         if soft == resource.RLIM_INFINITY:
             return 65536
         return max(16, soft - FD_RESERVE)
+
+    @property
+    def effective_grpc_max_calls(self) -> int:
+        """``GRPC_MAX_CALLS``, or the calls admission could take in: the queue and a batch."""
+        return self.grpc_max_calls or self.max_queue_size + self.max_batch_size
 
     @property
     def tail_sampling(self) -> bool:

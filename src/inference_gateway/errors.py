@@ -233,6 +233,14 @@ class TooManyConnectionsException(InferenceGatewayException):
     retry_after_seconds = 1
 
 
+class TooManyCallsException(TooManyConnectionsException):
+    """The worker already serves ``GRPC_MAX_CALLS`` gRPC calls (its connection limit's
+    twin: a gRPC connection carries many calls)."""
+
+    slug = "too-many-calls"
+    title = "Too many calls"
+
+
 class HeaderFieldsTooLargeException(InferenceGatewayException):
     """The request line and headers exceed ``MAX_HEADER_BYTES`` or ``MAX_HEADER_COUNT``."""
 

@@ -55,6 +55,13 @@ RECORDED: list[tuple[str, int, str | None, str | None, str]] = [
         '{"type":"urn:inference-gateway:problem:too-many-connections","title":"Too many connections","status":503,"detail":"detail text","request_id":"req-1","reason":"connection_limit"}',
     ),
     (
+        "raise/TooManyCallsException",
+        503,
+        "1",
+        None,
+        '{"type":"urn:inference-gateway:problem:too-many-calls","title":"Too many calls","status":503,"detail":"detail text","request_id":"req-1","reason":"connection_limit"}',
+    ),
+    (
         "raise/UnauthenticatedException",
         401,
         None,

@@ -190,6 +190,94 @@ def test_a_full_queue_is_resource_exhausted_and_counted_as_arefusal() -> None:
         assert (line["level"], line["error_type"]) == ("WARNING", "QueueFullException")
 
 
+#: One preprocessed image as a raw FP32 tensor: 602,112 bytes of payload.
+IMAGE_BYTES = 3 * 224 * 224 * 4
+
+
+def _tensor_input() -> grpcclient.InferInput:
+    tensor = grpcclient.InferInput("input", [1, 3, 224, 224], "FP32")
+    tensor.set_data_from_numpy(np.full((1, 3, 224, 224), 0.25, dtype=np.float32))
+    return tensor
+
+
+@contextmanager
+def held_calls(
+    client: TestClient, server: grpcclient.InferenceServerClient, count: int
+) -> Iterator[list[Any]]:
+    """``count`` tensor calls held by a blocked backend: the first in the model, the
+    others queued. Released (and their answers collected) on exit."""
+    host = client.app.state.registry.resolve()  # type: ignore[attr-defined]
+    answers: list[Any] = []
+    threads = [
+        threading.Thread(target=lambda: answers.append(server.infer(MODEL, [_tensor_input()])))
+        for _ in range(count)
+    ]
+    for n, thread in enumerate(threads, start=1):
+        thread.start()
+        wait_until(lambda n=n: host.batcher.pending == n, what=f"{n} calls in the batcher")
+    try:
+        yield answers
+    finally:
+        for thread in threads:
+            thread.join(timeout=30)
+
+
+def test_grpc_messages_count_against_max_inflight_bytes_with_http_uploads() -> None:
+    """``MAX_INFLIGHT_BYTES`` is one budget per worker: the messages of gRPC calls in
+    flight count, a call beyond it is RESOURCE_EXHAUSTED, and an HTTP upload arriving
+    while they hold it is refused (503) as when uploads alone fill it."""
+    backend = ControlledBackend(blocked=True)
+    settings = {"model_warmup": False, "max_inflight_bytes": 2 * IMAGE_BYTES + 1024}
+    with grpc_app(backend, **settings) as (client, server), json_log_capture() as logs:
+        try:
+            with held_calls(client, server, 2) as answers:
+                over = refusal(lambda: server.infer(MODEL, [_tensor_input()]))
+                assert over.status() == "StatusCode.RESOURCE_EXHAUSTED"
+                assert "Uploads held in memory" in over.message()
+                upload = client.post(
+                    "/predict", content=b"\xff" * 4096, headers={"content-type": "image/jpeg"}
+                )
+                assert upload.status_code == 503
+                assert upload.json()["type"].endswith(":memory-pressure")
+                assert server.is_server_ready()  # probes are never refused
+                backend.release.set()
+        finally:
+            backend.release.set()
+        assert len(answers) == 2  # the calls held answered, and released their bytes
+        again = server.infer(MODEL, [_tensor_input()])
+        assert again.as_numpy("logits") is not None
+        samples = parse(client.get("/metrics").text)
+        assert value(samples, "requests_rejected_total", reason="inflight_bytes") == 2
+        refused_lines = [line for line in lines(logs) if line.get("error_type")]
+        assert [line["error_type"] for line in refused_lines] == ["InflightBytesException"]
+
+
+def test_grpc_calls_beyond_grpc_max_calls_are_resource_exhausted_but_probes_answer() -> None:
+    backend = ControlledBackend(blocked=True)
+    settings = {"model_warmup": False, "grpc_max_calls": 2, "max_queue_size": 16}
+    with grpc_app(backend, **settings) as (client, server), json_log_capture() as logs:
+        try:
+            with held_calls(client, server, 2):
+                for call in (
+                    lambda: server.infer(MODEL, [_tensor_input()]),
+                    lambda: server.get_model_metadata(MODEL),
+                ):
+                    busy = refusal(call)
+                    assert busy.status() == "StatusCode.RESOURCE_EXHAUSTED"
+                    assert "GRPC_MAX_CALLS" in busy.message()
+                assert server.is_server_live() and server.is_server_ready()
+                backend.release.set()
+        finally:
+            backend.release.set()
+        assert server.get_model_metadata(MODEL).name == MODEL  # room again
+        samples = parse(client.get("/metrics").text)
+        assert value(samples, "requests_rejected_total", reason="connection_limit") == 2
+        assert infer_count(client, "RESOURCE_EXHAUSTED") == 1
+        kinds = [line["error_type"] for line in lines(logs) if line.get("error_type")]
+        assert kinds == ["TooManyCallsException"]
+        assert errors(logs) == []
+
+
 # --- Failures ---------------------------------------------------------------------------------
 
 

@@ -19,6 +19,31 @@ from inference_gateway.errors import (
 )
 
 
+class InflightBytes:
+    """Bytes of request payloads held in memory by this worker, across protocols: HTTP
+    bodies as they stream in, gRPC messages while their call runs (``MAX_INFLIGHT_BYTES``).
+    Touched only on the event loop."""
+
+    def __init__(self, limit: int) -> None:
+        """Allow ``limit`` bytes in all."""
+        self.limit = limit
+        self.used = 0
+
+    def charge(self, size: int) -> None:
+        """Hold ``size`` more bytes (released by `release`, also after a refusal).
+
+        Raises:
+            InflightBytesException: The payloads held now exceed the limit.
+        """
+        self.used += size
+        if self.used > self.limit:
+            raise InflightBytesException("Uploads held in memory are at the limit; retry shortly.")
+
+    def release(self, size: int) -> None:
+        """Give back ``size`` bytes charged before."""
+        self.used -= size
+
+
 class BodySizeLimitMiddleware:
     """Refuse bodies over ``max_bytes`` (413), uploads beyond ``max_inflight_bytes`` (503)
     and bodies that do not arrive within ``body_timeout`` seconds (408).
@@ -36,18 +61,23 @@ class BodySizeLimitMiddleware:
         self,
         app: ASGIApp,
         max_bytes: int,
-        max_inflight_bytes: int,
+        inflight: InflightBytes,
         body_timeout: float,
         errors: ProtocolErrors | None = None,
     ) -> None:
-        """Wrap ``app`` with a per-request and an app-wide byte limit and a body deadline;
-        ``errors`` hears of bodies cut off (too large, too slow)."""
+        """Wrap ``app`` with a per-request limit, the worker's in-flight budget (shared
+        with gRPC) and a body deadline; ``errors`` hears of bodies cut off (too large,
+        too slow)."""
         self.app = app
         self.errors = errors
         self.max_bytes = max_bytes
-        self.max_inflight_bytes = max_inflight_bytes
+        self.inflight = inflight
         self.body_timeout = body_timeout
-        self.inflight_bytes = 0  # touched only on the event loop
+
+    @property
+    def inflight_bytes(self) -> int:
+        """Bytes of payloads held now, HTTP and gRPC."""
+        return self.inflight.used
 
     def _cut_off(
         self, scope: Scope, exc: PayloadTooLargeException | RequestTimeoutException
@@ -104,21 +134,18 @@ class BodySizeLimitMiddleware:
                 body_done = not message.get("more_body", False)
                 size = len(message.get("body", b""))
                 received += size
-                self.inflight_bytes += size
                 if received > limit:
+                    self.inflight.used += size  # released with the rest below
                     raise self._cut_off(
                         scope, PayloadTooLargeException(f"The body exceeds {limit} bytes.")
                     )
-                if self.inflight_bytes > self.max_inflight_bytes:
-                    raise InflightBytesException(
-                        "Uploads held in memory are at the limit; retry shortly."
-                    )
+                self.inflight.charge(size)
             return message
 
         try:
             await self.app(scope, limited_receive, send)
         finally:
-            self.inflight_bytes -= received
+            self.inflight.release(received)
 
 
 def _peer(scope: Scope) -> str | None:

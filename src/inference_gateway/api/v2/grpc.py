@@ -37,14 +37,17 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from inference_gateway.api.admin import require_admin
 from inference_gateway.api.keys import ApiKeys
+from inference_gateway.api.limits import InflightBytes
 from inference_gateway.api.v2 import grpc_codec, inference
 from inference_gateway.config import Settings
 from inference_gateway.errors import (
     ClientClosedRequestException,
     InferenceGatewayException,
     InferenceTimeoutException,
+    TooManyCallsException,
 )
 from inference_gateway.inference.control import ModelControl
+from inference_gateway.inference.host import ModelHost
 from inference_gateway.inference.registry import ModelRegistry
 from inference_gateway.observability.logging import (
     InferenceLogFields,
@@ -81,8 +84,11 @@ OFFERED: dict[str, str] = {
     "RepositoryModelLoad": "_repository_load",  # serve a model of the repository (ADMIN_TOKEN)
     "RepositoryModelUnload": "_repository_unload",  # take a model out (ADMIN_TOKEN)
 }
-#: The RPCs open without an API key: probes.
+#: The RPCs open without an API key, and never refused for the calls in flight: probes.
 OPEN_RPCS = frozenset({"ServerLive", "ServerReady"})
+#: Calls grpcio takes beyond ``GRPC_MAX_CALLS`` (refused with an access line by the
+#: gateway) before it refuses them itself without reading them: room for the probes.
+PROBE_HEADROOM = 16
 #: The access line's ``method`` for every RPC.
 ACCESS_METHOD = "gRPC"
 #: Codes that are the server's failure, not the caller's: OpenTelemetry's RPC
@@ -152,15 +158,20 @@ class InferenceServicer:
         settings: Settings,
         telemetry: Telemetry,
         keys: ApiKeys | None = None,
+        inflight: InflightBytes | None = None,
     ) -> None:
         """Serve ``registry``'s models under ``settings``' limits, reporting to
         ``telemetry``; ``control`` answers the repository RPCs; with ``keys``, every
-        call but the health ones needs an API key in its metadata."""
+        call but the health ones needs an API key in its metadata. ``inflight`` is the
+        worker's budget of payload bytes, shared with HTTP (by default its own)."""
         self._registry = registry
         self._control = control
         self._keys = keys
         self._settings = settings
         self._telemetry = telemetry
+        self._inflight = inflight or InflightBytes(settings.max_inflight_bytes)
+        self._max_calls = settings.effective_grpc_max_calls
+        self._calls = 0  # calls being served now, probes aside
 
     def __getattr__(self, name: str) -> Callable[[Any, Any], Awaitable[Any]]:
         """The RPC ``name`` of the service, as grpcio calls it: ``(request, context)``."""
@@ -200,24 +211,34 @@ class InferenceServicer:
             host.require_ready()
             deadline = self._deadline(call.context)
             host.check_admission(deadline)  # shed load before decoding
-            decoded = await inference.decode(
-                grpc_codec.typed_contents_bytes(request),
-                partial(
-                    grpc_codec.decode_infer_request,
-                    request,
-                    max_elements=inference.max_elements(host, settings),
-                    max_bytes_elements=inference.max_bytes_elements(settings),
-                ),
-            )
-            scored = await inference.run(host, decoded, settings, deadline)
-            answered = inference.answer(host, decoded, scored)
-            call.inference = answered.log
-            return grpc_codec.encode_infer_response(
-                model_name=host.model_name,
-                model_version=host.model_version,
-                request_id=decoded.id,
-                outputs=answered.outputs,
-            )
+            size = grpc_codec.payload_bytes(request, inference.max_bytes_elements(settings))
+            try:
+                self._inflight.charge(size)
+                return await self._answer(host, request, call, deadline)
+            finally:
+                self._inflight.release(size)
+
+    async def _answer(self, host: ModelHost, request: Any, call: _Call, deadline: float) -> Any:
+        """Decode, score and encode one inference call (its payload already charged)."""
+        settings = self._settings
+        decoded = await inference.decode(
+            grpc_codec.typed_contents_bytes(request),
+            partial(
+                grpc_codec.decode_infer_request,
+                request,
+                max_elements=inference.max_elements(host, settings),
+                max_bytes_elements=inference.max_bytes_elements(settings),
+            ),
+        )
+        scored = await inference.run(host, decoded, settings, deadline)
+        answered = inference.answer(host, decoded, scored)
+        call.inference = answered.log
+        return grpc_codec.encode_infer_response(
+            model_name=host.model_name,
+            model_version=host.model_version,
+            request_id=decoded.id,
+            outputs=answered.outputs,
+        )
 
     async def _statistics(self, request: Any, call: _Call) -> Any:
         document = inference.model_statistics(
@@ -285,7 +306,10 @@ class InferenceServicer:
                 kind=SpanKind.SERVER,
             ) as span,
         ):
+            counted = rpc not in OPEN_RPCS
             try:
+                if counted:
+                    self._take_call()
                 if self._keys is not None and rpc not in OPEN_RPCS:
                     self._keys.identify(metadata.get("authorization"), metadata.get("x-api-key"))
                 response = await handler(request, call)
@@ -299,6 +323,9 @@ class InferenceServicer:
                 code = grpc_codec.status_code(error)
             except Exception as exc:
                 code, error = grpc.StatusCode.INTERNAL, exc
+            finally:
+                if counted:
+                    self._calls -= 1
             duration = time.perf_counter() - started
             call.trace_sampled = self._decide(span, code, duration, metadata.get("traceparent"))
             self._finish(rpc, call, span, code, error, duration)
@@ -307,6 +334,19 @@ class InferenceServicer:
         if code is not grpc.StatusCode.OK:
             await context.abort(code, _message(rpc, error, call.request_id))
         return response
+
+    def _take_call(self) -> None:
+        """Count a call being served (given back by the caller, refused or not).
+
+        Raises:
+            TooManyCallsException: The worker serves ``GRPC_MAX_CALLS`` calls already.
+        """
+        self._calls += 1
+        if self._calls > self._max_calls:
+            raise TooManyCallsException(
+                f"The worker serves {self._max_calls} calls already (GRPC_MAX_CALLS); "
+                "retry shortly."
+            )
 
     def _decide(
         self, span: Span, code: grpc.StatusCode, duration: float, traceparent: str | None
@@ -426,6 +466,13 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
+def max_concurrent_rpcs(settings: Settings) -> int:
+    """The calls grpcio takes in at once: ``GRPC_MAX_CALLS`` and room for the probes.
+    Beyond, grpcio answers RESOURCE_EXHAUSTED without reading the message, so the
+    messages a worker holds stay bounded even when every call is refused."""
+    return settings.effective_grpc_max_calls + PROBE_HEADROOM
+
+
 @asynccontextmanager
 async def grpc_service(
     settings: Settings,
@@ -433,6 +480,7 @@ async def grpc_service(
     control: ModelControl,
     telemetry: Telemetry,
     keys: ApiKeys | None = None,
+    inflight: InflightBytes | None = None,
 ) -> AsyncIterator[Callable[[], None]]:
     """Serve the gRPC service on ``HOST:GRPC_PORT`` in this event loop until the block
     ends; then stop taking calls and let those in flight finish within
@@ -447,9 +495,11 @@ async def grpc_service(
         RuntimeError: The port cannot be bound.
     """
     assert settings.grpc_port is not None  # noqa: S101 - the caller checks
-    server = grpc.aio.server(options=server_options(settings))
+    server = grpc.aio.server(
+        options=server_options(settings), maximum_concurrent_rpcs=max_concurrent_rpcs(settings)
+    )
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-        InferenceServicer(registry, control, settings, telemetry, keys), server
+        InferenceServicer(registry, control, settings, telemetry, keys, inflight), server
     )
     address = _address(settings.host, settings.grpc_port)
     try:
