@@ -4,7 +4,8 @@ The file holds one ``key-id:sha256-hex-of-the-key`` line per key (``#`` comments
 blank lines allowed); `inference-gateway keys add NAME` writes one and prints the key
 once. With a file set, the prediction routes (``/predict``, ``/models/...``), the Open
 Inference Protocol (``/v2/...``, and gRPC) need ``Authorization: Bearer <key>`` or
-``X-API-Key: <key>``; ``/health``, ``/ready``, ``/metrics`` and the API's own
+``X-API-Key: <key>``; the health probes (``/health``, ``/ready``, ``/v2/health/live``,
+``/v2/health/ready``, gRPC ``ServerLive``/``ServerReady``), ``/metrics`` and the API's own
 description (``/docs``, ``/openapi.json``) stay open for probes and scrapers, and the
 page (``/``, ``/ui/...``) for browsers, which load it without a key: it asks a person
 for one and sends it on its own API calls.
@@ -39,8 +40,10 @@ from inference_gateway.errors import UnauthenticatedException
 KEY_ID = re.compile(r"[A-Za-z0-9._@-]{1,64}")
 #: How often the file's modification is checked (seconds).
 RELOAD_CHECK_SECONDS = 1.0
+#: Health probes, on both protocols' paths: orchestrators send no key.
+PROBE_PATHS = frozenset({"/health", "/ready", "/v2/health/live", "/v2/health/ready"})
 #: Paths open without a key: probes, scrapes and the API's description.
-OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/docs", "/openapi.json"})
+OPEN_PATHS = PROBE_PATHS | {"/metrics", "/docs", "/openapi.json"}
 
 
 class KeysFileError(ValueError):
