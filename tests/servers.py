@@ -1,4 +1,10 @@
-"""Real gateway processes for integration tests, on loopback with a free port."""
+"""Real gateway processes for integration tests, on loopback.
+
+Each server is started with ``PORT=0``: the system picks its port when it binds, and the
+test reads back which one it was from the process's listening socket, so no port is
+picked, released and raced for. A server that does not stop when asked at the end of
+its test fails that test (after being killed), rather than hiding a hang.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx2 as httpx
+import pytest
 
 from tests.helpers import wait_until
 
@@ -22,7 +29,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port on 127.0.0.1 that nothing listens on right now.
+
+    Only for what must be known before a process starts (a port that several workers
+    share with ``SO_REUSEPORT``, a balancer's configuration): for the gateway's HTTP
+    port, `gateway_process` lets the server bind port 0 instead.
+    """
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -59,6 +71,47 @@ class GatewayProcess:
         return self.exit_code
 
 
+#: How long a server may take to stop at the end of its test before it fails the test
+#: (the default grace period is 30 s; a server that keeps it is gone long before).
+STOP_TIMEOUT = 60.0
+#: ``/proc/net/tcp`` state of a listening socket.
+_LISTEN = "0A"
+
+
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports the process ``pid`` holds listening sockets on (from ``/proc``)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        path = Path(f"/proc/{pid}/net/{table}")
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == _LISTEN and fields[9] in inodes:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def _bound_port(process: subprocess.Popen[bytes], known: set[int]) -> int | None:
+    """The port a server started with ``PORT=0`` bound: its one listening port that the
+    test did not choose (``GRPC_PORT``, ``METRICS_PORT``). None until it listens."""
+    try:
+        ports = listening_ports(process.pid) - known
+    except FileNotFoundError:  # exited
+        return None
+    if len(ports) > 1:
+        raise RuntimeError(f"the server listens on several unknown ports: {sorted(ports)}")
+    return next(iter(ports), None)
+
+
 def _is_ready(url: str, path: str = "/ready") -> bool:
     try:
         return httpx.get(f"{url}{path}", timeout=2).status_code == 200
@@ -74,18 +127,20 @@ def gateway_process(
     ready_timeout: float = 120,
     wait_for: str = "/ready",
     port: int | None = None,
+    stop_timeout: float = STOP_TIMEOUT,
 ) -> Iterator[GatewayProcess]:
     """Start the CLI server with JSON logs in a temporary directory; stop it after.
 
     Yields once ``wait_for`` answers 200 (``/health`` to get a server still loading).
-    ``port``: where it listens (default: a free one).
+    ``port``: where it listens (default: one the system picks, read back once bound).
+    At the end, a server still running ``stop_timeout`` seconds after SIGTERM is killed
+    and the test fails: a hang at stop is a defect, not noise.
     """
-    port = port or free_port()
     with tempfile.TemporaryDirectory(prefix="gateway-") as workdir:
         log_path = Path(workdir) / "gateway.log"
         full_env = {
             **os.environ,
-            "PORT": str(port),
+            "PORT": str(port or 0),
             "HOST": "127.0.0.1",
             "ENVIRONMENT": "production",
             "LOG_FORMAT": "json",
@@ -108,24 +163,42 @@ def gateway_process(
                 env=full_env,
                 cwd=workdir,
             )
+        known = {int(full_env[k]) for k in ("GRPC_PORT", "METRICS_PORT") if full_env.get(k)}
         gateway = GatewayProcess(process, f"http://127.0.0.1:{port}", log_path)
         try:
             deadline = time.monotonic() + ready_timeout
+
+            def not_starting() -> str | None:
+                if process.poll() is not None:
+                    return f"exited with {process.returncode}"
+                return "did not become ready in time" if time.monotonic() > deadline else None
+
+            while port is None:
+                port = _bound_port(process, known)
+                if port is None and (why := not_starting()):
+                    raise RuntimeError(f"gateway {why}:\n" + "\n".join(gateway.log_lines()[-40:]))
+                time.sleep(0.05)  # polling the kernel's table: nothing signals a bind
+            gateway.url = f"http://127.0.0.1:{port}"
             while not _is_ready(gateway.url, wait_for):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        "gateway did not become ready:\n" + "\n".join(gateway.log_lines()[-40:])
-                    )
+                if why := not_starting():
+                    raise RuntimeError(f"gateway {why}:\n" + "\n".join(gateway.log_lines()[-40:]))
                 time.sleep(0.1)
             yield gateway
         finally:
+            hung = False
             if process.poll() is None:
                 try:
-                    gateway.stop(timeout=30)
+                    gateway.stop(timeout=stop_timeout)
                 except subprocess.TimeoutExpired:
+                    hung = True
                     process.kill()
                     process.wait(timeout=30)
             gateway.final_log = gateway.log_lines()
+            if hung:
+                pytest.fail(
+                    f"the server was still running {stop_timeout:g} s after SIGTERM at the end "
+                    "of the test (killed):\n" + "\n".join(gateway.final_log[-40:])
+                )
 
 
 __all__ = [

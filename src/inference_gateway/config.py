@@ -124,7 +124,8 @@ class Settings(BaseSettings):
 
     # --- server
     host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
+    # 0: a port the system picks, which uvicorn's start-up line reports.
+    port: int = Field(8000, ge=0, le=65535)
     workers: int = Field(0, ge=0, le=64)  # 0: one per usable core, at most MAX_AUTO_WORKERS
     graceful_shutdown_seconds: float = Field(30.0, gt=0, le=600)
     # After SIGTERM: /ready answers 503 and new predictions are refused (503 draining)
