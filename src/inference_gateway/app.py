@@ -131,8 +131,9 @@ def _registry(settings: Settings, telemetry: Telemetry) -> ModelRegistry:
     )
 
 
-def _api_keys(settings: Settings) -> ApiKeys | None:
-    """The API keys of ``API_KEYS_FILE`` (None: no key needed).
+def _api_keys(settings: Settings, telemetry: Telemetry) -> ApiKeys | None:
+    """The API keys of ``API_KEYS_FILE`` (None: no key needed); a later change that
+    cannot be read is logged and counted through ``telemetry``.
 
     Raises:
         ConfigError: The file cannot be read or has a malformed line.
@@ -140,7 +141,7 @@ def _api_keys(settings: Settings) -> ApiKeys | None:
     if settings.api_keys_file is None:
         return None
     try:
-        return ApiKeys(settings.api_keys_file)
+        return ApiKeys(settings.api_keys_file, telemetry.logger, telemetry.metrics)
     except (OSError, KeysFileError) as exc:
         raise ConfigError(f"API_KEYS_FILE: {exc}") from exc
 
@@ -278,7 +279,7 @@ def create_app(
     )
     registry = _registry(settings, telemetry)
     protocol_errors = ProtocolErrors(telemetry)
-    keys = _api_keys(settings)
+    keys = _api_keys(settings, telemetry)
     inflight = InflightBytes(settings.max_inflight_bytes)  # HTTP bodies and gRPC messages
     control = ModelControl(_catalog(settings, model_loader), registry, logger)
     if metrics is not None:
@@ -365,6 +366,7 @@ def create_app(
     app.state.telemetry = telemetry
     app.state.registry = registry
     app.state.control = control
+    app.state.api_keys = keys
     # Reported from below the router too: the HTTP protocol finds it here.
     app.state.protocol_errors = protocol_errors
     app.state.connections = Connections(telemetry, settings.effective_max_connections)

@@ -8,6 +8,7 @@ RPCs are read from the app and the service definition, so a new one is checked t
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +19,11 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from inference_gateway.api import keys as keys_module
 from inference_gateway.api.keys import PROBE_PATHS, add_key
 from inference_gateway.api.v2.grpc import OPEN_RPCS, RPCS
-from tests.helpers import ControlledBackend, controlled_app, ready_client
+from tests.helpers import ControlledBackend, controlled_app, json_log_capture, ready_client
+from tests.scrape import parse, value
 from tests.servers import free_port
 
 #: Open without a key besides the probes: scrapes, the API's description, the page.
@@ -135,3 +138,62 @@ def test_the_probe_paths_are_the_documented_ones() -> None:
     text = readme.read_text(encoding="utf-8")
     for path in PROBE_PATHS:
         assert f"`{path}`" in text, path
+
+
+# --- The keys file at its edges ---------------------------------------------------------
+
+
+def _ready_keys(client: TestClient) -> dict[str, object]:
+    state = client.get("/ready").json()["api_keys"]
+    assert isinstance(state, dict)
+    return state
+
+
+def test_a_broken_or_deleted_keys_file_keeps_the_keys_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A typo while revoking a key must neither open the gateway nor lock everyone out:
+    the keys last read stay, and the failure is an ERROR line (once per broken version
+    of the file, not per request), a count, and the error on ``/ready`` until a good
+    version is read. A deleted file is the same."""
+    monkeypatch.setattr(keys_module, "RELOAD_CHECK_SECONDS", 0.0)  # check at every call
+    path = tmp_path / "api-keys"
+    alice = add_key(path, "alice")
+    bob = add_key(path, "bob")
+    with json_log_capture() as logs:
+        app = controlled_app(ControlledBackend(), api_keys_file=path)
+        with TestClient(app) as client:
+            ready_client(client)
+            state = _ready_keys(client)
+            assert (state["keys"], state["error"]) == (2, None)
+
+            def works(key: str) -> bool:
+                return bool(client.get("/models", headers={"x-api-key": key}).status_code == 200)
+
+            # Revoking alice with a typo: the file no longer parses.
+            path.write_text(path.read_text().replace("alice:", "alice ", 1) + "# revoked\n")
+            assert works(alice) and works(bob)  # the keys last read, both of them
+            for _ in range(3):
+                works(bob)
+            state = _ready_keys(client)
+            assert state["keys"] == 2
+            assert state["error"] == "api-keys, line 1: expected key-id:sha256-hex"
+            assert alice not in json.dumps(state) and str(tmp_path) not in json.dumps(state)
+            # The fix is read at once; the error is gone.
+            path.write_text("\n".join(path.read_text().splitlines()[1:]) + "\n")
+            assert not works(alice) and works(bob)
+            assert _ready_keys(client)["error"] is None
+            # A deleted file: the keys stay, and it is said.
+            path.unlink()
+            assert works(bob)
+            state = _ready_keys(client)
+            assert state["error"] == "API_KEYS_FILE cannot be read (FileNotFoundError)"
+            samples = parse(client.get("/metrics").text)
+    errors = [json.loads(line) for line in logs.getvalue().splitlines() if '"ERROR"' in line]
+    assert [line["error"] for line in errors] == [
+        "api-keys, line 1: expected key-id:sha256-hex",
+        "API_KEYS_FILE cannot be read (FileNotFoundError)",
+    ]
+    assert all(line["keys"] in (1, 2) for line in errors)
+    assert value(samples, "api_keys_reload_failures_total") == 2
+    assert alice not in logs.getvalue() and bob not in logs.getvalue()

@@ -66,6 +66,7 @@ CONTRACT: dict[str, tuple[str, set[str]]] = {
     "tracing_spans_exported_total": ("counter", set()),
     "tracing_spans_dropped_total": ("counter", {"reason"}),
     "batcher_crashes_total": ("counter", MODEL),
+    "api_keys_reload_failures_total": ("counter", set()),
     "model_load_failures_total": ("counter", MODEL),
     "model_loads_total": ("counter", MODEL),
     "model_unloads_total": ("counter", MODEL),

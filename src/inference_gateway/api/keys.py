@@ -25,16 +25,19 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
+from structlog.typing import FilteringBoundLogger
 
 from inference_gateway.api.admin import bearer_token, secret_digest
 from inference_gateway.api.problems import gateway_exception_response
 from inference_gateway.api.ui import is_page_path
 from inference_gateway.api.v2.routes import error_response
 from inference_gateway.errors import UnauthenticatedException
+from inference_gateway.observability.metrics import Metrics
 
 #: A key id: what the access log shows.
 KEY_ID = re.compile(r"[A-Za-z0-9._@-]{1,64}")
@@ -75,25 +78,58 @@ class _Loaded:
     keys: dict[str, bytes]
     stamp: tuple[int, int]  # mtime_ns, size
     checked: float
+    at: float  # time.time() of the read
+
+
+@dataclass(frozen=True, slots=True)
+class KeysFileState:
+    """What ``/ready`` says of the keys file: when it was last read, how many keys it
+    held, and why a later change could not be read (never a key, nor the file's path)."""
+
+    loaded_at: str  # ISO 8601, UTC
+    keys: int
+    error: str | None = None
+    error_since: str | None = None
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
 
 
 class ApiKeys:
-    """The keys of ``API_KEYS_FILE``, read again when the file changes."""
+    """The keys of ``API_KEYS_FILE``, read again when the file changes.
 
-    def __init__(self, path: Path) -> None:
-        """Read ``path`` now (an unreadable or malformed file fails the start).
+    A change that cannot be read (a malformed line, a deleted or unreadable file) keeps
+    the keys last read in force — a typo must not open the gateway nor lock everyone
+    out — and says so: one ERROR line and one count per broken version of the file, and
+    the error in `state` (``/ready``) until a good version is read.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        logger: FilteringBoundLogger | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        """Read ``path`` now (an unreadable or malformed file fails the start); later
+        failures to read it are logged to ``logger`` and counted in ``metrics``.
 
         Raises:
             OSError: The file cannot be read.
             KeysFileError: A malformed line.
         """
         self.path = path
+        self._logger = logger
+        self._metrics = metrics
         self._loaded = self._read()
+        self._error: tuple[str, float] | None = None  # message, time.time()
+        self._failed_stamp: tuple[int, int] | bool | None = False  # False: no failure
 
     def _read(self) -> _Loaded:
         stat = self.path.stat()
-        keys = parse_keys(self.path.read_text(encoding="utf-8"), str(self.path))
-        return _Loaded(keys, (stat.st_mtime_ns, stat.st_size), time.monotonic())
+        text = self.path.read_text(encoding="utf-8")
+        keys = parse_keys(text, self.path.name)  # no directory: the state is shown on /ready
+        return _Loaded(keys, (stat.st_mtime_ns, stat.st_size), time.monotonic(), time.time())
 
     def _current(self) -> dict[str, bytes]:
         """The keys, re-read when the file changed (a broken edit keeps the old keys)."""
@@ -103,11 +139,46 @@ class ApiKeys:
             loaded.checked = now
             try:
                 stat = self.path.stat()
-                if (stat.st_mtime_ns, stat.st_size) != loaded.stamp:
+            except OSError as exc:
+                self._failed(None, f"API_KEYS_FILE cannot be read ({type(exc).__name__})")
+                return loaded.keys
+            stamp = (stat.st_mtime_ns, stat.st_size)
+            if stamp not in (loaded.stamp, self._failed_stamp):
+                try:
                     self._loaded = loaded = self._read()
-            except (OSError, KeysFileError):
-                pass  # keep serving with the keys last read; the next check tries again
+                except (OSError, ValueError) as exc:  # KeysFileError, UnicodeDecodeError
+                    detail = str(exc) if isinstance(exc, KeysFileError) else type(exc).__name__
+                    self._failed(stamp, detail)
+                else:
+                    self._error, self._failed_stamp = None, False
         return loaded.keys
+
+    def _failed(self, stamp: tuple[int, int] | None, message: str) -> None:
+        """Say once per broken version of the file that it could not be read."""
+        if stamp == self._failed_stamp:
+            return
+        self._failed_stamp = stamp
+        self._error = (message, time.time())
+        if self._metrics is not None:
+            self._metrics.record_api_keys_reload_failure()
+        if self._logger is not None:
+            self._logger.error(
+                "API keys file could not be read; the keys last read stay in force",
+                path=str(self.path),
+                error=message,
+                keys=len(self._loaded.keys),
+            )
+
+    def state(self) -> KeysFileState:
+        """When the keys in force were read, how many, and the error of a later change."""
+        self._current()
+        loaded, error = self._loaded, self._error
+        return KeysFileState(
+            loaded_at=_iso(loaded.at),
+            keys=len(loaded.keys),
+            error=error[0] if error is not None else None,
+            error_since=_iso(error[1]) if error is not None else None,
+        )
 
     def identify(self, authorization: str | None, api_key: str | None) -> str:
         """The id of the key a request offers (``Authorization: Bearer`` or

@@ -10,17 +10,19 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.requests import ClientDisconnect
 
 from inference_gateway.api.dependencies import RegistryDep, SettingsDep, TelemetryDep
+from inference_gateway.api.keys import ApiKeys
 from inference_gateway.api.limits import request_deadline
 from inference_gateway.api.multipart import read_file_field
 from inference_gateway.api.problems import request_id_of
 from inference_gateway.api.schemas import (
+    ApiKeysOut,
     BatchingOut,
     HealthResponse,
     ImageOut,
@@ -283,16 +285,19 @@ async def health(registry: RegistryDep) -> HealthResponse:
 @router.get(
     "/ready", response_model=ReadyResponse, responses={503: _PROBLEMS[503]}, summary="Readiness"
 )
-async def ready(registry: RegistryDep) -> ReadyResponse:
+async def ready(request: Request, registry: RegistryDep) -> ReadyResponse:
     """200 once every model has a loaded, warm version; 503 before that (the problem's
     ``models`` lists each model's state), while draining, and while a forward pass has
-    been stuck for over ``MODEL_STALL_SECONDS``."""
+    been stuck for over ``MODEL_STALL_SECONDS``. With ``API_KEYS_FILE``, the keys
+    file's state too (a broken change keeps the old keys: said here, not a 503)."""
     host = registry.check_ready()
     model = host.model if host is not None else None
+    keys: ApiKeys | None = request.app.state.api_keys
     return ReadyResponse(
         status="ready",
         model=_model_info(model) if model is not None else None,
         models=[_model_out(status) for status in registry.describe()],
+        api_keys=ApiKeysOut(**asdict(keys.state())) if keys is not None else None,
     )
 
 

@@ -115,6 +115,19 @@ class ModelsResponse(BaseModel):
     models: list[ModelOut]
 
 
+class ApiKeysOut(BaseModel):
+    """The API keys file in force (never a key, nor the file's path)."""
+
+    loaded_at: str = Field(description="When the keys in force were read (ISO 8601, UTC).")
+    keys: int = Field(description="How many keys are in force.")
+    error: str | None = Field(
+        None,
+        description="Why a later change of the file could not be read: the keys last "
+        "read stay in force until a good version is read.",
+    )
+    error_since: str | None = None
+
+
 class ReadyResponse(BaseModel):
     """Readiness: every model has a warm version serving."""
 
@@ -123,6 +136,7 @@ class ReadyResponse(BaseModel):
     status: str = Field(examples=["ready"])
     model: ModelInfo | None = Field(None, description="What answers POST /predict.")
     models: list[ModelOut]
+    api_keys: ApiKeysOut | None = Field(None, description="With API_KEYS_FILE set: its state.")
 
 
 class Problem(BaseModel):

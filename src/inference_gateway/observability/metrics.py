@@ -287,6 +287,11 @@ class Metrics:
             "model_load_failures_total", "Failed attempts to load a model version.",
             MODEL_LABELS, registry=r,
         )  # fmt: skip
+        self.api_keys_reload_failures_total = Counter(
+            "api_keys_reload_failures_total",
+            "Changes of API_KEYS_FILE that could not be read (the keys last read stay).",
+            registry=r,
+        )  # fmt: skip
         self.model_loads_total = Counter(
             "model_loads_total", "Model versions loaded and put into service.",
             MODEL_LABELS, registry=r,
@@ -417,6 +422,10 @@ class Metrics:
     def record_batcher_crash(self, model: ModelKey) -> None:
         """Count an unexpected failure of the batcher's worker loop."""
         self.batcher_crashes_total.labels(*model).inc()
+
+    def record_api_keys_reload_failure(self) -> None:
+        """Count a change of ``API_KEYS_FILE`` that could not be read."""
+        self.api_keys_reload_failures_total.inc()
 
     def record_model_load_failure(self, model: ModelKey) -> None:
         """Count a failed attempt to load ``model``."""
