@@ -8,6 +8,7 @@ handled is logged here once and answered with a problem+json 500.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -18,7 +19,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inference_gateway.api.problems import internal_error_response
-from inference_gateway.errors import InferenceGatewayException
+from inference_gateway.errors import ClientClosedRequestException, InferenceGatewayException
 from inference_gateway.observability.logging import (
     InferenceLogFields,
     LogContext,
@@ -29,9 +30,15 @@ from inference_gateway.observability.logging import (
 from inference_gateway.observability.metrics import _normalize_endpoint
 from inference_gateway.observability.sampling import http_outcome
 from inference_gateway.observability.telemetry import Telemetry
-from inference_gateway.observability.tracing import current_traceparent, get_current_trace_id
+from inference_gateway.observability.tracing import (
+    CLIENT_CLOSED_REQUEST,
+    current_traceparent,
+    get_current_trace_id,
+)
 
 REQUEST_ID_HEADER = "x-request-id"
+#: What the access line says of a request cancelled before its answer.
+CANCELLED_DETAIL = "The request was cancelled before its answer: its client went away."
 USER_ID_HEADER = "x-user-id"
 _SANE_TOKEN = re.compile(r"[A-Za-z0-9._:@\-]{1,128}")
 
@@ -95,6 +102,11 @@ class ObservabilityMiddleware:
             log_request_start(logger, method, scope["path"][:256])
             try:
                 await self.app(scope, receive, send_wrapper)
+            except asyncio.CancelledError:
+                if not started:  # cancelled before any answer: its client went away
+                    status = CLIENT_CLOSED_REQUEST
+                    state.setdefault("error", ClientClosedRequestException(CANCELLED_DETAIL))
+                raise
             except Exception as exc:
                 status = 500
                 scope["state"]["error"] = exc

@@ -8,6 +8,7 @@ by a bounded `BatchSpanProcessor`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 TRACER_NAME = "inference_gateway"
+
+#: The status of a request whose client went away before its answer (nginx's "client
+#: closed request"): neither a success nor the server's failure.
+CLIENT_CLOSED_REQUEST = 499
 
 #: Routes whose requests are not traced: probes and scrapes would drown real traffic.
 UNTRACED_URLS = "/health,/ready,/metrics"
@@ -194,11 +199,12 @@ class ServerSpanMiddleware:
         if client:
             attributes["client.address"] = client[0]
         status = 500
+        started = False
 
         async def send_status(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
             await send(message)
 
         with TracedOperation(
@@ -210,6 +216,10 @@ class ServerSpanMiddleware:
         ) as span:
             try:
                 await self.app(scope, receive, send_status)
+            except asyncio.CancelledError:
+                if not started:  # cancelled before any answer: its client went away
+                    status = CLIENT_CLOSED_REQUEST
+                raise
             finally:
                 route = getattr(scope.get("route"), "path", None)
                 if isinstance(route, str) and route:
@@ -294,9 +304,10 @@ class TracedOperation:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        """Record an exception (status ERROR), restore the context and end the span."""
+        """Record an exception (status ERROR; a cancellation is none: the caller went
+        away), restore the context and end the span."""
         try:
-            if exc is not None:
+            if exc is not None and not isinstance(exc, asyncio.CancelledError):
                 set_span_error(exc, self.span)
         finally:
             otel_context.detach(self._token)  # type: ignore[arg-type]
