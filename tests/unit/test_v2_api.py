@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -223,3 +225,20 @@ def test_an_unexpected_failure_on_v2_is_the_protocols_error_body() -> None:
     (line,) = [json.loads(x) for x in logs.getvalue().splitlines() if '"/v2/models"' in x]
     assert (line["level"], line["error_type"]) == ("ERROR", "ZeroDivisionError")
     assert line["exception"][0]["exc_type"] == "ZeroDivisionError"
+
+
+def test_the_readmes_json_request_with_b64_bytes_is_answered(real_app_client: TestClient) -> None:
+    """The README's raw JSON request (a PNG as ``{"b64": ...}``, the form for bytes that
+    are not UTF-8) is sent as written and answered with the classes it asks for."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```json\n(.*?)```", readme, flags=re.DOTALL)
+    (example,) = [block for block in blocks if '"b64"' in block]
+    answer = real_app_client.post(
+        INFER, content=example.encode(), headers={"content-type": "application/json"}
+    )
+    assert answer.status_code == 200, answer.text
+    (output,) = answer.json()["outputs"]
+    assert (output["datatype"], output["shape"]) == ("BYTES", [1, 3])
+    for entry in output["data"]:
+        score, index, label = entry.split(":", 2)
+        assert 0 <= float(score) <= 1 and 0 <= int(index) < 1000 and label
