@@ -74,12 +74,15 @@ class GatewayProcess:
 #: How long a server may take to stop at the end of its test before it fails the test
 #: (the default grace period is 30 s; a server that keeps it is gone long before).
 STOP_TIMEOUT = 60.0
-#: ``/proc/net/tcp`` state of a listening socket.
+#: ``/proc/net/tcp`` states: a listening socket, an established connection.
 _LISTEN = "0A"
+_ESTABLISHED = "01"
 
 
-def listening_ports(pid: int) -> set[int]:
-    """The TCP ports the process ``pid`` holds listening sockets on (from ``/proc``)."""
+def _sockets(pid: int, state: str) -> list[tuple[int, int]]:
+    """(local port, remote port) of the TCP sockets in ``state`` that the process
+    ``pid`` holds open (from ``/proc``): a connection still in a listener's accept queue
+    belongs to no process yet."""
     inodes = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         try:
@@ -88,16 +91,28 @@ def listening_ports(pid: int) -> set[int]:
             continue
         if target.startswith("socket:["):
             inodes.add(target[len("socket:[") : -1])
-    ports = set()
+    found = []
     for table in ("tcp", "tcp6"):
         path = Path(f"/proc/{pid}/net/{table}")
         if not path.exists():
             continue
         for line in path.read_text().splitlines()[1:]:
             fields = line.split()
-            if fields[3] == _LISTEN and fields[9] in inodes:
-                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
+            if fields[3] == state and fields[9] in inodes:
+                local, remote = (int(f.rsplit(":", 1)[1], 16) for f in fields[1:3])
+                found.append((local, remote))
+    return found
+
+
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports the process ``pid`` listens on."""
+    return {local for local, _ in _sockets(pid, _LISTEN)}
+
+
+def has_accepted(pid: int, client: socket.socket) -> bool:
+    """Whether the server process ``pid`` has accepted the connection ``client`` made."""
+    port = client.getsockname()[1]
+    return any(remote == port for _, remote in _sockets(pid, _ESTABLISHED))
 
 
 def _bound_port(process: subprocess.Popen[bytes], known: set[int]) -> int | None:
@@ -205,6 +220,8 @@ __all__ = [
     "GatewayProcess",
     "free_port",
     "gateway_process",
+    "has_accepted",
+    "listening_ports",
     "read_http_response",
     "wait_until",
 ]
