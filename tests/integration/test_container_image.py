@@ -22,6 +22,7 @@ import pytest
 from tests.helpers import wait_until
 from tests.images import CAT_CLASSES, CAT_PNG
 from tests.servers import free_port
+from tests.tools import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "inference-gateway:test"
@@ -48,7 +49,7 @@ def _podman_works() -> str | None:
 def image() -> str:
     reason = _podman_works()
     if reason is not None:
-        pytest.skip(reason)
+        unavailable(reason)
     build = subprocess.run(
         [str(ROOT / "scripts" / "build_image.sh"), IMAGE],
         capture_output=True,

@@ -35,15 +35,10 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from tests.helpers import wait_until
 from tests.images import cat_jpeg
 from tests.servers import GatewayProcess, free_port, gateway_process
+from tests.tools import unavailable
 
 HAPROXY = shutil.which("haproxy") or "haproxy"
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        shutil.which("haproxy") is None,
-        reason="haproxy is not installed: `make test` installs it (scripts/ensure_tools.sh)",
-    ),
-]
+pytestmark = pytest.mark.integration
 
 CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "haproxy" / "haproxy.cfg"
 SERVERS = 3
@@ -61,7 +56,10 @@ GATEWAY_ENV = {
 
 @dataclass
 class Member:
-    """One gateway slot behind HAProxy: its port and every process that served it."""
+    """One gateway slot behind HAProxy: its port and every process that served it.
+
+    The port is picked before the first start (`free_port`), not bound as port 0: HAProxy's
+    configuration names it, and each restart of the slot must listen on it again."""
 
     port: int
     stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
@@ -197,6 +195,8 @@ class Load:
 
 @pytest.fixture
 def cluster() -> Iterator[tuple[list[Member], HAProxy, Path]]:
+    if shutil.which("haproxy") is None:
+        unavailable("haproxy is not installed: `make test` installs it (scripts/ensure_tools.sh)")
     with tempfile.TemporaryDirectory(prefix="rolling-") as tmp:
         workdir = Path(tmp)
         members = [Member(free_port()) for _ in range(SERVERS)]
@@ -222,8 +222,9 @@ def under_load(proxy: HAProxy) -> Iterator[Load]:
     try:
         wait_until(lambda: load.count() >= 10, what="the load to start")
         yield load
+        done = load.count()
+        wait_until(lambda: load.count() >= done + 10, what="more load once the change is done")
     finally:
-        time.sleep(1.0)  # a little more load once the change is done
         load.stop.set()
         thread.join(timeout=60)
 

@@ -24,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ from tests.model_repository import (
     write_yaml_model,
 )
 from tests.servers import GatewayProcess, gateway_process
+from tests.tools import unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -127,6 +129,15 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
         yield gw
 
 
+def _major_version(binary: str) -> str:
+    """The major version a Chromium or ChromeDriver binary reports (``Chromium 156.0...``)."""
+    said = subprocess.run(
+        [binary, "--version"], capture_output=True, text=True, check=False, timeout=60
+    ).stdout
+    found = re.search(r"\b(\d+)\.\d+\.\d+", said)
+    return found.group(1) if found else f"unknown ({said.strip()[:80]!r})"
+
+
 @pytest.fixture(scope="module")
 def driver() -> Iterator[WebDriver]:
     """Headless Chromium, logging the console and every network request."""
@@ -135,6 +146,9 @@ def driver() -> Iterator[WebDriver]:
             "chromium and chromedriver are not installed: "
             "run scripts/ensure_tools.sh chromium chromium-driver (make test does)"
         )
+    versions = {_major_version(CHROMIUM), _major_version(CHROMEDRIVER)}
+    if len(versions) != 1:
+        unavailable(f"chromium and chromedriver are of different releases: {versions}")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for argument in (
@@ -152,7 +166,7 @@ def driver() -> Iterator[WebDriver]:
     try:
         browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     except WebDriverException as exc:
-        pytest.skip(f"Chromium cannot start here: {(exc.msg or str(exc)).splitlines()[0]}")
+        unavailable(f"Chromium cannot start here: {(exc.msg or str(exc)).splitlines()[0]}")
     browser.set_page_load_timeout(WAIT_SECONDS)
     browser.execute_cdp_cmd(
         "Page.addScriptToEvaluateOnNewDocument", {"source": RECORD_CSP_VIOLATIONS}

@@ -6,13 +6,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests.tools import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_a_failing_command_piped_into_tee_fails_the_target(tmp_path: Path) -> None:
+    if shutil.which("make") is None:
+        unavailable("make is not installed")
     # `make bench` pipes each benchmark into `tee`: without pipefail a crashed benchmark
     # left a truncated table behind and the target still succeeded.
     probe = f"pipeline-probe: ; false | tee {tmp_path / 'out.md'}"
