@@ -19,6 +19,7 @@ Pillow exception.
 
 from __future__ import annotations
 
+import ctypes
 import io
 import math
 import struct
@@ -196,11 +197,46 @@ class PreparedImage:
 
 
 def harden_pillow() -> None:
-    """Make Pillow's decompression-bomb warning an error for this process.
+    """Make Pillow's decompression-bomb warning an error for this process, and keep
+    libtiff from printing on stderr (`silence_libtiff`).
 
     Called once at application start-up (it changes process-wide warning filters).
     """
     warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+    silence_libtiff()
+
+
+@cache
+def silence_libtiff() -> bool:
+    """Clear the error and warning handlers of the libtiff that Pillow uses.
+
+    libtiff prints what it finds wrong in a TIFF (``PackBitsDecode: Not enough data for
+    scanline 0.``) straight to the process's stderr, once per corrupt image, outside
+    Python and its logging: where a platform merges the streams, that breaks one JSON
+    object per line, and a client can make it print at will. Pillow still raises for
+    such an image (a 400 ``invalid-image``, on the request's access line), so the
+    printout says nothing the log does not. Returns whether the handlers were found
+    (Linux: the library is found among the process's mappings; elsewhere it is left as is).
+    """
+    from PIL import _imaging  # noqa: F401 - libtiff is loaded with it
+
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            paths = {line.split()[-1] for line in maps if "libtiff" in line.rsplit("/", 1)[-1]}
+    except OSError:
+        return False
+    found = False
+    for path in sorted(paths):
+        try:
+            library = ctypes.CDLL(path)  # the already loaded copy: dlopen shares it
+            library.TIFFSetErrorHandler.restype = ctypes.c_void_p
+            library.TIFFSetWarningHandler.restype = ctypes.c_void_p
+            library.TIFFSetErrorHandler(None)
+            library.TIFFSetWarningHandler(None)
+        except (OSError, AttributeError):
+            continue
+        found = True
+    return found
 
 
 def open_image(data: bytes, limits: ImageLimits) -> Image.Image:

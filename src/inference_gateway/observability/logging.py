@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import math
 import os
 import re
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -138,6 +140,41 @@ class _SharedWriterHandler(logging.Handler):
             self.handleError(record)
 
 
+class _WarningRateLimit(logging.Filter):
+    """Python warnings (Pillow's ``Corrupt EXIF data``, a library's deprecation) become
+    log lines; this lets through one line per warning source (category, file and line)
+    every `interval` seconds, however many requests trigger it, and the next line says
+    how many were left out (``not_logged_since_last``)."""
+
+    #: Sources remembered at most (a warning source is code, not client text: few).
+    MAX_SOURCES = 256
+
+    def __init__(self, interval: float = 1.0) -> None:
+        super().__init__()
+        self.interval = interval
+        self._sources: dict[str, tuple[float, int]] = {}  # source -> (last logged, left out)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Whether ``record`` (a ``py.warnings`` line) is written."""
+        text = record.getMessage()
+        source = text.split(": ", 2)[:2]  # "file:line", "Category"
+        key = ":".join(source)
+        now = time.monotonic()
+        last, left_out = self._sources.get(key, (-math.inf, 0))
+        if now - last < self.interval:
+            self._sources[key] = (last, left_out + 1)
+            return False
+        if len(self._sources) >= self.MAX_SOURCES:
+            self._sources.clear()
+        self._sources[key] = (now, 0)
+        record.msg, record.args = text.strip().splitlines()[0], None
+        if left_out:
+            record.not_logged_since_last = left_out
+        return True
+
+
+_warning_filter = _WarningRateLimit()
+
 #: The lowest level written (set by `setup_logging`): DEBUG-only helpers check it first,
 #: so a disabled line costs a comparison rather than a logger call.
 _threshold = logging.INFO
@@ -210,6 +247,11 @@ def setup_logging(
             lib.removeHandler(old)
         lib.propagate = True
     logging.getLogger("uvicorn.access").disabled = True
+    # Python warnings are log lines too (not raw text on stderr), rate-limited per source.
+    logging.captureWarnings(True)
+    warnings_logger = logging.getLogger("py.warnings")
+    if _warning_filter not in warnings_logger.filters:
+        warnings_logger.addFilter(_warning_filter)
     _threshold = logging.getLevelName(level)
     structlog.configure(
         processors=[_add_logger_name, *_context_processors(), *final],
@@ -223,6 +265,8 @@ def reset_logging() -> None:
     """Undo `setup_logging`: no handler on the root logger, structlog's defaults."""
     global _threshold  # noqa: PLW0603 - the setting `setup_logging` made
     logging.getLogger().handlers.clear()
+    logging.captureWarnings(False)
+    logging.getLogger("py.warnings").removeFilter(_warning_filter)
     structlog.reset_defaults()
     _threshold = logging.INFO
 
