@@ -8,13 +8,16 @@ otherwise hold its connection for as long as it liked. Each test bounds its own 
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import time
 from collections.abc import Iterator
 
 import httpx2 as httpx
+import numpy as np
 import pytest
+from PIL import Image
 
 from tests.helpers import ControlledBackend, controlled_app
 from tests.images import cat_jpeg
@@ -143,3 +146,92 @@ def test_prompt_clients_idling_on_a_kept_alive_connection_are_unaffected(url: st
             sock.sendall(request)
             status, _, _ = read_http_response(sock)
             assert status == 200
+
+
+# --- Pipelining: a request read behind one still being answered ---------------------------
+
+
+def _responses(data: bytes) -> list[tuple[int, bytes]]:
+    """Each response in ``data`` (Content-Length bodies): its status and body."""
+    answers = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        length = next(
+            (int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")[1:]
+             if line.lower().startswith(b"content-length:")),
+            0,
+        )  # fmt: skip
+        answers.append((int(head.split(b" ", 2)[1]), rest[:length]))
+        data = rest[length:]
+    return answers
+
+
+def _request(body: bytes) -> bytes:
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: gateway\r\nContent-Type: image/png\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+#: A second request pipelined behind the first, its head cut in two.
+SECOND_HEAD = b"GET /health HTTP/1.1\r\nHost: gateway\r\n"
+SECOND_REST = b"X-Request-ID: pipelined-2\r\n\r\n"
+
+
+@pytest.fixture(scope="module")
+def held() -> Iterator[tuple[str, ControlledBackend]]:
+    """A server whose model the test holds, with the short header deadline."""
+    backend = ControlledBackend(blocked=True)
+    app = controlled_app(backend, model_warmup=False, request_timeout=60)
+    with threaded_server(app, header_timeout=HEADER_TIMEOUT) as base:
+        yield base, backend
+
+
+def _deadline_passed(url: str) -> None:
+    """Return once the server's header deadline has passed at least once since the call:
+    a connection that sends nothing is answered 408 then (an event of the server's own
+    clock, not a guess at how long to sleep)."""
+    with _connect(url) as idle:
+        status, _, _ = _status_and_body(_read_until_closed(idle))
+        assert status == 408
+
+
+def _large_png() -> bytes:
+    """A photo-sized upload of about 1 MiB (noise does not compress): more than uvicorn
+    buffers before it pauses reading."""
+    pixels = np.random.default_rng(7).integers(0, 255, (600, 600, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("first", ["slow prediction", "large upload"])
+@pytest.mark.parametrize(
+    "finished", [True, False], ids=["head finished later", "head never finished"]
+)
+def test_a_pipelined_request_waits_for_the_answer_before_it(
+    held: tuple[str, ControlledBackend], first: bytes, finished: bool
+) -> None:
+    """A request pipelined behind one the model is still answering is not read until
+    that answer is sent, so its header deadline starts then: the first request is
+    answered in full, never cut off by the second's deadline, and the second is then
+    answered (its head completed) or refused 408 after the deadline (never completed)."""
+    url, backend = held
+    backend.release.clear()
+    backend.entered.clear()
+    body = cat_jpeg() if first == "slow prediction" else _large_png()
+    with _connect(url) as sock:
+        sock.sendall(_request(body) + SECOND_HEAD)
+        assert backend.entered.wait(GIVE_UP_AFTER)  # the first request is in the model
+        _deadline_passed(url)  # longer than the second request's deadline, in flight
+        backend.release.set()
+        if finished:
+            first_answer = read_http_response(sock)
+            sock.sendall(SECOND_REST)
+            second = read_http_response(sock)
+            assert (first_answer[0], second[0]) == (200, 200)
+            return
+        answers = _responses(_read_until_closed(sock))
+    assert [status for status, _ in answers] == [200, 408], answers
+    assert json.loads(answers[1][1])["type"].endswith(":request-timeout")

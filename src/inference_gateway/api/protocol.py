@@ -93,9 +93,18 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         self._first_bytes = True
         self._errors: ProtocolErrors | None = None
         self._connections: Connections | None = None  # counted in it while open
+        self._deferred: bytes | None = None  # a refusal waiting for the answer before it
+
+    def _answering(self) -> bool:
+        """Whether an earlier request of this connection is still being answered: a
+        request pipelined behind it waits, and so does its header clock."""
+        return self.cycle is not None and not self.cycle.response_complete
 
     def _arm(self) -> None:
-        if self._header_timer is None:
+        """Start the head's clock, unless an earlier request is still being answered:
+        the server reads no further until then (it pauses reading behind a request in
+        progress), so the clock starts when that answer is complete."""
+        if self._header_timer is None and not self._answering():
             self._header_timer = self.loop.call_later(self.header_timeout, self._headers_late)
 
     def _disarm(self) -> None:
@@ -217,9 +226,21 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
             self.cycle.keep_alive = False  # answer it, then close
 
     def on_response_complete(self) -> None:
-        """Count the answers: a connection that has had one is a kept-alive one."""
+        """Count the answers: a connection that has had one is a kept-alive one. A
+        refusal that waited for this answer is sent now (unless a request read before
+        it is queued: then after that one's answer); a head begun behind this answer
+        gets its clock from now."""
         self._answered += 1
         super().on_response_complete()
+        if self.transport.is_closing():
+            return
+        if self._deferred is not None:
+            if not self.pipeline and not self._answering():
+                self.transport.write(self._deferred)
+                self.transport.close()
+            return
+        if self._in_head:  # a pipelined request's head is partly read
+            self._arm()
 
     def _peer(self) -> str | None:
         return f"{self.client[0]}:{self.client[1]}" if self.client else None
@@ -239,8 +260,13 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         self._report(reason, exc.detail)
         if exc.reject_reason is not None and self._errors is not None:
             self._errors.rejected(exc.reject_reason)
-        if self.cycle is None or self.cycle.response_complete:
-            self.transport.write(_raw_problem(exc))
+        if self._answering() or self.pipeline:
+            # Requests read before this one are still owed their answers: refuse
+            # after them, rather than close the connection under them.
+            self._deferred = _raw_problem(exc)
+            self.transport.pause_reading()
+            return
+        self.transport.write(_raw_problem(exc))
         self.transport.close()
 
     def shutdown(self) -> None:
