@@ -7,6 +7,7 @@ on disk; every request that the old or the new files could answer must be answer
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -191,3 +192,116 @@ def test_add_replace_break_and_remove_models_under_load_without_losing_a_request
     # Removed versions leave no series behind; the one serving has its own.
     assert 'model_name="b"' not in metrics and 'model_version="2"' not in metrics
     assert 'model_loaded{model_name="a",model_version="1"} 1.0' in metrics
+
+
+# --- Two workers, gRPC traffic, files written in place ------------------------------------
+
+
+def _write_in_place(path: Path, model: onnx.ModelProto) -> None:
+    """Overwrite ``path`` where it is, as an editor or ``cp`` does: truncated, then
+    written in pieces (a poll may see it half-written)."""
+    data = model.SerializeToString()
+    piece = len(data) // 4 + 1
+    with path.open("wb") as file:
+        for start in range(0, len(data), piece):
+            file.write(data[start : start + piece])
+            file.flush()
+            os.fsync(file.fileno())
+
+
+@dataclass
+class GrpcLoad:
+    """One client thread calling ModelInfer over gRPC until stopped: (code, top class)."""
+
+    port: int
+    model: str
+    answers: list[tuple[str, int | None]] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def run(self) -> None:
+        import numpy as np
+        import tritonclient.grpc as grpcclient
+        from tritonclient.utils import InferenceServerException
+
+        from tests.oip import grpc_images
+
+        for _ in range(5000):  # bounded; the test stops it long before
+            if self.stop.is_set():
+                return
+            client = grpcclient.InferenceServerClient(f"127.0.0.1:{self.port}")  # a new channel:
+            try:  # each worker in turn
+                result = client.infer(self.model, [grpc_images(CAT_PNG.read_bytes())])
+                scores = result.as_numpy("logits")
+                answer = ("OK", int(np.argmax(scores[0])) if scores is not None else None)
+            except InferenceServerException as exc:
+                answer = (str(exc.status()), None)
+            finally:
+                client.close()
+            with self.lock:
+                self.answers.append(answer)
+
+    def classes_now(self) -> set[int | None]:
+        with self.lock:
+            mark = len(self.answers) + 1
+        wait_until(lambda: len(self.answers) >= mark + 6, what="gRPC answers")
+        with self.lock:
+            return {top for _, top in self.answers[mark:]}
+
+
+def test_two_workers_follow_in_place_writes_under_http_and_grpc_traffic(tmp_path: Path) -> None:
+    """``serve --workers 2`` with gRPC: a version's file overwritten in place (not
+    renamed) and a version directory written file by file are picked up by both
+    workers; while they change, no call on either protocol fails."""
+    from tests.servers import free_port
+
+    root = tmp_path / "models"
+    root.mkdir()
+    builtin = builtin_onnx()
+    write_yaml_model(root, "a", {1: builtin}, BUILTIN_YAML)
+    grpc_port = free_port()
+    env = {
+        "MODEL_REPOSITORY": str(root),
+        "MODEL_REPOSITORY_POLL_SECONDS": "0.2",
+        "WORKERS": "2",
+        "GRPC_PORT": str(grpc_port),
+        "MAX_QUEUE_SIZE": "256",
+        "REQUEST_TIMEOUT": "60",
+    }
+    with gateway_process(env) as gateway:
+        http_load = Load(gateway.url, "/models/a/predict")
+        grpc_load = GrpcLoad(grpc_port, "a")
+        threads = [threading.Thread(target=load.run) for load in (http_load, grpc_load)]
+        for thread in threads:
+            thread.start()
+        try:
+            assert http_load.classes_now() <= CAT_CLASSES
+            # v1's file overwritten in place: both workers serve the new graph.
+            _write_in_place(root / "a" / "1" / "model.onnx", shifted_variant(builtin, TENCH, 50.0))
+            wait_until(
+                lambda: http_load.classes_now() == {TENCH} and grpc_load.classes_now() == {TENCH},
+                timeout=120, what="both workers to serve the file written in place",
+            )  # fmt: skip
+            # A new version written file by file where it will be served (no rename).
+            version = root / "a" / "2"
+            version.mkdir()
+            _write_in_place(version / "model.onnx", shifted_variant(builtin, GOLDFISH, 50.0))
+            wait_until(
+                lambda: http_load.classes_now() == {GOLDFISH}
+                and grpc_load.classes_now() == {GOLDFISH},
+                timeout=120, what="both workers to serve version 2",
+            )  # fmt: skip
+        finally:
+            for load in (http_load, grpc_load):
+                load.stop.set()
+            for thread in threads:
+                thread.join(timeout=60)
+        ready = [
+            json.loads(line)
+            for line in gateway.log_lines()
+            if line.startswith("{") and '"Model ready"' in line
+        ]
+    assert Counter(status for status, _ in http_load.answers).keys() == {200}
+    assert Counter(code for code, _ in grpc_load.answers).keys() == {"OK"}
+    # Both workers loaded version 2 (and v1's new file before it).
+    assert len({line["pid"] for line in ready if line["model_version"] == "2"}) == 2
