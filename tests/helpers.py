@@ -107,6 +107,7 @@ class ControlledBackend:
         self.model = model
         self.entered = threading.Event()
         self.release = threading.Event()
+        self.closed = threading.Event()  # set by `close`: whoever held it let it go
         if not blocked:
             self.release.set()
         self.calls = 0
@@ -147,6 +148,7 @@ class ControlledBackend:
         self.release.set()
         if self.model is not None:
             self.model.close()
+        self.closed.set()
 
 
 def controlled_class(image: bytes) -> int:

@@ -148,7 +148,7 @@ def test_routing_defaults_and_unknown_names() -> None:
 
 def test_a_version_no_longer_wanted_serves_until_its_successor_is_warm() -> None:
     old, new = ControlledBackend(), ControlledBackend()
-    gate = asyncio.Event()
+    gate = threading.Event()
 
     async def scenario() -> None:
         registry, _ = _registry()
@@ -159,8 +159,7 @@ def test_a_version_no_longer_wanted_serves_until_its_successor_is_warm() -> None
         original = slow_source.loader
 
         def slow_load() -> LoadedModel:
-            while not gate.is_set():
-                time.sleep(0.005)
+            gate.wait(timeout=30)
             return original()
 
         registry.apply([ModelSource("m", "2", slow_load, slow_source.batching)], {})
@@ -255,14 +254,13 @@ def test_a_removed_model_finishes_what_was_routed_to_it() -> None:
 
 def test_ready_waits_for_every_version_found_at_start_but_not_for_later_ones() -> None:
     backend = ControlledBackend()
-    gates = {"2": asyncio.Event(), "3": asyncio.Event()}
+    gates = {"2": threading.Event(), "3": threading.Event()}
 
     def gated(version: str) -> ModelSource:
         plain = _source("m", version, backend)
 
         def load() -> LoadedModel:
-            while not gates[version].is_set():
-                time.sleep(0.005)
+            gates[version].wait(timeout=30)
             return plain.loader()
 
         return ModelSource("m", version, load, plain.batching, plain.spec)
@@ -315,7 +313,8 @@ def test_a_version_removed_while_it_loads_never_serves_nor_leaks() -> None:
         registry.apply([], {})  # removed while its load runs
         gate.set()
         await wait_until_async(lambda: not registry.names(), what="x gone")
-        await asyncio.sleep(0.1)  # the abandoned load finishes in its thread
+        # The abandoned load finishes in its thread and lets go of its model.
+        await wait_until_async(backend.closed.is_set, what="the abandoned load to finish")
         assert _batcher_threads() == threads  # no worker was started for it
         assert _gauge(metrics, "model_loaded", ("x", "1")) is None  # and no series left
         await registry.close(5)
@@ -346,7 +345,7 @@ def test_the_serving_copy_owns_the_gauges_of_its_version() -> None:
         )
         stuck.release.set()
         assert await old_request == "1"  # the old copy finished what it had
-        await asyncio.sleep(0.1)  # and closed
+        await wait_until_async(stuck.closed.is_set, what="the old copy to close")
         assert _gauge(metrics, "inference_queue_size", ("m", "1")) == 3
         assert _gauge(metrics, "model_loaded", ("m", "1")) == 1
         fresh.release.set()
@@ -394,8 +393,10 @@ def test_rolling_many_versions_keeps_the_exposition_and_the_registry_bounded() -
         await wait_until_async(
             lambda: len(registry.describe("m")[0].versions) == 1, what="old ones unloaded"
         )
-        await asyncio.sleep(0.1)
-        assert len(metrics.render(None)[0].splitlines()) == lines  # one version's series
+        await wait_until_async(  # one version's series: the old ones' go with them
+            lambda: len(metrics.render(None)[0].splitlines()) == lines,
+            what="the exposition to shrink back to one version",
+        )
         await registry.close(5)
 
     _run(scenario)

@@ -89,6 +89,7 @@ class BatchingConfig:
     max_batch_size: int = 4
     max_batch_delay_seconds: float = 0.0
     max_queue_size: int = 64
+    max_queue_wait_seconds: float = 0.0  # 0: no bound but the size and the deadline
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +111,12 @@ class ModelState(StrEnum):
     READY = "READY"  # serving
     UNAVAILABLE = "UNAVAILABLE"  # it failed (to load, or while serving); see the reason
     UNLOADING = "UNLOADING"  # taken out of service; finishing what it admitted
+
+
+def _close_abandoned(loading: asyncio.Future[LoadedModel]) -> None:
+    """Release the model of a load nobody waits for any more (a failure is moot)."""
+    if not loading.cancelled() and loading.exception() is None:
+        loading.result().backend.close()
 
 
 class ModelHost:
@@ -223,6 +230,7 @@ class ModelHost:
             max_batch_size=self.batching.max_batch_size,
             max_batch_delay_seconds=self.batching.max_batch_delay_seconds,
             max_queue_size=self.batching.max_queue_size,
+            max_queue_wait_seconds=self.batching.max_queue_wait_seconds,
             num_classes=len(model.spec.labels),
         )
         self.batcher.muted = self.retiring
@@ -243,8 +251,14 @@ class ModelHost:
         metrics = self._telemetry.metrics
         while not self.closed:
             started = time.perf_counter()
+            loading = asyncio.ensure_future(asyncio.to_thread(self._load_and_warm))
             try:
-                model = await asyncio.to_thread(self._load_and_warm)
+                model = await asyncio.shield(loading)
+            except asyncio.CancelledError:
+                # Abandoned (the version was removed or replaced): the thread goes on,
+                # and the model it returns is released rather than left to the collector.
+                loading.add_done_callback(_close_abandoned)
+                raise
             except Exception as exc:
                 if self.closed:
                     return None
