@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +21,7 @@ from inference_gateway.errors import (
     QueueFullException,
     ServiceDrainingException,
 )
+from inference_gateway.inference import batcher as batcher_module
 from inference_gateway.inference.backends import Backend
 from inference_gateway.inference.batcher import (
     MAX_CONSECUTIVE_CRASHES,
@@ -445,11 +447,21 @@ def test_a_worker_that_keeps_crashing_gives_up_and_refuses_at_once() -> None:
     asyncio.run(scenario())
 
 
-def test_an_answer_ready_only_after_the_deadline_is_a_504() -> None:
+def test_an_answer_ready_only_after_the_deadline_is_a_504(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The deadline is the server's promise: an answer that comes back late, on a loop
     too busy to notice the deadline first, is refused, not delivered."""
     backend = EchoBackend()
     backend.gate.clear()
+    handed_over = threading.Event()
+
+    def resolve_and_say(settled: list[Any]) -> None:
+        resolve(settled)
+        handed_over.set()
+
+    resolve = batcher_module._resolve_all
+    monkeypatch.setattr(batcher_module, "_resolve_all", resolve_and_say)
 
     async def scenario() -> None:
         batcher, _ = make_batcher(backend, max_batch_size=1)
@@ -461,9 +473,8 @@ def test_an_answer_ready_only_after_the_deadline_is_a_504() -> None:
         while time.monotonic() <= deadline:
             time.sleep(0.01)  # noqa: ASYNC251 - blocking the loop is the point
         backend.gate.set()
-        while not backend.batches:
-            time.sleep(0.01)  # noqa: ASYNC251
-        time.sleep(0.5)  # noqa: ASYNC251 - the worker settles the answer in microseconds
+        # The worker has handed the answer to the loop, which is still held.
+        assert handed_over.wait(30)  # blocking the loop is the point
         with pytest.raises(InferenceTimeoutException):
             await late
         await batcher.close(1)
