@@ -309,7 +309,6 @@ def test_an_endless_upload_is_cut_off_without_the_server_holding_it(
             pass
     held = server.rss_bytes() - rss_before
     assert sent < offered, "the server read a 256 MiB upload to the end"
-    if reply:
-        assert reply.startswith(b"HTTP/1.1 413 ")
+    assert reply.startswith(b"HTTP/1.1 413 "), reply[:200]
     assert held < 64 * MIB
     assert httpx.get(f"{server.url}/ready").status_code == 200
