@@ -15,8 +15,9 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from inference_gateway.api.edge import PROTOCOL_ERROR_REASONS, Connections, ProtocolErrors
-from inference_gateway.api.keys import ApiKeyMiddleware, ApiKeys, KeysFileError
+from inference_gateway.api.keys import ApiKeyMiddleware, ApiKeys, KeysFileError, needs_key
 from inference_gateway.api.limits import BodySizeLimitMiddleware, InflightBytes
+from inference_gateway.api.openapi import install_openapi
 from inference_gateway.api.problems import install_error_handlers
 from inference_gateway.api.routes import metrics_endpoint, router
 from inference_gateway.api.ui import install_ui
@@ -372,4 +373,5 @@ def create_app(
     app.state.connections = Connections(telemetry, settings.effective_max_connections)
     _add_routes(app, settings, metrics)
     _add_middleware(app, settings, telemetry, protocol_errors, keys, inflight)
+    install_openapi(app, needs_key if keys is not None else None)
     return app

@@ -20,6 +20,7 @@ from inference_gateway.api.dependencies import RegistryDep, SettingsDep, Telemet
 from inference_gateway.api.keys import ApiKeys
 from inference_gateway.api.limits import request_deadline
 from inference_gateway.api.multipart import read_file_field
+from inference_gateway.api.openapi import problem_responses
 from inference_gateway.api.problems import request_id_of
 from inference_gateway.api.schemas import (
     ApiKeysOut,
@@ -32,7 +33,6 @@ from inference_gateway.api.schemas import (
     ModelsResponse,
     PredictionOut,
     PredictionResponse,
-    Problem,
     ReadyResponse,
     TimingsMs,
     VersionOut,
@@ -57,11 +57,6 @@ from inference_gateway.observability.tracing import (
 router = APIRouter()
 
 RAW_CONTENT_TYPES = ("application/octet-stream",)
-
-_PROBLEMS: dict[int | str, dict[str, Any]] = {
-    status: {"model": Problem, "content": {"application/problem+json": {}}}
-    for status in (400, 404, 413, 415, 422, 500, 503, 504)
-}
 
 _PREDICT_BODY = {
     "requestBody": {
@@ -145,7 +140,8 @@ def _model_info(model: LoadedModel) -> ModelInfo:
 TopK = Annotated[int | None, Query(ge=1, le=20, description="How many classes")]
 _PREDICT_DOC = {
     "response_model": PredictionResponse,
-    "responses": _PROBLEMS,
+    # 413, 408 and the rest of the body limits' statuses: `install_openapi`.
+    "responses": problem_responses(400, 404, 415, 422, 500, 503, 504),
     "openapi_extra": _PREDICT_BODY,
 }
 
@@ -273,7 +269,7 @@ async def _predict_with(
 
 
 @router.get(
-    "/health", response_model=HealthResponse, responses={503: _PROBLEMS[503]}, summary="Liveness"
+    "/health", response_model=HealthResponse, responses=problem_responses(503), summary="Liveness"
 )
 async def health(registry: RegistryDep) -> HealthResponse:
     """200 while the process can serve (it never waits on a model); 503 once a model's
@@ -283,7 +279,7 @@ async def health(registry: RegistryDep) -> HealthResponse:
 
 
 @router.get(
-    "/ready", response_model=ReadyResponse, responses={503: _PROBLEMS[503]}, summary="Readiness"
+    "/ready", response_model=ReadyResponse, responses=problem_responses(503), summary="Readiness"
 )
 async def ready(request: Request, registry: RegistryDep) -> ReadyResponse:
     """200 once every model has a loaded, warm version; 503 before that (the problem's
@@ -314,7 +310,7 @@ async def list_models(registry: RegistryDep) -> ModelsResponse:
 @router.get(
     "/models/{name}",
     response_model=ModelOut,
-    responses={404: _PROBLEMS[404]},
+    responses=problem_responses(404, 503),
     summary="One model and its versions",
 )
 async def get_model(name: str, registry: RegistryDep) -> ModelOut:

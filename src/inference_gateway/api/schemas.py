@@ -1,6 +1,8 @@
-"""Response schemas of the API, as OpenAPI shows them."""
+"""Request and response schemas of the API, as OpenAPI shows them."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -139,6 +141,13 @@ class ReadyResponse(BaseModel):
     api_keys: ApiKeysOut | None = Field(None, description="With API_KEYS_FILE set: its state.")
 
 
+class ValidationIssue(BaseModel):
+    """One parameter that failed validation: where it is and what is wrong."""
+
+    loc: list[str] = Field(examples=[["query", "top_k"]])
+    msg: str = Field(examples=["Input should be less than or equal to 20"])
+
+
 class Problem(BaseModel):
     """RFC 9457 problem details, the body of every error response."""
 
@@ -148,3 +157,53 @@ class Problem(BaseModel):
     detail: str = Field(examples=["The image data is truncated."])
     request_id: str | None = None
     reason: str | None = Field(None, description="Machine-readable refusal reason (503, 413, 504).")
+    errors: list[ValidationIssue] | None = Field(
+        None, description="Each parameter that failed validation (422)."
+    )
+
+
+class ProtocolError(BaseModel):
+    """The Open Inference Protocol's error body (``/v2``), as its clients parse it."""
+
+    error: str = Field(examples=["There is no model 'resnet'; models: efficientnet-lite0."])
+
+
+class InferInput(BaseModel):
+    """One input tensor of an inference request: its values in ``data``, or (binary data
+    extension) ``parameters.binary_data_size`` bytes after the JSON header."""
+
+    name: str = Field(examples=["input"])
+    shape: list[int] = Field(examples=[[1]])
+    datatype: str = Field(
+        examples=["BYTES"],
+        description="BYTES (encoded images), FP32 or FP16 (preprocessed tensors), ...",
+    )
+    parameters: dict[str, Any] | None = None
+    data: list[Any] | None = Field(
+        None, description='Row-major values; a BYTES element is a string or {"b64": "..."}.'
+    )
+
+
+class InferOutputRequest(BaseModel):
+    """An output the client wants, and how (``binary_data``, ``classification``)."""
+
+    name: str = Field(examples=["logits"])
+    parameters: dict[str, Any] | None = None
+
+
+class InferRequestBody(BaseModel):
+    """An inference request (the JSON part, with the binary data extension)."""
+
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[InferInput]
+    outputs: list[InferOutputRequest] | None = None
+
+
+class RepositoryRequestBody(BaseModel):
+    """A model repository request: empty, or ``ready`` (index), ``repository_name`` and
+    ``parameters`` (load, unload)."""
+
+    ready: bool | None = Field(None, description="Index: list only the ready versions.")
+    repository_name: str | None = None
+    parameters: dict[str, Any] | None = None

@@ -25,6 +25,7 @@ from inference_gateway.api.dependencies import (
     TelemetryDep,
 )
 from inference_gateway.api.limits import request_deadline
+from inference_gateway.api.openapi import INFER_DOC, REPOSITORY_DOC, protocol_responses
 from inference_gateway.api.problems import error_headers, http_status
 from inference_gateway.api.v2 import inference
 from inference_gateway.api.v2.codec import (
@@ -81,6 +82,13 @@ class V2Route(APIRoute):
 
 router = APIRouter(prefix="/v2", route_class=V2Route, tags=["Open Inference Protocol"])
 
+# What each route's own code answers; 500, 401 (API keys) and the body limits'
+# statuses are added for every route by `install_openapi`.
+_UNAVAILABLE = protocol_responses(503)
+_LOOKUP = protocol_responses(404, 503)  # an unknown model or version; one not serving
+_STATISTICS = protocol_responses(403, 404, 503)
+_INFER = protocol_responses(400, 404, 500, 503, 504)
+
 
 # --- server ----------------------------------------------------------------------------
 @router.get("", summary="Server metadata")
@@ -89,7 +97,7 @@ async def server_metadata(settings: SettingsDep) -> dict[str, object]:
     return inference.server_metadata(settings)
 
 
-@router.get("/health/live", summary="Server liveness")
+@router.get("/health/live", summary="Server liveness", responses=_UNAVAILABLE)
 async def server_live(registry: RegistryDep) -> dict[str, bool]:
     """``{"live": true}`` while the process can serve (503 once a model's worker has
     given up for good)."""
@@ -97,7 +105,7 @@ async def server_live(registry: RegistryDep) -> dict[str, bool]:
     return {"live": True}
 
 
-@router.get("/health/ready", summary="Server readiness")
+@router.get("/health/ready", summary="Server readiness", responses=_UNAVAILABLE)
 async def server_ready(registry: RegistryDep) -> dict[str, bool]:
     """``{"ready": true}`` when every model is ready (as ``/ready``); else 503."""
     registry.check_ready()
@@ -113,9 +121,17 @@ async def list_models(registry: RegistryDep) -> dict[str, list[str]]:
 
 
 # Before the metadata route, whose {name} would take "stats".
-@router.get("/models/stats", summary="Statistics of every model (statistics extension)")
-@router.get("/models/{name}/stats", summary="Statistics of a model")
-@router.get("/models/{name}/versions/{version}/stats", summary="Statistics of one version")
+@router.get(
+    "/models/stats",
+    summary="Statistics of every model (statistics extension)",
+    responses=_STATISTICS,
+)
+@router.get("/models/{name}/stats", summary="Statistics of a model", responses=_STATISTICS)
+@router.get(
+    "/models/{name}/versions/{version}/stats",
+    summary="Statistics of one version",
+    responses=_STATISTICS,
+)
 async def model_statistics(
     registry: RegistryDep,
     telemetry: TelemetryDep,
@@ -126,8 +142,10 @@ async def model_statistics(
     return inference.model_statistics(registry, telemetry.metrics, name, version)
 
 
-@router.get("/models/{name}", summary="Model metadata")
-@router.get("/models/{name}/versions/{version}", summary="Model metadata (one version)")
+@router.get("/models/{name}", summary="Model metadata", responses=_LOOKUP)
+@router.get(
+    "/models/{name}/versions/{version}", summary="Model metadata (one version)", responses=_LOOKUP
+)
 async def model_metadata(
     name: str, registry: RegistryDep, version: str | None = None
 ) -> dict[str, object]:
@@ -135,8 +153,12 @@ async def model_metadata(
     return inference.model_metadata(registry, name, version)
 
 
-@router.get("/models/{name}/ready", summary="Model readiness")
-@router.get("/models/{name}/versions/{version}/ready", summary="Model readiness (one version)")
+@router.get("/models/{name}/ready", summary="Model readiness", responses=_LOOKUP)
+@router.get(
+    "/models/{name}/versions/{version}/ready",
+    summary="Model readiness (one version)",
+    responses=_LOOKUP,
+)
 async def model_ready(
     name: str, registry: RegistryDep, version: str | None = None
 ) -> dict[str, object]:
@@ -145,8 +167,12 @@ async def model_ready(
     return {"name": name, "ready": True}
 
 
-@router.get("/models/{name}/config", summary="Model configuration (Triton)")
-@router.get("/models/{name}/versions/{version}/config", summary="Model configuration (one version)")
+@router.get("/models/{name}/config", summary="Model configuration (Triton)", responses=_LOOKUP)
+@router.get(
+    "/models/{name}/versions/{version}/config",
+    summary="Model configuration (one version)",
+    responses=_LOOKUP,
+)
 async def model_config(
     name: str, registry: RegistryDep, version: str | None = None
 ) -> dict[str, object]:
@@ -156,7 +182,12 @@ async def model_config(
 
 
 # --- the model repository extension (ADMIN_TOKEN) ---------------------------------------
-@router.post("/repository/index", summary="Model repository index")
+@router.post(
+    "/repository/index",
+    summary="Model repository index",
+    responses=protocol_responses(400, 401, 403),
+    openapi_extra=REPOSITORY_DOC,
+)
 async def repository_index(
     request: Request, settings: SettingsDep, control: ControlDep
 ) -> list[dict[str, str]]:
@@ -167,7 +198,12 @@ async def repository_index(
     return inference.repository_index(control, ready_only=decoded.ready_only)
 
 
-@router.post("/repository/models/{name}/load", summary="Load a model from the repository")
+@router.post(
+    "/repository/models/{name}/load",
+    summary="Load a model from the repository",
+    responses=protocol_responses(400, 401, 403, 404, 503, 504),
+    openapi_extra=REPOSITORY_DOC,
+)
 async def repository_load(
     name: str, request: Request, settings: SettingsDep, control: ControlDep
 ) -> dict[str, object]:
@@ -182,7 +218,12 @@ async def repository_load(
     return {}
 
 
-@router.post("/repository/models/{name}/unload", summary="Unload a model")
+@router.post(
+    "/repository/models/{name}/unload",
+    summary="Unload a model",
+    responses=protocol_responses(400, 401, 403, 404),
+    openapi_extra=REPOSITORY_DOC,
+)
 async def repository_unload(
     name: str, request: Request, settings: SettingsDep, control: ControlDep
 ) -> dict[str, object]:
@@ -196,8 +237,13 @@ async def repository_unload(
 
 
 # --- inference -------------------------------------------------------------------------
-@router.post("/models/{name}/infer", summary="Inference")
-@router.post("/models/{name}/versions/{version}/infer", summary="Inference (one version)")
+@router.post("/models/{name}/infer", summary="Inference", responses=_INFER, openapi_extra=INFER_DOC)
+@router.post(
+    "/models/{name}/versions/{version}/infer",
+    summary="Inference (one version)",
+    responses=_INFER,
+    openapi_extra=INFER_DOC,
+)
 async def infer(
     name: str,
     request: Request,
