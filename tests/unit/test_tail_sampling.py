@@ -13,6 +13,7 @@ import gc
 import json
 import threading
 import time
+import tracemalloc
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +30,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from inference_gateway.app import create_app
 from inference_gateway.observability.sampling import (
+    KEPT_MEMORY,
+    MAX_RUNNING_SPANS,
     MAX_SPANS_PER_TRACE,
     Outcome,
     TailSampling,
@@ -373,6 +376,53 @@ def test_running_spans_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     for _ in range(50):
         sampler.tracer.start_span("orphan")
     assert len(sampler._running) <= 8
+
+
+def test_the_running_index_holds_at_its_default_cap_and_so_does_memory() -> None:
+    """At the default cap (`MAX_RUNNING_SPANS`, not a smaller one patched in): spans
+    started and never ended fill the index up to it, then the oldest are forgotten, and
+    as many again leave the memory the sampler holds where it was."""
+    sampler, _ = _sampler()
+
+    def orphans(count: int) -> tuple[int, int]:
+        """Start ``count`` spans never ended; the span ids of the first and the last."""
+        first = sampler.tracer.start_span("orphan").get_span_context().span_id
+        for _ in range(count - 2):
+            sampler.tracer.start_span("orphan")
+        last = sampler.tracer.start_span("orphan").get_span_context().span_id
+        return first, last
+
+    tracemalloc.start()
+    try:
+        oldest, _ = orphans(MAX_RUNNING_SPANS)
+        assert len(sampler._running) == MAX_RUNNING_SPANS and oldest in sampler._running
+        full = tracemalloc.get_traced_memory()[0]
+        _, newest = orphans(MAX_RUNNING_SPANS)
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert len(sampler._running) == MAX_RUNNING_SPANS
+    assert oldest not in sampler._running and newest in sampler._running
+    # The index was full already: the second round replaced entries, it did not add
+    # (without the cap it would double; the dict's own churn is a few per cent).
+    assert after - full < 0.25 * full, (full, after)
+
+
+def test_the_spans_remembered_of_kept_requests_hold_at_their_default_cap() -> None:
+    """`KEPT_MEMORY` spans of kept requests are remembered for late batch spans; the
+    oldest go beyond it."""
+    sampler, exporter = _sampler()
+    first = None
+    for _ in range(KEPT_MEMORY + 100):
+        server = sampler.tracer.start_span("server")
+        stage = sampler.tracer.start_span("stage", context=trace.set_span_in_context(server))
+        stage.end()
+        first = first or stage.get_span_context().span_id
+        sampler.decide(server, Outcome.ERROR, 0.0, None)  # kept
+        server.end()
+    assert len(sampler._kept_spans) == KEPT_MEMORY
+    assert first not in sampler._kept_spans
+    assert len(exporter.get_finished_spans()) == 2 * (KEPT_MEMORY + 100)  # all exported
 
 
 @pytest.mark.parametrize(("ratio", "slow_seconds", "kept"), [(0.0, 60.0, 0), (1.0, 60.0, 1),
