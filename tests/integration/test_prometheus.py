@@ -7,7 +7,9 @@ must run them.
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -107,6 +109,16 @@ class Prometheus:
         result = self.query(expr)
         assert len(result) == 1, (expr, result)
         return float(result[0]["value"][1])
+
+    def at(self, expr: str, when: float) -> list[dict[str, Any]]:
+        """``expr`` evaluated at the instant ``when`` (a Unix time)."""
+        response = httpx.get(
+            f"{self.url}/api/v1/query", params={"query": expr, "time": when}, timeout=10
+        )
+        body = response.json()
+        assert body["status"] == "success", (expr, body)
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
 
 
 @pytest.fixture(scope="module")
@@ -217,10 +229,19 @@ def traffic(gateway: GatewayProcess, prometheus: Prometheus, grpc_port: int) -> 
         assert client.get("/nowhere").status_code == 404
 
     def seen() -> bool:
-        result = prometheus.query('sum(http_requests_total{endpoint="/predict",status="200"})')
-        return bool(result) and float(result[0]["value"][1]) == PREDICTIONS
+        """Every request of the traffic is scraped, the last ones included."""
+        counts = {
+            'http_requests_total{endpoint="/predict",status="200"}': PREDICTIONS,
+            'http_requests_total{endpoint="/predict",status=~"5.."}': 1,
+            'http_requests_total{endpoint="unmatched",status="404"}': 1,
+        }
+        for selector, expected in counts.items():
+            result = prometheus.query(f"sum({selector})")
+            if not result or float(result[0]["value"][1]) != expected:
+                return False
+        return True
 
-    wait_until(seen, timeout=60, what="Prometheus to scrape the predictions")
+    wait_until(seen, timeout=60, what="Prometheus to scrape all the traffic")
     wait_until(
         lambda: _settled(prometheus), timeout=60, what="scrapes and rule evaluations of the traffic"
     )
@@ -289,13 +310,91 @@ def test_target_is_up_and_samples_match_what_was_sent(
     assert prometheus.scalar("count(model_loaded)") == 2  # one series per model version
 
 
-@pytest.mark.parametrize("expr", SPEC_QUERIES, ids=["availability", "latency-p99", "error-budget"])
-def test_the_spec_slo_queries_return_data(
-    prometheus: Prometheus, traffic: dict[str, int], expr: str
+def _rate(samples: list[tuple[float, float]], start: float, end: float) -> float | None:
+    """Prometheus' ``rate()`` of one counter series over ``[start, end]`` (seconds), as
+    its ``extrapolatedRate`` computes it: the increase between the first and last
+    samples (resets added), extrapolated towards the window's edges, per second."""
+    if len(samples) < 2:
+        return None
+    increase = samples[-1][1] - samples[0][1]
+    increase += sum(before for (_, before), (_, now) in itertools.pairwise(samples) if now < before)
+    sampled = samples[-1][0] - samples[0][0]
+    average = sampled / (len(samples) - 1)
+    to_start, to_end = samples[0][0] - start, end - samples[-1][0]
+    if increase > 0 and samples[0][1] >= 0:  # a counter does not extrapolate below zero
+        to_start = min(to_start, sampled * samples[0][1] / increase)
+    threshold = average * 1.1
+    interval = sampled
+    interval += to_start if to_start < threshold else average / 2
+    interval += to_end if to_end < threshold else average / 2
+    return increase * interval / sampled / (end - start)
+
+
+def _rates(prometheus: Prometheus, selector: str, window: float, when: float) -> list[Any]:
+    """(labels, rate) of each series of ``selector`` over ``window`` seconds to ``when``,
+    from the raw samples Prometheus stored."""
+    found = []
+    for series in prometheus.at(f"{selector}[{int(window)}s]", when):
+        samples = [(float(t), float(v)) for t, v in series["values"]]
+        rate = _rate(samples, when - window, when)
+        if rate is not None:
+            found.append((series["metric"], rate))
+    return found
+
+
+def _quantile(q: float, buckets: list[tuple[float, float]]) -> float:
+    """Prometheus' ``histogram_quantile`` over (upper bound, cumulative rate) buckets."""
+    buckets = sorted(buckets)
+    rank = q * buckets[-1][1]
+    below, lower = 0.0, 0.0
+    for upper, count in buckets:
+        if count >= rank:
+            if upper == math.inf:
+                return lower
+            if lower == 0.0 and upper <= 0:
+                return upper
+            return lower + (upper - lower) * (rank - below) / (count - below)
+        below, lower = count, upper
+    return math.nan
+
+
+def test_the_spec_slo_queries_have_the_values_of_the_traffic(
+    prometheus: Prometheus, traffic: dict[str, int]
 ) -> None:
-    result = prometheus.query(expr)
-    assert result, expr
-    assert all(re.fullmatch(r"-?[0-9.e+-]+|NaN", r["value"][1]) for r in result)
+    """Each query of the spec, evaluated at one instant, equals what its definition
+    gives for the samples Prometheus holds (rates computed here from the raw samples):
+    one 5xx among the requests, so availability under 100 % and the error budget (0.5 %
+    of requests) overspent; the p99 of ``/predict`` within its slowest bucket."""
+    availability, latency, budget = SPEC_QUERIES
+    when = time.time()
+    month, week = 30 * 86400.0, 7 * 86400.0
+    requests = _rates(prometheus, "http_requests_total", month, when)
+    total = sum(rate for _, rate in requests)
+    bad = sum(rate for labels, rate in requests if labels["status"].startswith("5"))
+    assert total > 0 and bad > 0  # the one 5xx of the traffic is in the window
+
+    (answer,) = prometheus.at(availability, when)
+    assert float(answer["value"][1]) == pytest.approx(100 * (total - bad) / total, rel=1e-9)
+    assert 0 < float(answer["value"][1]) < 100
+    (answer,) = prometheus.at(budget, when)
+    assert float(answer["value"][1]) == pytest.approx(1 - (bad / total) / 0.005, rel=1e-9)
+    assert float(answer["value"][1]) < 0  # 1 in under 200 is over the 0.5 % budget
+
+    buckets: dict[frozenset[tuple[str, str]], list[tuple[float, float]]] = {}
+    selector = 'http_request_duration_seconds_bucket{endpoint="/predict"}'
+    for labels, rate in _rates(prometheus, selector, week, when):
+        le = float(labels.pop("le"))
+        labels.pop("__name__")
+        buckets.setdefault(frozenset(labels.items()), []).append((le, rate))
+    expected = {key: _quantile(0.99, series) for key, series in buckets.items()}
+    answers = prometheus.at(latency, when)
+    assert len(answers) == len(expected) >= 1
+    for answer in answers:
+        key = frozenset(answer["metric"].items())
+        p99 = float(answer["value"][1])
+        assert p99 == pytest.approx(expected[key], rel=1e-9), key
+        uppers = [le for le, _ in buckets[key]]
+        assert 0 < p99 <= max(le for le in uppers if le != math.inf), key
 
 
 def test_every_recording_rule_has_data(prometheus: Prometheus, traffic: dict[str, int]) -> None:
