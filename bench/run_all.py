@@ -96,7 +96,12 @@ def targets(http: dict[str, Any], shed: dict[str, Any]) -> list[tuple[str, str, 
         rows.append(("p99 ≤ 300 ms at c=8", f"{gw8['p99_ms']:.0f} ms", gw8["p99_ms"] <= 300))
     ratio = shed["goodput_ratio_2x"]
     rows.append(
-        ("goodput at 2× the saturation rate ≥ 90% of saturation", f"{ratio:.0%}", ratio >= 0.9)
+        (
+            "goodput (200 within the latency objective) at 2× the saturation rate ≥ 90% "
+            "of saturation",
+            f"{ratio:.0%}",
+            ratio >= 0.9,
+        )
     )
     return rows
 
@@ -215,7 +220,8 @@ def main() -> None:
         "",
         "Saturation = the gateway's images/s with `wrk` at 32 connections (same upload). "
         "Then an open-loop generator (`bench/overload.py`) offers requests at 1× and 2× "
-        "that rate for the same duration, whatever the answers. Goodput counts 200s.",
+        "that rate for the same duration, whatever the answers. Goodput counts the 200s "
+        "answered within the latency objective (300 ms), per second of offered load.",
         "",
         overload.markdown(shed),
         "",

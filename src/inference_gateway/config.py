@@ -193,6 +193,11 @@ class Settings(BaseSettings):
     # 0: this worker's share of the cores, or decoding on the event loop when that is one
     preprocess_workers: int = Field(0, ge=0, le=64)
     max_queue_size: int = Field(64, ge=1, le=100_000)
+    # Refuse (503 queue_full) a request the model would answer later than this: the
+    # batches ahead of it and its own, at the measured batch time. Unset: half the latency
+    # objective (SLO_LATENCY_P99_SECONDS), so what is admitted under overload is still
+    # answered within it; 0: off (only MAX_QUEUE_SIZE and the deadline bound the queue).
+    max_queue_wait_ms: float | None = Field(None, ge=0, le=600_000)
     max_batch_size: int = Field(4, ge=1, le=256)
     max_batch_delay_ms: float = Field(0.0, ge=0, le=1000)
     max_inflight_bytes: int = Field(64 * MIB, ge=1024, le=16 * 1024 * MIB)
@@ -286,6 +291,14 @@ class Settings(BaseSettings):
         if soft == resource.RLIM_INFINITY:
             return 65536
         return max(16, soft - FD_RESERVE)
+
+    @property
+    def max_queue_wait_seconds(self) -> float:
+        """``MAX_QUEUE_WAIT_MS`` in seconds (0: no bound), by default half the latency
+        objective."""
+        if self.max_queue_wait_ms is None:
+            return self.slo_latency_p99_seconds / 2
+        return self.max_queue_wait_ms / 1000
 
     @property
     def effective_grpc_max_calls(self) -> int:

@@ -480,3 +480,70 @@ def test_an_answer_ready_only_after_the_deadline_is_a_504(
         await batcher.close(1)
 
     asyncio.run(scenario())
+
+
+def test_admission_keeps_the_queue_within_max_queue_wait() -> None:
+    """Under overload the queue holds as much work as the latency objective allows, not
+    as much as MAX_QUEUE_SIZE: a request that would be answered later than
+    ``max_queue_wait`` is refused at once (queue_full), and the model stays busy."""
+    clock = StepClock(0.1)  # each batch takes a tenth of a second
+
+    async def scenario() -> None:
+        backend = EchoBackend(clock)
+        batcher, _ = make_batcher(backend, clock, max_batch_size=1, max_queue_wait_seconds=0.35)
+        for v in range(3):
+            await batcher.submit(image(v), far())  # measures batch time
+        backend.gate.clear()
+        backend.entered.clear()  # set by the passes above: wait for this one's
+        running, queued = await occupy(batcher, backend, 7, (8, 9))
+        assert batcher.estimated_wait(3) == pytest.approx(0.4)  # over the 0.35 s allowed
+        with pytest.raises(QueueFullException, match="MAX_QUEUE_WAIT_MS"):
+            await batcher.submit(image(10), far())  # its deadline is far: time is the bound
+        backend.gate.set()
+        await asyncio.gather(running, *queued)
+        assert [b[0] for b in backend.batches[-3:]] == [7.0, 8.0, 9.0]  # 10 never queued
+        await batcher.close(1)
+
+    asyncio.run(scenario())
+
+
+def test_without_max_queue_wait_the_queue_fills_to_its_size() -> None:
+    clock = StepClock(0.1)
+
+    async def scenario() -> None:
+        backend = EchoBackend(clock)
+        batcher, _ = make_batcher(backend, clock, max_batch_size=1, max_queue_wait_seconds=0.0)
+        for v in range(3):
+            await batcher.submit(image(v), far())
+        backend.gate.clear()
+        backend.entered.clear()  # set by the passes above: wait for this one's
+        running, queued = await occupy(batcher, backend, 7, (8, 9))
+        admitted = asyncio.ensure_future(batcher.submit(image(10), far()))
+        await wait_for(lambda: batcher.pending == 4, "the fourth request queued")
+        backend.gate.set()
+        await asyncio.gather(running, *queued, admitted)
+        await batcher.close(1)
+
+    asyncio.run(scenario())
+
+
+def test_a_model_slower_than_max_queue_wait_still_gets_a_full_batch_queued() -> None:
+    """However slow the forward pass is next to the bound, a full batch may wait behind
+    the running one: the bound shortens queues, it never starves the model."""
+    clock = StepClock(1.0)  # each batch takes a second, far over the 0.35 s allowed
+
+    async def scenario() -> None:
+        backend = EchoBackend(clock)
+        batcher, _ = make_batcher(backend, clock, max_batch_size=2, max_queue_wait_seconds=0.35)
+        for v in range(3):
+            await batcher.submit(image(v), far())
+        backend.gate.clear()
+        backend.entered.clear()  # set by the passes above: wait for this one's
+        running, queued = await occupy(batcher, backend, 7, (8, 9))  # a full batch waits
+        with pytest.raises(QueueFullException, match="MAX_QUEUE_WAIT_MS"):
+            await batcher.submit(image(10), far())  # a second batch would not
+        backend.gate.set()
+        await asyncio.gather(running, *queued)
+        await batcher.close(1)
+
+    asyncio.run(scenario())

@@ -155,13 +155,16 @@ class Batcher:
         max_batch_size: int,
         max_batch_delay_seconds: float,
         max_queue_size: int,
+        max_queue_wait_seconds: float = 0.0,
         num_classes: int | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         """Configure; `start` launches the worker thread.
 
-        ``num_classes``: the number of scores each input must get (the model's label
-        count); ``clock`` measures forward passes (tests pass one they control).
+        ``max_queue_wait_seconds``: refuse a request whose answer is estimated further
+        away than this (0: no such bound); ``num_classes``: the number of scores each
+        input must get (the model's label count); ``clock`` measures forward passes
+        (tests pass one they control).
         """
         self._backend = backend
         self._telemetry = telemetry
@@ -171,6 +174,7 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self.max_batch_delay = max_batch_delay_seconds
         self.max_queue_size = max_queue_size
+        self.max_queue_wait = max_queue_wait_seconds
         self.num_classes = num_classes
         self._clock = clock
         self._queue: deque[_Job] = deque()
@@ -251,7 +255,10 @@ class Batcher:
 
         ``ahead_unqueued``: requests admitted upstream (being decoded) that will queue
         before this one. Raises `QueueFullException` when the queue plus those has no
-        room, `DeadlineUnreachableException` when the wait would outlast ``deadline``.
+        room, or holds a full batch and more work than ``max_queue_wait`` (a queue as
+        long as the latency objective allows, not as long as memory allows: under
+        overload the model stays busy and what it answers is answered in time), and
+        `DeadlineUnreachableException` when the wait would outlast ``deadline``.
         """
         queued = len(self._queue) + ahead_unqueued
         if queued >= self.max_queue_size:
@@ -261,6 +268,14 @@ class Batcher:
             raise DeadlineUnreachableException(
                 f"The queue needs about {wait * 1000:.0f} ms, more than the request's "
                 "deadline allows."
+            )
+        # Always room for a full batch waiting: the model is never starved, however
+        # slow its batches are next to the bound.
+        if self.max_queue_wait and queued >= self.max_batch_size and wait > self.max_queue_wait:
+            raise QueueFullException(
+                f"{queued} requests are waiting for the model, about {wait * 1000:.0f} ms "
+                f"of work; at most {self.max_queue_wait * 1000:.0f} ms is queued "
+                "(MAX_QUEUE_WAIT_MS)."
             )
 
     # --- the loop side ----------------------------------------------------------------

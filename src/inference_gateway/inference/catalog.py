@@ -48,6 +48,7 @@ def default_batching(settings: Settings) -> BatchingConfig:
         max_batch_size=settings.max_batch_size,
         max_batch_delay_seconds=settings.max_batch_delay_ms / 1000,
         max_queue_size=settings.max_queue_size,
+        max_queue_wait_seconds=settings.max_queue_wait_seconds,
     )
 
 
@@ -145,6 +146,7 @@ def _batching(overrides: BatchingOverrides, settings: Settings) -> BatchingConfi
             delay_ms / 1000 if delay_ms is not None else default.max_batch_delay_seconds
         ),
         max_queue_size=overrides.max_queue_size or default.max_queue_size,
+        max_queue_wait_seconds=default.max_queue_wait_seconds,
     )
 
 
