@@ -5,9 +5,10 @@ and ``GRPC_PORT`` set, so every extension is on) and sends every operation reque
 the document allows and requests it does not. Each answer must be a status the
 document lists for that operation (``status_code_conformance``), with a content type
 (``content_type_conformance``) and a body (``response_schema_conformance``) it lists
-for that status, and never a 5xx (``not_a_server_error``). A second server with
-``API_KEYS_FILE`` set checks the 401s the key check adds, and that its document says
-which operations need a key.
+for that status, and never a 5xx (``not_a_server_error``). A second server, with
+``API_KEYS_FILE`` set and no ``ADMIN_TOKEN``, checks the 401 of every operation that
+needs a key (and of no other), and the 403 of the model repository extension switched
+off.
 
 Bounded and repeatable: schemathesis's coverage cases (boundary values, missing and
 mistyped parameters, unexpected methods) and then a few generated examples per
@@ -31,7 +32,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import hypothesis
 import pytest
@@ -72,7 +73,8 @@ CHECKS = [
 MODEL_ROUTES = ("/models/{name}", "/v2/models/{name}")
 #: Operations that read a body: fuzzed with the served version too.
 BODY_ROUTES = ("/predict", "/infer")
-UNLOAD = "/v2/repository/models/{name}/unload"
+REPOSITORY = "/v2/repository/"
+UNLOAD = REPOSITORY + "models/{name}/unload"
 #: Hypothesis's health checks judge generation speed and filtering: on a busy machine
 #: they fail runs that found nothing, so they are off; the run is bounded by examples.
 SETTINGS = hypothesis.settings(deadline=None, suppress_health_check=list(hypothesis.HealthCheck))
@@ -130,22 +132,34 @@ def test_every_answer_is_documented(case: schemathesis.Case[Any]) -> None:
                 where["version"] = VERSION
     if path == UNLOAD and case.path_parameters.get("name") == MODEL:
         case.path_parameters["name"] = MODEL + "-absent"  # the only model stays served
-    headers = {"Authorization": f"Bearer {TOKEN}"} if "/repository/" in path else None
+    headers = {"Authorization": f"Bearer {TOKEN}"} if path.startswith(REPOSITORY) else None
     case.call_and_validate(headers=headers, checks=CHECKS, timeout=30)
 
 
+class KeysFile(NamedTuple):
+    """An ``API_KEYS_FILE`` and the one key it holds."""
+
+    path: Path
+    key: str
+
+
 @pytest.fixture(scope="module")
-def keyed_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    keys_file = tmp_path_factory.mktemp("keys") / "keys"
-    add_key(keys_file, "fuzz")
-    env = {"API_KEYS_FILE": str(keys_file), "ADMIN_TOKEN": TOKEN, "WORKERS": "1"}
+def keys_file(tmp_path_factory: pytest.TempPathFactory) -> KeysFile:
+    path = tmp_path_factory.mktemp("keys") / "keys"
+    return KeysFile(path, add_key(path, "fuzz"))
+
+
+@pytest.fixture(scope="module")
+def keyed_gateway(keys_file: KeysFile) -> Iterator[GatewayProcess]:
+    env = {"API_KEYS_FILE": str(keys_file.path), "WORKERS": "1"}  # and no ADMIN_TOKEN
     with gateway_process(env) as process:
         yield process
 
 
 @pytest.fixture(scope="module")
 def keyed_schema(keyed_gateway: GatewayProcess) -> schemathesis.BaseSchema:
-    # No key is sent: only the key check's answers are new here (the rest is above).
+    # Only the answers of the key check and of the repository extension switched off
+    # are new here: a few examples, no coverage cases.
     config = _config(KEYLESS_EXAMPLES, coverage=False)
     return schemathesis.openapi.from_url(f"{keyed_gateway.url}/openapi.json", config=config)
 
@@ -155,8 +169,20 @@ keyless = schemathesis.pytest.from_fixture("keyed_schema")
 
 @keyless.parametrize()
 @SETTINGS
-def test_with_api_keys_every_refusal_is_documented(case: schemathesis.Case[Any]) -> None:
+def test_with_api_keys_every_refusal_is_documented(
+    case: schemathesis.Case[Any], keys_file: KeysFile
+) -> None:
     """With ``API_KEYS_FILE``, a request without a key is a documented 401 wherever
-    one is needed, and the probes and the document itself stay open."""
-    response = case.call_and_validate(checks=CHECKS, timeout=30)
-    assert (response.status_code == 401) == needs_key(case.operation.path)
+    one is needed, and the probes stay open; with a key but no ``ADMIN_TOKEN``, the
+    model repository extension is a documented 403."""
+    path = case.operation.path
+    if path.startswith(REPOSITORY):
+        response = case.call_and_validate(
+            headers={"X-API-Key": keys_file.key},
+            checks=CHECKS,
+            timeout=30,
+        )
+        assert response.status_code == 403
+    else:
+        response = case.call_and_validate(checks=CHECKS, timeout=30)
+        assert (response.status_code == 401) == needs_key(path)
