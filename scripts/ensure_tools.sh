@@ -8,6 +8,7 @@ for tool in "$@"; do
     case "$tool" in
         prometheus) binary="promtool" ;;
         chromium-driver) binary="chromedriver" ;;
+        iproute2) binary="ip" ;;
         *) binary="$tool" ;;
     esac
     command -v "$binary" >/dev/null 2>&1 || missing+=("$tool")

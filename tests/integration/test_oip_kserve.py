@@ -82,8 +82,8 @@ def test_the_serving_runtime_serves_both_ports_in_the_environment_its_manifest_g
     emptyDir on /tmp, and a network of its own. KServe's own REST and gRPC clients then
     call both ports from inside that network."""
     unshare, nsenter = shutil.which("unshare"), shutil.which("nsenter")
-    if unshare is None or nsenter is None or os.geteuid() != 0:
-        unavailable("needs root and util-linux's unshare and nsenter (a private mount, network)")
+    if unshare is None or nsenter is None or shutil.which("ip") is None or os.geteuid() != 0:
+        unavailable("needs root, util-linux's unshare and nsenter, and iproute2 (make tools)")
     container = _runtime_container()
     security = container["securityContext"]
     assert security["readOnlyRootFilesystem"] is True
