@@ -1,8 +1,9 @@
 """Overload: at twice its saturation rate, does the gateway shed load or collapse?
 
 The saturation throughput S is the gateway's answered images/s under a closed loop
-(`wrk`, 32 connections). Then an open-loop generator offers requests at a fixed rate,
-S and 2×S, whatever the answers: requests arrive on schedule even when the server is
+(`wrk`, 32 connections), measured once per repeat with the queue bounded by its size
+only (no refusal at 32 connections), and offered alike to every configuration. Then an
+open-loop generator offers requests at a fixed rate, S and 2×S, whatever the answers: requests arrive on schedule even when the server is
 behind, as they do from many independent users. The goodput at 2×S — 200s answered
 within the latency objective (``SLO_LATENCY_P99_SECONDS``, 300 ms), per second of the
 offered load — should stay at ≥ 90% of S: refused requests get a quick 503, the
@@ -11,8 +12,8 @@ their latency.) The generator is asyncio over raw keep-alive sockets; its CPU sh
 reported because it runs on the same two cores.
 
 ``--versus NAME=VALUE,...`` runs a second configuration of the gateway in every repeat,
-right after the first (each with its own saturation), so the two are compared on the
-same machine state: ``--versus MAX_QUEUE_WAIT_MS=0`` is the admission before the queue
+right after the first (the same S offered to both), so the two are compared on the same
+machine state: ``--versus MAX_QUEUE_WAIT_MS=0`` is the admission before the queue
 was bounded by the latency objective.
 
     .venv/bin/python -m bench.overload [--seconds 10] [--repeats 3] [--versus K=V,...]
@@ -160,13 +161,24 @@ def _measured(running: RunningServer, rate: float, seconds: float, body: bytes) 
     return result
 
 
+#: What measures the capacity S: the defaults with the queue bounded by its size only,
+#: so that a closed loop of 32 connections keeps the model busy without a refusal.
+CAPACITY = Target(f"{GATEWAY.name}, capacity", "gateway", {**GATEWAY.env, "MAX_QUEUE_WAIT_MS": "0"})
+
+
+def _saturation(workdir: Path, script: Path, seconds: float) -> float:
+    """The capacity S: answered images/s under a closed loop at 32 connections."""
+    with server(CAPACITY, workdir) as running:
+        run_wrk(running, script, 4, 2)  # warm-up
+        return float(run_wrk(running, script, 32, seconds)["rps"])
+
+
 def _one(
-    target: Target, workdir: Path, script: Path, seconds: float, body: bytes
+    target: Target, workdir: Path, script: Path, seconds: float, body: bytes, saturation: float
 ) -> dict[str, Any]:
-    """Saturation by closed loop, then open loops at 1× and 2× of it."""
+    """Open loops at 1× and 2× the capacity ``saturation``."""
     with server(target, workdir) as running:
         run_wrk(running, script, 4, 2)  # warm-up
-        saturation = run_wrk(running, script, 32, seconds)["rps"]
         at_1x = _measured(running, saturation, seconds, body)
         time.sleep(2)
         at_2x = _measured(running, 2 * saturation, seconds, body)
@@ -174,7 +186,8 @@ def _one(
 
 
 def run(seconds: float, repeats: int, versus: dict[str, str] | None = None) -> dict[str, Any]:
-    """Each repeat: the defaults (and the ``versus`` configuration right after); medians."""
+    """Each repeat: the capacity S, then the defaults (and the ``versus`` configuration
+    right after) offered 1× and 2× S; medians."""
     body = multipart_body(photo_jpeg())
     configurations = {"defaults": GATEWAY}
     if versus:
@@ -187,8 +200,9 @@ def run(seconds: float, repeats: int, versus: dict[str, str] | None = None) -> d
         workdir = Path(tmp)
         script = _script(workdir)
         for _ in range(repeats):
+            saturation = _saturation(workdir, script, seconds)
             for name, target in configurations.items():
-                runs[name].append(_one(target, workdir, script, seconds, body))
+                runs[name].append(_one(target, workdir, script, seconds, body, saturation))
     ratios = {
         name: median([r["2x"]["goodput_rps"] / r["saturation_rps"] for r in measured])
         for name, measured in runs.items()

@@ -484,8 +484,9 @@ def test_an_answer_ready_only_after_the_deadline_is_a_504(
 
 def test_admission_keeps_the_queue_within_max_queue_wait() -> None:
     """Under overload the queue holds as much work as the latency objective allows, not
-    as much as MAX_QUEUE_SIZE: a request that would be answered later than
-    ``max_queue_wait`` is refused at once (queue_full), and the model stays busy."""
+    as much as MAX_QUEUE_SIZE: a request arriving when it would be answered later than
+    ``max_queue_wait`` is refused at once (queue_full), and the model stays busy. The
+    images of a request already admitted are queued whatever they add up to."""
     clock = StepClock(0.1)  # each batch takes a tenth of a second
 
     async def scenario() -> None:
@@ -498,10 +499,12 @@ def test_admission_keeps_the_queue_within_max_queue_wait() -> None:
         running, queued = await occupy(batcher, backend, 7, (8, 9))
         assert batcher.estimated_wait(3) == pytest.approx(0.4)  # over the 0.35 s allowed
         with pytest.raises(QueueFullException, match="MAX_QUEUE_WAIT_MS"):
-            await batcher.submit(image(10), far())  # its deadline is far: time is the bound
+            batcher.check_admission(far(), arriving=True)  # its deadline is far: time bounds
+        own_image = asyncio.ensure_future(batcher.submit(image(10), far()))  # an admitted
+        await wait_for(lambda: batcher.pending == 4, "its image queued")  # request's image
         backend.gate.set()
-        await asyncio.gather(running, *queued)
-        assert [b[0] for b in backend.batches[-3:]] == [7.0, 8.0, 9.0]  # 10 never queued
+        await asyncio.gather(running, *queued, own_image)
+        assert [b[0] for b in backend.batches[-4:]] == [7.0, 8.0, 9.0, 10.0]
         await batcher.close(1)
 
     asyncio.run(scenario())
@@ -518,6 +521,7 @@ def test_without_max_queue_wait_the_queue_fills_to_its_size() -> None:
         backend.gate.clear()
         backend.entered.clear()  # set by the passes above: wait for this one's
         running, queued = await occupy(batcher, backend, 7, (8, 9))
+        batcher.check_admission(far(), arriving=True)  # no bound but the size
         admitted = asyncio.ensure_future(batcher.submit(image(10), far()))
         await wait_for(lambda: batcher.pending == 4, "the fourth request queued")
         backend.gate.set()
@@ -539,9 +543,12 @@ def test_a_model_slower_than_max_queue_wait_still_gets_a_full_batch_queued() -> 
             await batcher.submit(image(v), far())
         backend.gate.clear()
         backend.entered.clear()  # set by the passes above: wait for this one's
-        running, queued = await occupy(batcher, backend, 7, (8, 9))  # a full batch waits
+        running, queued = await occupy(batcher, backend, 7, (8,))
+        batcher.check_admission(far(), arriving=True)  # a full batch may wait: admitted
+        queued.append(asyncio.ensure_future(batcher.submit(image(9), far())))
+        await wait_for(lambda: batcher.pending == 3, "a full batch waiting")
         with pytest.raises(QueueFullException, match="MAX_QUEUE_WAIT_MS"):
-            await batcher.submit(image(10), far())  # a second batch would not
+            batcher.check_admission(far(), arriving=True)  # a second batch would not
         backend.gate.set()
         await asyncio.gather(running, *queued)
         await batcher.close(1)

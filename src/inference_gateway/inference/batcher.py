@@ -250,14 +250,18 @@ class Batcher:
         batches = math.ceil(position / self.max_batch_size) + (1 if self._in_flight else 0)
         return batches * self._batch_seconds
 
-    def check_admission(self, deadline: float, ahead_unqueued: int = 0) -> None:
+    def check_admission(
+        self, deadline: float, ahead_unqueued: int = 0, *, arriving: bool = False
+    ) -> None:
         """Refuse at once what this batcher could not finish in time, without queueing.
 
         ``ahead_unqueued``: requests admitted upstream (being decoded) that will queue
-        before this one. Raises `QueueFullException` when the queue plus those has no
-        room, or holds a full batch and more work than ``max_queue_wait`` (a queue as
-        long as the latency objective allows, not as long as memory allows: under
-        overload the model stays busy and what it answers is answered in time), and
+        before this one. ``arriving``: a request at the door (not yet one image of an
+        admitted request). Raises `QueueFullException` when the queue plus those has no
+        room, or, for a request arriving, holds a full batch and more work than
+        ``max_queue_wait`` (a queue as long as the latency objective allows, not as long
+        as memory allows: under overload the model stays busy and what it answers is
+        answered in time; a request's own images never count against it), and
         `DeadlineUnreachableException` when the wait would outlast ``deadline``.
         """
         queued = len(self._queue) + ahead_unqueued
@@ -271,7 +275,8 @@ class Batcher:
             )
         # Always room for a full batch waiting: the model is never starved, however
         # slow its batches are next to the bound.
-        if self.max_queue_wait and queued >= self.max_batch_size and wait > self.max_queue_wait:
+        bounded = arriving and self.max_queue_wait and queued >= self.max_batch_size
+        if bounded and wait > self.max_queue_wait:
             raise QueueFullException(
                 f"{queued} requests are waiting for the model, about {wait * 1000:.0f} ms "
                 f"of work; at most {self.max_queue_wait * 1000:.0f} ms is queued "

@@ -384,17 +384,20 @@ class ModelHost:
                 )
         return model
 
-    def check_admission(self, deadline: float) -> None:
+    def check_admission(self, deadline: float, *, arriving: bool = True) -> None:
         """Refuse now (503) a request the queue has no room or no time for.
 
-        Called before the body is read and again before decoding: under overload the
-        CPU goes to requests that will be answered, not to reading and decoding images
-        a full queue would refuse anyway. Requests being decoded count as queued.
+        Called before the body is read (``arriving``: the queue's work ahead is bounded
+        by ``MAX_QUEUE_WAIT_MS`` too) and again for each image before decoding (the
+        request's own images are not refused for the time they add to each other):
+        under overload the CPU goes to requests that will be answered, not to reading
+        and decoding images a full queue would refuse anyway. Requests being decoded
+        count as queued.
         """
         batcher = self.batcher
         if batcher is not None:
             decoding = max(self._admitted - batcher.pending, 0)
-            batcher.check_admission(deadline, ahead_unqueued=decoding)
+            batcher.check_admission(deadline, ahead_unqueued=decoding, arriving=arriving)
 
     async def classify(self, data: bytes, k: int, deadline: float) -> Classification:
         """Preprocess, run and rank one image; ``deadline`` is a `time.monotonic` value.
@@ -444,7 +447,7 @@ class ModelHost:
         model = self._loaded()
         batcher = self.batcher
         assert batcher is not None  # noqa: S101 - set together with `ready`
-        self.check_admission(deadline)
+        self.check_admission(deadline, arriving=False)
         return model, batcher
 
     async def _preprocess(
