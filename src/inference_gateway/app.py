@@ -72,6 +72,7 @@ def _tracer_provider(
             downstream,
             ratio=settings.trace_sample_ratio,
             slow_seconds=settings.trace_slow_seconds,
+            refused_per_second=settings.trace_refused_per_second,
             resource=provider.resource,
             ids=provider.id_generator,
             on_kept=metrics.record_trace_kept if metrics is not None else None,

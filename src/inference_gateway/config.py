@@ -222,11 +222,17 @@ class Settings(BaseSettings):
     # Read, not redefined: these keep their standard meaning. An OTLP exporter is
     # attached only when an endpoint is set; the SDK reads the rest of OTEL_* itself.
     trace_flush_timeout_seconds: float = Field(5.0, gt=0, le=60)
-    # Tail sampling (unless OTEL_TRACES_SAMPLER is set): failed, refused, timed-out and
-    # slow requests are always kept; the healthy, fast ones with this probability.
+    # Tail sampling (unless OTEL_TRACES_SAMPLER is set): failed, timed-out and slow
+    # requests are always kept, refused ones up to TRACE_REFUSED_PER_SECOND; the
+    # healthy, fast ones with this probability.
     trace_sample_ratio: float = Field(0.01, ge=0, le=1)
     # Slower than this is kept; unset: the latency objective (SLO_LATENCY_P99_SECONDS).
     trace_slow_ms: float | None = Field(None, gt=0)
+    # Refused requests (503: shed load, draining) whose traces are kept, at most this
+    # many a second per worker (a burst of as many at once); the others are kept only by
+    # the other rules (slow, parent sampled, ratio). Under overload every refusal looks
+    # alike, and exporting each one spends the CPU the admitted requests need. 0: all.
+    trace_refused_per_second: float = Field(10.0, ge=0, le=100_000)
     # The SDK's standard variable: when set, head sampling as the SDK does it instead.
     otel_traces_sampler: str | None = None
     otel_sdk_disabled: bool = False

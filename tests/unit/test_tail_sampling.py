@@ -560,3 +560,30 @@ def test_leaving_a_record_by_an_exception_records_it_as_the_sdk_does() -> None:
     assert stage.status.status_code is StatusCode.ERROR
     assert [e.name for e in stage.events] == ["exception"]
     assert silent.status.status_code is StatusCode.UNSET and not silent.events
+
+
+def test_refused_traces_are_kept_up_to_their_rate_and_errors_always() -> None:
+    """Under overload every refusal looks alike: at most ``refused_per_second`` of their
+    traces are kept (a burst of as many at once), the others are judged as healthy
+    requests (kept when slow, parent-sampled or by ratio); failures and timeouts are
+    always kept."""
+    exporter = InMemorySpanExporter()
+    rule = TailSampling(
+        [SimpleSpanProcessor(exporter)], ratio=0.0, slow_seconds=1.0, refused_per_second=3.0
+    )
+    assert rule.refusals is not None
+    now = [100.0]
+    rule.refusals.clock = lambda: now[0]
+    rule.refusals.updated = now[0]
+    kept = [rule.reason(Outcome.REFUSED, 0.0, False) for _ in range(5)]
+    assert kept == ["refused"] * 3 + [None] * 2  # the burst, then nothing
+    assert rule.reason(Outcome.REFUSED, 2.0, False) == "slow"  # still kept when slow
+    assert rule.reason(Outcome.REFUSED, 0.0, True) == "parent_sampled"
+    assert rule.reason(Outcome.ERROR, 0.0, False) == "error"
+    assert rule.reason(Outcome.TIMEOUT, 0.0, False) == "timeout"
+    now[0] += 1.0  # a second later: three more
+    assert [rule.reason(Outcome.REFUSED, 0.0, False) for _ in range(4)] == [
+        "refused", "refused", "refused", None,
+    ]  # fmt: skip
+    unlimited, _ = _sampler()  # refused_per_second 0: every refusal kept
+    assert all(unlimited.reason(Outcome.REFUSED, 0.0, False) == "refused" for _ in range(50))

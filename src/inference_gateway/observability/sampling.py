@@ -360,6 +360,27 @@ class _BatchWait:
     done: bool = False
 
 
+class _TokenBucket:
+    """``rate`` takes a second, up to ``rate`` (at least one) at once."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.capacity = max(rate, 1.0)
+        self.tokens = self.capacity
+        self.clock = clock
+        self.updated = clock()
+
+    def take(self) -> bool:
+        """Whether a token was left (and is now taken)."""
+        now = self.clock()
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
 class TailSampling(SpanProcessor):
     """Records every request's spans (`tracer`) and keeps a request's when its answer
     says so (`decide`); kept spans go to ``downstream``, the exporting processors.
@@ -375,15 +396,18 @@ class TailSampling(SpanProcessor):
         *,
         ratio: float,
         slow_seconds: float,
+        refused_per_second: float = 0.0,
         resource: Resource | None = None,
         on_kept: Callable[[str], None] | None = None,
         ids: IdGenerator | None = None,
     ) -> None:
         """Keep healthy, fast requests with probability ``ratio`` (TRACE_SAMPLE_RATIO),
-        and every one slower than ``slow_seconds`` (TRACE_SLOW_MS); ``on_kept`` counts
-        each kept request by reason."""
+        and every one slower than ``slow_seconds`` (TRACE_SLOW_MS); refused ones at
+        most ``refused_per_second`` a second (TRACE_REFUSED_PER_SECOND; 0: all);
+        ``on_kept`` counts each kept request by reason."""
         self.ratio = ratio
         self.slow_seconds = slow_seconds
+        self.refusals = _TokenBucket(refused_per_second) if refused_per_second > 0 else None
         self.on_kept = on_kept
         self.random: Callable[[], float] = random.random
         self.tracer = RecordingTracer(self, ids if ids is not None else RandomIdGenerator())
@@ -400,7 +424,10 @@ class TailSampling(SpanProcessor):
     # --- the rule -----------------------------------------------------------------------
     def reason(self, outcome: Outcome, duration_seconds: float, sampled_parent: bool) -> str | None:
         """Why the trace is kept, or None to drop it."""
-        if outcome is not Outcome.OK:
+        if outcome is Outcome.REFUSED and self.refusals is not None:
+            if self.refusals.take():
+                return outcome.value  # else: one of many alike, judged as a healthy one
+        elif outcome is not Outcome.OK:
             return outcome.value
         if duration_seconds > self.slow_seconds:
             return "slow"
