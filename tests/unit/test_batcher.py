@@ -554,3 +554,13 @@ def test_a_model_slower_than_max_queue_wait_still_gets_a_full_batch_queued() -> 
         await batcher.close(1)
 
     asyncio.run(scenario())
+
+
+def test_a_deadline_already_passed_is_refused_saying_so() -> None:
+    async def scenario() -> None:
+        batcher, _ = make_batcher(EchoBackend())
+        with pytest.raises(DeadlineUnreachableException, match="already passed"):
+            batcher.check_admission(time.monotonic() - 0.001, arriving=True)
+        await batcher.close(1)
+
+    asyncio.run(scenario())

@@ -268,10 +268,13 @@ class Batcher:
         if queued >= self.max_queue_size:
             raise QueueFullException(f"{queued} requests are waiting for the model.")
         wait = self.estimated_wait(queued + 1)
-        if time.monotonic() + wait > deadline:
+        left = deadline - time.monotonic()
+        if wait > left:
             raise DeadlineUnreachableException(
-                f"The queue needs about {wait * 1000:.0f} ms, more than the request's "
-                "deadline allows."
+                "The request's deadline has already passed."
+                if left <= 0
+                else f"The queue needs about {wait * 1000:.0f} ms, more than the request's "
+                f"deadline allows ({left * 1000:.0f} ms)."
             )
         # Always room for a full batch waiting: the model is never starved, however
         # slow its batches are next to the bound.
