@@ -85,10 +85,9 @@ OFFERED: dict[str, str] = {
     "RepositoryModelUnload": "_repository_unload",  # take a model out (ADMIN_TOKEN)
 }
 #: The RPCs open without an API key, and never refused for the calls in flight: probes.
+#: (grpcio's own ``maximum_concurrent_rpcs`` is not set: it counts calls whose message
+#: is still arriving, so slow uploads could fill it and turn the probes away.)
 OPEN_RPCS = frozenset({"ServerLive", "ServerReady"})
-#: Calls grpcio takes beyond ``GRPC_MAX_CALLS`` (refused with an access line by the
-#: gateway) before it refuses them itself without reading them: room for the probes.
-PROBE_HEADROOM = 16
 #: The access line's ``method`` for every RPC.
 ACCESS_METHOD = "gRPC"
 #: Codes that are the server's failure, not the caller's: OpenTelemetry's RPC
@@ -466,13 +465,6 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
-def max_concurrent_rpcs(settings: Settings) -> int:
-    """The calls grpcio takes in at once: ``GRPC_MAX_CALLS`` and room for the probes.
-    Beyond, grpcio answers RESOURCE_EXHAUSTED without reading the message, so the
-    messages a worker holds stay bounded even when every call is refused."""
-    return settings.effective_grpc_max_calls + PROBE_HEADROOM
-
-
 @asynccontextmanager
 async def grpc_service(
     settings: Settings,
@@ -495,9 +487,7 @@ async def grpc_service(
         RuntimeError: The port cannot be bound.
     """
     assert settings.grpc_port is not None  # noqa: S101 - the caller checks
-    server = grpc.aio.server(
-        options=server_options(settings), maximum_concurrent_rpcs=max_concurrent_rpcs(settings)
-    )
+    server = grpc.aio.server(options=server_options(settings))
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
         InferenceServicer(registry, control, settings, telemetry, keys, inflight), server
     )

@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
+from starlette.requests import ClientDisconnect
 
 from inference_gateway.api.admin import require_admin
 from inference_gateway.api.dependencies import (
@@ -37,7 +38,7 @@ from inference_gateway.api.v2.codec import (
     error_body,
     parse_header_length,
 )
-from inference_gateway.errors import InferenceGatewayException
+from inference_gateway.errors import ClientClosedRequestException, InferenceGatewayException
 from inference_gateway.inference.host import ModelHost, Scored
 
 
@@ -69,6 +70,9 @@ class V2Route(APIRoute):
                 return await handler(request)
             except InferenceGatewayException as exc:
                 return _error_response(request, exc)
+            except ClientDisconnect:  # the client left mid-upload: a 499, not a bug
+                gone = ClientClosedRequestException("The client disconnected during the upload.")
+                return _error_response(request, gone)
             except Exception as exc:  # a bug: still the protocol's body, never problem+json
                 request.scope.setdefault("state", {})["error"] = exc  # logged with traceback
                 return error_response(
