@@ -235,3 +235,16 @@ def test_a_pipelined_request_waits_for_the_answer_before_it(
         answers = _responses(_read_until_closed(sock))
     assert [status for status, _ in answers] == [200, 408], answers
     assert json.loads(answers[1][1])["type"].endswith(":request-timeout")
+
+
+def test_a_malformed_body_of_the_request_answered_closes_at_once(url: str) -> None:
+    """A bad chunk in the body of the request being answered is that request's error:
+    the connection closes, and no second answer follows the first (a refusal deferred
+    as if it were a later request's was written after the route's answer)."""
+    with _connect(url) as sock:
+        sock.sendall(
+            b"GET /health HTTP/1.1\r\nHost: gateway\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"ZZZ\r\nnot a chunk\r\n"
+        )
+        answers = _responses(_read_until_closed(sock))
+    assert len(answers) <= 1, answers

@@ -197,3 +197,19 @@ def test_a_broken_or_deleted_keys_file_keeps_the_keys_and_says_so(
     assert all(line["keys"] in (1, 2) for line in errors)
     assert value(samples, "api_keys_reload_failures_total") == 2
     assert alice not in logs.getvalue() and bob not in logs.getvalue()
+
+
+def test_a_keys_file_restored_as_it_was_clears_the_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deleted, then put back as it was (``mv`` back, ``cp -p``: the same time and size):
+    the keys in force are the file's again, and /ready no longer reports an error."""
+    monkeypatch.setattr(keys_module, "RELOAD_CHECK_SECONDS", 0.0)
+    path = tmp_path / "api-keys"
+    add_key(path, "alice")
+    keys = keys_module.ApiKeys(path)
+    backup = tmp_path / "backup"
+    path.rename(backup)
+    assert keys.state().error == "API_KEYS_FILE cannot be read (FileNotFoundError)"
+    backup.rename(path)
+    assert keys.state().error is None

@@ -21,6 +21,7 @@ added and revoked without a restart.
 from __future__ import annotations
 
 import hmac
+import os
 import re
 import secrets
 import time
@@ -76,7 +77,7 @@ def parse_keys(text: str, source: str = "API_KEYS_FILE") -> dict[str, bytes]:
 @dataclass(slots=True)
 class _Loaded:
     keys: dict[str, bytes]
-    stamp: tuple[int, int]  # mtime_ns, size
+    stamp: tuple[int, int, int, int]  # inode, mtime_ns, ctime_ns (a chmod), size
     checked: float
     at: float  # time.time() of the read
 
@@ -90,6 +91,11 @@ class KeysFileState:
     keys: int
     error: str | None = None
     error_since: str | None = None
+
+
+def _stamp(stat: os.stat_result) -> tuple[int, int, int, int]:
+    """What changes when the file does: replaced, written, or its permissions fixed."""
+    return stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size
 
 
 def _iso(seconds: float) -> str:
@@ -123,13 +129,13 @@ class ApiKeys:
         self._metrics = metrics
         self._loaded = self._read()
         self._error: tuple[str, float] | None = None  # message, time.time()
-        self._failed_stamp: tuple[int, int] | bool | None = False  # False: no failure
+        self._failed_stamp: tuple[int, int, int, int] | bool | None = False  # False: none
 
     def _read(self) -> _Loaded:
         stat = self.path.stat()
         text = self.path.read_text(encoding="utf-8")
         keys = parse_keys(text, self.path.name)  # no directory: the state is shown on /ready
-        return _Loaded(keys, (stat.st_mtime_ns, stat.st_size), time.monotonic(), time.time())
+        return _Loaded(keys, _stamp(stat), time.monotonic(), time.time())
 
     def _current(self) -> dict[str, bytes]:
         """The keys, re-read when the file changed (a broken edit keeps the old keys)."""
@@ -142,8 +148,10 @@ class ApiKeys:
             except OSError as exc:
                 self._failed(None, f"API_KEYS_FILE cannot be read ({type(exc).__name__})")
                 return loaded.keys
-            stamp = (stat.st_mtime_ns, stat.st_size)
-            if stamp not in (loaded.stamp, self._failed_stamp):
+            stamp = _stamp(stat)
+            if stamp == loaded.stamp:  # the file read last is back (or never left)
+                self._error, self._failed_stamp = None, False
+            elif stamp != self._failed_stamp:
                 try:
                     self._loaded = loaded = self._read()
                 except (OSError, ValueError) as exc:  # KeysFileError, UnicodeDecodeError
@@ -153,7 +161,7 @@ class ApiKeys:
                     self._error, self._failed_stamp = None, False
         return loaded.keys
 
-    def _failed(self, stamp: tuple[int, int] | None, message: str) -> None:
+    def _failed(self, stamp: tuple[int, int, int, int] | None, message: str) -> None:
         """Say once per broken version of the file that it could not be read."""
         if stamp == self._failed_stamp:
             return

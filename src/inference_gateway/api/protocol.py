@@ -260,9 +260,12 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         self._report(reason, exc.detail)
         if exc.reject_reason is not None and self._errors is not None:
             self._errors.rejected(exc.reject_reason)
-        if self._answering() or self.pipeline:
-            # Requests read before this one are still owed their answers: refuse
-            # after them, rather than close the connection under them.
+        cycle = self.cycle
+        owed = cycle is not None and not cycle.response_complete and not cycle.more_body
+        if owed or self.pipeline:
+            # Requests read whole before this one are still owed their answers: refuse
+            # after them, rather than close the connection under them. (An error in the
+            # body of the request being answered is that request's: closed at once.)
             self._deferred = _raw_problem(exc)
             self.transport.pause_reading()
             return

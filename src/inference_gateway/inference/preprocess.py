@@ -221,7 +221,7 @@ def silence_libtiff() -> bool:
     from PIL import _imaging  # noqa: F401 - libtiff is loaded with it
 
     try:
-        with open("/proc/self/maps", encoding="utf-8") as maps:
+        with open("/proc/self/maps", encoding="utf-8", errors="surrogateescape") as maps:
             paths = {line.split()[-1] for line in maps if "libtiff" in line.rsplit("/", 1)[-1]}
     except OSError:
         return False
