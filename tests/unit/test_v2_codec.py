@@ -515,7 +515,7 @@ JSON_ERRORS: list[tuple[str, bytes, str]] = [
     (
         "integer too large for FP",
         json_request(fp32([10**400])),
-        "The request's JSON holds an integer of 401 digits; at most 20 are accepted.",
+        "Input 'x' holds an integer too large for FP32.",
     ),
     (
         "BYTES number",

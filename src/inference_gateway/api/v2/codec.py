@@ -22,6 +22,7 @@ import base64
 import json
 import math
 import struct
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -54,8 +55,9 @@ DATATYPES: dict[str, np.dtype[Any] | None] = {
 }
 
 _LENGTH_PREFIX = struct.Struct("<I")
-#: The most digits a JSON integer may have: 20 hold every INT64 and UINT64 value. Longer
-#: ones are refused as they are read (Python will not convert over 4,300 digits at all).
+#: The most digits a number in a header may have: 20 hold every INT64 and UINT64 value.
+#: (JSON's integers are bounded where they are used: shapes by the element budget,
+#: values by their datatype's range; Python converts none of over 4,300 digits.)
 _MAX_INTEGER_DIGITS = 20
 #: The most dimensions a tensor's shape may have (numpy's limit is 64; images use 4).
 MAX_DIMENSIONS = 16
@@ -437,24 +439,18 @@ def _parse_json(header: bytes, hint: str) -> Any:
             f"The request's JSON is not valid UTF-8 (at byte {exc.start}){hint}."
         ) from None
     try:
-        return json.loads(text, parse_constant=_refuse_constant, parse_int=_parse_int)
+        return json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         raise V2InputError(
             f"The request is not valid JSON: {exc.msg} at line {exc.lineno} "
             f"column {exc.colno}{hint}."
         ) from None
+    except ValueError:  # Python converts no integer of over 4,300 digits
+        raise V2InputError(
+            f"The request's JSON holds an integer of over {sys.get_int_max_str_digits()} digits."
+        ) from None
     except RecursionError:
         raise V2InputError("The request's JSON is nested too deeply.") from None
-
-
-def _parse_int(text: str) -> int:
-    digits = len(text.lstrip("-").lstrip("0"))
-    if digits > _MAX_INTEGER_DIGITS:
-        raise V2InputError(
-            f"The request's JSON holds an integer of {digits} digits; at most "
-            f"{_MAX_INTEGER_DIGITS} are accepted."
-        )
-    return int(text)
 
 
 def _refuse_constant(name: str) -> NoReturn:
@@ -726,7 +722,10 @@ def _numbers_from_json(
                     f"[{info.min}, {info.max}]."
                 )
     if dtype.kind == "f":
-        wide = np.array(flat, dtype=np.float64)  # integers have at most 20 digits
+        try:
+            wide = np.array(flat, dtype=np.float64)
+        except OverflowError:
+            raise V2InputError(f"{label} holds an integer too large for {datatype}.") from None
         with np.errstate(over="ignore"):
             array = wide.astype(dtype)
         _check_values(array, datatype, label)
