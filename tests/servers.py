@@ -51,10 +51,15 @@ class GatewayProcess:
     final_log: list[str] | None = field(default=None)
 
     def log_lines(self) -> list[str]:
-        """Everything the process wrote to stdout and stderr (kept after it stopped)."""
+        """Everything the process wrote to stdout and stderr (kept after it stopped), in
+        whole lines: while it runs, a line it is still writing is left for the next read."""
         if self.final_log is not None:
             return self.final_log
-        return self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        lines = text.splitlines()
+        if lines and not text.endswith("\n") and self.process.poll() is None:
+            lines.pop()  # half-written: a reader parsing it as JSON would fail
+        return lines
 
     def rss_bytes(self) -> int:
         """Resident memory of the server process."""
@@ -216,8 +221,19 @@ def gateway_process(
                 )
 
 
+def cli_add_key(path: Path, name: str) -> str:
+    """A new API key named ``name`` in the keys file ``path``, made by the real
+    ``inference-gateway keys add``; the key it prints."""
+    done = subprocess.run(
+        [sys.executable, "-m", "inference_gateway.cli", "keys", "add", name, "--file", str(path)],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    return done.stdout.strip()
+
+
 __all__ = [
     "GatewayProcess",
+    "cli_add_key",
     "free_port",
     "gateway_process",
     "has_accepted",

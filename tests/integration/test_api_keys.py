@@ -9,8 +9,6 @@ id and never the key, and picks up added and revoked keys without a restart.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,25 +22,17 @@ import tritonclient.http as httpclient
 from inference_gateway.api.keys import KeysFileError, add_key, parse_keys
 from tests.images import CAT_PNG
 from tests.oip import grpc_images, refusal
-from tests.servers import GatewayProcess, free_port, gateway_process, wait_until
+from tests.servers import GatewayProcess, cli_add_key, free_port, gateway_process, wait_until
 
 pytestmark = pytest.mark.integration
 MODEL = "efficientnet-lite0"
 PNG = {"content-type": "image/png"}
 
 
-def _cli_add(path: Path, name: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "inference_gateway.cli", "keys", "add", name, "--file", str(path)],
-        capture_output=True, text=True, check=True, timeout=60,
-    )  # fmt: skip
-    return done.stdout.strip()
-
-
 @pytest.fixture(scope="module")
 def keys_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     path = tmp_path_factory.mktemp("keys") / "api-keys"
-    return path, _cli_add(path, "alice")
+    return path, cli_add_key(path, "alice")
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +106,7 @@ def test_keys_are_added_and_revoked_without_a_restart(
     gateway: GatewayProcess, keys_file: tuple[Path, str]
 ) -> None:
     path, alice = keys_file
-    bob = _cli_add(path, "bob")
+    bob = cli_add_key(path, "bob")
     wait_until(
         lambda: _predict(gateway, {"x-api-key": bob}).status_code == 200, what="bob's key to work"
     )

@@ -5,8 +5,6 @@ force and says so on every worker's ``/ready``."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from inference_gateway.api.keys import add_key
-from tests.servers import GatewayProcess, gateway_process, wait_until
+from tests.servers import GatewayProcess, cli_add_key, gateway_process, wait_until
 
 pytestmark = pytest.mark.integration
 MODEL = "efficientnet-lite0"
@@ -70,14 +68,6 @@ def _pids(gateway: GatewayProcess) -> set[int]:
     }
 
 
-def _cli_add(path: Path, name: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "inference_gateway.cli", "keys", "add", name, "--file", str(path)],
-        capture_output=True, text=True, check=True, timeout=60,
-    )  # fmt: skip
-    return done.stdout.strip()
-
-
 def test_every_worker_and_both_protocols_follow_the_keys_file(
     gateway: GatewayProcess, keys_file: tuple[Path, str], grpc_port: int
 ) -> None:
@@ -86,7 +76,7 @@ def test_every_worker_and_both_protocols_follow_the_keys_file(
     assert _grpc_codes(grpc_port, alice) == {grpc.StatusCode.OK}
     assert len(_pids(gateway)) == 2  # both workers answered
 
-    bob = _cli_add(path, "bob")  # appended in place
+    bob = cli_add_key(path, "bob")  # appended in place
     wait_until(lambda: _http_codes(gateway, bob) == {200}, what="bob's key on every worker")
     wait_until(lambda: _grpc_codes(grpc_port, bob) == {grpc.StatusCode.OK}, what="over gRPC")
 

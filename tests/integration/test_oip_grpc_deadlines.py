@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
 import pytest
 import tritonclient.grpc as triton
 
+from tests.gate import Gate
 from tests.helpers import wait_until
 from tests.images import cat_jpeg
 from tests.oip import grpc_images, refusal
@@ -30,27 +30,6 @@ pytestmark = pytest.mark.integration
 
 MODEL = "efficientnet-lite0"
 INFER = "/inference.GRPCInferenceService/ModelInfer"
-
-
-class Gate:
-    """The control directory of tests/gated_app.py."""
-
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
-
-    def close(self) -> None:
-        (self.dir / "closed").touch()
-
-    def open(self) -> None:
-        (self.dir / "closed").unlink(missing_ok=True)
-
-    def delay(self, ms: float) -> None:
-        (self.dir / "delay_ms").write_text(str(ms))
-
-    def passes(self) -> int:
-        """Forward passes so far, both workers together."""
-        path = self.dir / "calls"
-        return len(path.read_text().split()) if path.exists() else 0
 
 
 @pytest.fixture(scope="module")

@@ -117,6 +117,16 @@ def test_the_serving_runtime_serves_both_ports_in_the_environment_its_manifest_g
         if closed
         else []
     )
+    # The checkout and its virtual environment (the image's /opt/venv and /app) may sit
+    # under the emptyDir's path (a clone in /tmp): kept aside, then put back over it.
+    kept = sorted(
+        {p for p in (REPO_ROOT.resolve(), Path(sys.prefix).resolve())
+         if p.is_relative_to(tmp_mount)}
+    )  # fmt: skip
+    keep_aside = [
+        f"mkdir /mnt/keep{n} && mount --bind {p} /mnt/keep{n}" for n, p in enumerate(kept)
+    ]
+    put_back = [f"mkdir -p {p} && mount --bind /mnt/keep{n} {p}" for n, p in enumerate(kept)]
     user = ["setpriv", f"--reuid={security['runAsUser']}", f"--regid={security['runAsGroup']}"]
     start = " && ".join(
         [
@@ -126,10 +136,12 @@ def test_the_serving_runtime_serves_both_ports_in_the_environment_its_manifest_g
             "mount -t tmpfs tmpfs /mnt",
             "mkdir /mnt/models",
             f"mount --bind -o ro {repository} /mnt/models",
+            *keep_aside,
             *unhide,
             "mount --bind / /",
             "mount -o remount,bind,ro /",
             f"mount -t tmpfs -o mode=1777,size=256m tmpfs {tmp_mount}",
+            *put_back,
             f"cd {tmp_mount}",
             "exec " + " ".join([*user, "--clear-groups", "--no-new-privs", "env", "-i",
                 *(f"{k}={v}" for k, v in env.items()),

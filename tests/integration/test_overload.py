@@ -12,11 +12,11 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx2 as httpx
 import pytest
 
+from tests.gate import Gate
 from tests.helpers import wait_until
 from tests.images import cat_jpeg
 from tests.scrape import Samples, parse, value
@@ -27,26 +27,6 @@ pytestmark = pytest.mark.integration
 QUEUE = 8
 JPEG = {"content-type": "image/jpeg"}
 MIB = 1024 * 1024
-
-
-class Gate:
-    """The control directory of tests/gated_app.py."""
-
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
-
-    def close(self) -> None:
-        (self.dir / "closed").touch()
-
-    def open(self) -> None:
-        (self.dir / "closed").unlink(missing_ok=True)
-
-    def delay(self, ms: float) -> None:
-        (self.dir / "delay_ms").write_text(str(ms))
-
-    def calls(self) -> list[int]:
-        path = self.dir / "calls"
-        return [int(n) for n in path.read_text().split()] if path.exists() else []
 
 
 @pytest.fixture(scope="module")
