@@ -25,7 +25,7 @@ import yaml
 from inference_gateway.config import Settings
 from inference_gateway.inference.onnx_export import export_to_repository
 from tests.images import CAT_CLASSES, CAT_PNG, ESPRESSO
-from tests.servers import REPO_ROOT, gateway_process
+from tests.servers import REPO_ROOT, gateway_process, wait_until
 from tests.tools import unavailable
 
 KSERVE = REPO_ROOT / "deploy" / "kserve"
@@ -156,6 +156,12 @@ def test_the_serving_runtime_serves_both_ports_in_the_environment_its_manifest_g
             stderr=subprocess.STDOUT,
         )
     try:
+        # nsenter must find the server's own network, not ours before unshare made it.
+        own = os.readlink("/proc/self/ns/net")
+        wait_until(
+            lambda: os.readlink(f"/proc/{server.pid}/ns/net") != own,
+            what="the server's network namespace",
+        )
         probe = subprocess.run(
             [nsenter, f"--net=/proc/{server.pid}/ns/net", sys.executable, "-m",
              "tests.kserve_probe", f"http://127.0.0.1:{ports['http1']}",
