@@ -99,11 +99,12 @@ class BodySizeLimitMiddleware:
         declared = _content_length(scope)
         encoding = _content_encoding(scope)
         received = 0
+        held = 0  # of it, charged to the in-flight budget
         body_done = False
         body_deadline = asyncio.get_running_loop().time() + self.body_timeout
 
         async def limited_receive() -> Message:
-            nonlocal received, body_done
+            nonlocal received, held, body_done
             if body_done:  # later receives only wait for the client to disconnect
                 return await receive()
             if encoding is not None:
@@ -135,17 +136,17 @@ class BodySizeLimitMiddleware:
                 size = len(message.get("body", b""))
                 received += size
                 if received > limit:
-                    self.inflight.used += size  # released with the rest below
                     raise self._cut_off(
                         scope, PayloadTooLargeException(f"The body exceeds {limit} bytes.")
                     )
+                held += size  # charged even when the charge is refused: released below
                 self.inflight.charge(size)
             return message
 
         try:
             await self.app(scope, limited_receive, send)
         finally:
-            self.inflight.release(received)
+            self.inflight.release(held)
 
 
 def _peer(scope: Scope) -> str | None:
