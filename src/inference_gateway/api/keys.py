@@ -74,12 +74,25 @@ def parse_keys(text: str, source: str = "API_KEYS_FILE") -> dict[str, bytes]:
     return keys
 
 
+#: What changes when the keys file does: inode, mtime, ctime (a chmod), size.
+_Stamp = tuple[int, int, int, int]
+
+
 @dataclass(slots=True)
 class _Loaded:
     keys: dict[str, bytes]
-    stamp: tuple[int, int, int, int]  # inode, mtime_ns, ctime_ns (a chmod), size
+    stamp: _Stamp
     checked: float
     at: float  # time.time() of the read
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    """A version of the file that could not be read (``stamp`` None: not even stat)."""
+
+    stamp: _Stamp | None
+    message: str
+    since: float  # time.time()
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +106,7 @@ class KeysFileState:
     error_since: str | None = None
 
 
-def _stamp(stat: os.stat_result) -> tuple[int, int, int, int]:
+def _stamp(stat: os.stat_result) -> _Stamp:
     """What changes when the file does: replaced, written, or its permissions fixed."""
     return stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size
 
@@ -128,8 +141,7 @@ class ApiKeys:
         self._logger = logger
         self._metrics = metrics
         self._loaded = self._read()
-        self._error: tuple[str, float] | None = None  # message, time.time()
-        self._failed_stamp: tuple[int, int, int, int] | bool | None = False  # False: none
+        self._failure: _Failure | None = None  # the version read last failed to read
 
     def _read(self) -> _Loaded:
         stat = self.path.stat()
@@ -150,23 +162,22 @@ class ApiKeys:
                 return loaded.keys
             stamp = _stamp(stat)
             if stamp == loaded.stamp:  # the file read last is back (or never left)
-                self._error, self._failed_stamp = None, False
-            elif stamp != self._failed_stamp:
+                self._failure = None
+            elif self._failure is None or stamp != self._failure.stamp:
                 try:
                     self._loaded = loaded = self._read()
                 except (OSError, ValueError) as exc:  # KeysFileError, UnicodeDecodeError
                     detail = str(exc) if isinstance(exc, KeysFileError) else type(exc).__name__
                     self._failed(stamp, detail)
                 else:
-                    self._error, self._failed_stamp = None, False
+                    self._failure = None
         return loaded.keys
 
-    def _failed(self, stamp: tuple[int, int, int, int] | None, message: str) -> None:
+    def _failed(self, stamp: _Stamp | None, message: str) -> None:
         """Say once per broken version of the file that it could not be read."""
-        if stamp == self._failed_stamp:
+        if self._failure is not None and self._failure.stamp == stamp:
             return
-        self._failed_stamp = stamp
-        self._error = (message, time.time())
+        self._failure = _Failure(stamp, message, time.time())
         if self._metrics is not None:
             self._metrics.record_api_keys_reload_failure()
         if self._logger is not None:
@@ -180,12 +191,12 @@ class ApiKeys:
     def state(self) -> KeysFileState:
         """When the keys in force were read, how many, and the error of a later change."""
         self._current()
-        loaded, error = self._loaded, self._error
+        loaded, failure = self._loaded, self._failure
         return KeysFileState(
             loaded_at=_iso(loaded.at),
             keys=len(loaded.keys),
-            error=error[0] if error is not None else None,
-            error_since=_iso(error[1]) if error is not None else None,
+            error=failure.message if failure is not None else None,
+            error_since=_iso(failure.since) if failure is not None else None,
         )
 
     def identify(self, authorization: str | None, api_key: str | None) -> str:
