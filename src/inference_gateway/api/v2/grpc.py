@@ -305,11 +305,11 @@ class InferenceServicer:
                 kind=SpanKind.SERVER,
             ) as span,
         ):
-            counted = rpc not in OPEN_RPCS
+            probe = rpc in OPEN_RPCS  # never counted, never needs a key
             try:
-                if counted:
+                if not probe:
                     self._take_call()
-                if self._keys is not None and rpc not in OPEN_RPCS:
+                if self._keys is not None and not probe:
                     self._keys.identify(metadata.get("authorization"), metadata.get("x-api-key"))
                 response = await handler(request, call)
             except InferenceGatewayException as exc:
@@ -323,7 +323,7 @@ class InferenceServicer:
             except Exception as exc:
                 code, error = grpc.StatusCode.INTERNAL, exc
             finally:
-                if counted:
+                if not probe:
                     self._calls -= 1
             duration = time.perf_counter() - started
             call.trace_sampled = self._decide(span, code, duration, metadata.get("traceparent"))
