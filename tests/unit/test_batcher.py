@@ -482,6 +482,14 @@ def test_an_answer_ready_only_after_the_deadline_is_a_504(
     asyncio.run(scenario())
 
 
+async def measured_then_held(batcher: Batcher, backend: EchoBackend) -> None:
+    """Three passes to measure the batch time, then the model held (`occupy` next)."""
+    for v in range(3):
+        await batcher.submit(image(v), far())
+    backend.gate.clear()
+    backend.entered.clear()  # set by the passes above: wait for the next one's
+
+
 def test_admission_keeps_the_queue_within_max_queue_wait() -> None:
     """Under overload the queue holds as much work as the latency objective allows, not
     as much as MAX_QUEUE_SIZE: a request arriving when it would be answered later than
@@ -492,10 +500,7 @@ def test_admission_keeps_the_queue_within_max_queue_wait() -> None:
     async def scenario() -> None:
         backend = EchoBackend(clock)
         batcher, _ = make_batcher(backend, clock, max_batch_size=1, max_queue_wait_seconds=0.35)
-        for v in range(3):
-            await batcher.submit(image(v), far())  # measures batch time
-        backend.gate.clear()
-        backend.entered.clear()  # set by the passes above: wait for this one's
+        await measured_then_held(batcher, backend)
         running, queued = await occupy(batcher, backend, 7, (8, 9))
         assert batcher.estimated_wait(3) == pytest.approx(0.4)  # over the 0.35 s allowed
         with pytest.raises(QueueFullException, match="MAX_QUEUE_WAIT_MS"):
@@ -516,10 +521,7 @@ def test_without_max_queue_wait_the_queue_fills_to_its_size() -> None:
     async def scenario() -> None:
         backend = EchoBackend(clock)
         batcher, _ = make_batcher(backend, clock, max_batch_size=1, max_queue_wait_seconds=0.0)
-        for v in range(3):
-            await batcher.submit(image(v), far())
-        backend.gate.clear()
-        backend.entered.clear()  # set by the passes above: wait for this one's
+        await measured_then_held(batcher, backend)
         running, queued = await occupy(batcher, backend, 7, (8, 9))
         batcher.check_admission(far(), arriving=True)  # no bound but the size
         admitted = asyncio.ensure_future(batcher.submit(image(10), far()))
@@ -539,10 +541,7 @@ def test_a_model_slower_than_max_queue_wait_still_gets_a_full_batch_queued() -> 
     async def scenario() -> None:
         backend = EchoBackend(clock)
         batcher, _ = make_batcher(backend, clock, max_batch_size=2, max_queue_wait_seconds=0.35)
-        for v in range(3):
-            await batcher.submit(image(v), far())
-        backend.gate.clear()
-        backend.entered.clear()  # set by the passes above: wait for this one's
+        await measured_then_held(batcher, backend)
         running, queued = await occupy(batcher, backend, 7, (8,))
         batcher.check_admission(far(), arriving=True)  # a full batch may wait: admitted
         queued.append(asyncio.ensure_future(batcher.submit(image(9), far())))
