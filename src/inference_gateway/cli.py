@@ -1,4 +1,5 @@
-"""Command line: ``inference-gateway serve`` and ``inference-gateway predict IMAGE...``."""
+"""Command line: ``inference-gateway serve``, ``predict IMAGE...``, ``export-onnx``,
+``profile MODEL --images DIR`` and ``keys add``."""
 
 from __future__ import annotations
 
@@ -12,8 +13,12 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from inference_gateway.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from inference_gateway.inference.repository import VersionSource
 
 DEFAULT_APP = "inference_gateway.main:app"
 
@@ -49,6 +54,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     export_onnx.add_argument(
         "--force", action="store_true", help="with --repository: replace an existing export"
+    )
+    profile = sub.add_parser(
+        "profile",
+        help="write a version's reference.json (model-quality signals) from images that "
+        "look like production",
+    )
+    profile.add_argument("model", help="the model's name in the repository")
+    profile.add_argument(
+        "--images", type=Path, required=True, metavar="DIR", help="the reference images"
+    )
+    profile.add_argument("--version", help="the version to profile (default: the highest)")
+    profile.add_argument(
+        "--repository", type=Path, metavar="DIR", help="the model repository (MODEL_REPOSITORY)"
     )
     keys = sub.add_parser("keys", help="manage API keys (API_KEYS_FILE)")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
@@ -254,6 +272,110 @@ def export_repository(settings: Settings, root: Path, force: bool) -> int:
     return 0
 
 
+class _CommandError(Exception):
+    """A command that cannot go on: the message for stderr and the exit status."""
+
+    def __init__(self, message: str, status: int = 2) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _version_source(
+    settings: Settings, model: str, version: str | None, root: Path | None
+) -> VersionSource:
+    """The repository version ``profile`` works on (the highest one by default)."""
+    from inference_gateway.inference.repository import ModelConfigError, scan_repository
+
+    root = root or settings.model_repository
+    if root is None:
+        raise _CommandError(
+            "set MODEL_REPOSITORY or pass --repository (the built-in model: "
+            "`inference-gateway export-onnx --repository DIR` first)"
+        )
+    try:
+        entry = scan_repository(root).models.get(model)
+    except (OSError, ModelConfigError) as exc:
+        raise _CommandError(str(exc)) from None
+    if entry is None or entry.error is not None or not entry.versions:
+        raise _CommandError(f"{model}: {entry.error if entry and entry.error else 'no such model'}")
+    by_version = {v.spec.version: v for v in entry.versions}
+    source = by_version.get(version) if version else entry.versions[-1]
+    if source is None:
+        raise _CommandError(f"{model} has no version {version} (served: {', '.join(by_version)})")
+    return source
+
+
+def profile(
+    settings: Settings,
+    model: str,
+    images: Path,
+    version: str | None = None,
+    repository: Path | None = None,
+) -> int:
+    """``profile``: run a repository version over reference images and write its
+    ``reference.json``, showing progress on stderr."""
+    try:
+        return _profile(settings, model, images, version, repository)
+    except _CommandError as exc:
+        sys.stderr.write(f"profile: {exc}\n")
+        return exc.status
+
+
+def _profile(
+    settings: Settings, model: str, images: Path, version: str | None, repository: Path | None
+) -> int:
+    from inference_gateway.inference.catalog import load_version
+    from inference_gateway.inference.preprocess import ImageLimits, harden_pillow
+    from inference_gateway.inference.profiler import image_files, quiet_signals, write_reference
+    from inference_gateway.inference.profiler import profile as run_profile
+
+    source = _version_source(settings, model, version, repository)
+    if not images.is_dir():
+        raise _CommandError(f"{images} is not a directory")
+    harden_pillow()
+    files = image_files(images)
+    try:
+        loaded = load_version(source, settings.effective_model_threads)
+    except (OSError, ValueError) as exc:
+        raise _CommandError(str(exc), 1) from None
+
+    live = sys.stderr.isatty()  # one line rewritten in place, or a line per tenth
+
+    def show(done: int, total: int) -> None:
+        step = 25 if live else max(total // 10, 1)
+        if done == total or done % step == 0:
+            start = "\r" if live else ""
+            end = "\n" if done == total or not live else ""
+            sys.stderr.write(f"{start}profile: {done}/{total} files{end}")
+            sys.stderr.flush()
+
+    limits = ImageLimits(settings.max_image_pixels, settings.max_image_side)
+    try:
+        result = run_profile(loaded, files, limits, source.path, show)
+    except ValueError as exc:
+        raise _CommandError(str(exc), 1) from None
+    finally:
+        loaded.backend.close()
+    for path, why in result.skipped[:5]:
+        sys.stderr.write(f"profile: skipped {path}: {why}\n")
+    if len(result.skipped) > 5:
+        sys.stderr.write(f"profile: skipped {len(result.skipped) - 5} more files\n")
+    reference = result.reference
+    target = write_reference(source.path.parent, reference)
+    print(
+        f"{target}: {reference.images} images, {len(reference.seen_classes)} classes "
+        f"predicted (top-1 confidence {reference.confidence_mean:.2f} ± "
+        f"{reference.confidence_stddev:.2f}), model sha256 {reference.model_sha256[:12]}…"
+    )
+    quiet = quiet_signals(reference)
+    if quiet:
+        sys.stderr.write(
+            f"profile: with {reference.images} images, drift alerts on {', '.join(quiet)} "
+            "can never fire (noise alone would reach the threshold); profile more images\n"
+        )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``inference-gateway`` console script."""
     args = _parser().parse_args(argv)
@@ -274,6 +396,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return export(settings, args.repository, args.force)
     if args.command == "keys":
         return add_api_key(settings, args.name, args.file)
+    if args.command == "profile":
+        return profile(settings, args.model, args.images, args.version, args.repository)
     return predict(args.images, args.top_k, args.json, settings)
 
 

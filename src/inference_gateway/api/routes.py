@@ -33,7 +33,10 @@ from inference_gateway.api.schemas import (
     ModelsResponse,
     PredictionOut,
     PredictionResponse,
+    QualityOut,
     ReadyResponse,
+    ReferenceOut,
+    SignalOut,
     TimingsMs,
     VersionOut,
 )
@@ -42,8 +45,9 @@ from inference_gateway.errors import (
     ClientClosedRequestException,
     UnsupportedMediaTypeException,
 )
-from inference_gateway.inference.host import Classification, ModelHost
+from inference_gateway.inference.host import Classification, ModelHost, Quality
 from inference_gateway.inference.model import LoadedModel
+from inference_gateway.inference.quality import CONTINUOUS, Reference
 from inference_gateway.inference.registry import ModelRegistry, ModelStatus
 from inference_gateway.observability.logging import InferenceLogFields
 from inference_gateway.observability.telemetry import Telemetry
@@ -265,7 +269,29 @@ async def _predict_with(
                 inference=round(t.inference_ms, 3),
                 total=round(total_ms, 3),
             ),
+            quality=_quality_out(result.quality),
         )
+
+
+def _quality_out(quality: Quality | None) -> QualityOut | None:
+    """Where this answer's signals fall in the version's reference."""
+    if quality is None:
+        return None
+    reference, observation = quality.reference, quality.observation
+    signals = {}
+    for signal in CONTINUOUS:
+        value = observation.value(signal)
+        if isinstance(value, float | int):
+            signals[signal] = SignalOut(
+                value=round(float(value), 4),
+                reference_percentile=round(100 * reference.rank(signal, float(value)), 1),
+            )
+    return QualityOut(
+        reference_images=reference.images,
+        class_in_reference=observation.label in reference.seen_classes,
+        low_confidence=quality.unusual,
+        signals=signals,
+    )
 
 
 @router.get(
@@ -320,6 +346,14 @@ async def get_model(name: str, registry: RegistryDep) -> ModelOut:
     return _model_out(registry.describe(name)[0])
 
 
+def _reference_out(reference: Reference | None, error: str | None) -> ReferenceOut | None:
+    if reference is not None:
+        return ReferenceOut(
+            sha256=reference.sha256, images=reference.images, created=reference.created or None
+        )
+    return ReferenceOut(error=error) if error is not None else None
+
+
 def _model_out(status: ModelStatus) -> ModelOut:
     versions = []
     for v in status.versions:
@@ -331,6 +365,7 @@ def _model_out(status: ModelStatus) -> ModelOut:
                 state=v.state.value,
                 reason=v.reason,
                 reload_error=v.reload_error,
+                reference=_reference_out(v.reference, v.reference_error),
                 backend=v.backend,
                 input=InputOut(
                     width=width,

@@ -41,6 +41,36 @@ class ImageOut(BaseModel):
     size_bytes: int = Field(examples=[48213])
 
 
+class SignalOut(BaseModel):
+    """One continuous signal of this answer, placed in the version's reference."""
+
+    value: float = Field(examples=[41.7])
+    reference_percentile: float = Field(
+        ge=0,
+        le=100,
+        examples=[4.0],
+        description="The share of the reference images with a lower value, in percent "
+        "(4: darker than 96% of them, for luminance).",
+    )
+
+
+class QualityOut(BaseModel):
+    """How typical this image and this answer are of the version's reference (present
+    only for versions with a ``reference.json``)."""
+
+    reference_images: int = Field(examples=[800])
+    class_in_reference: bool = Field(
+        description="Whether the reference's images were ever given this class."
+    )
+    low_confidence: bool = Field(
+        description="Top-1 confidence below the reference's 5th percentile (its trace is kept)."
+    )
+    signals: dict[str, SignalOut] = Field(
+        description="Each continuous signal: confidence, margin, entropy, luminance, "
+        "contrast, pixels, aspect_ratio, saturation, sharpness, jpeg_quality."
+    )
+
+
 class PredictionResponse(BaseModel):
     """The answer to ``POST /predict``."""
 
@@ -52,6 +82,9 @@ class PredictionResponse(BaseModel):
     request_id: str = Field(examples=["7f1c7a5e-3d1b-4b8e-9a55-0c1b2f3e4d5a"])
     trace_id: str | None = Field(examples=["4bf92f3577b34da6a3ce929d0e0e4736"])
     timings_ms: TimingsMs
+    quality: QualityOut | None = Field(
+        None, description="Against the version's reference; absent without one."
+    )
 
 
 class HealthResponse(BaseModel):
@@ -77,6 +110,17 @@ class BatchingOut(BaseModel):
     max_queue_size: int = Field(examples=[64])
 
 
+class ReferenceOut(BaseModel):
+    """A version's model-quality reference: on (``sha256``, ``images``) or off (``error``)."""
+
+    sha256: str | None = Field(None, description="The reference file's SHA-256 (signals on).")
+    images: int | None = Field(None, examples=[800])
+    created: str | None = Field(None, examples=["2026-12-06T15:08:09+00:00"])
+    error: str | None = Field(
+        None, description="Why its reference.json is not used (the version still serves)."
+    )
+
+
 class VersionOut(BaseModel):
     """One version of a model and where it is in its life."""
 
@@ -94,6 +138,11 @@ class VersionOut(BaseModel):
     input: InputOut | None = None
     labels: int | None = Field(None, examples=[1000], description="How many classes it scores.")
     batching: BatchingOut
+    reference: ReferenceOut | None = Field(
+        None,
+        description="Its model-quality reference (`inference-gateway profile`); absent "
+        "when it has none.",
+    )
 
 
 class ModelOut(BaseModel):

@@ -19,6 +19,12 @@ from inference_gateway.inference.backends import OnnxRuntimeBackend, WideWhenIdl
 from inference_gateway.inference.host import BatchingConfig
 from inference_gateway.inference.model import LoadedModel, ModelLoader, load_configured_model
 from inference_gateway.inference.onnx_export import export_to_repository
+from inference_gateway.inference.quality import (
+    REFERENCE_FILE,
+    Reference,
+    ReferenceError,
+    load_reference,
+)
 from inference_gateway.inference.registry import ModelSource
 from inference_gateway.inference.repository import (
     BatchingOverrides,
@@ -196,6 +202,31 @@ def load_version(
     except BaseException:
         backend.close()
         raise
+    reference, reference_error = _reference_of(source)
     return LoadedModel(
-        spec=source.spec, backend=backend, input_name=input_name, output_name=output_name
+        spec=source.spec,
+        backend=backend,
+        input_name=input_name,
+        output_name=output_name,
+        reference=reference,
+        reference_error=reference_error,
     )
+
+
+def _reference_of(source: VersionSource) -> tuple[Reference | None, str | None]:
+    """The version's ``reference.json`` checked against its model file and labels, or
+    why it is not used (the version serves either way; only its quality signals are off)."""
+    try:
+        reference = load_reference(source.path.parent, source.path)
+    except ReferenceError as exc:
+        return None, str(exc)
+    if reference is None:
+        return None, None
+    unknown = sorted(set(reference.classes) - set(source.spec.labels))
+    if unknown:
+        return None, (
+            f"{REFERENCE_FILE} names classes the model's labels do not have "
+            f"({', '.join(unknown[:3])}): the labels changed; run `inference-gateway "
+            "profile` again for this version"
+        )
+    return reference, None

@@ -40,14 +40,22 @@ from inference_gateway.inference.postprocess import Prediction, activate, rank
 from inference_gateway.inference.preprocess import (
     ImageInfo,
     ImageLimits,
+    image_signals,
     open_image,
     prepare_image,
     prepare_opened,
     quick_to_decode,
 )
+from inference_gateway.inference.quality import (
+    SIGNALS,
+    Observation,
+    Reference,
+    observe,
+)
 from inference_gateway.observability.logging import log_error, log_inference_start
+from inference_gateway.observability.sampling import want_trace
 from inference_gateway.observability.telemetry import Telemetry
-from inference_gateway.observability.tracing import TracedOperation
+from inference_gateway.observability.tracing import TracedOperation, get_current_trace_id
 
 T = TypeVar("T")
 
@@ -69,6 +77,30 @@ class Classification:
     image: ImageInfo
     timings: Timings
     batch_size: int
+    quality: Quality | None = None  # None: the version has no reference
+
+
+@dataclass(frozen=True, slots=True)
+class Quality:
+    """One answer's model-quality signals, with the reference they are judged against."""
+
+    reference: Reference
+    observation: Observation
+    buckets: list[tuple[str, str]]
+
+    @property
+    def unusual(self) -> bool:
+        """Top-1 confidence below the reference's 5th percentile (trace kept as
+        ``low_confidence``)."""
+        return self.observation.confidence < self.reference.low_confidence
+
+
+def _unusual_trace(quality: Quality | None) -> str | None:
+    """The trace id an unusual answer's confidence links to (its trace is kept)."""
+    if quality is None or not quality.unusual:
+        return None
+    context = trace.get_current_span().get_span_context()
+    return get_current_trace_id() if context.trace_flags.sampled else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +112,7 @@ class Scored:
     image: ImageInfo | None  # None when the client sent a preprocessed tensor
     timings: Timings
     batch_size: int
+    quality: Quality | None = None  # None: the version has no reference
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +267,7 @@ class ModelHost:
             num_classes=len(model.spec.labels),
         )
         self.batcher.muted = self.retiring
+        self._publish_reference(model)
         self.batcher.start()
         freeze_long_lived()  # the model and its runtime: out of the collector's walks
         self.ready = True
@@ -246,6 +280,28 @@ class ModelHost:
             memory_bytes=model.memory_bytes,
         )
         return True
+
+    def _publish_reference(self, model: LoadedModel) -> None:
+        """Turn the version's model-quality signals on (its reference's series), or say
+        in the log why its reference.json is not used."""
+        reference = model.reference
+        metrics = self._telemetry.metrics
+        if metrics is not None:
+            metrics.set_quality_reference(
+                self.key,
+                None if reference is None else {s: reference.fractions[s] for s in SIGNALS},
+                sha256="" if reference is None else reference.sha256,
+                images=0 if reference is None else reference.images,
+                confidence_mean=0.0 if reference is None else reference.confidence_mean,
+                confidence_stddev=0.0 if reference is None else reference.confidence_stddev,
+            )
+        if model.reference_error is not None:
+            self._telemetry.logger.warning(
+                "Model quality signals off",
+                model_name=self.model_name,
+                model_version=self.model_version,
+                reason=model.reference_error,
+            )
 
     async def _load_with_retries(self) -> LoadedModel | None:
         metrics = self._telemetry.metrics
@@ -412,6 +468,7 @@ class ModelHost:
             image=scored.image,
             timings=scored.timings,
             batch_size=scored.batch_size,
+            quality=scored.quality,
         )
 
     async def score_image(self, data: bytes, deadline: float) -> Scored:
@@ -514,6 +571,10 @@ class ModelHost:
             confidences = activate(outcome.logits, model.spec.activation)
             best = int(np.argmax(confidences))
             label, confidence = model.spec.labels[best], float(confidences[best])
+            quality = self._quality(model, confidences, info)
+            if quality is not None and quality.unusual:
+                span.set_attribute("prediction.low_confidence", True)
+                want_trace("low_confidence")
             span.set_attributes(
                 {
                     "batch.size": outcome.batch_size,
@@ -522,7 +583,9 @@ class ModelHost:
                 }
             )
         if metrics is not None:
-            metrics.record_prediction(self.key, label, confidence)
+            metrics.record_prediction(self.key, label, confidence, _unusual_trace(quality))
+            if quality is not None:
+                metrics.record_quality(self.key, quality.buckets)
         return Scored(
             confidences=confidences,
             labels=model.spec.labels,
@@ -533,7 +596,20 @@ class ModelHost:
                 inference_ms=outcome.compute_seconds * 1000,
             ),
             batch_size=outcome.batch_size,
+            quality=quality,
         )
+
+    @staticmethod
+    def _quality(
+        model: LoadedModel, confidences: npt.NDArray[np.float64], info: ImageInfo | None
+    ) -> Quality | None:
+        """The answer's model-quality signals against the version's reference, if any."""
+        reference = model.reference
+        if reference is None:
+            return None
+        image = None if info is None else image_signals(info)
+        observation = observe(confidences, model.spec.labels, image)
+        return Quality(reference, observation, reference.buckets_of(observation))
 
     def _stage_spans(self, submitted_ns: int, outcome: BatchOutcome) -> None:
         """Turn the batcher's measured times into child spans of ``model_inference``."""

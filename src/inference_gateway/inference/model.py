@@ -13,6 +13,7 @@ from inference_gateway.inference.labels import imagenet_labels
 from inference_gateway.inference.onnx_export import ensure_onnx, onnx_path
 from inference_gateway.inference.postprocess import Activation
 from inference_gateway.inference.preprocess import PreprocessConfig
+from inference_gateway.inference.quality import Reference
 
 if TYPE_CHECKING:  # imported where a torch module is built: the ONNX path never needs it
     import torch
@@ -39,6 +40,10 @@ class LoadedModel:
     #: them in model metadata).
     input_name: str = "input"
     output_name: str = "logits"
+    #: The version's reference profile (its model-quality signals are on), or None.
+    reference: Reference | None = None
+    #: Why a ``reference.json`` beside the model is not used (signals off), or None.
+    reference_error: str | None = None
 
     @property
     def memory_bytes(self) -> int:

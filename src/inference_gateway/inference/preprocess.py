@@ -34,6 +34,13 @@ import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from inference_gateway.errors import ImageTooLargeException, InvalidImageException
+from inference_gateway.inference.quality import (
+    ImageSignals,
+    jpeg_quality,
+    luma_statistics,
+    saturation,
+    sharpness,
+)
 
 #: The formats Pillow may open; everything else is refused before any plugin parses it.
 ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
@@ -186,6 +193,29 @@ class ImageInfo:
     height: int
     mode: str
     size_bytes: int
+    #: Mean and standard deviation of the luma (ITU-R 601, 0..255) of the pixels the
+    #: model sees (after resize and crop): the model-quality signals ``luminance`` and
+    #: ``contrast``, measured on the crop the pipeline holds anyway.
+    luminance: float = 0.0
+    contrast: float = 0.0
+    #: The other model-quality input signals (`quality.ImageSignals`).
+    saturation: float = 0.0
+    sharpness: float = 0.0
+    jpeg_quality: float = 100.0
+
+
+def image_signals(info: ImageInfo) -> ImageSignals:
+    """The model-quality input signals of one prepared image."""
+    return ImageSignals(
+        luminance=info.luminance,
+        contrast=info.contrast,
+        pixels=info.width * info.height,
+        aspect_ratio=info.width / info.height if info.height else 0.0,
+        format=info.format,
+        saturation=info.saturation,
+        sharpness=info.sharpness,
+        jpeg_quality=info.jpeg_quality,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,7 +390,12 @@ def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
 
 
 def resize_crop_normalize(image: Image.Image, config: PreprocessConfig) -> npt.NDArray[np.float32]:
-    """Resize, centre crop and normalise an RGB image into one float32 tensor.
+    """Resize, centre crop and normalise an RGB image into one float32 tensor."""
+    return normalize(np.asarray(resize_crop(image, config)), config)
+
+
+def resize_crop(image: Image.Image, config: PreprocessConfig) -> Image.Image:
+    """Resize and centre crop an RGB image to the model's input size.
 
     The crop box is computed in source coordinates and resampled in one step, which
     equals resize-then-crop but never builds the intermediate image (a 1×10000 strip
@@ -373,8 +408,11 @@ def resize_crop_normalize(image: Image.Image, config: PreprocessConfig) -> npt.N
     left = (resized_width - out_width) / 2 * fx
     top = (resized_height - out_height) / 2 * fy
     box = (left, top, left + out_width * fx, top + out_height * fy)
-    resampled = image.resize((out_width, out_height), _RESAMPLING[config.interpolation], box=box)
-    pixels = np.asarray(resampled)  # HWC, RGB, uint8
+    return image.resize((out_width, out_height), _RESAMPLING[config.interpolation], box=box)
+
+
+def normalize(pixels: npt.NDArray[np.uint8], config: PreprocessConfig) -> npt.NDArray[np.float32]:
+    """The model's tensor of RGB pixels (HWC, uint8) already at its input size."""
     if config.color == "BGR":
         pixels = pixels[:, :, ::-1]
     if config.layout == "NCHW":
@@ -409,13 +447,24 @@ def prepare_image(data: bytes, limits: ImageLimits, config: PreprocessConfig) ->
 
 
 def prepare_opened(image: Image.Image, size_bytes: int, config: PreprocessConfig) -> PreparedImage:
-    """The transform after `open_image`: decode, convert, resize, normalise."""
+    """The transform after `open_image`: decode, convert, resize, normalise; and the
+    model-quality input signals, measured on the crop the model sees (about 0.15 ms)."""
+    format_, (width, height), mode = (image.format or "unknown").lower(), image.size, image.mode
+    tables = getattr(image, "quantization", None) if format_ == "jpeg" else None
+    resampled = resize_crop(to_rgb(decode(image, config)), config)
+    pixels = np.asarray(resampled)
+    luma = resampled.convert("L")
+    luminance, contrast = luma_statistics(luma.histogram())
     info = ImageInfo(
-        format=(image.format or "unknown").lower(),
-        width=image.size[0],
-        height=image.size[1],
-        mode=image.mode,
+        format=format_,
+        width=width,
+        height=height,
+        mode=mode,
         size_bytes=size_bytes,
+        luminance=luminance,
+        contrast=contrast,
+        saturation=saturation(pixels),
+        sharpness=sharpness(np.asarray(luma)),
+        jpeg_quality=jpeg_quality(tables),
     )
-    rgb = to_rgb(decode(image, config))
-    return PreparedImage(tensor=resize_crop_normalize(rgb, config), info=info)
+    return PreparedImage(tensor=normalize(pixels, config), info=info)

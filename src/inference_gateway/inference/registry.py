@@ -35,6 +35,7 @@ from inference_gateway.inference.host import (
 )
 from inference_gateway.inference.model import ModelLoader, ModelSpec
 from inference_gateway.inference.preprocess import ImageLimits
+from inference_gateway.inference.quality import Reference
 from inference_gateway.inference.workers import WorkerReadiness
 from inference_gateway.observability.logging import log_error
 from inference_gateway.observability.telemetry import Telemetry
@@ -64,6 +65,10 @@ class VersionStatus:
     batching: BatchingConfig
     # A changed copy failed to load (or fails and is retried); this one still serves.
     reload_error: str | None = None
+    # The loaded version's reference profile (model-quality signals on), or why its
+    # reference.json is not used.
+    reference: Reference | None = None
+    reference_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -489,6 +494,8 @@ class ModelRegistry:
                 backend=host.model.backend.name if host.model is not None else None,
                 batching=host.batching,
                 reload_error=self._reload_error(host.key),
+                reference=host.model.reference if host.model is not None else None,
+                reference_error=host.model.reference_error if host.model is not None else None,
             )
             for host in sorted(versions.values(), key=lambda h: _version_order(h.model_version))
         )

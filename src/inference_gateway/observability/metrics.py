@@ -14,7 +14,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -308,6 +308,7 @@ class Metrics:
             "prediction_confidence", "Softmax confidence of the top-1 class.",
             MODEL_LABELS, buckets=CONFIDENCE_BUCKETS, registry=r,
         )  # fmt: skip
+        self._init_quality(r)
         # Images.
         self.image_size_bytes = Histogram(
             "image_size_bytes", "Size of uploaded images (bytes).",
@@ -351,7 +352,40 @@ class Metrics:
             self.model_inference_errors_total, self.batcher_crashes_total,
             self.model_load_failures_total, self.model_loads_total, self.model_unloads_total,
             self.model_load_duration_seconds, self.prediction_confidence,
+            self.model_quality_observations_total, self.model_quality_reference_fraction,
+            self.model_quality_reference_info, self.model_quality_reference_images,
+            self.model_quality_reference_confidence,
         ]  # fmt: skip
+
+    def _init_quality(self, r: CollectorRegistry) -> None:
+        """Model quality without labels: each answer's signals bucketed by the version's
+        reference (inference/quality.py), and the reference's own shares."""
+        self.model_quality_observations_total = Counter(
+            "model_quality_observations_total",
+            "Answered images by signal and by the bucket of the version's reference they fall in.",
+            [*MODEL_LABELS, "signal", "bucket"], registry=r,
+        )  # fmt: skip
+        self.model_quality_reference_fraction = Gauge(
+            "model_quality_reference_fraction",
+            "The reference's share of each bucket of each signal.",
+            [*MODEL_LABELS, "signal", "bucket"], registry=r, multiprocess_mode="livemax",
+        )  # fmt: skip
+        self.model_quality_reference_info = Gauge(
+            "model_quality_reference_info",
+            "1 for a version whose quality signals are on, labelled with its reference's SHA-256.",
+            [*MODEL_LABELS, "reference_sha256"], registry=r, multiprocess_mode="livemax",
+        )  # fmt: skip
+        self.model_quality_reference_images = Gauge(
+            "model_quality_reference_images", "Images the version's reference was built from.",
+            MODEL_LABELS, registry=r, multiprocess_mode="livemax",
+        )  # fmt: skip
+        self.model_quality_reference_confidence = Gauge(
+            "model_quality_reference_confidence",
+            "The reference's top-1 confidence: its mean and standard deviation (statistic).",
+            [*MODEL_LABELS, "statistic"], registry=r, multiprocess_mode="livemax",
+        )  # fmt: skip
+        self._quality_children: dict[tuple[ModelKey, str, str], Any] = {}
+        self._quality_sha: dict[ModelKey, str] = {}
 
     # --- the spec's helpers -------------------------------------------------------
     def record_request(
@@ -406,10 +440,72 @@ class Metrics:
             )  # fmt: skip
         self.inference_batch_size.labels(*model).observe(batch_size)
 
-    def record_prediction(self, model: ModelKey, class_label: str, confidence: float) -> None:
-        """Count one answered prediction by its top-1 class and observe its confidence."""
+    def record_prediction(
+        self, model: ModelKey, class_label: str, confidence: float, trace_id: str | None = None
+    ) -> None:
+        """Count one answered prediction by its top-1 class and observe its confidence
+        (``trace_id``: an exemplar, for an answer whose trace is kept)."""
         self.model_predictions_total.labels(*model, class_label).inc()
-        self.prediction_confidence.labels(*model).observe(confidence)
+        self.prediction_confidence.labels(*model).observe(confidence, exemplar=_exemplar(trace_id))
+        if self.multiprocess_dir is not None and trace_id:
+            self._exemplars.remember(
+                "prediction_confidence", model, CONFIDENCE_BUCKETS, confidence, trace_id
+            )
+
+    def set_quality_reference(
+        self,
+        model: ModelKey,
+        fractions: Mapping[str, Mapping[str, float]] | None,
+        *,
+        sha256: str = "",
+        images: int = 0,
+        confidence_mean: float = 0.0,
+        confidence_stddev: float = 0.0,
+    ) -> None:
+        """Publish a version's reference (its buckets' shares, file hash, image count and
+        confidence) and create its observation counters at 0, one per bucket, so that
+        every bucket's rate exists from the first answer; ``fractions`` None: the
+        version has no usable reference (any earlier one's series go)."""
+        self._drop_quality(model)
+        if fractions is None:
+            return
+        for signal, shares in fractions.items():
+            for bucket, share in shares.items():
+                self.model_quality_reference_fraction.labels(*model, signal, bucket).set(share)
+                child = self.model_quality_observations_total.labels(*model, signal, bucket)
+                self._quality_children[model, signal, bucket] = child
+        self.model_quality_reference_info.labels(*model, sha256).set(1)
+        self._quality_sha[model] = sha256
+        self.model_quality_reference_images.labels(*model).set(images)
+        confidence = self.model_quality_reference_confidence
+        confidence.labels(*model, "mean").set(confidence_mean)
+        confidence.labels(*model, "stddev").set(confidence_stddev)
+
+    def _drop_quality(self, model: ModelKey) -> None:
+        """Forget a version's quality series (single process: remove them; several
+        workers: the values stay in the files and the old reference's info gauge says 0).
+        """
+        for key in [k for k in self._quality_children if k[0] == model]:
+            del self._quality_children[key]
+        old = self._quality_sha.pop(model, None)
+        if old is not None and self.multiprocess_dir is not None:
+            self.model_quality_reference_info.labels(*model, old).set(0)
+        labels = dict(zip(MODEL_LABELS, model, strict=True))
+        if self.multiprocess_dir is None:
+            for metric in (
+                self.model_quality_observations_total, self.model_quality_reference_fraction,
+                self.model_quality_reference_info, self.model_quality_reference_images,
+                self.model_quality_reference_confidence,
+            ):  # fmt: skip
+                metric.remove_by_labels(labels)
+
+    def record_quality(self, model: ModelKey, buckets: Iterable[tuple[str, str]]) -> None:
+        """Count one answered image into the bucket of each of its signals."""
+        children = self._quality_children
+        for signal, bucket in buckets:
+            child = children.get((model, signal, bucket))
+            if child is not None:
+                child.inc()
 
     def record_error(self, endpoint: str, exception_type: str) -> None:
         """Count an exception raised while serving ``endpoint``."""

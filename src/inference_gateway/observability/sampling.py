@@ -53,7 +53,9 @@ class Outcome(StrEnum):
 
 
 #: Why a trace was kept: the ``reason`` of ``traces_kept_total``, in the order checked.
-KEEP_REASONS: tuple[str, ...] = ("error", "refused", "timeout", "slow", "parent_sampled", "ratio")
+KEEP_REASONS: tuple[str, ...] = (
+    "error", "refused", "timeout", "slow", "low_confidence", "parent_sampled", "ratio",
+)  # fmt: skip
 #: Spans one request may hold while it waits for its decision; beyond, they are dropped.
 #: (An Open Inference Protocol request of 256 images records about 4 per image.)
 MAX_SPANS_PER_TRACE = 1024
@@ -66,6 +68,19 @@ MAX_RUNNING_SPANS = 65536
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSET = Status(StatusCode.UNSET)
+
+
+def want_trace(reason: str) -> bool:
+    """Ask tail sampling to keep the current request's trace for ``reason`` (one of
+    `KEEP_REASONS`, such as ``low_confidence``) unless it is kept for a stronger one;
+    False when the request is not recorded by tail sampling."""
+    span = trace.get_current_span()
+    if not isinstance(span, RecordedSpan):
+        return False
+    root = span.root
+    if root.kept is None and root.wanted is None:
+        root.wanted = reason
+    return True
 
 
 def http_outcome(status: int) -> Outcome:
@@ -101,7 +116,7 @@ class RecordedSpan(trace.Span):
 
     __slots__ = ("_attributes", "_end", "_events", "_kind", "_links", "_name",
                  "_on_exception", "_owner", "_request", "_start", "_status", "batches",
-                 "context", "finished", "kept", "linked", "parent")  # fmt: skip
+                 "context", "finished", "kept", "linked", "parent", "wanted")  # fmt: skip
 
     def __init__(
         self,
@@ -138,6 +153,8 @@ class RecordedSpan(trace.Span):
         # the batch spans waiting on it; a batch span's requests (the roots it links to).
         self.finished: list[RecordedSpan] = []
         self.kept: bool | None = None
+        # Why the request itself asked for its trace (`want_trace`), if it did.
+        self.wanted: str | None = None
         self.batches: list[_BatchWait] = []
         self.linked: tuple[RecordedSpan, ...] = ()
 
@@ -422,8 +439,15 @@ class TailSampling(SpanProcessor):
         self._kept_spans: OrderedDict[int, RecordedSpan] = OrderedDict()  # under _lock
 
     # --- the rule -----------------------------------------------------------------------
-    def reason(self, outcome: Outcome, duration_seconds: float, sampled_parent: bool) -> str | None:
-        """Why the trace is kept, or None to drop it."""
+    def reason(
+        self,
+        outcome: Outcome,
+        duration_seconds: float,
+        sampled_parent: bool,
+        wanted: str | None = None,
+    ) -> str | None:
+        """Why the trace is kept, or None to drop it (``wanted``: the reason the request
+        asked for it with `want_trace`, such as ``low_confidence``)."""
         if outcome is Outcome.REFUSED and self.refusals is not None:
             if self.refusals.take():
                 return outcome.value  # else: one of many alike, judged as a healthy one
@@ -431,8 +455,8 @@ class TailSampling(SpanProcessor):
             return outcome.value
         if duration_seconds > self.slow_seconds:
             return "slow"
-        if sampled_parent:
-            return "parent_sampled"
+        if wanted is not None or sampled_parent:
+            return wanted or "parent_sampled"
         if self.ratio > 0 and self.random() < self.ratio:
             return "ratio"
         return None
@@ -457,7 +481,7 @@ class TailSampling(SpanProcessor):
     def _judge(
         self, root: RecordedSpan, outcome: Outcome, duration_seconds: float, sampled: bool
     ) -> bool:
-        why = self.reason(outcome, duration_seconds, sampled)
+        why = self.reason(outcome, duration_seconds, sampled, root.wanted)
         self._settle(root, why is not None)
         if why is not None and self.on_kept is not None:
             self.on_kept(why)

@@ -1,0 +1,516 @@
+"""Is the model still right? A version's reference profile and the signals of each answer.
+
+No label is needed: each answered image is described by what the model said (its
+predicted class, top-1 confidence, the margin over the second class, the normalised
+entropy of its confidences) and by what it was shown (mean luminance and luminance
+contrast of the pixels the model sees, the uploaded image's pixel count, aspect ratio
+and format). A *reference* — the same signals over a set of images that look like
+production, written by ``inference-gateway profile`` beside the version's
+``model.onnx`` — fixes a bounded set of buckets for each signal: the deciles of the
+reference for continuous signals (each holds about a tenth of it), the reference's
+most frequent classes plus ``other`` and ``unseen`` for the class, its formats plus
+``other``. The server counts each answer into those buckets; Prometheus compares the
+live shares with the reference's (the population stability index, `psi`) in recording
+rules, and alerts.
+
+Everything here is pure: building a reference from observations, bucketing one
+observation, the PSI, and the JSON form of a reference (`Reference.to_json` /
+`parse_reference`). Reading and hashing files happens at the edges (`load_reference`,
+the ``profile`` command).
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import itertools
+import json
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+#: The file a version's reference lives in, beside its ``model.onnx``.
+REFERENCE_FILE = "reference.json"
+#: The reference file's format; a file of another format is refused with a reason.
+FORMAT_VERSION = 1
+
+#: Every signal, in the order the metrics and the rules list them. The last three
+#: input signals are ours: the first six cannot see a greyscale camera, a blurred one
+#: or heavy recompression (measured: PSI 0.02, 0.13 and 0.04 where these give > 1).
+SIGNALS: tuple[str, ...] = (
+    "class", "confidence", "margin", "entropy",
+    "luminance", "contrast", "pixels", "aspect_ratio", "format",
+    "saturation", "sharpness", "jpeg_quality",
+)  # fmt: skip
+#: Signals of the answer: every answered image has them.
+ANSWER_SIGNALS: tuple[str, ...] = SIGNALS[:4]
+#: Signals of the image: only answers to an image (not to a client's tensor) have them.
+INPUT_SIGNALS: tuple[str, ...] = SIGNALS[4:]
+#: Signals bucketed by the reference's deciles.
+CONTINUOUS: tuple[str, ...] = tuple(s for s in SIGNALS if s not in ("class", "format"))
+
+#: Most classes with a bucket of their own; the rest of the reference's classes are
+#: ``other``, classes it never predicted ``unseen`` (32 class buckets at most).
+MAX_CLASSES = 30
+#: Most formats with a bucket of their own (then ``other``).
+MAX_FORMATS = 8
+OTHER = "other"
+UNSEEN = "unseen"
+#: Continuous signals fall into the reference's deciles: 10 buckets (11 when the
+#: reference's largest value is a decile itself, so values above it have their own).
+DECILES = 10
+#: The pseudo-count added to every bucket, live and reference alike, before shares are
+#: compared: an empty bucket gives a finite PSI. The recording rules use the same.
+SMOOTHING = 0.5
+#: The reference's percentiles of each continuous signal kept for `Reference.rank`.
+PERCENTILES = 101
+#: The PSI from which a shift counts as drift (the usual rule of thumb: < 0.1 stable,
+#: 0.1-0.25 moderate, >= 0.25 a shift).
+DRIFT_PSI = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class ImageSignals:
+    """What the gateway measured of one image while preparing it for the model."""
+
+    luminance: float  # mean luma (ITU-R 601) of the pixels the model sees, 0..255
+    contrast: float  # their standard deviation
+    pixels: int  # width x height of the uploaded image
+    aspect_ratio: float  # width / height of the uploaded image
+    format: str  # its encoded format, lower case ("jpeg", "png", ...)
+    saturation: float  # mean chroma (max - min of R, G, B) of the model's pixels, 0..255
+    sharpness: float  # mean absolute difference of horizontally adjacent luma, 0..255
+    jpeg_quality: float  # JPEG quality (1-100) from its tables; 100 for other formats
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One answered image's signals (no image signals for a client's tensor)."""
+
+    label: str
+    confidence: float
+    margin: float
+    entropy: float
+    image: ImageSignals | None = None
+
+    def value(self, signal: str) -> float | str | None:
+        """The value of one signal (None: an image signal of a tensor answer)."""
+        if signal == "class":
+            return self.label
+        if signal in ANSWER_SIGNALS:
+            return float(getattr(self, signal))
+        return None if self.image is None else getattr(self.image, signal)
+
+
+def luma_statistics(histogram: Sequence[int]) -> tuple[float, float]:
+    """Mean and standard deviation of 8-bit luma from its 256-bin histogram."""
+    counts = np.asarray(histogram, dtype=np.float64)
+    total = counts.sum()
+    if total == 0:
+        return 0.0, 0.0
+    levels = np.arange(counts.size, dtype=np.float64)
+    mean = float(counts @ levels / total)
+    variance = float(counts @ (levels * levels) / total) - mean * mean
+    return mean, math.sqrt(max(variance, 0.0))
+
+
+def sharpness(luma: npt.NDArray[np.uint8]) -> float:
+    """Mean absolute difference between horizontally adjacent pixels of an 8-bit luma
+    image, on every fourth row (about 30 µs at 224 x 224): blur lowers it."""
+    rows = luma[::4].astype(np.int16)
+    return float(np.abs(np.diff(rows, axis=1)).mean()) if rows.shape[1] > 1 else 0.0
+
+
+def saturation(pixels: npt.NDArray[np.uint8]) -> float:
+    """Mean chroma (max minus min of R, G, B) of an RGB image on every fourth pixel
+    each way: 0 for greyscale, up to 255."""
+    sample = pixels[::4, ::4]
+    return float((sample.max(axis=2) - sample.min(axis=2)).mean()) if sample.size else 0.0
+
+
+#: The luminance quantisation table of the JPEG standard (Annex K), natural order:
+#: libjpeg scales it by the quality setting.
+_JPEG_LUMA_TABLE = (
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+    14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+    18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+)  # fmt: skip
+
+
+def jpeg_quality(tables: Mapping[int, Sequence[int]] | None) -> float:
+    """The quality a JPEG was saved at, from its luminance quantisation table (libjpeg's
+    scaling inverted: exact for libjpeg's own tables, an equivalent for others); 100
+    without tables (a format that does not quantise this way)."""
+    table = None if not tables else tables.get(0)
+    if not table or len(table) != len(_JPEG_LUMA_TABLE):
+        return 100.0
+    scale = 100.0 * sum(table) / sum(_JPEG_LUMA_TABLE)
+    quality = (200.0 - scale) / 2.0 if scale <= 100 else 5000.0 / scale
+    return min(max(quality, 1.0), 100.0)
+
+
+def observe(
+    confidences: npt.NDArray[np.float64], labels: Sequence[str], image: ImageSignals | None
+) -> Observation:
+    """The answer's signals from its confidences (any activation: the entropy is that
+    of the confidences scaled to sum to 1, divided by ln(classes))."""
+    best = int(np.argmax(confidences))
+    top1 = float(confidences[best])
+    if confidences.size > 1:
+        second = float(np.partition(confidences, -2)[-2])
+        total = float(confidences.sum())
+        if total > 0 and math.isfinite(total):
+            p = confidences / total
+            nonzero = p[p > 0]
+            entropy = float(-(nonzero @ np.log(nonzero)) / math.log(confidences.size))
+        else:
+            entropy = 0.0
+    else:
+        second, entropy = 0.0, 0.0
+    return Observation(
+        label=labels[best],
+        confidence=top1,
+        margin=top1 - second,
+        entropy=min(max(entropy, 0.0), 1.0),
+        image=image,
+    )
+
+
+def decile_edges(values: Sequence[float]) -> tuple[float, ...]:
+    """The ascending bucket edges of a continuous signal from the reference's values.
+
+    Bucket ``i`` holds ``[edge[i-1], edge[i])``. The inner deciles, without repeats (a
+    value many images share is one edge); when the largest value is an edge itself,
+    the next float above it is added, so values above everything the reference saw
+    get a bucket of their own instead of joining the reference's largest.
+    """
+    ordered = np.sort(np.asarray(values, dtype=np.float64))
+    quantiles = np.quantile(ordered, np.arange(1, DECILES) / DECILES)
+    edges = sorted({float(q) for q in quantiles})
+    top = float(ordered[-1])
+    if edges[-1] >= top:
+        edges.append(float(np.nextafter(top, math.inf)))
+    return tuple(edges)
+
+
+class _ReferenceFile(BaseModel):
+    """The JSON form of a reference, checked when it is read."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    format_version: Literal[1]
+    model_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    model_name: str = ""
+    model_version: str = ""
+    created: str = ""
+    images: int = Field(ge=1)
+    classes: list[str] = Field(max_length=MAX_CLASSES)
+    seen_classes: list[str]
+    formats: list[str] = Field(max_length=MAX_FORMATS)
+    edges: dict[str, list[float]]
+    fractions: dict[str, dict[str, float]]
+    percentiles: dict[str, list[float]]
+    confidence_mean: float = Field(ge=0)
+    confidence_stddev: float = Field(ge=0)
+    low_confidence: float = Field(ge=0)
+    smoothing: float = SMOOTHING
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One version's reference profile: its buckets and the reference's share of each.
+
+    ``sha256`` is that of the reference file itself (what `model_quality_reference_info`
+    shows), ``model_sha256`` that of the model file it was written for.
+    """
+
+    model_sha256: str
+    images: int
+    classes: tuple[str, ...]
+    seen_classes: frozenset[str]
+    formats: tuple[str, ...]
+    edges: Mapping[str, tuple[float, ...]]
+    fractions: Mapping[str, Mapping[str, float]]
+    percentiles: Mapping[str, tuple[float, ...]]
+    confidence_mean: float
+    confidence_stddev: float
+    #: The reference's 5th percentile of top-1 confidence: answers below it are unusual
+    #: enough that their traces are kept (reason ``low_confidence``).
+    low_confidence: float
+    model_name: str = ""
+    model_version: str = ""
+    created: str = ""
+    sha256: str = ""
+    _class_index: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        index = {label: label for label in self.classes}
+        object.__setattr__(self, "_class_index", index)
+
+    # --- buckets ----------------------------------------------------------------------
+    def buckets(self, signal: str) -> tuple[str, ...]:
+        """Every bucket of ``signal``, in order (the series the server creates at 0)."""
+        if signal == "class":
+            return (*self.classes, OTHER, UNSEEN)
+        if signal == "format":
+            return (*self.formats, OTHER)
+        return tuple(str(i) for i in range(len(self.edges[signal]) + 1))
+
+    def bucket(self, signal: str, value: float | str) -> str:
+        """The bucket one value of ``signal`` falls into."""
+        if signal == "class":
+            label = str(value)
+            if label in self._class_index:
+                return label
+            return OTHER if label in self.seen_classes else UNSEEN
+        if signal == "format":
+            return str(value) if value in self.formats else OTHER
+        return str(bisect.bisect_right(self.edges[signal], float(value)))
+
+    def buckets_of(self, observation: Observation) -> list[tuple[str, str]]:
+        """(signal, bucket) of each signal the observation has."""
+        pairs = []
+        for signal in SIGNALS:
+            value = observation.value(signal)
+            if value is not None:
+                pairs.append((signal, self.bucket(signal, value)))
+        return pairs
+
+    def rank(self, signal: str, value: float) -> float:
+        """The share of the reference (0..1) below ``value`` of a continuous signal,
+        from its percentiles: 0.96 for luminance is "darker than 96% of the reference"
+        read the other way round (brighter than 96%)."""
+        points = self.percentiles[signal]
+        if value <= points[0]:
+            return 0.0
+        if value >= points[-1]:
+            return 1.0
+        i = bisect.bisect_right(points, value)
+        low, high = points[i - 1], points[i]
+        within = (value - low) / (high - low) if high > low else 0.0
+        return (i - 1 + within) / (len(points) - 1)
+
+    # --- the file -----------------------------------------------------------------------
+    def to_json(self) -> str:
+        """The reference file's text."""
+        data: dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "model_sha256": self.model_sha256,
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "created": self.created,
+            "images": self.images,
+            "classes": list(self.classes),
+            "seen_classes": sorted(self.seen_classes),
+            "formats": list(self.formats),
+            "edges": {s: list(e) for s, e in self.edges.items()},
+            "fractions": {s: dict(f) for s, f in self.fractions.items()},
+            "percentiles": {s: list(p) for s, p in self.percentiles.items()},
+            "confidence_mean": self.confidence_mean,
+            "confidence_stddev": self.confidence_stddev,
+            "low_confidence": self.low_confidence,
+            "smoothing": SMOOTHING,
+        }
+        return json.dumps(data, indent=1) + "\n"
+
+
+class ReferenceError(ValueError):
+    """A reference file that cannot be used; the message says why (never the model's
+    fault: the version serves, its quality signals are off)."""
+
+
+def parse_reference(text: str | bytes, model_sha256: str) -> Reference:
+    """A reference from its file's text, checked against the model file's SHA-256."""
+    raw = text.encode() if isinstance(text, str) else text
+    try:
+        data = _ReferenceFile.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the file"
+        raise ReferenceError(
+            f"{REFERENCE_FILE} is not a reference: {where}: {first['msg']}"
+        ) from None
+    if data.model_sha256 != model_sha256:
+        raise ReferenceError(
+            f"{REFERENCE_FILE} was written for another model file (sha256 "
+            f"{data.model_sha256[:12]}…, this one is {model_sha256[:12]}…): run "
+            "`inference-gateway profile` again for this version"
+        )
+    missing = [s for s in CONTINUOUS if s not in data.edges or s not in data.percentiles]
+    missing += sorted(set(SIGNALS) - set(data.fractions) - set(missing))
+    if missing:
+        raise ReferenceError(f"{REFERENCE_FILE} lacks signals: {', '.join(missing)}")
+    for signal in CONTINUOUS:
+        edges = data.edges[signal]
+        if not edges or any(b <= a for a, b in itertools.pairwise(edges)):
+            raise ReferenceError(f"{REFERENCE_FILE}: edges.{signal} must be increasing")
+        if len(data.percentiles[signal]) < 2:
+            raise ReferenceError(f"{REFERENCE_FILE}: percentiles.{signal} needs 2 values")
+    reference = Reference(
+        model_sha256=data.model_sha256,
+        images=data.images,
+        classes=tuple(data.classes),
+        seen_classes=frozenset(data.seen_classes),
+        formats=tuple(data.formats),
+        edges={s: tuple(data.edges[s]) for s in CONTINUOUS},
+        fractions={s: dict(f) for s, f in data.fractions.items()},
+        percentiles={s: tuple(data.percentiles[s]) for s in CONTINUOUS},
+        confidence_mean=data.confidence_mean,
+        confidence_stddev=data.confidence_stddev,
+        low_confidence=data.low_confidence,
+        model_name=data.model_name,
+        model_version=data.model_version,
+        created=data.created,
+        sha256=hashlib.sha256(raw).hexdigest(),
+    )
+    for signal in SIGNALS:
+        unknown = set(data.fractions[signal]) - set(reference.buckets(signal))
+        if unknown:
+            raise ReferenceError(
+                f"{REFERENCE_FILE}: fractions.{signal} has buckets the reference does not "
+                f"define: {', '.join(sorted(unknown)[:5])}"
+            )
+    return reference
+
+
+def build_reference(
+    observations: Sequence[Observation],
+    model_sha256: str,
+    *,
+    model_name: str = "",
+    model_version: str = "",
+    created: str = "",
+) -> Reference:
+    """The reference of a set of answered images (each must have its image signals)."""
+    if not observations:
+        raise ValueError("a reference needs at least one image")
+    if any(o.image is None for o in observations):
+        raise ValueError("a reference is built from images, not tensors")
+    counted = Counter(o.label for o in observations)
+    classes = tuple(
+        label
+        for label, _ in sorted(counted.items(), key=lambda item: (-item[1], item[0]))
+        if label not in (OTHER, UNSEEN)
+    )[:MAX_CLASSES]
+    formats = Counter(str(o.value("format")) for o in observations)
+    top_formats = tuple(
+        f for f, _ in sorted(formats.items(), key=lambda item: (-item[1], item[0]))
+    )[:MAX_FORMATS]
+    values = {s: [float(o.value(s)) for o in observations] for s in CONTINUOUS}  # type: ignore[arg-type]
+    confidences = np.asarray(values["confidence"])
+    skeleton = Reference(
+        model_sha256=model_sha256,
+        images=len(observations),
+        classes=classes,
+        seen_classes=frozenset(counted),
+        formats=top_formats,
+        edges={s: decile_edges(v) for s, v in values.items()},
+        fractions={},
+        percentiles={
+            s: tuple(float(q) for q in np.quantile(v, np.linspace(0, 1, PERCENTILES)))
+            for s, v in values.items()
+        },
+        confidence_mean=float(confidences.mean()),
+        confidence_stddev=float(confidences.std(ddof=1)) if confidences.size > 1 else 0.0,
+        low_confidence=float(np.quantile(confidences, 0.05)),
+        model_name=model_name,
+        model_version=model_version,
+        created=created,
+    )
+    tallies: dict[str, Counter[str]] = {s: Counter() for s in SIGNALS}
+    for observation in observations:
+        for signal, bucket in skeleton.buckets_of(observation):
+            tallies[signal][bucket] += 1
+    n = len(observations)
+    fractions = {s: {b: tallies[s][b] / n for b in skeleton.buckets(s)} for s in SIGNALS}
+    reference = Reference(**{**_fields(skeleton), "fractions": fractions})
+    return parse_reference(reference.to_json(), model_sha256)  # the file's own sha256
+
+
+def _fields(reference: Reference) -> dict[str, Any]:
+    return {
+        name: getattr(reference, name)
+        for name in Reference.__dataclass_fields__
+        if not name.startswith("_")
+    }
+
+
+def psi(
+    live: Mapping[str, float],
+    reference_fractions: Mapping[str, float],
+    reference_images: int,
+    smoothing: float = SMOOTHING,
+) -> float:
+    """The population stability index of live bucket counts against the reference.
+
+    Both sides are smoothed alike: each bucket's share is (count + smoothing) /
+    (total + smoothing x buckets), the reference's counts being its fractions times its
+    image count. Sum over buckets of (live - ref) x ln(live / ref): 0 for identical
+    shares, finite for empty buckets. The recording rules compute exactly this.
+    """
+    buckets = list(reference_fractions)
+    n = sum(live.get(b, 0.0) for b in buckets)
+    width = smoothing * len(buckets)
+    total = 0.0
+    for b in buckets:
+        p = (live.get(b, 0.0) + smoothing) / (n + width)
+        q = (reference_fractions[b] * reference_images + smoothing) / (reference_images + width)
+        total += (p - q) * math.log(p / q)
+    return total
+
+
+def psi_noise(buckets: int, live_images: float, reference_images: int) -> float:
+    """The PSI that sampling noise alone reaches with few images, no drift at all.
+
+    Without drift, PSI x nm/(n+m) is about chi-squared with B-1 degrees of freedom, so
+    the PSI's mean is (B-1)(1/n + 1/m) and its standard deviation sqrt(2(B-1)) times
+    (1/n + 1/m). This is the mean plus four standard deviations: a PSI above the drift
+    threshold means something only while this stays below it, which is what decides
+    the fewest images an alert needs (the rules use the same expression).
+    """
+    if live_images <= 0 or reference_images <= 0:
+        return math.inf
+    dof = max(buckets - 1, 1)
+    return (dof + 4 * math.sqrt(2 * dof)) * (1 / live_images + 1 / reference_images)
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_reference(version_dir: Path, model_file: Path) -> Reference | None:
+    """The reference beside ``model_file`` checked against it, or None when there is none.
+
+    Raises `ReferenceError` when the file exists but cannot be used.
+    """
+    path = version_dir / REFERENCE_FILE
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ReferenceError(f"{REFERENCE_FILE} cannot be read: {exc.strerror}") from None
+    return parse_reference(text, file_sha256(model_file))
+
+
+def observations_summary(observations: Iterable[Observation]) -> dict[str, float]:
+    """Mean of each continuous signal (for the ``profile`` command's closing lines)."""
+    listed = list(observations)
+    return {
+        s: float(np.mean([float(o.value(s)) for o in listed]))  # type: ignore[arg-type]
+        for s in CONTINUOUS
+        if listed
+    }
