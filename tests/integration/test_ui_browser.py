@@ -1,8 +1,9 @@
 """The page in a real browser: Debian's headless Chromium, driven by Selenium.
 
-A real ``inference-gateway serve`` with a model repository of three models (the
-built-in network under its own name, the default; ``tench``, which always answers
-"tench"; ``broken``, whose file cannot load) serves the page. The browser uploads real
+A real ``inference-gateway serve`` with a model repository of four models (the
+built-in network under its own name, the default; ``profiled``, the same network with a
+model-quality reference made by ``inference-gateway profile``; ``tench``, which always
+answers "tench"; ``broken``, whose file cannot load) serves the page. The browser uploads real
 photos through the file input, drops and pastes one, uploads a corrupt file and a
 too-large image, switches models; after each test the page must have requested nothing
 outside the gateway and logged no console error or Content-Security-Policy violation
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import re
 import shutil
@@ -30,6 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx2 as httpx
@@ -45,6 +48,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from inference_gateway import cli
 from inference_gateway.api.keys import add_key
 from inference_gateway.config import Settings
 from inference_gateway.inference.labels import imagenet_labels
@@ -57,6 +61,7 @@ from tests.model_repository import (
     shifted_variant,
     write_yaml_model,
 )
+from tests.photo_variants import PHOTOS, darkened, variants, write_set
 from tests.servers import GatewayProcess, gateway_process
 from tests.tools import unavailable
 
@@ -90,13 +95,19 @@ SCREENSHOT_MAX_BYTES = 150_000
 
 #: The default model: the built-in network, named as `make run` serves it.
 DEFAULT = "efficientnet-lite0"
+#: The built-in network again, with a reference (``reference.json``) profiled from
+#: `REFERENCE_IMAGES` variants of the cat photo only: its answers carry ``quality``.
+PROFILED = "profiled"
+REFERENCE_IMAGES = 60
+CAT_PHOTO = PHOTOS.index(CAT_PNG.name)
 
 
 def _write_models(root: Path) -> None:
-    """The default model, ``tench`` and ``broken`` (its only version's file is not
-    ONNX: listed, never serving, 503)."""
+    """The default model, `PROFILED` (without its reference yet), ``tench`` and
+    ``broken`` (its only version's file is not ONNX: listed, never serving, 503)."""
     builtin = builtin_onnx()
     write_yaml_model(root, DEFAULT, {1: builtin}, BUILTIN_YAML)
+    write_yaml_model(root, PROFILED, {1: builtin}, BUILTIN_YAML)
     write_yaml_model(root, "tench", {1: shifted_variant(builtin, TENCH, 50.0)}, BUILTIN_YAML)
     version = root / "broken" / "1"
     version.mkdir(parents=True)
@@ -110,10 +121,22 @@ def _model_states(url: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    """A real gateway serving the default model, ``tench`` and ``broken``."""
+def reference_set(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The images `PROFILED`'s reference is made from: JPEGs of the cat photo, cropped,
+    turned and colour-jittered (tests/photo_variants.py)."""
+    directory = tmp_path_factory.mktemp("reference")
+    return write_set(directory, variants(REFERENCE_IMAGES, seed=1, photos=(CAT_PHOTO,)))
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory, reference_set: list[Path]
+) -> Iterator[GatewayProcess]:
+    """A real gateway serving the default model, `PROFILED`, ``tench`` and ``broken``."""
     root = tmp_path_factory.mktemp("ui-models")
     _write_models(root)
+    images = str(reference_set[0].parent)
+    assert cli.main(["profile", PROFILED, "--images", images, "--repository", str(root)]) == 0
     env = {
         "MODEL_REPOSITORY": str(root),
         "DEFAULT_MODEL": DEFAULT,
@@ -124,8 +147,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
     }
     # /ready stays 503 while `broken` cannot load: wait for the models themselves.
     with gateway_process(env, wait_for="/health") as gw:
-        expected = {DEFAULT: "READY", "tench": "READY", "broken": "UNAVAILABLE"}
-        wait_until(lambda: _model_states(gw.url) == expected, what="the three models")
+        expected = {DEFAULT: "READY", PROFILED: "READY", "tench": "READY", "broken": "UNAVAILABLE"}
+        wait_until(lambda: _model_states(gw.url) == expected, what="the four models")
         yield gw
 
 
@@ -409,6 +432,8 @@ def test_photos_show_their_top_class_bars_and_waterfall(
     assert coffee.top_label == LABELS[ESPRESSO]
     for card in (cat, coffee):
         _assert_shows_a_prediction(card, page)
+        # The default model's version has no reference: nothing is said about one.
+        assert card.element.find_elements(By.CSS_SELECTOR, ".quality") == []
         assert (
             card.element.find_element(By.CSS_SELECTOR, ".thumb img")
             .get_attribute("src")
@@ -444,7 +469,7 @@ def test_a_corrupt_file_and_a_too_large_image_show_the_problem(page: Page, tmp_p
 
 def test_switching_model_asks_that_model(page: Page) -> None:
     names = [o.get_attribute("value") for o in page.model.options]
-    assert sorted(names) == ["broken", DEFAULT, "tench"]
+    assert sorted(names) == ["broken", DEFAULT, PROFILED, "tench"]
     assert "broken (unavailable)" in [o.text for o in page.model.options]
 
     page.model.select_by_value("tench")
@@ -460,6 +485,83 @@ def test_switching_model_asks_that_model(page: Page) -> None:
     assert card.text(".problem-title") == "Model not ready (503)"
     assert card.text(".problem-retry") == "The gateway asks to try again in 5 s."
     page.assert_clean(failed_uploads=(503,))
+
+
+# --- how typical an answer is of its version's reference (the answer's `quality`)
+
+
+def _quality(url: str, path: Path) -> dict[str, Any]:
+    """The ``quality`` object of `PROFILED`'s answer to the image at ``path``."""
+    answer = httpx.post(
+        f"{url}/models/{PROFILED}/predict",
+        files={"file": (path.name, path.read_bytes())},
+        timeout=WAIT_SECONDS,
+    )
+    assert answer.status_code == 200, answer.text
+    quality: dict[str, Any] = answer.json()["quality"]
+    return quality
+
+
+def _typical(quality: dict[str, Any]) -> bool:
+    """Whether the page should call this answer typical: every percentile in (5, 95)."""
+    percentiles = [s["reference_percentile"] for s in quality["signals"].values()]
+    return (
+        quality["class_in_reference"]
+        and not quality["low_confidence"]
+        and all(5 < p < 95 for p in percentiles)
+    )
+
+
+def test_answers_say_how_typical_they_are_of_the_reference(
+    page: Page, gateway: GatewayProcess, reference_set: list[Path], tmp_path: Path
+) -> None:
+    # Among the reference's own images, one the gateway finds typical in every signal
+    # and one it finds less confident than the reference's 5th percentile.
+    answers = {path: _quality(gateway.url, path) for path in reference_set}
+    typical = next(path for path, quality in answers.items() if _typical(quality))
+    unconfident = next(path for path, quality in answers.items() if quality["low_confidence"])
+    # The cat photo darkened (x0.4): an underexposed camera.
+    (dark,) = write_set(tmp_path / "dark", variants(1, seed=2, photos=(CAT_PHOTO,)), darkened)
+    dark_luminance = _quality(gateway.url, dark)["signals"]["luminance"]["reference_percentile"]
+    assert dark_luminance <= 5
+    # The reference never saw a cup of coffee.
+    assert _quality(gateway.url, COFFEE_PNG)["class_in_reference"] is False
+    confidence = answers[unconfident]["signals"]["confidence"]["reference_percentile"]
+
+    page.model.select_by_value(PROFILED)
+    dark_card, typical_card, unconfident_card, coffee_card = page.upload(
+        dark, typical, unconfident, COFFEE_PNG
+    )
+
+    caption = f"Unusual for the reference ({REFERENCE_IMAGES} images):"
+    assert dark_card.text(".quality-title") == caption
+    luminance = dark_card.element.find_element(By.CSS_SELECTOR, '[data-signal="luminance"]')
+    assert (
+        luminance.text == f"darker than {math.floor(100 - dark_luminance)}% of the reference images"
+    )
+
+    assert typical_card.text(".quality") == f"Typical of the reference ({REFERENCE_IMAGES} images)"
+    assert typical_card.texts(".quality-line") == []
+    assert "unusual" not in str(
+        typical_card.element.find_element(By.CSS_SELECTOR, ".quality").get_attribute("class")
+    )
+
+    # Below the reference's 5th percentile of confidence: the trace is kept, and said so.
+    share = math.floor(100 - confidence) if confidence <= 5 else 95
+    assert unconfident_card.texts(".quality-line")[0] == (
+        f"less confident than {share}% of the reference's answers: its trace is kept"
+    )
+    assert unconfident_card.text(".trace-kept") == "kept"
+
+    assert coffee_card.top_label == LABELS[ESPRESSO]
+    assert coffee_card.texts(".quality-line")[0] == (
+        f"a class the reference never saw ({LABELS[ESPRESSO]})"
+    )
+    for card in (dark_card, typical_card, unconfident_card, coffee_card):
+        assert f"{PROFILED} v1" in card.text(".meta")
+        # Under the classes, above the waterfall.
+        assert card.element.find_elements(By.CSS_SELECTOR, ".predictions + .quality + .waterfall")
+    page.assert_clean()
 
 
 #: Hands the page a JPEG (base64 in ``arguments[1]``) the way a person's drop or paste
@@ -706,6 +808,158 @@ def test_prediction_network_errors_and_non_json_answers_are_said_in_words(
     (card,) = page.upload(CAT_PNG)
     assert card.top_label in {LABELS[c] for c in CAT_CLASSES}
     page.assert_clean(failed_uploads=("ERR_EMPTY_RESPONSE", 502))
+
+
+#: Every continuous signal of an answer's ``quality`` (`quality.CONTINUOUS`).
+SIGNALS = (
+    "confidence", "margin", "entropy", "luminance", "contrast", "pixels", "aspect_ratio",
+    "saturation", "sharpness", "jpeg_quality",
+)  # fmt: skip
+#: A quality object that leaves the ``quality`` key out of the answer altogether.
+ABSENT = object()
+
+
+def _faked_answer(quality: object, *, label: str = "tabby", trace: bool = True) -> Fault:
+    """A prediction the way the gateway answers one, with ``quality`` as given."""
+    body: dict[str, object] = {
+        "model": {"name": PROFILED, "version": "1", "backend": "onnxruntime"},
+        "predictions": [{"class_id": 281, "label": label, "confidence": 0.41}],
+        "image": {"format": "png", "width": 451, "height": 300, "size_bytes": 4096},
+        "request_id": "7f1c7a5e-3d1b-4b8e-9a55-0c1b2f3e4d5a",
+        "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736" if trace else None,
+    }
+    if quality is not ABSENT:
+        body["quality"] = quality
+    return Fault(200, json.dumps(body).encode(), "application/json")
+
+
+def _quality_of(
+    percentiles: dict[str, object] | object, *, seen: object = True, low: object = False
+) -> dict[str, object]:
+    signals = (
+        {name: {"value": 1.5, "reference_percentile": p} for name, p in percentiles.items()}
+        if isinstance(percentiles, dict)
+        else percentiles
+    )
+    return {
+        "reference_images": 800,
+        "class_in_reference": seen,
+        "low_confidence": low,
+        "signals": signals,
+    }
+
+
+#: Faked answers, and what the page says of each: its caption and lines, or its one
+#: typical line, or None for nothing at all.
+FAKED_QUALITY: dict[str, tuple[Fault, str | None, list[str]]] = {
+    "below": (
+        _faked_answer(
+            _quality_of(
+                dict(zip(SIGNALS, (2.5, 0.0, 5.0, 4.0, 4.1, 2.0, 3, 0, 1, 5), strict=True)),
+                seen=False,
+                low=True,
+            ),
+            label="<b>tabby</b>",  # a label is text, never markup
+        ),
+        "Unusual for the reference (800 images):",
+        [
+            "a class the reference never saw (<b>tabby</b>)",
+            "less confident than 97% of the reference's answers: its trace is kept",
+            "a closer call between its top two classes than 100% of the reference's answers",
+            "less spread over the classes than 95% of the reference's answers",
+            "darker than 96% of the reference images",
+            "lower contrast than 95% of the reference images",
+            "less sharp than 99% of the reference images",
+            "less colourful than 100% of the reference images",
+            "more compressed than 95% of the reference images",
+            "smaller than 98% of the reference images",
+            "taller in proportion than 97% of the reference images",
+        ],
+    ),
+    "above": (
+        _faked_answer(
+            _quality_of(
+                dict(zip(SIGNALS, (99.5, 100, 95, 97, 96, 98, 99.9, 95.0, 98.2, 100), strict=True))
+            )
+        ),
+        "Unusual for the reference (800 images):",
+        [
+            "more confident than 99% of the reference's answers",
+            "a clearer lead over its second class than 100% of the reference's answers",
+            "more spread over the classes than 95% of the reference's answers",
+            "brighter than 97% of the reference images",
+            "higher contrast than 96% of the reference images",
+            "sharper than 98% of the reference images",
+            "more colourful than 95% of the reference images",
+            "less compressed than 100% of the reference images",
+            "larger than 98% of the reference images",
+            "wider in proportion than 99% of the reference images",
+        ],
+    ),
+    "typical, up to the bounds": (
+        _faked_answer(_quality_of(dict.fromkeys(SIGNALS, 50.0) | {"margin": 5.1, "pixels": 94.9})),
+        None,
+        ["Typical of the reference (800 images)"],
+    ),
+    "odd values": (
+        _faked_answer(
+            {
+                "reference_images": "800",  # not a count: said without one
+                "class_in_reference": "no",  # not false
+                "low_confidence": 1,  # not true
+                "signals": {
+                    "confidence": {"value": 0.1, "reference_percentile": "4"},
+                    "margin": None,
+                    "entropy": [1, 2],
+                    "luminance": {"value": "dark", "reference_percentile": 4.0},
+                    "contrast": {"value": 1.0, "reference_percentile": -1},
+                    "pixels": {"value": 1.0, "reference_percentile": 101},
+                    "aspect_ratio": {},
+                    "saturation": {"value": 1.0, "reference_percentile": None},
+                    "sharpness": "blurred",
+                    "fog": {"value": 1.0, "reference_percentile": 1.0},  # no words for it
+                },
+            }
+        ),
+        "Unusual for the reference:",
+        ["darker than 96% of the reference images"],
+    ),
+    "low confidence by the flag, no trace": (
+        _faked_answer(_quality_of({"confidence": 30.0}, low=True), trace=False),
+        "Unusual for the reference (800 images):",
+        ["less confident than 95% of the reference's answers"],
+    ),
+    "no signal to read": (_faked_answer(_quality_of([1, 2])), None, []),
+    "null": (_faked_answer(None), None, []),
+    "absent": (_faked_answer(ABSENT), None, []),
+    "not an object": (_faked_answer("typical"), None, []),
+}
+
+
+def test_quality_is_said_in_words_and_odd_values_are_skipped(
+    proxied: tuple[Page, FaultyProxy],
+) -> None:
+    page, proxy = proxied
+    page.open()
+    said: dict[str, tuple[str | None, list[str]]] = {}
+    for name, (fault, _, _) in FAKED_QUALITY.items():
+        proxy.faults["predict"] = fault
+        (card,) = page.upload(CAT_PNG)
+        assert "ok" in str(card.element.get_attribute("class")), name
+        blocks = card.element.find_elements(By.CSS_SELECTOR, ".quality")
+        if not blocks:
+            said[name] = (None, [])
+        elif card.element.find_elements(By.CSS_SELECTOR, ".quality-title"):
+            said[name] = (card.text(".quality-title"), card.texts(".quality-line"))
+        else:
+            said[name] = (None, [card.text(".quality")])
+    assert said == {name: (caption, lines) for name, (_, caption, lines) in FAKED_QUALITY.items()}
+    # The numbers behind a line are in its title.
+    proxy.faults["predict"] = FAKED_QUALITY["below"][0]
+    (card,) = page.upload(CAT_PNG)
+    luminance = card.element.find_element(By.CSS_SELECTOR, '[data-signal="luminance"]')
+    assert luminance.get_attribute("title") == "luminance 1.5: reference percentile 4"
+    page.assert_clean()
 
 
 # --- the page's own state

@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from inference_gateway.api.keys import add_key, needs_key
 from inference_gateway.api.ui import CONTENT_SECURITY_POLICY
+from inference_gateway.inference.quality import CONTINUOUS
 from tests.helpers import ControlledBackend, controlled_app, ready_client
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -265,6 +266,22 @@ def test_the_page_calls_only_the_public_api_and_stores_nothing() -> None:
         "new Function",
     ):
         assert forbidden not in script, forbidden
+
+
+def test_the_page_has_words_for_every_quality_signal_and_documents_its_bound() -> None:
+    """An answer's ``quality`` lists every continuous signal (api/routes.py); the page
+    says each in words, so a signal added to the gateway needs its words here too."""
+    script = asset_text("app.js")
+    table = re.search(r"const SIGNAL_WORDS = \{(.*?)\n\};", script, re.S)
+    assert table is not None
+    worded = re.findall(r"^\s+(\w+): \[", table.group(1), re.M)
+    assert sorted(worded) == sorted(CONTINUOUS)
+    # Unusual at a percentile <= 5 or >= 95: the bound docs/ui.md states, the server's
+    # own for a low-confidence answer (below the reference's 5th percentile).
+    bound = re.search(r"^const UNUSUAL_PERCENT = (\d+);$", script, re.M)
+    assert bound is not None and bound.group(1) == "5"
+    docs = (ROOT / "docs" / "ui.md").read_text(encoding="utf-8")
+    assert "is ≤ 5 or ≥ 95" in docs
 
 
 def test_every_page_file_ships_in_the_wheel() -> None:

@@ -1,4 +1,5 @@
-// The gateway's page: pick a model, drop images, see the top classes and the timings.
+// The gateway's page: pick a model, drop images, see the top classes (and, for a version with
+// a model-quality reference, how typical the answer is of it) and the timings.
 // Plain JavaScript, no build step, no third-party code. It calls only this gateway's
 // public API (GET /models, POST /models/{name}[/versions/{version}]/predict) and
 // stores nothing: no cookies, no storage, object URLs revoked when results are cleared.
@@ -11,6 +12,28 @@ const STAGE_NOTES = {
   queue: "waiting for the model",
   inference: "forward pass",
   total: "in the gateway",
+};
+
+// How typical an answer is of its version's reference (the `quality` object): a signal
+// is unusual when at most UNUSUAL_PERCENT of the reference lies below it (percentile <= 5)
+// or at most UNUSUAL_PERCENT above it (>= 95) -- the server's own low-confidence bound
+// (the reference's 5th percentile of confidence), used on both tails of every signal.
+const UNUSUAL_PERCENT = 5;
+// Each signal's words, in the order shown: [below most of the reference, above most of
+// it, what is compared]. The answer's signals first, then the image's.
+const ANSWERS = "the reference's answers";
+const IMAGES = "the reference images";
+const SIGNAL_WORDS = {
+  confidence: ["less confident than", "more confident than", ANSWERS],
+  margin: ["a closer call between its top two classes than", "a clearer lead over its second class than", ANSWERS],
+  entropy: ["less spread over the classes than", "more spread over the classes than", ANSWERS],
+  luminance: ["darker than", "brighter than", IMAGES],
+  contrast: ["lower contrast than", "higher contrast than", IMAGES],
+  sharpness: ["less sharp than", "sharper than", IMAGES],
+  saturation: ["less colourful than", "more colourful than", IMAGES],
+  jpeg_quality: ["more compressed than", "less compressed than", IMAGES],
+  pixels: ["smaller than", "larger than", IMAGES],
+  aspect_ratio: ["taller in proportion than", "wider in proportion than", IMAGES],
 };
 
 const $ = (id) => document.getElementById(id);
@@ -425,15 +448,89 @@ function showPrediction(card, body, response, roundTrip) {
   }
   card.body.append(list);
 
+  const kept = traceKept(response.headers.get("traceparent"));
+  const top = (body.predictions || [])[0];
+  // A low-confidence answer's trace is kept: said where there is a trace the header does
+  // not say was dropped.
+  const traceKeptNote = body.trace_id && kept !== false;
+  const quality = qualityBlock(body.quality, top && top.label, traceKeptNote);
+  if (quality) card.body.append(quality);
+
   const timings = parseServerTiming(response.headers.get("Server-Timing"));
   card.body.append(waterfall(timings, roundTrip));
-  card.body.append(
-    idsLine(
-      body.request_id || response.headers.get("X-Request-ID"),
-      body.trace_id,
-      traceKept(response.headers.get("traceparent")),
-    ),
-  );
+  card.body.append(idsLine(body.request_id || response.headers.get("X-Request-ID"), body.trace_id, kept));
+}
+
+const isObject = (value) => typeof value === "object" && value !== null && !Array.isArray(value);
+
+/** What is unusual about an answer against its version's reference, as lines of words:
+ * [{signal, text, title}]; and how many signals could be read at all. Signals whose
+ * percentile is not a number in 0..100 (or that this page has no words for) are skipped. */
+function unusualLines(quality, label, traceKeptNote) {
+  const signals = isObject(quality.signals) ? quality.signals : {};
+  const lines = [];
+  let read = 0;
+  if (quality.class_in_reference === false) {
+    const named = typeof label === "string" && label ? ` (${label})` : "";
+    lines.push({ signal: "class", text: `a class the reference never saw${named}`, title: "" });
+  }
+  const traceNote = traceKeptNote ? ": its trace is kept" : "";
+  let lowConfidenceSaid = false;
+  for (const [signal, [below, above, of]] of Object.entries(SIGNAL_WORDS)) {
+    const entry = signals[signal];
+    const percentile = isObject(entry) ? entry.reference_percentile : undefined;
+    if (typeof percentile !== "number" || !Number.isFinite(percentile) || percentile < 0 || percentile > 100) continue;
+    read += 1;
+    const low = percentile <= UNUSUAL_PERCENT;
+    if (!low && percentile < 100 - UNUSUAL_PERCENT) continue;
+    // Floored: "darker than 96%" is never more than the reference says.
+    const share = Math.floor(low ? 100 - percentile : percentile);
+    let text = `${low ? below : above} ${share}% of ${of}`;
+    if (signal === "confidence" && low && quality.low_confidence === true) {
+      text += traceNote;
+      lowConfidenceSaid = true;
+    }
+    const value = typeof entry.value === "number" && Number.isFinite(entry.value) ? `${entry.value}` : "?";
+    lines.push({ signal, text, title: `${signal} ${value}: reference percentile ${percentile}` });
+  }
+  if (quality.low_confidence === true && !lowConfidenceSaid) {
+    // Below the reference's 5th percentile of confidence (the server's flag), whatever
+    // the percentile said: first among the answer's lines.
+    const at = lines.length > 0 && lines[0].signal === "class" ? 1 : 0;
+    lines.splice(at, 0, {
+      signal: "low_confidence",
+      text: `less confident than 95% of ${ANSWERS}${traceNote}`,
+      title: "",
+    });
+  }
+  return { lines, read };
+}
+
+/** The answer's `quality` object in words under the classes: each unusual signal, or one
+ * line saying the answer is typical; null without a quality object (or nothing to say). */
+function qualityBlock(quality, label, traceKeptNote) {
+  if (!isObject(quality)) return null;
+  const { lines, read } = unusualLines(quality, label, traceKeptNote);
+  const images = quality.reference_images;
+  const count =
+    Number.isInteger(images) && images > 0 ? ` (${images} image${images === 1 ? "" : "s"})` : "";
+  const block = el("div", "quality");
+  if (lines.length === 0) {
+    if (read === 0) return null; // no signal could be read: nothing to say either way
+    block.append(el("p", "quality-typical", `Typical of the reference${count}`));
+    return block;
+  }
+  block.classList.add("unusual");
+  block.append(el("p", "quality-title", `Unusual for the reference${count}:`));
+  const list = el("ul", "quality-lines");
+  for (const line of lines) {
+    const item = el("li", "quality-line", line.text);
+    item.dataset.signal = line.signal;
+    if (line.title) item.title = line.title;
+    list.append(item);
+  }
+  block.append(list);
+  return block;
 }
 
 function waterfall(timings, roundTrip) {
