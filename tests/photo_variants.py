@@ -94,9 +94,8 @@ def write_set(
     rng = random.Random(seed)
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
-    for i, image in enumerate(images):
-        if change is not None:
-            image = change(image)
+    for i, original in enumerate(images):
+        image = change(original) if change is not None else original
         path = directory / f"{i:04d}.jpg"
         path.write_bytes(jpeg(image, quality if quality is not None else rng.randint(70, 95)))
         paths.append(path)

@@ -278,7 +278,7 @@ def _random_text(rng: random.Random, n: int) -> str:
 def test_cardinality_does_not_grow_with_unknown_paths_queries_and_headers(
     fake_client: TestClient,
 ) -> None:
-    rng = random.Random(42)  # noqa: S311 - reproducible test data, not secrets
+    rng = random.Random(42)
 
     def burst(count: int) -> None:
         for _ in range(count):

@@ -57,7 +57,9 @@ INPUT_SIGNALS: tuple[str, ...] = SIGNALS[4:]
 CONTINUOUS: tuple[str, ...] = tuple(s for s in SIGNALS if s not in ("class", "format"))
 
 #: Most classes with a bucket of their own; the rest of the reference's classes are
-#: ``other``, classes it never predicted ``unseen`` (32 class buckets at most).
+#: ``other``, classes it never predicted ``unseen`` (32 class buckets at most). The
+#: reference's share of ``unseen`` is the Good-Turing estimate of meeting a class it
+#: never saw: the share of its images whose class it saw only once.
 MAX_CLASSES = 30
 #: Most formats with a bucket of their own (then ``other``).
 MAX_FORMATS = 8
@@ -152,7 +154,12 @@ def jpeg_quality(tables: Mapping[int, Sequence[int]] | None) -> float:
     table = None if not tables else tables.get(0)
     if not table or len(table) != len(_JPEG_LUMA_TABLE):
         return 100.0
-    scale = 100.0 * sum(table) / sum(_JPEG_LUMA_TABLE)
+    # Each entry is the standard's x scale / 100, rounded, and clamped to 1..255 (at
+    # low qualities many reach 255): the median over unclamped entries reads the scale.
+    ratios = sorted(
+        100.0 * t / r for t, r in zip(table, _JPEG_LUMA_TABLE, strict=True) if 1 < t < 255
+    )
+    scale = ratios[len(ratios) // 2] if ratios else 100.0 * sum(table) / sum(_JPEG_LUMA_TABLE)
     quality = (200.0 - scale) / 2.0 if scale <= 100 else 5000.0 / scale
     return min(max(quality, 1.0), 100.0)
 
@@ -431,6 +438,12 @@ def build_reference(
             tallies[signal][bucket] += 1
     n = len(observations)
     fractions = {s: {b: tallies[s][b] / n for b in skeleton.buckets(s)} for s in SIGNALS}
+    # A long tail of classes means new images bring classes the reference never saw:
+    # its expected share of `unseen` is not 0 but (Good-Turing) the share of images
+    # whose class it saw once. The seen buckets give up that much, proportionally.
+    once = sum(1 for count in counted.values() if count == 1) / n
+    fractions["class"] = {b: f * (1 - once) for b, f in fractions["class"].items()}
+    fractions["class"][UNSEEN] = once
     reference = Reference(**{**_fields(skeleton), "fractions": fractions})
     return parse_reference(reference.to_json(), model_sha256)  # the file's own sha256
 
