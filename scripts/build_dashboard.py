@@ -22,9 +22,69 @@ PREDICT = 'endpoint=~"/predict|/models/.+/predict|/v2/models/.+/infer"'
 MODEL = 'model_name=~"$model_name"'
 #: gRPC calls that did not succeed: every status code but OK.
 GRPC_FAILED = 'code!="OK"'
+#: The version selector of the model-quality row (versions with a reference profile).
+VERSION = 'model_name=~"$model_name",model_version=~"$model_version"'
+#: The signal the live-against-reference distribution panel shows.
+SIGNAL = 'signal="$signal"'
 
-# (title, unit, [(expr, legend)], exemplars?) per panel; a row's panels share its width.
-ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]], bool]]]] = [
+#: A time series panel: (title, unit, [(expr, legend)], exemplars?).
+Series = tuple[str, str, list[tuple[str, str]], bool]
+#: Any other panel, given whole: its JSON but for the id and the grid position.
+Panel = dict[str, Any]
+
+#: The last hour's live share of each bucket of the signal picked at the top beside the
+#: reference's share of it: two instant queries as tables, merged on their labels into
+#: one row per bucket, drawn as a pair of bars. Shares of one version: with several
+#: picked, their buckets stand side by side under the same names.
+DISTRIBUTION: Panel = {
+    "type": "barchart",
+    "title": "Live (last hour) vs reference share of each $signal bucket",
+    "datasource": DS,
+    "fieldConfig": {"defaults": {"unit": "percentunit", "min": 0}, "overrides": []},
+    "options": {
+        "xField": "bucket",
+        "orientation": "vertical",
+        "showValue": "never",
+        "groupWidth": 0.7,
+        "barWidth": 0.9,
+        "xTickLabelRotation": -45,
+        "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
+        "tooltip": {"mode": "multi", "sort": "none"},
+    },
+    "targets": [
+        {
+            "refId": "A",
+            "datasource": DS,
+            "expr": f"model_version_signal_bucket:model_quality_observations:increase1h{{{VERSION},{SIGNAL}}} / on (model_name, model_version, signal) group_left () model_version_signal:model_quality_observations:increase1h{{{VERSION},{SIGNAL}}}",
+            "legendFormat": "live (last hour)",
+            "format": "table",
+            "instant": True,
+            "range": False,
+        },
+        {
+            "refId": "B",
+            "datasource": DS,
+            "expr": f"model_version_signal_bucket:model_quality_reference_fraction:max{{{VERSION},{SIGNAL}}}",
+            "legendFormat": "reference",
+            "format": "table",
+            "instant": True,
+            "range": False,
+        },
+    ],
+    "transformations": [
+        {"id": "merge", "options": {}},
+        {
+            "id": "organize",
+            "options": {
+                "excludeByName": {"Time": True},
+                "renameByName": {"Value #A": "live (last hour)", "Value #B": "reference"},
+            },
+        },
+    ],
+}
+
+# Per row, its panels (they share its width): time series as Series, others whole.
+ROWS: list[tuple[str, list[Series | Panel]]] = [
     ("Traffic", [
         ("Requests/s by endpoint", "reqps",
          [("sum by (endpoint) (rate(http_requests_total[$__rate_interval]))", "{{endpoint}}")], False),
@@ -80,6 +140,20 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]], bool]]]] = [
         ("Top-1 confidence (share of predictions below each bound)", "percentunit",
          [(f"sum by (le) (rate(prediction_confidence_bucket{{{MODEL}}}[$__rate_interval])) / ignoring(le) group_left sum(rate(prediction_confidence_count{{{MODEL}}}[$__rate_interval]))", "≤ {{le}}")], False),
     ]),
+    ("Model quality", [
+        ("Drift: PSI per signal, last hour (0.1 moderate, 0.25 drift)", "short",
+         [(f"model_version_signal:model_quality_psi:1h{{{VERSION}}}", "{{signal}}: {{model_name}} v{{model_version}}"),
+          ("vector(0.1)", "moderate shift 0.1"), ("vector(0.25)", "drift 0.25")], False),
+        ("Noise floor: the PSI chance alone reaches (drift needs it < 0.25)", "short",
+         [(f"model_version_signal:model_quality_psi_noise:1h{{{VERSION}}}", "{{signal}}: {{model_name}} v{{model_version}}"),
+          ("vector(0.25)", "drift 0.25")], False),
+        DISTRIBUTION,
+        ("Mean top-1 confidence (1h) vs the reference", "percentunit",
+         [(f"model_version:prediction_confidence:mean1h{{{VERSION}}}", "live mean: {{model_name}} v{{model_version}}"),
+          (f"model_version:model_quality_estimated_accuracy:1h{{{VERSION}}}", "estimated accuracy (calibrated models): {{model_name}} v{{model_version}}"),
+          (f"model_version:model_quality_reference_confidence_mean:max{{{VERSION}}}", "reference mean: {{model_name}} v{{model_version}}"),
+          (f"model_version:model_quality_confidence_drop_threshold:1h{{{VERSION}}}", "drop threshold (3 standard errors): {{model_name}} v{{model_version}}")], False),
+    ]),
     ("Service level objectives", [
         ("Availability over 30 days (objective 99.5%)", "percent",
          [('(sum(rate(http_requests_total{status!~"5.."}[30d])) / sum(rate(http_requests_total[30d]))) * 100', "availability (all endpoints)"),
@@ -115,6 +189,65 @@ MODEL_VARIABLE: dict[str, Any] = {
     "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
     "sort": 1,
 }
+#: The version selector: the versions of those models whose model-quality signals are on.
+VERSION_VARIABLE: dict[str, Any] = {
+    "name": "model_version",
+    "label": "Version",
+    "type": "query",
+    "datasource": DS,
+    "query": {
+        "query": 'label_values(model_quality_reference_info{model_name=~"$model_name"}, model_version)',
+        "refId": "versions",
+    },
+    "definition": 'label_values(model_quality_reference_info{model_name=~"$model_name"}, model_version)',
+    "refresh": 2,
+    "multi": True,
+    "includeAll": True,
+    "allValue": ".*",
+    "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+    "sort": 1,
+}
+#: The signal whose buckets the distribution panel shows, one at a time.
+SIGNAL_VARIABLE: dict[str, Any] = {
+    "name": "signal",
+    "label": "Signal",
+    "type": "query",
+    "datasource": DS,
+    "query": {
+        "query": "label_values(model_quality_reference_fraction, signal)",
+        "refId": "signals",
+    },
+    "definition": "label_values(model_quality_reference_fraction, signal)",
+    "refresh": 2,
+    "multi": False,
+    "includeAll": False,
+    "current": {"selected": True, "text": "class", "value": "class"},
+    "sort": 1,
+}
+
+
+def _timeseries(pid: int, spec: Series, grid: dict[str, int]) -> dict[str, Any]:
+    """A time series panel of its queries."""
+    title, unit, queries, exemplars = spec
+    return {
+        "id": pid,
+        "type": "timeseries",
+        "title": title,
+        "datasource": DS,
+        "gridPos": grid,
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "options": {"legend": {"displayMode": "list", "placement": "bottom"}},
+        "targets": [
+            {
+                "refId": chr(65 + n),
+                "datasource": DS,
+                "expr": expr,
+                "legendFormat": legend,
+                "exemplar": exemplars,
+            }
+            for n, (expr, legend) in enumerate(queries)
+        ],
+    }
 
 
 def build() -> dict[str, Any]:
@@ -128,28 +261,12 @@ def build() -> dict[str, Any]:
         pid += 1
         y += 1
         width = 24 // len(row_panels)
-        for i, (title, unit, queries, exemplars) in enumerate(row_panels):
-            panels.append(
-                {
-                    "id": pid,
-                    "type": "timeseries",
-                    "title": title,
-                    "datasource": DS,
-                    "gridPos": {"h": 8, "w": width, "x": width * i, "y": y},
-                    "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
-                    "options": {"legend": {"displayMode": "list", "placement": "bottom"}},
-                    "targets": [
-                        {
-                            "refId": chr(65 + n),
-                            "datasource": DS,
-                            "expr": expr,
-                            "legendFormat": legend,
-                            "exemplar": exemplars,
-                        }
-                        for n, (expr, legend) in enumerate(queries)
-                    ],
-                }
-            )
+        for i, spec in enumerate(row_panels):
+            grid = {"h": 8, "w": width, "x": width * i, "y": y}
+            if isinstance(spec, dict):
+                panels.append({"id": pid, **spec, "gridPos": grid})
+            else:
+                panels.append(_timeseries(pid, spec, grid))
             pid += 1
         y += 8
     return {
@@ -162,7 +279,7 @@ def build() -> dict[str, Any]:
         "refresh": "10s",
         "time": {"from": "now-1h", "to": "now"},
         "panels": panels,
-        "templating": {"list": [MODEL_VARIABLE]},
+        "templating": {"list": [MODEL_VARIABLE, VERSION_VARIABLE, SIGNAL_VARIABLE]},
         "annotations": {"list": []},
     }
 
