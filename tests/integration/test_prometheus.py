@@ -26,11 +26,14 @@ import pytest
 import tritonclient.grpc as triton_grpc
 import yaml
 
+from inference_gateway.cli import main as cli_main
 from inference_gateway.config import Settings
 from inference_gateway.inference.onnx_export import export_to_repository
+from inference_gateway.inference.quality import load_reference, psi, psi_noise
 from tests.helpers import wait_until
 from tests.images import cat_jpeg
 from tests.model_repository import NHWC_IMAGENET, write_yaml_model
+from tests.photo_variants import variants, write_set
 from tests.servers import GatewayProcess, free_port, gateway_process
 
 pytestmark = pytest.mark.integration
@@ -48,6 +51,12 @@ OTHER_PREDICTIONS = 4
 GRPC_PREDICTIONS = 3
 OTHER_MODEL = "channels-last"
 BAD_IMAGES = 3
+DEFAULT_MODEL = "efficientnet-lite0"
+#: The built-in model's reference profile: enough images for every signal's buckets.
+REFERENCE_IMAGES = 40
+#: The value Grafana's variables take in the checks: every model and version, and one
+#: signal for the distribution panel.
+DASHBOARD_VARIABLES = {"$model_name": ".*", "$model_version": ".*", "$signal": "class"}
 #: Scrapes that must hold the traffic before the queries over it are checked.
 SCRAPES_OF_TRAFFIC = 3
 
@@ -80,8 +89,15 @@ def test_promtool_unit_tests_of_the_alerts_pass() -> None:
 def _dashboard_queries() -> list[str]:
     model = json.loads(DASHBOARD.read_text())
     exprs = [t["expr"] for p in model["panels"] for t in p.get("targets", [])]
-    # As Grafana sends them with "All" models picked.
-    return [e.replace("$__rate_interval", "1m").replace("$model_name", ".*") for e in exprs]
+    # As Grafana sends them with "All" models and versions picked.
+    queries = []
+    for expr in exprs:
+        query = expr.replace("$__rate_interval", "1m")
+        for variable, value in DASHBOARD_VARIABLES.items():
+            query = query.replace(variable, value)
+        assert "$" not in query, f"a variable the check does not know: {expr}"
+        queries.append(query)
+    return queries
 
 
 def _recorded_names() -> list[str]:
@@ -128,16 +144,27 @@ def grpc_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory, grpc_port: int) -> Iterator[GatewayProcess]:
-    """A gateway serving a two-model repository: the built-in model (the default) and
-    another that takes channels-last ImageNet-normalised input."""
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A two-model repository: the built-in model (the default), with a reference profile
+    so that its model-quality series and rules have data, and another that takes
+    channels-last ImageNet-normalised input and has none."""
     root = tmp_path_factory.mktemp("models")
     export_to_repository(root, Settings(_env_file=None).model_cache_dir)
     write_yaml_model(root, OTHER_MODEL, {1: NHWC_IMAGENET.build()}, NHWC_IMAGENET.model_yaml())
+    images = tmp_path_factory.mktemp("reference")
+    write_set(images, variants(REFERENCE_IMAGES, seed=1), seed=11)
+    profile = ["profile", DEFAULT_MODEL, "--images", str(images), "--repository", str(root)]
+    assert cli_main(profile) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def gateway(repository: Path, grpc_port: int) -> Iterator[GatewayProcess]:
+    """A gateway serving the repository."""
     env = {
         "ENABLE_TRACING": "true",
-        "MODEL_REPOSITORY": str(root),
-        "DEFAULT_MODEL": "efficientnet-lite0",
+        "MODEL_REPOSITORY": str(repository),
+        "DEFAULT_MODEL": DEFAULT_MODEL,
         "GRPC_PORT": str(grpc_port),
     }
     with gateway_process(env) as process:
@@ -210,7 +237,7 @@ def traffic(gateway: GatewayProcess, prometheus: Prometheus, grpc_port: int) -> 
         for _ in range(GRPC_PREDICTIONS):  # the SLOs count gRPC ModelInfer too
             image = triton_grpc.InferInput("input", [1], "BYTES")
             image.set_data_from_numpy(np.array([cat_jpeg()], dtype=np.object_))
-            grpc.infer("efficientnet-lite0", [image])
+            grpc.infer(DEFAULT_MODEL, [image])
         grpc.close()
         for _ in range(OTHER_PREDICTIONS):
             answer = client.post(
@@ -418,6 +445,73 @@ def test_every_dashboard_query_evaluates_and_returns_data(
     assert empty == []
 
 
+def test_every_dashboard_variable_has_values(
+    prometheus: Prometheus, traffic: dict[str, int]
+) -> None:
+    model = json.loads(DASHBOARD.read_text())
+    variables = model["templating"]["list"]
+    assert {v["name"] for v in variables} >= {"model_name", "model_version", "signal"}
+    for variable in variables:
+        match = re.fullmatch(r"label_values\((.+), (\w+)\)", variable["definition"])
+        assert match, variable["name"]
+        selector, label = match.groups()
+        for name, value in DASHBOARD_VARIABLES.items():
+            selector = selector.replace(name, value)
+        values = {r["metric"][label] for r in prometheus.query(selector) if label in r["metric"]}
+        assert values, variable["name"]
+        if variable["name"] == "signal":
+            assert variable["current"]["value"] in values
+            assert DASHBOARD_VARIABLES["$signal"] in values
+
+
+def test_the_recorded_psi_is_the_servers_of_the_same_counts(
+    repository: Path, prometheus: Prometheus, traffic: dict[str, int]
+) -> None:
+    """The model-quality rules on the gateway's real series: at one rule evaluation, each
+    signal's recorded PSI and noise floor are `quality.psi()` and `quality.psi_noise()` of
+    the bucket counts recorded in that evaluation and of the version's reference file
+    (its fractions and image count, which reach the rules through the gauges)."""
+    version = repository / DEFAULT_MODEL / "1"
+    reference = load_reference(version, version / "model.onnx")
+    assert reference is not None and reference.images == REFERENCE_IMAGES
+    selector = f'{{model_name="{DEFAULT_MODEL}",model_version="1"}}'
+    psi_name = "model_version_signal:model_quality_psi:1h"
+    wait_until(
+        lambda: len(prometheus.query(psi_name + selector)) == len(reference.fractions),
+        timeout=30,
+        what="a PSI for every signal",
+    )
+    (stamp,) = {float(r["value"][1]) for r in prometheus.query(f"timestamp({psi_name}{selector})")}
+
+    def recorded(name: str) -> list[dict[str, Any]]:
+        return prometheus.at(name + selector, stamp)
+
+    counts: dict[str, dict[str, float]] = {}
+    for series in recorded("model_version_signal_bucket:model_quality_observations:increase1h"):
+        labels = series["metric"]
+        counts.setdefault(labels["signal"], {})[labels["bucket"]] = float(series["value"][1])
+    assert set(counts) == set(reference.fractions)
+    for signal, buckets in counts.items():
+        assert set(buckets) == set(reference.fractions[signal]), signal
+    # Every image answered by the version, counted once in its class (the 1h increase
+    # extrapolates past the last scrape by at most a scrape interval).
+    images = traffic["ok"] + traffic["grpc"]
+    assert images <= sum(counts["class"].values()) < 1.5 * images
+    psis = {s["metric"]["signal"]: float(s["value"][1]) for s in recorded(psi_name)}
+    floors = {
+        s["metric"]["signal"]: float(s["value"][1])
+        for s in recorded("model_version_signal:model_quality_psi_noise:1h")
+    }
+    assert set(psis) == set(floors) == set(counts)
+    for signal, live in counts.items():
+        expected = psi(live, reference.fractions[signal], reference.images)
+        assert psis[signal] == pytest.approx(expected, rel=1e-9, abs=1e-12), signal
+        floor = psi_noise(len(reference.fractions[signal]), sum(live.values()), reference.images)
+        assert floors[signal] == pytest.approx(floor, rel=1e-9), signal
+    # The other model has no reference: nothing recorded for it.
+    assert not prometheus.query(f'{psi_name}{{model_name="{OTHER_MODEL}"}}')
+
+
 def test_rules_load_without_error_in_the_running_server(
     prometheus: Prometheus, traffic: dict[str, int]
 ) -> None:
@@ -426,6 +520,8 @@ def test_rules_load_without_error_in_the_running_server(
         "inference-gateway-sli",
         "inference-gateway-slo",
         "inference-gateway-symptoms",
+        "inference-gateway-model-quality",
+        "inference-gateway-model-quality-alerts",
     }
     for group in groups:
         for rule in group["rules"]:

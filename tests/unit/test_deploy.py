@@ -119,6 +119,9 @@ def test_dashboard_json_is_generated_from_its_script_and_links_exemplars() -> No
         "Availability",
         "budget",
         "burn",
+        "PSI",
+        "noise floor",
+        "reference",
     ):
         assert topic.lower() in titles.lower(), topic
     datasources = yaml.safe_load(
@@ -137,12 +140,19 @@ def test_every_alert_has_a_runbook_in_operations() -> None:
         re.sub(r"[^a-z0-9 -]", "", h.lower()).strip().replace(" ", "-")
         for h in re.findall(r"^### (.+)$", operations, re.M)
     }
-    rules = yaml.safe_load((DEPLOY / "prometheus/rules/slo-alerts.yml").read_text())
-    for group in rules["groups"]:
-        for rule in group["rules"]:
-            runbook = rule["annotations"]["runbook"]
-            assert runbook.startswith("docs/operations.md#"), rule["alert"]
-            assert runbook.split("#", 1)[1] in anchors, rule["alert"]
+    alerts = [
+        rule
+        for path in sorted((DEPLOY / "prometheus/rules").glob("*.yml"))
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    ]
+    assert {"SLOErrorBudgetFastBurn", "ModelInputDrift"} <= {rule["alert"] for rule in alerts}
+    for rule in alerts:
+        runbook = rule["annotations"]["runbook"]
+        assert runbook.startswith("docs/operations.md#"), rule["alert"]
+        assert runbook.split("#", 1)[1] in anchors, rule["alert"]
+        assert rule["labels"]["severity"] in {"page", "ticket"}, rule["alert"]
 
 
 def test_alertmanager_routes_pages_and_tickets() -> None:
@@ -151,3 +161,5 @@ def test_alertmanager_routes_pages_and_tickets() -> None:
     assert receivers == {"pages", "tickets"}
     assert config["route"]["routes"][0]["receiver"] == "pages"
     assert config["inhibit_rules"][0]["equal"] == ["slo"]
+    # Only an SLO's page mutes tickets by slo: a label both alerts lack counts as equal.
+    assert 'slo=~".+"' in config["inhibit_rules"][0]["source_matchers"]
