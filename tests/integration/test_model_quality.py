@@ -7,8 +7,9 @@ world on two days. Why 600 each: at 400 and 400 two samples of one distribution 
 a PSI of 0.1 on a 10-bucket signal about 2% of the time (PSI x nm/(n+m) is about
 chi-squared with 9 degrees of freedom), and with twelve signals that is a test that
 fails for one seed in ten; at 600 and 600 it is below 1 in 2,000 per signal. The class
-signal's 32 buckets cannot reach 0.1 at these sizes (its noise floor, 31 x (1/600 +
-1/600) = 0.10), so it is held to twice its floor, as the alerts are.
+signal's 32 buckets cannot reach 0.1 at these sizes (the mean PSI of pure noise,
+31 x (1/600 + 1/600) = 0.10), so it is held to twice that; the alerts' own guard, the
+mean plus four standard deviations (`quality.psi_noise`), is checked as well.
 """
 
 from __future__ import annotations
@@ -167,9 +168,8 @@ def test_the_same_world_on_another_day_raises_nothing(
         assert value < DRIFT_PSI or _noise(counts, reference, signal) >= DRIFT_PSI
     # ModelConfidenceDrop would not fire: within three standard errors of the reference.
     confidences = [a["predictions"][0]["confidence"] for a in answers]  # type: ignore[index]
-    threshold = reference.confidence_mean - 3 * reference.confidence_stddev / math.sqrt(
-        len(confidences)
-    )
+    spread = math.sqrt(1 / len(confidences) + 1 / reference.images)
+    threshold = reference.confidence_mean - 3 * reference.confidence_stddev * spread
     assert float(np.mean(confidences)) > threshold
     # Each answer says where it falls; most are typical of the reference.
     quality = answers[0]["quality"]
