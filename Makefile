@@ -11,6 +11,7 @@ BENCH_ARGS ?=
 OVERHEAD_ARGS ?=
 COMPARE_ARGS ?= --concurrency 8,32 --seconds 8 --repeats 3
 PROTOCOL_ARGS ?= --concurrency 8,32 --seconds 8 --repeats 3
+QUALITY_ARGS ?= --seconds 8 --repeats 5
 # Recipes run in bash with pipefail: a failing benchmark piped into `tee` fails the target.
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
@@ -95,6 +96,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.compare - APP=bench.cache_loader_app:app $(COMPARE_ARGS) \
 		| tee bench/results/repository_path.md
 	$(PY) -m bench.protocols $(PROTOCOL_ARGS) | tee bench/results/protocols.md
+	$(PY) -m bench.quality_cost $(QUALITY_ARGS) | tee bench/results/quality_cost.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage .coverage.* htmlcov

@@ -34,6 +34,7 @@ from tests.helpers import wait_until
 from tests.images import cat_jpeg
 from tests.model_repository import NHWC_IMAGENET, write_yaml_model
 from tests.photo_variants import variants, write_set
+from tests.scrape import parse
 from tests.servers import GatewayProcess, free_port, gateway_process
 
 pytestmark = pytest.mark.integration
@@ -465,7 +466,7 @@ def test_every_dashboard_variable_has_values(
 
 
 def test_the_recorded_psi_is_the_servers_of_the_same_counts(
-    repository: Path, prometheus: Prometheus, traffic: dict[str, int]
+    repository: Path, gateway: GatewayProcess, prometheus: Prometheus, traffic: dict[str, int]
 ) -> None:
     """The model-quality rules on the gateway's real series: at one rule evaluation, each
     signal's recorded PSI and noise floor are `quality.psi()` and `quality.psi_noise()` of
@@ -508,6 +509,24 @@ def test_the_recorded_psi_is_the_servers_of_the_same_counts(
         assert psis[signal] == pytest.approx(expected, rel=1e-9, abs=1e-12), signal
         floor = psi_noise(len(reference.fractions[signal]), sum(live.values()), reference.images)
         assert floors[signal] == pytest.approx(floor, rel=1e-9), signal
+    # From the counters the gateway exports: its /metrics now (the traffic is over and
+    # Prometheus has scraped it) holds what the rule read. increase() scales every
+    # series' delta by the same factor (the counters started at 0 before the first
+    # scrape, and the evaluation extrapolates past the last scrape alike for all), so
+    # the recorded counts are the exported ones times one factor, and the rule's PSI is
+    # the PSI of the exported counters so scaled.
+    exported: dict[str, dict[str, float]] = {}
+    for (name, labels), value in parse(httpx.get(gateway.url + "/metrics").text).items():
+        fields = dict(labels)
+        if name == "model_quality_observations_total" and fields["model_name"] == DEFAULT_MODEL:
+            exported.setdefault(fields["signal"], {})[fields["bucket"]] = value
+    assert sum(exported["class"].values()) == images
+    factor = sum(counts["class"].values()) / images
+    for signal, live in exported.items():
+        assert counts[signal] == pytest.approx({b: v * factor for b, v in live.items()}, rel=1e-9)
+        scaled = {b: v * factor for b, v in live.items()}
+        expected = psi(scaled, reference.fractions[signal], reference.images)
+        assert psis[signal] == pytest.approx(expected, rel=1e-9, abs=1e-12), signal
     # The other model has no reference: nothing recorded for it.
     assert not prometheus.query(f'{psi_name}{{model_name="{OTHER_MODEL}"}}')
 

@@ -145,3 +145,82 @@ def test_export_onnx_refuses_a_version_that_is_not_a_number(
     assert main(["export-onnx", "--repository", str(tmp_path)]) == 2
     assert "'latest'" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+# --- profile --------------------------------------------------------------------------
+@pytest.fixture
+def exported(tmp_path: Path) -> Path:
+    """A repository holding the built-in model as version 1."""
+    repository = tmp_path / "models"
+    assert main(["export-onnx", "--repository", str(repository)]) == 0
+    return repository
+
+
+def _photos(directory: Path, count: int) -> Path:
+    from tests.photo_variants import variants, write_set
+
+    write_set(directory, variants(count, seed=21), seed=22)
+    return directory
+
+
+def test_profile_writes_the_reference_beside_the_version_and_lists_what_it_skipped(
+    exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from inference_gateway.inference.quality import REFERENCE_FILE, load_reference
+
+    images = _photos(tmp_path / "images", 24)
+    (images / "notes.txt").write_text("not an image")
+    args = ["profile", "efficientnet-lite0", "--images", str(images)]
+    assert main([*args, "--repository", str(exported), "--version", "1"]) == 0
+    captured = capsys.readouterr()
+    version = exported / "efficientnet-lite0" / "1"
+    assert f"{version / REFERENCE_FILE}: 24 images" in captured.out
+    assert "profile: 25/25 files" in captured.err  # progress, the skipped file counted
+    assert "skipped" in captured.err and "notes.txt" in captured.err
+    assert "can never fire" in captured.err  # 24 images are too few for any alert
+    reference = load_reference(version, version / "model.onnx")
+    assert reference is not None and reference.images == 24
+
+
+@pytest.mark.parametrize(
+    ("extra", "status", "message"),
+    [
+        (["--version", "7"], 2, "has no version 7"),
+        (["--images", "missing-dir"], 2, "is not a directory"),
+    ],
+)
+def test_profile_says_what_is_wrong(
+    exported: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    status: int,
+    message: str,
+) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    args = ["profile", "efficientnet-lite0", "--repository", str(exported), "--images", str(images)]
+    if extra[0] == "--images":
+        args[-1] = str(tmp_path / extra[1])
+    else:
+        args += extra
+    assert main(args) == status
+    assert message in capsys.readouterr().err
+
+
+def test_profile_needs_a_repository_a_known_model_and_enough_images(
+    exported: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("MODEL_REPOSITORY", raising=False)
+    images = _photos(tmp_path / "few", 3)
+    assert main(["profile", "efficientnet-lite0", "--images", str(images)]) == 2
+    assert "set MODEL_REPOSITORY or pass --repository" in capsys.readouterr().err
+    base = ["--images", str(images), "--repository", str(exported)]
+    assert main(["profile", "nope", *base]) == 2
+    assert "nope: no such model" in capsys.readouterr().err
+    assert main(["profile", "efficientnet-lite0", *base]) == 1
+    assert "3 usable images; a reference needs at least 20" in capsys.readouterr().err
+    assert not (exported / "efficientnet-lite0" / "1" / "reference.json").exists()

@@ -286,3 +286,30 @@ def test_a_reference_needs_images() -> None:
         build_reference([], SHA)
     with pytest.raises(ValueError, match="images, not tensors"):
         build_reference([Observation("a", 0.5, 0.1, 0.3, None)], SHA)
+
+
+# --- the series ---------------------------------------------------------------------------
+def test_a_versions_quality_series_exist_from_load_and_leave_with_it() -> None:
+    from prometheus_client import generate_latest
+
+    from inference_gateway.observability.metrics import Metrics
+    from tests.scrape import parse, total
+
+    metrics = Metrics(app_name="t", app_version="0", environment="test")
+    reference = _reference()
+    model = ("m", "1")
+    metrics.initialise_model(model)
+    metrics.set_quality_reference(
+        model, reference.fractions, sha256=reference.sha256, images=reference.images
+    )
+    samples = parse(generate_latest(metrics.registry).decode())
+    buckets = sum(len(reference.buckets(s)) for s in SIGNALS)
+    counters = [k for k in samples if k[0] == "model_quality_observations_total"]
+    assert len(counters) == buckets and all(samples[k] == 0 for k in counters)
+    metrics.record_quality(model, reference.buckets_of(_observation(random.Random(1))))
+    samples = parse(generate_latest(metrics.registry).decode())
+    assert total(samples, "model_quality_observations_total") == len(SIGNALS)
+    assert total(samples, "model_quality_reference_info", reference_sha256=reference.sha256) == 1
+    metrics.forget_model(model)
+    samples = parse(generate_latest(metrics.registry).decode())
+    assert not [k for k in samples if k[0].startswith("model_quality_")]
