@@ -73,6 +73,7 @@ def _tracer_provider(
             ratio=settings.trace_sample_ratio,
             slow_seconds=settings.trace_slow_seconds,
             refused_per_second=settings.trace_refused_per_second,
+            wanted_per_second=settings.trace_low_confidence_per_second,
             resource=provider.resource,
             ids=provider.id_generator,
             on_kept=metrics.record_trace_kept if metrics is not None else None,

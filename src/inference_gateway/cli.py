@@ -361,7 +361,10 @@ def _profile(
     if len(result.skipped) > 5:
         sys.stderr.write(f"profile: skipped {len(result.skipped) - 5} more files\n")
     reference = result.reference
-    target = write_reference(source.path.parent, reference)
+    try:
+        target = write_reference(source.path.parent, reference)
+    except OSError as exc:
+        raise _CommandError(f"cannot write into {source.path.parent}: {exc.strerror}", 1) from None
     print(
         f"{target}: {reference.images} images, {len(reference.seen_classes)} classes "
         f"predicted (top-1 confidence {reference.confidence_mean:.2f} ± "

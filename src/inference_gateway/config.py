@@ -233,6 +233,11 @@ class Settings(BaseSettings):
     # the other rules (slow, parent sampled, ratio). Under overload every refusal looks
     # alike, and exporting each one spends the CPU the admitted requests need. 0: all.
     trace_refused_per_second: float = Field(10.0, ge=0, le=100_000)
+    # Answers whose confidence is unusually low for their version's reference (reason
+    # low_confidence) whose traces are kept, at most this many a second per worker: in
+    # the very incident the quality alerts are about (a dark camera) nearly every answer
+    # is one. 0: all.
+    trace_low_confidence_per_second: float = Field(10.0, ge=0, le=100_000)
     # The SDK's standard variable: when set, head sampling as the SDK does it instead.
     otel_traces_sampler: str | None = None
     otel_sdk_disabled: bool = False

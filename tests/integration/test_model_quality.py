@@ -45,7 +45,7 @@ from inference_gateway.inference.quality import (
     psi_noise,
 )
 from inference_gateway.inference.repository import scan_repository
-from tests.helpers import make_settings, ready_client
+from tests.helpers import make_settings, ready_client, wait_until
 from tests.photo_variants import blurred, darkened, greyscale, jpeg, variants, write_set
 from tests.scrape import Samples, parse, total
 from tests.servers import gateway_process
@@ -53,6 +53,7 @@ from tests.servers import gateway_process
 pytestmark = pytest.mark.integration
 
 MODEL = "efficientnet-lite0"
+OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 REFERENCE_IMAGES = 600
 LIVE_IMAGES = 600
 #: Degraded sets: a drifted signal's PSI is far above 0.25 (2 to 6 at 400 images), and
@@ -322,10 +323,23 @@ def test_with_two_workers_the_counters_sum_exactly_to_the_images_answered(
         for _ in range(3):
             answer = client.post(f"/v2/models/{MODEL}/infer", json=body)
             assert answer.status_code == 200, answer.text
+        # An unusually unsure answer: its kept trace is the confidence histogram's
+        # exemplar whichever worker answers the scrape.
+        grey = jpeg(Image.new("RGB", (256, 256), (128, 128, 128)), 90)
+        unsure = client.post("/predict", files={"file": ("grey.jpg", grey, "image/jpeg")}).json()
+        assert unsure["quality"]["low_confidence"] is True
+
+        def linked() -> bool:
+            text = client.get("/metrics", headers={"Accept": OPENMETRICS}).text
+            return any(
+                line.startswith("prediction_confidence_bucket") and unsure["trace_id"] in line
+                for line in text.splitlines()
+            )
+
+        wait_until(linked, timeout=10, what="the low-confidence exemplar")
         samples = parse(client.get("/metrics").text)
+    images = len(photos) + 1
     for signal in SIGNALS:
-        expected = len(photos) + (
-            3 if signal in ("class", "confidence", "margin", "entropy") else 0
-        )
+        expected = images + (3 if signal in ("class", "confidence", "margin", "entropy") else 0)
         assert total(samples, "model_quality_observations_total", signal=signal) == expected, signal
     assert total(samples, "model_quality_reference_images") == REFERENCE_IMAGES

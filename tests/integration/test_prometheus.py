@@ -540,7 +540,6 @@ def test_rules_load_without_error_in_the_running_server(
         "inference-gateway-slo",
         "inference-gateway-symptoms",
         "inference-gateway-model-quality",
-        "inference-gateway-model-quality-alerts",
     }
     for group in groups:
         for rule in group["rules"]:

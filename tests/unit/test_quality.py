@@ -313,3 +313,97 @@ def test_a_versions_quality_series_exist_from_load_and_leave_with_it() -> None:
     metrics.forget_model(model)
     samples = parse(generate_latest(metrics.registry).decode())
     assert not [k for k in samples if k[0].startswith("model_quality_")]
+
+
+def test_the_aspect_ratio_is_the_one_the_model_sees_with_exif_orientation() -> None:
+    """A portrait photo stored landscape with EXIF orientation 6 is portrait to the model."""
+    with Image.open(CAT_PNG) as image:
+        rgb = image.convert("RGB")  # 451 x 300
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    buffer = io.BytesIO()
+    rgb.save(buffer, format="JPEG", exif=exif.tobytes())
+    info = prepare_image(buffer.getvalue(), ImageLimits(), PreprocessConfig()).info
+    assert (info.width, info.height) == (451, 300)
+    assert info.aspect_ratio == pytest.approx(300 / 451)
+
+
+def test_signals_are_measured_only_when_asked() -> None:
+    with Image.open(CAT_PNG) as image:
+        data = io.BytesIO()
+        image.convert("RGB").save(data, format="PNG")
+    info = prepare_image(data.getvalue(), ImageLimits(), PreprocessConfig(), measure=False).info
+    assert (info.luminance, info.saturation, info.aspect_ratio) == (0.0, 0.0, 0.0)
+
+
+def _hostile(change):  # type: ignore[no-untyped-def]
+    data = json.loads(_reference().to_json())
+    change(data)
+    return json.dumps(data)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        # a file that would make the server export 200,001 series per signal
+        (lambda d: d["edges"].__setitem__("luminance", list(range(200_000))), "edges.luminance"),
+        (lambda d: d["fractions"]["format"].__setitem__("jpeg", -5), "greater than or equal"),
+        (lambda d: d["fractions"]["class"].pop("unseen"), "exactly the signal's buckets"),
+        (lambda d: d["fractions"]["luminance"].__setitem__("0", 0.9), "must sum to 1"),
+        (lambda d: d.__setitem__("classes", ["tabby", "tabby"]), "distinct"),
+        (lambda d: d.__setitem__("classes", ["other"]), "distinct and not `other`"),
+        (lambda d: d.__setitem__("formats", ["x" * 100]), "formats"),
+        (lambda d: d.__setitem__("smoothing", 1.0), "smoothing"),
+        (lambda d: d["percentiles"].__setitem__("pixels", [3.0, 2.0]), "must not decrease"),
+    ],
+)
+def test_a_hostile_reference_is_refused_before_it_makes_a_series(change, message) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ReferenceError, match=message):
+        parse_reference(_hostile(change), SHA)
+
+
+def test_infinite_numbers_are_refused() -> None:
+    text = _reference().to_json().replace('"low_confidence": ', '"low_confidence": Infinity, "x": ')
+    with pytest.raises(ReferenceError, match="low_confidence"):
+        parse_reference(text, SHA)
+
+
+def test_an_oversized_reference_file_is_not_read(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from inference_gateway.inference.quality import MAX_REFERENCE_BYTES, load_reference
+
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"graph")
+    (tmp_path / "reference.json").write_bytes(b" " * (MAX_REFERENCE_BYTES + 1))
+    with pytest.raises(ReferenceError, match="larger than"):
+        load_reference(tmp_path, model)
+    (tmp_path / "reference.json").unlink()
+    assert load_reference(tmp_path, model) is None
+
+
+def test_a_replaced_reference_retires_its_own_buckets_with_several_workers(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """prometheus_client cannot remove a multiprocess series: a bucket only the old
+    reference had says -1 (the rules leave it out) and the old hash's info says 0."""
+    from prometheus_client import generate_latest
+
+    from inference_gateway.observability.metrics import RETIRED_BUCKET, Metrics
+    from tests.scrape import parse, value
+
+    metrics = Metrics(
+        app_name="t", app_version="0", environment="t", multiprocess_dir=str(tmp_path)
+    )
+    model = ("m", "1")
+    metrics.set_quality_reference(
+        model, {"class": {"dog": 0.6, OTHER: 0.4, UNSEEN: 0.0}}, sha256="a"
+    )
+    metrics.set_quality_reference(
+        model, {"class": {"cat": 0.7, OTHER: 0.3, UNSEEN: 0.0}}, sha256="b"
+    )
+    samples = parse(generate_latest(metrics.registry).decode())
+    fraction = "model_quality_reference_fraction"
+    labels = {"model_name": "m", "model_version": "1", "signal": "class"}
+    assert value(samples, fraction, **labels, bucket="dog") == RETIRED_BUCKET
+    assert value(samples, fraction, **labels, bucket="cat") == 0.7
+    assert value(samples, fraction, **labels, bucket=OTHER) == 0.3
+    info = "model_quality_reference_info"
+    assert value(samples, info, model_name="m", model_version="1", reference_sha256="a") == 0
+    assert value(samples, info, model_name="m", model_version="1", reference_sha256="b") == 1

@@ -587,3 +587,28 @@ def test_refused_traces_are_kept_up_to_their_rate_and_errors_always() -> None:
     ]  # fmt: skip
     unlimited, _ = _sampler()  # refused_per_second 0: every refusal kept
     assert all(unlimited.reason(Outcome.REFUSED, 0.0, False) == "refused" for _ in range(50))
+
+
+def test_low_confidence_traces_are_kept_up_to_their_rate() -> None:
+    """In the incident the quality alerts are about, nearly every answer is unusually
+    unsure: at most ``wanted_per_second`` of the requests that ask (`want_trace`) get
+    their trace kept; the others are told no (so no exemplar links to a dropped trace)
+    and judged as healthy requests."""
+    from inference_gateway.observability.sampling import want_trace
+
+    exporter = InMemorySpanExporter()
+    rule = TailSampling(
+        [SimpleSpanProcessor(exporter)], ratio=0.0, slow_seconds=1.0, wanted_per_second=2.0
+    )
+    assert rule.wanted is not None
+    now = [100.0]
+    rule.wanted.clock = lambda: now[0]
+    rule.wanted.updated = now[0]
+    answers = []
+    for _ in range(4):
+        with rule.tracer.start_as_current_span("request") as root:
+            answers.append(want_trace("low_confidence"))
+            assert want_trace("low_confidence") is answers[-1]  # asking twice takes one
+        answers.append(rule.decide(root, Outcome.OK, 0.0, None))
+    assert answers == [True, True, True, True, False, False, False, False]
+    assert want_trace("low_confidence") is None  # outside a recorded request

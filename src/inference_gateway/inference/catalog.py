@@ -199,10 +199,10 @@ def load_version(
         outputs = [TensorInfo(*tensor) for tensor in backend.outputs]
         input_name, output_name = resolve_io(source, inputs, outputs)
         backend.select(input_name, output_name)
+        reference, reference_error = _reference_of(source)
     except BaseException:
         backend.close()
         raise
-    reference, reference_error = _reference_of(source)
     return LoadedModel(
         spec=source.spec,
         backend=backend,
@@ -222,7 +222,7 @@ def _reference_of(source: VersionSource) -> tuple[Reference | None, str | None]:
         return None, str(exc)
     if reference is None:
         return None, None
-    unknown = sorted(set(reference.classes) - set(source.spec.labels))
+    unknown = sorted(reference.seen_classes - set(source.spec.labels))
     if unknown:
         return None, (
             f"{REFERENCE_FILE} names classes the model's labels do not have "

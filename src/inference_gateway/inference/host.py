@@ -95,12 +95,12 @@ class Quality:
         return self.observation.confidence < self.reference.low_confidence
 
 
-def _unusual_trace(quality: Quality | None) -> str | None:
-    """The trace id an unusual answer's confidence links to (its trace is kept)."""
-    if quality is None or not quality.unusual:
-        return None
-    context = trace.get_current_span().get_span_context()
-    return get_current_trace_id() if context.trace_flags.sampled else None
+def _kept_trace_id(kept: bool | None) -> str | None:
+    """The current trace's id when its trace is kept (tail sampling said so, or, under
+    head sampling, it is sampled): what an exemplar may link to."""
+    if kept is None:
+        kept = trace.get_current_span().get_span_context().trace_flags.sampled
+    return get_current_trace_id() if kept else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,7 +267,13 @@ class ModelHost:
             num_classes=len(model.spec.labels),
         )
         self.batcher.muted = self.retiring
-        self._publish_reference(model)
+        if model.reference_error is not None:
+            self._telemetry.logger.warning(
+                "Model quality signals off",
+                model_name=self.model_name,
+                model_version=self.model_version,
+                reason=model.reference_error,
+            )
         self.batcher.start()
         freeze_long_lived()  # the model and its runtime: out of the collector's walks
         self.ready = True
@@ -281,27 +287,27 @@ class ModelHost:
         )
         return True
 
-    def _publish_reference(self, model: LoadedModel) -> None:
-        """Turn the version's model-quality signals on (its reference's series), or say
-        in the log why its reference.json is not used."""
-        reference = model.reference
+    def publish_reference(self) -> None:
+        """Turn the version's model-quality series to this host's reference (or off):
+        called by the registry when this host becomes the one serving the version, not
+        when it loads, so a replacement still warming never changes what the serving
+        host's answers are counted into."""
         metrics = self._telemetry.metrics
-        if metrics is not None:
-            metrics.set_quality_reference(
-                self.key,
-                None if reference is None else {s: reference.fractions[s] for s in SIGNALS},
-                sha256="" if reference is None else reference.sha256,
-                images=0 if reference is None else reference.images,
-                confidence_mean=0.0 if reference is None else reference.confidence_mean,
-                confidence_stddev=0.0 if reference is None else reference.confidence_stddev,
-            )
-        if model.reference_error is not None:
-            self._telemetry.logger.warning(
-                "Model quality signals off",
-                model_name=self.model_name,
-                model_version=self.model_version,
-                reason=model.reference_error,
-            )
+        model = self.model
+        if metrics is None or model is None:
+            return
+        reference = model.reference
+        if reference is None:
+            metrics.set_quality_reference(self.key, None)
+            return
+        metrics.set_quality_reference(
+            self.key,
+            {s: reference.fractions[s] for s in SIGNALS},
+            sha256=reference.sha256,
+            images=reference.images,
+            confidence_mean=reference.confidence_mean,
+            confidence_stddev=reference.confidence_stddev,
+        )
 
     async def _load_with_retries(self) -> LoadedModel | None:
         metrics = self._telemetry.metrics
@@ -517,12 +523,13 @@ class ModelHost:
             "preprocess_image", {**attributes, "image.bytes": len(data)}, tracer=tracer
         ) as span:
             started = time.perf_counter()
+            measure = model.reference is not None  # the quality signals need them
             try:
                 if self._decode_on_loop:  # the header is read here once, then decoded
                     image = open_image(data, self._limits)
                     pool = None if quick_to_decode(image) else self._preprocess_pool
                     prepared = await self._run(
-                        pool, prepare_opened, image, len(data), model.spec.preprocess
+                        pool, prepare_opened, image, len(data), model.spec.preprocess, measure
                     )
                 else:
                     prepared = await self._run(
@@ -531,6 +538,7 @@ class ModelHost:
                         data,
                         self._limits,
                         model.spec.preprocess,
+                        measure,
                     )
             except InvalidImageException as exc:
                 if metrics is not None:
@@ -572,9 +580,10 @@ class ModelHost:
             best = int(np.argmax(confidences))
             label, confidence = model.spec.labels[best], float(confidences[best])
             quality = self._quality(model, confidences, info)
+            exemplar = None
             if quality is not None and quality.unusual:
                 span.set_attribute("prediction.low_confidence", True)
-                want_trace("low_confidence")
+                exemplar = _kept_trace_id(want_trace("low_confidence"))
             span.set_attributes(
                 {
                     "batch.size": outcome.batch_size,
@@ -583,7 +592,7 @@ class ModelHost:
                 }
             )
         if metrics is not None:
-            metrics.record_prediction(self.key, label, confidence, _unusual_trace(quality))
+            metrics.record_prediction(self.key, label, confidence, exemplar)
             if quality is not None:
                 metrics.record_quality(self.key, quality.buckets)
         return Scored(

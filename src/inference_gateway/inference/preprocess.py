@@ -20,6 +20,7 @@ Pillow exception.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import io
 import math
 import struct
@@ -198,7 +199,9 @@ class ImageInfo:
     #: ``contrast``, measured on the crop the pipeline holds anyway.
     luminance: float = 0.0
     contrast: float = 0.0
-    #: The other model-quality input signals (`quality.ImageSignals`).
+    #: The other model-quality input signals (`quality.ImageSignals`); the aspect ratio
+    #: is of the image as the model sees it (EXIF orientation applied).
+    aspect_ratio: float = 0.0
     saturation: float = 0.0
     sharpness: float = 0.0
     jpeg_quality: float = 100.0
@@ -210,7 +213,7 @@ def image_signals(info: ImageInfo) -> ImageSignals:
         luminance=info.luminance,
         contrast=info.contrast,
         pixels=info.width * info.height,
-        aspect_ratio=info.width / info.height if info.height else 0.0,
+        aspect_ratio=info.aspect_ratio,
         format=info.format,
         saturation=info.saturation,
         sharpness=info.sharpness,
@@ -441,30 +444,45 @@ def _normalisation(
     return offset.reshape(shape), factor.reshape(shape)
 
 
-def prepare_image(data: bytes, limits: ImageLimits, config: PreprocessConfig) -> PreparedImage:
+def _shown_aspect(width: int, height: int, shown: tuple[int, int]) -> float:
+    """Width / height of the image as the model sees it: the header's exact size,
+    turned when EXIF orientation turned the decoded image (whose own size draft mode
+    may have rounded)."""
+    if not width or not height or not shown[1]:
+        return 0.0
+    ratio, seen = width / height, shown[0] / shown[1]
+    return 1 / ratio if abs(seen - 1 / ratio) < abs(seen - ratio) else ratio
+
+
+def prepare_image(
+    data: bytes, limits: ImageLimits, config: PreprocessConfig, measure: bool = True
+) -> PreparedImage:
     """The whole transform: bytes in, model-ready tensor and image facts out."""
-    return prepare_opened(open_image(data, limits), len(data), config)
+    return prepare_opened(open_image(data, limits), len(data), config, measure)
 
 
-def prepare_opened(image: Image.Image, size_bytes: int, config: PreprocessConfig) -> PreparedImage:
-    """The transform after `open_image`: decode, convert, resize, normalise; and the
-    model-quality input signals, measured on the crop the model sees (about 0.15 ms)."""
+def prepare_opened(
+    image: Image.Image, size_bytes: int, config: PreprocessConfig, measure: bool = True
+) -> PreparedImage:
+    """The transform after `open_image`: decode, convert, resize, normalise; and, with
+    ``measure``, the model-quality input signals of the crop the model sees (about
+    0.15 ms; only versions with a reference need them)."""
     format_, (width, height), mode = (image.format or "unknown").lower(), image.size, image.mode
     tables = getattr(image, "quantization", None) if format_ == "jpeg" else None
-    resampled = resize_crop(to_rgb(decode(image, config)), config)
+    oriented = decode(image, config)
+    resampled = resize_crop(to_rgb(oriented), config)
     pixels = np.asarray(resampled)
-    luma = resampled.convert("L")
-    luminance, contrast = luma_statistics(luma.histogram())
-    info = ImageInfo(
-        format=format_,
-        width=width,
-        height=height,
-        mode=mode,
-        size_bytes=size_bytes,
-        luminance=luminance,
-        contrast=contrast,
-        saturation=saturation(pixels),
-        sharpness=sharpness(np.asarray(luma)),
-        jpeg_quality=jpeg_quality(tables),
-    )
+    info = ImageInfo(format=format_, width=width, height=height, mode=mode, size_bytes=size_bytes)
+    if measure:
+        luma = resampled.convert("L")
+        luminance, contrast = luma_statistics(luma.histogram())
+        info = dataclasses.replace(
+            info,
+            luminance=luminance,
+            contrast=contrast,
+            aspect_ratio=_shown_aspect(width, height, oriented.size),
+            saturation=saturation(pixels),
+            sharpness=sharpness(np.asarray(luma)),
+            jpeg_quality=jpeg_quality(tables),
+        )
     return PreparedImage(tensor=normalize(pixels, config), info=info)

@@ -11,6 +11,7 @@ loads the version again with its quality signals on.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -133,9 +134,15 @@ def write_reference(version_dir: Path, reference: Reference) -> Path:
     """Write ``reference.json`` into ``version_dir`` in one step (a temporary file
     renamed over it)."""
     target = version_dir / REFERENCE_FILE
-    partial = version_dir / f".{REFERENCE_FILE}.tmp"
-    partial.write_text(reference.to_json())
-    os.replace(partial, target)
+    handle, name = tempfile.mkstemp(prefix=f".{REFERENCE_FILE}.", dir=version_dir)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as partial:
+            partial.write(reference.to_json())
+        os.chmod(name, 0o644)
+        os.replace(name, target)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
     return target
 
 

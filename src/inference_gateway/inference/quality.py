@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -42,7 +42,7 @@ REFERENCE_FILE = "reference.json"
 FORMAT_VERSION = 1
 
 #: Every signal, in the order the metrics and the rules list them. The last three
-#: input signals are ours: the first six cannot see a greyscale camera, a blurred one
+#: input signals are ours: the first five cannot see a greyscale camera, a blurred one
 #: or heavy recompression (measured: PSI under 0.14 where these give 2.6 to 5.6).
 SIGNALS: tuple[str, ...] = (
     "class", "confidence", "margin", "entropy",
@@ -208,26 +208,33 @@ def decile_edges(values: Sequence[float]) -> tuple[float, ...]:
     return tuple(edges)
 
 
-class _ReferenceFile(BaseModel):
-    """The JSON form of a reference, checked when it is read."""
+#: The largest reference file read (a real one is tens of kilobytes).
+MAX_REFERENCE_BYTES = 4 << 20
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+
+class _ReferenceFile(BaseModel):
+    """The JSON form of a reference, checked when it is read: every number finite,
+    every list bounded (the file decides how many series the server exports)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
 
     format_version: Literal[1]
     model_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    model_name: str = ""
-    model_version: str = ""
-    created: str = ""
-    images: int = Field(ge=1)
+    model_name: str = Field("", max_length=256)
+    model_version: str = Field("", max_length=64)
+    created: str = Field("", max_length=64)
+    images: int = Field(ge=1, le=1_000_000_000)
     classes: list[str] = Field(max_length=MAX_CLASSES)
-    seen_classes: list[str]
-    formats: list[str] = Field(max_length=MAX_FORMATS)
-    edges: dict[str, list[float]]
-    fractions: dict[str, dict[str, float]]
-    percentiles: dict[str, list[float]]
-    confidence_mean: float = Field(ge=0)
+    seen_classes: list[str] = Field(max_length=100_000)
+    formats: list[Annotated[str, Field(pattern=r"^[a-z0-9]{1,16}$")]] = Field(
+        max_length=MAX_FORMATS
+    )
+    edges: dict[str, Annotated[list[float], Field(min_length=1, max_length=DECILES)]]
+    fractions: dict[str, dict[str, Annotated[float, Field(ge=0, le=1)]]]
+    percentiles: dict[str, Annotated[list[float], Field(min_length=2, max_length=1001)]]
+    confidence_mean: float
     confidence_stddev: float = Field(ge=0)
-    low_confidence: float = Field(ge=0)
+    low_confidence: float
     smoothing: float = SMOOTHING
 
 
@@ -355,12 +362,7 @@ def parse_reference(text: str | bytes, model_sha256: str) -> Reference:
     missing += sorted(set(SIGNALS) - set(data.fractions) - set(missing))
     if missing:
         raise ReferenceError(f"{REFERENCE_FILE} lacks signals: {', '.join(missing)}")
-    for signal in CONTINUOUS:
-        edges = data.edges[signal]
-        if not edges or any(b <= a for a, b in itertools.pairwise(edges)):
-            raise ReferenceError(f"{REFERENCE_FILE}: edges.{signal} must be increasing")
-        if len(data.percentiles[signal]) < 2:
-            raise ReferenceError(f"{REFERENCE_FILE}: percentiles.{signal} needs 2 values")
+    _check_lists(data)
     reference = Reference(
         model_sha256=data.model_sha256,
         images=data.images,
@@ -379,13 +381,38 @@ def parse_reference(text: str | bytes, model_sha256: str) -> Reference:
         sha256=hashlib.sha256(raw).hexdigest(),
     )
     for signal in SIGNALS:
-        unknown = set(data.fractions[signal]) - set(reference.buckets(signal))
-        if unknown:
+        shares = data.fractions[signal]
+        buckets = reference.buckets(signal)
+        if set(shares) != set(buckets):
+            odd = sorted(set(shares) ^ set(buckets))[:5]
             raise ReferenceError(
-                f"{REFERENCE_FILE}: fractions.{signal} has buckets the reference does not "
-                f"define: {', '.join(sorted(unknown)[:5])}"
+                f"{REFERENCE_FILE}: fractions.{signal} must hold exactly the signal's "
+                f"buckets (these differ: {', '.join(odd)})"
             )
+        if abs(sum(shares.values()) - 1) > 1e-6:
+            raise ReferenceError(f"{REFERENCE_FILE}: fractions.{signal} must sum to 1")
     return reference
+
+
+def _check_lists(data: _ReferenceFile) -> None:
+    """What pydantic's field rules cannot say: orders, repeats, reserved names."""
+    if data.smoothing != SMOOTHING:
+        raise ReferenceError(
+            f"{REFERENCE_FILE}: smoothing {data.smoothing} (the rules use {SMOOTHING})"
+        )
+    for signal in CONTINUOUS:
+        edges, points = data.edges[signal], data.percentiles[signal]
+        if any(b <= a for a, b in itertools.pairwise(edges)):
+            raise ReferenceError(f"{REFERENCE_FILE}: edges.{signal} must be increasing")
+        if any(b < a for a, b in itertools.pairwise(points)):
+            raise ReferenceError(f"{REFERENCE_FILE}: percentiles.{signal} must not decrease")
+    for name, values in (("classes", data.classes), ("formats", data.formats)):
+        if len(set(values)) != len(values) or {OTHER, UNSEEN} & set(values):
+            raise ReferenceError(
+                f"{REFERENCE_FILE}: {name} must be distinct and not `{OTHER}` or `{UNSEEN}`"
+            )
+    if not set(data.classes) <= set(data.seen_classes):
+        raise ReferenceError(f"{REFERENCE_FILE}: every one of classes must be in seen_classes")
 
 
 def build_reference(
@@ -511,12 +538,16 @@ def load_reference(version_dir: Path, model_file: Path) -> Reference | None:
     """
     path = version_dir / REFERENCE_FILE
     try:
-        text = path.read_bytes()
+        with path.open("rb") as handle:
+            text = handle.read(MAX_REFERENCE_BYTES + 1)
+        if len(text) > MAX_REFERENCE_BYTES:
+            raise ReferenceError(f"{REFERENCE_FILE} is larger than {MAX_REFERENCE_BYTES} bytes")
+        model_sha256 = file_sha256(model_file)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise ReferenceError(f"{REFERENCE_FILE} cannot be read: {exc.strerror}") from None
-    return parse_reference(text, file_sha256(model_file))
+    return parse_reference(text, model_sha256)
 
 
 def observations_summary(observations: Iterable[Observation]) -> dict[str, float]:

@@ -249,11 +249,13 @@ class ModelRegistry:
             log_error(self._telemetry.logger, "Model registry task failed", error)
 
     def _publish(self, host: ModelHost) -> None:
-        """Publish the serving host of a version as loaded, with its size."""
+        """Publish the serving host of a version as loaded, with its size and its
+        model-quality reference."""
         if self._telemetry.metrics is not None and host.model is not None:
             self._telemetry.metrics.set_model_state(
                 host.key, loaded=True, memory_bytes=host.model.memory_bytes
             )
+            host.publish_reference()
 
     async def _first_load(self, host: ModelHost) -> None:
         try:

@@ -15,6 +15,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,9 @@ STAGE_BUCKETS: tuple[float, ...] = (
     0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05,
     0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5,
 )  # fmt: skip
+#: `model_quality_reference_fraction` of a bucket that only a replaced reference had,
+#: with several workers (its series cannot be removed); the rules leave such out.
+RETIRED_BUCKET = -1.0
 CONFIDENCE_BUCKETS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 IMAGE_BYTES_BUCKETS: tuple[float, ...] = tuple(float(2**p) for p in range(10, 25))  # 1 KiB..16 MiB
 IMAGE_SIDE_BUCKETS: tuple[float, ...] = (
@@ -466,7 +470,8 @@ class Metrics:
         confidence) and create its observation counters at 0, one per bucket, so that
         every bucket's rate exists from the first answer; ``fractions`` None: the
         version has no usable reference (any earlier one's series go)."""
-        self._drop_quality(model)
+        wanted = {(s, b) for s, shares in (fractions or {}).items() for b in shares}
+        self._drop_quality(model, keep=wanted)
         if fractions is None:
             return
         for signal, shares in fractions.items():
@@ -481,23 +486,36 @@ class Metrics:
         confidence.labels(*model, "mean").set(confidence_mean)
         confidence.labels(*model, "stddev").set(confidence_stddev)
 
-    def _drop_quality(self, model: ModelKey) -> None:
-        """Forget a version's quality series (single process: remove them; several
-        workers: the values stay in the files and the old reference's info gauge says 0).
+    def _drop_quality(
+        self, model: ModelKey, keep: AbstractSet[tuple[str, str]] = frozenset()
+    ) -> None:
+        """Forget a version's quality series before it gets a new reference or none.
+
+        One process: remove them. Several workers: prometheus_client cannot remove a
+        series from the shared files, so the old reference's info gauge says 0 and each
+        bucket only it had says -1 (`RETIRED_BUCKET`), which the rules leave out: the
+        PSI of the new reference counts only its own buckets.
         """
-        for key in [k for k in self._quality_children if k[0] == model]:
+        old = [k for k in self._quality_children if k[0] == model]
+        for key in old:
             del self._quality_children[key]
-        old = self._quality_sha.pop(model, None)
-        if old is not None and self.multiprocess_dir is not None:
-            self.model_quality_reference_info.labels(*model, old).set(0)
+        sha = self._quality_sha.pop(model, None)
+        if self.multiprocess_dir is not None:
+            if sha is not None:
+                self.model_quality_reference_info.labels(*model, sha).set(0)
+            for _, signal, bucket in old:
+                if (signal, bucket) not in keep:
+                    self.model_quality_reference_fraction.labels(*model, signal, bucket).set(
+                        RETIRED_BUCKET
+                    )
+            return
         labels = dict(zip(MODEL_LABELS, model, strict=True))
-        if self.multiprocess_dir is None:
-            for metric in (
-                self.model_quality_observations_total, self.model_quality_reference_fraction,
-                self.model_quality_reference_info, self.model_quality_reference_images,
-                self.model_quality_reference_confidence,
-            ):  # fmt: skip
-                metric.remove_by_labels(labels)
+        for metric in (
+            self.model_quality_observations_total, self.model_quality_reference_fraction,
+            self.model_quality_reference_info, self.model_quality_reference_images,
+            self.model_quality_reference_confidence,
+        ):  # fmt: skip
+            metric.remove_by_labels(labels)
 
     def record_quality(self, model: ModelKey, buckets: Iterable[tuple[str, str]]) -> None:
         """Count one answered image into the bucket of each of its signals."""
@@ -714,6 +732,7 @@ _EXEMPLAR_LABELS: dict[str, tuple[str, ...]] = {
     "http_request_duration_seconds": ("method", "endpoint"),
     "model_inference_duration_seconds": MODEL_LABELS,
     "grpc_request_duration_seconds": ("grpc_method",),
+    "prediction_confidence": MODEL_LABELS,
 }
 
 

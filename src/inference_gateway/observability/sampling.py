@@ -70,15 +70,23 @@ _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSET = Status(StatusCode.UNSET)
 
 
-def want_trace(reason: str) -> bool:
+def want_trace(reason: str) -> bool | None:
     """Ask tail sampling to keep the current request's trace for ``reason`` (one of
-    `KEEP_REASONS`, such as ``low_confidence``) unless it is kept for a stronger one;
-    False when the request is not recorded by tail sampling."""
+    `KEEP_REASONS`, such as ``low_confidence``), within its rate for such requests.
+
+    True when the trace will be kept (asked for now or before, or already kept), False
+    when it was refused (over the rate, or already dropped), None when the request is
+    not recorded by tail sampling (head sampling decides).
+    """
     span = trace.get_current_span()
     if not isinstance(span, RecordedSpan):
-        return False
+        return None
     root = span.root
-    if root.kept is None and root.wanted is None:
+    if root.kept is not None:
+        return root.kept
+    if root.wanted is None:
+        if not span._owner.allow_wanted():
+            return False
         root.wanted = reason
     return True
 
@@ -414,17 +422,21 @@ class TailSampling(SpanProcessor):
         ratio: float,
         slow_seconds: float,
         refused_per_second: float = 0.0,
+        wanted_per_second: float = 0.0,
         resource: Resource | None = None,
         on_kept: Callable[[str], None] | None = None,
         ids: IdGenerator | None = None,
     ) -> None:
         """Keep healthy, fast requests with probability ``ratio`` (TRACE_SAMPLE_RATIO),
         and every one slower than ``slow_seconds`` (TRACE_SLOW_MS); refused ones at
-        most ``refused_per_second`` a second (TRACE_REFUSED_PER_SECOND; 0: all);
-        ``on_kept`` counts each kept request by reason."""
+        most ``refused_per_second`` a second (TRACE_REFUSED_PER_SECOND; 0: all); those
+        that asked (`want_trace`) at most ``wanted_per_second``
+        (TRACE_LOW_CONFIDENCE_PER_SECOND; 0: all); ``on_kept`` counts each kept request
+        by reason."""
         self.ratio = ratio
         self.slow_seconds = slow_seconds
         self.refusals = _TokenBucket(refused_per_second) if refused_per_second > 0 else None
+        self.wanted = _TokenBucket(wanted_per_second) if wanted_per_second > 0 else None
         self.on_kept = on_kept
         self.random: Callable[[], float] = random.random
         self.tracer = RecordingTracer(self, ids if ids is not None else RandomIdGenerator())
@@ -455,8 +467,21 @@ class TailSampling(SpanProcessor):
             return outcome.value
         if duration_seconds > self.slow_seconds:
             return "slow"
-        if wanted is not None or sampled_parent:
-            return wanted or "parent_sampled"
+        return self._healthy_reason(sampled_parent, wanted)
+
+    def allow_wanted(self) -> bool:
+        """Whether one more request may have its trace kept because it asked
+        (`want_trace`): at most ``wanted_per_second``."""
+        return self.wanted is None or self.wanted.take()
+
+    def _healthy_reason(self, sampled_parent: bool, wanted: str | None) -> str | None:
+        """Why a healthy, fast request's trace is kept: asked for (``wanted``, granted
+        within ``wanted_per_second`` by `want_trace`), a sampled parent, or the ratio;
+        None to drop it."""
+        if wanted is not None:
+            return wanted
+        if sampled_parent:
+            return "parent_sampled"
         if self.ratio > 0 and self.random() < self.ratio:
             return "ratio"
         return None
