@@ -3,7 +3,7 @@
 Two repositories hold the same built-in model; one version has a ``reference.json``
 (made by ``inference-gateway profile`` from 200 variants of scikit-image's photographs),
 the other none. Both serve with full observability, taking turns within every repeat
-(a noisy neighbour hits them alike), under a closed loop of ``wrk`` at 32 connections
+(each goes first in every other repeat, so a noisy neighbour hits them alike), under a closed loop of ``wrk`` at 32 connections
 sending one real JPEG photograph, the queue bounded by its size only (no refusals); the table reports medians and the ratio per repeat.
 The target is under 2% more CPU per image with the signals.
 
@@ -57,8 +57,9 @@ def run(seconds: float, repeats: int) -> dict[str, Any]:
         script = _script(workdir)
         repositories = _repositories(workdir)
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in repositories}
-        for _ in range(repeats):
-            for name, root in repositories.items():
+        for repeat in range(repeats):
+            order = list(repositories.items())
+            for name, root in order[::-1] if repeat % 2 else order:  # each goes first in turn
                 env = {**OBS_ON, "MODEL_REPOSITORY": str(root), **NO_REFUSALS}
                 target = Target(name, "gateway", env)
                 with server(target, workdir) as running:

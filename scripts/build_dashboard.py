@@ -174,56 +174,51 @@ ROWS: list[tuple[str, list[Series | Panel]]] = [
 ]  # fmt: skip
 
 
+def _query_variable(
+    name: str, label: str, query: str, ref_id: str, *, multi: bool = True, default: str = "All"
+) -> dict[str, Any]:
+    """A template variable whose values a PromQL ``label_values`` query lists; ``multi``
+    offers several and All, else one (``default``)."""
+    variable: dict[str, Any] = {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": DS,
+        "query": {"query": query, "refId": ref_id},
+        "definition": query,
+        "refresh": 2,
+        "multi": multi,
+        "includeAll": multi,
+    }
+    if multi:
+        variable["allValue"] = ".*"
+        variable["current"] = {"selected": True, "text": ["All"], "value": ["$__all"]}
+    else:
+        variable["current"] = {"selected": True, "text": default, "value": default}
+    variable["sort"] = 1
+    return variable
+
+
 #: The model selector at the top of the dashboard: every model that reports a state.
-MODEL_VARIABLE: dict[str, Any] = {
-    "name": "model_name",
-    "label": "Model",
-    "type": "query",
-    "datasource": DS,
-    "query": {"query": "label_values(model_loaded, model_name)", "refId": "models"},
-    "definition": "label_values(model_loaded, model_name)",
-    "refresh": 2,
-    "multi": True,
-    "includeAll": True,
-    "allValue": ".*",
-    "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
-    "sort": 1,
-}
+MODEL_VARIABLE = _query_variable(
+    "model_name", "Model", "label_values(model_loaded, model_name)", "models"
+)
 #: The version selector: the versions of those models whose model-quality signals are on.
-VERSION_VARIABLE: dict[str, Any] = {
-    "name": "model_version",
-    "label": "Version",
-    "type": "query",
-    "datasource": DS,
-    "query": {
-        "query": 'label_values(model_quality_reference_info{model_name=~"$model_name"}, model_version)',
-        "refId": "versions",
-    },
-    "definition": 'label_values(model_quality_reference_info{model_name=~"$model_name"}, model_version)',
-    "refresh": 2,
-    "multi": True,
-    "includeAll": True,
-    "allValue": ".*",
-    "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
-    "sort": 1,
-}
+VERSION_VARIABLE = _query_variable(
+    "model_version",
+    "Version",
+    'label_values(model_quality_reference_info{model_name=~"$model_name"}, model_version)',
+    "versions",
+)
 #: The signal whose buckets the distribution panel shows, one at a time.
-SIGNAL_VARIABLE: dict[str, Any] = {
-    "name": "signal",
-    "label": "Signal",
-    "type": "query",
-    "datasource": DS,
-    "query": {
-        "query": "label_values(model_quality_reference_fraction, signal)",
-        "refId": "signals",
-    },
-    "definition": "label_values(model_quality_reference_fraction, signal)",
-    "refresh": 2,
-    "multi": False,
-    "includeAll": False,
-    "current": {"selected": True, "text": "class", "value": "class"},
-    "sort": 1,
-}
+SIGNAL_VARIABLE = _query_variable(
+    "signal",
+    "Signal",
+    "label_values(model_quality_reference_fraction, signal)",
+    "signals",
+    multi=False,
+    default="class",
+)
 
 
 def _timeseries(pid: int, spec: Series, grid: dict[str, int]) -> dict[str, Any]:

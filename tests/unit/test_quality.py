@@ -24,6 +24,7 @@ from inference_gateway.inference.quality import (
     build_reference,
     decile_edges,
     jpeg_quality,
+    luma,
     luma_statistics,
     observe,
     parse_reference,
@@ -80,13 +81,17 @@ def test_a_tensor_answer_has_no_image_signals() -> None:
     assert [observation.value(s) for s in ("luminance", "format", "jpeg_quality")] == [None] * 3
 
 
-def test_luma_statistics_from_a_histogram() -> None:
-    histogram = [0] * 256
-    histogram[10], histogram[30] = 3, 1
-    mean, std = luma_statistics(histogram)
-    assert mean == pytest.approx(15.0)
-    assert std == pytest.approx(math.sqrt((3 * 25 + 225) / 4))
-    assert luma_statistics([0] * 256) == (0.0, 0.0)
+def test_luma_is_itu_601_and_its_statistics_are_mean_and_spread() -> None:
+    pixels = np.zeros((2, 4, 3), dtype=np.uint8)
+    pixels[..., 0] = 100  # pure red 100: luma 29.9
+    pixels[1, :, 1] = 200  # the second row adds green 200: 29.9 + 117.4
+    values = luma(pixels)
+    assert values.shape == (2, 4)
+    assert values[0] == pytest.approx([29.9] * 4) and values[1] == pytest.approx([147.3] * 4)
+    mean, std = luma_statistics(values)
+    assert mean == pytest.approx((29.9 + 147.3) / 2)
+    assert std == pytest.approx((147.3 - 29.9) / 2)
+    assert luma_statistics(np.zeros((0, 0), dtype=np.float32)) == (0.0, 0.0)
 
 
 def _jpeg_quality_of(quality: int) -> float:
@@ -117,10 +122,10 @@ def test_saturation_is_zero_for_grey_and_high_for_colour() -> None:
 
 def test_blur_lowers_sharpness() -> None:
     with Image.open(CAT_PNG) as image:
-        luma = image.convert("L")
-    assert sharpness(np.asarray(luma.filter(ImageFilter.GaussianBlur(4)))) < 0.5 * sharpness(
-        np.asarray(luma)
-    )
+        rgb = image.convert("RGB")
+    sharp = sharpness(luma(np.asarray(rgb)))
+    blurred = sharpness(luma(np.asarray(rgb.filter(ImageFilter.GaussianBlur(4)))))
+    assert blurred < 0.5 * sharp
 
 
 def test_the_pipeline_measures_the_crop_the_model_sees() -> None:

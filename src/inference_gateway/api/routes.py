@@ -282,11 +282,12 @@ def _quality_out(quality: Quality | None) -> QualityOut | None:
     for signal in CONTINUOUS:
         value = observation.value(signal)
         if isinstance(value, float | int):
-            signals[signal] = SignalOut(
+            # Built from checked numbers: no validation on the request path.
+            signals[signal] = SignalOut.model_construct(
                 value=round(float(value), 4),
                 reference_percentile=round(100 * reference.rank(signal, float(value)), 1),
             )
-    return QualityOut(
+    return QualityOut.model_construct(
         reference_images=reference.images,
         class_in_reference=observation.label in reference.seen_classes,
         low_confidence=quality.unusual,

@@ -38,6 +38,7 @@ from inference_gateway.errors import ImageTooLargeException, InvalidImageExcepti
 from inference_gateway.inference.quality import (
     ImageSignals,
     jpeg_quality,
+    luma,
     luma_statistics,
     saturation,
     sharpness,
@@ -444,6 +445,10 @@ def _normalisation(
     return offset.reshape(shape), factor.reshape(shape)
 
 
+#: How much the crop is reduced before its signals are read (224 x 224: 56 x 56).
+SIGNAL_REDUCTION = 4
+
+
 def _shown_aspect(width: int, height: int, shown: tuple[int, int]) -> float:
     """Width / height of the image as the model sees it: the header's exact size,
     turned when EXIF orientation turned the decoded image (whose own size draft mode
@@ -466,7 +471,7 @@ def prepare_opened(
 ) -> PreparedImage:
     """The transform after `open_image`: decode, convert, resize, normalise; and, with
     ``measure``, the model-quality input signals of the crop the model sees (about
-    0.15 ms; only versions with a reference need them)."""
+    0.05 ms; only versions with a reference need them)."""
     format_, (width, height), mode = (image.format or "unknown").lower(), image.size, image.mode
     tables = getattr(image, "quantization", None) if format_ == "jpeg" else None
     oriented = decode(image, config)
@@ -474,15 +479,18 @@ def prepare_opened(
     pixels = np.asarray(resampled)
     info = ImageInfo(format=format_, width=width, height=height, mode=mode, size_bytes=size_bytes)
     if measure:
-        luma = resampled.convert("L")
-        luminance, contrast = luma_statistics(luma.histogram())
+        # Read on the crop reduced 4x (one C call): 1/16 of the memory to touch, beside
+        # a forward pass that keeps the caches busy; blur and darkness show as well.
+        small = np.asarray(resampled.reduce(SIGNAL_REDUCTION))
+        values = luma(small)
+        luminance, contrast = luma_statistics(values)
         info = dataclasses.replace(
             info,
             luminance=luminance,
             contrast=contrast,
             aspect_ratio=_shown_aspect(width, height, oriented.size),
-            saturation=saturation(pixels),
-            sharpness=sharpness(np.asarray(luma)),
+            saturation=saturation(small),
+            sharpness=sharpness(values),
             jpeg_quality=jpeg_quality(tables),
         )
     return PreparedImage(tensor=normalize(pixels, config), info=info)
