@@ -562,19 +562,22 @@ def test_leaving_a_record_by_an_exception_records_it_as_the_sdk_does() -> None:
     assert silent.status.status_code is StatusCode.UNSET and not silent.events
 
 
+def _frozen(bucket: Any) -> list[float]:
+    """Stop a token bucket's clock at 100 s; the returned list's one item moves it."""
+    now = [100.0]
+    bucket.clock = lambda: now[0]
+    bucket.updated = now[0]
+    return now
+
+
 def test_refused_traces_are_kept_up_to_their_rate_and_errors_always() -> None:
     """Under overload every refusal looks alike: at most ``refused_per_second`` of their
     traces are kept (a burst of as many at once), the others are judged as healthy
     requests (kept when slow, parent-sampled or by ratio); failures and timeouts are
     always kept."""
-    exporter = InMemorySpanExporter()
-    rule = TailSampling(
-        [SimpleSpanProcessor(exporter)], ratio=0.0, slow_seconds=1.0, refused_per_second=3.0
-    )
+    rule = TailSampling([], ratio=0.0, slow_seconds=1.0, refused_per_second=3.0)
     assert rule.refusals is not None
-    now = [100.0]
-    rule.refusals.clock = lambda: now[0]
-    rule.refusals.updated = now[0]
+    now = _frozen(rule.refusals)
     kept = [rule.reason(Outcome.REFUSED, 0.0, False) for _ in range(5)]
     assert kept == ["refused"] * 3 + [None] * 2  # the burst, then nothing
     assert rule.reason(Outcome.REFUSED, 2.0, False) == "slow"  # still kept when slow
@@ -596,14 +599,9 @@ def test_low_confidence_traces_are_kept_up_to_their_rate() -> None:
     and judged as healthy requests."""
     from inference_gateway.observability.sampling import want_trace
 
-    exporter = InMemorySpanExporter()
-    rule = TailSampling(
-        [SimpleSpanProcessor(exporter)], ratio=0.0, slow_seconds=1.0, wanted_per_second=2.0
-    )
+    rule = TailSampling([], ratio=0.0, slow_seconds=1.0, wanted_per_second=2.0)
     assert rule.wanted is not None
-    now = [100.0]
-    rule.wanted.clock = lambda: now[0]
-    rule.wanted.updated = now[0]
+    _frozen(rule.wanted)
     answers = []
     for _ in range(4):
         with rule.tracer.start_as_current_span("request") as root:

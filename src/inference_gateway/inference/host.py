@@ -40,14 +40,12 @@ from inference_gateway.inference.postprocess import Prediction, activate, rank
 from inference_gateway.inference.preprocess import (
     ImageInfo,
     ImageLimits,
-    image_signals,
     open_image,
     prepare_image,
     prepare_opened,
     quick_to_decode,
 )
 from inference_gateway.inference.quality import (
-    SIGNALS,
     Observation,
     Reference,
     observe,
@@ -302,7 +300,7 @@ class ModelHost:
             return
         metrics.set_quality_reference(
             self.key,
-            {s: reference.fractions[s] for s in SIGNALS},
+            reference.fractions,
             sha256=reference.sha256,
             images=reference.images,
             confidence_mean=reference.confidence_mean,
@@ -616,7 +614,7 @@ class ModelHost:
         reference = model.reference
         if reference is None:
             return None
-        image = None if info is None else image_signals(info)
+        image = None if info is None else info.signals
         observation = observe(confidences, model.spec.labels, image)
         return Quality(reference, observation, reference.buckets_of(observation))
 

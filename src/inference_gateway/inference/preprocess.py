@@ -195,31 +195,9 @@ class ImageInfo:
     height: int
     mode: str
     size_bytes: int
-    #: Mean and standard deviation of the luma (ITU-R 601, 0..255) of the pixels the
-    #: model sees (after resize and crop): the model-quality signals ``luminance`` and
-    #: ``contrast``, measured on the crop the pipeline holds anyway.
-    luminance: float = 0.0
-    contrast: float = 0.0
-    #: The other model-quality input signals (`quality.ImageSignals`); the aspect ratio
-    #: is of the image as the model sees it (EXIF orientation applied).
-    aspect_ratio: float = 0.0
-    saturation: float = 0.0
-    sharpness: float = 0.0
-    jpeg_quality: float = 100.0
-
-
-def image_signals(info: ImageInfo) -> ImageSignals:
-    """The model-quality input signals of one prepared image."""
-    return ImageSignals(
-        luminance=info.luminance,
-        contrast=info.contrast,
-        pixels=info.width * info.height,
-        aspect_ratio=info.aspect_ratio,
-        format=info.format,
-        saturation=info.saturation,
-        sharpness=info.sharpness,
-        jpeg_quality=info.jpeg_quality,
-    )
+    #: The model-quality input signals, measured on the crop the model sees; None when
+    #: not asked for (a version without a reference).
+    signals: ImageSignals | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -484,13 +462,15 @@ def prepare_opened(
         small = np.asarray(resampled.reduce(SIGNAL_REDUCTION))
         values = luma(small)
         luminance, contrast = luma_statistics(values)
-        info = dataclasses.replace(
-            info,
+        signals = ImageSignals(
             luminance=luminance,
             contrast=contrast,
+            pixels=width * height,
             aspect_ratio=_shown_aspect(width, height, oriented.size),
+            format=format_,
             saturation=saturation(small),
             sharpness=sharpness(values),
             jpeg_quality=jpeg_quality(tables),
         )
+        info = dataclasses.replace(info, signals=signals)
     return PreparedImage(tensor=normalize(pixels, config), info=info)

@@ -26,7 +26,6 @@ from inference_gateway.inference.postprocess import activate
 from inference_gateway.inference.preprocess import (
     ImageInfo,
     ImageLimits,
-    image_signals,
     prepare_image,
 )
 from inference_gateway.inference.quality import (
@@ -110,7 +109,7 @@ def observe_images(
         logits = model.backend.predict(np.stack([tensor for tensor, _ in pending]))
         for row, (_, info) in zip(logits, pending, strict=True):
             confidences = activate(row, model.spec.activation)
-            observations.append(observe(confidences, model.spec.labels, image_signals(info)))
+            observations.append(observe(confidences, model.spec.labels, info.signals))
         pending.clear()
 
     for done, path in enumerate(paths, start=1):

@@ -22,13 +22,14 @@ the ``profile`` command).
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import hashlib
 import itertools
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -279,11 +280,6 @@ class Reference:
     model_version: str = ""
     created: str = ""
     sha256: str = ""
-    _class_index: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        index = {label: label for label in self.classes}
-        object.__setattr__(self, "_class_index", index)
 
     # --- buckets ----------------------------------------------------------------------
     def buckets(self, signal: str) -> tuple[str, ...]:
@@ -298,7 +294,7 @@ class Reference:
         """The bucket one value of ``signal`` falls into."""
         if signal == "class":
             label = str(value)
-            if label in self._class_index:
+            if label in self.classes:  # at most 30
                 return label
             return OTHER if label in self.seen_classes else UNSEEN
         if signal == "format":
@@ -307,21 +303,11 @@ class Reference:
 
     def buckets_of(self, observation: Observation) -> list[tuple[str, str]]:
         """(signal, bucket) of each signal the observation has."""
-        edges = self.edges
-        pairs = [
-            ("class", self.bucket("class", observation.label)),
-            ("confidence", str(bisect.bisect_right(edges["confidence"], observation.confidence))),
-            ("margin", str(bisect.bisect_right(edges["margin"], observation.margin))),
-            ("entropy", str(bisect.bisect_right(edges["entropy"], observation.entropy))),
-        ]
-        image = observation.image
-        if image is not None:
-            for signal in INPUT_SIGNALS:  # in their order
-                if signal == "format":
-                    pairs.append((signal, image.format if image.format in self.formats else OTHER))
-                else:
-                    value = getattr(image, signal)
-                    pairs.append((signal, str(bisect.bisect_right(edges[signal], value))))
+        pairs = []
+        for signal in SIGNALS:
+            value = observation.value(signal)
+            if value is not None:
+                pairs.append((signal, self.bucket(signal, value)))
         return pairs
 
     def rank(self, signal: str, value: float) -> float:
@@ -497,16 +483,8 @@ def build_reference(
     once = sum(1 for count in counted.values() if count == 1) / n
     fractions["class"] = {b: f * (1 - once) for b, f in fractions["class"].items()}
     fractions["class"][UNSEEN] = once
-    reference = Reference(**{**_fields(skeleton), "fractions": fractions})
+    reference = dataclasses.replace(skeleton, fractions=fractions)
     return parse_reference(reference.to_json(), model_sha256)  # the file's own sha256
-
-
-def _fields(reference: Reference) -> dict[str, Any]:
-    return {
-        name: getattr(reference, name)
-        for name in Reference.__dataclass_fields__
-        if not name.startswith("_")
-    }
 
 
 def psi(
@@ -574,13 +552,3 @@ def load_reference(version_dir: Path, model_file: Path) -> Reference | None:
     except OSError as exc:
         raise ReferenceError(f"{REFERENCE_FILE} cannot be read: {exc.strerror}") from None
     return parse_reference(text, model_sha256)
-
-
-def observations_summary(observations: Iterable[Observation]) -> dict[str, float]:
-    """Mean of each continuous signal (for the ``profile`` command's closing lines)."""
-    listed = list(observations)
-    return {
-        s: float(np.mean([float(o.value(s)) for o in listed]))  # type: ignore[arg-type]
-        for s in CONTINUOUS
-        if listed
-    }

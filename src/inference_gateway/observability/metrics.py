@@ -356,9 +356,7 @@ class Metrics:
             self.model_inference_errors_total, self.batcher_crashes_total,
             self.model_load_failures_total, self.model_loads_total, self.model_unloads_total,
             self.model_load_duration_seconds, self.prediction_confidence,
-            self.model_quality_observations_total, self.model_quality_reference_fraction,
-            self.model_quality_reference_info, self.model_quality_reference_images,
-            self.model_quality_reference_confidence,
+            *self._quality_metrics,
         ]  # fmt: skip
 
     def _init_quality(self, r: CollectorRegistry) -> None:
@@ -387,6 +385,11 @@ class Metrics:
             "model_quality_reference_confidence",
             "The reference's top-1 confidence: its mean and standard deviation (statistic).",
             [*MODEL_LABELS, "statistic"], registry=r, multiprocess_mode="livemax",
+        )  # fmt: skip
+        self._quality_metrics: tuple[MetricWrapperBase, ...] = (
+            self.model_quality_observations_total, self.model_quality_reference_fraction,
+            self.model_quality_reference_info, self.model_quality_reference_images,
+            self.model_quality_reference_confidence,
         )  # fmt: skip
         self._quality_children: dict[tuple[ModelKey, str, str], Any] = {}
         self._quality_sha: dict[ModelKey, str] = {}
@@ -510,11 +513,7 @@ class Metrics:
                     )
             return
         labels = dict(zip(MODEL_LABELS, model, strict=True))
-        for metric in (
-            self.model_quality_observations_total, self.model_quality_reference_fraction,
-            self.model_quality_reference_info, self.model_quality_reference_images,
-            self.model_quality_reference_confidence,
-        ):  # fmt: skip
+        for metric in self._quality_metrics:
             metric.remove_by_labels(labels)
 
     def record_quality(self, model: ModelKey, buckets: Iterable[tuple[str, str]]) -> None:
