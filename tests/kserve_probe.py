@@ -14,7 +14,14 @@ import json
 import sys
 
 import numpy as np
-from kserve import InferenceGRPCClient, InferenceRESTClient, InferInput, InferRequest, RESTConfig
+from kserve import (
+    InferenceGRPCClient,
+    InferenceRESTClient,
+    InferInput,
+    InferRequest,
+    InferResponse,
+    RESTConfig,
+)
 
 from inference_gateway.inference.preprocess import ImageLimits, PreprocessConfig, prepare_image
 from tests.images import CAT_PNG, COFFEE_PNG
@@ -57,17 +64,21 @@ async def probe_grpc(address: str) -> dict[str, object]:
         as_tensor = InferInput(name="input", shape=list(tensor.shape), datatype="FP32")
         as_tensor.set_data_from_numpy(tensor)
         request = InferRequest(model_name=MODEL, infer_inputs=[as_tensor], request_id="g-tensor")
-        response = await client.infer(request)
-        (output,) = response.outputs
-        scores = output.as_numpy()
-        seen["tensor"] = {
-            "id": response.id,
-            "shape": list(scores.shape),
-            "top1": [int(np.argmax(row)) for row in scores],
-        }
+        seen["tensor"] = _answer(await client.infer(request))
         return seen
     finally:
         await client.close()
+
+
+def _answer(response: InferResponse) -> dict[str, object]:
+    """What the test checks of an answer: its id, its scores' shape, each row's top-1."""
+    (output,) = response.outputs
+    scores = output.as_numpy()
+    return {
+        "id": response.id,
+        "shape": list(scores.shape),
+        "top1": [int(np.argmax(row)) for row in scores],
+    }
 
 
 async def probe(url: str) -> dict[str, object]:
@@ -88,14 +99,7 @@ async def probe(url: str) -> dict[str, object]:
         images.set_data_from_numpy(photos, binary_data=True)
         for key, inputs in (("tensor", [as_tensor]), ("images", [images])):
             request = InferRequest(model_name=MODEL, infer_inputs=inputs, request_id=f"k-{key}")
-            response = await client.infer(url, request, model_name=MODEL)
-            (output,) = response.outputs
-            scores = output.as_numpy()
-            seen[key] = {
-                "id": response.id,
-                "shape": list(scores.shape),
-                "top1": [int(np.argmax(row)) for row in scores],
-            }
+            seen[key] = _answer(await client.infer(url, request, model_name=MODEL))
         return seen
     finally:
         await client.close()
