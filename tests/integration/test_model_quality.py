@@ -57,6 +57,8 @@ OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 REFERENCE_IMAGES = 600
 LIVE_IMAGES = 600
 #: Degraded sets: a drifted signal's PSI is far above 0.25 (2 to 6 at 400 images), and
+#: The query that asks an answer for its `quality` object.
+ASK = {"quality": "true"}
 #: 200 live images keep the 10-bucket noise floor (0.17) under the drift threshold.
 DEGRADED_IMAGES = 200
 #: A class-mix change needs more: the 32-bucket noise floor is under 0.25 from about
@@ -137,7 +139,9 @@ def _post_all(client: TestClient, paths: list[Path]) -> list[dict[str, object]]:
     answers = []
     for path in paths:
         response = client.post(
-            "/predict", files={"file": (path.name, path.read_bytes(), "image/jpeg")}
+            "/predict",
+            params=ASK,
+            files={"file": (path.name, path.read_bytes(), "image/jpeg")},
         )
         assert response.status_code == 200, response.text
         answers.append(response.json())
@@ -176,6 +180,13 @@ def test_the_same_world_on_another_day_raises_nothing(
     quality = answers[0]["quality"]
     assert isinstance(quality, dict) and quality["reference_images"] == REFERENCE_IMAGES
     assert set(quality["signals"]) == set(CONTINUOUS)
+    # Not asked for, not sent: the signals are counted all the same.
+    photo = image_files(world["live"])[0]
+    before = _live_counts(parse(served.get("/metrics").text))
+    plain = served.post("/predict", files={"file": ("a.jpg", photo.read_bytes(), "image/jpeg")})
+    assert plain.status_code == 200 and plain.json().get("quality") is None
+    counts = _minus(_live_counts(parse(served.get("/metrics").text)), before)
+    assert all(sum(counts[s].values()) == 1 for s in SIGNALS)
 
 
 def test_a_darkened_camera_moves_luminance(world: dict[str, Path], served: TestClient) -> None:
@@ -238,7 +249,7 @@ def test_a_reference_for_another_model_file_turns_the_signals_off_not_the_model(
         assert "written for another model file" in version["reference"]["error"]
         photo = image_files(world["live"])[0]
         answer = client.post(
-            "/predict", files={"file": ("a.jpg", photo.read_bytes(), "image/jpeg")}
+            "/predict", params=ASK, files={"file": ("a.jpg", photo.read_bytes(), "image/jpeg")}
         )
         assert answer.status_code == 200 and answer.json().get("quality") is None
         metrics = parse(client.get("/metrics").text)
@@ -256,7 +267,7 @@ def test_a_version_without_a_reference_serves_as_before(
         assert client.get(f"/models/{MODEL}").json()["versions"][0].get("reference") is None
         photo = image_files(world["live"])[0]
         answer = client.post(
-            "/predict", files={"file": ("a.jpg", photo.read_bytes(), "image/jpeg")}
+            "/predict", params=ASK, files={"file": ("a.jpg", photo.read_bytes(), "image/jpeg")}
         )
         assert answer.status_code == 200 and answer.json().get("quality") is None
         assert not [
@@ -275,11 +286,13 @@ def test_an_unusually_unsure_answer_keeps_its_trace_and_links_it(world: dict[str
         ready_client(client)
         # A flat grey frame (a lens cap, a dead feed): the model has nothing to go on.
         grey = jpeg(Image.new("RGB", (256, 256), (128, 128, 128)), 90)
-        unsure = client.post("/predict", files={"file": ("grey.jpg", grey, "image/jpeg")}).json()
+        unsure = client.post(
+            "/predict", params=ASK, files={"file": ("grey.jpg", grey, "image/jpeg")}
+        ).json()
         assert unsure["predictions"][0]["confidence"] < reference.low_confidence
         sure_photo = image_files(world["live"])[0].read_bytes()
         typical = client.post(
-            "/predict", files={"file": ("a.jpg", sure_photo, "image/jpeg")}
+            "/predict", params=ASK, files={"file": ("a.jpg", sure_photo, "image/jpeg")}
         ).json()
         metrics = client.get("/metrics", headers={"Accept": "application/openmetrics-text"}).text
     assert unsure["quality"]["low_confidence"] is True
@@ -326,7 +339,9 @@ def test_with_two_workers_the_counters_sum_exactly_to_the_images_answered(
         # An unusually unsure answer: its kept trace is the confidence histogram's
         # exemplar whichever worker answers the scrape.
         grey = jpeg(Image.new("RGB", (256, 256), (128, 128, 128)), 90)
-        unsure = client.post("/predict", files={"file": ("grey.jpg", grey, "image/jpeg")}).json()
+        unsure = client.post(
+            "/predict", params=ASK, files={"file": ("grey.jpg", grey, "image/jpeg")}
+        ).json()
         assert unsure["quality"]["low_confidence"] is True
 
         def linked() -> bool:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx2 as httpx
 import pytest
@@ -86,7 +86,8 @@ document.addEventListener("securitypolicyviolation", (event) => {
 #: answered with an error status or not answered at all; expected for calls the test
 #: makes fail on purpose, an error anywhere else.
 FAILED_CALL = re.compile(
-    r"/models(/[^/ ]+(?:/versions/[^/ ]+)?/predict\?top_k=\d+)? - Failed to load resource: "
+    r"/models(/[^/ ]+(?:/versions/[^/ ]+)?/predict\?top_k=\d+&quality=true)? - Failed to load "
+    r"resource: "
     r"(?:the server responded with a status of (\d{3})|net::(ERR_[A-Z_]+))"
 )
 #: The PNG committed as the README's picture stays under this.
@@ -494,6 +495,7 @@ def _quality(url: str, path: Path) -> dict[str, Any]:
     """The ``quality`` object of `PROFILED`'s answer to the image at ``path``."""
     answer = httpx.post(
         f"{url}/models/{PROFILED}/predict",
+        params={"quality": "true"},
         files={"file": (path.name, path.read_bytes())},
         timeout=WAIT_SECONDS,
     )
@@ -1066,7 +1068,9 @@ def test_top_k_is_kept_within_its_bounds(sampled_page: Page) -> None:
         page.read_logs()
         predict_url = [url for url, _ in page.sent if "/predict?" in url][-1]
         shown = len(card.texts(".prediction"))
-        asked[typed] = (predict_url.rpartition("top_k=")[2], shown, top_k.get_attribute("value"))
+        query = parse_qs(urlsplit(predict_url).query)
+        assert query["quality"] == ["true"]  # the page shows how typical an answer is
+        asked[typed] = (query["top_k"][0], shown, top_k.get_attribute("value"))
     # Into 1..20, rounded; an empty field asks for the gateway's default, not the page's.
     assert asked == {
         "0": ("1", 1, "1"),

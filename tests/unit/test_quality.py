@@ -23,15 +23,12 @@ from inference_gateway.inference.quality import (
     ReferenceError,
     build_reference,
     decile_edges,
+    image_statistics,
     jpeg_quality,
-    luma,
-    luma_statistics,
     observe,
     parse_reference,
     psi,
     psi_noise,
-    saturation,
-    sharpness,
 )
 from tests.images import CAT_PNG
 
@@ -83,15 +80,11 @@ def test_a_tensor_answer_has_no_image_signals() -> None:
 
 def test_luma_is_itu_601_and_its_statistics_are_mean_and_spread() -> None:
     pixels = np.zeros((2, 4, 3), dtype=np.uint8)
-    pixels[..., 0] = 100  # pure red 100: luma 29.9
-    pixels[1, :, 1] = 200  # the second row adds green 200: 29.9 + 117.4
-    values = luma(pixels)
-    assert values.shape == (2, 4)
-    assert values[0] == pytest.approx([29.9] * 4) and values[1] == pytest.approx([147.3] * 4)
-    mean, std = luma_statistics(values)
-    assert mean == pytest.approx((29.9 + 147.3) / 2)
-    assert std == pytest.approx((147.3 - 29.9) / 2)
-    assert luma_statistics(np.zeros((0, 0), dtype=np.float32)) == (0.0, 0.0)
+    pixels[..., 0] = 100  # pure red 100: luma 29.9, as Pillow rounds it 30
+    pixels[1, :, 1] = 200  # the second row adds green 200: 29.9 + 117.4, 147
+    luminance, contrast, _, _ = image_statistics(Image.fromarray(pixels))
+    assert luminance == pytest.approx((30 + 147) / 2)
+    assert contrast == pytest.approx((147 - 30) / 2)
 
 
 def _jpeg_quality_of(quality: int) -> float:
@@ -116,16 +109,38 @@ def test_saturation_is_zero_for_grey_and_high_for_colour() -> None:
     grey = np.full((64, 64, 3), 128, dtype=np.uint8)
     red = np.zeros((64, 64, 3), dtype=np.uint8)
     red[..., 0] = 200
-    assert saturation(grey) == 0.0
-    assert saturation(red) == 200.0
+    mixed = red.copy()
+    mixed[:32, :, 2] = 50  # half the image: max 200 - min 0 becomes 200 - 0 still
+    mixed[:32, :, 1] = 80  # ... and now 200 - 50
+    assert image_statistics(Image.fromarray(grey))[2] == 0.0
+    assert image_statistics(Image.fromarray(red))[2] == 200.0
+    assert image_statistics(Image.fromarray(mixed))[2] == pytest.approx((150 + 200) / 2)
 
 
-def test_blur_lowers_sharpness() -> None:
+def test_sharpness_is_the_mean_step_between_neighbours_and_blur_lowers_it() -> None:
+    stripes = np.zeros((4, 6, 3), dtype=np.uint8)
+    stripes[:, ::2] = 90  # 90, 0, 90, 0, ...: every step is 90
+    assert image_statistics(Image.fromarray(stripes))[3] == pytest.approx(90)
+    assert image_statistics(Image.fromarray(stripes[:, :1]))[3] == 0.0  # one column
     with Image.open(CAT_PNG) as image:
         rgb = image.convert("RGB")
-    sharp = sharpness(luma(np.asarray(rgb)))
-    blurred = sharpness(luma(np.asarray(rgb.filter(ImageFilter.GaussianBlur(4)))))
-    assert blurred < 0.5 * sharp
+    sharp = image_statistics(rgb)[3]
+    assert image_statistics(rgb.filter(ImageFilter.GaussianBlur(4)))[3] < 0.5 * sharp
+
+
+def test_the_pipeline_sees_blur_on_its_sample_of_the_crop() -> None:
+    """The signals are read on every 4th pixel of the crop: a blur of radius 4 still
+    halves the sharpness."""
+    with Image.open(CAT_PNG) as image:
+        rgb = image.convert("RGB")
+    measured = []
+    for picture in (rgb, rgb.filter(ImageFilter.GaussianBlur(4))):
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        signals = prepare_image(buffer.getvalue(), ImageLimits(), PreprocessConfig()).info.signals
+        assert signals is not None
+        measured.append(signals.sharpness)
+    assert measured[1] < 0.5 * measured[0]
 
 
 def test_the_pipeline_measures_the_crop_the_model_sees() -> None:

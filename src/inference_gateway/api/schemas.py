@@ -83,7 +83,9 @@ class PredictionResponse(BaseModel):
     trace_id: str | None = Field(examples=["4bf92f3577b34da6a3ce929d0e0e4736"])
     timings_ms: TimingsMs
     quality: QualityOut | None = Field(
-        None, description="Against the version's reference; absent without one."
+        None,
+        description="Against the version's reference, when asked for with `quality=true` "
+        "(absent otherwise, and for versions without a reference).",
     )
 
 

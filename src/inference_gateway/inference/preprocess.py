@@ -37,11 +37,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from inference_gateway.errors import ImageTooLargeException, InvalidImageException
 from inference_gateway.inference.quality import (
     ImageSignals,
+    image_statistics,
     jpeg_quality,
-    luma,
-    luma_statistics,
-    saturation,
-    sharpness,
 )
 
 #: The formats Pillow may open; everything else is refused before any plugin parses it.
@@ -423,8 +420,9 @@ def _normalisation(
     return offset.reshape(shape), factor.reshape(shape)
 
 
-#: How much the crop is reduced before its signals are read (224 x 224: 56 x 56).
-SIGNAL_REDUCTION = 4
+#: The signals are read on every this-many-th pixel of the crop, across and down
+#: (224 x 224: 56 x 56 samples).
+SIGNAL_STRIDE = 4
 
 
 def _shown_aspect(width: int, height: int, shown: tuple[int, int]) -> float:
@@ -449,7 +447,7 @@ def prepare_opened(
 ) -> PreparedImage:
     """The transform after `open_image`: decode, convert, resize, normalise; and, with
     ``measure``, the model-quality input signals of the crop the model sees (about
-    0.05 ms; only versions with a reference need them)."""
+    0.06 ms; only versions with a reference need them)."""
     format_, (width, height), mode = (image.format or "unknown").lower(), image.size, image.mode
     tables = getattr(image, "quantization", None) if format_ == "jpeg" else None
     oriented = decode(image, config)
@@ -457,19 +455,23 @@ def prepare_opened(
     pixels = np.asarray(resampled)
     info = ImageInfo(format=format_, width=width, height=height, mode=mode, size_bytes=size_bytes)
     if measure:
-        # Read on the crop reduced 4x (one C call): 1/16 of the memory to touch, beside
-        # a forward pass that keeps the caches busy; blur and darkness show as well.
-        small = np.asarray(resampled.reduce(SIGNAL_REDUCTION))
-        values = luma(small)
-        luminance, contrast = luma_statistics(values)
+        # Read on a sample of the crop, every 4th pixel across and down (one C call, 5 us;
+        # averaging 4x4 blocks with `reduce` cost 36 us): 1/16 of the pixels, beside a
+        # forward pass that keeps the caches busy. Blur and darkness show as well.
+        across, down = resampled.size
+        sample = resampled.resize(
+            (max(across // SIGNAL_STRIDE, 1), max(down // SIGNAL_STRIDE, 1)),
+            Image.Resampling.NEAREST,
+        )
+        luminance, contrast, saturation, sharpness = image_statistics(sample)
         signals = ImageSignals(
             luminance=luminance,
             contrast=contrast,
             pixels=width * height,
             aspect_ratio=_shown_aspect(width, height, oriented.size),
             format=format_,
-            saturation=saturation(small),
-            sharpness=sharpness(values),
+            saturation=saturation,
+            sharpness=sharpness,
             jpeg_quality=jpeg_quality(tables),
         )
         info = dataclasses.replace(info, signals=signals)

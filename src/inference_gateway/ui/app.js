@@ -289,7 +289,7 @@ async function readProblem(response) {
 function predictUrl(model, version, topK) {
   let path = `/models/${encodeURIComponent(model)}`;
   if (version) path += `/versions/${encodeURIComponent(version)}`;
-  return `${path}/predict?top_k=${topK}`;
+  return `${path}/predict?top_k=${topK}&quality=true`;
 }
 
 /** The number of classes to ask for: the field's value rounded into 1..20, or the
