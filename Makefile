@@ -11,7 +11,7 @@ BENCH_ARGS ?=
 OVERHEAD_ARGS ?=
 COMPARE_ARGS ?= --concurrency 8,32 --seconds 8 --repeats 3
 PROTOCOL_ARGS ?= --concurrency 8,32 --seconds 8 --repeats 3
-QUALITY_ARGS ?= --seconds 8 --repeats 5
+QUALITY_ARGS ?= --seconds 6 --rounds 10
 # Recipes run in bash with pipefail: a failing benchmark piped into `tee` fails the target.
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c

@@ -563,3 +563,48 @@ def test_a_deadline_already_passed_is_refused_saying_so() -> None:
         await batcher.close(1)
 
     asyncio.run(scenario())
+
+
+def test_a_free_model_waits_for_an_admitted_request_still_decoding() -> None:
+    """Under load the next request is often being decoded when the model frees up:
+    it joins the batch instead of leaving the model to run a short one."""
+    backend = EchoBackend()
+    decoding = [1]
+
+    async def scenario() -> None:
+        batcher, _ = make_batcher(
+            backend,
+            max_batch_delay_seconds=0.0,
+            wait_for_decoding_seconds=30.0,
+            decoding=lambda: decoding[0],  # type: ignore[arg-type]
+        )
+        first = asyncio.ensure_future(batcher.submit(image(1), far()))
+        await wait_for(lambda: batcher.pending == 1, "the first queued")
+        # The decode takes a while: time enough for a model that did not wait to run
+        # the first alone (then the batches would be [1] and [2]).
+        await asyncio.sleep(0.05)
+        decoding[0] = 0
+        second = asyncio.ensure_future(batcher.submit(image(2), far()))
+        await asyncio.wait_for(asyncio.gather(first, second), timeout=10)
+        assert backend.batches == [[1.0, 2.0]]
+        await batcher.close(1)
+
+    asyncio.run(scenario())
+
+
+def test_with_nothing_decoding_a_lone_request_runs_at_once() -> None:
+    backend = EchoBackend()
+
+    async def scenario() -> None:
+        batcher, _ = make_batcher(
+            backend,
+            max_batch_delay_seconds=0.0,
+            wait_for_decoding_seconds=30.0,
+            decoding=lambda: 0,  # type: ignore[arg-type]
+        )
+        # Waiting would take 30 s: answered well within 10, it did not wait.
+        outcome = await asyncio.wait_for(batcher.submit(image(1), far()), timeout=10)
+        assert outcome.batch_size == 1 and backend.batches == [[1.0]]
+        await batcher.close(1)
+
+    asyncio.run(scenario())

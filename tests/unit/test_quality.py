@@ -8,6 +8,7 @@ import math
 import random
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from PIL import Image, ImageFilter
 
@@ -18,13 +19,14 @@ from inference_gateway.inference.quality import (
     SIGNALS,
     SMOOTHING,
     UNSEEN,
+    ImageProbe,
     ImageSignals,
     Observation,
     ReferenceError,
     build_reference,
     decile_edges,
-    image_statistics,
     jpeg_quality,
+    measure,
     observe,
     parse_reference,
     psi,
@@ -78,13 +80,17 @@ def test_a_tensor_answer_has_no_image_signals() -> None:
     assert [observation.value(s) for s in ("luminance", "format", "jpeg_quality")] == [None] * 3
 
 
+def _probe(pixels: npt.NDArray[np.uint8]) -> ImageProbe:
+    return ImageProbe(sample=pixels, pixels=0, aspect_ratio=1.0, format="png", jpeg_quality=100)
+
+
 def test_luma_is_itu_601_and_its_statistics_are_mean_and_spread() -> None:
     pixels = np.zeros((2, 4, 3), dtype=np.uint8)
-    pixels[..., 0] = 100  # pure red 100: luma 29.9, as Pillow rounds it 30
-    pixels[1, :, 1] = 200  # the second row adds green 200: 29.9 + 117.4, 147
-    luminance, contrast, _, _ = image_statistics(Image.fromarray(pixels))
-    assert luminance == pytest.approx((30 + 147) / 2)
-    assert contrast == pytest.approx((147 - 30) / 2)
+    pixels[..., 0] = 100  # pure red 100: luma 29.9
+    pixels[1, :, 1] = 200  # the second row adds green 200: 29.9 + 117.4
+    (signals,) = measure([_probe(pixels)])
+    assert signals.luminance == pytest.approx((29.9 + 147.3) / 2)
+    assert signals.contrast == pytest.approx((147.3 - 29.9) / 2)
 
 
 def _jpeg_quality_of(quality: int) -> float:
@@ -112,20 +118,29 @@ def test_saturation_is_zero_for_grey_and_high_for_colour() -> None:
     mixed = red.copy()
     mixed[:32, :, 2] = 50  # half the image: max 200 - min 0 becomes 200 - 0 still
     mixed[:32, :, 1] = 80  # ... and now 200 - 50
-    assert image_statistics(Image.fromarray(grey))[2] == 0.0
-    assert image_statistics(Image.fromarray(red))[2] == 200.0
-    assert image_statistics(Image.fromarray(mixed))[2] == pytest.approx((150 + 200) / 2)
+    measured = measure([_probe(grey), _probe(red), _probe(mixed)])
+    assert [m.saturation for m in measured] == pytest.approx([0.0, 200.0, (150 + 200) / 2])
 
 
 def test_sharpness_is_the_mean_step_between_neighbours_and_blur_lowers_it() -> None:
     stripes = np.zeros((4, 6, 3), dtype=np.uint8)
     stripes[:, ::2] = 90  # 90, 0, 90, 0, ...: every step is 90
-    assert image_statistics(Image.fromarray(stripes))[3] == pytest.approx(90)
-    assert image_statistics(Image.fromarray(stripes[:, :1]))[3] == 0.0  # one column
+    (striped,) = measure([_probe(stripes)])
+    assert striped.sharpness == pytest.approx(90)
+    assert measure([_probe(stripes[:, :1])])[0].sharpness == 0.0  # one column
     with Image.open(CAT_PNG) as image:
         rgb = image.convert("RGB")
-    sharp = image_statistics(rgb)[3]
-    assert image_statistics(rgb.filter(ImageFilter.GaussianBlur(4)))[3] < 0.5 * sharp
+    sharp, blurred = measure(
+        [_probe(np.asarray(rgb)), _probe(np.asarray(rgb.filter(ImageFilter.GaussianBlur(4))))]
+    )
+    assert blurred.sharpness < 0.5 * sharp.sharpness
+
+
+def test_images_of_different_sizes_are_measured_together_each_on_its_own() -> None:
+    small, large = np.full((2, 2, 3), 10, dtype=np.uint8), np.full((8, 6, 3), 200, dtype=np.uint8)
+    empty = np.zeros((0, 0, 3), dtype=np.uint8)
+    measured = measure([_probe(small), _probe(large), _probe(empty), _probe(small)])
+    assert [m.luminance for m in measured] == pytest.approx([10, 200, 0, 10], abs=1e-4)
 
 
 def test_the_pipeline_sees_blur_on_its_sample_of_the_crop() -> None:
@@ -137,9 +152,9 @@ def test_the_pipeline_sees_blur_on_its_sample_of_the_crop() -> None:
     for picture in (rgb, rgb.filter(ImageFilter.GaussianBlur(4))):
         buffer = io.BytesIO()
         picture.save(buffer, format="PNG")
-        signals = prepare_image(buffer.getvalue(), ImageLimits(), PreprocessConfig()).info.signals
-        assert signals is not None
-        measured.append(signals.sharpness)
+        probe = prepare_image(buffer.getvalue(), ImageLimits(), PreprocessConfig()).info.probe
+        assert probe is not None
+        measured.append(measure([probe])[0].sharpness)
     assert measured[1] < 0.5 * measured[0]
 
 
@@ -153,8 +168,8 @@ def test_the_pipeline_measures_the_crop_the_model_sees() -> None:
         buffer = io.BytesIO()
         picture.save(buffer, format="PNG")
         infos.append(prepare_image(buffer.getvalue(), ImageLimits(), PreprocessConfig()).info)
-    bright, darkened = (info.signals for info in infos)
-    assert bright is not None and darkened is not None
+    assert infos[0].probe is not None and infos[1].probe is not None
+    bright, darkened = measure([infos[0].probe, infos[1].probe])
     assert darkened.luminance == pytest.approx(0.4 * bright.luminance, rel=0.03)
     assert (bright.format, bright.jpeg_quality) == ("png", 100.0)
     assert bright.saturation > 0 and bright.sharpness > 0
@@ -346,8 +361,8 @@ def test_the_aspect_ratio_is_the_one_the_model_sees_with_exif_orientation() -> N
     rgb.save(buffer, format="JPEG", exif=exif.tobytes())
     info = prepare_image(buffer.getvalue(), ImageLimits(), PreprocessConfig()).info
     assert (info.width, info.height) == (451, 300)
-    assert info.signals is not None
-    assert info.signals.aspect_ratio == pytest.approx(300 / 451)
+    assert info.probe is not None
+    assert info.probe.aspect_ratio == pytest.approx(300 / 451)
 
 
 def test_signals_are_measured_only_when_asked() -> None:
@@ -355,7 +370,7 @@ def test_signals_are_measured_only_when_asked() -> None:
         data = io.BytesIO()
         image.convert("RGB").save(data, format="PNG")
     info = prepare_image(data.getvalue(), ImageLimits(), PreprocessConfig(), measure=False).info
-    assert info.signals is None
+    assert info.probe is None
 
 
 def _hostile(change):  # type: ignore[no-untyped-def]

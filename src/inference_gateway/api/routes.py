@@ -292,7 +292,7 @@ def _quality_out(quality: Quality | None) -> QualityOut | None:
     """Where this answer's signals fall in the version's reference."""
     if quality is None:
         return None
-    reference, observation = quality.reference, quality.observation
+    reference, observation = quality.reference, quality.observed()
     signals = {}
     for signal in CONTINUOUS:
         value = observation.value(signal)
@@ -411,8 +411,11 @@ def _model_out(status: ModelStatus) -> ModelOut:
     )
 
 
-async def metrics_endpoint(request: Request, telemetry: TelemetryDep) -> Response:
+async def metrics_endpoint(
+    request: Request, telemetry: TelemetryDep, registry: RegistryDep
+) -> Response:
     """Prometheus exposition (OpenMetrics with exemplars when the scraper asks)."""
     assert telemetry.metrics is not None  # noqa: S101 - route exists only with metrics on
+    registry.flush_signals()  # every answer this process gave, counted
     body, content_type = telemetry.metrics.render(request.headers.get("accept"))
     return Response(body, media_type=content_type)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
@@ -46,10 +46,13 @@ from inference_gateway.inference.preprocess import (
     quick_to_decode,
 )
 from inference_gateway.inference.quality import (
+    ImageProbe,
     Observation,
     Reference,
+    measure,
     observe,
 )
+from inference_gateway.inference.signal_batch import SignalBatch
 from inference_gateway.observability.logging import log_error, log_inference_start
 from inference_gateway.observability.sampling import want_trace
 from inference_gateway.observability.telemetry import Telemetry
@@ -80,17 +83,26 @@ class Classification:
 
 @dataclass(frozen=True, slots=True)
 class Quality:
-    """One answer's model-quality signals, with the reference they are judged against."""
+    """One answer against its version's reference: what its model-quality signals are
+    measured from. The signals themselves are measured with other answers' a little
+    later (`SignalBatch`), or now by `observed` for a client that asks for them."""
 
     reference: Reference
-    observation: Observation
-    buckets: list[tuple[str, str]]
+    confidences: npt.NDArray[np.float64]
+    labels: Sequence[str]
+    confidence: float  # top-1
+    probe: ImageProbe | None = None  # None: an answer to a client's tensor
 
     @property
     def unusual(self) -> bool:
         """Top-1 confidence below the reference's 5th percentile (trace kept as
         ``low_confidence``)."""
-        return self.observation.confidence < self.reference.low_confidence
+        return self.confidence < self.reference.low_confidence
+
+    def observed(self) -> Observation:
+        """Every signal of this answer, measured now."""
+        image = None if self.probe is None else measure([self.probe])[0]
+        return observe(self.confidences, self.labels, image)
 
 
 def _kept_trace_id(kept: bool | None) -> str | None:
@@ -121,6 +133,7 @@ class BatchingConfig:
     max_batch_delay_seconds: float = 0.0
     max_queue_size: int = 64
     max_queue_wait_seconds: float = 0.0  # 0: no bound but the size and the deadline
+    wait_for_decoding_seconds: float = 0.0  # 0: a free model never waits for decodes
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,9 +220,11 @@ class ModelHost:
         self.closed = False  # closed: whatever it was loading is dropped
         self.leases = 0  # requests routed here and not finished (event loop only)
         self.released = asyncio.Event()  # set when the leases fall to 0
-        self._admitted = 0  # requests between admission and answer (event loop only)
+        self._decoding_now = 0  # admitted requests decoding their image (event loop only)
         # Set when its first load attempt is over (it serves, or failed once), or it closed.
         self.attempted = asyncio.Event()
+        # Answers whose model-quality signals are measured together, a little later.
+        self.signals = SignalBatch(self._record_signals)
 
     # --- lifecycle ----------------------------------------------------------------
     @property
@@ -263,6 +278,8 @@ class ModelHost:
             max_queue_size=self.batching.max_queue_size,
             max_queue_wait_seconds=self.batching.max_queue_wait_seconds,
             num_classes=len(model.spec.labels),
+            wait_for_decoding_seconds=self.batching.wait_for_decoding_seconds,
+            decoding=self._decoding,
         )
         self.batcher.muted = self.retiring
         if model.reference_error is not None:
@@ -376,6 +393,7 @@ class ModelHost:
         """Out of service but finishing its requests: another host may serve the same
         version now, so this one stops writing the version's gauges."""
         self.retiring = True
+        self.signals.flush()  # counted against the reference they were answered with
         if self.batcher is not None:
             self.batcher.muted = True
 
@@ -392,6 +410,7 @@ class ModelHost:
         self.draining = True
         if self.batcher is not None:
             await self.batcher.close(grace_seconds)
+        self.signals.flush()
         if self.model is not None:
             self.model.backend.close()
             self.model = None
@@ -456,8 +475,12 @@ class ModelHost:
         """
         batcher = self.batcher
         if batcher is not None:
-            decoding = max(self._admitted - batcher.pending, 0)
-            batcher.check_admission(deadline, ahead_unqueued=decoding, arriving=arriving)
+            batcher.check_admission(deadline, ahead_unqueued=self._decoding(), arriving=arriving)
+
+    def _decoding(self) -> int:
+        """Requests admitted whose images are being decoded (not yet queued). Read by
+        the batcher's thread too: an int the event loop writes."""
+        return self._decoding_now
 
     async def classify(self, data: bytes, k: int, deadline: float) -> Classification:
         """Preprocess, run and rank one image; ``deadline`` is a `time.monotonic` value.
@@ -479,18 +502,17 @@ class ModelHost:
         """Decode and preprocess one encoded image with the model's own configuration,
         run it, and return the confidence of every class."""
         model, batcher = self._admit(deadline)
-        self._admitted += 1
+        self._decoding_now += 1
         try:
             tensor, info, preprocess_seconds = await self._preprocess(model, data)
-            return await self._infer(model, batcher, tensor, deadline, info, preprocess_seconds)
         finally:
-            self._admitted -= 1
+            self._decoding_now -= 1
+        return await self._infer(model, batcher, tensor, deadline, info, preprocess_seconds)
 
     async def score_tensor(self, tensor: npt.NDArray[np.float32], deadline: float) -> Scored:
         """Run one image the client preprocessed itself (the model's `tensor_shape`, as
         float32) and return the confidence of every class."""
         model, batcher = self._admit(deadline)
-        self._admitted += 1
         try:
             return await self._infer(model, batcher, tensor, deadline, None, 0.0)
         except NonFiniteScoresException:
@@ -501,8 +523,6 @@ class ModelHost:
                 "The model's scores for this tensor are not finite numbers: its values "
                 f"(largest magnitude {largest:.3g}) are outside what the model can take."
             ) from None
-        finally:
-            self._admitted -= 1
 
     def _admit(self, deadline: float) -> tuple[LoadedModel, Batcher]:
         model = self._loaded()
@@ -577,7 +597,12 @@ class ModelHost:
             confidences = activate(outcome.logits, model.spec.activation)
             best = int(np.argmax(confidences))
             label, confidence = model.spec.labels[best], float(confidences[best])
-            quality = self._quality(model, confidences, info)
+            quality = None
+            if model.reference is not None:
+                probe = None if info is None else info.probe
+                quality = Quality(
+                    model.reference, confidences, model.spec.labels, confidence, probe
+                )
             exemplar = None
             if quality is not None and quality.unusual:
                 span.set_attribute("prediction.low_confidence", True)
@@ -592,7 +617,7 @@ class ModelHost:
         if metrics is not None:
             metrics.record_prediction(self.key, label, confidence, exemplar)
             if quality is not None:
-                metrics.record_quality(self.key, quality.buckets)
+                self.signals.add(quality)
         return Scored(
             confidences=confidences,
             labels=model.spec.labels,
@@ -606,17 +631,10 @@ class ModelHost:
             quality=quality,
         )
 
-    @staticmethod
-    def _quality(
-        model: LoadedModel, confidences: npt.NDArray[np.float64], info: ImageInfo | None
-    ) -> Quality | None:
-        """The answer's model-quality signals against the version's reference, if any."""
-        reference = model.reference
-        if reference is None:
-            return None
-        image = None if info is None else info.signals
-        observation = observe(confidences, model.spec.labels, image)
-        return Quality(reference, observation, reference.buckets_of(observation))
+    def _record_signals(self, buckets: list[tuple[str, str]]) -> None:
+        metrics = self._telemetry.metrics
+        if metrics is not None:
+            metrics.record_quality(self.key, buckets)
 
     def _stage_spans(self, submitted_ns: int, outcome: BatchOutcome) -> None:
         """Turn the batcher's measured times into child spans of ``model_inference``."""

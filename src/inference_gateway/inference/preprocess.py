@@ -20,7 +20,6 @@ Pillow exception.
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import io
 import math
 import struct
@@ -36,8 +35,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from inference_gateway.errors import ImageTooLargeException, InvalidImageException
 from inference_gateway.inference.quality import (
-    ImageSignals,
-    image_statistics,
+    SIGNAL_STRIDE,
+    ImageProbe,
     jpeg_quality,
 )
 
@@ -192,9 +191,10 @@ class ImageInfo:
     height: int
     mode: str
     size_bytes: int
-    #: The model-quality input signals, measured on the crop the model sees; None when
-    #: not asked for (a version without a reference).
-    signals: ImageSignals | None = None
+    #: What the model-quality input signals are measured from (a sample of the crop
+    #: the model sees, and header facts); None when not asked for (a version without
+    #: a reference).
+    probe: ImageProbe | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -420,11 +420,6 @@ def _normalisation(
     return offset.reshape(shape), factor.reshape(shape)
 
 
-#: The signals are read on every this-many-th pixel of the crop, across and down
-#: (224 x 224: 56 x 56 samples).
-SIGNAL_STRIDE = 4
-
-
 def _shown_aspect(width: int, height: int, shown: tuple[int, int]) -> float:
     """Width / height of the image as the model sees it: the header's exact size,
     turned when EXIF orientation turned the decoded image (whose own size draft mode
@@ -446,33 +441,23 @@ def prepare_opened(
     image: Image.Image, size_bytes: int, config: PreprocessConfig, measure: bool = True
 ) -> PreparedImage:
     """The transform after `open_image`: decode, convert, resize, normalise; and, with
-    ``measure``, the model-quality input signals of the crop the model sees (about
-    0.06 ms; only versions with a reference need them)."""
+    ``measure``, what the model-quality input signals are measured from later
+    (`quality.measure`, many images at once; only versions with a reference need it)."""
     format_, (width, height), mode = (image.format or "unknown").lower(), image.size, image.mode
     tables = getattr(image, "quantization", None) if format_ == "jpeg" else None
     oriented = decode(image, config)
     resampled = resize_crop(to_rgb(oriented), config)
     pixels = np.asarray(resampled)
-    info = ImageInfo(format=format_, width=width, height=height, mode=mode, size_bytes=size_bytes)
+    probe = None
     if measure:
-        # Read on a sample of the crop, every 4th pixel across and down (one C call, 5 us;
-        # averaging 4x4 blocks with `reduce` cost 36 us): 1/16 of the pixels, beside a
-        # forward pass that keeps the caches busy. Blur and darkness show as well.
-        across, down = resampled.size
-        sample = resampled.resize(
-            (max(across // SIGNAL_STRIDE, 1), max(down // SIGNAL_STRIDE, 1)),
-            Image.Resampling.NEAREST,
-        )
-        luminance, contrast, saturation, sharpness = image_statistics(sample)
-        signals = ImageSignals(
-            luminance=luminance,
-            contrast=contrast,
+        probe = ImageProbe(
+            sample=pixels[::SIGNAL_STRIDE, ::SIGNAL_STRIDE],  # a view: nothing copied
             pixels=width * height,
             aspect_ratio=_shown_aspect(width, height, oriented.size),
             format=format_,
-            saturation=saturation,
-            sharpness=sharpness,
             jpeg_quality=jpeg_quality(tables),
         )
-        info = dataclasses.replace(info, signals=signals)
+    info = ImageInfo(
+        format=format_, width=width, height=height, mode=mode, size_bytes=size_bytes, probe=probe
+    )
     return PreparedImage(tensor=normalize(pixels, config), info=info)

@@ -36,6 +36,7 @@ from inference_gateway.inference.quality import (
     Reference,
     build_reference,
     file_sha256,
+    measure,
     observe,
     psi_noise,
 )
@@ -107,9 +108,12 @@ def observe_images(
         if not pending:
             return
         logits = model.backend.predict(np.stack([tensor for tensor, _ in pending]))
-        for row, (_, info) in zip(logits, pending, strict=True):
+        probes = [info.probe for _, info in pending]
+        images = iter(measure([p for p in probes if p is not None]))
+        for row, probe in zip(logits, probes, strict=True):
             confidences = activate(row, model.spec.activation)
-            observations.append(observe(confidences, model.spec.labels, info.signals))
+            image = next(images) if probe is not None else None
+            observations.append(observe(confidences, model.spec.labels, image))
         pending.clear()
 
     for done, path in enumerate(paths, start=1):

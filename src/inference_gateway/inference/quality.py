@@ -27,7 +27,6 @@ import hashlib
 import itertools
 import json
 import math
-import operator
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,7 +35,6 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageChops
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 #: The file a version's reference lives in, beside its ``model.onnx``.
@@ -92,7 +90,7 @@ class ImageSignals:
     format: str  # its encoded format, lower case ("jpeg", "png", ...)
     saturation: float  # mean chroma (max - min of R, G, B) of the model's pixels, 0..255
     sharpness: float  # mean absolute difference of horizontally adjacent luma, 0..255
-    # (luminance, contrast, saturation and sharpness of the model's crop reduced 4x)
+    # (luminance, contrast, saturation and sharpness of a sample of the model's crop)
     jpeg_quality: float  # JPEG quality (1-100) from its tables; 100 for other formats
 
 
@@ -115,40 +113,76 @@ class Observation:
         return None if self.image is None else getattr(self.image, signal)
 
 
-_LEVELS = tuple(range(256))
-_SQUARES = tuple(level * level for level in _LEVELS)
+@dataclass(frozen=True, slots=True)
+class ImageProbe:
+    """What serving keeps of an image until its input signals are measured: a sample
+    of the crop the model sees (RGB, uint8, every `SIGNAL_STRIDE`-th pixel across and
+    down: a view, no copy) and what the header and decoder said."""
+
+    sample: npt.NDArray[np.uint8]
+    pixels: int
+    aspect_ratio: float
+    format: str
+    jpeg_quality: float
 
 
-def _mean(histogram: Sequence[int], weights: Sequence[int] = _LEVELS) -> float:
-    """The mean of ``weights`` over a 256-bin histogram of an 8-bit band."""
-    count = sum(histogram)
-    return sum(map(operator.mul, histogram, weights)) / count if count else 0.0
+#: The input signals are read on every this-many-th pixel of the crop, across and
+#: down (224 x 224: 56 x 56 samples).
+SIGNAL_STRIDE = 4
+_LUMA = (0.299, 0.587, 0.114)  # ITU-R 601
 
 
-def image_statistics(sample: Image.Image) -> tuple[float, float, float, float]:
-    """Luminance, contrast, saturation and sharpness of an RGB image (0..255 each):
-    the mean and standard deviation of its luma (ITU-R 601, as Pillow's ``L``), its
-    mean chroma (max minus min of R, G, B: 0 for greyscale) and the mean absolute
-    difference of horizontally adjacent luma (blur lowers it).
+def measure(probes: Sequence[ImageProbe]) -> list[ImageSignals]:
+    """The input signals of many images, together: luminance and contrast (mean and
+    standard deviation of luma, ITU-R 601), saturation (mean chroma: max minus min of
+    R, G, B, 0 for greyscale) and sharpness (mean absolute difference of horizontally
+    adjacent luma: blur lowers it), each 0..255, on each image's sample.
 
-    A dozen Pillow calls on 8-bit bands and three 256-bin histograms: on a busy server
-    each numpy call on a small array cost several microseconds more than it does
-    alone, and the same statistics in numpy cost 1.7x as much.
+    One numpy pass over the stacked samples of images of one size: each of the twenty
+    array calls costs about the same for one image as for sixty, and on a busy server
+    these calls, each run once per image, cost 0.26 ms of CPU an image (2% of one).
     """
-    grey = sample.convert("L")
-    width, height = grey.size
-    histogram = grey.histogram()
-    luminance = _mean(histogram)
-    contrast = math.sqrt(max(_mean(histogram, _SQUARES) - luminance * luminance, 0.0))
-    sharpness = 0.0
-    if width > 1:
-        right, left = grey.crop((1, 0, width, height)), grey.crop((0, 0, width - 1, height))
-        sharpness = _mean(ImageChops.difference(right, left).histogram())
-    red, green, blue = sample.split()
-    brightest = ImageChops.lighter(ImageChops.lighter(red, green), blue)
-    darkest = ImageChops.darker(ImageChops.darker(red, green), blue)
-    saturation = _mean(ImageChops.subtract(brightest, darkest).histogram())
-    return luminance, contrast, saturation, sharpness
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, probe in enumerate(probes):
+        by_shape.setdefault(probe.sample.shape, []).append(i)
+    measured: list[tuple[float, float, float, float]] = [(0.0, 0.0, 0.0, 0.0)] * len(probes)
+    for (height, width, _), indices in by_shape.items():
+        if not height or not width:
+            continue
+        stacked = np.stack([probes[i].sample for i in indices])  # (n, h, w, 3) uint8
+        red, green, blue = stacked[..., 0], stacked[..., 1], stacked[..., 2]
+        # Element-wise (numpy hands `@` on float32 to BLAS, whose threads then spin).
+        luma = red * np.float32(_LUMA[0])
+        luma += green * np.float32(_LUMA[1])
+        luma += blue * np.float32(_LUMA[2])
+        mean = luma.mean(axis=(1, 2), dtype=np.float64)
+        square = np.square(luma).mean(axis=(1, 2), dtype=np.float64)
+        chroma = np.maximum(np.maximum(red, green), blue)
+        chroma -= np.minimum(np.minimum(red, green), blue)
+        saturation = chroma.mean(axis=(1, 2), dtype=np.float64)
+        if width > 1:
+            sharpness = np.abs(np.diff(luma, axis=2)).mean(axis=(1, 2), dtype=np.float64)
+        else:
+            sharpness = np.zeros(len(indices))
+        for row, i in enumerate(indices):
+            average = float(mean[row])
+            spread = math.sqrt(max(float(square[row]) - average * average, 0.0))
+            measured[i] = (average, spread, float(saturation[row]), float(sharpness[row]))
+    return [
+        ImageSignals(
+            luminance=luminance,
+            contrast=contrast,
+            pixels=probe.pixels,
+            aspect_ratio=probe.aspect_ratio,
+            format=probe.format,
+            saturation=saturation_,
+            sharpness=sharpness_,
+            jpeg_quality=probe.jpeg_quality,
+        )
+        for probe, (luminance, contrast, saturation_, sharpness_) in zip(
+            probes, measured, strict=True
+        )
+    ]
 
 
 #: The luminance quantisation table of the JPEG standard (Annex K), natural order:
@@ -191,26 +225,54 @@ _TINY = float(np.finfo(np.float64).tiny)
 def observe(
     confidences: npt.NDArray[np.float64], labels: Sequence[str], image: ImageSignals | None
 ) -> Observation:
-    """The answer's signals from its confidences (any activation: the entropy is that
-    of the confidences scaled to sum to 1, divided by ln(classes))."""
-    best = int(np.argmax(confidences))
-    top1 = float(confidences[best])
-    second, entropy = 0.0, 0.0
-    if confidences.size > 1:
-        second = float(np.partition(confidences, -2)[-2])
-        total = float(confidences.sum())
-        if total > 0 and math.isfinite(total):
+    """One answer's signals from its confidences (`observe_many` of one)."""
+    return observe_many([confidences], [labels], [image])[0]
+
+
+def observe_many(
+    confidences: Sequence[npt.NDArray[np.float64]],
+    labels: Sequence[Sequence[str]],
+    images: Sequence[ImageSignals | None],
+) -> list[Observation]:
+    """Answers' signals from their confidences, in one numpy pass per number of
+    classes: top-1 class and confidence, margin (top-1 minus top-2) and entropy (of the
+    confidences scaled to sum to 1, any activation, divided by ln(classes))."""
+    by_size: dict[int, list[int]] = {}
+    for i, answer in enumerate(confidences):
+        by_size.setdefault(answer.size, []).append(i)
+    measured: list[tuple[int, float, float, float]] = [(0, 0.0, 0.0, 0.0)] * len(confidences)
+    for size, indices in by_size.items():
+        stacked = np.stack([confidences[i] for i in indices]).astype(np.float64, copy=False)
+        best = np.argmax(stacked, axis=1)
+        top1 = stacked[np.arange(len(indices)), best]
+        second = np.zeros(len(indices))
+        entropy = np.zeros(len(indices))
+        if size > 1:
+            second = np.partition(stacked, -2, axis=1)[:, -2]
+            total = stacked.sum(axis=1)
             # H of p = c / T is ln T - (1/T) sum c ln c: no normalised copy; a zero
             # confidence adds 0 (c ln c -> 0), floored to the smallest float's log.
-            weighted = float(confidences @ np.log(np.maximum(confidences, _TINY)))
-            entropy = (math.log(total) - weighted / total) / math.log(confidences.size)
-    return Observation(
-        label=labels[best],
-        confidence=top1,
-        margin=top1 - second,
-        entropy=min(max(entropy, 0.0), 1.0),
-        image=image,
-    )
+            # Element-wise: numpy hands `@` to BLAS, whose threads then spin.
+            weighted = (stacked * np.log(np.maximum(stacked, _TINY))).sum(axis=1)
+            usable = (total > 0) & np.isfinite(total)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                raw = (np.log(total) - weighted / total) / math.log(size)
+            entropy = np.where(usable, np.nan_to_num(raw), 0.0)
+        for row, i in enumerate(indices):
+            measured[i] = (
+                int(best[row]),
+                float(top1[row]),
+                float(top1[row] - second[row]),
+                min(max(float(entropy[row]), 0.0), 1.0),
+            )
+    return [
+        Observation(
+            label=names[best], confidence=top1, margin=margin, entropy=entropy_, image=image
+        )
+        for names, image, (best, top1, margin, entropy_) in zip(
+            labels, images, measured, strict=True
+        )
+    ]
 
 
 def decile_edges(values: Sequence[float]) -> tuple[float, ...]:

@@ -355,6 +355,13 @@ class ModelRegistry:
                 for task in tasks:
                     task.cancel()
 
+    def flush_signals(self) -> None:
+        """Count every answer's model-quality signals now (before a scrape), instead
+        of within `signal_batch.FLUSH_SECONDS`."""
+        for versions in self._routes.values():
+            for host in versions.values():
+                host.signals.flush()
+
     def served(self) -> list[tuple[str, str]]:
         """Every routed model version, by name then version."""
         return [

@@ -8,6 +8,7 @@ the model's own class labels.
 
 from __future__ import annotations
 
+import collections
 import copy
 import json
 import os
@@ -517,12 +518,13 @@ class Metrics:
             metric.remove_by_labels(labels)
 
     def record_quality(self, model: ModelKey, buckets: Iterable[tuple[str, str]]) -> None:
-        """Count one answered image into the bucket of each of its signals."""
+        """Count answers into the bucket of each of their signals: one (signal, bucket)
+        pair per answer and signal, each distinct pair incremented once."""
         children = self._quality_children
-        for signal, bucket in buckets:
+        for (signal, bucket), count in collections.Counter(buckets).items():
             child = children.get((model, signal, bucket))
             if child is not None:
-                child.inc()
+                child.inc(count)
 
     def record_error(self, endpoint: str, exception_type: str) -> None:
         """Count an exception raised while serving ``endpoint``."""
