@@ -25,13 +25,14 @@ import argparse
 import json
 import random
 import tempfile
+import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from tests.photo_variants import variants, write_set
 
-from bench.common import RAW, median
+from bench.common import RAW, machine, median
 from bench.http_bench import OBS_ON, Target, _script, run_wrk, server
 from inference_gateway.cli import main as cli_main
 from inference_gateway.config import Settings
@@ -92,6 +93,7 @@ def run(seconds: float, rounds: int) -> dict[str, Any]:
                 target, path = measured[name]
                 runs[name].append(run_wrk(target, script, CONNECTIONS, seconds, path))
     return {
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "seconds": seconds,
         "rounds": rounds,
         "runs": runs,
@@ -115,6 +117,15 @@ def interval(ratios: list[float], draws: int = 2000, seed: int = 0) -> tuple[flo
 def markdown(result: dict[str, Any]) -> str:
     """A row per server (medians), the paired cost and the A/A control."""
     lines = [
+        "# Model-quality signals: CPU per image with and without them",
+        "",
+        f"`.venv/bin/python -m bench.quality_cost --seconds {result['seconds']:g} "
+        f"--rounds {result['rounds']}`, {machine()}, {result['when']}: three servers side "
+        "by side (see the module's docstring), each loaded in turn every round by `wrk` "
+        f'at {CONNECTIONS} connections; medians, and per-round ratios against "off". '
+        "What the figures mean and how the cost came down: "
+        "[docs/performance.md](../../docs/performance.md#model-quality-signals-cost).",
+        "",
         f"| server (c={CONNECTIONS}) | images/s | p50 ms | p99 ms | server CPU ms/image |",
         "|---|---:|---:|---:|---:|",
     ]
