@@ -200,10 +200,6 @@ class Settings(BaseSettings):
     max_queue_wait_ms: float | None = Field(None, ge=0, le=600_000)
     max_batch_size: int = Field(4, ge=1, le=256)
     max_batch_delay_ms: float = Field(0.0, ge=0, le=1000)
-    # When the model is free and its batch is not full, it waits up to this long for
-    # requests already admitted and still being decoded (never when none is): under
-    # load, fuller batches; a lone request never waits. 0: off.
-    batch_wait_for_decoding_ms: float = Field(2.0, ge=0, le=1000)
     max_inflight_bytes: int = Field(64 * MIB, ge=1024, le=16 * 1024 * MIB)
     request_timeout: float = Field(10.0, gt=0, le=600)
     # /ready turns 503 while one forward pass has been running longer than this.

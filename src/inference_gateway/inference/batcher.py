@@ -158,17 +158,13 @@ class Batcher:
         max_queue_wait_seconds: float = 0.0,
         num_classes: int | None = None,
         clock: Callable[[], float] = time.perf_counter,
-        wait_for_decoding_seconds: float = 0.0,
-        decoding: Callable[[], int] | None = None,
     ) -> None:
         """Configure; `start` launches the worker thread.
 
         ``max_queue_wait_seconds``: refuse a request whose answer is estimated further
         away than this (0: no such bound); ``num_classes``: the number of scores each
         input must get (the model's label count); ``clock`` measures forward passes
-        (tests pass one they control); ``decoding``: how many admitted requests are
-        still being decoded, which a free model waits up to
-        ``wait_for_decoding_seconds`` for while its batch is not full.
+        (tests pass one they control).
         """
         self._backend = backend
         self._telemetry = telemetry
@@ -179,8 +175,6 @@ class Batcher:
         self.max_batch_delay = max_batch_delay_seconds
         self.max_queue_size = max_queue_size
         self.max_queue_wait = max_queue_wait_seconds
-        self.wait_for_decoding = wait_for_decoding_seconds if decoding is not None else 0.0
-        self._decoding = decoding or (lambda: 0)
         self.num_classes = num_classes
         self._clock = clock
         self._queue: deque[_Job] = deque()
@@ -417,14 +411,8 @@ class Batcher:
                     return None
                 self._cond.wait()
             gather_until = self._queue[0].enqueued + self.max_batch_delay
-            # Requests admitted and still decoding join this batch if they come soon:
-            # under load a fuller batch answers more per second of the model's time.
-            decoded_until = time.perf_counter() + self.wait_for_decoding
             while len(self._queue) < self.max_batch_size and not self._closing:
-                until = gather_until
-                if self.wait_for_decoding and self._decoding() > 0:
-                    until = max(until, decoded_until)
-                remaining = until - time.perf_counter()
+                remaining = gather_until - time.perf_counter()
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)

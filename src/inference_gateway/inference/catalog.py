@@ -55,7 +55,6 @@ def default_batching(settings: Settings) -> BatchingConfig:
         max_batch_delay_seconds=settings.max_batch_delay_ms / 1000,
         max_queue_size=settings.max_queue_size,
         max_queue_wait_seconds=settings.max_queue_wait_seconds,
-        wait_for_decoding_seconds=settings.batch_wait_for_decoding_ms / 1000,
     )
 
 
@@ -154,7 +153,6 @@ def _batching(overrides: BatchingOverrides, settings: Settings) -> BatchingConfi
         ),
         max_queue_size=overrides.max_queue_size or default.max_queue_size,
         max_queue_wait_seconds=default.max_queue_wait_seconds,
-        wait_for_decoding_seconds=default.wait_for_decoding_seconds,
     )
 
 

@@ -133,7 +133,6 @@ class BatchingConfig:
     max_batch_delay_seconds: float = 0.0
     max_queue_size: int = 64
     max_queue_wait_seconds: float = 0.0  # 0: no bound but the size and the deadline
-    wait_for_decoding_seconds: float = 0.0  # 0: a free model never waits for decodes
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +219,7 @@ class ModelHost:
         self.closed = False  # closed: whatever it was loading is dropped
         self.leases = 0  # requests routed here and not finished (event loop only)
         self.released = asyncio.Event()  # set when the leases fall to 0
-        self._decoding_now = 0  # admitted requests decoding their image (event loop only)
+        self._admitted = 0  # requests between admission and answer (event loop only)
         # Set when its first load attempt is over (it serves, or failed once), or it closed.
         self.attempted = asyncio.Event()
         # Answers whose model-quality signals are measured together, a little later.
@@ -278,8 +277,6 @@ class ModelHost:
             max_queue_size=self.batching.max_queue_size,
             max_queue_wait_seconds=self.batching.max_queue_wait_seconds,
             num_classes=len(model.spec.labels),
-            wait_for_decoding_seconds=self.batching.wait_for_decoding_seconds,
-            decoding=self._decoding,
         )
         self.batcher.muted = self.retiring
         if model.reference_error is not None:
@@ -475,12 +472,8 @@ class ModelHost:
         """
         batcher = self.batcher
         if batcher is not None:
-            batcher.check_admission(deadline, ahead_unqueued=self._decoding(), arriving=arriving)
-
-    def _decoding(self) -> int:
-        """Requests admitted whose images are being decoded (not yet queued). Read by
-        the batcher's thread too: an int the event loop writes."""
-        return self._decoding_now
+            decoding = max(self._admitted - batcher.pending, 0)
+            batcher.check_admission(deadline, ahead_unqueued=decoding, arriving=arriving)
 
     async def classify(self, data: bytes, k: int, deadline: float) -> Classification:
         """Preprocess, run and rank one image; ``deadline`` is a `time.monotonic` value.
@@ -502,17 +495,18 @@ class ModelHost:
         """Decode and preprocess one encoded image with the model's own configuration,
         run it, and return the confidence of every class."""
         model, batcher = self._admit(deadline)
-        self._decoding_now += 1
+        self._admitted += 1
         try:
             tensor, info, preprocess_seconds = await self._preprocess(model, data)
+            return await self._infer(model, batcher, tensor, deadline, info, preprocess_seconds)
         finally:
-            self._decoding_now -= 1
-        return await self._infer(model, batcher, tensor, deadline, info, preprocess_seconds)
+            self._admitted -= 1
 
     async def score_tensor(self, tensor: npt.NDArray[np.float32], deadline: float) -> Scored:
         """Run one image the client preprocessed itself (the model's `tensor_shape`, as
         float32) and return the confidence of every class."""
         model, batcher = self._admit(deadline)
+        self._admitted += 1
         try:
             return await self._infer(model, batcher, tensor, deadline, None, 0.0)
         except NonFiniteScoresException:
@@ -523,6 +517,8 @@ class ModelHost:
                 "The model's scores for this tensor are not finite numbers: its values "
                 f"(largest magnitude {largest:.3g}) are outside what the model can take."
             ) from None
+        finally:
+            self._admitted -= 1
 
     def _admit(self, deadline: float) -> tuple[LoadedModel, Batcher]:
         model = self._loaded()
