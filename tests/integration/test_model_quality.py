@@ -362,7 +362,7 @@ def test_with_two_workers_the_counters_sum_exactly_to_the_images_answered(
                 s: total(samples, "model_quality_observations_total", signal=s) for s in SIGNALS
             }
 
-        # Each worker measures its images' input signals in batches, within 0.1 s; a
+        # Each worker measures its answers' signals in batches, within 1 s; a
         # count only grows, so equal is exact (each image is counted once: unit tests).
         wait_until(lambda: counted() == expected, timeout=10, what="every signal counted")
         samples = parse(client.get("/metrics").text)

@@ -83,7 +83,7 @@ async def _answers_are_counted_once_each_within_the_flush_interval() -> None:
     for level in (30, 120, 220, None):
         batch.add(_answer(reference, level))
     assert recorded == [] and len(batch) == 4  # not measured on the answer's path
-    await wait_until_async(lambda: bool(recorded), signal_batch.FLUSH_SECONDS * 50, "flush")
+    await wait_until_async(lambda: bool(recorded), signal_batch.FLUSH_SECONDS * 10, "flush")
     assert len(recorded) == 1 and len(batch) == 0  # the four, in one flush
     counts = Counter(s for s, _ in recorded[0])
     # Every answer has the answer's signals; the tensor (None) no image signals.

@@ -23,10 +23,11 @@ from inference_gateway.inference.quality import measure, observe_many
 if TYPE_CHECKING:
     from inference_gateway.inference.host import Quality
 
-#: The longest an answer waits before its signals are counted.
-FLUSH_SECONDS = 0.1
-#: The most answers waiting (each holds its confidences and a crop of 150 KB for the
-#: built-in model, alive until measured).
+#: The longest an answer waits before its signals are counted (a scrape counts them
+#: at once; Prometheus scrapes every 15 s or so).
+FLUSH_SECONDS = 1.0
+#: The most answers waiting: each holds its confidences and its crop (150 KB for the
+#: built-in model), alive until measured, so at most about 10 MB per served version.
 MAX_PENDING = 64
 
 #: Counts (signal, bucket) pairs, one per answer and signal.
