@@ -141,9 +141,10 @@ def _model_info(model: LoadedModel) -> ModelInfo:
 
 
 TopK = Annotated[int | None, Query(ge=1, le=20, description="How many classes")]
-#: Asked for, not sent by default: where each signal falls in the reference costs
-#: about 0.1 ms of server CPU per answer (1% of an image's), for a detail most
-#: clients never read. The metrics, exemplars and kept traces are there either way.
+#: Asked for, not sent by default: an answer's signals measured on their own, at once,
+#: cost about 5% of an image's server CPU (`bench/quality_cost.py`), where the counters
+#: measure many answers together; the metrics, exemplars and kept traces are there
+#: either way.
 WithQuality = Annotated[
     bool,
     Query(

@@ -537,13 +537,13 @@ class ModelHost:
             "preprocess_image", {**attributes, "image.bytes": len(data)}, tracer=tracer
         ) as span:
             started = time.perf_counter()
-            measure = model.reference is not None  # the quality signals need them
+            with_signals = model.reference is not None  # the quality signals need them
             try:
                 if self._decode_on_loop:  # the header is read here once, then decoded
                     image = open_image(data, self._limits)
                     pool = None if quick_to_decode(image) else self._preprocess_pool
                     prepared = await self._run(
-                        pool, prepare_opened, image, len(data), model.spec.preprocess, measure
+                        pool, prepare_opened, image, len(data), model.spec.preprocess, with_signals
                     )
                 else:
                     prepared = await self._run(
@@ -552,7 +552,7 @@ class ModelHost:
                         data,
                         self._limits,
                         model.spec.preprocess,
-                        measure,
+                        with_signals,
                     )
             except InvalidImageException as exc:
                 if metrics is not None:
