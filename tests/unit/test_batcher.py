@@ -38,11 +38,13 @@ POISON = -7.0
 
 class StepClock:
     """The batcher's forward-pass clock: stands still except while the backend runs,
-    when it moves by ``step`` seconds per pass."""
+    when it moves by ``step`` seconds per pass (per image with ``per_image``, as a
+    CPU's pass takes)."""
 
-    def __init__(self, step: float) -> None:
+    def __init__(self, step: float, *, per_image: bool = False) -> None:
         self.now = 100.0
         self.step = step
+        self.per_image = per_image
 
     def __call__(self) -> float:
         return self.now
@@ -69,7 +71,7 @@ class EchoBackend:
         self.entered.set()
         self.gate.wait(timeout=30)
         if self.clock is not None:
-            self.clock.now += self.clock.step
+            self.clock.now += self.clock.step * (batch.shape[0] if self.clock.per_image else 1)
         firsts = [float(x) for x in batch[:, 0, 0, 0]]
         self.batches.append(firsts)
         if POISON in firsts:
@@ -510,6 +512,28 @@ def test_admission_keeps_the_queue_within_max_queue_wait() -> None:
         backend.gate.set()
         await asyncio.gather(running, *queued, own_image)
         assert [b[0] for b in backend.batches[-4:]] == [7.0, 8.0, 9.0, 10.0]
+        await batcher.close(1)
+
+    asyncio.run(scenario())
+
+
+def test_a_burst_s_first_small_batches_do_not_hide_what_its_queue_will_take() -> None:
+    """When a burst begins the batches measured are small, the queue's are full: on a
+    CPU (each image 10 ms) a request behind a running image and a full batch is answered
+    in 10 + 2 x 40 ms, which a 60 ms bound refuses. One median batch duration for any
+    size estimated 3 x 10 ms and admitted it, to be answered late."""
+    clock = StepClock(0.01, per_image=True)
+
+    async def scenario() -> None:
+        backend = EchoBackend(clock)
+        batcher, _ = make_batcher(backend, clock, max_batch_size=4, max_queue_wait_seconds=0.06)
+        await measured_then_held(batcher, backend)  # three batches of one image
+        running, queued = await occupy(batcher, backend, 7, (8, 9, 10, 11))
+        assert batcher.estimated_wait(5) == pytest.approx(0.09)
+        with pytest.raises(QueueFullException, match="MAX_QUEUE_WAIT_MS"):
+            batcher.check_admission(far(), arriving=True)
+        backend.gate.set()
+        await asyncio.gather(running, *queued)
         await batcher.close(1)
 
     asyncio.run(scenario())

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import statistics
 import threading
 import time
 from collections import deque
@@ -44,12 +43,10 @@ from inference_gateway.errors import (
     ServiceDrainingException,
 )
 from inference_gateway.inference.backends import Backend
+from inference_gateway.inference.batch_time import BatchTimes
 from inference_gateway.observability.logging import log_error
 from inference_gateway.observability.telemetry import Telemetry
 from inference_gateway.observability.tracing import TracedOperation, set_span_error
-
-#: How many recent batch durations the admission estimate takes the median of.
-_RECENT_BATCHES = 16
 
 #: Crashes of the worker's loop in a row, with no batch served between them, after
 #: which the batcher stops and reports itself failed.
@@ -181,8 +178,7 @@ class Batcher:
         self._cond = threading.Condition()
         self._closing = False
         self._in_flight = 0
-        self._recent: deque[float] = deque(maxlen=_RECENT_BATCHES)
-        self._batch_seconds: float | None = None
+        self._times = BatchTimes()  # recent forward passes: the admission estimate
         self.busy_since: float | None = None  # monotonic start of the running batch
         self.failure: str | None = None  # why the batcher stopped for good, if it did
         # Set when another batcher of the same version has taken over: this one stops
@@ -240,15 +236,18 @@ class Batcher:
     def estimated_wait(self, position: int) -> float:
         """Seconds until a request at queue ``position`` (1-based) has its answer.
 
-        The batches ahead of it (its own included), plus the one running now, times
-        the median duration of the last 16 batches. 0 until a batch has been measured,
-        and 0 when the batcher is idle: a request that would run at once is always
-        admitted, so a stale estimate (one stuck batch) cannot lock admission out.
+        The batch running now, plus the full batches that the queue ahead of it (its
+        own included) makes, each at the duration fitted to the recent batches for its
+        size (`BatchTimes`). 0 until a batch has been measured, and 0 when the batcher
+        is idle: a request that would run at once is always admitted, so a stale
+        estimate (one stuck batch) cannot lock admission out.
         """
-        if self._batch_seconds is None or (position <= 1 and not self._in_flight):
+        if not self._times.measured or (position <= 1 and not self._in_flight):
             return 0.0
-        batches = math.ceil(position / self.max_batch_size) + (1 if self._in_flight else 0)
-        return batches * self._batch_seconds
+        batches = math.ceil(position / self.max_batch_size)
+        return self._times.seconds(self._in_flight) + batches * self._times.seconds(
+            self.max_batch_size
+        )
 
     def check_admission(
         self, deadline: float, ahead_unqueued: int = 0, *, arriving: bool = False
@@ -481,8 +480,7 @@ class Batcher:
             batch_context = span.get_span_context()
         ended, ended_ns = self._clock(), time.time_ns()
         compute = ended - started
-        self._recent.append(compute)
-        self._batch_seconds = statistics.median(self._recent)
+        self._times.record(len(jobs), compute)
         if metrics is not None:
             # Under tail sampling no request is decided yet: no exemplar could be
             # promised to lead to an exported trace.
