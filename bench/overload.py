@@ -1,22 +1,25 @@
 """Overload: at twice its saturation rate, does the gateway shed load or collapse?
 
 The saturation throughput S is the gateway's answered images/s under a closed loop
-(`wrk`, 32 connections), measured once per repeat with the queue bounded by its size
-only (no refusal at 32 connections), and offered alike to every configuration. Then an
-open-loop generator offers requests at a fixed rate, S and 2×S, whatever the answers: requests arrive on schedule even when the server is
-behind, as they do from many independent users. The goodput at 2×S — 200s answered
+(`wrk`, 32 connections) on a capacity server whose queue is bounded by its size only
+(no refusal at 32 connections). Then an open-loop generator offers requests at a fixed
+rate, S and 2×S, whatever the answers: requests arrive on schedule even when the server
+is behind, as they do from many independent users. The goodput at 2×S — 200s answered
 within the latency objective (``SLO_LATENCY_P99_SECONDS``, 300 ms), per second of the
 offered load — should stay at ≥ 90% of S: refused requests get a quick 503, the
 admitted ones are served at full speed and in time. (200s are also reported whatever
 their latency.) The generator is asyncio over raw keep-alive sockets; its CPU share is
 reported because it runs on the same two cores.
 
-``--versus NAME=VALUE,...`` runs a second configuration of the gateway in every repeat,
-right after the first (the same S offered to both), so the two are compared on the same
-machine state: ``--versus MAX_QUEUE_WAIT_MS=0`` is the admission before the queue
-was bounded by the latency objective.
+The capacity server and every compared configuration run side by side, started once.
+S is measured right before and right after each configuration's open loops (the order
+rotating per repeat), and that configuration's ratio is taken against the mean of the
+two: on a shared VM the capacity moves by a fifth within minutes, and a ratio against
+an S measured minutes earlier carried that. ``--versus NAME=VALUE,...`` (repeatable)
+adds a configuration: ``--versus MAX_QUEUE_WAIT_MS=0`` is the admission before the
+queue was bounded by the latency objective.
 
-    .venv/bin/python -m bench.overload [--seconds 10] [--repeats 3] [--versus K=V,...]
+    .venv/bin/python -m bench.overload [--seconds 10] [--repeats 3] [--versus K=V,...]...
 """
 
 from __future__ import annotations
@@ -28,8 +31,12 @@ import resource
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
+
+import uvloop
 
 from bench.common import RAW, median, photo_jpeg
 from bench.http_bench import (
@@ -156,7 +163,8 @@ async def _open_loop(url: str, rate: float, seconds: float, body: bytes) -> dict
 def _measured(running: RunningServer, rate: float, seconds: float, body: bytes) -> dict[str, Any]:
     """One open loop, with the cores the server used meanwhile."""
     cpu_before = tree_cpu_seconds(running.pid)
-    result = asyncio.run(_open_loop(running.url, rate, seconds, body))
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # the cheaper loop
+        result = runner.run(_open_loop(running.url, rate, seconds, body))
     result["server_cores"] = (tree_cpu_seconds(running.pid) - cpu_before) / result["elapsed"]
     return result
 
@@ -166,43 +174,62 @@ def _measured(running: RunningServer, rate: float, seconds: float, body: bytes) 
 CAPACITY = Target(f"{GATEWAY.name}, capacity", "gateway", {**GATEWAY.env, "MAX_QUEUE_WAIT_MS": "0"})
 
 
-def _saturation(workdir: Path, script: Path, seconds: float) -> float:
+def _capacity(running: RunningServer, script: Path, seconds: float) -> float:
     """The capacity S: answered images/s under a closed loop at 32 connections."""
-    with server(CAPACITY, workdir) as running:
-        run_wrk(running, script, 4, 2)  # warm-up
-        return float(run_wrk(running, script, 32, seconds)["rps"])
+    return float(run_wrk(running, script, 32, seconds)["rps"])
 
 
-def _one(
-    target: Target, workdir: Path, script: Path, seconds: float, body: bytes, saturation: float
-) -> dict[str, Any]:
-    """Open loops at 1× and 2× the capacity ``saturation``."""
-    with server(target, workdir) as running:
-        run_wrk(running, script, 4, 2)  # warm-up
-        at_1x = _measured(running, saturation, seconds, body)
-        time.sleep(2)
-        at_2x = _measured(running, 2 * saturation, seconds, body)
-    return {"saturation_rps": saturation, "1x": at_1x, "2x": at_2x}
+def _offered(running: RunningServer, seconds: float, body: bytes, rate: float) -> dict[str, Any]:
+    """Open loops at 1× and 2× the capacity ``rate``."""
+    at_1x = _measured(running, rate, seconds, body)
+    time.sleep(2)
+    at_2x = _measured(running, 2 * rate, seconds, body)
+    time.sleep(2)
+    return {"1x": at_1x, "2x": at_2x}
 
 
-def run(seconds: float, repeats: int, versus: dict[str, str] | None = None) -> dict[str, Any]:
-    """Each repeat: the capacity S, then the defaults (and the ``versus`` configuration
-    right after) offered 1× and 2× S; medians."""
+def run(seconds: float, repeats: int, versus: Sequence[dict[str, str]] = ()) -> dict[str, Any]:
+    """The capacity server and each configuration's run side by side, started once.
+
+    Each repeat measures S, then offers 1× and 2× S to a configuration, then measures
+    S again before the next one (the order rotating per repeat): each configuration's
+    ratio is taken against the mean of the capacities measured right before and right
+    after it, so that a neighbour slowing the VM for a minute moves both sides of the
+    ratio. Medians of the repeats.
+    """
     body = multipart_body(photo_jpeg())
     configurations = {"defaults": GATEWAY}
-    if versus:
-        label = ",".join(f"{k}={v}" for k, v in versus.items())
+    for other in versus:
+        label = ",".join(f"{k}={v}" for k, v in other.items())
         configurations[label] = Target(
-            f"{GATEWAY.name}, {label}", "gateway", {**GATEWAY.env, **versus}
+            f"{GATEWAY.name}, {label}", "gateway", {**GATEWAY.env, **other}
         )
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in configurations}
-    with tempfile.TemporaryDirectory(prefix="bench-overload-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-overload-") as tmp, ExitStack() as stack:
         workdir = Path(tmp)
         script = _script(workdir)
-        for _ in range(repeats):
-            saturation = _saturation(workdir, script, seconds)
-            for name, target in configurations.items():
-                runs[name].append(_one(target, workdir, script, seconds, body, saturation))
+        capacity = stack.enter_context(server(CAPACITY, workdir))
+        running = {
+            name: stack.enter_context(server(target, workdir))
+            for name, target in configurations.items()
+        }
+        for each in (capacity, *running.values()):
+            run_wrk(each, script, 4, 2)  # warm-up
+        names = list(configurations)
+        for repeat in range(repeats):
+            order = names[repeat % len(names) :] + names[: repeat % len(names)]
+            before = _capacity(capacity, script, seconds)
+            for name in order:
+                offered = _offered(running[name], seconds, body, before)
+                after = _capacity(capacity, script, seconds)
+                runs[name].append(
+                    {
+                        "saturation_rps": (before + after) / 2,
+                        "capacity_before_after": [before, after],
+                        **offered,
+                    }
+                )
+                before = after
     ratios = {
         name: median([r["2x"]["goodput_rps"] / r["saturation_rps"] for r in measured])
         for name, measured in runs.items()
@@ -259,10 +286,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
-        "--versus", default="", help="NAME=VALUE,... : a second configuration, run after each"
+        "--versus",
+        action="append",
+        default=[],
+        help="NAME=VALUE,... : another configuration, run beside the defaults (repeatable)",
     )
     args = parser.parse_args()
-    versus = dict(pair.split("=", 1) for pair in args.versus.split(",") if pair)
+    versus = [dict(pair.split("=", 1) for pair in each.split(",") if pair) for each in args.versus]
     result = run(args.seconds, args.repeats, versus)
     print(markdown(result))
     RAW.mkdir(parents=True, exist_ok=True)
