@@ -19,8 +19,16 @@ from inference_gateway.api.keys import ApiKeyMiddleware, ApiKeys, KeysFileError,
 from inference_gateway.api.limits import BodySizeLimitMiddleware, InflightBytes
 from inference_gateway.api.openapi import install_openapi
 from inference_gateway.api.problems import install_error_handlers
-from inference_gateway.api.routes import metrics_endpoint, router
+from inference_gateway.api.routes import (
+    metrics_endpoint,
+    predict,
+    predict_model,
+    predict_version,
+    router,
+)
+from inference_gateway.api.shedding import LoadShedder, door_routes
 from inference_gateway.api.ui import install_ui
+from inference_gateway.api.v2.routes import infer
 from inference_gateway.api.v2.routes import router as v2_router
 from inference_gateway.config import ConfigError, Settings
 from inference_gateway.errors import gateway_exception_names
@@ -374,6 +382,17 @@ def create_app(
     app.state.protocol_errors = protocol_errors
     app.state.connections = Connections(telemetry, settings.effective_max_connections)
     _add_routes(app, settings, metrics)
+    # Under overload the HTTP protocol refuses at the door what admission would refuse.
+    # The routes in the order the app tries them (`_add_routes`; those added after the
+    # two routers come later and cannot take a request from them).
+    app.state.shedder = LoadShedder(
+        door_routes(
+            [*router.routes, *v2_router.routes],
+            predict=(predict, predict_model, predict_version),
+            infer=(infer,),
+        ),
+        registry, settings, telemetry, keys,
+    )  # fmt: skip
     _add_middleware(app, settings, telemetry, protocol_errors, keys, inflight)
     install_openapi(app, needs_key if keys is not None else None)
     return app

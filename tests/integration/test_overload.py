@@ -8,19 +8,23 @@ equals the server's ``http_requests_total`` for it.
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import httpx2 as httpx
 import pytest
 
+from inference_gateway.api.shedding import LOG_INTERVAL_SECONDS
 from tests.gate import Gate
 from tests.helpers import wait_until
 from tests.images import cat_jpeg
 from tests.scrape import Samples, parse, value
-from tests.servers import GatewayProcess, gateway_process
+from tests.servers import GatewayProcess, gateway_process, read_http_response
 
 pytestmark = pytest.mark.integration
 
@@ -134,6 +138,167 @@ def test_a_full_queue_admits_exactly_its_size_and_refuses_the_rest_at_once(
         == 0
     )
     assert _predict(server.url).status_code == 200
+
+
+def _fill(
+    server: GatewayProcess, gate: Gate, pool: ThreadPoolExecutor
+) -> list[Future[httpx.Response]]:
+    """Block the model on one request and fill the queue behind it: from then on every
+    prediction is refused (queue_full) until the gate opens."""
+    calls_before = len(gate.calls())
+    gate.close()
+    admitted = [pool.submit(_predict, server.url)]
+    wait_until(lambda: len(gate.calls()) == calls_before + 1, what="one request in the model")
+    admitted += [pool.submit(_predict, server.url) for _ in range(QUEUE)]
+    wait_until(
+        lambda: value(
+            _metrics(server), "inference_queue_size",
+            model_name="efficientnet-lite0", model_version="1",
+        ) == QUEUE + 1,
+        what="the queue to fill",
+    )  # fmt: skip
+    return admitted
+
+
+V2_INFER = "/v2/models/efficientnet-lite0/infer"
+
+
+def _refused_lines(server: GatewayProcess, since: int) -> tuple[int, int]:
+    """The flood's refusals logged one line each, and those counted in the door's lines,
+    in the log's lines from ``since`` on."""
+    each, at_door = 0, 0
+    for line in server.log_lines()[since:]:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("message") == "Request completed" and str(entry.get("request_id")).startswith(
+            "flood-"
+        ):
+            each += 1
+        if entry.get("message") == "Requests refused before the app":
+            at_door += entry["refused"]
+    return each, at_door
+
+
+def test_a_flood_of_refusals_is_answered_at_the_door_counted_alike_on_a_kept_connection(
+    server: GatewayProcess, gate: Gate
+) -> None:
+    """Under overload the HTTP protocol answers what admission refuses before the app
+    runs (api/shedding.py): the same 503s, bodies and headers as the app's, every one
+    counted in the same metrics, the first TRACE_REFUSED_PER_SECOND (10) of each second
+    still through the app with a line each and the rest summed in one line a second;
+    the dropped bodies (sized or chunked, pipelined or not) never desynchronise the
+    connection, which serves the next request once the model is free."""
+    # An earlier test's refusals at the door are counted in a line written within a
+    # second: let it out before this test's lines are read.
+    time.sleep(LOG_INTERVAL_SECONDS + 0.5)
+    before = _metrics(server)
+    log_start = len(server.log_lines())
+    sent = Counter[str]()
+    with ThreadPoolExecutor(QUEUE + 1) as pool:
+        admitted = _fill(server, gate, pool)
+        started = time.monotonic()
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for i in range(30):
+                rid = f"flood-{i}"
+                if i % 3 == 2:  # the Open Inference Protocol's route and error body
+                    response = client.post(
+                        V2_INFER, json={"inputs": []}, headers={"x-request-id": rid}
+                    )
+                    assert response.status_code == 503
+                    assert set(response.json()) == {"error"}
+                    sent[V2_INFER] += 1
+                else:
+                    chunks = iter([cat_jpeg()[:1000], cat_jpeg()[1000:]])
+                    response = client.post(
+                        "/predict",
+                        content=chunks if i % 3 == 1 else cat_jpeg(),  # chunked, or sized
+                        headers={**JPEG, "x-request-id": rid},
+                    )
+                    assert response.status_code == 503
+                    problem = response.json()
+                    assert problem["reason"] == "queue_full"
+                    assert problem["request_id"] == rid
+                    assert response.headers["content-type"] == "application/problem+json"
+                    sent["/predict"] += 1
+                assert response.headers["x-request-id"] == rid
+                assert response.headers["retry-after"] == "1"
+                assert "date" in response.headers
+            # Two refusals pipelined in one write: two answers, in order.
+            with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1]))) as raw:
+                one = (
+                    f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                    f"Content-Length: {len(cat_jpeg())}\r\n"
+                ).encode()
+                raw.sendall(b"".join(one + f"X-Request-Id: flood-p{n}\r\n\r\n".encode()
+                                     + cat_jpeg() for n in (1, 2)))  # fmt: skip
+                for n in (1, 2):
+                    status, head, _ = read_http_response(raw)
+                    assert status == 503 and f"x-request-id: flood-p{n}".encode() in head.lower()
+                sent["/predict"] += 2
+                seconds = time.monotonic() - started
+                gate.open()
+                assert [f.result().status_code for f in admitted] == [200] * (QUEUE + 1)
+                # The same connections serve what comes next.
+                assert client.post("/predict", content=cat_jpeg(), headers=JPEG).status_code == 200
+                raw.sendall(one + b"\r\n" + cat_jpeg())
+                assert read_http_response(raw)[0] == 200
+    after = _metrics(server)
+    total = sum(sent.values())
+    for endpoint, count in sent.items():
+        assert value(after, "http_requests_total", method="POST", endpoint=endpoint.replace(
+            "efficientnet-lite0", "{name}"), status="503") - value(
+            before, "http_requests_total", method="POST", endpoint=endpoint.replace(
+            "efficientnet-lite0", "{name}"), status="503") == count, endpoint  # fmt: skip
+    assert (
+        value(after, "requests_rejected_total", reason="queue_full")
+        - value(before, "requests_rejected_total", reason="queue_full")
+        == total
+    )
+    assert (
+        value(after, "http_request_exceptions_total", endpoint="/predict",
+              exception_type="QueueFullException")
+        - value(before, "http_request_exceptions_total", endpoint="/predict",
+                exception_type="QueueFullException")
+        == sent["/predict"]
+    )  # fmt: skip
+    # Every refusal logged: each on its own line (at most 10 a second), or counted in
+    # the door's line (written within a second).
+    wait_until(lambda: sum(_refused_lines(server, log_start)) == total, what="every refusal logged")
+    each, at_door = _refused_lines(server, log_start)
+    assert at_door > 0
+    assert each <= 10 * (int(seconds) + 2)
+
+
+def test_a_client_silent_after_a_refusal_at_the_door_is_closed_as_after_any_answer(
+    server: GatewayProcess, gate: Gate
+) -> None:
+    """A refusal at the door leaves the connection reading the refused body: a client
+    that sends none (or stops) is closed after uvicorn's keep-alive timeout (5 s), as
+    after an answer from the app, instead of holding the socket."""
+    port = int(server.url.rsplit(":", 1)[1])
+    head = (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+        b"Content-Length: 100000\r\n\r\n"
+    )
+    with ThreadPoolExecutor(QUEUE + 1) as pool:
+        admitted = _fill(server, gate, pool)
+        try:
+            answered = []
+            for _ in range(12):  # past the second's allowance through the app (10)
+                raw = socket.create_connection(("127.0.0.1", port))
+                raw.sendall(head + b"x" * 1000)  # and no more of the body
+                answered.append((raw, read_http_response(raw)))
+            status, reply, _ = answered[-1][1]
+            assert status == 503 and b"x-request-id" in reply.lower()
+            for raw, _ in answered:
+                raw.settimeout(30)  # a connection kept open fails here
+                assert raw.recv(1) == b""  # closed by the server
+                raw.close()
+        finally:
+            gate.open()
+            assert [f.result().status_code for f in admitted] == [200] * (QUEUE + 1)
 
 
 def test_far_past_saturation_every_result_meets_its_deadline_and_the_rest_are_503_or_504(

@@ -191,8 +191,13 @@ def request_deadline(request: Request, settings: Settings) -> float:
         InvalidInputException: The header is not a decimal integer from 1 to
             `MAX_TIMEOUT_MS`.
     """
+    return deadline_after(request.headers.get(TIMEOUT_HEADER), settings)
+
+
+def deadline_after(header: str | None, settings: Settings) -> float:
+    """`request_deadline` from the ``X-Request-Timeout-Ms`` value ``header`` (None: not
+    sent)."""
     timeout = settings.request_timeout
-    header = request.headers.get(TIMEOUT_HEADER)
     if header is not None:
         text = header.strip()
         sign, digits = (text[0], text[1:]) if text[:1] in ("+", "-") else ("", text)

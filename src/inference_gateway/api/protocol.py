@@ -7,12 +7,16 @@ and a slot for as long as the client likes. `HeaderDeadlineProtocol` gives every
 request `header_timeout` seconds from its first byte (or from the connection opening)
 to complete its headers, then answers 408 problem+json and closes. The body has its
 own deadline in `BodySizeLimitMiddleware`, where the app can answer properly.
+
+Under overload it also answers at the door, from the headers alone, a prediction the
+model's queue would refuse (api/shedding.py), and drops its body as it arrives.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import urllib.parse
 from typing import Any
 
 import httptools
@@ -20,6 +24,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from inference_gateway.api.edge import Connections, ProtocolErrors
 from inference_gateway.api.problems import gateway_exception_response
+from inference_gateway.api.shedding import LoadShedder
 from inference_gateway.errors import (
     HeaderFieldsTooLargeException,
     InferenceGatewayException,
@@ -94,6 +99,8 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         self._errors: ProtocolErrors | None = None
         self._connections: Connections | None = None  # counted in it while open
         self._deferred: bytes | None = None  # a refusal waiting for the answer before it
+        self._shedder: LoadShedder | None = None
+        self._shedding = False  # refused at the door: its body is read and dropped
 
     def _answering(self) -> bool:
         """Whether an earlier request of this connection is still being answered: a
@@ -143,6 +150,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         count its head from here (the bytes of the read it began in are not counted:
         the limit is overshot by less than one read at most)."""
         super().on_message_begin()
+        self._unset_keepalive_if_required()  # a request after one refused at the door
         self._in_head = True
         self._arm()
 
@@ -221,9 +229,75 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
             return  # never handed to the app
         self._disarm()
         self._in_head, self._head_bytes, self._head_tail, self._header_count = False, 0, b"", 0
+        if self._refused_at_door():
+            return
         super().on_headers_complete()
         if self._last_call and self.cycle is not None:
             self.cycle.keep_alive = False  # answer it, then close
+
+    def _refused_at_door(self) -> bool:
+        """Answer now, before the app, a prediction the model's queue would refuse
+        (`LoadShedder`); its body is then read and dropped. Only for a request first in
+        line on a keep-alive HTTP/1.1 connection without ``Expect: 100-continue``."""
+        if self._shedder is None:
+            found = _app_state(self.app, "shedder")
+            self._shedder = found if isinstance(found, LoadShedder) else None
+        shedder = self._shedder
+        if shedder is None or not shedder.enabled:
+            return False
+        parser = self.parser
+        if (
+            self._answering()
+            or self.pipeline
+            or self._deferred is not None
+            or self._last_call
+            or self.expect_100_continue
+            or parser.get_http_version() != "1.1"
+            or not parser.should_keep_alive()
+            or parser.should_upgrade()
+        ):
+            return False
+        raw_path = httptools.parse_url(self.url).path
+        path = raw_path.decode("ascii")
+        if "%" in path:  # as uvicorn decodes it for the scope
+            path = urllib.parse.unquote(path)
+        answer = shedder.refusal(
+            parser.get_method().decode("ascii"),
+            self.root_path + path,
+            self.root_path,
+            self.headers,
+            self.server_state.default_headers,
+        )
+        if answer is None:
+            return False
+        self._shedding = True
+        self._answered += 1
+        self.transport.write(answer)
+        self._keep_alive_timer()  # as after any answer: a client silent that long is closed
+        return True
+
+    def _keep_alive_timer(self) -> None:
+        """uvicorn's timer between requests: each byte received cancels it."""
+        self._unset_keepalive_if_required()
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
+
+    def on_body(self, body: bytes) -> None:
+        """The body of a request refused at the door is dropped as it comes."""
+        if not self._shedding:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        """A request refused at the door is over when its body is: the connection then
+        waits for the next one as after any answer (the keep-alive timeout)."""
+        if not self._shedding:
+            super().on_message_complete()
+            return
+        self._shedding = False
+        self.server_state.total_requests += 1
+        if not self.transport.is_closing():
+            self._keep_alive_timer()
 
     def on_response_complete(self) -> None:
         """Count the answers: a connection that has had one is a kept-alive one. A
