@@ -357,6 +357,7 @@ def create_app(
                 yield
         finally:
             restore_signals()
+            app.state.shedder.log_tally()  # the last second's refusals at the door
             if stop_metrics_port is not None:
                 await asyncio.to_thread(stop_metrics_port)
             if metrics is not None:

@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from inference_gateway.api.keys import add_key
 from inference_gateway.api.shedding import LoadShedder
+from inference_gateway.observability.sampling import TokenBucket
 from tests.helpers import (
     ControlledBackend,
     controlled_app,
@@ -46,7 +47,8 @@ def full_queue(key: str | None = None, **settings: Any) -> Iterator[TestClient]:
             client.headers["x-api-key"] = key
         with held_prediction(client, backend, count=2):
             client.headers.pop("x-api-key", None)
-            _shedder(client).clock = lambda: 100.0  # one second, however long the test
+            shedder = _shedder(client)  # one second, however long the test takes:
+            shedder.allowance = TokenBucket(shedder.allowance.rate, clock=lambda: 100.0)
             yield client
 
 
@@ -181,6 +183,50 @@ def test_what_the_app_answers_otherwise_is_left_to_it(
         assert ask(client) is not None  # while a plain refusal is answered at the door
 
 
+def test_a_query_string_is_the_apps_to_validate() -> None:
+    """``?top_k=0`` is the app's 422, and ``/v2``'s ``?version=`` picks another queue."""
+    with full_queue(trace_refused_per_second=1) as client:
+        spend_allowance(client, 1)
+        shedder = _shedder(client)
+        assert client.portal is not None
+        for query in (b"top_k=0", b"version=1", b"quality=true"):
+            assert client.portal.call(
+                shedder.refusal, "POST", "/predict", "", JPEG, DATE, query
+            ) is None  # fmt: skip
+        assert ask(client) is not None
+
+
+def test_a_repeated_header_is_read_as_the_app_reads_it(tmp_path: Path) -> None:
+    """The first ``X-Request-ID`` and ``X-Request-Timeout-Ms`` (as Starlette's
+    ``headers.get``), the last key (as the key middleware)."""
+    keys_file = tmp_path / "api-keys"
+    key = add_key(keys_file, "ops")
+    with full_queue(key, trace_refused_per_second=1, api_keys_file=keys_file) as client:
+        with_key = [*JPEG, (b"x-api-key", b"wrong"), (b"x-api-key", key.encode())]
+        assert ask(client, headers=with_key) is None  # the second's allowance
+        raw = ask(client, headers=[*with_key, (b"x-request-id", b"first"),
+                                   (b"x-request-id", b"second")])  # fmt: skip
+        assert raw is not None
+        assert parse_response(raw)[1]["x-request-id"] == "first"
+        # A first timeout header that is invalid is the app's 400, whatever follows.
+        bad_first = [*with_key, (b"x-request-timeout-ms", b"-1"), (b"x-request-timeout-ms", b"9")]
+        assert ask(client, headers=bad_first) is None
+
+
+def test_a_fractional_allowance_still_lets_examples_through() -> None:
+    """TRACE_REFUSED_PER_SECOND=0.5: one refusal through the app every two seconds."""
+    with full_queue(trace_refused_per_second=0.5) as client:
+        now = [100.0]
+        shedder = _shedder(client)
+        shedder.allowance = TokenBucket(0.5, clock=lambda: now[0])
+        assert ask(client) is None  # the bucket starts with one
+        assert ask(client) is not None
+        now[0] += 1.0
+        assert ask(client) is not None  # half a token
+        now[0] += 1.0
+        assert ask(client) is None  # a whole one
+
+
 def test_with_every_refusal_traced_the_door_is_shut() -> None:
     with full_queue(trace_refused_per_second=0) as client:
         assert not _shedder(client).enabled
@@ -225,3 +271,15 @@ def test_a_failure_of_the_doors_check_leaves_the_request_to_the_app(
         monkeypatch.setattr(registry, "resolve", broken)
         assert ask(client) is None
     assert "The door's check failed" in logs.getvalue()
+
+
+def test_the_last_refusals_at_the_door_are_logged_when_the_app_stops() -> None:
+    with json_log_capture("WARNING") as logs, full_queue(trace_refused_per_second=1) as client:
+        spend_allowance(client, 1)
+        assert ask(client) is not None
+    tally = [
+        json.loads(line)
+        for line in logs.getvalue().splitlines()
+        if "Requests refused before the app" in line
+    ]
+    assert [line["refused"] for line in tally] == [1]

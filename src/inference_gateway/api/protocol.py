@@ -101,6 +101,8 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         self._deferred: bytes | None = None  # a refusal waiting for the answer before it
         self._shedder: LoadShedder | None = None
         self._shedding = False  # refused at the door: its body is read and dropped
+        self._shed_bytes = 0  # of that body, so far
+        self._shed_timer: asyncio.TimerHandle | None = None  # the whole body's deadline
 
     def _answering(self) -> bool:
         """Whether an earlier request of this connection is still being answered: a
@@ -140,6 +142,9 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         """Stop the clock; the connection no longer counts."""
         self._disarm()
+        if self._shed_timer is not None:
+            self._shed_timer.cancel()
+            self._shed_timer = None
         if self._connections is not None:
             self._connections.closed()
             self._connections = None
@@ -188,7 +193,10 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            if not self._refused:
+            if self._shedding:  # its request is answered: no second answer, just close
+                self._refused = True
+                self.transport.close()
+            elif not self._refused:
                 self._refuse(
                     "malformed",
                     MalformedRequestException(f"The request is not valid HTTP/1.1: {exc}."),
@@ -252,13 +260,14 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
             or self._deferred is not None
             or self._last_call
             or self.expect_100_continue
+            or self.flow.write_paused  # a client not reading its answers: the app's pace
             or parser.get_http_version() != "1.1"
             or not parser.should_keep_alive()
             or parser.should_upgrade()
         ):
             return False
-        raw_path = httptools.parse_url(self.url).path
-        path = raw_path.decode("ascii")
+        url = httptools.parse_url(self.url)
+        path = url.path.decode("ascii")
         if "%" in path:  # as uvicorn decodes it for the scope
             path = urllib.parse.unquote(path)
         answer = shedder.refusal(
@@ -267,14 +276,24 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
             self.root_path,
             self.headers,
             self.server_state.default_headers,
+            url.query or b"",
         )
         if answer is None:
             return False
-        self._shedding = True
+        self._shedding, self._shed_bytes = True, 0
         self._answered += 1
         self.transport.write(answer)
         self._keep_alive_timer()  # as after any answer: a client silent that long is closed
+        # As the app's body limits: the refused body has REQUEST_BODY_TIMEOUT to end.
+        self._shed_timer = self.loop.call_later(shedder.body_timeout, self._close_shed)
         return True
+
+    def _close_shed(self) -> None:
+        """The body of a request refused at the door is too large or too slow: close."""
+        self._shed_timer = None
+        if self._shedding and not self.transport.is_closing():
+            self._refused = True
+            self.transport.close()
 
     def _keep_alive_timer(self) -> None:
         """uvicorn's timer between requests: each byte received cancels it."""
@@ -284,9 +303,17 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         )
 
     def on_body(self, body: bytes) -> None:
-        """The body of a request refused at the door is dropped as it comes."""
+        """The body of a request refused at the door is dropped as it comes; a client
+        that then stops sending is closed after the keep-alive timeout, and a body over
+        ``MAX_BODY_BYTES`` at once."""
         if not self._shedding:
             super().on_body(body)
+            return
+        self._shed_bytes += len(body)
+        if self._shedder is not None and self._shed_bytes > self._shedder.max_body_bytes:
+            self._close_shed()
+            return
+        self._keep_alive_timer()
 
     def on_message_complete(self) -> None:
         """A request refused at the door is over when its body is: the connection then
@@ -295,6 +322,9 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
             super().on_message_complete()
             return
         self._shedding = False
+        if self._shed_timer is not None:
+            self._shed_timer.cancel()
+            self._shed_timer = None
         self.server_state.total_requests += 1
         if not self.transport.is_closing():
             self._keep_alive_timer()

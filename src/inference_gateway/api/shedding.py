@@ -13,26 +13,30 @@ client's if sane), and every metric the app would count (``http_requests_total``
 ``http_request_duration_seconds`` under the route's template,
 ``http_request_exceptions_total``, ``requests_rejected_total``), so the SLO rules see it
 alike. What it does not have: a trace, and an access line of its own — one WARNING line
-a second counts them by reason and model. The first ``TRACE_REFUSED_PER_SECOND``
-refusals of each second still go through the app, traced and logged each, so that
-examples of them are always kept; with ``TRACE_REFUSED_PER_SECOND=0`` (every refusal
-traced) the door refuses nothing.
+a second counts them by reason and model. ``TRACE_REFUSED_PER_SECOND`` refusals a
+second (a token bucket, as tail sampling's) still go through the app, traced and
+logged each, so that examples of them are always kept; with
+``TRACE_REFUSED_PER_SECOND=0`` (every refusal traced) the door refuses nothing.
 
-Only the plain case is answered at the door: a ``POST`` to a prediction route over
-HTTP/1.1 keep-alive, no ``Expect: 100-continue``, no CORS request when CORS is on,
-nothing earlier on the connection still being answered, a valid key when keys are on,
-a valid ``X-Request-Timeout-Ms``, a known model version that is ready. Everything else
-goes to the app, which answers it as before.
+Only the plain case is answered at the door: a ``POST`` to a prediction route with no
+query string (the app validates ``top_k`` and ``quality``, and ``/v2``'s ``version``
+picks the queue) over HTTP/1.1 keep-alive, no ``Expect: 100-continue``, no CORS
+request when CORS is on, nothing earlier on the connection still being answered, the
+client reading its answers (no write back-pressure), a valid key when keys are on, a
+valid ``X-Request-Timeout-Ms``, a known model version that is ready; a repeated header
+is read as the app reads it. Everything else goes to the app, which answers it as
+before. The refused body is then read and dropped under the app's limits: the
+connection is closed when it passes ``MAX_BODY_BYTES`` or ``REQUEST_BODY_TIMEOUT``, or
+when the client stops sending for the keep-alive timeout (api/protocol.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -53,15 +57,17 @@ from inference_gateway.errors import (
 from inference_gateway.inference.registry import ModelRegistry
 from inference_gateway.observability.logging import log_error
 from inference_gateway.observability.middleware import sanitize_token
+from inference_gateway.observability.sampling import TokenBucket
 from inference_gateway.observability.telemetry import Telemetry
 
 #: How often the line counting the refusals at the door is written, at most (seconds).
 LOG_INTERVAL_SECONDS = 1.0
 #: What a prediction path starts with (after ``root_path``): a cheap first filter.
 _PREFIXES = ("/predict", "/models/", "/v2/models/")
-_WANTED = frozenset(
-    {b"authorization", b"x-api-key", TIMEOUT_HEADER.encode(), b"x-request-id", b"origin"}
-)
+#: The headers the door reads: of a repeated one, the first value counts (as Starlette's
+#: ``headers.get``), but for the keys the last (as the key middleware reads them).
+_FIRST_WINS = frozenset({TIMEOUT_HEADER.encode(), b"x-request-id", b"origin"})
+_LAST_WINS = frozenset({b"authorization", b"x-api-key"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,21 +106,22 @@ class LoadShedder:
         settings: Settings,
         telemetry: Telemetry,
         keys: ApiKeys | None,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Answer for ``routes``, resolved in ``registry``; ``keys``: the API keys, when
-        the app requires them; ``clock`` times the allowance of each second (tests pass
-        one they control)."""
-        self.clock = clock
+        the app requires them."""
         self._routes = routes
         self._registry = registry
         self._settings = settings
         self._telemetry = telemetry
         self._keys = keys
         self._through_per_second = settings.trace_refused_per_second
+        #: The refusals that still go through the app: TRACE_REFUSED_PER_SECOND a second.
+        self.allowance = TokenBucket(self._through_per_second)
         self._cors = bool(settings.cors_origins)
-        self._window = -math.inf  # when this second's allowance of refusals through the app began
-        self._through = 0.0  # refusals left to go through the app this second
+        #: The most bytes a refused body may send before the connection is closed, and
+        #: the time it may take (MAX_BODY_BYTES, REQUEST_BODY_TIMEOUT, as in the app).
+        self.max_body_bytes = settings.max_body_bytes
+        self.body_timeout = settings.request_body_timeout
         self._tally: Counter[tuple[str, str, str]] = Counter()  # not yet logged
         self._flush: asyncio.TimerHandle | None = None
 
@@ -130,12 +137,16 @@ class LoadShedder:
         root_path: str,
         headers: Sequence[tuple[bytes, bytes]],
         default_headers: Sequence[tuple[bytes, bytes]] = (),
+        query: bytes = b"",
     ) -> bytes | None:
         """The whole HTTP/1.1 response refusing this request at the door, or None: the
         app is to answer it. ``path`` is the full path (``root_path`` included),
         ``headers`` the request's (lower-case names), ``default_headers`` those the
-        server adds to every answer (``date``). A failure here is logged and leaves
-        the request to the app."""
+        server adds to every answer (``date``), ``query`` the query string: a request
+        with one goes to the app, which validates it (and `/v2`'s ``version`` picks the
+        queue). A failure here is logged and leaves the request to the app."""
+        if query:
+            return None
         try:
             return self._refusal(method, path, root_path, headers, default_headers)
         except Exception as exc:
@@ -155,19 +166,22 @@ class LoadShedder:
         if matched is None:
             return None
         door, params, scope = matched
-        wanted = {name: value for name, value in headers if name in _WANTED}
+        wanted = _read(headers)
         if self._cors and b"origin" in wanted:
             return None  # the CORS middleware's headers belong on the answer
         refused = self._admission(path, params, wanted)
-        if refused is None or self._through_app():
+        if refused is None:
             return None
         if any(route.matches(scope)[0] is Match.FULL for route in door.earlier):
             return None  # the app would route it elsewhere
+        if self.allowance.take():
+            return None  # this second's examples go through the app, traced and logged
         exc, model = refused
         request_id = sanitize_token(_text(wanted.get(b"x-request-id"))) or str(uuid.uuid4())
         response = error_response(exc) if door.v2 else gateway_exception_response(exc, request_id)
+        answer = _raw(response, request_id, default_headers)
         self._record(door.template, exc, model, time.perf_counter() - started)
-        return _raw(response, request_id, default_headers)
+        return answer
 
     def _match(
         self, method: str, path: str, root_path: str
@@ -210,17 +224,6 @@ class LoadShedder:
             return None
         return None
 
-    def _through_app(self) -> bool:
-        """Whether this refusal goes through the app: the first
-        ``TRACE_REFUSED_PER_SECOND`` of each second do."""
-        now = self.clock()
-        if now - self._window >= 1.0:
-            self._window, self._through = now, self._through_per_second
-        if self._through >= 1:
-            self._through -= 1
-            return True
-        return False
-
     def _record(
         self,
         endpoint: str,
@@ -235,11 +238,13 @@ class LoadShedder:
             metrics.record_rejection(str(exc.reject_reason))
         self._tally[(endpoint, model, str(exc.reject_reason))] += 1
         if self._flush is None:
-            loop = asyncio.get_running_loop()
-            self._flush = loop.call_later(LOG_INTERVAL_SECONDS, self.log_tally)
+            self._flush = asyncio.get_running_loop().call_later(
+                LOG_INTERVAL_SECONDS, self.log_tally
+            )
 
     def log_tally(self) -> None:
-        """One line for the refusals at the door since the last one."""
+        """One line for the refusals at the door since the last one (also called when
+        the app stops, so that none goes unlogged)."""
         self._flush = None
         if not self._tally:
             return
@@ -255,6 +260,17 @@ class LoadShedder:
             by_reason=dict(by_reason),
             by_route=dict(by_route),
         )
+
+
+def _read(headers: Sequence[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    """The headers the door reads, each as the app would read it when repeated."""
+    wanted: dict[bytes, bytes] = {}
+    for name, value in headers:
+        if name in _LAST_WINS:
+            wanted[name] = value
+        elif name in _FIRST_WINS:
+            wanted.setdefault(name, value)
+    return wanted
 
 
 def _text(value: bytes | None) -> str | None:

@@ -31,26 +31,30 @@ class BatchTimes:
     def __init__(self, recent: int = RECENT_BATCHES) -> None:
         """Keep the last ``recent`` batches."""
         self._recent: deque[tuple[int, float]] = deque(maxlen=recent)
-        self._fixed = 0.0
-        self._per_image: float | None = None
+        # (fixed, per_image), replaced whole: the event loop reads it while the batcher's
+        # thread refits it.
+        self._line: tuple[float, float] | None = None
 
     @property
     def measured(self) -> bool:
         """Whether a batch has been measured yet."""
-        return self._per_image is not None
+        return self._line is not None
 
     def record(self, size: int, seconds: float) -> None:
         """One forward pass of ``size`` images took ``seconds``; refit the line."""
         if size < 1:
             return
         self._recent.append((size, seconds))
-        self._fixed, self._per_image = _fit(self._recent)
+        self._line = _fit(self._recent)
 
     def seconds(self, size: int) -> float:
-        """The estimated duration of a batch of ``size`` images (0 before any)."""
-        if self._per_image is None or size < 1:
+        """The estimated duration of a batch of ``size`` images (0 before any, and for
+        none)."""
+        line = self._line
+        if line is None or size < 1:
             return 0.0
-        return self._fixed + self._per_image * size
+        fixed, per_image = line
+        return fixed + per_image * size
 
 
 def _fit(points: deque[tuple[int, float]]) -> tuple[float, float]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import threading
 import time
 from collections import deque
@@ -236,17 +235,21 @@ class Batcher:
     def estimated_wait(self, position: int) -> float:
         """Seconds until a request at queue ``position`` (1-based) has its answer.
 
-        The batch running now, plus the full batches that the queue ahead of it (its
-        own included) makes, each at the duration fitted to the recent batches for its
-        size (`BatchTimes`). 0 until a batch has been measured, and 0 when the batcher
-        is idle: a request that would run at once is always admitted, so a stale
-        estimate (one stuck batch) cannot lock admission out.
+        The batch running now, plus the batches that the queue ahead of it (its own
+        included) makes — full ones, and its own with what is left — each at the
+        duration fitted to the recent batches for its size (`BatchTimes`). 0 until a
+        batch has been measured, and 0 when the batcher is idle: a request that would
+        run at once is always admitted, so a stale estimate (one stuck batch) cannot
+        lock admission out.
         """
         if not self._times.measured or (position <= 1 and not self._in_flight):
             return 0.0
-        batches = math.ceil(position / self.max_batch_size)
-        return self._times.seconds(self._in_flight) + batches * self._times.seconds(
-            self.max_batch_size
+        full, rest = divmod(position, self.max_batch_size)
+        times = self._times
+        return (
+            times.seconds(self._in_flight)
+            + full * times.seconds(self.max_batch_size)
+            + times.seconds(rest)
         )
 
     def check_admission(

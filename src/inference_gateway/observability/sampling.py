@@ -385,7 +385,7 @@ class _BatchWait:
     done: bool = False
 
 
-class _TokenBucket:
+class TokenBucket:
     """``rate`` takes a second, up to ``rate`` (at least one) at once."""
 
     def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
@@ -435,8 +435,8 @@ class TailSampling(SpanProcessor):
         by reason."""
         self.ratio = ratio
         self.slow_seconds = slow_seconds
-        self.refusals = _TokenBucket(refused_per_second) if refused_per_second > 0 else None
-        self.wanted = _TokenBucket(wanted_per_second) if wanted_per_second > 0 else None
+        self.refusals = TokenBucket(refused_per_second) if refused_per_second > 0 else None
+        self.wanted = TokenBucket(wanted_per_second) if wanted_per_second > 0 else None
         self.on_kept = on_kept
         self.random: Callable[[], float] = random.random
         self.tracer = RecordingTracer(self, ids if ids is not None else RandomIdGenerator())
