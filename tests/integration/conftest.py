@@ -6,7 +6,14 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.gate import Gate
 from tests.servers import GatewayProcess, free_port, gateway_process
+
+
+@pytest.fixture(scope="module")
+def gate(tmp_path_factory: pytest.TempPathFactory) -> Gate:
+    """The control directory of a module's `tests.gated_app` server (tests/gate.py)."""
+    return Gate(tmp_path_factory.mktemp("gate"))
 
 
 @pytest.fixture(scope="module")

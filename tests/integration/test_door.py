@@ -34,11 +34,6 @@ BODY_TIMEOUT = 3
 
 
 @pytest.fixture(scope="module")
-def gate(tmp_path_factory: pytest.TempPathFactory) -> Gate:
-    return Gate(tmp_path_factory.mktemp("gate"))
-
-
-@pytest.fixture(scope="module")
 def server(gate: Gate) -> Iterator[GatewayProcess]:
     env = {
         "GATE_DIR": str(gate.dir),

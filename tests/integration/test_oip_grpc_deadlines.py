@@ -33,11 +33,6 @@ INFER = "/inference.GRPCInferenceService/ModelInfer"
 
 
 @pytest.fixture(scope="module")
-def gate(tmp_path_factory: pytest.TempPathFactory) -> Gate:
-    return Gate(tmp_path_factory.mktemp("gate"))
-
-
-@pytest.fixture(scope="module")
 def grpc_port() -> int:
     # Both workers bind it (SO_REUSEPORT): it must be known before they start.
     return free_port()

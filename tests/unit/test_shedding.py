@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from inference_gateway.api.keys import add_key
-from inference_gateway.api.shedding import LoadShedder
+from inference_gateway.api.shedding import LoadShedder, RequestHead
 from inference_gateway.observability.sampling import TokenBucket
 from tests.helpers import (
     ControlledBackend,
@@ -68,9 +68,8 @@ def ask(
 ) -> bytes | None:
     """The door's answer to a request's head, asked on the app's event loop."""
     assert client.portal is not None
-    return client.portal.call(
-        _shedder(client).refusal, method, root_path + path, root_path, headers, DATE
-    )
+    head = RequestHead(method, root_path + path, root_path, headers)
+    return client.portal.call(_shedder(client).refusal, head, DATE)
 
 
 def spend_allowance(client: TestClient, count: int = 2) -> None:
@@ -190,9 +189,8 @@ def test_a_query_string_is_the_apps_to_validate() -> None:
         shedder = _shedder(client)
         assert client.portal is not None
         for query in (b"top_k=0", b"version=1", b"quality=true"):
-            assert client.portal.call(
-                shedder.refusal, "POST", "/predict", "", JPEG, DATE, query
-            ) is None  # fmt: skip
+            head = RequestHead("POST", "/predict", "", JPEG, query)
+            assert client.portal.call(shedder.refusal, head, DATE) is None
         assert ask(client) is not None
 
 

@@ -24,7 +24,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from inference_gateway.api.edge import Connections, ProtocolErrors
 from inference_gateway.api.problems import gateway_exception_response
-from inference_gateway.api.shedding import LoadShedder
+from inference_gateway.api.shedding import LoadShedder, RequestHead
 from inference_gateway.errors import (
     HeaderFieldsTooLargeException,
     InferenceGatewayException,
@@ -266,18 +266,21 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
             or parser.should_upgrade()
         ):
             return False
+        method = parser.get_method()
+        if method != b"POST":  # only predictions are refused at the door
+            return False
         url = httptools.parse_url(self.url)
         path = url.path.decode("ascii")
         if "%" in path:  # as uvicorn decodes it for the scope
             path = urllib.parse.unquote(path)
-        answer = shedder.refusal(
-            parser.get_method().decode("ascii"),
+        head = RequestHead(
+            method.decode("ascii"),
             self.root_path + path,
             self.root_path,
             self.headers,
-            self.server_state.default_headers,
             url.query or b"",
         )
+        answer = shedder.refusal(head, self.server_state.default_headers)
         if answer is None:
             return False
         self._shedding, self._shed_bytes = True, 0

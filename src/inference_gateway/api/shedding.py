@@ -71,6 +71,17 @@ _LAST_WINS = frozenset({b"authorization", b"x-api-key"})
 
 
 @dataclass(frozen=True, slots=True)
+class RequestHead:
+    """What the door sees of a request: its line and its headers."""
+
+    method: str
+    path: str  # the full path, ``root_path`` included
+    root_path: str
+    headers: Sequence[tuple[bytes, bytes]]  # lower-case names
+    query: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
 class DoorRoute:
     """A prediction route the door may answer for, and the routes the app would try
     before it (any of them matching the request means the app would not reach it)."""
@@ -131,42 +142,31 @@ class LoadShedder:
         return self._through_per_second > 0
 
     def refusal(
-        self,
-        method: str,
-        path: str,
-        root_path: str,
-        headers: Sequence[tuple[bytes, bytes]],
-        default_headers: Sequence[tuple[bytes, bytes]] = (),
-        query: bytes = b"",
+        self, head: RequestHead, default_headers: Sequence[tuple[bytes, bytes]] = ()
     ) -> bytes | None:
         """The whole HTTP/1.1 response refusing this request at the door, or None: the
-        app is to answer it. ``path`` is the full path (``root_path`` included),
-        ``headers`` the request's (lower-case names), ``default_headers`` those the
-        server adds to every answer (``date``), ``query`` the query string: a request
-        with one goes to the app, which validates it (and `/v2`'s ``version`` picks the
-        queue). A failure here is logged and leaves the request to the app."""
-        if query:
+        app is to answer it. ``default_headers``: those the server adds to every answer
+        (``date``). A request with a query string goes to the app, which validates it
+        (and `/v2`'s ``version`` picks the queue). A failure here is logged and leaves
+        the request to the app."""
+        if head.query:
             return None
         try:
-            return self._refusal(method, path, root_path, headers, default_headers)
+            return self._refusal(head, default_headers)
         except Exception as exc:
             log_error(self._telemetry.logger, "The door's check failed; the app answers", exc)
             return None
 
     def _refusal(
-        self,
-        method: str,
-        path: str,
-        root_path: str,
-        headers: Sequence[tuple[bytes, bytes]],
-        default_headers: Sequence[tuple[bytes, bytes]] = (),
+        self, head: RequestHead, default_headers: Sequence[tuple[bytes, bytes]]
     ) -> bytes | None:
+        path = head.path
         started = time.perf_counter()
-        matched = self._match(method, path, root_path)
+        matched = self._match(head.method, path, head.root_path)
         if matched is None:
             return None
         door, params, scope = matched
-        wanted = _read(headers)
+        wanted = _read(head.headers)
         if self._cors and b"origin" in wanted:
             return None  # the CORS middleware's headers belong on the answer
         refused = self._admission(path, params, wanted)
