@@ -24,7 +24,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from inference_gateway.api.edge import Connections, ProtocolErrors
 from inference_gateway.api.problems import gateway_exception_response
-from inference_gateway.api.shedding import LoadShedder, RequestHead
+from inference_gateway.api.shedding import LoadShedder, RequestHead, raw_response
 from inference_gateway.errors import (
     HeaderFieldsTooLargeException,
     InferenceGatewayException,
@@ -33,13 +33,6 @@ from inference_gateway.errors import (
     TooManyConnectionsException,
 )
 
-#: The status line of each raw refusal.
-_STATUS_LINES = {
-    400: b"HTTP/1.1 400 Bad Request",
-    408: b"HTTP/1.1 408 Request Timeout",
-    431: b"HTTP/1.1 431 Request Header Fields Too Large",
-    503: b"HTTP/1.1 503 Service Unavailable",
-}
 #: The first byte of a TLS record carrying a handshake (a ClientHello).
 _TLS_HANDSHAKE = 0x16
 #: What ends a request's head.
@@ -50,11 +43,8 @@ def _raw_problem(exc: InferenceGatewayException) -> bytes:
     """The raw problem+json answer (``Connection: close``) for a refusal made before
     the app runs."""
     response = gateway_exception_response(exc, None)
-    head = [_STATUS_LINES[response.status_code]]
-    head += [name + b": " + value for name, value in response.raw_headers]
-    if not any(name.lower() == b"connection" for name, _ in response.raw_headers):
-        head.append(b"connection: close")
-    return b"\r\n".join(head) + b"\r\n\r\n" + bytes(response.body)
+    named = any(name.lower() == b"connection" for name, _ in response.raw_headers)
+    return raw_response(response, after=() if named else [(b"connection", b"close")])
 
 
 def _app_state(app: Any, name: str) -> Any:

@@ -46,7 +46,7 @@ from starlette.routing import BaseRoute, Match
 
 from inference_gateway.api.keys import ApiKeys, needs_key
 from inference_gateway.api.limits import TIMEOUT_HEADER, deadline_after
-from inference_gateway.api.problems import gateway_exception_response, http_status
+from inference_gateway.api.problems import gateway_exception_response
 from inference_gateway.api.v2.routes import error_response
 from inference_gateway.config import Settings
 from inference_gateway.errors import (
@@ -125,9 +125,8 @@ class LoadShedder:
         self._settings = settings
         self._telemetry = telemetry
         self._keys = keys
-        self._through_per_second = settings.trace_refused_per_second
         #: The refusals that still go through the app: TRACE_REFUSED_PER_SECOND a second.
-        self.allowance = TokenBucket(self._through_per_second)
+        self.allowance = TokenBucket(settings.trace_refused_per_second)
         self._cors = bool(settings.cors_origins)
         #: The most bytes a refused body may send before the connection is closed, and
         #: the time it may take (MAX_BODY_BYTES, REQUEST_BODY_TIMEOUT, as in the app).
@@ -139,7 +138,7 @@ class LoadShedder:
     @property
     def enabled(self) -> bool:
         """Whether the door refuses anything (not when every refusal is to be traced)."""
-        return self._through_per_second > 0
+        return self.allowance.rate > 0
 
     def refusal(
         self, head: RequestHead, default_headers: Sequence[tuple[bytes, bytes]] = ()
@@ -179,8 +178,8 @@ class LoadShedder:
         exc, model = refused
         request_id = sanitize_token(_text(wanted.get(b"x-request-id"))) or str(uuid.uuid4())
         response = error_response(exc) if door.v2 else gateway_exception_response(exc, request_id)
-        answer = _raw(response, request_id, default_headers)
-        self._record(door.template, exc, model, time.perf_counter() - started)
+        answer = raw_response(response, default_headers, [(b"x-request-id", request_id.encode())])
+        self._record(door.template, exc, model, response.status_code, time.perf_counter() - started)
         return answer
 
     def _match(
@@ -229,11 +228,12 @@ class LoadShedder:
         endpoint: str,
         exc: QueueFullException | DeadlineUnreachableException,
         model: str,
+        status: int,
         seconds: float,
     ) -> None:
         metrics = self._telemetry.metrics
         if metrics is not None:
-            metrics.record_request("POST", endpoint, http_status(exc), seconds)
+            metrics.record_request("POST", endpoint, status, seconds)
             metrics.record_error(endpoint, type(exc).__name__)
             metrics.record_rejection(str(exc.reject_reason))
         self._tally[(endpoint, model, str(exc.reject_reason))] += 1
@@ -277,12 +277,14 @@ def _text(value: bytes | None) -> str | None:
     return value.decode("latin-1") if value is not None else None
 
 
-def _raw(
-    response: Response, request_id: str, default_headers: Sequence[tuple[bytes, bytes]]
+def raw_response(
+    response: Response,
+    before: Sequence[tuple[bytes, bytes]] = (),
+    after: Sequence[tuple[bytes, bytes]] = (),
 ) -> bytes:
-    """``response`` as the bytes of an HTTP/1.1 keep-alive answer."""
+    """``response`` as the bytes of an HTTP/1.1 answer written below the app, with the
+    headers ``before`` and ``after`` its own."""
     status = response.status_code
     head = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}".encode()]
-    head += [name + b": " + value for name, value in (*default_headers, *response.raw_headers)]
-    head.append(b"x-request-id: " + request_id.encode())
+    head += [name + b": " + value for name, value in (*before, *response.raw_headers, *after)]
     return b"\r\n".join(head) + b"\r\n\r\n" + bytes(response.body)
