@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+
+import httpx2 as httpx
+
+from tests.helpers import wait_until
+from tests.images import cat_jpeg
+from tests.scrape import parse, value
 
 
 class Gate:
@@ -31,3 +38,32 @@ class Gate:
     def passes(self) -> int:
         """Forward passes so far, all workers together."""
         return len(self.calls())
+
+
+def predict(url: str, timeout_ms: int | None = None) -> httpx.Response:
+    """One ``/predict`` of the cat photo (``X-Request-Timeout-Ms``: ``timeout_ms``)."""
+    headers = {"content-type": "image/jpeg"}
+    if timeout_ms is not None:
+        headers["x-request-timeout-ms"] = str(timeout_ms)
+    return httpx.post(f"{url}/predict", content=cat_jpeg(), headers=headers, timeout=60)
+
+
+def fill_queue(
+    gate: Gate, url: str, pool: ThreadPoolExecutor, queue: int
+) -> list[Future[httpx.Response]]:
+    """Close ``gate``, hold one prediction in the model and ``queue`` behind it (the
+    server's ``MAX_QUEUE_SIZE``, batches of one): from then on every prediction is
+    refused (queue_full) until the gate opens. Returns the held predictions."""
+    calls = len(gate.calls())
+    gate.close()
+    held = [pool.submit(predict, url)]
+    wait_until(lambda: len(gate.calls()) == calls + 1, what="one request in the model")
+    held += [pool.submit(predict, url) for _ in range(queue)]
+    wait_until(
+        lambda: value(
+            parse(httpx.get(f"{url}/metrics", timeout=10).text),
+            "inference_queue_size", model_name="efficientnet-lite0", model_version="1",
+        ) == queue + 1,
+        what="the queue to fill",
+    )  # fmt: skip
+    return held

@@ -15,16 +15,13 @@ import select
 import socket
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
-import httpx2 as httpx
 import pytest
 
 from inference_gateway.api.shedding import LOG_INTERVAL_SECONDS
-from tests.gate import Gate
-from tests.helpers import wait_until
+from tests.gate import Gate, fill_queue
 from tests.images import cat_jpeg
-from tests.scrape import parse, value
 from tests.servers import GatewayProcess, gateway_process, read_http_response
 
 pytestmark = pytest.mark.integration
@@ -52,28 +49,11 @@ def server(gate: Gate) -> Iterator[GatewayProcess]:
         yield process
 
 
-def _predict(url: str) -> httpx.Response:
-    return httpx.post(
-        f"{url}/predict", content=cat_jpeg(), headers={"content-type": "image/jpeg"}, timeout=60
-    )
-
-
 @pytest.fixture
 def full(server: GatewayProcess, gate: Gate) -> Iterator[GatewayProcess]:
     """The model blocked and its queue full; released after the test."""
-    calls = len(gate.calls())
-    gate.close()
     with ThreadPoolExecutor(QUEUE + 1) as pool:
-        held: list[Future[httpx.Response]] = [pool.submit(_predict, server.url)]
-        wait_until(lambda: len(gate.calls()) == calls + 1, what="one request in the model")
-        held += [pool.submit(_predict, server.url) for _ in range(QUEUE)]
-        wait_until(
-            lambda: value(
-                parse(httpx.get(f"{server.url}/metrics", timeout=10).text),
-                "inference_queue_size", model_name="efficientnet-lite0", model_version="1",
-            ) == QUEUE + 1,
-            what="the queue to fill",
-        )  # fmt: skip
+        held = fill_queue(gate, server.url, pool, QUEUE)
         # The one refusal the app is allowed (the server's first): spent here if not yet.
         with _connect(server) as sock:
             sock.sendall(_head("spend") + cat_jpeg())

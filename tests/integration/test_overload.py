@@ -14,13 +14,13 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx2 as httpx
 import pytest
 
 from inference_gateway.api.shedding import LOG_INTERVAL_SECONDS
-from tests.gate import Gate
+from tests.gate import Gate, fill_queue, predict
 from tests.helpers import wait_until
 from tests.images import cat_jpeg
 from tests.scrape import Samples, parse, value
@@ -76,39 +76,17 @@ def _server_delta(before: Samples, after: Samples) -> Counter[str]:
     return +delta  # drops zero entries
 
 
-def _predict(url: str, timeout_ms: int | None = None) -> httpx.Response:
-    headers = dict(JPEG)
-    if timeout_ms is not None:
-        headers["x-request-timeout-ms"] = str(timeout_ms)
-    return httpx.post(f"{url}/predict", content=cat_jpeg(), headers=headers, timeout=60)
-
-
 def test_a_full_queue_admits_exactly_its_size_and_refuses_the_rest_at_once(
     server: GatewayProcess, gate: Gate
 ) -> None:
     before = _metrics(server)
     calls_before = len(gate.calls())
     rss_before = server.rss_bytes()
-    gate.close()
     statuses: list[int] = []
     with ThreadPoolExecutor(QUEUE + 1) as pool:
-        admitted = [pool.submit(_predict, server.url)]
-        wait_until(lambda: len(gate.calls()) == calls_before + 1, what="one request in the model")
-        admitted += [pool.submit(_predict, server.url) for _ in range(QUEUE)]
-        wait_until(
-            lambda: (
-                value(
-                    _metrics(server),
-                    "inference_queue_size",
-                    model_name="efficientnet-lite0",
-                    model_version="1",
-                )
-                == QUEUE + 1
-            ),
-            what="the queue to fill",
-        )
+        admitted = fill_queue(gate, server.url, pool, QUEUE)
         # The queue is full and the model blocked: everything now is refused at once.
-        refused = [_predict(server.url) for _ in range(40)]
+        refused = [predict(server.url) for _ in range(40)]
         for response in refused:
             assert response.status_code == 503
             assert response.headers["retry-after"] == "1"
@@ -132,27 +110,7 @@ def test_a_full_queue_admits_exactly_its_size_and_refuses_the_rest_at_once(
         value(after, "inference_queue_size", model_name="efficientnet-lite0", model_version="1")
         == 0
     )
-    assert _predict(server.url).status_code == 200
-
-
-def _fill(
-    server: GatewayProcess, gate: Gate, pool: ThreadPoolExecutor
-) -> list[Future[httpx.Response]]:
-    """Block the model on one request and fill the queue behind it: from then on every
-    prediction is refused (queue_full) until the gate opens."""
-    calls_before = len(gate.calls())
-    gate.close()
-    admitted = [pool.submit(_predict, server.url)]
-    wait_until(lambda: len(gate.calls()) == calls_before + 1, what="one request in the model")
-    admitted += [pool.submit(_predict, server.url) for _ in range(QUEUE)]
-    wait_until(
-        lambda: value(
-            _metrics(server), "inference_queue_size",
-            model_name="efficientnet-lite0", model_version="1",
-        ) == QUEUE + 1,
-        what="the queue to fill",
-    )  # fmt: skip
-    return admitted
+    assert predict(server.url).status_code == 200
 
 
 V2_INFER = "/v2/models/efficientnet-lite0/infer"
@@ -192,7 +150,7 @@ def test_a_flood_of_refusals_is_answered_at_the_door_counted_alike_on_a_kept_con
     log_start = len(server.log_lines())
     sent = Counter[str]()
     with ThreadPoolExecutor(QUEUE + 1) as pool:
-        admitted = _fill(server, gate, pool)
+        admitted = fill_queue(gate, server.url, pool, QUEUE)
         started = time.monotonic()
         with httpx.Client(base_url=server.url, timeout=30) as client:
             for i in range(30):
@@ -278,7 +236,7 @@ def test_a_client_silent_after_a_refusal_at_the_door_is_closed_as_after_any_answ
         b"Content-Length: 100000\r\n\r\n"
     )
     with ThreadPoolExecutor(QUEUE + 1) as pool:
-        admitted = _fill(server, gate, pool)
+        admitted = fill_queue(gate, server.url, pool, QUEUE)
         try:
             answered = []
             for _ in range(12):  # past the second's allowance through the app (10)
@@ -353,7 +311,7 @@ def test_far_past_saturation_every_result_meets_its_deadline_and_the_rest_are_50
         == 0
     )
     gate.delay(0)
-    assert _predict(server.url).status_code == 200
+    assert predict(server.url).status_code == 200
 
 
 def test_a_hanging_model_times_requests_out_and_fails_readiness_until_it_recovers(
@@ -363,7 +321,7 @@ def test_a_hanging_model_times_requests_out_and_fails_readiness_until_it_recover
     assert httpx.get(f"{server.url}/ready").status_code == 200
     gate.close()
     with ThreadPoolExecutor(2) as pool:
-        stuck = pool.submit(_predict, server.url, 1500)
+        stuck = pool.submit(predict, server.url, 1500)
         # The forward pass now runs past MODEL_STALL_SECONDS (1 s): not ready.
         wait_until(
             lambda: httpx.get(f"{server.url}/ready").status_code == 503, what="/ready to fail"
@@ -378,7 +336,7 @@ def test_a_hanging_model_times_requests_out_and_fails_readiness_until_it_recover
         assert httpx.get(f"{server.url}/health").status_code == 200
     gate.open()
     wait_until(lambda: httpx.get(f"{server.url}/ready").status_code == 200, what="recovery")
-    assert _predict(server.url).status_code == 200
+    assert predict(server.url).status_code == 200
     assert _server_delta(before, _metrics(server)) == Counter({"504": 1, "200": 1})
 
 
@@ -395,7 +353,7 @@ def test_an_input_that_breaks_the_model_fails_alone(server: GatewayProcess, gate
     assert response.status_code == 500
     assert response.json()["type"] == "urn:inference-gateway:problem:inference-failed"
     assert "poisoned" not in response.text  # no internals reach the client
-    assert _predict(server.url).status_code == 200
+    assert predict(server.url).status_code == 200
     after = _metrics(server)
     assert _server_delta(before, after) == Counter({"500": 1, "200": 1})
     assert (
