@@ -358,13 +358,18 @@ def _rate(samples: list[tuple[float, float]], start: float, end: float) -> float
     return increase * interval / sampled / (end - start)
 
 
-def _rates(prometheus: Prometheus, selector: str, window: float, when: float) -> list[Any]:
-    """(labels, rate) of each series of ``selector`` over ``window`` seconds to ``when``,
-    from the raw samples Prometheus stored."""
+def _rates(prometheus: Prometheus, selector: str, window: float, when_ms: int) -> list[Any]:
+    """(labels, rate) of each series of ``selector`` over ``window`` seconds to the instant
+    ``when_ms`` (Unix milliseconds), from the raw samples Prometheus stored. Times are
+    taken relative to that instant from whole milliseconds, as Prometheus computes them:
+    differences of Unix seconds as floats are off by their rounding (~0.2 µs), enough to
+    move a rate past the comparison's 1e-9."""
     found = []
-    for series in prometheus.at(f"{selector}[{int(window)}s]", when):
-        samples = [(float(t), float(v)) for t, v in series["values"]]
-        rate = _rate(samples, when - window, when)
+    for series in prometheus.at(f"{selector}[{int(window)}s]", when_ms / 1000):
+        samples = [
+            ((round(float(t) * 1000) - when_ms) / 1000, float(v)) for t, v in series["values"]
+        ]
+        rate = _rate(samples, -window, 0.0)
         if rate is not None:
             found.append((series["metric"], rate))
     return found
@@ -394,9 +399,12 @@ def test_the_spec_slo_queries_have_the_values_of_the_traffic(
     one 5xx among the requests, so availability under 100 % and the error budget (0.5 %
     of requests) overspent; the p99 of ``/predict`` within its slowest bucket."""
     availability, latency, budget = SPEC_QUERIES
-    when = time.time()
+    # One instant in whole milliseconds, the resolution Prometheus evaluates at: a finer
+    # one would be truncated there and not here.
+    when_ms = int(time.time() * 1000)
+    when = when_ms / 1000
     month, week = 30 * 86400.0, 7 * 86400.0
-    requests = _rates(prometheus, "http_requests_total", month, when)
+    requests = _rates(prometheus, "http_requests_total", month, when_ms)
     total = sum(rate for _, rate in requests)
     bad = sum(rate for labels, rate in requests if labels["status"].startswith("5"))
     assert total > 0 and bad > 0  # the one 5xx of the traffic is in the window
@@ -410,7 +418,7 @@ def test_the_spec_slo_queries_have_the_values_of_the_traffic(
 
     buckets: dict[frozenset[tuple[str, str]], list[tuple[float, float]]] = {}
     selector = 'http_request_duration_seconds_bucket{endpoint="/predict"}'
-    for labels, rate in _rates(prometheus, selector, week, when):
+    for labels, rate in _rates(prometheus, selector, week, when_ms):
         le = float(labels.pop("le"))
         labels.pop("__name__")
         buckets.setdefault(frozenset(labels.items()), []).append((le, rate))
