@@ -30,12 +30,14 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
-$(RUNTIME_STAMP): pyproject.toml | $(PY)
-	$(PIP) install --quiet -e .
+LIBRARY := libs/golden-signals
+
+$(RUNTIME_STAMP): pyproject.toml $(LIBRARY)/pyproject.toml | $(PY)
+	$(PIP) install --quiet -e $(LIBRARY) -e .
 	@touch $@
 
-$(DEV_STAMP): pyproject.toml | $(PY)
-	$(PIP) install --quiet -e '.[dev]'
+$(DEV_STAMP): pyproject.toml $(LIBRARY)/pyproject.toml | $(PY)
+	$(PIP) install --quiet -e $(LIBRARY) -e '.[dev]'
 	@touch $(RUNTIME_STAMP) $@
 
 install: $(RUNTIME_STAMP)
@@ -45,15 +47,15 @@ run: $(RUNTIME_STAMP)
 	$(VENV)/bin/inference-gateway serve
 
 lint: $(DEV_STAMP)
-	$(VENV)/bin/ruff format --check src tests bench scripts loadtest
-	$(VENV)/bin/ruff check src tests bench scripts loadtest
+	$(VENV)/bin/ruff format --check src tests bench scripts loadtest $(LIBRARY)
+	$(VENV)/bin/ruff check src tests bench scripts loadtest $(LIBRARY)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy --strict loadtest/locustfile.py loadtest/slo_summary.py
 	$(VENV)/bin/mypy --strict bench
 
 format: $(DEV_STAMP)
-	$(VENV)/bin/ruff format src tests bench scripts loadtest
-	$(VENV)/bin/ruff check --fix src tests bench scripts loadtest
+	$(VENV)/bin/ruff format src tests bench scripts loadtest $(LIBRARY)
+	$(VENV)/bin/ruff check --fix src tests bench scripts loadtest $(LIBRARY)
 
 pytest: $(DEV_STAMP)
 	$(PY) -m pytest -m "not soak and not container" --cov --cov-report=term

@@ -37,17 +37,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from bench.common import photo_jpeg
 from bench.http_bench import BOUNDARY, multipart_body
 from bench.telemetry_overhead import _call, _loader, _metrics_per_predict_us
+from golden_signals.logs import LogContext, get_logger, log_request_start
+from golden_signals.sampling import TailSampling
+from golden_signals.tracing import TracedOperation
 from inference_gateway.app import create_app
 from inference_gateway.config import Settings
-from inference_gateway.observability.logging import (
-    LogContext,
-    get_logger,
-    log_inference_complete,
-    log_request_start,
-    setup_logging,
-)
-from inference_gateway.observability.sampling import TailSampling
-from inference_gateway.observability.tracing import TracedOperation
+from inference_gateway.observability.logging import log_inference_complete, setup_logging
 
 #: The spans the gateway starts with `TracedOperation`, and those it records afterwards.
 TRACED_SPANS = frozenset(
@@ -105,7 +100,7 @@ def _instrumentation_us(iterations: int) -> float:
     bare app."""
     from fastapi import FastAPI
 
-    from inference_gateway.observability.tracing import instrument_fastapi
+    from golden_signals.tracing import instrument_fastapi
 
     def bare_app() -> FastAPI:
         app = FastAPI()

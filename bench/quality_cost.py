@@ -30,13 +30,12 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from tests.photo_variants import variants, write_set
-
 from bench.common import RAW, machine, median
 from bench.http_bench import OBS_ON, Target, _script, run_wrk, server
 from inference_gateway.cli import main as cli_main
 from inference_gateway.config import Settings
 from inference_gateway.inference.onnx_export import export_to_repository
+from tests.photo_variants import variants, write_set
 
 MODEL = "efficientnet-lite0"
 CONNECTIONS = 32

@@ -16,13 +16,14 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from golden_signals.logs import reset_logging
 from inference_gateway.app import create_app
 from inference_gateway.config import Settings
 from inference_gateway.inference.backends import Backend
 from inference_gateway.inference.labels import imagenet_labels
 from inference_gateway.inference.model import LoadedModel, ModelSpec
 from inference_gateway.inference.preprocess import ImageLimits, PreprocessConfig, prepare_image
-from inference_gateway.observability.logging import reset_logging, setup_logging
+from inference_gateway.observability.logging import setup_logging
 from tests.images import cat_jpeg
 
 

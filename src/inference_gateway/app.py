@@ -14,6 +14,17 @@ from fastapi.middleware.cors import CORSMiddleware
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
+from golden_signals.logs import get_logger
+from golden_signals.middleware import ObservabilityMiddleware
+from golden_signals.sampling import KEEP_REASONS, TailSampling
+from golden_signals.tracing import (
+    SPAN_DROP_REASONS,
+    ServerSpanMiddleware,
+    get_tracer,
+    otlp_http_exporter,
+    setup_tracing,
+)
+from inference_gateway.api.access import GatewayHooks
 from inference_gateway.api.edge import PROTOCOL_ERROR_REASONS, Connections, ProtocolErrors
 from inference_gateway.api.keys import ApiKeyMiddleware, ApiKeys, KeysFileError, needs_key
 from inference_gateway.api.limits import BodySizeLimitMiddleware, InflightBytes
@@ -43,18 +54,9 @@ from inference_gateway.inference.preprocess import (
 )
 from inference_gateway.inference.registry import ModelRegistry
 from inference_gateway.inference.workers import WorkerReadiness
-from inference_gateway.observability.logging import get_logger, setup_logging
+from inference_gateway.observability.logging import LOGGER_NAME, setup_logging
 from inference_gateway.observability.metrics import Metrics, serve_metrics_port
-from inference_gateway.observability.middleware import ObservabilityMiddleware
-from inference_gateway.observability.sampling import KEEP_REASONS, TailSampling
-from inference_gateway.observability.telemetry import Telemetry
-from inference_gateway.observability.tracing import (
-    SPAN_DROP_REASONS,
-    get_tracer,
-    instrument_fastapi,
-    otlp_http_exporter,
-    setup_tracing,
-)
+from inference_gateway.observability.telemetry import UNTRACED_PATHS, Telemetry
 from inference_gateway.shutdown import ShutdownSteps, stop_on_signals
 
 
@@ -84,6 +86,7 @@ def _tracer_provider(
             wanted_per_second=settings.trace_low_confidence_per_second,
             resource=provider.resource,
             ids=provider.id_generator,
+            scope_name=LOGGER_NAME,
             on_kept=metrics.record_trace_kept if metrics is not None else None,
         )
 
@@ -248,9 +251,15 @@ def _add_middleware(
             allow_headers=["*"],
             expose_headers=["X-Request-ID", "Server-Timing", "traceparent"],
         )
-    app.add_middleware(ObservabilityMiddleware, telemetry=telemetry)
-    if provider is not None:
-        instrument_fastapi(app, telemetry.tracer)
+    app.add_middleware(
+        ObservabilityMiddleware,
+        metrics=telemetry.metrics,
+        logger=telemetry.logger,
+        tail=telemetry.tail,
+        hooks=GatewayHooks(telemetry.metrics),
+    )
+    if provider is not None:  # outermost: one server span per request, W3C context in
+        app.add_middleware(ServerSpanMiddleware, tracer=telemetry.tracer, excluded=UNTRACED_PATHS)
 
 
 def create_app(
@@ -284,7 +293,7 @@ def create_app(
     telemetry = Telemetry(
         metrics=metrics,
         tracer_provider=provider,
-        tracer=tail.tracer if tail is not None else get_tracer(provider),
+        tracer=tail.tracer if tail is not None else get_tracer(provider, LOGGER_NAME),
         logger=logger,
         tail=tail,
     )

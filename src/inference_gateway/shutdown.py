@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+from golden_signals.logs import get_logger
 from inference_gateway.config import Settings
-from inference_gateway.observability.logging import get_logger
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 #: uvicorn's graceful timeout runs this much past the grace period: time for the 503s of

@@ -17,16 +17,10 @@ from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from golden_signals.logs import LogContext, get_logger, reset_logging
 from inference_gateway.api.keys import add_key
 from inference_gateway.app import create_app
-from inference_gateway.observability.logging import (
-    LogContext,
-    get_logger,
-    log_error,
-    log_inference_start,
-    reset_logging,
-    setup_logging,
-)
+from inference_gateway.observability.logging import log_error, log_inference_start, setup_logging
 from tests.helpers import (
     ControlledBackend,
     controlled_app,

@@ -12,6 +12,7 @@ from functools import partial
 import numpy as np
 import pytest
 
+from golden_signals.logs import get_logger
 from inference_gateway.errors import (
     ModelNotFoundException,
     ModelNotLoadedException,
@@ -23,7 +24,6 @@ from inference_gateway.inference.host import BatchingConfig, ModelState
 from inference_gateway.inference.model import LoadedModel, ModelSpec
 from inference_gateway.inference.preprocess import ImageLimits
 from inference_gateway.inference.registry import ModelRegistry, ModelSource
-from inference_gateway.observability.logging import get_logger
 from inference_gateway.observability.metrics import Metrics
 from inference_gateway.observability.telemetry import Telemetry
 from tests.helpers import ControlledBackend, wait_until_async

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from golden_signals.sampling import TokenBucket
 from inference_gateway.api.keys import add_key
 from inference_gateway.api.shedding import LoadShedder, RequestHead
-from inference_gateway.observability.sampling import TokenBucket
 from tests.helpers import (
     ControlledBackend,
     controlled_app,

@@ -28,8 +28,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from inference_gateway.app import create_app
-from inference_gateway.observability.sampling import (
+from golden_signals.sampling import (
     KEPT_MEMORY,
     MAX_RUNNING_SPANS,
     MAX_SPANS_PER_TRACE,
@@ -38,6 +37,7 @@ from inference_gateway.observability.sampling import (
     http_outcome,
     parent_sampled,
 )
+from inference_gateway.app import create_app
 from tests import scrape
 from tests.collector import otlp_receiver
 from tests.helpers import (
@@ -371,7 +371,7 @@ def test_a_request_holds_a_bounded_number_of_spans() -> None:
 
 def test_running_spans_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """Spans started and never ended (a bug) cannot grow the running index for ever."""
-    monkeypatch.setattr("inference_gateway.observability.sampling.MAX_RUNNING_SPANS", 8)
+    monkeypatch.setattr("golden_signals.sampling.MAX_RUNNING_SPANS", 8)
     sampler, _ = _sampler()
     for _ in range(50):
         sampler.tracer.start_span("orphan")
@@ -597,7 +597,7 @@ def test_low_confidence_traces_are_kept_up_to_their_rate() -> None:
     unsure: at most ``wanted_per_second`` of the requests that ask (`want_trace`) get
     their trace kept; the others are told no (so no exemplar links to a dropped trace)
     and judged as healthy requests."""
-    from inference_gateway.observability.sampling import want_trace
+    from golden_signals.sampling import want_trace
 
     rule = TailSampling([], ratio=0.0, slow_seconds=1.0, wanted_per_second=2.0)
     assert rule.wanted is not None

@@ -13,9 +13,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NoOpTracer, StatusCode
 
-from inference_gateway.app import create_app
-from inference_gateway.inference.preprocess import decode
-from inference_gateway.observability.tracing import (
+from golden_signals.tracing import (
     TracedOperation,
     add_span_event,
     create_span,
@@ -26,6 +24,8 @@ from inference_gateway.observability.tracing import (
     set_span_error,
     setup_tracing,
 )
+from inference_gateway.app import create_app
+from inference_gateway.inference.preprocess import decode
 from tests.collector import otlp_receiver
 from tests.helpers import (
     ControlledBackend,

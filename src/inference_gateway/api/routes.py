@@ -16,6 +16,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.requests import ClientDisconnect
 
+from golden_signals.tracing import (
+    add_span_event,
+    create_span,
+    get_current_trace_id,
+    set_span_attribute,
+)
 from inference_gateway.api.dependencies import RegistryDep, SettingsDep, TelemetryDep
 from inference_gateway.api.keys import ApiKeys
 from inference_gateway.api.limits import request_deadline
@@ -50,12 +56,6 @@ from inference_gateway.inference.quality import CONTINUOUS, Reference
 from inference_gateway.inference.registry import ModelRegistry, ModelStatus
 from inference_gateway.observability.logging import InferenceLogFields
 from inference_gateway.observability.telemetry import Telemetry
-from inference_gateway.observability.tracing import (
-    add_span_event,
-    create_span,
-    get_current_trace_id,
-    set_span_attribute,
-)
 
 router = APIRouter()
 

@@ -44,6 +44,8 @@ from typing import Any
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 
+from golden_signals.middleware import sanitize_token
+from golden_signals.sampling import TokenBucket
 from inference_gateway.api.keys import ApiKeys, needs_key
 from inference_gateway.api.limits import TIMEOUT_HEADER, deadline_after
 from inference_gateway.api.problems import gateway_exception_response
@@ -56,8 +58,6 @@ from inference_gateway.errors import (
 )
 from inference_gateway.inference.registry import ModelRegistry
 from inference_gateway.observability.logging import log_error
-from inference_gateway.observability.middleware import sanitize_token
-from inference_gateway.observability.sampling import TokenBucket
 from inference_gateway.observability.telemetry import Telemetry
 
 #: How often the line counting the refusals at the door is written, at most (seconds).

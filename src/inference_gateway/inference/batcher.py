@@ -32,6 +32,7 @@ import numpy.typing as npt
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
+from golden_signals.tracing import TracedOperation, set_span_error
 from inference_gateway.errors import (
     DeadlineUnreachableException,
     InferenceTimeoutException,
@@ -45,7 +46,6 @@ from inference_gateway.inference.backends import Backend
 from inference_gateway.inference.batch_time import BatchTimes
 from inference_gateway.observability.logging import log_error
 from inference_gateway.observability.telemetry import Telemetry
-from inference_gateway.observability.tracing import TracedOperation, set_span_error
 
 #: Crashes of the worker's loop in a row, with no batch served between them, after
 #: which the batcher stops and reports itself failed.

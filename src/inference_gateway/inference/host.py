@@ -24,6 +24,8 @@ import numpy as np
 import numpy.typing as npt
 from opentelemetry import trace
 
+from golden_signals.sampling import want_trace
+from golden_signals.tracing import TracedOperation, get_current_trace_id
 from inference_gateway.errors import (
     InvalidImageException,
     InvalidInputException,
@@ -54,9 +56,7 @@ from inference_gateway.inference.quality import (
 )
 from inference_gateway.inference.signal_batch import SignalBatch
 from inference_gateway.observability.logging import log_error, log_inference_start
-from inference_gateway.observability.sampling import want_trace
 from inference_gateway.observability.telemetry import Telemetry
-from inference_gateway.observability.tracing import TracedOperation, get_current_trace_id
 
 T = TypeVar("T")
 

@@ -401,11 +401,17 @@ class Metrics:
         method: str,
         endpoint: str,
         status: int,
-        duration_seconds: float,
+        duration_seconds: float | None,
         trace_id: str | None = None,
+        first_byte_seconds: float | None = None,
     ) -> None:
-        """Count one finished HTTP request and observe its latency."""
+        """Count one finished HTTP request and observe its latency (the library's
+        `golden_signals.metrics.RequestRecorder`; ``first_byte_seconds`` is not kept: the
+        gateway's answers are single JSON bodies, their first byte is their last; a
+        WebSocket session, ``duration_seconds`` None, is counted only)."""
         self.http_requests_total.labels(method, endpoint, str(status)).inc()
+        if duration_seconds is None:
+            return
         self.http_request_duration_seconds.labels(method, endpoint).observe(
             duration_seconds, exemplar=_exemplar(trace_id)
         )

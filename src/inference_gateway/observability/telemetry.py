@@ -8,9 +8,13 @@ import structlog
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NoOpTracer, Tracer
 
-from inference_gateway.observability.logging import get_logger
+from golden_signals.logs import get_logger
+from golden_signals.sampling import TailSampling
 from inference_gateway.observability.metrics import Metrics
-from inference_gateway.observability.sampling import TailSampling
+
+#: Paths whose requests are not traced (counted and logged all the same): probes and
+#: scrapes would drown real traffic.
+UNTRACED_PATHS = frozenset({"/health", "/ready", "/metrics"})
 
 
 @dataclass(slots=True)

@@ -35,6 +35,10 @@ from opentelemetry.trace import Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from golden_signals.logs import LogContext, log_request_complete
+from golden_signals.middleware import sanitize_token
+from golden_signals.sampling import Outcome
+from golden_signals.tracing import TracedOperation, get_current_trace_id, set_span_error
 from inference_gateway.api.admin import require_admin
 from inference_gateway.api.keys import ApiKeys
 from inference_gateway.api.limits import InflightBytes
@@ -49,20 +53,8 @@ from inference_gateway.errors import (
 from inference_gateway.inference.control import ModelControl
 from inference_gateway.inference.host import ModelHost
 from inference_gateway.inference.registry import ModelRegistry
-from inference_gateway.observability.logging import (
-    InferenceLogFields,
-    LogContext,
-    log_inference_complete,
-    log_request_complete,
-)
-from inference_gateway.observability.middleware import sanitize_token
-from inference_gateway.observability.sampling import Outcome
+from inference_gateway.observability.logging import InferenceLogFields, log_inference_complete
 from inference_gateway.observability.telemetry import Telemetry
-from inference_gateway.observability.tracing import (
-    TracedOperation,
-    get_current_trace_id,
-    set_span_error,
-)
 
 _DEFINITION = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 #: The service's full name, as in ``/inference.GRPCInferenceService/ModelInfer``.

@@ -14,7 +14,7 @@ processors; a dropped request's records are forgotten. A batch's span (a trace o
 own, linked to its requests) is kept when any of its requests is.
 
 With ``OTEL_TRACES_SAMPLER`` set, none of this runs: the SDK's standard head sampling
-does (`create_app` decides).
+does (`golden_signals.instrument` decides).
 """
 
 from __future__ import annotations
@@ -426,13 +426,15 @@ class TailSampling(SpanProcessor):
         resource: Resource | None = None,
         on_kept: Callable[[str], None] | None = None,
         ids: IdGenerator | None = None,
+        scope_name: str = "golden_signals",
     ) -> None:
         """Keep healthy, fast requests with probability ``ratio`` (TRACE_SAMPLE_RATIO),
         and every one slower than ``slow_seconds`` (TRACE_SLOW_MS); refused ones at
         most ``refused_per_second`` a second (TRACE_REFUSED_PER_SECOND; 0: all); those
         that asked (`want_trace`) at most ``wanted_per_second``
         (TRACE_LOW_CONFIDENCE_PER_SECOND; 0: all); ``on_kept`` counts each kept request
-        by reason."""
+        by reason; ``scope_name`` names the instrumentation scope of the spans it
+        exports."""
         self.ratio = ratio
         self.slow_seconds = slow_seconds
         self.refusals = TokenBucket(refused_per_second) if refused_per_second > 0 else None
@@ -442,7 +444,7 @@ class TailSampling(SpanProcessor):
         self.tracer = RecordingTracer(self, ids if ids is not None else RandomIdGenerator())
         self._downstream = tuple(downstream)
         self._resource = resource if resource is not None else Resource.create({})
-        self._scope = InstrumentationScope("inference_gateway")
+        self._scope = InstrumentationScope(scope_name)
         self._limits = SpanLimits()
         self._lock = threading.Lock()
         # Running spans by span id, each to its request's root: a batch span links to

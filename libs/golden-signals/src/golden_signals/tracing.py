@@ -23,21 +23,18 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
-from inference_gateway.errors import InferenceGatewayException
-from inference_gateway.observability.sampling import TailSampling
+from golden_signals.routes import route_template
+from golden_signals.sampling import TailSampling
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI
-    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+    from golden_signals.asgi import ASGIApp, Message, Receive, Scope, Send
 
-TRACER_NAME = "inference_gateway"
+#: The tracer's (instrumentation scope's) name unless `get_tracer` is given another.
+TRACER_NAME = "golden_signals"
 
 #: The status of a request whose client went away before its answer (nginx's "client
 #: closed request"): neither a success nor the server's failure.
 CLIENT_CLOSED_REQUEST = 499
-
-#: Routes whose requests are not traced: probes and scrapes would drown real traffic.
-UNTRACED_URLS = "/health,/ready,/metrics"
 
 #: Why a span never reached the collector (the ``reason`` label of the drop counter).
 SPAN_DROP_REASONS: tuple[str, ...] = ("queue_full", "export_failed")
@@ -149,14 +146,6 @@ def otlp_http_exporter(
     return OTLPSpanExporter(endpoint=endpoint, timeout=timeout_seconds)
 
 
-def instrument_fastapi(app: FastAPI, tracer: Tracer) -> None:
-    """Create a server span per request with ``tracer`` (W3C context in):
-    `ServerSpanMiddleware`, outermost."""
-    app.add_middleware(ServerSpanMiddleware, tracer=tracer)
-
-
-#: The paths of `UNTRACED_URLS`, matched exactly.
-_UNTRACED_PATHS = frozenset(UNTRACED_URLS.split(","))
 #: The W3C headers a server span continues (``traceparent``, ``tracestate``).
 _CONTEXT_HEADERS = (b"traceparent", b"tracestate")
 _W3C = TraceContextTextMapPropagator()
@@ -165,22 +154,25 @@ _W3C = TraceContextTextMapPropagator()
 class ServerSpanMiddleware:
     """One SERVER span per HTTP request, with the stable HTTP semantic conventions.
 
-    The gateway's own, in place of OpenTelemetry's ASGI/FastAPI instrumentation, which
-    also wraps every ``receive`` and ``send`` and costs a fifth of a millisecond of CPU
-    a request (docs/performance.md): here one span, started before the app runs and
-    named ``METHOD route`` once the router has matched (the path never, it is
-    unbounded), continuing an incoming ``traceparent``; status ERROR for a 5xx.
-    ``/health``, ``/ready`` and ``/metrics`` are not traced.
+    In place of OpenTelemetry's ASGI/FastAPI instrumentation, which also wraps every
+    ``receive`` and ``send`` and costs a fifth of a millisecond of CPU a request: here
+    one span, started before the app runs and named ``METHOD route`` once the router has
+    matched (the path never, it is unbounded: the route template, with the prefixes of
+    the ``Mount``s it went through, `routes.route_template`), continuing an incoming
+    ``traceparent``; status ERROR for a 5xx. Paths in ``excluded`` are not traced.
     """
 
-    def __init__(self, app: ASGIApp, tracer: Tracer) -> None:
-        """Wrap ``app``, making spans with ``tracer``."""
+    def __init__(
+        self, app: ASGIApp, tracer: Tracer, excluded: frozenset[str] = frozenset()
+    ) -> None:
+        """Wrap ``app``, making spans with ``tracer``, none for the paths ``excluded``."""
         self.app = app
         self.tracer = tracer
+        self.excluded = excluded
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI call inside its server span (HTTP only)."""
-        if scope["type"] != "http" or scope["path"] in _UNTRACED_PATHS:
+        if scope["type"] != "http" or scope["path"] in self.excluded:
             await self.app(scope, receive, send)
             return
         carrier = {
@@ -207,6 +199,7 @@ class ServerSpanMiddleware:
                 status, started = message["status"], True
             await send(message)
 
+        root_path = scope.get("root_path", "")
         with TracedOperation(
             method,
             attributes,
@@ -221,8 +214,8 @@ class ServerSpanMiddleware:
                     status = CLIENT_CLOSED_REQUEST
                 raise
             finally:
-                route = getattr(scope.get("route"), "path", None)
-                if isinstance(route, str) and route:
+                route = route_template(scope, root_path)
+                if route is not None:
                     span.update_name(f"{method} {route}")
                     span.set_attribute("http.route", route)
                 span.set_attribute("http.response.status_code", status)
@@ -230,11 +223,11 @@ class ServerSpanMiddleware:
                     span.set_status(Status(StatusCode.ERROR))
 
 
-def get_tracer(provider: trace.TracerProvider | None) -> Tracer:
-    """A tracer from ``provider``; a no-op tracer when tracing is off."""
+def get_tracer(provider: trace.TracerProvider | None, name: str = TRACER_NAME) -> Tracer:
+    """A tracer called ``name`` from ``provider``; a no-op tracer when tracing is off."""
     if provider is None:
         return trace.NoOpTracer()
-    return provider.get_tracer(TRACER_NAME)
+    return provider.get_tracer(name)
 
 
 def create_span(
@@ -272,7 +265,7 @@ class TracedOperation:
         kind: SpanKind = SpanKind.INTERNAL,
     ) -> None:
         """Remember what span to start: ``context`` is its parent's (default: current);
-        ``kind`` is SERVER for the span of a call the gateway serves."""
+        ``kind`` is SERVER for the span of a call the app serves."""
         self._name = name
         self._attributes = attributes
         self._tracer = tracer
@@ -327,13 +320,14 @@ def set_span_attribute(key: str, value: AttributeValue) -> None:
 def set_span_error(exc: BaseException, span: Span | None = None) -> None:
     """Record ``exc`` on ``span`` (default: current) and set its status to ERROR.
 
-    An expected gateway error (a client error or a refusal under load) is recorded
-    with its type and message but no stack trace: where a refusal was raised tells
-    nothing, and formatting the trace was about a third of a refusal's CPU, which matters
-    when a saturated server refuses hundreds of requests a second.
+    An expected error (one whose ``expected`` attribute is true: a client error or a
+    refusal under load) is recorded with its type and message but no stack trace: where
+    a refusal was raised tells nothing, and formatting the trace was about a third of a
+    refusal's CPU, which matters when a saturated server refuses hundreds of requests a
+    second.
     """
     target = span if span is not None else trace.get_current_span()
-    if isinstance(exc, InferenceGatewayException) and exc.expected:
+    if getattr(exc, "expected", False) is True:
         kind = f"{type(exc).__module__}.{type(exc).__qualname__}"
         target.add_event("exception", {"exception.type": kind, "exception.message": str(exc)})
     else:

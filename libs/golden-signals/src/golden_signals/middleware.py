@@ -1,0 +1,291 @@
+"""ASGI middleware that gives every request its id, its metrics and its access log line.
+
+It sits just inside the server span (`tracing.ServerSpanMiddleware`, so trace ids are
+available) and outside the app's exception handlers and middleware (so it sees the
+final status of every response, a 404, 405 or 413 included). An exception nobody
+handled is logged once, on the request's access line, and answered with a 500 that
+carries the request id (`Hooks.error_response`).
+
+Latency ends when the answer's last byte is handed to the server: a background task
+that runs after it is not in the request's latency (its failure is still counted and
+logged). The time to the status line (first byte) is recorded apart, for streamed
+answers. A WebSocket session is counted (``method="WEBSOCKET"``; 101 accepted, 403
+refused, 500 failed) but is no latency: its length is the client's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import structlog
+from opentelemetry import trace
+
+from golden_signals.asgi import ASGIApp, Message, Receive, Scope, Send, header
+from golden_signals.logs import LogContext, log_request_complete, log_request_start
+from golden_signals.metrics import RequestRecorder
+from golden_signals.routes import endpoint_of
+from golden_signals.sampling import TailSampling, http_outcome
+from golden_signals.tracing import CLIENT_CLOSED_REQUEST, current_traceparent, get_current_trace_id
+
+REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID_BYTES = b"x-request-id"
+_USER_ID_BYTES = b"x-user-id"
+#: The response headers the middleware sets (any the app set are replaced).
+_OURS = frozenset({_REQUEST_ID_BYTES, b"traceparent"})
+_SANE_TOKEN = re.compile(r"[A-Za-z0-9._:@\-]{1,128}")
+
+
+def sanitize_token(value: str | None) -> str | None:
+    """Return ``value`` if it is a sane token (≤128 safe characters), else None."""
+    if value is not None and _SANE_TOKEN.fullmatch(value):
+        return value
+    return None
+
+
+def _set_headers(message: Message, request_id: str, traceparent: str | None) -> None:
+    """Put the request id and the ``traceparent`` in an answer's headers (replacing any
+    the app set)."""
+    added = [(_REQUEST_ID_BYTES, request_id.encode())]
+    if traceparent is not None:
+        added.append((b"traceparent", traceparent.encode()))
+    message["headers"] = [
+        *(h for h in message.get("headers", ()) if h[0].lower() not in _OURS),
+        *added,
+    ]
+
+
+def _record_error(state: dict[str, Any], error: BaseException | None) -> None:
+    """Note ``error`` as the request's unless the app noted one."""
+    if error is not None:
+        state.setdefault("error", error)
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """One request as the middleware saw it, handed to the `Hooks` when it is over."""
+
+    scope: Scope
+    method: str
+    endpoint: str
+    status: int
+    duration_seconds: float
+    request_id: str
+    first_byte_seconds: float | None = None
+    error: BaseException | None = None  # what the app recorded (``state["error"]``) or raised
+    unhandled: Exception | None = None  # an exception nobody handled (its traceback is logged)
+    sampled: bool | None = None  # tail sampling's ruling on the trace (None: none)
+
+
+class Hooks:
+    """What an app may change about the middleware, by subclassing: the body of an
+    unhandled exception's 500, what a cancelled request records, its own per-request
+    metrics, and the access line. The defaults suit any app."""
+
+    def error_response(self, request_id: str) -> ASGIApp:
+        """The 500 answer for an exception nobody handled: no internals, the request id."""
+        body = orjson.dumps({"detail": "Internal Server Error", "request_id": request_id})
+
+        async def answer(scope: Scope, receive: Receive, send: Send) -> None:
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ]
+            await send({"type": "http.response.start", "status": 500, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        return answer
+
+    def cancelled_error(self) -> BaseException | None:
+        """What a request cancelled before its answer (its client went away) records as
+        its error (None: nothing; its status is 499 either way)."""
+        return None
+
+    def finished(self, record: RequestRecord) -> None:
+        """Called once per request after its metrics, before its access line: the app's
+        own per-request metrics (none by default)."""
+
+    def access_line(
+        self, record: RequestRecord, logger: structlog.typing.FilteringBoundLogger
+    ) -> None:
+        """Write the request's one access line (`logs.log_request_complete`): INFO,
+        WARNING for a 4xx or an expected 5xx, ERROR with the traceback otherwise."""
+        fields: dict[str, Any] = {}
+        if record.sampled is not None:
+            fields["trace_sampled"] = record.sampled
+        error = record.error
+        if error is not None:
+            fields["error_type"] = type(error).__name__
+        unhandled = record.unhandled
+        if unhandled is None and isinstance(error, Exception) and record.status >= 500:
+            unhandled = error
+        log_request_complete(
+            logger, record.method, record.endpoint, record.status,
+            record.duration_seconds * 1000, exc_info=unhandled,
+            expected=getattr(error, "expected", False) is True, **fields,
+        )  # fmt: skip
+
+
+class ObservabilityMiddleware:
+    """Request id, user id, active requests, RED metrics, access log, trace headers."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: RequestRecorder | None,
+        logger: structlog.typing.FilteringBoundLogger,
+        tail: TailSampling | None = None,
+        hooks: Hooks | None = None,
+        excluded: frozenset[str] = frozenset(),
+    ) -> None:
+        """Wrap ``app``, recording into ``metrics`` and logging with ``logger``; the
+        paths ``excluded`` pass through unmeasured."""
+        self.app = app
+        self.metrics = metrics
+        self.logger = logger
+        self.tail = tail
+        self.hooks = hooks if hooks is not None else Hooks()
+        self.excluded = excluded
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection, measuring it if it is HTTP or a WebSocket."""
+        kind = scope["type"]
+        if kind == "websocket" and scope["path"] not in self.excluded:
+            await self._websocket(scope, receive, send)
+            return
+        if kind != "http" or scope["path"] in self.excluded:
+            await self.app(scope, receive, send)
+            return
+        await self._http(scope, receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one HTTP request: its id, metrics, access line and trace headers."""
+        start = time.perf_counter()
+        root_path = scope.get("root_path", "")
+        request_id = sanitize_token(header(scope, _REQUEST_ID_BYTES)) or str(uuid.uuid4())
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        method = scope["method"]
+        metrics = self.metrics
+        status = 500
+        started = False
+        first_byte: float | None = None
+        answered: float | None = None
+        unhandled: Exception | None = None
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, started, first_byte, answered
+            kind = message["type"]
+            if kind == "http.response.start":
+                started = True
+                status = message["status"]
+                now = time.perf_counter()
+                first_byte = now - start
+                # The answer is known: keep the trace or not, and say so in the header.
+                sampled = self._decide(scope, status, now - start)
+                _set_headers(message, request_id, current_traceparent(sampled))
+            elif kind == "http.response.body" and not message.get("more_body", False):
+                answered = time.perf_counter()  # the last byte: background tasks come after
+            await send(message)
+
+        if metrics is not None:
+            metrics.active_requests.inc()
+        user_id = sanitize_token(header(scope, _USER_ID_BYTES))
+        with LogContext(request_id=request_id, user_id=user_id, method=method):
+            log_request_start(self.logger, method, scope["path"][:256])
+            try:
+                await self.app(scope, receive, send_wrapper)
+            except asyncio.CancelledError:
+                if not started:  # cancelled before any answer: its client went away
+                    status = CLIENT_CLOSED_REQUEST
+                    _record_error(state, self.hooks.cancelled_error())
+                raise
+            except Exception as exc:
+                status = 500  # even after a 200's first bytes: the answer was cut short
+                state["error"] = exc
+                unhandled = exc
+                if not started:
+                    await self.hooks.error_response(request_id)(scope, receive, send_wrapper)
+            finally:
+                end = answered if answered is not None else time.perf_counter()
+                record = RequestRecord(
+                    scope, method, endpoint_of(scope, root_path), status, end - start,
+                    request_id, first_byte, unhandled=unhandled,
+                )  # fmt: skip
+                self._finish(record)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Count one WebSocket session: 101 once accepted, 403 when closed before, 500
+        when the app failed before accepting."""
+        root_path = scope.get("root_path", "")
+        status = 403
+        start = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "websocket.accept":
+                status = 101
+            await send(message)
+
+        error: Exception | None = None
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            error = exc
+            if status != 101:
+                status = 500
+            raise
+        finally:
+            endpoint = endpoint_of(scope, root_path)
+            if self.metrics is not None:
+                self.metrics.record_request("WEBSOCKET", endpoint, status, None)
+                if error is not None:
+                    self.metrics.record_error(endpoint, type(error).__name__)
+            log_request_complete(
+                self.logger, "WEBSOCKET", endpoint, status, (time.perf_counter() - start) * 1000,
+                exc_info=error,
+            )  # fmt: skip
+
+    def _decide(self, scope: Scope, status: int, duration: float) -> bool | None:
+        """Tail sampling's ruling on this request's trace (None: no ruling, as under
+        head sampling or for an untraced route), remembered in the request's state."""
+        tail = self.tail
+        if tail is None:
+            return None
+        kept = tail.decide(  # the current span is the server span
+            trace.get_current_span(),
+            http_outcome(status),
+            duration,
+            header(scope, b"traceparent"),
+        )
+        if kept is not None:
+            scope["state"]["trace_sampled"] = kept
+        return kept
+
+    def _finish(self, record: RequestRecord) -> None:
+        """Record the request's metrics, the app's own, and write its one access line."""
+        state = record.scope["state"]
+        if "trace_sampled" not in state:  # no answer was sent (the client left)
+            self._decide(record.scope, record.status, record.duration_seconds)
+        error = state.get("error")
+        record.error = error if isinstance(error, BaseException) else None
+        record.sampled = state.get("trace_sampled")
+        metrics = self.metrics
+        if metrics is not None:
+            # An exemplar names a trace only when that trace is exported.
+            trace_id = get_current_trace_id() if record.sampled is not False else None
+            metrics.record_request(
+                record.method, record.endpoint, record.status, record.duration_seconds,
+                trace_id, record.first_byte_seconds,
+            )  # fmt: skip
+            if record.error is not None:
+                metrics.record_error(record.endpoint, type(record.error).__name__)
+            metrics.active_requests.dec()
+        self.hooks.finished(record)
+        self.hooks.access_line(record, self.logger)

@@ -1,0 +1,83 @@
+"""The ``endpoint`` of a request: the route template it matched, never its raw path."""
+
+from __future__ import annotations
+
+from golden_signals.asgi import Scope
+
+#: The ``endpoint`` of requests that matched no route: one bounded value for all of them
+#: (scanners' 404s never add a series).
+UNMATCHED_ENDPOINT = "unmatched"
+
+
+def route_template(scope: Scope, root_path: str = "") -> str | None:
+    """The template of the route ``scope`` matched (``/items/{item_id}``), with the
+    prefixes of the ``Mount``s it went through, or None when no route matched.
+
+    Starlette's and FastAPI's routers put the matched route in ``scope["route"]`` at each
+    level, and a ``Mount`` adds its prefix to ``scope["root_path"]``: the template is
+    what the mounts added to ``root_path`` (the value it had when the request came in,
+    the proxy's prefix, left out) followed by the innermost route's path. A route that
+    matched the path but not the method (a 405) still names its template. FastAPI
+    (≥ 0.160) keeps an included router's routes as they were declared, without the
+    prefixes of ``include_router``: the path with them is its
+    ``scope["fastapi"]["effective_route_context"]``'s, used when present.
+    """
+    path = getattr(scope.get("route"), "path", None)
+    fastapi = scope.get("fastapi")
+    if isinstance(fastapi, dict):
+        effective = getattr(fastapi.get("effective_route_context"), "path", None)
+        if isinstance(effective, str) and effective:
+            path = effective
+    if not isinstance(path, str) or not path:
+        return None
+    mounted = scope.get("root_path", "")
+    if isinstance(mounted, str) and mounted.startswith(root_path) and mounted != root_path:
+        return mounted[len(root_path) :] + path
+    return path
+
+
+def endpoint_of(scope: Scope, root_path: str = "") -> str:
+    """`route_template`, or `UNMATCHED_ENDPOINT`."""
+    return route_template(scope, root_path) or UNMATCHED_ENDPOINT
+
+
+def declared_routes(app: object, prefix: str = "") -> list[tuple[str, frozenset[str]]]:
+    """Every route template ``app`` declares, with its methods (``WEBSOCKET`` for a
+    WebSocket route): through ``Mount``s, included routers (FastAPI's prefixes
+    included) and the apps they mount. What `route_template` names at request time."""
+    found: list[tuple[str, frozenset[str]]] = []
+    routes = getattr(app, "routes", None)
+    if routes is None:
+        routes = getattr(getattr(app, "router", None), "routes", None)
+    for route in routes or ():
+        if hasattr(route, "effective_candidates"):  # FastAPI's included router
+            found += _included(route, prefix)
+            continue
+        path = getattr(route, "path", None)
+        if not isinstance(path, str):
+            continue
+        if hasattr(route, "routes") and not hasattr(route, "endpoint"):  # a Mount
+            found += declared_routes(route, prefix + path)
+            continue
+        methods = getattr(route, "methods", None)
+        if methods is None and type(route).__name__.startswith("WebSocket"):
+            methods = {"WEBSOCKET"}
+        found.append((prefix + path, frozenset(methods or ())))
+    return found
+
+
+def _included(router: object, prefix: str) -> list[tuple[str, frozenset[str]]]:
+    found: list[tuple[str, frozenset[str]]] = []
+    for candidate in router.effective_candidates():  # type: ignore[attr-defined]
+        if hasattr(candidate, "effective_candidates"):
+            found += _included(candidate, prefix)
+            continue
+        original = getattr(candidate, "original_route", None)
+        path = candidate.path
+        methods = getattr(candidate, "methods", None) or ()
+        if type(original).__name__.endswith("WebSocketRoute"):  # its context has no path
+            context = getattr(router, "include_context", None)
+            path = getattr(context, "prefix", "") + original.path  # type: ignore[union-attr]
+            methods = {"WEBSOCKET"}
+        found.append((prefix + path, frozenset(methods)))
+    return found

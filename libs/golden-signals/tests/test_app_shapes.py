@@ -1,0 +1,383 @@
+"""`instrument` on apps shaped as their authors shaped them: FastAPI's bigger-applications
+layout, Starlette with a Mount and a WebSocket route, a plain ASGI callable, streaming,
+background tasks, a ``root_path``; one call, idempotent, one registry per app."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import shop
+from fastapi import FastAPI
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from starlette.applications import Starlette
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocket
+
+from conftest import exemplars, lines, samples, value
+from golden_signals import TailSamplingOptions, instrument
+from golden_signals.instrument import Instrumentation
+
+OPENMETRICS = {"accept": "application/openmetrics-text; version=1.0.0"}
+EVERY_TRACE = TailSamplingOptions(ratio=1.0)
+
+
+def scrape(client: TestClient) -> str:
+    response = client.get("/metrics", headers=OPENMETRICS)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/openmetrics-text")
+    return response.text
+
+
+def instrumented(app: Any, log_stream: io.StringIO, **options: Any) -> Instrumentation:
+    options.setdefault("tail_sampling", EVERY_TRACE)
+    return instrument(app, log_stream=log_stream, include_registry=None, **options)
+
+
+def test_bigger_applications_routes_are_their_templates_with_every_prefix(
+    log_stream: io.StringIO,
+) -> None:
+    app = shop.create_app()
+    instrumented(app, log_stream)
+    client = TestClient(app)
+    assert client.get("/v1/items/42").status_code == 200
+    assert client.get("/v1/items/43").status_code == 200
+    assert client.get("/v1/items/missing").status_code == 404
+    assert client.get("/v1/items/1", headers={"x-token": "wrong"}).status_code == 400
+    assert client.post("/admin/reset").status_code == 200
+    assert client.get("/v1/items/42/nothing-here").status_code == 404
+    assert client.get("/wp-login.php").status_code == 404
+    assert client.delete("/admin/reset").status_code == 405
+    found = samples(scrape(client))
+    total = "http_requests_total"
+    assert value(found, total, method="GET", endpoint="/v1/items/{item_id}", status="200") == 2
+    assert value(found, total, method="GET", endpoint="/v1/items/{item_id}", status="404") == 1
+    assert value(found, total, method="GET", endpoint="/v1/items/{item_id}", status="400") == 1
+    assert value(found, total, method="POST", endpoint="/admin/reset", status="200") == 1
+    assert value(found, total, method="DELETE", endpoint="/admin/reset", status="405") == 1
+    # Paths that match no route share one series: scanners add none.
+    assert value(found, total, method="GET", endpoint="unmatched", status="404") == 2
+    endpoints = {dict(labels).get("endpoint") for name, labels in found if name == total}
+    assert endpoints == {"/v1/items/{item_id}", "/admin/reset", "unmatched"}
+
+
+def test_a_mount_and_a_websocket_route_keep_their_prefix_and_template(
+    log_stream: io.StringIO,
+) -> None:
+    async def user(request: Request) -> Response:
+        return PlainTextResponse(request.path_params["uid"])
+
+    async def chat(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text("hello " + websocket.path_params["room"])
+        await websocket.close()
+
+    async def refused(websocket: WebSocket) -> None:
+        await websocket.close(code=1008)
+
+    accounts = Starlette(routes=[Route("/users/{uid}", user)])
+    app = Starlette(
+        routes=[
+            Mount("/accounts", app=accounts),
+            WebSocketRoute("/ws/{room}", chat),
+            WebSocketRoute("/closed", refused),
+        ]
+    )
+    instrumented(app, log_stream)
+    client = TestClient(app)
+    assert client.get("/accounts/users/7").text == "7"
+    with client.websocket_connect("/ws/lobby") as websocket:
+        assert websocket.receive_text() == "hello lobby"
+    with pytest.raises(Exception), client.websocket_connect("/closed"):  # noqa: B017, PT011
+        pass
+    found = samples(scrape(client))
+    total = "http_requests_total"
+    assert value(found, total, method="GET", endpoint="/accounts/users/{uid}", status="200") == 1
+    assert value(found, total, method="WEBSOCKET", endpoint="/ws/{room}", status="101") == 1
+    assert value(found, total, method="WEBSOCKET", endpoint="/closed", status="403") == 1
+    # A session's length is the client's: no latency observed for it.
+    assert not any(
+        name.startswith("http_request_duration") and ("method", "WEBSOCKET") in labels
+        for name, labels in found
+    )
+
+
+def test_under_a_root_path_the_template_leaves_the_proxys_prefix_out(
+    log_stream: io.StringIO,
+) -> None:
+    app = shop.create_app()
+    instrumented(app, log_stream)
+    client = TestClient(app, root_path="/shop")
+    assert client.get("/shop/v1/items/5").status_code == 200
+    found = samples(client.get("/shop/metrics", headers=OPENMETRICS).text)
+    assert (
+        value(
+            found, "http_requests_total", method="GET", endpoint="/v1/items/{item_id}", status="200"
+        )
+        == 1
+    )
+
+
+def test_a_streamed_answer_has_its_first_byte_apart_from_its_last(log_stream: io.StringIO) -> None:
+    app = shop.create_app()
+    instrumented(app, log_stream)
+    client = TestClient(app)
+    assert client.get("/reports/stream").text == "first\nsecond\n"
+    found = samples(scrape(client))
+    labels = {"method": "GET", "endpoint": "/reports/stream"}
+    total = value(found, "http_request_duration_seconds_sum", **labels)
+    first = value(found, "http_response_first_byte_seconds_sum", **labels)
+    assert value(found, "http_response_first_byte_seconds_count", **labels) == 1
+    # The stream waits STREAM_GAP_SECONDS between its chunks, after the status line.
+    assert total >= shop.STREAM_GAP_SECONDS
+    assert total - first >= shop.STREAM_GAP_SECONDS
+
+
+def test_a_background_task_is_not_in_its_requests_latency(
+    log_stream: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shop, "BACKGROUND_SECONDS", 0.5)
+    app = shop.create_app()
+    instrumented(app, log_stream)
+    client = TestClient(app)  # returns once the app is done, background task included
+    assert client.post("/orders").json() == {"order": "accepted"}
+    assert any(line["message"] == "follow-up done" for line in lines(log_stream))
+    found = samples(scrape(client))
+    labels = {"method": "POST", "endpoint": "/orders"}
+    assert value(found, "http_request_duration_seconds_count", **labels) == 1
+    # The follow-up slept 0.5 s after the answer's last byte: none of it is latency.
+    assert value(found, "http_request_duration_seconds_sum", **labels) < 0.5
+
+
+def test_one_call_is_idempotent_and_outermost_whatever_the_apps_order(
+    log_stream: io.StringIO,
+) -> None:
+    app = shop.create_app()
+
+    class Teapot(BaseHTTPMiddleware):
+        async def dispatch(self, request: Request, call_next: Any) -> Response:
+            if request.url.path == "/teapot":
+                return PlainTextResponse("short and stout", status_code=418)
+            response: Response = await call_next(request)
+            return response
+
+    first = instrumented(app, log_stream)
+    app.add_middleware(Teapot)  # after instrument: the instrumentation still sees its answer
+    assert instrument(app) is first
+    started: list[bool] = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        started.append(True)
+        yield
+
+    app.router.lifespan_context = lifespan  # the app's own lifespan, set last
+
+    with TestClient(app) as client:
+        assert started == [True]
+        assert client.get("/teapot").status_code == 418
+        assert client.get("/v1/items/1").status_code == 200
+        found = samples(scrape(client))
+    assert (
+        value(found, "http_requests_total", method="GET", endpoint="unmatched", status="418") == 1
+    )
+    # Counted once, not once per call of instrument.
+    assert (
+        value(
+            found, "http_requests_total", method="GET", endpoint="/v1/items/{item_id}", status="200"
+        )
+        == 1
+    )
+
+
+def test_two_apps_in_one_process_each_count_their_own(log_stream: io.StringIO) -> None:
+    one, two = shop.create_app(), shop.create_app()
+    instrumented(one, log_stream)
+    instrumented(two, log_stream)  # no "Duplicated timeseries"
+    first, second = TestClient(one), TestClient(two)
+    first.get("/v1/items/1")
+    first.get("/v1/items/2")
+    second.get("/v1/items/3")
+    name, labels = (
+        "http_requests_total",
+        {"method": "GET", "endpoint": "/v1/items/{item_id}", "status": "200"},
+    )
+    assert value(samples(scrape(first)), name, **labels) == 2
+    assert value(samples(scrape(second)), name, **labels) == 1
+
+
+def test_a_plain_asgi_app_is_served_through_what_instrument_returns(
+    log_stream: io.StringIO,
+) -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert scope["type"] == "http"
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"plain"})
+
+    served = instrumented(app, log_stream).app
+    assert instrument(served) is instrument(app)
+    client = TestClient(served)
+    response = client.get("/anything")
+    assert response.text == "plain"
+    assert response.headers["x-request-id"]
+    found = samples(scrape(client))
+    assert (
+        value(found, "http_requests_total", method="GET", endpoint="unmatched", status="200") == 1
+    )
+
+
+def test_an_unhandled_exception_is_a_500_with_its_request_id_logged_once(
+    log_stream: io.StringIO,
+) -> None:
+    app = shop.create_app()
+    instrumented(app, log_stream)
+    client = TestClient(app, raise_server_exceptions=False)
+    response = client.get("/boom", headers={"x-request-id": "req-boom-1"})
+    assert response.status_code == 500
+    assert response.headers["x-request-id"] == "req-boom-1"
+    assert response.json() == {"detail": "Internal Server Error", "request_id": "req-boom-1"}
+    (line,) = [line for line in lines(log_stream) if line.get("request_id") == "req-boom-1"]
+    assert line["level"] == "ERROR"
+    assert line["status_code"] == 500
+    assert line["endpoint"] == "/boom"
+    assert line["error_type"] == "RuntimeError"
+    assert line["exception"][0]["exc_value"] == "the shop's bug"
+    assert "locals" not in line["exception"][0]["frames"][-1]
+    found = samples(scrape(client))
+    assert (
+        value(
+            found, "http_request_exceptions_total", endpoint="/boom", exception_type="RuntimeError"
+        )
+        == 1
+    )
+
+
+def test_log_lines_carry_trace_span_and_request_ids_and_never_a_secret(
+    log_stream: io.StringIO,
+) -> None:
+    app = shop.create_app()
+    instrumented(app, log_stream)
+    client = TestClient(app)
+    secret = "Bearer s3cr3t-v4lue"
+    response = client.get(
+        "/v1/items/9",
+        headers={"authorization": secret, "cookie": "session=abc123", "x-request-id": "req-9"},
+    )
+    logging.getLogger("shop").info(
+        "a line outside any request",
+        extra={"api_key": "k-123", "headers": {"Authorization": secret}},
+    )
+    records = lines(log_stream)
+    text = log_stream.getvalue()
+    assert "s3cr3t" not in text and "abc123" not in text and "k-123" not in text
+    own = next(line for line in records if line["message"] == "reading item 9")
+    access = next(line for line in records if line["message"] == "Request completed")
+    trace_id = response.headers["traceparent"].split("-")[1]
+    for line in (own, access):
+        assert line["request_id"] == "req-9"
+        assert line["trace_id"] == trace_id
+        assert len(line["span_id"]) == 16
+    assert own["logger"] == "shop"
+    assert access["endpoint"] == "/v1/items/{item_id}" and access["duration_ms"] > 0
+    outside = next(line for line in records if line["message"] == "a line outside any request")
+    assert outside["api_key"] == "[redacted]"
+    assert outside["headers"] == {"Authorization": "[redacted]"}
+
+
+def test_a_server_span_per_request_named_for_its_route_continuing_the_callers_trace(
+    log_stream: io.StringIO, spans: InMemorySpanExporter, span_processor: SimpleSpanProcessor
+) -> None:
+    app = shop.create_app()
+    instrumented(app, log_stream, span_processors=[span_processor])
+    client = TestClient(app)
+    caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    response = client.get("/v1/items/3", headers={"traceparent": caller})
+    client.get("/health")
+    (span,) = spans.get_finished_spans()
+    assert span.name == "GET /v1/items/{item_id}"
+    assert span.kind is SpanKind.SERVER
+    assert span.attributes is not None and span.attributes["http.route"] == "/v1/items/{item_id}"
+    assert span.attributes["http.response.status_code"] == 200
+    assert format(span.context.trace_id, "032x") == "0af7651916cd43dd8448eb211c80319c"
+    assert span.parent is not None and format(span.parent.span_id, "016x") == "b7ad6b7169203331"
+    assert response.headers["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
+
+
+def test_the_exclusion_list_reaches_every_signal(
+    log_stream: io.StringIO, spans: InMemorySpanExporter, span_processor: SimpleSpanProcessor
+) -> None:
+    app = shop.create_app()
+    instrumented(
+        app,
+        log_stream,
+        span_processors=[span_processor],
+        exclude=("/health", "/metrics", "/admin/reset"),
+    )
+    client = TestClient(app)
+    assert client.get("/health").status_code == 200
+    assert client.post("/admin/reset").status_code == 200
+    found = samples(scrape(client))
+    assert not [labels for name, labels in found if name == "http_requests_total"]
+    assert spans.get_finished_spans() == ()
+    assert not [line for line in lines(log_stream) if line["message"] == "Request completed"]
+
+
+def test_exemplars_name_the_kept_traces_only(log_stream: io.StringIO) -> None:
+    app = shop.create_app()
+    instrumented(app, log_stream, tail_sampling=TailSamplingOptions(ratio=0.0))
+    client = TestClient(app, raise_server_exceptions=False)
+    healthy = client.get("/v1/items/1")  # dropped by the ratio 0
+    failed = client.get("/boom")  # kept: a 5xx
+    kept = failed.headers["traceparent"].split("-")[1]
+    assert healthy.headers["traceparent"].endswith("-00") and failed.headers[
+        "traceparent"
+    ].endswith("-01")
+    found = exemplars(scrape(client), "http_request_duration_seconds_bucket")
+    assert {e["trace_id"] for e in found} == {kept}
+
+
+def test_the_apps_own_prometheus_client_metrics_are_served_beside(log_stream: io.StringIO) -> None:
+    from prometheus_client import CollectorRegistry, Counter
+
+    own = CollectorRegistry()
+    orders = Counter("shop_orders_total", "Orders taken.", registry=own)
+    orders.inc(3)
+    app = FastAPI()
+    instrument(app, log_stream=log_stream, include_registry=own)
+    found = samples(scrape(TestClient(app)))
+    assert value(found, "shop_orders_total") == 3
+
+
+def test_with_the_sdk_disabled_there_are_metrics_and_logs_and_no_traces(
+    log_stream: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    app = shop.create_app()
+    instrumentation = instrumented(app, log_stream)
+    assert instrumentation.tracer_provider is None
+    client = TestClient(app)
+    response = client.get("/v1/items/1")
+    assert "traceparent" not in response.headers
+    assert "trace_id" not in next(
+        line for line in lines(log_stream) if line["message"] == "Request completed"
+    )
+    assert (
+        value(
+            samples(scrape(client)),
+            "http_requests_total",
+            method="GET",
+            endpoint="/v1/items/{item_id}",
+            status="200",
+        )
+        == 1
+    )

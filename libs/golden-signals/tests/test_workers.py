@@ -1,0 +1,175 @@
+"""Under uvicorn with two workers: every scrape counts every request once, whichever
+worker answers it, with exemplars, and a worker that stops takes none of its counts
+with it. Real processes, on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import exemplars, samples, value
+
+HERE = Path(__file__).parent
+OPENMETRICS = {"accept": "application/openmetrics-text; version=1.0.0"}
+ITEMS = {"method": "GET", "endpoint": "/v1/items/{item_id}", "status": "200"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+class Server:
+    """``uvicorn shop:app --workers 2`` with its output collected line by line."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "SHOP_INSTRUMENT": "1",
+            "PROMETHEUS_MULTIPROC_DIR": str(directory),
+            "PYTHONPATH": str(HERE),
+        }
+        env.pop("OTEL_SDK_DISABLED", None)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "shop:app", "--workers", "2",
+             "--host", "127.0.0.1", "--port", str(self.port)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        self.output: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line)
+
+    def json_lines(self) -> list[dict[str, Any]]:
+        found = []
+        for line in list(self.output):
+            if line.startswith("{"):
+                found.append(json.loads(line))
+        return found
+
+    def worker_pids(self) -> set[int]:
+        """The pids that wrote an access line."""
+        return {
+            int(line["pid"])
+            for line in self.json_lines()
+            if line.get("message") == "Request completed"
+        }
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        # A new connection each time: the kernel hands connections to either worker.
+        with httpx.Client(base_url=self.url, timeout=10) as client:
+            return client.get(path, **kwargs)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    running = Server(tmp_path_factory.mktemp("multiproc"))
+    try:
+        _wait(lambda: _answers(running), "both workers to start")
+        yield running
+    finally:
+        running.stop()
+
+
+def _answers(server: Server) -> bool:
+    if server.process.poll() is not None:
+        raise AssertionError("".join(server.output))
+    try:
+        return server.get("/health").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _count(server: Server) -> float:
+    return value(
+        samples(server.get("/metrics", headers=OPENMETRICS).text), "http_requests_total", **ITEMS
+    )
+
+
+def test_two_workers_serve_and_every_scrape_counts_every_request_once(server: Server) -> None:
+    sent = 0
+    while len(server.worker_pids()) < 2 or sent < 200:  # both workers served some
+        assert server.get(f"/v1/items/{sent}").status_code == 200
+        sent += 1
+        assert sent < 2000, "one worker took every connection"
+    # Scrapes answered by either worker, right after the last answer: all exact.
+    counts = [_count(server) for _ in range(6)]
+    assert counts == [sent] * 6
+
+
+def test_exemplars_name_kept_traces_from_either_worker(server: Server) -> None:
+    kept = set()
+    for _ in range(20):
+        response = server.get("/boom")
+        assert response.status_code == 500
+        kept.add(response.headers["traceparent"].split("-")[1])
+    found = exemplars(
+        server.get("/metrics", headers=OPENMETRICS).text, "http_request_duration_seconds_bucket"
+    )
+    assert found
+    assert {e["trace_id"] for e in found} & kept
+    assert all(e["trace_id"] in kept or len(e["trace_id"]) == 32 for e in found)
+
+
+def test_a_worker_that_stops_takes_none_of_its_counts(server: Server) -> None:
+    before = _count(server)
+    assert before > 0
+    victim = max(server.worker_pids())
+    os.kill(victim, signal.SIGTERM)  # uvicorn starts another in its place
+    _wait(lambda: not _alive(victim), "the worker to stop")
+    _wait(lambda: _answers(server), "the server to answer")
+    assert _count(server) == before
+    server.get("/v1/items/after")
+    assert _count(server) == before + 1
+
+
+def test_uvicorns_and_the_apps_lines_are_json_with_request_ids(server: Server) -> None:
+    records = server.json_lines()
+    started = [r for r in records if r.get("message") == "Application startup complete."]
+    assert len(started) >= 2 and all(r["logger"] == "uvicorn.error" for r in started)
+    own = [r for r in records if str(r.get("message", "")).startswith("reading item")]
+    assert own and all(r["logger"] == "shop" and r["request_id"] and r["trace_id"] for r in own)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A stopped child stays a zombie until uvicorn reaps it.
+    status = Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1]
+    return status != "Z"
