@@ -80,8 +80,8 @@ image-test: $(DEV_STAMP)
 	scripts/ensure_tools.sh podman debootstrap runc
 	$(PY) -m pytest -m container -v
 
-$(BENCH_STAMP): pyproject.toml | $(PY)
-	$(PIP) install --quiet -e '.[dev,bench]'
+$(BENCH_STAMP): pyproject.toml $(LIBRARY)/pyproject.toml | $(PY)
+	$(PIP) install --quiet -e $(LIBRARY) -e '.[dev,bench]'
 	@touch $(RUNTIME_STAMP) $(DEV_STAMP) $@
 
 bench: $(BENCH_STAMP)
@@ -92,6 +92,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.telemetry_overhead $(OVERHEAD_ARGS) --json-out bench/results/raw/telemetry_overhead.json \
 		| tee bench/results/telemetry_overhead.md
 	$(PY) -m bench.observability_parts | tee bench/results/observability_parts.md
+	$(PY) -m bench.library_overhead | tee bench/results/library_overhead.md
 	$(PY) -m bench.observability_split | tee bench/results/observability_split.md
 	$(PY) -m bench.gil_profile | tee bench/results/gil_profile.md
 	$(VENV)/bin/inference-gateway export-onnx --repository $${MODEL_CACHE_DIR:-$$HOME/.cache/inference-gateway}/repository

@@ -19,8 +19,8 @@ from golden_signals.middleware import ObservabilityMiddleware
 from golden_signals.sampling import KEEP_REASONS, TailSampling
 from golden_signals.tracing import (
     SPAN_DROP_REASONS,
-    ServerSpanMiddleware,
     get_tracer,
+    instrument_fastapi,
     otlp_http_exporter,
     setup_tracing,
 )
@@ -258,8 +258,8 @@ def _add_middleware(
         tail=telemetry.tail,
         hooks=GatewayHooks(telemetry.metrics),
     )
-    if provider is not None:  # outermost: one server span per request, W3C context in
-        app.add_middleware(ServerSpanMiddleware, tracer=telemetry.tracer, excluded=UNTRACED_PATHS)
+    if provider is not None:
+        instrument_fastapi(app, telemetry.tracer, UNTRACED_PATHS)
 
 
 def create_app(

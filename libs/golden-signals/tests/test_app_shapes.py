@@ -381,3 +381,28 @@ def test_with_the_sdk_disabled_there_are_metrics_and_logs_and_no_traces(
         )
         == 1
     )
+
+
+def test_the_otel_variables_keep_their_meaning(
+    log_stream: io.StringIO,
+    spans: InMemorySpanExporter,
+    span_processor: SimpleSpanProcessor,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "checkout")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")  # head sampling, not tail
+    app = shop.create_app()
+    instrumentation = instrumented(app, log_stream, span_processors=[span_processor])
+    assert instrumentation.tail is None
+    assert instrumentation.tracer_provider is not None
+    assert instrumentation.tracer_provider.resource.attributes["service.name"] == "checkout"
+    response = TestClient(app).get("/v1/items/1")
+    flags = int(response.headers["traceparent"].rsplit("-", 1)[1], 16)
+    assert flags & 0x01 == 0  # not sampled; the ids flow all the same
+    assert spans.get_finished_spans() == ()
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")
+    other = shop.create_app()
+    instrumented(other, log_stream, span_processors=[span_processor])
+    TestClient(other).get("/v1/items/2")
+    (span,) = spans.get_finished_spans()
+    assert span.resource.attributes["service.name"] == "checkout"

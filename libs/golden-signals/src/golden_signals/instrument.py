@@ -171,7 +171,10 @@ def instrument(
         )  # fmt: skip
         tracer = tail.tracer if tail is not None else get_tracer(provider, name)
     instrumentation = Instrumentation(
-        app=app, registry=registry, metrics=metrics, logger=get_logger(), tracer=tracer,
+        app=app, registry=registry, metrics=metrics, tracer=tracer,
+        # Resolved once when this call configured logging (a lazy proxy resolves the
+        # configuration at every line); the app's own configuration otherwise.
+        logger=get_logger().bind() if logs else get_logger(),
         tracer_provider=provider, tail=tail, metrics_path=metrics_path,
     )  # fmt: skip
     excluded = frozenset(exclude)

@@ -27,8 +27,6 @@ import structlog
 from opentelemetry import trace
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from golden_signals.tracing import get_current_span_id, get_current_trace_id
-
 #: The ``logger`` field of lines logged through structlog, unless `setup_logging` names
 #: another.
 LOGGER_NAME = "app"
@@ -40,18 +38,36 @@ _CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|[\x00-\x1f\x7f-\x9f]")
 MAX_FIELD_CHARS = 4096
 
 
+#: The second last formatted by `add_timestamp`, and its text.
+_second: tuple[int, str] = (0, "")
+
+
+def add_timestamp(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """``timestamp``: now, ISO 8601 in UTC with microseconds (``2026-12-06T22:42:33.990161Z``,
+    as structlog's ``TimeStamper(fmt="iso", utc=True)`` writes it), the date and time
+    formatted once a second."""
+    global _second  # noqa: PLW0603 - a cache; a race formats the same second twice
+    now = time.time()
+    whole = int(now)
+    second = _second
+    if second[0] != whole:
+        second = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    event_dict["timestamp"] = f"{second[1]}.{int((now - whole) * 1_000_000):06d}Z"
+    return event_dict
+
+
 def add_trace_context(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     """Add ``trace_id``, ``span_id`` and ``trace_flags`` of the active span, if any;
     on a line that carries tail sampling's decision (``trace_sampled``) the flags'
     sampled bit is that decision, as in the response's ``traceparent``."""
-    trace_id = get_current_trace_id()
-    if trace_id is not None:
-        flags = int(trace.get_current_span().get_span_context().trace_flags)
+    context = trace.get_current_span().get_span_context()  # one context lookup
+    if context.is_valid:
+        flags = int(context.trace_flags)
         sampled = event_dict.get("trace_sampled")
         if isinstance(sampled, bool):  # tail sampling's decision, as in the traceparent
             flags = (flags & ~0x01) | int(sampled)
-        event_dict.setdefault("trace_id", trace_id)
-        event_dict.setdefault("span_id", get_current_span_id())
+        event_dict.setdefault("trace_id", format(context.trace_id, "032x"))
+        event_dict.setdefault("span_id", format(context.span_id, "016x"))
         event_dict.setdefault("trace_flags", format(flags, "02x"))
     return event_dict
 
@@ -96,27 +112,39 @@ def _redacted(value: Any, depth: int = 0) -> Any:
     return value
 
 
-def redact_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+#: The value types `sanitize_fields` looks into (exact types: an ABC check per field
+#: would cost more than the rest of the processor).
+_CONTAINERS = (dict, list, tuple)
+_SCALARS = frozenset({int, float, bool, type(None), bytes})
+
+
+def sanitize_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     """Replace the value of every field named like a secret (`SECRET_FIELDS`), and of
-    such keys inside mappings and header lists (a ``headers`` field), with `REDACTED`."""
-    for key, value in event_dict.items():
+    such keys inside mappings and header lists (a ``headers`` field), with `REDACTED`;
+    cut strings longer than `MAX_FIELD_CHARS`. Field names already known to be plain
+    are skipped in one set difference (a line's names are mostly the same few)."""
+    for key in event_dict.keys() - _plain_names:
         if _is_secret(key):
             event_dict[key] = REDACTED
-        elif isinstance(value, Mapping | list | tuple):
+        elif len(_plain_names) < 4096:
+            _plain_names.add(key)
+    for key, value in event_dict.items():
+        kind = type(value)
+        if kind is str:
+            if len(value) > MAX_FIELD_CHARS and key != "exception":
+                event_dict[key] = value[:MAX_FIELD_CHARS] + "…[truncated]"
+        elif kind in _CONTAINERS or (kind not in _SCALARS and isinstance(value, Mapping)):
             event_dict[key] = _redacted(value)
     return event_dict
+
+
+#: Field names seen and found not to be secrets (bounded: names are code's, not input).
+_plain_names: set[str] = set()
 
 
 def _upper_level(_: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
     level = event_dict.get("level", method)
     event_dict["level"] = "WARNING" if level == "warn" else str(level).upper()
-    return event_dict
-
-
-def _cap_lengths(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    for key, value in event_dict.items():
-        if isinstance(value, str) and len(value) > MAX_FIELD_CHARS and key != "exception":
-            event_dict[key] = value[:MAX_FIELD_CHARS] + "…[truncated]"
     return event_dict
 
 
@@ -147,11 +175,10 @@ def _context_processors() -> list[Processor]:
     return [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+        add_timestamp,
         add_trace_context,
         _add_pid,
-        redact_secrets,
-        _cap_lengths,
+        sanitize_fields,
     ]
 
 

@@ -16,9 +16,9 @@ refused, 500 failed) but is no latency: its length is the client's.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,16 @@ _USER_ID_BYTES = b"x-user-id"
 #: The response headers the middleware sets (any the app set are replaced).
 _OURS = frozenset({_REQUEST_ID_BYTES, b"traceparent"})
 _SANE_TOKEN = re.compile(r"[A-Za-z0-9._:@\-]{1,128}")
+
+
+def new_request_id() -> str:
+    """A random UUID (version 4) as text, without building a `uuid.UUID` (a third of
+    the cost)."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
+_VARIANT = "89ab"
 
 
 def sanitize_token(value: str | None) -> str | None:
@@ -168,7 +178,7 @@ class ObservabilityMiddleware:
         """Serve one HTTP request: its id, metrics, access line and trace headers."""
         start = time.perf_counter()
         root_path = scope.get("root_path", "")
-        request_id = sanitize_token(header(scope, _REQUEST_ID_BYTES)) or str(uuid.uuid4())
+        request_id = sanitize_token(header(scope, _REQUEST_ID_BYTES)) or new_request_id()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         method = scope["method"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -144,6 +144,13 @@ def otlp_http_exporter(
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     return OTLPSpanExporter(endpoint=endpoint, timeout=timeout_seconds)
+
+
+def instrument_fastapi(app: Any, tracer: Tracer, excluded: frozenset[str] = frozenset()) -> None:
+    """Create a server span per request of a FastAPI (or Starlette) ``app`` with
+    ``tracer`` (W3C context in), none for the paths ``excluded``: `ServerSpanMiddleware`,
+    added last, so outermost (the specification's helper; `instrument` does it all)."""
+    app.add_middleware(ServerSpanMiddleware, tracer=tracer, excluded=excluded)
 
 
 #: The W3C headers a server span continues (``traceparent``, ``tracestate``).

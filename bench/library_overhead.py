@@ -1,0 +1,167 @@
+"""CPU per request of the observability library against what people use instead.
+
+    .venv/bin/python -m bench.library_overhead [--requests 3000] [--repeats 7]
+
+One small FastAPI app (``GET /items/{item_id}`` answering a small JSON object), driven
+in process through its ASGI interface (no sockets, so only the app and its
+instrumentation spend CPU), once bare and once with each of:
+
+- golden-signals' ``instrument(app)``: metrics, JSON access logs (written to
+  /dev/null) and traces (server span, tail sampling at its default 5 %, kept spans to a
+  batch processor and an exporter that drops them), all three signals;
+- the same with several workers' bookkeeping (``PROMETHEUS_MULTIPROC_DIR`` set: the
+  values are published for the other workers);
+- prometheus-fastapi-instrumentator's ``Instrumentator().instrument(app)``: metrics only;
+- OpenTelemetry's ``FastAPIInstrumentor.instrument_app``: traces only (and OTel
+  metrics to the no-op meter provider), every span to a batch processor and the
+  dropping exporter.
+
+The variants take turns within each repeat (so the machine's drift reaches all alike);
+each figure is the median over the repeats of CPU time (``time.process_time``) per
+request, and the overhead is that minus the bare app's from the same repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from fastapi import FastAPI
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from prometheus_client import CollectorRegistry
+
+from bench.common import machine
+from golden_signals import instrument
+
+
+class _Dropping(SpanExporter):
+    """An exporter that takes every batch and keeps nothing."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+def _app() -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/items/{item_id}")
+    async def read_item(item_id: int) -> dict[str, Any]:
+        return {"item_id": item_id, "name": "widget"}
+
+    return app
+
+
+def bare() -> Any:
+    return _app()
+
+
+def golden_signals() -> Any:
+    app = _app()
+    null = open(os.devnull, "w")  # noqa: SIM115 - the app's stdout for the whole run
+    instrument(app, log_stream=null, include_registry=None, exporter=_Dropping())
+    return app
+
+
+def golden_signals_workers() -> Any:
+    app = _app()
+    null = open(os.devnull, "w")  # noqa: SIM115 - the app's stdout for the whole run
+    directory = tempfile.mkdtemp(prefix="golden-signals-bench-")
+    instrumentation = instrument(
+        app, log_stream=null, include_registry=None, exporter=_Dropping(),
+        multiprocess_dir=directory,
+    )  # fmt: skip
+    instrumentation.start()
+    return app
+
+
+def instrumentator() -> Any:
+    from prometheus_fastapi_instrumentator import Instrumentator
+
+    app = _app()
+    Instrumentator(registry=CollectorRegistry()).instrument(app)
+    return app
+
+
+def opentelemetry_fastapi() -> Any:
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    app = _app()
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(_Dropping()))
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
+    return app
+
+
+VARIANTS: dict[str, tuple[Callable[[], Any], str]] = {
+    "bare": (bare, "none"),
+    "golden-signals `instrument(app)`": (golden_signals, "metrics, logs, traces"),
+    "golden-signals, several workers": (golden_signals_workers, "metrics, logs, traces"),
+    "prometheus-fastapi-instrumentator": (instrumentator, "metrics"),
+    "OpenTelemetry FastAPIInstrumentor": (opentelemetry_fastapi, "traces"),
+}
+
+
+async def _drive(app: Any, requests: int) -> float:
+    """CPU seconds per request over ``requests`` sequential GETs through ``app``."""
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    statuses: list[int] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    start = time.process_time()
+    for index in range(requests):
+        path = f"/items/{index}"
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "method": "GET", "scheme": "http", "path": path, "raw_path": path.encode(),
+            "root_path": "", "query_string": b"", "headers": [(b"host", b"bench")],
+            "client": ("127.0.0.1", 40000), "server": ("bench", 80), "state": {},
+        }  # fmt: skip
+        await app(scope, receive, send)
+    spent = time.process_time() - start
+    assert statuses == [200] * requests, statuses[:5]
+    return spent / requests
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args(argv)
+    apps = {name: build() for name, (build, _) in VARIANTS.items()}
+    loop = asyncio.new_event_loop()
+    for app in apps.values():  # warm-up: routes compiled, first-call paths taken
+        loop.run_until_complete(_drive(app, 200))
+    runs: dict[str, list[float]] = {name: [] for name in apps}
+    for _ in range(args.repeats):
+        for name, app in apps.items():
+            runs[name].append(loop.run_until_complete(_drive(app, args.requests)) * 1e6)
+    loop.close()
+    base = runs["bare"]
+    print(f"# The observability library's CPU per request ({machine()})\n")
+    print(f"`python -m bench.library_overhead --requests {args.requests} --repeats {args.repeats}`;"
+          " in-process ASGI, one small FastAPI route, medians of the repeats.\n")  # fmt: skip
+    print("| instrumentation | signals | CPU µs/request | overhead µs/request | × bare |")
+    print("|---|---|---:|---:|---:|")
+    for name, values in runs.items():
+        extra = statistics.median(v - b for v, b in zip(values, base, strict=True))
+        print(
+            f"| {name} | {VARIANTS[name][1]} | {statistics.median(values):.1f} | "
+            f"{extra:.1f} | {statistics.median(values) / statistics.median(base):.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
