@@ -1,9 +1,10 @@
-"""Under uvicorn with two workers: every scrape counts every request once, whichever
-worker answers it, with exemplars, and a worker that stops takes none of its counts
-with it. Real processes, on loopback."""
+"""Under uvicorn with two workers, and under gunicorn with two uvicorn workers: every
+scrape counts every request once, whichever worker answers it, with exemplars, and a
+worker that stops takes none of its counts with it. Real processes, on loopback."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -40,10 +41,18 @@ def _wait(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> No
         time.sleep(0.1)
 
 
-class Server:
-    """``uvicorn shop:app --workers 2`` with its output collected line by line."""
+#: How each server runs the app with two workers.
+COMMANDS = {
+    "uvicorn": ["-m", "uvicorn", "shop:app", "--workers", "2", "--host", "127.0.0.1", "--port"],
+    "gunicorn": ["-m", "gunicorn", "shop:app", "--workers", "2", "--worker-class",
+                 "uvicorn_worker.UvicornWorker", "--bind"],
+}  # fmt: skip
 
-    def __init__(self, directory: Path) -> None:
+
+class Server:
+    """The app under ``runner`` with two workers, its output collected line by line."""
+
+    def __init__(self, directory: Path, runner: str) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
@@ -53,10 +62,11 @@ class Server:
             "PYTHONPATH": str(HERE),
         }
         env.pop("OTEL_SDK_DISABLED", None)
+        address = str(self.port) if runner == "uvicorn" else f"127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "shop:app", "--workers", "2",
-             "--host", "127.0.0.1", "--port", str(self.port)],
+            [sys.executable, *COMMANDS[runner], address],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,  # its workers in its process group, stopped with it
         )  # fmt: skip
         self.output: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -88,20 +98,25 @@ class Server:
             return client.get(path, **kwargs)
 
     def stop(self) -> None:
-        self.process.send_signal(signal.SIGINT)
+        self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        with contextlib.suppress(ProcessLookupError):  # a worker left behind
+            os.killpg(self.process.pid, signal.SIGKILL)
         self._reader.join(timeout=10)
         assert self.process.stdout is not None
-        self.process.stdout.close()
+        if not self._reader.is_alive():
+            self.process.stdout.close()
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = Server(tmp_path_factory.mktemp("multiproc"))
+@pytest.fixture(scope="module", params=sorted(COMMANDS))
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    running = Server(tmp_path_factory.mktemp("multiproc"), request.param)
     try:
         _wait(lambda: _answers(running), "both workers to start")
         yield running
@@ -153,7 +168,7 @@ def test_a_worker_that_stops_takes_none_of_its_counts(server: Server) -> None:
     before = _count(server)
     assert before > 0
     victim = max(server.worker_pids())
-    os.kill(victim, signal.SIGTERM)  # uvicorn starts another in its place
+    os.kill(victim, signal.SIGTERM)  # the server starts another in its place
     _wait(lambda: not _alive(victim), "the worker to stop")
     _wait(lambda: _answers(server), "the server to answer")
     assert _count(server) == before
