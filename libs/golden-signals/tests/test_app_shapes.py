@@ -406,3 +406,112 @@ def test_the_otel_variables_keep_their_meaning(
     TestClient(other).get("/v1/items/2")
     (span,) = spans.get_finished_spans()
     assert span.resource.attributes["service.name"] == "checkout"
+
+
+def test_a_mount_with_a_parameter_names_its_template_not_each_value(
+    log_stream: io.StringIO,
+) -> None:
+    async def orders(request: Request) -> Response:
+        return PlainTextResponse(request.path_params["tenant"])
+
+    tenants = Starlette(routes=[Route("/orders", orders)])
+    app = Starlette(
+        routes=[Mount("/t/{tenant}", app=Starlette(routes=[Mount("/v1", app=tenants)]))]
+    )
+    instrumented(app, log_stream)
+    client = TestClient(app)
+    for tenant in ("acme", "globex", "initech"):
+        assert client.get(f"/t/{tenant}/v1/orders").text == tenant
+    found = samples(scrape(client))
+    endpoints = {
+        dict(labels)["endpoint"] for name, labels in found if name == "http_requests_total"
+    }
+    assert endpoints == {"/t/{tenant}/v1/orders"}
+
+
+def test_the_exclusion_list_holds_under_a_root_path(
+    log_stream: io.StringIO, spans: InMemorySpanExporter, span_processor: SimpleSpanProcessor
+) -> None:
+    app = shop.create_app()
+    instrumented(app, log_stream, span_processors=[span_processor])
+    client = TestClient(app, root_path="/shop")
+    assert client.get("/shop/health").status_code == 200
+    found = samples(client.get("/shop/metrics", headers=OPENMETRICS).text)
+    assert not [labels for name, labels in found if name == "http_requests_total"]
+    assert spans.get_finished_spans() == ()
+
+
+def test_a_background_tasks_failure_leaves_the_answer_sent(
+    log_stream: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def failing_follow_up() -> None:
+        raise RuntimeError("the follow-up failed")
+
+    monkeypatch.setattr(shop, "_slow_follow_up", failing_follow_up)
+    app = shop.create_app()
+    instrumented(app, log_stream)
+    client = TestClient(app, raise_server_exceptions=False)
+    assert client.post("/orders").status_code == 200
+    found = samples(scrape(client))
+    assert value(found, "http_requests_total", method="POST", endpoint="/orders", status="200") == 1
+    assert value(found, "http_requests_total", method="POST", endpoint="/orders", status="500") == 0
+    assert (
+        value(
+            found,
+            "http_request_exceptions_total",
+            endpoint="/orders",
+            exception_type="RuntimeError",
+        )
+        == 1
+    )
+
+
+def test_a_websocket_refused_with_an_answer_counts_that_answers_status(
+    log_stream: io.StringIO,
+) -> None:
+    from starlette.testclient import WebSocketDenialResponse
+
+    async def private(websocket: WebSocket) -> None:
+        await websocket.send_denial_response(PlainTextResponse("who are you", status_code=401))
+
+    app = Starlette(routes=[WebSocketRoute("/private", private)])
+    instrumented(app, log_stream)
+    client = TestClient(app)
+    with pytest.raises(WebSocketDenialResponse), client.websocket_connect("/private"):
+        pass
+    found = samples(scrape(client))
+    assert (
+        value(found, "http_requests_total", method="WEBSOCKET", endpoint="/private", status="401")
+        == 1
+    )
+
+
+def test_an_app_started_twice_still_traces_and_counts(
+    log_stream: io.StringIO, spans: InMemorySpanExporter, span_processor: SimpleSpanProcessor
+) -> None:
+    app = shop.create_app()
+    instrumented(app, log_stream, span_processors=[span_processor])
+    for item in ("1", "2"):
+        with TestClient(app) as client:  # start-up and shutdown each time
+            assert client.get(f"/v1/items/{item}").status_code == 200
+    assert len(spans.get_finished_spans()) == 2
+    found = samples(scrape(TestClient(app)))
+    assert (
+        value(
+            found, "http_requests_total", method="GET", endpoint="/v1/items/{item_id}", status="200"
+        )
+        == 2
+    )
+
+
+def test_secret_names_in_any_spelling_are_redacted(log_stream: io.StringIO) -> None:
+    instrumented(FastAPI(), log_stream)
+    logging.getLogger("shop").warning(
+        "config", extra={"accessToken": "t-1", "clientSecret": "c-2", "X-Api-Key": "k-3",
+                         "nested": {"a": {"b": {"c": {"d": {"e": {"password": "p-4"}}}}}},
+                         "headers": [(b"authorization", [b"Bearer v-5"])], "api_key_id": "ops"},
+    )  # fmt: skip
+    text = log_stream.getvalue()
+    for secret in ("t-1", "c-2", "k-3", "p-4", "v-5"):
+        assert secret not in text
+    assert '"api_key_id":"ops"' in text  # a key's id is no secret

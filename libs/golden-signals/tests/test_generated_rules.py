@@ -51,6 +51,16 @@ def test_the_rules_pass_promtool(tmp_path: Path) -> None:
     assert sum(len(g["rules"]) for g in groups) == 7 * 2 + 4 * 2
 
 
+def test_rules_for_one_job_keep_it_and_pass_promtool(tmp_path: Path) -> None:
+    rules = _generate(tmp_path, "rules", "--job", "shop")
+    result = subprocess.run(
+        [_promtool(), "check", "rules", str(rules)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    records = yaml.safe_load(rules.read_text())["groups"][0]["rules"]
+    assert all('job="shop"' in r["expr"] and "by (job, endpoint)" in r["expr"] for r in records)
+
+
 def test_a_threshold_between_buckets_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -70,11 +80,12 @@ def _series(
     good = per_minute - bad_per_minute
     fast = per_minute - slow_per_minute
     labels = f'endpoint="{endpoint}",method="GET"'
+    answered = {
+        "series": f'http_requests_total{{{labels},status="200"}}',
+        "values": f"0+{good}x{minutes}",
+    }
     return [
-        {
-            "series": f'http_requests_total{{{labels},status="200"}}',
-            "values": f"0+{good}x{minutes}",
-        },
+        *([answered] if good else []),  # a route that only fails has no 200 series at all
         {
             "series": f'http_requests_total{{{labels},status="500"}}',
             "values": f"0+{bad_per_minute}x{minutes}",
@@ -110,6 +121,8 @@ def test_the_alerts_fire_for_the_route_that_misses_and_stay_quiet_for_the_others
                     *_series("/orders", 100, 10, 0, minutes),
                     # No errors, 5 % slower than 300 ms: burns latency 5x (tickets, no page).
                     *_series("/v1/items/{item_id}", 100, 0, 5, minutes),
+                    # Down: every answer a 500, never one 200.
+                    *_series("/boom", 50, 50, 0, minutes),
                     # Within both objectives: 0.2 % errors, 0.5 % slow.
                     *_series("/reports/stream", 1000, 2, 5, minutes),
                 ],
@@ -118,7 +131,8 @@ def test_the_alerts_fire_for_the_route_that_misses_and_stay_quiet_for_the_others
                         "eval_time": "200m",
                         "alertname": "AppAvailabilityBudgetBurn",
                         "exp_alerts": [
-                            _alert(rules, "availability", severity, burn, window, "/orders", "10%")
+                            _alert(rules, "availability", severity, burn, window, endpoint, value)
+                            for endpoint, value in (("/orders", "10%"), ("/boom", "100%"))
                             for severity, burn, window in (
                                 ("page", "14.4", "1h"),
                                 ("page", "6.0", "6h"),

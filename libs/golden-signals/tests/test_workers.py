@@ -192,3 +192,12 @@ def _alive(pid: int) -> bool:
     # A stopped child stays a zombie until uvicorn reaps it.
     status = Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1]
     return status != "Z"
+
+
+def test_a_pid_taken_by_a_later_process_is_another_worker() -> None:
+    from golden_signals.metrics import _alive, _start_time
+
+    mine = _start_time(os.getpid())
+    assert mine is not None
+    assert _alive(os.getpid(), mine)
+    assert not _alive(os.getpid(), mine + 1)  # same pid, another start: not that worker

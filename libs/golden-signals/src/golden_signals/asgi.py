@@ -18,3 +18,13 @@ def header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return str(value.decode("latin-1"))
     return None
+
+
+def route_path(scope: Scope) -> str:
+    """The request's path without the ``root_path`` a proxy or server put before it
+    (as the app's routes see it)."""
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    if root_path and path.startswith(root_path):
+        return path[len(root_path) :] or "/"
+    return path

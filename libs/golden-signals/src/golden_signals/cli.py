@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from golden_signals.instrument import Instrumentation
+from golden_signals.metrics import LATENCY_BUCKETS, HistogramFamily
 from golden_signals.routes import declared_routes
 from golden_signals.rules import (
     DEFAULT_SKIPPED,
@@ -37,6 +39,16 @@ def load_app(reference: str) -> object:
     return app
 
 
+def _buckets(app: object) -> tuple[float, ...]:
+    """The latency buckets ``app`` was instrumented with (the defaults if it was not)."""
+    instrumentation = getattr(app, "_golden_signals", None)
+    if isinstance(instrumentation, Instrumentation):
+        family = instrumentation.registry.families.get("http_request_duration_seconds")
+        if isinstance(family, HistogramFamily):
+            return family.bounds
+    return LATENCY_BUCKETS
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="golden-signals", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -56,7 +68,11 @@ def _parser() -> argparse.ArgumentParser:
         )
         command.add_argument("--period", default="30d", help="the objectives' period (30d)")
         command.add_argument(
-            "--skip", action="append", default=None, help="a route left out (repeatable)"
+            "--skip", action="append", default=[],
+            help="a route left out besides the scrape, probes and API docs (repeatable)",
+        )  # fmt: skip
+        command.add_argument(
+            "--job", help="only this Prometheus job's series, the job kept in each ratio"
         )
         command.add_argument("--service", default="app", help="names the rule groups and alerts")
         command.add_argument("--out", type=Path, help="write here instead of stdout")
@@ -67,9 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; 0 on success."""
     args = _parser().parse_args(argv)
     app = load_app(args.app)
-    routes = slo_routes(
-        declared_routes(app), args.skip if args.skip is not None else DEFAULT_SKIPPED
-    )
+    routes = slo_routes(declared_routes(app), (*DEFAULT_SKIPPED, *args.skip))
     try:
         objectives = Objectives(
             availability=args.availability,
@@ -80,10 +94,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "routes":
             text = "".join(f"{route}\n" for route in routes)
         elif args.command == "rules":
-            rules = generate_rules(routes, objectives, service=args.service)
+            rules = generate_rules(
+                routes, objectives, _buckets(app), service=args.service, job=args.job
+            )
             text = yaml.safe_dump(rules, sort_keys=False, width=1000)
         else:
-            text = dashboard_json(generate_dashboard(routes, objectives, service=args.service))
+            text = dashboard_json(
+                generate_dashboard(routes, objectives, service=args.service, job=args.job)
+            )
     except ValueError as exc:
         print(f"golden-signals: {exc}", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ from golden_signals.asgi import ASGIApp, Message, Receive, Scope, Send, header
 from golden_signals.logs import get_logger, setup_logging
 from golden_signals.metrics import LATENCY_BUCKETS, HttpMetrics, SignalRegistry
 from golden_signals.middleware import Hooks, ObservabilityMiddleware
+from golden_signals.routes import template_mounts
 from golden_signals.sampling import TailSampling
 from golden_signals.tracing import ServerSpanMiddleware, get_tracer, setup_tracing
 
@@ -59,12 +60,19 @@ class Instrumentation:
         app's start-up and at its first request)."""
         self.registry.start()
 
+    def stop(self) -> None:
+        """Publish the last values and flush the spans (at the app's shutdown; the app
+        may start again, as a test client does)."""
+        self.registry.close()
+        if self.tracer_provider is not None:
+            self.tracer_provider.force_flush()
+
     def close(self) -> None:
-        """Publish the last values and flush the spans (done at the app's shutdown)."""
+        """`stop`, and shut the span pipeline down for good (at the process's exit)."""
         if self._closed:
             return
         self._closed = True
-        self.registry.close()
+        self.stop()
         if self.tracer_provider is not None:
             self.tracer_provider.shutdown()
 
@@ -145,6 +153,7 @@ def instrument(
         setup_logging(log_level, log_format, log_stream or sys.stdout, logger_name=name)
     registry = SignalRegistry(
         multiprocess_dir or os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
+        name=name,
         include=include_registry,
     )
     metrics = HttpMetrics(registry, buckets)
@@ -206,6 +215,7 @@ def _wrap_stack(app: Any, instrumentation: Instrumentation, layers: Any, hooks: 
     build = app.build_middleware_stack
 
     def build_instrumented() -> ASGIApp:
+        template_mounts(app)  # the app's routes are complete when its stack is built
         return _Outer(build(), instrumentation=instrumentation, layers=layers)
 
     app.build_middleware_stack = build_instrumented
@@ -286,7 +296,8 @@ class _Outer:
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-                self.instrumentation.close()
+                self.instrumentation.stop()
+                self._started = False
             await send(message)
 
         await self.app(scope, receive_wrapper, send_wrapper)

@@ -79,6 +79,7 @@ SECRET_FIELDS = re.compile(
     re.IGNORECASE,
 )
 REDACTED = "[redacted]"
+_CAMEL = re.compile(r"([a-z0-9])([A-Z])")
 
 
 #: `_is_secret`'s answers by field name: a line's fields are mostly the same few names,
@@ -92,6 +93,7 @@ def _is_secret(name: object) -> bool:
     known = _secret_names.get(name)
     if known is None:
         text = name.decode("latin-1") if isinstance(name, bytes) else name
+        text = _CAMEL.sub(r"\1_\2", text)  # accessToken, xApiKey: as access_token, x_api_key
         known = bool(SECRET_FIELDS.search(text.replace("-", "_")))
         if len(_secret_names) < 4096:
             _secret_names[name] = known
@@ -100,13 +102,13 @@ def _is_secret(name: object) -> bool:
 
 def _redacted(value: Any, depth: int = 0) -> Any:
     """``value`` with the values of secret-named keys replaced (mappings, and the
-    (name, value) pairs of ASGI headers), four levels deep."""
+    (name, value) pairs of ASGI headers); deeper than four levels, replaced whole."""
     if depth > 4:
-        return value
+        return REDACTED
     if isinstance(value, Mapping):
         return {k: REDACTED if _is_secret(k) else _redacted(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        if len(value) == 2 and _is_secret(value[0]) and isinstance(value[1], str | bytes):
+        if len(value) == 2 and _is_secret(value[0]):
             return (value[0], REDACTED)
         return [_redacted(item, depth + 1) for item in value]
     return value
@@ -289,6 +291,7 @@ def setup_logging(
     """
     global _threshold, _logger_name  # noqa: PLW0603 - process-wide settings, like logging's
     _logger_name = logger_name
+    level = level.upper()
     if fmt == "json":
         final: list[Processor] = [
             structlog.processors.ExceptionRenderer(

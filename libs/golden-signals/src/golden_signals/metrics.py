@@ -9,12 +9,16 @@ own file in ``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's convention): every
 `SignalRegistry.flush_interval` seconds, at exit, and on demand before a scrape.
 
 A scrape is exact: the worker that answers it asks every other live worker to publish
-(a sequence number in a file they watch), waits until each has published at least that
-request (at most ``scrape_wait`` seconds), and sums their files with its own values, so
-every request finished before the scrape is counted once. A worker that died keeps its
-counters and histograms in the sum (its file stays: counters never go back) and loses
-its gauges (``livesum``). A worker killed outright loses what it had not yet published
-(at most one flush interval). Exemplars: the newest per bucket among the workers.
+(a reading of the system's monotonic clock, written to a file they watch: concurrent
+scrapes never move it back), waits until each has published at least that request (at
+most ``scrape_wait`` seconds), and sums their files with its own values, so every
+request finished before the scrape is counted once. A worker is its pid and its
+process's start time (a pid reused by a later process is another worker), and the
+files of different apps (``name``) in one directory are never summed together. A
+worker that died keeps its counters and histograms in the sum (its file stays: counters
+never go back) and loses its gauges (``livesum``). A worker killed outright loses what
+it had not yet published (at most one flush interval). Exemplars: the newest per bucket
+among the workers.
 
 The families render through prometheus_client's own exposition (Prometheus text, or
 OpenMetrics with exemplars when the scraper asks for it), with the app's own
@@ -27,6 +31,7 @@ import bisect
 import contextlib
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -194,13 +199,17 @@ class SignalRegistry:
         self,
         multiprocess_dir: str | os.PathLike[str] | None = None,
         *,
+        name: str = "app",
         flush_interval: float = 1.0,
         scrape_wait: float = 0.5,
         include: CollectorRegistry | None = REGISTRY,
     ) -> None:
         """Families in this process; ``include``: the app's own prometheus_client
-        metrics, rendered beside (its multiprocess files when ``multiprocess_dir`` is set)."""
+        metrics, rendered beside (prometheus_client's multiprocess files for its default
+        registry when ``multiprocess_dir`` is set); ``name`` tells the files of this app
+        from other apps' in the same directory."""
         self.multiprocess_dir = Path(multiprocess_dir) if multiprocess_dir else None
+        self.name = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:64] or "app"
         self.flush_interval = flush_interval
         self.scrape_wait = scrape_wait
         self.include = include
@@ -210,6 +219,7 @@ class SignalRegistry:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
+        self._started_at = _start_time(self._pid)
 
     # --- families ------------------------------------------------------------------------
     def counter(
@@ -247,15 +257,18 @@ class SignalRegistry:
             return
         with self._lock:
             requested = _requested(directory)
+            pid = os.getpid()
             data = {
-                "pid": self._pid,
+                "pid": pid,
+                "start": _start_time(pid),
+                "app": self.name,
                 "answers": requested,
                 "families": {
                     name: {"kind": family.kind, **family.state()}
                     for name, family in list(self.families.items())
                 },
             }
-            target = directory / f"{_FILE_PREFIX}{self._pid}.json"
+            target = directory / f"{_FILE_PREFIX}{self.name}-{pid}.json"
             partial = target.with_name(f".{target.name}.tmp")
             partial.write_bytes(orjson.dumps(data))
             os.replace(partial, target)
@@ -266,11 +279,13 @@ class SignalRegistry:
         started again in a forked child)."""
         if self.multiprocess_dir is None:
             return
-        if self._pid != os.getpid():  # forked after start: a new worker
+        if self._pid != os.getpid():  # forked: a new worker (a lock held at the fork stays held)
             self._pid, self._thread = os.getpid(), None
-            self._stop = threading.Event()
+            self._started_at = _start_time(self._pid)
+            self._lock = threading.Lock()
         if self._thread is not None:
             return
+        self._stop = threading.Event()  # started again after a shutdown
         self.multiprocess_dir.mkdir(parents=True, exist_ok=True)
         self.publish()
         self._thread = threading.Thread(
@@ -306,8 +321,8 @@ class SignalRegistry:
         """The other workers' published values, after asking every live one to publish
         and waiting (at most ``scrape_wait``) for it."""
         request_file = directory / _REQUEST_FILE
-        request = _requested(directory) + 1
-        partial = request_file.with_name(f".{request_file.name}.{self._pid}.tmp")
+        request = time.monotonic_ns()  # one clock for every process of the machine
+        partial = request_file.with_name(f".{request_file.name}.{os.getpid()}.tmp")
         with contextlib.suppress(OSError):
             partial.write_text(str(request))
             os.replace(partial, request_file)
@@ -315,15 +330,15 @@ class SignalRegistry:
         while True:
             found = []
             waiting = False
-            for path in directory.glob(f"{_FILE_PREFIX}*.json"):
+            for path in directory.glob(f"{_FILE_PREFIX}{self.name}-*.json"):
                 try:
                     data = orjson.loads(path.read_bytes())
                 except (OSError, orjson.JSONDecodeError):
                     continue
                 pid = int(data.get("pid", 0))
-                if pid == self._pid:
+                if pid == os.getpid() or data.get("app") != self.name:
                     continue
-                data["live"] = _alive(pid)
+                data["live"] = _alive(pid, data.get("start"))
                 waiting |= data["live"] and int(data.get("answers", 0)) < request
                 found.append(data)
             if not waiting or time.monotonic() >= deadline:
@@ -341,11 +356,12 @@ class SignalRegistry:
                 if name in worker["families"]
             ]
             yield _merged(family, states)
-        if directory is not None:
-            if self.include is not None:
-                source = CollectorRegistry()
-                prom_multiprocess.MultiProcessCollector(source, path=str(directory))  # type: ignore[no-untyped-call]
-                yield from source.collect()
+        shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if self.include is REGISTRY and directory is not None and shared:
+            # prometheus_client's multiprocess mode: the app's metrics are in its files.
+            source = CollectorRegistry()
+            prom_multiprocess.MultiProcessCollector(source, path=shared)  # type: ignore[no-untyped-call]
+            yield from source.collect()
         elif self.include is not None:
             yield from self.include.collect()
 
@@ -364,15 +380,25 @@ def _requested(directory: Path) -> int:
         return 0
 
 
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` runs (signal 0 checks without sending)."""
+def _start_time(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, Linux), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _alive(pid: int, started: int | None = None) -> bool:
+    """Whether process ``pid`` runs and is the one that started at ``started`` (a pid
+    reused by a later process is not; signal 0 checks without sending)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    return started is None or _start_time(pid) in (started, None)
 
 
 def _merged(family: Family, others: Iterable[tuple[dict[str, Any], bool]]) -> Metric:
@@ -499,6 +525,7 @@ class HttpMetrics:
         gauge.set((), 0.0)
         self.active_requests = _Child(gauge)
         self._statuses: dict[int, str] = {}
+        self._routes: set[tuple[str, str]] = set()
 
     def record_request(
         self,
@@ -514,6 +541,11 @@ class HttpMetrics:
         code = self._statuses.get(status)
         if code is None:
             code = self._statuses[status] = str(status)
+        if (method, endpoint) not in self._routes and len(self._routes) < 10_000:
+            # A 500 series from a route's first request on: its first error is then
+            # an increase ``rate()`` sees, not a new series' starting value.
+            self._routes.add((method, endpoint))
+            self.requests.touch((method, endpoint, "500"))
         self.requests.inc((method, endpoint, code))
         if duration_seconds is None:
             return

@@ -26,7 +26,7 @@ import orjson
 import structlog
 from opentelemetry import trace
 
-from golden_signals.asgi import ASGIApp, Message, Receive, Scope, Send, header
+from golden_signals.asgi import ASGIApp, Message, Receive, Scope, Send, header, route_path
 from golden_signals.logs import LogContext, log_request_complete, log_request_start
 from golden_signals.metrics import RequestRecorder
 from golden_signals.routes import endpoint_of
@@ -166,11 +166,11 @@ class ObservabilityMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection, measuring it if it is HTTP or a WebSocket."""
         kind = scope["type"]
-        if kind == "websocket" and scope["path"] not in self.excluded:
-            await self._websocket(scope, receive, send)
-            return
-        if kind != "http" or scope["path"] in self.excluded:
+        if kind not in ("http", "websocket") or route_path(scope) in self.excluded:
             await self.app(scope, receive, send)
+            return
+        if kind == "websocket":
+            await self._websocket(scope, receive, send)
             return
         await self._http(scope, receive, send)
 
@@ -217,9 +217,10 @@ class ObservabilityMiddleware:
                     _record_error(state, self.hooks.cancelled_error())
                 raise
             except Exception as exc:
-                status = 500  # even after a 200's first bytes: the answer was cut short
-                state["error"] = exc
-                unhandled = exc
+                # An answer cut short is a 500 even after a 200's start; after its last
+                # byte (a background task's failure) the answer sent stands.
+                status = 500 if answered is None else status
+                state["error"] = unhandled = exc
                 if not started:
                     await self.hooks.error_response(request_id)(scope, receive, send_wrapper)
             finally:
@@ -241,6 +242,8 @@ class ObservabilityMiddleware:
             nonlocal status
             if message["type"] == "websocket.accept":
                 status = 101
+            elif message["type"] == "websocket.http.response.start":  # refused with an answer
+                status = message["status"]
             await send(message)
 
         error: Exception | None = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from golden_signals.asgi import Scope
 
 #: The ``endpoint`` of requests that matched no route: one bounded value for all of them
@@ -16,7 +18,10 @@ def route_template(scope: Scope, root_path: str = "") -> str | None:
     Starlette's and FastAPI's routers put the matched route in ``scope["route"]`` at each
     level, and a ``Mount`` adds its prefix to ``scope["root_path"]``: the template is
     what the mounts added to ``root_path`` (the value it had when the request came in,
-    the proxy's prefix, left out) followed by the innermost route's path. A route that
+    the proxy's prefix, left out) followed by the innermost route's path. That is the
+    text the mounts matched: for a ``Mount("/t/{tenant}")`` it would be one value per
+    tenant, so the Mounts an instrumented app had when it started note their templates
+    instead (`template_mounts`), and those are used. A route that
     matched the path but not the method (a 405) still names its template. FastAPI
     (≥ 0.160) keeps an included router's routes as they were declared, without the
     prefixes of ``include_router``: the path with them is its
@@ -30,10 +35,45 @@ def route_template(scope: Scope, root_path: str = "") -> str | None:
             path = effective
     if not isinstance(path, str) or not path:
         return None
+    mounts = scope.get(MOUNTS_KEY)
+    if isinstance(mounts, str):  # the templates of the Mounts passed (`template_mounts`)
+        return mounts + path
     mounted = scope.get("root_path", "")
     if isinstance(mounted, str) and mounted.startswith(root_path) and mounted != root_path:
         return mounted[len(root_path) :] + path
     return path
+
+
+#: Where `template_mounts`' Mounts note the templates of the Mounts a request passed.
+MOUNTS_KEY = "golden_signals.mounts"
+
+
+def template_mounts(app: object) -> None:
+    """Make every ``Mount`` reachable from ``app``'s routes note its path template in the
+    request's scope when it matches (after those of the Mounts around it), so that
+    `route_template` names ``/t/{tenant}/items`` rather than the tenant's text. Each
+    Mount's ``matches`` is wrapped once, on the Mount object itself."""
+    routes = getattr(app, "routes", None)
+    if routes is None:
+        routes = getattr(getattr(app, "router", None), "routes", None)
+    for route in routes or ():
+        if not (hasattr(route, "routes") and hasattr(route, "matches") and hasattr(route, "app")):
+            continue
+        if hasattr(route, "endpoint") or getattr(route, "_golden_signals_mount", False):
+            continue
+        route.matches = _noting(route.matches, route.path)
+        route._golden_signals_mount = True
+        template_mounts(route)
+
+
+def _noting(matches: Any, template: str) -> Any:
+    def noted(scope: Scope) -> Any:
+        match, child = matches(scope)
+        if child:  # a full or partial match: its scope goes on to the mounted app
+            child[MOUNTS_KEY] = scope.get(MOUNTS_KEY, "") + template
+        return match, child
+
+    return noted
 
 
 def endpoint_of(scope: Scope, root_path: str = "") -> str:

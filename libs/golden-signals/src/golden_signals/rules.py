@@ -83,10 +83,18 @@ def slo_routes(
     )
 
 
-def _matcher(routes: Sequence[str]) -> str:
-    """A PromQL matcher for exactly these ``endpoint`` values (a raw-string regex)."""
+def _matcher(routes: Sequence[str], job: str | None = None) -> str:
+    """PromQL matchers for exactly these ``endpoint`` values (a regex in a double-quoted
+    string, so its backslashes doubled), and for ``job`` when given."""
     alternatives = "|".join(_RE2_SPECIAL.sub(r"\\\1", route) for route in routes)
-    return f"endpoint=~`{alternatives}`"
+    quoted = alternatives.replace("\\", "\\\\").replace('"', '\\"')
+    matcher = f'endpoint=~"{quoted}"'
+    return matcher if job is None else f'job="{job}",{matcher}'
+
+
+def _by(job: str | None) -> str:
+    """The labels each ratio keeps: the route, and the job when rules are per job."""
+    return "job, endpoint" if job is not None else "endpoint"
 
 
 def _bound(seconds: float, buckets: Sequence[float]) -> str:
@@ -108,24 +116,31 @@ def generate_rules(
     buckets: Sequence[float] = LATENCY_BUCKETS,
     *,
     service: str = "app",
+    job: str | None = None,
 ) -> dict[str, Any]:
-    """A Prometheus rules file (as data, for ``yaml.safe_dump``) for ``routes``."""
+    """A Prometheus rules file (as data, for ``yaml.safe_dump``) for ``routes``; with
+    ``job``, only that job's series, the job kept in every ratio (several services'
+    rules side by side in one Prometheus)."""
     if not routes:
         raise ValueError("no routes to set objectives for")
-    match = _matcher(routes)
+    match = _matcher(routes, job)
+    by = _by(job)
     le = _bound(objectives.latency_seconds, buckets)
     requests = f'http_requests_total{{{match},method!="WEBSOCKET"}}'
     records: list[dict[str, Any]] = []
     for window in WINDOWS:
+        total = f"sum by ({by}) (rate({requests}[{window}]))"
+        errors = f'sum by ({by}) (rate(http_requests_total{{{match},method!="WEBSOCKET",status=~"5.."}}[{window}]))'
         records.append({
             "record": f"endpoint:slo_availability_errors:ratio_rate{window}",
-            "expr": f'1 - sum by (endpoint) (rate(http_requests_total{{{match},method!="WEBSOCKET",status!~"5.."}}[{window}]))'
-                    f" / sum by (endpoint) (rate({requests}[{window}]))",
+            # A route without a 5xx yet has no error series: 0, not no value.
+            "expr": f"({errors} or 0 * {total}) / {total}",
         })  # fmt: skip
+        bucket = f'http_request_duration_seconds_bucket{{{match},le="{le}"}}'
+        count = f"http_request_duration_seconds_count{{{match}}}"
         records.append({
             "record": f"endpoint:slo_latency_errors:ratio_rate{window}",
-            "expr": f"1 - sum by (endpoint) (rate(http_request_duration_seconds_bucket{{{match},le=\"{le}\"}}[{window}]))"
-                    f" / sum by (endpoint) (rate(http_request_duration_seconds_count{{{match}}}[{window}]))",
+            "expr": f"1 - sum by ({by}) (rate({bucket}[{window}])) / sum by ({by}) (rate({count}[{window}]))",
         })  # fmt: skip
     budgets = {
         "availability": 1 - objectives.availability / 100,
@@ -174,11 +189,14 @@ def _days(period: str, burn: float) -> str:
 
 
 def generate_dashboard(
-    routes: Sequence[str], objectives: Objectives, *, service: str = "app"
+    routes: Sequence[str], objectives: Objectives, *, service: str = "app", job: str | None = None
 ) -> dict[str, Any]:
     """A Grafana dashboard (JSON model) of the golden signals per route, with the
-    objectives' error ratios and the budget left."""
-    match = _matcher(routes)
+    objectives' error ratios and the budget left (``job``: that job's series only)."""
+    match = _matcher(routes, job)
+    in_flight = (
+        f'sum(active_requests{{job="{job}"}})' if job is not None else "sum(active_requests)"
+    )
     budget = 1 - objectives.availability / 100
     panels: list[tuple[str, str, str, str]] = [
         ("Traffic (requests/s)", f"sum by (endpoint) (rate(http_requests_total{{{match}}}[5m]))", "reqps", "{{endpoint}}"),
@@ -186,7 +204,7 @@ def generate_dashboard(
         ("Latency p99", f"histogram_quantile(0.99, sum by (endpoint, le) (rate(http_request_duration_seconds_bucket{{{match}}}[5m])))", "s", "{{endpoint}}"),
         ("Latency p50", f"histogram_quantile(0.5, sum by (endpoint, le) (rate(http_request_duration_seconds_bucket{{{match}}}[5m])))", "s", "{{endpoint}}"),
         ("Time to first byte p99", f"histogram_quantile(0.99, sum by (endpoint, le) (rate(http_response_first_byte_seconds_bucket{{{match}}}[5m])))", "s", "{{endpoint}}"),
-        ("Saturation (requests in flight)", "sum(active_requests)", "short", "in flight"),
+        ("Saturation (requests in flight)", in_flight, "short", "in flight"),
         ("Availability burn rate (1h)", f"endpoint:slo_availability_errors:ratio_rate1h / {budget:.10g}", "short", "{{endpoint}}"),
         ("Latency burn rate (1h)", f"endpoint:slo_latency_errors:ratio_rate1h / {1 - objectives.latency_target / 100:.10g}", "short", "{{endpoint}}"),
         (f"Availability budget left ({objectives.period})", f'1 - (sum by (endpoint) (increase(http_requests_total{{{match},status=~"5.."}}[{objectives.period}])) / sum by (endpoint) (increase(http_requests_total{{{match}}}[{objectives.period}]))) / {budget:.10g}', "percentunit", "{{endpoint}}"),

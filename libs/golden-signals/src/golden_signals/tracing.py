@@ -23,6 +23,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
+from golden_signals.asgi import route_path
 from golden_signals.routes import route_template
 from golden_signals.sampling import TailSampling
 
@@ -179,7 +180,7 @@ class ServerSpanMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI call inside its server span (HTTP only)."""
-        if scope["type"] != "http" or scope["path"] in self.excluded:
+        if scope["type"] != "http" or route_path(scope) in self.excluded:
             await self.app(scope, receive, send)
             return
         carrier = {
