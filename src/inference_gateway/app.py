@@ -262,6 +262,25 @@ def _add_middleware(
         instrument_fastapi(app, telemetry.tracer, UNTRACED_PATHS)
 
 
+def _start_metrics(metrics: Metrics | None, host: str, port: int | None) -> Callable[[], None]:
+    """Start what the metrics need while the app serves: the HTTP families' publication
+    for the other workers (with several), and the metrics on their own ``port`` when
+    set. Returns what stops them: the port closed, the last values published, this
+    worker's live gauges dropped."""
+    if metrics is None:
+        return lambda: None
+    metrics.http_registry.start()
+    stop_port = serve_metrics_port(metrics.registry, host, port) if port is not None else None
+
+    def stop() -> None:
+        if stop_port is not None:
+            stop_port()
+        metrics.http_registry.close()
+        metrics.mark_process_dead(os.getpid())
+
+    return stop
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -335,11 +354,7 @@ def create_app(
             tracing=provider is not None,
             metrics=metrics is not None,
         )
-        stop_metrics_port = (
-            serve_metrics_port(metrics.registry, settings.host, own_metrics_port)
-            if metrics is not None and own_metrics_port is not None
-            else None
-        )
+        stop_metrics = _start_metrics(metrics, settings.host, own_metrics_port)
         listeners: list[Callable[[], None]] = []  # what stops taking calls with HTTP
 
         def stop_listening() -> None:
@@ -367,10 +382,7 @@ def create_app(
         finally:
             restore_signals()
             app.state.shedder.log_tally()  # the last second's refusals at the door
-            if stop_metrics_port is not None:
-                await asyncio.to_thread(stop_metrics_port)
-            if metrics is not None:
-                metrics.mark_process_dead(os.getpid())
+            await asyncio.to_thread(stop_metrics)
             if provider is not None:
                 await _shutdown_tracing(provider, settings.trace_flush_timeout_seconds)
 

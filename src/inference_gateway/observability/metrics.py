@@ -39,6 +39,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 from prometheus_client.utils import floatToGoString
 
+from golden_signals.metrics import HttpMetrics, SignalRegistry
+
 #: The ``endpoint`` label of requests that match no route: one series for all of them.
 UNMATCHED_ENDPOINT = "unmatched"
 
@@ -199,19 +201,14 @@ class Metrics:
             ProcessCollector(registry=r)
             GCCollector(registry=r)
             PlatformCollector(registry=r)
-        # Traffic, errors, latency.
-        self.http_requests_total = Counter(
-            "http_requests_total", "HTTP requests by route template and status.",
-            ["method", "endpoint", "status"], registry=r,
-        )  # fmt: skip
-        self.http_request_duration_seconds = Histogram(
-            "http_request_duration_seconds", "HTTP request latency (seconds).",
-            ["method", "endpoint"], buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.http_request_exceptions_total = Counter(
-            "http_request_exceptions_total", "Exceptions raised while serving requests.",
-            ["endpoint", "exception_type"], registry=r,
-        )  # fmt: skip
+        # Traffic, errors, latency and requests in flight: the observability library's
+        # families, kept in process and published per worker (exact at every scrape,
+        # exemplars from every worker), not prometheus_client's multiprocess files.
+        self.http_registry = SignalRegistry(multiprocess_dir, name="http", include=None)
+        self.http = HttpMetrics(self.http_registry, LATENCY_BUCKETS, first_byte=False)
+        self.active_requests = self.http.active_requests
+        if multiprocess_dir is None:
+            r.register(self.http_registry)
         self.grpc_requests_total = Counter(
             "grpc_requests_total", "gRPC calls by method and status code.",
             ["grpc_method", "code"], registry=r,
@@ -234,10 +231,6 @@ class Metrics:
         self.http_connections_open = Gauge(
             "http_connections_open", "Open HTTP connections of each worker (MAX_CONNECTIONS each).",
             registry=r, multiprocess_mode="liveall",
-        )  # fmt: skip
-        self.active_requests = Gauge(
-            "active_requests", "HTTP requests being served now.",
-            registry=r, multiprocess_mode="livesum",
         )  # fmt: skip
         self.inference_queue_size = Gauge(
             "inference_queue_size", "Requests waiting for the forward pass.",
@@ -409,17 +402,7 @@ class Metrics:
         `golden_signals.metrics.RequestRecorder`; ``first_byte_seconds`` is not kept: the
         gateway's answers are single JSON bodies, their first byte is their last; a
         WebSocket session, ``duration_seconds`` None, is counted only)."""
-        self.http_requests_total.labels(method, endpoint, str(status)).inc()
-        if duration_seconds is None:
-            return
-        self.http_request_duration_seconds.labels(method, endpoint).observe(
-            duration_seconds, exemplar=_exemplar(trace_id)
-        )
-        if self.multiprocess_dir is not None and trace_id:
-            self._exemplars.remember(
-                "http_request_duration_seconds", (method, endpoint), LATENCY_BUCKETS,
-                duration_seconds, trace_id,
-            )  # fmt: skip
+        self.http.record_request(method, endpoint, status, duration_seconds, trace_id)
 
     def record_grpc_request(
         self, method: str, code: str, duration_seconds: float, trace_id: str | None = None
@@ -534,7 +517,7 @@ class Metrics:
 
     def record_error(self, endpoint: str, exception_type: str) -> None:
         """Count an exception raised while serving ``endpoint``."""
-        self.http_request_exceptions_total.labels(endpoint, exception_type).inc()
+        self.http.record_error(endpoint, exception_type)
 
     def record_inference_error(self, model: ModelKey, error_type: str, count: int = 1) -> None:
         """Count requests whose forward pass failed."""
@@ -625,10 +608,10 @@ class Metrics:
         """
         for endpoint in PREDICT_ENDPOINTS:
             for status in PREDICT_STATUSES:
-                self.http_requests_total.labels("POST", endpoint, status)
+                self.http.requests.touch(("POST", endpoint, status))
             for exception_type in exception_types:
-                self.http_request_exceptions_total.labels(endpoint, exception_type)
-            self.http_request_duration_seconds.labels("POST", endpoint)
+                self.http.exceptions.touch((endpoint, exception_type))
+            self.http.duration.touch(("POST", endpoint))
         for reason in decode_failure_reasons:
             self.image_decode_failures_total.labels(reason)
         for reason in span_drop_reasons:
@@ -721,7 +704,7 @@ class Metrics:
         encoder, content_type = choose_encoder(accept or "")
         if self.multiprocess_dir is None:
             return encoder(self.registry), content_type
-        summed = multiprocess_registry(self.multiprocess_dir)
+        summed = multiprocess_registry(self.multiprocess_dir, self.http_registry)
         with_exemplars = CollectorRegistry(auto_describe=False)
         with_exemplars.register(self._exemplars.adding_to(summed))
         return encoder(with_exemplars), content_type
@@ -736,7 +719,6 @@ class Metrics:
 
 #: Label names (before ``le``) of the histograms that carry exemplars.
 _EXEMPLAR_LABELS: dict[str, tuple[str, ...]] = {
-    "http_request_duration_seconds": ("method", "endpoint"),
     "model_inference_duration_seconds": MODEL_LABELS,
     "grpc_request_duration_seconds": ("grpc_method",),
     "prediction_confidence": MODEL_LABELS,
@@ -850,14 +832,20 @@ class _ExemplarStore:
         return WithExemplars()
 
 
-def multiprocess_registry(directory: str) -> CollectorRegistry:
+def multiprocess_registry(directory: str, http: SignalRegistry | None = None) -> CollectorRegistry:
     """A registry that sums the metric files every worker wrote to ``directory``, without
     the series of versions no worker serves any more, with the live workers'
-    ``process_*`` series."""
+    ``process_*`` series, and the HTTP families every worker published: ``http``, a
+    worker's own (its values in memory, the others' files), or for a process that
+    serves none (the parent's ``METRICS_PORT``) one that only reads the workers' files."""
     aggregate = CollectorRegistry()
     summed = prom_multiprocess.MultiProcessCollector(None, path=directory)  # type: ignore[no-untyped-call]
     aggregate.register(ServedModelsOnly(summed, directory))
     aggregate.register(WorkerProcessCollector(directory))
+    if http is None:
+        http = SignalRegistry(directory, name="http", include=None)
+        HttpMetrics(http, LATENCY_BUCKETS, first_byte=False)  # the families' definitions
+    aggregate.register(http)
     return aggregate
 
 

@@ -48,6 +48,7 @@ from prometheus_client.metrics_core import (
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 from prometheus_client.utils import floatToGoString
 
@@ -191,7 +192,7 @@ class HistogramFamily(Family):
 _F = TypeVar("_F", bound=Family)
 
 
-class SignalRegistry:
+class SignalRegistry(Collector):
     """The metric families of one app (never process-global: two apps in one process
     never clash), published for the other workers when ``multiprocess_dir`` is set."""
 
@@ -500,9 +501,14 @@ class HttpMetrics:
     """
 
     def __init__(
-        self, registry: SignalRegistry, buckets: Sequence[float] = LATENCY_BUCKETS
+        self,
+        registry: SignalRegistry,
+        buckets: Sequence[float] = LATENCY_BUCKETS,
+        *,
+        first_byte: bool = True,
     ) -> None:
-        """The families, in ``registry``."""
+        """The families, in ``registry`` (``first_byte=False``: no time to first byte,
+        for a service whose answers are single bodies)."""
         self.requests = registry.counter(
             "http_requests_total", "HTTP requests by route template and status.",
             ("method", "endpoint", "status"),
@@ -512,10 +518,14 @@ class HttpMetrics:
             "HTTP request latency until the answer's last byte (seconds).",
             ("method", "endpoint"), buckets,
         )  # fmt: skip
-        self.first_byte = registry.histogram(
-            "http_response_first_byte_seconds",
-            "HTTP time until the answer's status line (seconds).",
-            ("method", "endpoint"), buckets,
+        self.first_byte = (
+            registry.histogram(
+                "http_response_first_byte_seconds",
+                "HTTP time until the answer's status line (seconds).",
+                ("method", "endpoint"), buckets,
+            )
+            if first_byte
+            else None
         )  # fmt: skip
         self.exceptions = registry.counter(
             "http_request_exceptions_total", "Exceptions raised while serving requests.",
@@ -551,7 +561,7 @@ class HttpMetrics:
             return
         key = (method, endpoint)
         self.duration.observe(key, duration_seconds, trace_id)
-        if first_byte_seconds is not None:
+        if first_byte_seconds is not None and self.first_byte is not None:
             self.first_byte.observe(key, first_byte_seconds)
 
     def record_error(self, endpoint: str, exception_type: str) -> None:
