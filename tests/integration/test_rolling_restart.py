@@ -29,9 +29,8 @@ from pathlib import Path
 
 import httpx2 as httpx
 import pytest
-from prometheus_client import CollectorRegistry
-from prometheus_client.multiprocess import MultiProcessCollector
 
+from inference_gateway.observability.metrics import multiprocess_registry
 from tests.helpers import wait_until
 from tests.images import cat_jpeg
 from tests.servers import GatewayProcess, free_port, gateway_process
@@ -86,8 +85,7 @@ class Member:
         """The /predict answers of every process of this slot, by status."""
         counts: Counter[str] = Counter()
         for directory in self.metric_dirs:
-            registry = CollectorRegistry()
-            MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
+            registry = multiprocess_registry(str(directory))  # what the workers published
             for family in registry.collect():
                 for sample in family.samples:
                     labels = sample.labels

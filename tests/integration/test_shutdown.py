@@ -30,9 +30,8 @@ import httpx2 as httpx
 import pytest
 import tritonclient.grpc as triton
 from PIL import Image
-from prometheus_client import CollectorRegistry
-from prometheus_client.multiprocess import MultiProcessCollector
 
+from inference_gateway.observability.metrics import multiprocess_registry
 from tests.collector import otlp_receiver
 from tests.helpers import wait_until
 from tests.images import CAT_CLASSES, CAT_PNG, cat_jpeg
@@ -72,8 +71,9 @@ class Outcome:
 
 
 def _server_counts(directory: Path) -> Counter[str]:
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
+    """The /predict answers the server's workers counted, by status, read from what they
+    published to ``directory`` (as the parent's METRICS_PORT reads them)."""
+    registry = multiprocess_registry(str(directory))
     counts: Counter[str] = Counter()
     for family in registry.collect():
         for sample in family.samples:

@@ -349,7 +349,16 @@ class SignalRegistry(Collector):
     def collect(self) -> Iterator[Metric]:
         """Every family, summed over the workers, then the included registry's metrics."""
         directory = self.multiprocess_dir
-        others = self._others(directory) if directory is not None else []
+        others: list[dict[str, Any]] = []
+        if directory is not None:
+            # A worker's values published first: the files then hold at least what any
+            # scrape reported, so a worker killed before its next publication takes back
+            # nothing a scrape saw (a counter never goes down). A process that only reads
+            # (a parent's metrics port) publishes nothing.
+            if self._thread is not None:
+                with contextlib.suppress(OSError):
+                    self.publish()
+            others = self._others(directory)
         for name, family in list(self.families.items()):
             states = [
                 (worker["families"][name], worker["live"])

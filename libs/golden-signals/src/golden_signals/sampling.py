@@ -6,8 +6,8 @@ request gets its ids (trace and span ids, in the logs and headers as always) but
 spans are only *recorded*: a `RecordedSpan` is a name, two clock readings, a dict of
 attributes and its parent, nothing more: no SDK span, no processor call, no lock.
 When the request is answered `TailSampling.decide` keeps it when it failed (5xx), was
-refused (503) or timed out (504), took longer than ``TRACE_SLOW_MS``, or arrived with a
-sampled ``traceparent``, and otherwise with probability ``TRACE_SAMPLE_RATIO``. Only a
+refused (503) or timed out (504), took longer than ``slow_seconds``, or arrived with a
+sampled ``traceparent``, and otherwise with probability ``ratio``. Only a
 kept request's records become spans (the SDK's `ReadableSpan`, with the recorded times,
 ids, parents, attributes, events, links and status) and go to the exporting
 processors; a dropped request's records are forgotten. A batch's span (a trace of its
@@ -57,7 +57,7 @@ KEEP_REASONS: tuple[str, ...] = (
     "error", "refused", "timeout", "slow", "low_confidence", "parent_sampled", "ratio",
 )  # fmt: skip
 #: Spans one request may hold while it waits for its decision; beyond, they are dropped.
-#: (An Open Inference Protocol request of 256 images records about 4 per image.)
+#: (A batch request of 256 items that records about 4 spans per item stays below.)
 MAX_SPANS_PER_TRACE = 1024
 #: Spans of kept requests remembered for a batch span that starts after its request was
 #: decided (a request that timed out just as its batch began).
@@ -428,13 +428,11 @@ class TailSampling(SpanProcessor):
         ids: IdGenerator | None = None,
         scope_name: str = "golden_signals",
     ) -> None:
-        """Keep healthy, fast requests with probability ``ratio`` (TRACE_SAMPLE_RATIO),
-        and every one slower than ``slow_seconds`` (TRACE_SLOW_MS); refused ones at
-        most ``refused_per_second`` a second (TRACE_REFUSED_PER_SECOND; 0: all); those
-        that asked (`want_trace`) at most ``wanted_per_second``
-        (TRACE_LOW_CONFIDENCE_PER_SECOND; 0: all); ``on_kept`` counts each kept request
-        by reason; ``scope_name`` names the instrumentation scope of the spans it
-        exports."""
+        """Keep healthy, fast requests with probability ``ratio``, and every one slower
+        than ``slow_seconds``; refused ones at most ``refused_per_second`` a second (0:
+        all); those that asked (`want_trace`) at most ``wanted_per_second`` (0: all);
+        ``on_kept`` counts each kept request by reason; ``scope_name`` names the
+        instrumentation scope of the spans it exports."""
         self.ratio = ratio
         self.slow_seconds = slow_seconds
         self.refusals = TokenBucket(refused_per_second) if refused_per_second > 0 else None
