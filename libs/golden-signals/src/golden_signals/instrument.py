@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import os
 import sys
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -40,7 +41,7 @@ class TailSamplingOptions:
     refused_per_second: float = 10.0
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, weakref_slot=True)
 class Instrumentation:
     """What `instrument` made for one app: serve ``app`` (the app itself for Starlette
     and FastAPI, which are changed in place; a wrapper for any other ASGI callable)."""
@@ -203,8 +204,15 @@ def instrument(
         instrumentation.app = _Outer(app, instrumentation=instrumentation, layers=layers)
     for instrumented in {id(app): app, id(instrumentation.app): instrumentation.app}.values():
         setattr(instrumented, _ATTRIBUTE, instrumentation)
-    atexit.register(instrumentation.close)
+    atexit.register(_close_at_exit, weakref.ref(instrumentation))  # not kept alive by it
     return instrumentation
+
+
+def _close_at_exit(instrumentation: weakref.ref[Instrumentation]) -> None:
+    """`Instrumentation.close` at the process's exit, if the app still exists."""
+    alive = instrumentation()
+    if alive is not None:
+        alive.close()
 
 
 def _wrap_stack(app: Any, instrumentation: Instrumentation, layers: Any, hooks: Hooks) -> None:

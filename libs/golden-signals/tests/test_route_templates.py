@@ -1,0 +1,75 @@
+"""The route templates `golden-signals routes|rules` reads from an app are the ones its
+requests are counted under: FastAPI's nested included routers (prefixes at every
+level, a WebSocket route among them), Starlette Mounts with parameters, and apps
+mounted inside one another."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, WebSocket
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.testclient import TestClient
+
+from conftest import samples
+from golden_signals import instrument
+from golden_signals.routes import declared_routes
+
+
+def _layered() -> Starlette:
+    deep = APIRouter(prefix="/deep")
+
+    @deep.post("/x")
+    async def x() -> dict[str, int]:
+        return {"x": 1}
+
+    @deep.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.close()
+
+    items = APIRouter(prefix="/items")
+
+    @items.get("/{item_id}")
+    async def item(item_id: str) -> dict[str, str]:
+        return {"item_id": item_id}
+
+    items.include_router(deep)
+    api = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    api.include_router(items, prefix="/v1")
+
+    async def plain(request: Request) -> Response:
+        return PlainTextResponse("plain")
+
+    return Starlette(
+        routes=[Mount("/api", app=api), Mount("/t/{tenant}", routes=[Route("/plain", plain)])]
+    )
+
+
+def test_declared_routes_are_the_templates_with_every_prefix() -> None:
+    assert sorted(declared_routes(_layered())) == [
+        ("/api/v1/items/deep/ws", frozenset({"WEBSOCKET"})),
+        ("/api/v1/items/deep/x", frozenset({"POST"})),
+        ("/api/v1/items/{item_id}", frozenset({"GET"})),
+        ("/t/{tenant}/plain", frozenset({"GET", "HEAD"})),
+    ]
+
+
+def test_requests_are_counted_under_the_declared_templates(log_stream: io.StringIO) -> None:
+    app = _layered()
+    instrument(app, log_stream=log_stream, include_registry=None)
+    client = TestClient(app)
+    assert client.post("/api/v1/items/deep/x").status_code == 200
+    assert client.get("/api/v1/items/7").status_code == 200
+    assert client.get("/t/acme/plain").text == "plain"
+    with client.websocket_connect("/api/v1/items/deep/ws"):
+        pass
+    found: dict[Any, float] = samples(
+        client.get("/metrics", headers={"accept": "application/openmetrics-text"}).text
+    )
+    counted = {dict(labels)["endpoint"] for name, labels in found if name == "http_requests_total"}
+    assert counted == {path for path, _ in declared_routes(app)}
