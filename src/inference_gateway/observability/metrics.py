@@ -40,9 +40,7 @@ from prometheus_client.samples import Exemplar
 from prometheus_client.utils import floatToGoString
 
 from golden_signals.metrics import HttpMetrics, SignalRegistry
-
-#: The ``endpoint`` label of requests that match no route: one series for all of them.
-UNMATCHED_ENDPOINT = "unmatched"
+from golden_signals.routes import endpoint_of
 
 #: Request latency buckets (seconds): an edge at the 0.3 s objective, dense around it.
 LATENCY_BUCKETS: tuple[float, ...] = (
@@ -146,15 +144,11 @@ _TOTALS_FAMILIES = frozenset(
 
 
 def _normalize_endpoint(scope: MutableMapping[str, Any]) -> str:
-    """The route template a request matched (``/items/{id}``), never its raw path.
-
-    Reads the route the router recorded in the ASGI scope; a route that matched the
-    path but not the method (a 405) still names its template. Requests that matched
-    nothing share the single value `UNMATCHED_ENDPOINT`.
-    """
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    return path if isinstance(path, str) and path else UNMATCHED_ENDPOINT
+    """The route template a request matched (``/items/{id}``), never its raw path: the
+    specification's helper, the library's `golden_signals.routes.endpoint_of` (what the
+    middleware labels requests with). Requests that matched nothing share the single
+    value `golden_signals.routes.UNMATCHED_ENDPOINT`."""
+    return endpoint_of(scope)
 
 
 def prepare_multiprocess_dir(path: str | os.PathLike[str]) -> Path:
