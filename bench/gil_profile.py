@@ -33,12 +33,15 @@ from bench.http_bench import DEFAULTS, OBS_OFF_NAME, Target, _script, run_wrk, s
 #: outwards; the first frame that matches names the part a sample belongs to.
 PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("tracing (OpenTelemetry SDK, instrumentation)", (
-        "/opentelemetry/", "inference_gateway/observability/tracing.py")),
+        "/opentelemetry/", "golden_signals/tracing.py", "golden_signals/sampling.py")),
     ("metrics (prometheus_client)", (
-        "/prometheus_client/", "inference_gateway/observability/metrics.py")),
+        "/prometheus_client/", "inference_gateway/observability/metrics.py",
+        "golden_signals/metrics.py")),
     ("logs (structlog, logging)", (
-        "/structlog/", "/logging/", "inference_gateway/observability/logging.py")),
-    ("request middleware (ids, access log, Server-Timing)", ("inference_gateway/observability/",)),
+        "/structlog/", "/logging/", "inference_gateway/observability/logging.py",
+        "golden_signals/logs.py")),
+    ("request middleware (ids, access log, Server-Timing)", (
+        "inference_gateway/observability/", "golden_signals/", "inference_gateway/api/access.py")),
     ("image decoding and preprocessing (the Python around the C work)", (
         "/PIL/", "inference_gateway/inference/preprocess.py")),
     ("batcher, forward pass call, top-k", ("inference_gateway/inference/",)),
