@@ -5,7 +5,8 @@ lines, uvicorn's, libraries') through the same processors and renderer, so stdou
 mixes formats. Request context (request id, user id, route) lives in contextvars via
 `LogContext`, so it survives ``await`` and is copied into worker threads by the code
 that submits work. Values of fields named like secrets (``authorization``, cookies, API
-keys, tokens, passwords) are replaced before any renderer sees them, at any depth.
+keys, tokens, passwords) are replaced before any renderer sees them (deeper than four
+levels of nesting, a value is replaced whole).
 """
 
 from __future__ import annotations
