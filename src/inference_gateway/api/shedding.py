@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,7 +43,7 @@ from typing import Any
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 
-from golden_signals.middleware import sanitize_token
+from golden_signals.middleware import request_id_from
 from golden_signals.sampling import TokenBucket
 from inference_gateway.api.keys import ApiKeys, needs_key
 from inference_gateway.api.limits import TIMEOUT_HEADER, deadline_after
@@ -176,7 +175,7 @@ class LoadShedder:
         if self.allowance.take():
             return None  # this second's examples go through the app, traced and logged
         exc, model = refused
-        request_id = sanitize_token(_text(wanted.get(b"x-request-id"))) or str(uuid.uuid4())
+        request_id = request_id_from(_text(wanted.get(b"x-request-id")))
         response = error_response(exc) if door.v2 else gateway_exception_response(exc, request_id)
         answer = raw_response(response, default_headers, [(b"x-request-id", request_id.encode())])
         self._record(door.template, exc, model, response.status_code, time.perf_counter() - started)

@@ -198,8 +198,8 @@ class Metrics:
         # Traffic, errors, latency and requests in flight: the observability library's
         # families, kept in process and published per worker (exact at every scrape,
         # exemplars from every worker), not prometheus_client's multiprocess files.
-        self.http_registry = SignalRegistry(multiprocess_dir, name="http", include=None)
-        self.http = HttpMetrics(self.http_registry, LATENCY_BUCKETS, first_byte=False)
+        self.http = _http_metrics(multiprocess_dir)
+        self.http_registry = self.http.registry
         self.active_requests = self.http.active_requests
         if multiprocess_dir is None:
             r.register(self.http_registry)
@@ -836,11 +836,16 @@ def multiprocess_registry(directory: str, http: SignalRegistry | None = None) ->
     summed = prom_multiprocess.MultiProcessCollector(None, path=directory)  # type: ignore[no-untyped-call]
     aggregate.register(ServedModelsOnly(summed, directory))
     aggregate.register(WorkerProcessCollector(directory))
-    if http is None:
-        http = SignalRegistry(directory, name="http", include=None)
-        HttpMetrics(http, LATENCY_BUCKETS, first_byte=False)  # the families' definitions
-    aggregate.register(http)
+    aggregate.register(http if http is not None else _http_metrics(directory).registry)
     return aggregate
+
+
+def _http_metrics(directory: str | None) -> HttpMetrics:
+    """The gateway's HTTP families in a registry of their own (the library's engine),
+    published to ``directory`` with several workers; also what a process that serves
+    none reads the workers' publications with."""
+    registry = SignalRegistry(directory, name="http", include=None)
+    return HttpMetrics(registry, LATENCY_BUCKETS, first_byte=False)
 
 
 def _known_models_file(directory: str | os.PathLike[str], pid: int) -> Path:

@@ -25,6 +25,6 @@ def route_path(scope: Scope) -> str:
     (as the app's routes see it)."""
     path: str = scope["path"]
     root_path: str = scope.get("root_path", "")
-    if root_path and path.startswith(root_path):
+    if root_path and (path == root_path or path.startswith(root_path + "/")):
         return path[len(root_path) :] or "/"
     return path

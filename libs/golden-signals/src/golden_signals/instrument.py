@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import os
 import sys
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TextIO
 
 import structlog
@@ -16,7 +18,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from golden_signals.asgi import ASGIApp, Message, Receive, Scope, Send, header
+from golden_signals.asgi import ASGIApp, Message, Receive, Scope, Send, header, route_path
 from golden_signals.logs import get_logger, setup_logging
 from golden_signals.metrics import LATENCY_BUCKETS, HttpMetrics, SignalRegistry
 from golden_signals.middleware import Hooks, ObservabilityMiddleware
@@ -47,7 +49,6 @@ class Instrumentation:
     and FastAPI, which are changed in place; a wrapper for any other ASGI callable)."""
 
     app: ASGIApp
-    registry: SignalRegistry
     metrics: HttpMetrics
     logger: structlog.typing.FilteringBoundLogger
     tracer: trace.Tracer
@@ -55,6 +56,11 @@ class Instrumentation:
     tail: TailSampling | None = None
     metrics_path: str | None = "/metrics"
     _closed: bool = field(default=False, repr=False)
+
+    @property
+    def registry(self) -> SignalRegistry:
+        """The app's metrics (``render(accept)`` for an exposition of your own)."""
+        return self.metrics.registry
 
     def start(self) -> None:
         """Begin publishing metrics for the other workers (idempotent; also done at the
@@ -76,6 +82,21 @@ class Instrumentation:
         self.stop()
         if self.tracer_provider is not None:
             self.tracer_provider.shutdown()
+
+
+def _tail_sampling(
+    options: TailSamplingOptions,
+    name: str,
+    downstream: Sequence[SpanProcessor],
+    provider: TracerProvider,
+) -> TailSampling:
+    """Tail sampling by ``options``, exporting to ``downstream`` (`setup_tracing`'s
+    factory once ``options`` and the scope's ``name`` are bound)."""
+    return TailSampling(
+        downstream, ratio=options.ratio, slow_seconds=options.slow_seconds,
+        refused_per_second=options.refused_per_second, resource=provider.resource,
+        ids=provider.id_generator, scope_name=name,
+    )  # fmt: skip
 
 
 def _env_flag(name: str) -> bool:
@@ -149,6 +170,7 @@ def instrument(
     existing = getattr(app, _ATTRIBUTE, None)
     if isinstance(existing, Instrumentation):
         return existing
+    hooks = hooks if hooks is not None else Hooks()
     name = service_name or os.environ.get("OTEL_SERVICE_NAME") or "app"
     if logs:
         setup_logging(log_level, log_format, log_stream or sys.stdout, logger_name=name)
@@ -163,25 +185,15 @@ def instrument(
     tracer: trace.Tracer = trace.NoOpTracer()
     if tracing and not _env_flag("OTEL_SDK_DISABLED"):
         options = None if os.environ.get("OTEL_TRACES_SAMPLER") else tail_sampling
-
-        def tail_factory(
-            downstream: Sequence[SpanProcessor], provider: TracerProvider
-        ) -> TailSampling:
-            options_ = options or TailSamplingOptions()
-            return TailSampling(
-                downstream, ratio=options_.ratio, slow_seconds=options_.slow_seconds,
-                refused_per_second=options_.refused_per_second, resource=provider.resource,
-                ids=provider.id_generator, scope_name=name,
-            )  # fmt: skip
-
         provider, tail = setup_tracing(
             service_name=name, service_version=service_version, environment=environment,
             exporter=exporter if exporter is not None else _default_exporter(),
-            processors=tuple(span_processors), tail=None if options is None else tail_factory,
+            processors=tuple(span_processors),
+            tail=None if options is None else partial(_tail_sampling, options, name),
         )  # fmt: skip
         tracer = tail.tracer if tail is not None else get_tracer(provider, name)
     instrumentation = Instrumentation(
-        app=app, registry=registry, metrics=metrics, tracer=tracer,
+        app=app, metrics=metrics, tracer=tracer,
         # Resolved once when this call configured logging (a lazy proxy resolves the
         # configuration at every line); the app's own configuration otherwise.
         logger=get_logger().bind() if logs else get_logger(),
@@ -199,7 +211,7 @@ def instrument(
         return observed
 
     if hasattr(app, "build_middleware_stack"):  # Starlette, FastAPI
-        _wrap_stack(app, instrumentation, layers, hooks or Hooks())
+        _wrap_stack(app, instrumentation, layers, hooks)
     else:
         instrumentation.app = _Outer(app, instrumentation=instrumentation, layers=layers)
     for instrumented in {id(app): app, id(instrumentation.app): instrumentation.app}.values():
@@ -256,11 +268,7 @@ class _Outer:
             self._started = True
             self.instrumentation.start()
         path = self.instrumentation.metrics_path
-        if (
-            kind == "http"
-            and path is not None
-            and scope["path"] in (path, scope.get("root_path", "") + path)
-        ):
+        if kind == "http" and path is not None and route_path(scope) == path:
             await self._scrape(scope, send)
             return
         await self.inner(scope, receive, send)
@@ -268,8 +276,6 @@ class _Outer:
     async def _scrape(self, scope: Scope, send: Send) -> None:
         """Answer a scrape (GET or HEAD), rendered off the event loop (with several
         workers it waits for their publications)."""
-        import asyncio
-
         if scope["method"] not in ("GET", "HEAD"):
             await send(
                 {

@@ -59,7 +59,7 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     5.0, 10.0,
 )  # fmt: skip
 
-#: The worker files' names: ``golden-signals-<pid>.json`` (prometheus_client's own
+#: The worker files' names: ``golden-signals-<app>-<pid>.json`` (prometheus_client's own
 #: files end in ``.db``; the two never mix).
 _FILE_PREFIX = "golden-signals-"
 _REQUEST_FILE = "golden-signals-publish-request"
@@ -83,18 +83,12 @@ class Family:
         """The values as JSON-ready data (`SignalRegistry.publish`)."""
         return {"values": [[list(k), v] for k, v in list(self.values.items())]}
 
-    def remove(self, labels: Labels) -> None:
-        """Drop one series."""
-        self.values.pop(labels, None)
 
-
-class CounterFamily(Family):
-    """A counter: ``inc`` adds to a series (created at 0 by `touch`)."""
-
-    kind = "counter"
+class _OneValue(Family):
+    """A family whose series each hold one number."""
 
     def inc(self, labels: Labels = (), amount: float = 1.0) -> None:
-        """Add ``amount`` (≥ 0) to the series ``labels``."""
+        """Add ``amount`` to the series ``labels``."""
         values = self.values
         values[labels] = values.get(labels, 0.0) + amount
 
@@ -104,15 +98,16 @@ class CounterFamily(Family):
         self.values.setdefault(labels, 0.0)
 
 
-class GaugeFamily(Family):
+class CounterFamily(_OneValue):
+    """A counter: ``inc`` adds (≥ 0) to a series (created at 0 by `touch`)."""
+
+    kind = "counter"
+
+
+class GaugeFamily(_OneValue):
     """A gauge, summed over the live workers."""
 
     kind = "gauge"
-
-    def inc(self, labels: Labels = (), amount: float = 1.0) -> None:
-        """Add ``amount`` to the series ``labels``."""
-        values = self.values
-        values[labels] = values.get(labels, 0.0) + amount
 
     def dec(self, labels: Labels = (), amount: float = 1.0) -> None:
         """Subtract ``amount`` from the series ``labels``."""
@@ -182,12 +177,6 @@ class HistogramFamily(Family):
         ]
         return state
 
-    def remove(self, labels: Labels) -> None:
-        """Drop one series and its exemplars."""
-        super().remove(labels)
-        for key in [key for key in self.exemplars if key[0] == labels]:
-            del self.exemplars[key]
-
 
 _F = TypeVar("_F", bound=Family)
 
@@ -219,8 +208,8 @@ class SignalRegistry(Collector):
         self._published_for = 0  # the newest publication request answered
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
-        self._started_at = _start_time(self._pid)
+        self._pid = 0  # the process `_worker` last saw, and its start time
+        self._started_at: int | None = None
 
     # --- families ------------------------------------------------------------------------
     def counter(
@@ -256,12 +245,12 @@ class SignalRegistry(Collector):
         directory = self.multiprocess_dir
         if directory is None:
             return
+        pid, started_at = self._worker()
         with self._lock:
             requested = _requested(directory)
-            pid = os.getpid()
             data = {
                 "pid": pid,
-                "start": _start_time(pid),
+                "start": started_at,
                 "app": self.name,
                 "answers": requested,
                 "families": {
@@ -280,10 +269,7 @@ class SignalRegistry(Collector):
         started again in a forked child)."""
         if self.multiprocess_dir is None:
             return
-        if self._pid != os.getpid():  # forked: a new worker (a lock held at the fork stays held)
-            self._pid, self._thread = os.getpid(), None
-            self._started_at = _start_time(self._pid)
-            self._lock = threading.Lock()
+        self._worker()
         if self._thread is not None:
             return
         self._stop = threading.Event()  # started again after a shutdown
@@ -293,6 +279,18 @@ class SignalRegistry(Collector):
             target=self._publish_loop, name="golden-signals-publish", daemon=True
         )
         self._thread.start()
+
+    def _worker(self) -> tuple[int, int | None]:
+        """This process's pid and start time (read from ``/proc`` once per process). In a
+        forked child: a new worker, with no publishing thread yet and a lock of its own
+        (one held at the fork would stay held)."""
+        pid = os.getpid()
+        if self._pid != pid:
+            if self._pid:  # forked from a process that used this registry
+                self._thread = None
+                self._lock = threading.Lock()
+            self._pid, self._started_at = pid, _start_time(pid)
+        return self._pid, self._started_at
 
     def _publish_loop(self) -> None:
         """Publish every ``flush_interval`` and whenever a scrape asks (checked every
@@ -518,6 +516,7 @@ class HttpMetrics:
     ) -> None:
         """The families, in ``registry`` (``first_byte=False``: no time to first byte,
         for a service whose answers are single bodies)."""
+        self.registry = registry
         self.requests = registry.counter(
             "http_requests_total", "HTTP requests by route template and status.",
             ("method", "endpoint", "status"),

@@ -33,7 +33,6 @@ from golden_signals.routes import endpoint_of
 from golden_signals.sampling import TailSampling, http_outcome
 from golden_signals.tracing import CLIENT_CLOSED_REQUEST, current_traceparent, get_current_trace_id
 
-REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID_BYTES = b"x-request-id"
 _USER_ID_BYTES = b"x-user-id"
 #: The response headers the middleware sets (any the app set are replaced).
@@ -56,6 +55,12 @@ def sanitize_token(value: str | None) -> str | None:
     if value is not None and _SANE_TOKEN.fullmatch(value):
         return value
     return None
+
+
+def request_id_from(value: str | None) -> str:
+    """A request's id: the caller's (``X-Request-ID``) when it is a sane token, else a
+    new one (`new_request_id`)."""
+    return sanitize_token(value) or new_request_id()
 
 
 def _set_headers(message: Message, request_id: str, traceparent: str | None) -> None:
@@ -178,7 +183,7 @@ class ObservabilityMiddleware:
         """Serve one HTTP request: its id, metrics, access line and trace headers."""
         start = time.perf_counter()
         root_path = scope.get("root_path", "")
-        request_id = sanitize_token(header(scope, _REQUEST_ID_BYTES)) or new_request_id()
+        request_id = request_id_from(header(scope, _REQUEST_ID_BYTES))
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         method = scope["method"]

@@ -53,17 +53,30 @@ def template_mounts(app: object) -> None:
     request's scope when it matches (after those of the Mounts around it), so that
     `route_template` names ``/t/{tenant}/items`` rather than the tenant's text. Each
     Mount's ``matches`` is wrapped once, on the Mount object itself."""
-    routes = getattr(app, "routes", None)
-    if routes is None:
-        routes = getattr(getattr(app, "router", None), "routes", None)
-    for route in routes or ():
-        if not (hasattr(route, "routes") and hasattr(route, "matches") and hasattr(route, "app")):
-            continue
-        if hasattr(route, "endpoint") or getattr(route, "_golden_signals_mount", False):
+    for route in _routes_of(app):
+        if not _is_mount(route) or getattr(route, "_golden_signals_mount", False):
             continue
         route.matches = _noting(route.matches, route.path)
         route._golden_signals_mount = True
         template_mounts(route)
+
+
+def _routes_of(app: object) -> Any:
+    """The routes of an app, a router or a ``Mount`` (none for a plain ASGI callable)."""
+    routes = getattr(app, "routes", None)
+    if routes is None:
+        routes = getattr(getattr(app, "router", None), "routes", None)
+    return routes or ()
+
+
+def _is_mount(route: object) -> bool:
+    """Whether ``route`` is a ``Mount``: a path template in front of routes of its own
+    (not a ``Host``, which has no path, nor a route with an endpoint)."""
+    return (
+        isinstance(getattr(route, "path", None), str)
+        and hasattr(route, "routes")
+        and not hasattr(route, "endpoint")
+    )
 
 
 def _noting(matches: Any, template: str) -> Any:
@@ -86,17 +99,14 @@ def declared_routes(app: object, prefix: str = "") -> list[tuple[str, frozenset[
     WebSocket route): through ``Mount``s, included routers (FastAPI's prefixes
     included) and the apps they mount. What `route_template` names at request time."""
     found: list[tuple[str, frozenset[str]]] = []
-    routes = getattr(app, "routes", None)
-    if routes is None:
-        routes = getattr(getattr(app, "router", None), "routes", None)
-    for route in routes or ():
+    for route in _routes_of(app):
         if hasattr(route, "effective_candidates"):  # FastAPI's included router
             found += _included(route, prefix)
             continue
         path = getattr(route, "path", None)
         if not isinstance(path, str):
             continue
-        if hasattr(route, "routes") and not hasattr(route, "endpoint"):  # a Mount
+        if _is_mount(route):
             found += declared_routes(route, prefix + path)
             continue
         methods = getattr(route, "methods", None)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from golden_signals.logs import LogContext, log_request_complete
-from golden_signals.middleware import sanitize_token
+from golden_signals.middleware import request_id_from, sanitize_token
 from golden_signals.sampling import Outcome
 from golden_signals.tracing import TracedOperation, get_current_trace_id, set_span_error
 from inference_gateway.api.admin import require_admin
@@ -275,9 +274,7 @@ class InferenceServicer:
         count it and write its one access line."""
         started = time.perf_counter()
         metadata = _metadata(context)
-        call = _Call(
-            context, request_id=sanitize_token(metadata.get("x-request-id")) or str(uuid.uuid4())
-        )
+        call = _Call(context, request_id=request_id_from(metadata.get("x-request-id")))
         attributes = {"rpc.system": "grpc", "rpc.service": SERVICE, "rpc.method": rpc}
         code = grpc.StatusCode.OK
         error: BaseException | None = None
