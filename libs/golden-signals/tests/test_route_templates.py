@@ -73,3 +73,23 @@ def test_requests_are_counted_under_the_declared_templates(log_stream: io.String
     )
     counted = {dict(labels)["endpoint"] for name, labels in found if name == "http_requests_total"}
     assert counted == {path for path, _ in declared_routes(app)}
+
+
+def test_a_host_route_is_served_and_its_routes_keep_their_templates(
+    log_stream: io.StringIO,
+) -> None:
+    from starlette.routing import Host
+
+    async def status(request: Request) -> Response:
+        return PlainTextResponse("up")
+
+    app = Starlette(
+        routes=[Host("api.example.com", app=Starlette(routes=[Route("/status", status)]))]
+    )
+    instrument(app, log_stream=log_stream, include_registry=None)
+    client = TestClient(app, base_url="http://api.example.com")
+    assert client.get("/status").text == "up"
+    found = samples(client.get("/metrics", headers={"accept": "application/openmetrics-text"}).text)
+    assert {
+        dict(labels)["endpoint"] for name, labels in found if name == "http_requests_total"
+    } == {"/status"}
