@@ -23,26 +23,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from bench.common import RAW, machine, median
+from bench.common import RAW, machine
 from bench.http_bench import OBS_ON, Target, _script, run_wrk, server
+from bench.paired import (
+    CONNECTIONS,
+    NO_REFUSALS,
+    cost_line,
+    cpu_ratios,
+    medians_table,
+    rotating_turns,
+)
 from inference_gateway.cli import main as cli_main
 from inference_gateway.config import Settings
 from inference_gateway.inference.onnx_export import export_to_repository
 from tests.photo_variants import variants, write_set
 
 MODEL = "efficientnet-lite0"
-CONNECTIONS = 32
-#: A closed loop of 32 connections queues more than `MAX_QUEUE_WAIT_MS` allows: its
-#: refusals would be CPU charged to the answered images. Bounded by the queue's size
-#: only, every request is answered and the CPU per image is the pipeline's own.
-NO_REFUSALS = {"MAX_QUEUE_WAIT_MS": "0"}
 
 
 def _repositories(workdir: Path) -> tuple[Path, Path]:
@@ -84,33 +86,16 @@ def run(seconds: float, rounds: int) -> dict[str, Any]:
             run_wrk(running[name], script, 4, 2)  # warm-up
         measured = {name: (running[name], "/predict") for name in running}
         measured[ASKED] = (running[ON], "/predict?quality=true")
-        runs: dict[str, list[dict[str, float]]] = {name: [] for name in measured}
-        names = list(measured)
-        for turn in range(rounds):
-            shift = turn % len(names)
-            for name in names[shift:] + names[:shift]:
-                target, path = measured[name]
-                runs[name].append(run_wrk(target, script, CONNECTIONS, seconds, path))
+        runs = rotating_turns(measured, script, rounds, seconds)
     return {
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "seconds": seconds,
         "rounds": rounds,
         "runs": runs,
-        "cpu_ratios": _ratios(runs[ON], runs[OFF]),
-        "asked_ratios": _ratios(runs[ASKED], runs[OFF]),
-        "control_ratios": _ratios(runs[CONTROL], runs[OFF]),
+        "cpu_ratios": cpu_ratios(runs[ON], runs[OFF]),
+        "asked_ratios": cpu_ratios(runs[ASKED], runs[OFF]),
+        "control_ratios": cpu_ratios(runs[CONTROL], runs[OFF]),
     }
-
-
-def _ratios(a: list[dict[str, float]], b: list[dict[str, float]]) -> list[float]:
-    return [x["server_cpu_ms"] / y["server_cpu_ms"] for x, y in zip(a, b, strict=True)]
-
-
-def interval(ratios: list[float], draws: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """A 90% bootstrap interval of the median of ``ratios``."""
-    rng = random.Random(seed)  # noqa: S311 - resampling, not a secret
-    medians = sorted(median(rng.choices(ratios, k=len(ratios))) for _ in range(draws))
-    return medians[int(0.05 * draws)], medians[int(0.95 * draws) - 1]
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -125,26 +110,13 @@ def markdown(result: dict[str, Any]) -> str:
         "What the figures mean and how the cost came down: "
         "[docs/performance.md](../../docs/performance.md#model-quality-signals-cost).",
         "",
-        f"| server (c={CONNECTIONS}) | images/s | p50 ms | p99 ms | server CPU ms/image |",
-        "|---|---:|---:|---:|---:|",
+        *medians_table(result["runs"], "server"),
+        "",
     ]
-    for name, runs in result["runs"].items():
-        m = {key: median([r[key] for r in runs]) for key in runs[0]}
-        lines.append(
-            f"| {name} | {m['rps']:.0f} | {m['p50_ms']:.1f} | {m['p99_ms']:.0f} "
-            f"| {m['server_cpu_ms']:.2f} |"
-        )
-    lines.append("")
     for label, key in (("CPU per image with the signals", "cpu_ratios"),
                        ("... and answers with their `quality` object", "asked_ratios"),
                        ("A/A control (two servers without them)", "control_ratios")):  # fmt: skip
-        ratios = result[key]
-        low, high = interval(ratios)
-        lines.append(
-            f"- {label}: **{median(ratios) - 1:+.1%}** (90% interval {low - 1:+.1%} to "
-            f"{high - 1:+.1%}; {len(ratios)} rounds: "
-            f"{', '.join(f'{r - 1:+.1%}' for r in ratios)})"
-        )
+        lines.append(cost_line(label, result[key]))
     lines.append("\nTarget: under +2% with the signals (the answers as sent by default).")
     return "\n".join(lines)
 

@@ -1,0 +1,77 @@
+"""A configuration's cost, paired: servers side by side, loaded in rotating turns.
+
+Servers that stay up are loaded one at a time by a closed loop of ``wrk``, a few
+seconds each, the order rotating every round. Every measurement of one server is then
+paired with one of the other taken seconds apart, so a neighbour's noise on a shared VM
+hits both alike. The cost is the median over rounds of a / b - 1, with a 90% bootstrap
+interval; an A/A control (a second server configured like the baseline) says how large
+a difference the harness sees when there is none.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from bench.common import median
+from bench.http_bench import RunningServer, run_wrk
+
+CONNECTIONS = 32
+#: A closed loop of 32 connections queues more than `MAX_QUEUE_WAIT_MS` allows: its
+#: refusals would be CPU charged to the answered images. Bounded by the queue's size
+#: only, every request is answered and the CPU per image is the pipeline's own.
+NO_REFUSALS = {"MAX_QUEUE_WAIT_MS": "0"}
+
+#: What is measured: a name, and the server and path that name loads.
+Measured = dict[str, tuple[RunningServer, str]]
+
+
+def rotating_turns(
+    measured: Measured, script: Path, rounds: int, seconds: float
+) -> dict[str, list[dict[str, float]]]:
+    """Every round, each measurement in turn (the order rotating); wrk's results."""
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in measured}
+    names = list(measured)
+    for turn in range(rounds):
+        shift = turn % len(names)
+        for name in names[shift:] + names[:shift]:
+            target, path = measured[name]
+            runs[name].append(run_wrk(target, script, CONNECTIONS, seconds, path))
+    return runs
+
+
+def cpu_ratios(a: list[dict[str, float]], b: list[dict[str, float]]) -> list[float]:
+    """Per round, server CPU per image of ``a`` over ``b``'s."""
+    return [x["server_cpu_ms"] / y["server_cpu_ms"] for x, y in zip(a, b, strict=True)]
+
+
+def interval(ratios: list[float], draws: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """A 90% bootstrap interval of the median of ``ratios``."""
+    rng = random.Random(seed)  # noqa: S311 - resampling, not a secret
+    medians = sorted(median(rng.choices(ratios, k=len(ratios))) for _ in range(draws))
+    return medians[int(0.05 * draws)], medians[int(0.95 * draws) - 1]
+
+
+def medians_table(runs: dict[str, list[dict[str, float]]], what: str) -> list[str]:
+    """A markdown row of medians per measurement."""
+    lines = [
+        f"| {what} (c={CONNECTIONS}) | images/s | p50 ms | p99 ms | server CPU ms/image |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, results in runs.items():
+        m = {key: median([r[key] for r in results]) for key in results[0]}
+        lines.append(
+            f"| {name} | {m['rps']:.0f} | {m['p50_ms']:.1f} | {m['p99_ms']:.0f} "
+            f"| {m['server_cpu_ms']:.2f} |"
+        )
+    return lines
+
+
+def cost_line(label: str, ratios: list[float]) -> str:
+    """``label``: the median cost, its interval and every round's."""
+    low, high = interval(ratios)
+    return (
+        f"- {label}: **{median(ratios) - 1:+.1%}** (90% interval {low - 1:+.1%} to "
+        f"{high - 1:+.1%}; {len(ratios)} rounds: "
+        f"{', '.join(f'{r - 1:+.1%}' for r in ratios)})"
+    )
