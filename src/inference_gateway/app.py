@@ -20,7 +20,6 @@ from golden_signals.sampling import KEEP_REASONS, TailSampling
 from golden_signals.tracing import (
     SPAN_DROP_REASONS,
     get_tracer,
-    instrument_fastapi,
     otlp_http_exporter,
     setup_tracing,
 )
@@ -230,7 +229,7 @@ def _add_middleware(
     keys: ApiKeys | None,
     inflight: InflightBytes,
 ) -> None:
-    """Wrap the routes: the server span outermost, then observability, CORS, API keys,
+    """Wrap the routes: observability with the server span outermost, then CORS, API keys,
     and the body limits."""
     provider = telemetry.tracer_provider
     # Middleware added last runs first.
@@ -257,9 +256,9 @@ def _add_middleware(
         logger=telemetry.logger,
         tail=telemetry.tail,
         hooks=GatewayHooks(telemetry.metrics),
+        tracer=telemetry.tracer if provider is not None else None,
+        untraced=UNTRACED_PATHS,
     )
-    if provider is not None:
-        instrument_fastapi(app, telemetry.tracer, UNTRACED_PATHS)
 
 
 def _start_metrics(metrics: Metrics | None, host: str, port: int | None) -> Callable[[], None]:

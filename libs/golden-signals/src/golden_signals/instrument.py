@@ -24,7 +24,7 @@ from golden_signals.metrics import LATENCY_BUCKETS, HttpMetrics, SignalRegistry
 from golden_signals.middleware import Hooks, ObservabilityMiddleware
 from golden_signals.routes import template_mounts
 from golden_signals.sampling import TailSampling
-from golden_signals.tracing import ServerSpanMiddleware, get_tracer, setup_tracing
+from golden_signals.tracing import get_tracer, setup_tracing
 
 #: The attribute an instrumented app carries its `Instrumentation` in (idempotence).
 _ATTRIBUTE = "_golden_signals"
@@ -202,13 +202,11 @@ def instrument(
     excluded = frozenset(exclude)
 
     def layers(inner: ASGIApp) -> ASGIApp:
-        observed = ObservabilityMiddleware(
+        return ObservabilityMiddleware(
             inner, metrics=metrics, logger=instrumentation.logger, tail=tail,
-            hooks=hooks, excluded=excluded,
+            hooks=hooks, excluded=excluded, tracer=tracer if provider is not None else None,
+            untraced=frozenset(untraced),
         )  # fmt: skip
-        if provider is not None:
-            return ServerSpanMiddleware(observed, tracer, excluded | frozenset(untraced))
-        return observed
 
     if hasattr(app, "build_middleware_stack"):  # Starlette, FastAPI
         _wrap_stack(app, instrumentation, layers, hooks)

@@ -23,7 +23,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
-from golden_signals.asgi import route_path
+from golden_signals.asgi import header, route_path
 from golden_signals.routes import route_template
 from golden_signals.sampling import TailSampling
 
@@ -154,20 +154,57 @@ def instrument_fastapi(app: Any, tracer: Tracer, excluded: frozenset[str] = froz
     app.add_middleware(ServerSpanMiddleware, tracer=tracer, excluded=excluded)
 
 
-#: The W3C headers a server span continues (``traceparent``, ``tracestate``).
-_CONTEXT_HEADERS = (b"traceparent", b"tracestate")
 _W3C = TraceContextTextMapPropagator()
 
 
+def start_server_span(
+    tracer: Tracer, scope: Scope, traceparent: str | None, tracestate: str | None = None
+) -> TracedOperation:
+    """The SERVER span of the HTTP request ``scope`` (stable HTTP semantic conventions),
+    continuing ``traceparent``: named after the method until the router has matched
+    (`end_server_span` names it after the route template)."""
+    method = scope["method"]
+    attributes: dict[str, AttributeValue] = {
+        "http.request.method": method,
+        "url.scheme": scope.get("scheme", "http"),
+        "url.path": scope["path"],
+        "network.protocol.version": scope.get("http_version", "1.1"),
+    }
+    client = scope.get("client")
+    if client:
+        attributes["client.address"] = client[0]
+    context = Context()
+    if traceparent is not None:
+        carrier = {"traceparent": traceparent}
+        if tracestate is not None:
+            carrier["tracestate"] = tracestate
+        context = _W3C.extract(carrier)
+    return TracedOperation(method, attributes, tracer=tracer, context=context, kind=SpanKind.SERVER)
+
+
+def end_server_span(span: Span, method: str, route: str | None, status: int) -> None:
+    """What a server span learns when its request is answered: the route template
+    (its name, ``METHOD route``; the path never, it is unbounded), the status, and
+    ERROR for a 5xx."""
+    if route is not None:
+        span.update_name(f"{method} {route}")
+        span.set_attribute("http.route", route)
+    span.set_attribute("http.response.status_code", status)
+    if status >= 500:
+        span.set_status(Status(StatusCode.ERROR))
+
+
 class ServerSpanMiddleware:
-    """One SERVER span per HTTP request, with the stable HTTP semantic conventions.
+    """One SERVER span per HTTP request, with the stable HTTP semantic conventions, for
+    an app that takes its other signals elsewhere (`instrument_fastapi`);
+    `middleware.ObservabilityMiddleware` makes the same span itself when given a tracer.
 
     In place of OpenTelemetry's ASGI/FastAPI instrumentation, which also wraps every
     ``receive`` and ``send`` and costs a fifth of a millisecond of CPU a request: here
     one span, started before the app runs and named ``METHOD route`` once the router has
-    matched (the path never, it is unbounded: the route template, with the prefixes of
-    the ``Mount``s it went through, `routes.route_template`), continuing an incoming
-    ``traceparent``; status ERROR for a 5xx. Paths in ``excluded`` are not traced.
+    matched (the route template, with the prefixes of the ``Mount``s it went through,
+    `routes.route_template`), continuing an incoming ``traceparent``; status ERROR for a
+    5xx. Paths in ``excluded`` are not traced.
     """
 
     def __init__(
@@ -183,21 +220,6 @@ class ServerSpanMiddleware:
         if scope["type"] != "http" or route_path(scope) in self.excluded:
             await self.app(scope, receive, send)
             return
-        carrier = {
-            name.decode("latin-1"): value.decode("latin-1")
-            for name, value in scope.get("headers", ())
-            if name in _CONTEXT_HEADERS
-        }
-        method = scope["method"]
-        attributes: dict[str, AttributeValue] = {
-            "http.request.method": method,
-            "url.scheme": scope.get("scheme", "http"),
-            "url.path": scope["path"],
-            "network.protocol.version": scope.get("http_version", "1.1"),
-        }
-        client = scope.get("client")
-        if client:
-            attributes["client.address"] = client[0]
         status = 500
         started = False
 
@@ -208,13 +230,10 @@ class ServerSpanMiddleware:
             await send(message)
 
         root_path = scope.get("root_path", "")
-        with TracedOperation(
-            method,
-            attributes,
-            tracer=self.tracer,
-            context=_W3C.extract(carrier) if carrier else Context(),
-            kind=SpanKind.SERVER,
-        ) as span:
+        operation = start_server_span(
+            self.tracer, scope, header(scope, b"traceparent"), header(scope, b"tracestate")
+        )
+        with operation as span:
             try:
                 await self.app(scope, receive, send_status)
             except asyncio.CancelledError:
@@ -222,13 +241,7 @@ class ServerSpanMiddleware:
                     status = CLIENT_CLOSED_REQUEST
                 raise
             finally:
-                route = route_template(scope, root_path)
-                if route is not None:
-                    span.update_name(f"{method} {route}")
-                    span.set_attribute("http.route", route)
-                span.set_attribute("http.response.status_code", status)
-                if status >= 500:
-                    span.set_status(Status(StatusCode.ERROR))
+                end_server_span(span, scope["method"], route_template(scope, root_path), status)
 
 
 def get_tracer(provider: trace.TracerProvider | None, name: str = TRACER_NAME) -> Tracer:
@@ -345,7 +358,12 @@ def set_span_error(exc: BaseException, span: Span | None = None) -> None:
 
 def get_current_trace_id() -> str | None:
     """The active trace id as 32 hex characters, or None outside a valid span."""
-    ctx = trace.get_current_span().get_span_context()
+    return trace_id_of(trace.get_current_span())
+
+
+def trace_id_of(span: Span) -> str | None:
+    """``span``'s trace id as 32 hex characters, or None for an invalid span."""
+    ctx = span.get_span_context()
     return format(ctx.trace_id, "032x") if ctx.is_valid else None
 
 
@@ -358,7 +376,13 @@ def get_current_span_id() -> str | None:
 def current_traceparent(sampled: bool | None = None) -> str | None:
     """The W3C ``traceparent`` of the active span, for the response header; ``sampled``
     (the tail-sampling decision) replaces the span's own flag."""
-    ctx = trace.get_current_span().get_span_context()
+    return traceparent_of(trace.get_current_span(), sampled)
+
+
+def traceparent_of(span: Span, sampled: bool | None = None) -> str | None:
+    """``span``'s W3C ``traceparent`` (None for an invalid span); ``sampled`` replaces
+    its sampled flag."""
+    ctx = span.get_span_context()
     if not ctx.is_valid:
         return None
     flags = int(ctx.trace_flags)
