@@ -7,9 +7,11 @@ elsewhere), one with all three off (metrics off, tracing off, logs at WARNING), 
 second one with all off, the A/A control. `bench.paired` loads them in rotating turns
 with a closed loop of ``wrk`` at 32 connections sending one real JPEG photograph; the
 cost is the median over rounds of on / off - 1 with a 90% bootstrap interval. The
-target is at most 3% more CPU per image with observability on.
+target is at most 3% more CPU per image with observability on. ``--parts`` adds three
+servers, each with observability on but for one signal (metrics off, tracing off,
+logs at WARNING), to see what each signal costs.
 
-    .venv/bin/python -m bench.observability_cost [--seconds 6] [--rounds 10]
+    .venv/bin/python -m bench.observability_cost [--seconds 6] [--rounds 10] [--parts]
 """
 
 from __future__ import annotations
@@ -39,16 +41,22 @@ ON, OFF, CONTROL = (
     "A/A control (off)",
 )
 CONFIGURATIONS = {ON: OBS_ON, OFF: OBS_OFF, CONTROL: OBS_OFF}
+#: With ``--parts``: observability on but for one signal, to see what each costs.
+PARTS = {
+    "on, metrics off": {**OBS_ON, "ENABLE_METRICS": "false"},
+    "on, tracing off": {**OBS_ON, "ENABLE_TRACING": "false"},
+    "on, logs at WARNING": {**OBS_ON, "LOG_LEVEL": "WARNING"},
+}
 
 
-def run(seconds: float, rounds: int) -> dict[str, Any]:
-    """The three servers up together, loaded in rotating turns; per-round ratios of CPU
-    per image against "off"."""
+def run(seconds: float, rounds: int, parts: bool = False) -> dict[str, Any]:
+    """The servers up together, loaded in rotating turns; per-round ratios of CPU per
+    image against "off" (``parts``: three more servers, each with one signal off)."""
     with tempfile.TemporaryDirectory(prefix="bench-obs-") as tmp, ExitStack() as stack:
         workdir = Path(tmp)
         script = _script(workdir)
         measured = {}
-        for name, env in CONFIGURATIONS.items():
+        for name, env in {**CONFIGURATIONS, **(PARTS if parts else {})}.items():
             target = Target(name, "gateway", {**env, **NO_REFUSALS})
             running = stack.enter_context(server(target, workdir))
             run_wrk(running, script, 4, 2)  # warm-up
@@ -61,6 +69,7 @@ def run(seconds: float, rounds: int) -> dict[str, Any]:
         "runs": runs,
         "cpu_ratios": cpu_ratios(runs[ON], runs[OFF]),
         "control_ratios": cpu_ratios(runs[CONTROL], runs[OFF]),
+        "part_ratios": {name: cpu_ratios(runs[name], runs[OFF]) for name in PARTS if parts},
     }
 
 
@@ -79,6 +88,7 @@ def markdown(result: dict[str, Any]) -> str:
             "",
             cost_line("CPU per image with observability on", result["cpu_ratios"]),
             cost_line("A/A control (two servers with it off)", result["control_ratios"]),
+            *(cost_line(name, ratios) for name, ratios in result["part_ratios"].items()),
             "",
             "Target: at most +3% with observability on.",
         ]
@@ -90,8 +100,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=6)
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--parts", action="store_true", help="also each signal off alone")
     args = parser.parse_args()
-    result = run(args.seconds, args.rounds)
+    result = run(args.seconds, args.rounds, args.parts)
     print(markdown(result))
     RAW.mkdir(parents=True, exist_ok=True)
     (RAW / "observability_cost.json").write_text(json.dumps(result, indent=2))
