@@ -33,12 +33,13 @@ $(PY):
 
 LIBRARY := libs/golden-signals
 
+# The runtime with the export extra: `make run` exports the built-in model on first start.
 $(RUNTIME_STAMP): pyproject.toml $(LIBRARY)/pyproject.toml | $(PY)
-	$(PIP) install --quiet -e $(LIBRARY) -e .
+	$(PIP) install --quiet -e $(LIBRARY) -e '.[export]'
 	@touch $@
 
 $(DEV_STAMP): pyproject.toml $(LIBRARY)/pyproject.toml | $(PY)
-	$(PIP) install --quiet -e $(LIBRARY) -e '.[dev]'
+	$(PIP) install --quiet -e $(LIBRARY) -e '.[dev,export]'
 	@touch $(RUNTIME_STAMP) $@
 
 install: $(RUNTIME_STAMP)
@@ -79,10 +80,10 @@ soak: $(DEV_STAMP)
 # Builds deploy/Dockerfile with podman (a Debian base from debootstrap) and runs it.
 image-test: $(DEV_STAMP)
 	scripts/ensure_tools.sh podman debootstrap runc
-	$(PY) -m pytest -m container -v
+	$(PY) -m pytest -m container -v -s
 
 $(BENCH_STAMP): pyproject.toml $(LIBRARY)/pyproject.toml | $(PY)
-	$(PIP) install --quiet -e $(LIBRARY) -e '.[dev,bench]'
+	$(PIP) install --quiet -e $(LIBRARY) -e '.[dev,bench,export]'
 	@touch $(RUNTIME_STAMP) $(DEV_STAMP) $@
 
 bench: $(BENCH_STAMP)

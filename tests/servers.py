@@ -148,13 +148,15 @@ def gateway_process(
     wait_for: str = "/ready",
     port: int | None = None,
     stop_timeout: float = STOP_TIMEOUT,
+    python: str = sys.executable,
 ) -> Iterator[GatewayProcess]:
     """Start the CLI server with JSON logs in a temporary directory; stop it after.
 
     Yields once ``wait_for`` answers 200 (``/health`` to get a server still loading).
     ``port``: where it listens (default: one the system picks, read back once bound).
     At the end, a server still running ``stop_timeout`` seconds after SIGTERM is killed
-    and the test fails: a hang at stop is a defect, not noise.
+    and the test fails: a hang at stop is a defect, not noise. ``python``: the
+    interpreter whose installed gateway runs (default: this one).
     """
     with tempfile.TemporaryDirectory(prefix="gateway-") as workdir:
         log_path = Path(workdir) / "gateway.log"
@@ -177,7 +179,7 @@ def gateway_process(
                 full_env.pop(key, None)
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "inference_gateway.cli", "serve", *args],
+                [python, "-m", "inference_gateway.cli", "serve", *args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=full_env,

@@ -107,9 +107,17 @@ def serve(settings: Settings, app: str = DEFAULT_APP) -> int:
     """Run uvicorn with the gateway; several workers share metrics via a multiprocess dir.
 
     With several workers and ``METRICS_PORT``, this (parent) process serves the summed
-    metrics there; with one worker the app serves its own.
+    metrics there; with one worker the app serves its own. The built-in model that
+    could never be served here (not exported, no export extra) is said and refused.
     """
     import uvicorn
+
+    from inference_gateway.inference.onnx_export import builtin_unavailable
+
+    unavailable = builtin_unavailable(settings) if app == DEFAULT_APP else None
+    if unavailable is not None:
+        sys.stderr.write(f"{unavailable}\n")
+        return 2
 
     from inference_gateway.api.protocol import http_protocol
     from inference_gateway.observability.logging import setup_logging

