@@ -13,6 +13,7 @@ COMPARE_ARGS ?= --concurrency 8,32 --seconds 8 --repeats 3
 PROTOCOL_ARGS ?= --concurrency 8,32 --seconds 8 --repeats 3
 QUALITY_ARGS ?= --seconds 6 --rounds 10
 OBS_COST_ARGS ?= --seconds 6 --rounds 12
+INT8_ARGS ?= --seconds 6 --rounds 6
 # Recipes run in bash with pipefail: a failing benchmark piped into `tee` fails the target.
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
@@ -103,6 +104,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.protocols $(PROTOCOL_ARGS) | tee bench/results/protocols.md
 	$(PY) -m bench.quality_cost $(QUALITY_ARGS) | tee bench/results/quality_cost.md
 	$(PY) -m bench.observability_cost $(OBS_COST_ARGS) | tee bench/results/observability_cost.md
+	$(PY) -m bench.int8 $(INT8_ARGS) | tee bench/results/int8.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage .coverage.* htmlcov
