@@ -27,7 +27,11 @@ Measured = dict[str, tuple[RunningServer, str]]
 
 
 def rotating_turns(
-    measured: Measured, script: Path, rounds: int, seconds: float
+    measured: Measured,
+    script: Path,
+    rounds: int,
+    seconds: float,
+    connections: int = CONNECTIONS,
 ) -> dict[str, list[dict[str, float]]]:
     """Every round, each measurement in turn (the order rotating); wrk's results."""
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in measured}
@@ -36,7 +40,7 @@ def rotating_turns(
         shift = turn % len(names)
         for name in names[shift:] + names[:shift]:
             target, path = measured[name]
-            runs[name].append(run_wrk(target, script, CONNECTIONS, seconds, path))
+            runs[name].append(run_wrk(target, script, connections, seconds, path))
     return runs
 
 
@@ -52,10 +56,12 @@ def interval(ratios: list[float], draws: int = 2000, seed: int = 0) -> tuple[flo
     return medians[int(0.05 * draws)], medians[int(0.95 * draws) - 1]
 
 
-def medians_table(runs: dict[str, list[dict[str, float]]], what: str) -> list[str]:
+def medians_table(
+    runs: dict[str, list[dict[str, float]]], what: str, connections: int = CONNECTIONS
+) -> list[str]:
     """A markdown row of medians per measurement."""
     lines = [
-        f"| {what} (c={CONNECTIONS}) | images/s | p50 ms | p99 ms | server CPU ms/image |",
+        f"| {what} (c={connections}) | images/s | p50 ms | p99 ms | server CPU ms/image |",
         "|---|---:|---:|---:|---:|",
     ]
     for name, results in runs.items():

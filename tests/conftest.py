@@ -57,3 +57,13 @@ def fake_client(controlled_backend: ControlledBackend) -> Iterator[TestClient]:
     )
     with TestClient(app) as client:
         yield ready_client(client)
+
+
+@pytest.fixture(scope="session")
+def quantized_repository(tmp_path_factory: pytest.TempPathFactory, model_cache_dir: Path) -> Path:
+    """A repository holding the built-in model (version 1, FP32) and the INT8 version 2
+    that ``inference-gateway quantize`` made of it from variants of scikit-image's
+    photographs (24 to calibrate, 72 held out), both served (``versions: {all: true}``)."""
+    from tests.quantized import quantized_repository as build
+
+    return build(tmp_path_factory.mktemp("quantized"), model_cache_dir)

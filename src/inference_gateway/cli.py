@@ -10,7 +10,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from inference_gateway.config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
+    from inference_gateway.inference.model import LoadedModel
     from inference_gateway.inference.repository import VersionSource
 
 DEFAULT_APP = "inference_gateway.main:app"
@@ -66,6 +67,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     profile.add_argument("--version", help="the version to profile (default: the highest)")
     profile.add_argument(
+        "--repository", type=Path, metavar="DIR", help="the model repository (MODEL_REPOSITORY)"
+    )
+    quantize = sub.add_parser(
+        "quantize",
+        help="write an INT8 version of a repository version (ONNX Runtime static "
+        "quantization), if it agrees with the source on held-out images",
+    )
+    quantize.add_argument("model", help="the model's name in the repository")
+    quantize.add_argument(
+        "--calibration", type=Path, required=True, metavar="DIR",
+        help="images like production's (every 3rd is held out unless --holdout is given)",
+    )  # fmt: skip
+    quantize.add_argument(
+        "--holdout", type=Path, metavar="DIR", help="images to judge agreement on instead"
+    )
+    quantize.add_argument("--version", help="the version to quantize (default: the highest)")
+    quantize.add_argument("--to", help="the new version (default: the highest on disk + 1)")
+    quantize.add_argument(
+        "--min-agreement", type=float, default=None, metavar="SHARE",
+        help="top-1 agreement with the source on confident hold-out images needed to "
+        "write the version (default 0.95)",
+    )  # fmt: skip
+    quantize.add_argument(
         "--repository", type=Path, metavar="DIR", help="the model repository (MODEL_REPOSITORY)"
     )
     keys = sub.add_parser("keys", help="manage API keys (API_KEYS_FILE)")
@@ -289,10 +313,15 @@ class _CommandError(Exception):
 
 
 def _version_source(
-    settings: Settings, model: str, version: str | None, root: Path | None
+    settings: Settings,
+    model: str,
+    version: str | None,
+    root: Path | None,
+    eligible: Callable[[VersionSource], bool] = lambda _: True,
 ) -> VersionSource:
-    """The repository version ``profile`` works on (the highest one by default)."""
-    from inference_gateway.inference.repository import ModelConfigError, scan_repository
+    """The repository version a command works on: ``version``, or the highest one
+    ``eligible`` accepts."""
+    from inference_gateway.inference.repository import ModelConfigError, model_versions
 
     root = root or settings.model_repository
     if root is None:
@@ -300,16 +329,21 @@ def _version_source(
             "set MODEL_REPOSITORY or pass --repository (the built-in model: "
             "`inference-gateway export-onnx --repository DIR` first)"
         )
+    if not (root / model).is_dir():
+        raise _CommandError(f"{model}: no such model in {root}")
     try:
-        entry = scan_repository(root).models.get(model)
+        entry = model_versions(root, model)
     except (OSError, ModelConfigError) as exc:
         raise _CommandError(str(exc)) from None
-    if entry is None or entry.error is not None or not entry.versions:
-        raise _CommandError(f"{model}: {entry.error if entry and entry.error else 'no such model'}")
+    if entry.error is not None or not entry.versions:
+        raise _CommandError(f"{model}: {entry.error or 'no version'}")
     by_version = {v.spec.version: v for v in entry.versions}
-    source = by_version.get(version) if version else entry.versions[-1]
+    candidates = [v for v in entry.versions if eligible(v)]
+    if not version and not candidates:
+        raise _CommandError(f"{model}: no version to work on (name one with --version)")
+    source = by_version.get(version) if version else candidates[-1]
     if source is None:
-        raise _CommandError(f"{model} has no version {version} (served: {', '.join(by_version)})")
+        raise _CommandError(f"{model} has no version {version} (found: {', '.join(by_version)})")
     return source
 
 
@@ -332,7 +366,6 @@ def profile(
 def _profile(
     settings: Settings, model: str, images: Path, version: str | None, repository: Path | None
 ) -> int:
-    from inference_gateway.inference.catalog import load_version
     from inference_gateway.inference.preprocess import ImageLimits, harden_pillow
     from inference_gateway.inference.profiler import image_files, quiet_signals, write_reference
     from inference_gateway.inference.profiler import profile as run_profile
@@ -342,10 +375,7 @@ def _profile(
         raise _CommandError(f"{images} is not a directory")
     harden_pillow()
     files = image_files(images)
-    try:
-        loaded = load_version(source, settings.effective_model_threads)
-    except (OSError, ValueError) as exc:
-        raise _CommandError(str(exc), 1) from None
+    loaded = _load(source, settings)
 
     live = sys.stderr.isatty()  # one line rewritten in place, or a line per tenth
 
@@ -387,6 +417,123 @@ def _profile(
     return 0
 
 
+def quantize(settings: Settings, args: argparse.Namespace) -> int:
+    """``quantize``: an INT8 version of a repository version, written only when it agrees
+    with the source on the hold-out images; progress on stderr."""
+    try:
+        return _quantize(settings, args)
+    except _CommandError as exc:
+        sys.stderr.write(f"quantize: {exc}\n")
+        return exc.status
+
+
+def _quantize(settings: Settings, args: argparse.Namespace) -> int:
+    import importlib.util
+
+    from inference_gateway.inference.preprocess import ImageLimits, harden_pillow
+    from inference_gateway.inference.profiler import image_files
+    from inference_gateway.inference.quantization import (
+        DEFAULT_MIN_AGREEMENT,
+        QUANTIZATION_FILE,
+        QuantizationError,
+        is_quantized,
+        read_images,
+        split_holdout,
+    )
+    from inference_gateway.inference.quantization import quantize as run_quantize
+    from inference_gateway.inference.repository import ModelConfigError
+
+    if importlib.util.find_spec("onnx") is None:
+        raise _CommandError(
+            "ONNX Runtime's quantization needs the onnx package: "
+            "pip install 'inference-gateway[quantize]'"
+        )
+    min_agreement = DEFAULT_MIN_AGREEMENT if args.min_agreement is None else args.min_agreement
+    if not 0 < min_agreement <= 1:
+        raise _CommandError(f"--min-agreement is a share in (0, 1], not {min_agreement}")
+    for directory in (args.calibration, args.holdout):
+        if directory is not None and not directory.is_dir():
+            raise _CommandError(f"{directory} is not a directory")
+    source = _version_source(
+        settings, args.model, args.version, args.repository, lambda v: not is_quantized(v)
+    )
+    if is_quantized(source):
+        raise _CommandError(
+            f"version {source.spec.version} is already INT8 ({QUANTIZATION_FILE} beside its "
+            "model.onnx); quantize the version it came from"
+        )
+    calibration_files = image_files(args.calibration)
+    if not calibration_files:
+        raise _CommandError(f"{args.calibration} holds no files")
+    if args.holdout is None:
+        calibration_files, holdout_files = split_holdout(calibration_files)
+    else:
+        holdout_files = image_files(args.holdout)
+    target = args.to or str(_next_version(source.path.parent.parent))
+    if not target.isdigit() or int(target) < 1:
+        raise _CommandError(f"--to is a positive integer version, not {target!r}")
+    harden_pillow()
+    limits = ImageLimits(settings.max_image_pixels, settings.max_image_side)
+    progress = _progress_line("quantize")
+    progress(
+        f"reading {len(calibration_files)} calibration and {len(holdout_files)} hold-out files"
+    )
+    calibration, skipped = read_images(calibration_files, source, limits)
+    holdout, skipped_holdout = read_images(holdout_files, source, limits)
+    skipped += skipped_holdout
+    for line in skipped[:5]:
+        progress(f"skipped {line}")
+    try:
+        loaded = _load(source, settings)
+        input_name, output_name = loaded.input_name, loaded.output_name
+        loaded.backend.close()
+        written, report = run_quantize(
+            source, input_name, output_name, calibration, holdout, target, min_agreement,
+            progress, skipped,
+        )  # fmt: skip
+    except (QuantizationError, ModelConfigError) as exc:
+        raise _CommandError(str(exc), 1) from None
+    except OSError as exc:
+        raise _CommandError(f"{exc.filename or ''}: {exc.strerror or exc}", 1) from None
+    speed = report.speed
+    print(
+        f"{written}: INT8 ({report.method}), top-1 agreement with version "
+        f"{report.source_version} {report.confident_agreement:.1%} on "
+        f"{report.holdout_confident_images} confident hold-out images "
+        f"({report.top1_agreement:.1%} on all {report.holdout_images}), top-5 overlap "
+        f"{report.top5_overlap:.1%}, {speed['int8_images_per_second']:.0f} against "
+        f"{speed['source_images_per_second']:.0f} images/s ({speed['ratio']:.2f}×, one thread)"
+    )
+    return 0
+
+
+def _load(source: VersionSource, settings: Settings) -> LoadedModel:
+    """A repository version opened and checked against its graph (a config error is a
+    `_CommandError`)."""
+    from inference_gateway.inference.catalog import load_version
+
+    try:
+        return load_version(source, settings.effective_model_threads)
+    except (OSError, ValueError) as exc:
+        raise _CommandError(str(exc), 1) from None
+
+
+def _next_version(model_dir: Path) -> int:
+    """One more than the highest numbered directory of a model."""
+    numbers = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+    return max(numbers, default=0) + 1
+
+
+def _progress_line(command: str) -> Callable[[str], None]:
+    """Progress on stderr, a line each, prefixed with the command."""
+
+    def show(line: str) -> None:
+        sys.stderr.write(f"{command}: {line}\n")
+        sys.stderr.flush()
+
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``inference-gateway`` console script."""
     args = _parser().parse_args(argv)
@@ -401,15 +548,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"{exc}\n")
         return 2
-    if args.command == "serve":
-        return serve(settings, args.app)
-    if args.command == "export-onnx":
-        return export(settings, args.repository, args.force)
-    if args.command == "keys":
-        return add_api_key(settings, args.name, args.file)
-    if args.command == "profile":
-        return profile(settings, args.model, args.images, args.version, args.repository)
-    return predict(args.images, args.top_k, args.json, settings)
+    commands: dict[str, Callable[[], int]] = {
+        "serve": lambda: serve(settings, args.app),
+        "export-onnx": lambda: export(settings, args.repository, args.force),
+        "keys": lambda: add_api_key(settings, args.name, args.file),
+        "profile": lambda: profile(
+            settings, args.model, args.images, args.version, args.repository
+        ),
+        "quantize": lambda: quantize(settings, args),
+        "predict": lambda: predict(args.images, args.top_k, args.json, settings),
+    }
+    return commands[args.command]()
 
 
 if __name__ == "__main__":  # pragma: no cover

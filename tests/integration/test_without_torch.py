@@ -20,7 +20,7 @@ import pytest
 
 from inference_gateway.config import Settings
 from inference_gateway.inference.onnx_export import BUILTIN_REPOSITORY, export_to_repository
-from tests.images import cat_jpeg
+from tests.images import CAT_CLASSES, cat_jpeg
 from tests.servers import REPO_ROOT, gateway_process
 
 #: What a build or a run left in the checkout, not copied into the source to install.
@@ -73,24 +73,26 @@ def test_a_plain_install_has_no_torch(plain_venv: Path) -> None:
     assert probe.returncode != 0
 
 
-def test_a_plain_install_serves_a_repository(plain_venv: Path, tmp_path: Path) -> None:
-    """The built-in model exported here (with the extra) and served there (without):
-    a real photograph is classified, and the server never imported torch."""
-    repository = tmp_path / "models"
-    export_to_repository(repository, Settings(_env_file=None).model_cache_dir)
+def test_a_plain_install_serves_an_int8_and_an_fp32_version(
+    plain_venv: Path, quantized_repository: Path, tmp_path: Path
+) -> None:
+    """The built-in model (FP32) and the INT8 version `quantize` made of it, both made
+    here (with the extras) and served there (without): a real photograph is classified
+    by each, and the serving process never mapped torch."""
     env = {
-        "MODEL_REPOSITORY": str(repository),
+        "MODEL_REPOSITORY": str(quantized_repository),
         "WORKERS": "1",
         "MODEL_CACHE_DIR": str(tmp_path / "cache"),
     }
     with gateway_process(env, python=str(plain_venv)) as gateway:
-        answer = httpx.post(
-            f"{gateway.url}/predict",
-            files={"file": ("cat.jpg", cat_jpeg(), "image/jpeg")},
-            timeout=30,
-        )
-        assert answer.status_code == 200, answer.text
-        assert answer.json()["predictions"][0]["label"]
+        for version in ("1", "2"):
+            answer = httpx.post(
+                f"{gateway.url}/models/efficientnet-lite0/versions/{version}/predict",
+                files={"file": ("cat.jpg", cat_jpeg(), "image/jpeg")},
+                timeout=30,
+            )
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["predictions"][0]["class_id"] in CAT_CLASSES
         maps = Path(f"/proc/{gateway.process.pid}/maps").read_text()
         assert "torch" not in maps  # no torch library mapped into the serving process
 

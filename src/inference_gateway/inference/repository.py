@@ -584,11 +584,13 @@ class _ModelReader:
         self._json: dict[Path, dict[str, Any]] = {}
         self._labels: dict[Path, list[str]] = {}
 
-    def read(self) -> tuple[VersionSource, ...]:
+    def read(self, every_version: bool = False) -> tuple[VersionSource, ...]:
+        """The versions the policy selects (``every_version``: all on disk)."""
         if (self.dir / "model.yml").is_file() and self.yaml_path is None:
             self.warnings.append(f"{self.dir / 'model.yml'}: ignored; the config is model.yaml")
         available = self._versions_on_disk()
-        return tuple(self._version(n, available[n]) for n in self._select(available))
+        chosen = sorted(available) if every_version else self._select(available)
+        return tuple(self._version(n, available[n]) for n in chosen)
 
     def _versions_on_disk(self) -> dict[int, Path]:
         flat = (self.dir / MODEL_FILE).is_file()
@@ -786,10 +788,18 @@ def scan_repository(root: Path) -> RepositoryScan:
     return RepositoryScan(models=MappingProxyType(models), warnings=tuple(warnings))
 
 
-def _scan_model(root: Path, model_dir: Path, warnings: list[str]) -> ModelEntry:
+def model_versions(root: Path, name: str) -> ModelEntry:
+    """Every version of one model on disk, whatever its policy selects (what the
+    commands that work on one version choose from)."""
+    return _scan_model(root.resolve(), root / name, [], every_version=True)
+
+
+def _scan_model(
+    root: Path, model_dir: Path, warnings: list[str], every_version: bool = False
+) -> ModelEntry:
     notes: list[str] = []
     try:
-        versions = _ModelReader(root, model_dir, notes).read()
+        versions = _ModelReader(root, model_dir, notes).read(every_version)
     except ModelConfigError as exc:
         return ModelEntry(model_dir.name, (), str(exc))
     except OSError as exc:
