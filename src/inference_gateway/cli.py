@@ -212,7 +212,7 @@ def serve(settings: Settings, app: str = DEFAULT_APP) -> int:
 def predict(images: Sequence[Path], top_k: int, as_json: bool, settings: Settings) -> int:
     """Classify files in-process and print a table (or JSON lines); 1 if any failed."""
     from inference_gateway.errors import InvalidImageException
-    from inference_gateway.inference.model import load_configured_model
+    from inference_gateway.inference.catalog import load_builtin
     from inference_gateway.inference.postprocess import top_k as rank
     from inference_gateway.inference.preprocess import ImageLimits, harden_pillow, prepare_image
 
@@ -220,7 +220,11 @@ def predict(images: Sequence[Path], top_k: int, as_json: bool, settings: Setting
         sys.stderr.write("--top-k must be between 1 and 20\n")
         return 2
     harden_pillow()
-    model = load_configured_model(settings)
+    try:  # the built-in model as `serve` loads it: from its repository copy, no torch
+        model = load_builtin(settings)
+    except ValueError as exc:  # the export extra missing, a broken copy
+        sys.stderr.write(f"predict: {exc}\n")
+        return 2
     limits = ImageLimits(settings.max_image_pixels, settings.max_image_side)
     failed = False
     for path in images:
@@ -427,33 +431,18 @@ def quantize(settings: Settings, args: argparse.Namespace) -> int:
         return exc.status
 
 
-def _quantize(settings: Settings, args: argparse.Namespace) -> int:
+def _quantize_source(settings: Settings, args: argparse.Namespace) -> tuple[VersionSource, str]:
+    """The version ``quantize`` starts from and the version it writes, checked."""
     import importlib.util
 
-    from inference_gateway.inference.preprocess import ImageLimits, harden_pillow
-    from inference_gateway.inference.profiler import image_files
-    from inference_gateway.inference.quantization import (
-        DEFAULT_MIN_AGREEMENT,
-        QUANTIZATION_FILE,
-        QuantizationError,
-        is_quantized,
-        read_images,
-        split_holdout,
-    )
-    from inference_gateway.inference.quantization import quantize as run_quantize
-    from inference_gateway.inference.repository import ModelConfigError
+    from inference_gateway.inference.quantization import QUANTIZATION_FILE, is_quantized
+    from inference_gateway.inference.repository import VERSION_NAME
 
     if importlib.util.find_spec("onnx") is None:
         raise _CommandError(
             "ONNX Runtime's quantization needs the onnx package: "
             "pip install 'inference-gateway[quantize]'"
         )
-    min_agreement = DEFAULT_MIN_AGREEMENT if args.min_agreement is None else args.min_agreement
-    if not 0 < min_agreement <= 1:
-        raise _CommandError(f"--min-agreement is a share in (0, 1], not {min_agreement}")
-    for directory in (args.calibration, args.holdout):
-        if directory is not None and not directory.is_dir():
-            raise _CommandError(f"{directory} is not a directory")
     source = _version_source(
         settings, args.model, args.version, args.repository, lambda v: not is_quantized(v)
     )
@@ -462,6 +451,36 @@ def _quantize(settings: Settings, args: argparse.Namespace) -> int:
             f"version {source.spec.version} is already INT8 ({QUANTIZATION_FILE} beside its "
             "model.onnx); quantize the version it came from"
         )
+    if not VERSION_NAME.fullmatch(source.path.parent.name):
+        raise _CommandError(
+            f"{source.path} is directly in the model's directory; move it into "
+            f"{source.path.parent / '1'}/ (numbered versions) to add an INT8 version beside it"
+        )
+    target = args.to or str(_next_version(source.path.parent.parent))
+    if not VERSION_NAME.fullmatch(target):
+        raise _CommandError(f"--to is a version number (1, 2, ...), not {target!r}")
+    return source, target
+
+
+def _quantize(settings: Settings, args: argparse.Namespace) -> int:
+    from inference_gateway.inference.preprocess import ImageLimits, harden_pillow
+    from inference_gateway.inference.profiler import image_files
+    from inference_gateway.inference.quantization import (
+        DEFAULT_MIN_AGREEMENT,
+        QuantizationError,
+        read_images,
+        split_holdout,
+    )
+    from inference_gateway.inference.quantization import quantize as run_quantize
+    from inference_gateway.inference.repository import ModelConfigError
+
+    min_agreement = DEFAULT_MIN_AGREEMENT if args.min_agreement is None else args.min_agreement
+    if not 0 < min_agreement <= 1:
+        raise _CommandError(f"--min-agreement is a share in (0, 1], not {min_agreement}")
+    for directory in (args.calibration, args.holdout):
+        if directory is not None and not directory.is_dir():
+            raise _CommandError(f"{directory} is not a directory")
+    source, target = _quantize_source(settings, args)
     calibration_files = image_files(args.calibration)
     if not calibration_files:
         raise _CommandError(f"{args.calibration} holds no files")
@@ -469,9 +488,6 @@ def _quantize(settings: Settings, args: argparse.Namespace) -> int:
         calibration_files, holdout_files = split_holdout(calibration_files)
     else:
         holdout_files = image_files(args.holdout)
-    target = args.to or str(_next_version(source.path.parent.parent))
-    if not target.isdigit() or int(target) < 1:
-        raise _CommandError(f"--to is a positive integer version, not {target!r}")
     harden_pillow()
     limits = ImageLimits(settings.max_image_pixels, settings.max_image_side)
     progress = _progress_line("quantize")
@@ -494,7 +510,8 @@ def _quantize(settings: Settings, args: argparse.Namespace) -> int:
     except (QuantizationError, ModelConfigError) as exc:
         raise _CommandError(str(exc), 1) from None
     except OSError as exc:
-        raise _CommandError(f"{exc.filename or ''}: {exc.strerror or exc}", 1) from None
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise _CommandError(f"{where}{exc.strerror or exc}", 1) from None
     speed = report.speed
     print(
         f"{written}: INT8 ({report.method}), top-1 agreement with version "
@@ -520,7 +537,9 @@ def _load(source: VersionSource, settings: Settings) -> LoadedModel:
 
 def _next_version(model_dir: Path) -> int:
     """One more than the highest numbered directory of a model."""
-    numbers = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+    from inference_gateway.inference.repository import VERSION_NAME
+
+    numbers = [int(p.name) for p in model_dir.iterdir() if VERSION_NAME.fullmatch(p.name)]
     return max(numbers, default=0) + 1
 
 

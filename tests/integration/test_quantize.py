@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -127,11 +128,16 @@ def test_bad_calibration_input_is_a_clear_error(
     blank.mkdir()
     for shade in (0, 255):
         Image.new("RGB", (320, 240), (shade,) * 3).save(blank / f"{shade}.png")
+    photos, _ = image_sets(tmp_path / "sets", 12, 0)
     cases = [
         (["--calibration", str(tmp_path / "missing")], 2, "is not a directory"),
         (["--calibration", str(empty)], 2, "holds no files"),
         (["--calibration", str(blank)], 1, "at least 10 are needed"),
+        (["--calibration", str(photos), "--holdout", str(blank)], 1, "at least 20 are needed"),
+        (["--calibration", str(photos), "--holdout", str(empty)], 1, "no hold-out images"),
         (["--calibration", str(blank), "--version", "2"], 2, "already INT8"),
+        (["--calibration", str(blank), "--to", "007"], 2, "--to is a version number"),
+        (["--calibration", str(blank), "--to", "1"], 1, "exists; choose another version"),
         (["--calibration", str(blank), "--min-agreement", "1.5"], 2, "--min-agreement"),
     ]
     before = sorted(p.name for p in (quantized_repository / MODEL).iterdir())
@@ -140,3 +146,29 @@ def test_bad_calibration_input_is_a_clear_error(
         assert status == expected, extra
         assert message in capsys.readouterr().err, extra
     assert sorted(p.name for p in (quantized_repository / MODEL).iterdir()) == before
+
+
+def test_a_model_without_numbered_versions_is_refused(
+    quantized_repository: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``model.onnx`` directly in the model's directory: an INT8 version beside it would
+    hide it (numbered versions win), so `quantize` asks for ``1/`` first."""
+    flat = tmp_path / "models" / "flat"
+    flat.mkdir(parents=True)
+    source = quantized_repository / MODEL
+    for name in ("model.yaml", "labels.txt"):
+        shutil.copy(source / name, flat / name)
+    shutil.copy(source / "1" / "model.onnx", flat / "model.onnx")
+    status = cli_main(
+        [
+            "quantize",
+            "flat",
+            "--calibration",
+            str(tmp_path),
+            "--repository",
+            str(tmp_path / "models"),
+        ]
+    )
+    assert status == 2
+    assert "move it into" in capsys.readouterr().err
+    assert sorted(p.name for p in flat.iterdir()) == ["labels.txt", "model.onnx", "model.yaml"]

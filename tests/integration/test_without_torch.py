@@ -110,7 +110,16 @@ def test_the_built_in_model_without_the_extra(plain_venv: Path, tmp_path: Path) 
     assert refused.returncode == 2, refused.stderr
     assert "pip install 'inference-gateway[export]'" in refused.stderr
     assert "torch" in refused.stderr
+    photo = tmp_path / "cat.jpg"
+    photo.write_bytes(cat_jpeg())
+    command = [str(plain_venv), "-m", "inference_gateway.cli", "predict", str(photo), "--json"]
+    env = {**os.environ, "MODEL_CACHE_DIR": str(cache)}
+    predict = subprocess.run(command, check=False, capture_output=True, text=True, env=env)
+    assert predict.returncode == 2 and "inference-gateway[export]" in predict.stderr
     export_to_repository(cache / BUILTIN_REPOSITORY, Settings(_env_file=None).model_cache_dir)
+    predict = subprocess.run(command, check=False, capture_output=True, text=True, env=env)
+    assert predict.returncode == 0, predict.stderr
+    assert json.loads(predict.stdout.splitlines()[0])["predictions"][0]["class_id"] in CAT_CLASSES
     with gateway_process(
         {"MODEL_CACHE_DIR": str(cache), "WORKERS": "1"}, python=str(plain_venv)
     ) as gateway:

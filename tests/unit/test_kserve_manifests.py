@@ -403,8 +403,8 @@ def _repository_problems(service: dict[str, Any], settings: Settings) -> list[st
     if service["spec"]["predictor"]["model"].get("storageUri"):
         if repository != KSERVE_MODEL_DIR:
             return [f"MODEL_REPOSITORY {repository}: storageUri lands in {KSERVE_MODEL_DIR}"]
-    elif (
-        repository.startswith(KSERVE_MODEL_DIR) or f"--repository {repository}\n" not in DOCKERFILE
+    elif repository.startswith(KSERVE_MODEL_DIR) or not re.search(
+        rf"--repository {re.escape(repository)}(\s|$)", DOCKERFILE
     ):
         return [f"MODEL_REPOSITORY {repository}: no storageUri, and the image has none there"]
     return []

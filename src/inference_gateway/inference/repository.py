@@ -59,7 +59,8 @@ HF_CONFIG_FILE = "config.json"
 HF_PREPROCESSOR_FILE = "preprocessor_config.json"
 
 _MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-_VERSION_NAME = re.compile(r"[1-9][0-9]{0,17}")
+#: A numbered version directory's name.
+VERSION_NAME = re.compile(r"[1-9][0-9]{0,17}")
 
 #: PIL's resampling codes as Hugging Face image processors store them.
 _HF_RESAMPLE: dict[int, Interpolation] = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}
@@ -598,7 +599,7 @@ class _ModelReader:
         for entry in _list(self.dir):
             if not entry.is_dir():
                 continue
-            if _VERSION_NAME.fullmatch(entry.name):
+            if VERSION_NAME.fullmatch(entry.name):
                 numbered[int(entry.name)] = entry
             elif not flat:
                 self.warnings.append(

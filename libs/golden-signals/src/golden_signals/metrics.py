@@ -305,15 +305,18 @@ class SignalRegistry(Collector):
         if directory is None:
             return
         request_file = directory / _REQUEST_FILE
-        seen: tuple[int, int] | None = None
+        seen: tuple[int, int, int, int] | None = None
         last = time.monotonic()
         while not self._stop.wait(REQUEST_CHECK_SECONDS):
             now = time.monotonic()
             asked = False
             with contextlib.suppress(OSError):
                 stat = os.stat(request_file)
-                if (stat.st_ino, stat.st_mtime_ns) != seen:
-                    seen = (stat.st_ino, stat.st_mtime_ns)
+                # A new request is a new file (renamed over the old one): another inode,
+                # or, were the inode reused, a later change time or another length.
+                key = (stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size)
+                if key != seen:
+                    seen = key
                     asked = _requested(directory) > self._published_for
             if asked or now - last >= self.flush_interval:
                 with contextlib.suppress(OSError):

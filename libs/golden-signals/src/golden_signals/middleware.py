@@ -30,7 +30,7 @@ import structlog
 from opentelemetry import trace
 from opentelemetry.trace import Span, Tracer
 
-from golden_signals.asgi import ASGIApp, Message, Receive, Scope, Send, header, route_path
+from golden_signals.asgi import ASGIApp, Message, Receive, Scope, Send, route_path
 from golden_signals.logs import LogContext, log_request_complete, log_request_start
 from golden_signals.metrics import RequestRecorder
 from golden_signals.routes import UNMATCHED_ENDPOINT, endpoint_of, route_template
@@ -230,7 +230,9 @@ class ObservabilityMiddleware:
                 first_byte = now - start
                 # The answer is known: keep the trace or not, and say so in the header.
                 current = span if span is not None else trace.get_current_span()
-                sampled = self._decide(scope, status, now - start, current)
+                sampled = self._decide(
+                    scope, status, now - start, current, found.get(b"traceparent")
+                )
                 _set_headers(message, request_id, traceparent_of(current, sampled))
             elif kind == "http.response.body" and not message.get("more_body", False):
                 answered = time.perf_counter()  # the last byte: background tasks come after
@@ -264,7 +266,7 @@ class ObservabilityMiddleware:
                     scope, method, UNMATCHED_ENDPOINT, status, end - start, request_id,
                     first_byte, unhandled=unhandled,
                 )  # fmt: skip
-                self._finish(record, root_path, span)
+                self._finish(record, root_path, span, found.get(b"traceparent"))
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Count one WebSocket session: 101 once accepted, 403 when closed before, 500
@@ -310,19 +312,23 @@ class ObservabilityMiddleware:
             self.tracer, scope, found.get(b"traceparent"), found.get(b"tracestate")
         )
 
-    def _decide(self, scope: Scope, status: int, duration: float, span: Span) -> bool | None:
+    def _decide(
+        self, scope: Scope, status: int, duration: float, span: Span, traceparent: str | None
+    ) -> bool | None:
         """Tail sampling's ruling on this request's trace, whose server span is ``span``
-        (None: no ruling, as under head sampling or for an untraced route), remembered in
-        the request's state."""
+        and which arrived with ``traceparent`` (None: no ruling, as under head sampling or
+        for an untraced route), remembered in the request's state."""
         tail = self.tail
         if tail is None:
             return None
-        kept = tail.decide(span, http_outcome(status), duration, header(scope, b"traceparent"))
+        kept = tail.decide(span, http_outcome(status), duration, traceparent)
         if kept is not None:
             scope["state"]["trace_sampled"] = kept
         return kept
 
-    def _finish(self, record: RequestRecord, root_path: str, span: Span | None) -> None:
+    def _finish(
+        self, record: RequestRecord, root_path: str, span: Span | None, traceparent: str | None
+    ) -> None:
         """End the server span (``span``, None when the request has none of its own),
         record the request's metrics, the app's own, and write its one access line."""
         route = route_template(record.scope, root_path)
@@ -334,7 +340,7 @@ class ObservabilityMiddleware:
             span = trace.get_current_span()
         state = record.scope["state"]
         if "trace_sampled" not in state:  # no answer was sent (the client left)
-            self._decide(record.scope, record.status, record.duration_seconds, span)
+            self._decide(record.scope, record.status, record.duration_seconds, span, traceparent)
         error = state.get("error")
         record.error = error if isinstance(error, BaseException) else None
         record.sampled = state.get("trace_sampled")
