@@ -105,6 +105,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.quality_cost $(QUALITY_ARGS) | tee bench/results/quality_cost.md
 	$(PY) -m bench.observability_cost $(OBS_COST_ARGS) | tee bench/results/observability_cost.md
 	$(PY) -m bench.int8 $(INT8_ARGS) | tee bench/results/int8.md
+	$(PY) -m bench.input_types | tee bench/results/input_types.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage .coverage.* htmlcov

@@ -494,15 +494,15 @@ def _quantize(settings: Settings, args: argparse.Namespace) -> int:
     progress(
         f"reading {len(calibration_files)} calibration and {len(holdout_files)} hold-out files"
     )
-    calibration, skipped = read_images(calibration_files, source, limits)
-    holdout, skipped_holdout = read_images(holdout_files, source, limits)
+    loaded = _load(source, settings)
+    loaded.backend.close()
+    input_name, output_name = loaded.input_name, loaded.output_name
+    calibration, skipped = read_images(calibration_files, loaded.spec.preprocess, limits)
+    holdout, skipped_holdout = read_images(holdout_files, loaded.spec.preprocess, limits)
     skipped += skipped_holdout
     for line in skipped[:5]:
         progress(f"skipped {line}")
     try:
-        loaded = _load(source, settings)
-        input_name, output_name = loaded.input_name, loaded.output_name
-        loaded.backend.close()
         written, report = run_quantize(
             source, input_name, output_name, calibration, holdout, target, min_agreement,
             progress, skipped,

@@ -1016,9 +1016,10 @@ MISFITS: dict[str, tuple[dict[str, Any], str]] = {
         "input 'x' takes 320×256 images (width×height) but the preprocessing gives 224×224; "
         "set preprocess.crop (or preprocess.resize) in model.yaml to the model's size",
     ),
-    "not float": (
-        {"inputs": [("x", TensorProto.UINT8, ["b", 3, 224, 224])]},
-        "input 'x' takes tensor(uint8); the gateway feeds tensor(float) images",
+    "not an image type": (
+        {"inputs": [("x", TensorProto.INT64, ["b", 3, 224, 224])]},
+        "input 'x' takes tensor(int64); the gateway feeds images as tensor(float), "
+        "tensor(float16) or tensor(uint8) (pixels as they are)",
     ),
     "scores not 2-D": (
         {"output_rank": 4},

@@ -33,6 +33,7 @@ from inference_gateway.inference.repository import (
     TensorInfo,
     VersionSource,
     confined_tree,
+    fed_spec,
     resolve_io,
     scan_repository,
 )
@@ -194,13 +195,14 @@ def load_version(
         inputs = [TensorInfo(*tensor) for tensor in backend.inputs]
         outputs = [TensorInfo(*tensor) for tensor in backend.outputs]
         input_name, output_name = resolve_io(source, inputs, outputs)
+        spec = fed_spec(source, inputs)
         backend.select(input_name, output_name)
         reference, reference_error = _reference_of(source)
     except BaseException:
         backend.close()
         raise
     return LoadedModel(
-        spec=source.spec,
+        spec=spec,
         backend=backend,
         input_name=input_name,
         output_name=output_name,

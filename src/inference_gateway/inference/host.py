@@ -366,8 +366,8 @@ class ModelHost:
         model = self._loader()
         try:
             if self._warmup:
-                shape = model.spec.preprocess.tensor_shape
-                model.backend.predict(np.zeros((1, *shape), dtype=np.float32))
+                pre = model.spec.preprocess
+                model.backend.predict(np.zeros((1, *pre.tensor_shape), dtype=pre.input_type))
         except BaseException:
             model.backend.close()
             raise

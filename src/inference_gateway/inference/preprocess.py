@@ -27,7 +27,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from functools import cache
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -77,6 +77,15 @@ def sniff_format(data: bytes) -> str | None:
 Interpolation = Literal["nearest", "bilinear", "bicubic", "lanczos"]
 Layout = Literal["NCHW", "NHWC"]
 ColorOrder = Literal["RGB", "BGR"]
+#: What the model's image input takes: normalised float32 or float16, or the pixels as
+#: they are (uint8, 0-255: the graph normalises them itself).
+InputType = Literal["float32", "float16", "uint8"]
+#: The ONNX tensor types of those.
+ONNX_INPUT_TYPES: dict[str, InputType] = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(uint8)": "uint8",
+}
 
 _RESAMPLING: dict[str, Image.Resampling] = {
     "nearest": Image.Resampling.NEAREST,
@@ -107,6 +116,9 @@ class PreprocessConfig:
     std: tuple[float, float, float] = (128.0, 128.0, 128.0)
     layout: Layout = "NCHW"
     color: ColorOrder = "RGB"
+    #: Set from the graph's input when a version loads: ``uint8`` skips ``scale``,
+    #: ``mean`` and ``std`` (the graph normalises), ``float16`` rounds the float32 result.
+    input_type: InputType = "float32"
 
     def __post_init__(self) -> None:
         """Refuse what cannot give one fixed-size tensor."""
@@ -150,6 +162,8 @@ class PreprocessConfig:
             raise ValueError("layout must be NCHW or NHWC")
         if self.color not in ("RGB", "BGR"):
             raise ValueError("color must be RGB or BGR")
+        if self.input_type not in ("float32", "float16", "uint8"):
+            raise ValueError("the input type must be float32, float16 or uint8")
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -390,12 +404,16 @@ def resize_crop(image: Image.Image, config: PreprocessConfig) -> Image.Image:
     return image.resize((out_width, out_height), _RESAMPLING[config.interpolation], box=box)
 
 
-def normalize(pixels: npt.NDArray[np.uint8], config: PreprocessConfig) -> npt.NDArray[np.float32]:
-    """The model's tensor of RGB pixels (HWC, uint8) already at its input size."""
+def normalize(pixels: npt.NDArray[np.uint8], config: PreprocessConfig) -> npt.NDArray[Any]:
+    """The model's tensor of RGB pixels (HWC, uint8) already at its input size: float32
+    normalised, float16 likewise, or for a ``uint8`` input the pixels themselves in the
+    model's channel order and layout."""
     if config.color == "BGR":
         pixels = pixels[:, :, ::-1]
     if config.layout == "NCHW":
         pixels = pixels.transpose(2, 0, 1)
+    if config.input_type == "uint8":
+        return np.ascontiguousarray(pixels)
     # (p * scale - mean) / std as (p - mean / scale) * (scale / std): one float32
     # allocation, subtract into it, scale in place (allocation is what costs on small
     # VMs, not arithmetic); with scale 1 this is exactly (p - mean) / std.
@@ -403,7 +421,7 @@ def normalize(pixels: npt.NDArray[np.uint8], config: PreprocessConfig) -> npt.ND
     out = np.empty(pixels.shape, dtype=np.float32)
     np.subtract(pixels, offset, out=out, dtype=np.float32)
     out *= factor
-    return out
+    return out.astype(np.float16) if config.input_type == "float16" else out
 
 
 @cache

@@ -44,7 +44,7 @@ from inference_gateway.errors import InvalidImageException
 from inference_gateway.inference.backends import OnnxRuntimeBackend
 from inference_gateway.inference.onnx_export import REPOSITORY_GRAPH
 from inference_gateway.inference.postprocess import activate
-from inference_gateway.inference.preprocess import ImageLimits, prepare_image
+from inference_gateway.inference.preprocess import ImageLimits, PreprocessConfig, prepare_image
 from inference_gateway.inference.quality import file_sha256
 from inference_gateway.inference.repository import (
     HF_CONFIG_FILE,
@@ -129,15 +129,16 @@ def is_quantized(source: VersionSource) -> bool:
 
 
 def read_images(
-    paths: Sequence[Path], source: VersionSource, limits: ImageLimits
+    paths: Sequence[Path], preprocess: PreprocessConfig, limits: ImageLimits
 ) -> tuple[Images, list[str]]:
-    """The images at ``paths`` as the version is fed them, stacked; and the files
-    skipped (not images the gateway would accept), each with why."""
+    """The images at ``paths`` as the version is fed them (``preprocess``: its loaded
+    spec's, with its input type), stacked; and the files skipped (not images the
+    gateway would accept), each with why."""
     tensors: list[Images] = []
     skipped: list[str] = []
     for path in paths:
         try:
-            tensors.append(prepare_image(path.read_bytes(), limits, source.spec.preprocess).tensor)
+            tensors.append(prepare_image(path.read_bytes(), limits, preprocess).tensor)
         except InvalidImageException as exc:
             skipped.append(f"{path}: {exc.detail}")
         except OSError as exc:

@@ -33,7 +33,7 @@ import math
 import os
 import re
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
@@ -45,6 +45,7 @@ from pydantic_core import ErrorDetails
 from inference_gateway.inference.model import ModelSpec
 from inference_gateway.inference.postprocess import Activation
 from inference_gateway.inference.preprocess import (
+    ONNX_INPUT_TYPES,
     ColorOrder,
     Interpolation,
     Layout,
@@ -61,6 +62,8 @@ HF_PREPROCESSOR_FILE = "preprocessor_config.json"
 _MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 #: A numbered version directory's name.
 VERSION_NAME = re.compile(r"[1-9][0-9]{0,17}")
+#: The model.yaml ``preprocess`` keys that normalise pixels.
+_NORMALISATION = frozenset({"scale", "mean", "std"})
 
 #: PIL's resampling codes as Hugging Face image processors store them.
 _HF_RESAMPLE: dict[int, Interpolation] = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}
@@ -103,6 +106,10 @@ class VersionSource:
     #: The repository's resolved root: loading checks again that the version's files
     #: stay inside it (a file may have changed since the scan). None: no check.
     repository: Path | None = None
+    #: Where the normalisation (``scale``, ``mean``, ``std``) was given: model.yaml's
+    #: keys, or a Hugging Face preprocessor file. A graph that takes uint8 pixels
+    #: normalises them itself, so any of these is refused for it (`resolve_io`).
+    normalisation: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -666,6 +673,7 @@ class _ModelReader:
             preprocess=self._preprocess(hf_pre),
             activation=activation,
         )
+        given = sorted(_NORMALISATION & self.config.preprocess.model_fields_set)
         return VersionSource(
             spec=spec,
             path=version_dir / MODEL_FILE,
@@ -676,6 +684,10 @@ class _ModelReader:
             ),
             fingerprint=_fingerprint(self.dir, version_dir, [labels_file] if labels_file else []),
             repository=self.root,
+            normalisation=(
+                *(f"preprocess.{key} in {self.yaml_path}" for key in given),
+                *([f"the normalisation of {hf_pre}"] if hf_pre is not None else []),
+            ),
         )
 
     def _labels_for(self, hf_config: Path | None) -> tuple[list[str], Path | None]:
@@ -860,12 +872,30 @@ def resolve_io(
     return image.name, scores.name
 
 
+def fed_spec(source: VersionSource, inputs: Sequence[TensorInfo]) -> ModelSpec:
+    """The version's spec with what its graph's image input takes (`resolve_io` has
+    checked it is one the gateway feeds): float32, float16, or uint8 pixels."""
+    image = _pick(source.path, "input", source.input_name, inputs)
+    kind = ONNX_INPUT_TYPES[image.type]
+    pre = source.spec.preprocess
+    if kind == pre.input_type:
+        return source.spec
+    return replace(source.spec, preprocess=replace(pre, input_type=kind))
+
+
 def _check_input(source: VersionSource, tensor: TensorInfo) -> None:
     where, name, shape = source.path, tensor.name, tensor.shape
     pre = source.spec.preprocess
-    if tensor.type != "tensor(float)":
+    if tensor.type not in ONNX_INPUT_TYPES:
         raise ModelConfigError(
-            f"{where}: input {name!r} takes {tensor.type}; the gateway feeds tensor(float) images"
+            f"{where}: input {name!r} takes {tensor.type}; the gateway feeds images as "
+            "tensor(float), tensor(float16) or tensor(uint8) (pixels as they are)"
+        )
+    if tensor.type == "tensor(uint8)" and source.normalisation:
+        raise ModelConfigError(
+            f"{where}: input {name!r} takes tensor(uint8): the gateway feeds it the resized "
+            "and cropped pixels as they are (0-255) and the graph normalises them, so "
+            f"scale, mean and std must not be set; remove {', '.join(source.normalisation)}"
         )
     if len(shape) != 4:
         raise ModelConfigError(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -54,6 +54,10 @@ FOREIGN_LOAD_PREFIX = "file:"
 
 
 # --- descriptions ------------------------------------------------------------------------
+#: The protocol's datatype of each model input type.
+INPUT_DATATYPES = {"float32": "FP32", "float16": "FP16", "uint8": "UINT8"}
+
+
 def server_metadata(settings: Settings) -> dict[str, object]:
     """Name, version and the protocol extensions the gateway supports: statistics with
     metrics on, the model repository extension with ``ADMIN_TOKEN`` set."""
@@ -84,7 +88,7 @@ def model_metadata(registry: ModelRegistry, name: str, version: str | None) -> d
         "inputs": [
             {
                 "name": model.input_name,
-                "datatype": "FP32",
+                "datatype": INPUT_DATATYPES[spec.preprocess.input_type],
                 "shape": [-1, *spec.preprocess.tensor_shape],
             }
         ],
@@ -119,7 +123,7 @@ def model_config(registry: ModelRegistry, name: str, version: str | None) -> dic
         "input": [
             {
                 "name": model.input_name,
-                "data_type": "TYPE_FP32",
+                "data_type": f"TYPE_{INPUT_DATATYPES[spec.preprocess.input_type]}",
                 "format": f"FORMAT_{spec.preprocess.layout}",
                 "dims": list(spec.preprocess.tensor_shape),
             }
@@ -286,13 +290,15 @@ def _images(tensor: InputTensor, limit: int) -> Sequence[bytes]:
     return images
 
 
-def _rows(tensor: InputTensor, host: ModelHost, limit: int) -> list[npt.NDArray[np.float32]]:
+def _rows(tensor: InputTensor, host: ModelHost, limit: int) -> list[npt.NDArray[Any]]:
     model = host.require_ready()
-    expected = model.spec.preprocess.tensor_shape
-    if tensor.datatype not in ("FP32", "FP16"):
+    pre = model.spec.preprocess
+    expected = pre.tensor_shape
+    accepted = ("UINT8",) if pre.input_type == "uint8" else ("FP32", "FP16")
+    if tensor.datatype not in accepted:
         raise V2InputError(
-            f"Input '{tensor.name}' is {tensor.datatype}; send FP32 or FP16 tensors, or "
-            "encoded images as BYTES."
+            f"Input '{tensor.name}' is {tensor.datatype}; send {' or '.join(accepted)} "
+            "tensors, or encoded images as BYTES."
         )
     if tuple(tensor.shape[1:]) != expected or len(tensor.shape) != len(expected) + 1:
         raise V2InputError(
@@ -302,7 +308,8 @@ def _rows(tensor: InputTensor, host: ModelHost, limit: int) -> list[npt.NDArray[
     data = tensor.data
     assert isinstance(data, np.ndarray)  # noqa: S101 - numeric tensors are arrays
     _check_count(data.shape[0], limit)
-    batch = np.array(data, dtype=np.float32)  # writable: a backend may hand it to torch
+    # A copy in the model's input type (writable: a backend may hand it to torch).
+    batch = np.array(data, dtype=pre.input_type)
     return list(batch)
 
 
