@@ -27,6 +27,7 @@ from tests.helpers import make_settings, ready_client
 from tests.images import SKIMAGE_DATA
 from tests.input_types import FLOAT16_YAML, UINT8_YAML, with_input_type
 from tests.photo_variants import PHOTOS
+from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -58,6 +59,15 @@ def _jpeg(name: str) -> bytes:
         buffer = io.BytesIO()
         image.convert("RGB").save(buffer, format="JPEG", quality=92)
     return buffer.getvalue()
+
+
+def _center_pixels(name: str) -> np.ndarray:
+    """A photograph's centre square at 224×224, RGB pixels (HWC, uint8)."""
+    with Image.open(SKIMAGE_DATA / name) as image:
+        rgb = image.convert("RGB")
+    side = min(rgb.size)
+    left, top = (rgb.width - side) // 2, (rgb.height - side) // 2
+    return np.asarray(rgb.crop((left, top, left + side, top + side)).resize((224, 224)))
 
 
 def _top1(client: TestClient, model: str, photo: bytes) -> int:
@@ -98,11 +108,7 @@ def test_the_open_inference_protocol_says_and_takes_each_input_type(served: Test
         scores = np.asarray(answer.json()["outputs"][0]["data"])
         assert int(scores.argmax()) == expected
     # Pixels the client resized and cropped itself: UINT8, NHWC, as the metadata says.
-    with Image.open(SKIMAGE_DATA / "chelsea.png") as image:
-        rgb = image.convert("RGB")
-    side = min(rgb.size)
-    left, top = (rgb.width - side) // 2, (rgb.height - side) // 2
-    pixels = np.asarray(rgb.crop((left, top, left + side, top + side)).resize((224, 224)))
+    pixels = _center_pixels("chelsea.png")
     tensor = {
         "name": "pixels", "shape": [1, 224, 224, 3], "datatype": "UINT8",
         "data": pixels.reshape(-1).tolist(),
@@ -130,3 +136,35 @@ def test_a_uint8_input_with_normalisation_in_model_yaml_is_refused(
     (version,) = model_versions(root, "lite0-uint8").versions
     with pytest.raises(ModelConfigError, match=r"takes tensor\(uint8\).*remove preprocess\.mean"):
         load_version(version, threads=1)
+
+
+def test_grpc_says_and_takes_each_input_type(repository: Path) -> None:
+    """tritonclient over gRPC: the metadata's datatype, and a tensor of that type
+    answered with the built-in model's top-1."""
+    import tritonclient.grpc as grpcclient
+
+    port = free_port()
+    app = create_app(
+        make_settings(model_repository=repository, grpc_port=port), configure_logging=False
+    )
+    with TestClient(app) as client:
+        ready_client(client)
+        expected = _top1(client, BUILTIN, _jpeg("chelsea.png"))
+        grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+        try:
+            for model, datatype in (("lite0-uint8", "UINT8"), ("lite0-fp16", "FP16")):
+                metadata = grpc.get_model_metadata(model, as_json=True)
+                name = metadata["inputs"][0]["name"]
+                assert metadata["inputs"][0]["datatype"] == datatype
+                pixels = _center_pixels("chelsea.png")
+                if datatype == "FP16":
+                    array = ((pixels.astype(np.float32) - 127) / 128).transpose(2, 0, 1)
+                    array = array.astype(np.float16)[None]
+                else:
+                    array = pixels[None]
+                tensor = grpcclient.InferInput(name, list(array.shape), datatype)
+                tensor.set_data_from_numpy(array)
+                scores = grpc.infer(model, [tensor]).as_numpy("logits")
+                assert int(np.asarray(scores)[0].argmax()) == expected, model
+        finally:
+            grpc.close()

@@ -79,12 +79,21 @@ def test_promtool_checks_the_config_and_rules() -> None:
 
 def test_promtool_unit_tests_of_the_alerts_pass() -> None:
     promtool = _tool("promtool")
-    for test_file in sorted((PROMETHEUS_DIR / "tests").glob("*.yml")):
-        result = subprocess.run(
-            [promtool, "test", "rules", test_file.name], cwd=test_file.parent,
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        assert result.returncode == 0, result.stdout + result.stderr
+    # Every file at once (each promtool mostly uses one core): a third less wall time.
+    running = {
+        test_file.name: subprocess.Popen(
+            [promtool, "test", "rules", test_file.name],
+            cwd=test_file.parent,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for test_file in sorted((PROMETHEUS_DIR / "tests").glob("*.yml"))
+    }
+    assert running
+    for name, process in running.items():
+        output, _ = process.communicate(timeout=300)
+        assert process.returncode == 0, f"{name}:\n{output}"
 
 
 def _dashboard_queries() -> list[str]:

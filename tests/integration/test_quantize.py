@@ -102,7 +102,7 @@ def test_a_calibration_that_cannot_reach_the_gate_writes_nothing(
 ) -> None:
     """Twelve photographs darkened to near black: the INT8 model's ranges are those of a
     dark world; it disagrees with the source, and nothing is written."""
-    _, holdout = image_sets(tmp_path / "sets")
+    holdout = quantized_repository.parent / "holdout"  # the fixture's hold-out images
     dark = tmp_path / "dark"
     dark.mkdir()
     for index, path in enumerate(sorted(holdout.iterdir())[:12]):

@@ -269,7 +269,7 @@ def measure_speed(
     images: Images,
     batch_size: int = 4,
     seconds: float = 0.5,
-    rounds: int = 5,
+    rounds: int = 3,
 ) -> dict[str, float]:
     """Images per second of each model on this machine: one thread, batches of
     ``batch_size``, ``rounds`` turns of ``seconds`` each in alternation, the median turn."""
