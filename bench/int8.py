@@ -13,19 +13,25 @@ server's CPU in a turn is that version's. The goal: INT8 at least 1.5× FP32's i
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import sys
 import tempfile
-import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from bench.common import RAW, machine, median
+from bench.common import machine, median
 from bench.http_bench import OBS_ON, Target, _script, run_wrk, server
-from bench.paired import NO_REFUSALS, cost_line, cpu_ratios, medians_table, rotating_turns
+from bench.paired import (
+    NO_REFUSALS,
+    cost_line,
+    cpu_ratios,
+    medians_table,
+    result_head,
+    rotating_turns,
+)
+from bench.paired import main as paired_main
 from inference_gateway.config import Settings
 from tests.quantized import MODEL, quantized_repository
 
@@ -51,10 +57,7 @@ def run(seconds: float, rounds: int) -> dict[str, Any]:
         loaded = rotating_turns(measured, script, rounds, seconds)
         lone = rotating_turns(measured, script, rounds, seconds, connections=1)
     return {
-        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "seconds": seconds,
-        "rounds": rounds,
-        "loaded": loaded,
+        **result_head(seconds, rounds, loaded),  # runs: at 32 connections
         "lone": lone,
         "throughput_ratios": [
             a["rps"] / b["rps"] for a, b in zip(loaded[INT8], loaded[FP32], strict=True)
@@ -77,7 +80,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"{result['rounds']}`, {machine()}, {result['when']}: one server, both versions, "
             "loaded in turns by `wrk` (see the module's docstring); medians.",
             "",
-            *medians_table(result["loaded"], "version"),
+            *medians_table(result["runs"], "version"),
             "",
             *medians_table(result["lone"], "version", connections=1),
             "",
@@ -100,14 +103,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main() -> None:
     """Run and print the table."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=6)
-    parser.add_argument("--rounds", type=int, default=6)
-    args = parser.parse_args()
-    result = run(args.seconds, args.rounds)
-    print(markdown(result))
-    RAW.mkdir(parents=True, exist_ok=True)
-    (RAW / "int8.json").write_text(json.dumps(result, indent=2))
+    paired_main("int8", lambda a: run(a.seconds, a.rounds), markdown, rounds=6)
 
 
 if __name__ == "__main__":

@@ -17,23 +17,24 @@ logs at WARNING), to see what each signal costs.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
-import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from bench.common import RAW, machine
-from bench.http_bench import OBS_OFF, OBS_ON, Target, _script, run_wrk, server
+from bench.common import machine
+from bench.http_bench import OBS_OFF, OBS_ON, Target, _script
 from bench.paired import (
     CONNECTIONS,
     NO_REFUSALS,
     cost_line,
     cpu_ratios,
     medians_table,
+    result_head,
     rotating_turns,
+    side_by_side,
 )
+from bench.paired import main as paired_main
 
 ON, OFF, CONTROL = (
     "observability on (metrics, logs, traces)",
@@ -55,18 +56,15 @@ def run(seconds: float, rounds: int, parts: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-obs-") as tmp, ExitStack() as stack:
         workdir = Path(tmp)
         script = _script(workdir)
-        measured = {}
-        for name, env in {**CONFIGURATIONS, **(PARTS if parts else {})}.items():
-            target = Target(name, "gateway", {**env, **NO_REFUSALS})
-            running = stack.enter_context(server(target, workdir))
-            run_wrk(running, script, 4, 2)  # warm-up
-            measured[name] = (running, "/predict")
+        targets = {
+            name: Target(name, "gateway", {**env, **NO_REFUSALS})
+            for name, env in {**CONFIGURATIONS, **(PARTS if parts else {})}.items()
+        }
+        running = side_by_side(stack, workdir, script, targets)
+        measured = {name: (target, "/predict") for name, target in running.items()}
         runs = rotating_turns(measured, script, rounds, seconds)
     return {
-        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "seconds": seconds,
-        "rounds": rounds,
-        "runs": runs,
+        **result_head(seconds, rounds, runs),
         "cpu_ratios": cpu_ratios(runs[ON], runs[OFF]),
         "control_ratios": cpu_ratios(runs[CONTROL], runs[OFF]),
         "part_ratios": {name: cpu_ratios(runs[name], runs[OFF]) for name in PARTS if parts},
@@ -97,15 +95,17 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main() -> None:
     """Run and print the table."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=6)
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--parts", action="store_true", help="also each signal off alone")
-    args = parser.parse_args()
-    result = run(args.seconds, args.rounds, args.parts)
-    print(markdown(result))
-    RAW.mkdir(parents=True, exist_ok=True)
-    (RAW / "observability_cost.json").write_text(json.dumps(result, indent=2))
+
+    def options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--parts", action="store_true", help="also each signal off alone")
+
+    paired_main(
+        "observability_cost",
+        lambda a: run(a.seconds, a.rounds, a.parts),
+        markdown,
+        rounds=10,
+        options=options,
+    )
 
 
 if __name__ == "__main__":

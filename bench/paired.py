@@ -10,11 +10,17 @@ a difference the harness sees when there is none.
 
 from __future__ import annotations
 
+import argparse
+import json
 import random
+import time
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
-from bench.common import median
-from bench.http_bench import RunningServer, run_wrk
+from bench.common import RAW, median
+from bench.http_bench import RunningServer, Target, run_wrk, server
 
 CONNECTIONS = 32
 #: A closed loop of 32 connections queues more than `MAX_QUEUE_WAIT_MS` allows: its
@@ -81,3 +87,44 @@ def cost_line(label: str, ratios: list[float]) -> str:
         f"{high - 1:+.1%}; {len(ratios)} rounds: "
         f"{', '.join(f'{r - 1:+.1%}' for r in ratios)})"
     )
+
+
+def side_by_side(
+    stack: ExitStack, workdir: Path, script: Path, targets: Mapping[str, Target]
+) -> dict[str, RunningServer]:
+    """Every target's server started (kept up by ``stack``) and warmed up, by name."""
+    running = {}
+    for name, target in targets.items():
+        running[name] = stack.enter_context(server(target, workdir))
+        run_wrk(running[name], script, 4, 2)  # warm-up
+    return running
+
+
+def result_head(seconds: float, rounds: int, runs: dict[str, Any]) -> dict[str, Any]:
+    """What every paired result starts with: when, the turns' length and count, the runs."""
+    return {
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "seconds": seconds,
+        "rounds": rounds,
+        "runs": runs,
+    }
+
+
+def main(
+    name: str,
+    run: Callable[[argparse.Namespace], dict[str, Any]],
+    markdown: Callable[[dict[str, Any]], str],
+    rounds: int,
+    options: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> None:
+    """A paired benchmark's command line: ``--seconds`` and ``--rounds`` (and
+    ``options``' own), the table printed, the raw result in ``RAW/<name>.json``."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=6)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    if options is not None:
+        options(parser)
+    result = run(parser.parse_args())
+    print(markdown(result))
+    RAW.mkdir(parents=True, exist_ok=True)
+    (RAW / f"{name}.json").write_text(json.dumps(result, indent=2))

@@ -21,24 +21,24 @@ when there is none. The target is under 2% more CPU per image with the signals.
 
 from __future__ import annotations
 
-import argparse
-import json
 import tempfile
-import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from bench.common import RAW, machine
-from bench.http_bench import OBS_ON, Target, _script, run_wrk, server
+from bench.common import machine
+from bench.http_bench import OBS_ON, Target, _script
 from bench.paired import (
     CONNECTIONS,
     NO_REFUSALS,
     cost_line,
     cpu_ratios,
     medians_table,
+    result_head,
     rotating_turns,
+    side_by_side,
 )
+from bench.paired import main as paired_main
 from inference_gateway.cli import main as cli_main
 from inference_gateway.config import Settings
 from inference_gateway.inference.onnx_export import export_to_repository
@@ -79,19 +79,17 @@ def run(seconds: float, rounds: int) -> dict[str, Any]:
         workdir = Path(tmp)
         script = _script(workdir)
         with_reference, without = _repositories(workdir)
-        running = {}
-        for name, root in ((ON, with_reference), (OFF, without), (CONTROL, without)):
-            env = {**OBS_ON, "MODEL_REPOSITORY": str(root), **NO_REFUSALS}
-            running[name] = stack.enter_context(server(Target(name, "gateway", env), workdir))
-            run_wrk(running[name], script, 4, 2)  # warm-up
+        roots = {ON: with_reference, OFF: without, CONTROL: without}
+        targets = {
+            name: Target(name, "gateway", {**OBS_ON, "MODEL_REPOSITORY": str(root), **NO_REFUSALS})
+            for name, root in roots.items()
+        }
+        running = side_by_side(stack, workdir, script, targets)
         measured = {name: (running[name], "/predict") for name in running}
         measured[ASKED] = (running[ON], "/predict?quality=true")
         runs = rotating_turns(measured, script, rounds, seconds)
     return {
-        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "seconds": seconds,
-        "rounds": rounds,
-        "runs": runs,
+        **result_head(seconds, rounds, runs),
         "cpu_ratios": cpu_ratios(runs[ON], runs[OFF]),
         "asked_ratios": cpu_ratios(runs[ASKED], runs[OFF]),
         "control_ratios": cpu_ratios(runs[CONTROL], runs[OFF]),
@@ -123,14 +121,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main() -> None:
     """Run and print the table."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=6)
-    parser.add_argument("--rounds", type=int, default=10)
-    args = parser.parse_args()
-    result = run(args.seconds, args.rounds)
-    print(markdown(result))
-    RAW.mkdir(parents=True, exist_ok=True)
-    (RAW / "quality_cost.json").write_text(json.dumps(result, indent=2))
+    paired_main("quality_cost", lambda a: run(a.seconds, a.rounds), markdown, rounds=10)
 
 
 if __name__ == "__main__":

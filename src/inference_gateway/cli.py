@@ -61,20 +61,18 @@ def _parser() -> argparse.ArgumentParser:
         help="write a version's reference.json (model-quality signals) from images that "
         "look like production",
     )
-    profile.add_argument("model", help="the model's name in the repository")
+    _version_arguments(profile, "the version to profile (default: the highest)")
     profile.add_argument(
         "--images", type=Path, required=True, metavar="DIR", help="the reference images"
-    )
-    profile.add_argument("--version", help="the version to profile (default: the highest)")
-    profile.add_argument(
-        "--repository", type=Path, metavar="DIR", help="the model repository (MODEL_REPOSITORY)"
     )
     quantize = sub.add_parser(
         "quantize",
         help="write an INT8 version of a repository version (ONNX Runtime static "
         "quantization), if it agrees with the source on held-out images",
     )
-    quantize.add_argument("model", help="the model's name in the repository")
+    _version_arguments(
+        quantize, "the version to quantize (default: the highest that is not itself INT8)"
+    )
     quantize.add_argument(
         "--calibration", type=Path, required=True, metavar="DIR",
         help="images like production's (every 3rd is held out unless --holdout is given)",
@@ -82,16 +80,12 @@ def _parser() -> argparse.ArgumentParser:
     quantize.add_argument(
         "--holdout", type=Path, metavar="DIR", help="images to judge agreement on instead"
     )
-    quantize.add_argument("--version", help="the version to quantize (default: the highest)")
     quantize.add_argument("--to", help="the new version (default: the highest on disk + 1)")
     quantize.add_argument(
         "--min-agreement", type=float, default=None, metavar="SHARE",
         help="top-1 agreement with the source on confident hold-out images needed to "
         "write the version (default 0.95)",
     )  # fmt: skip
-    quantize.add_argument(
-        "--repository", type=Path, metavar="DIR", help="the model repository (MODEL_REPOSITORY)"
-    )
     keys = sub.add_parser("keys", help="manage API keys (API_KEYS_FILE)")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     add = keys_sub.add_parser(
@@ -100,6 +94,16 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("name", help="the key's id: what the access log shows")
     add.add_argument("--file", type=Path, help="the keys file (default: API_KEYS_FILE)")
     return parser
+
+
+def _version_arguments(parser: argparse.ArgumentParser, version_help: str) -> None:
+    """The arguments of a command that works on one repository version: the model,
+    ``--version`` and ``--repository``."""
+    parser.add_argument("model", help="the model's name in the repository")
+    parser.add_argument("--version", help=version_help)
+    parser.add_argument(
+        "--repository", type=Path, metavar="DIR", help="the model repository (MODEL_REPOSITORY)"
+    )
 
 
 def add_api_key(settings: Settings, name: str, path: Path | None) -> int:

@@ -321,7 +321,7 @@ def quantize(
         progress("pre-processing the graph (ONNX Runtime's quant_pre_process)")
         preprocessed = _preprocess_graph(source.path, graph)
         results, failures = _each_method(
-            work, graph, source, io, calibration, holdout, reference, progress
+            work, graph, source, io, calibration, holdout, (reference, confident), progress
         )
         best, chosen = max(
             results.values(),
@@ -412,14 +412,15 @@ def _each_method(
     io: tuple[str, str],
     calibration: Images,
     holdout: Images,
-    reference: npt.NDArray[np.float64],
+    judged: tuple[npt.NDArray[np.float64], int],
     progress: Progress,
 ) -> tuple[dict[str, tuple[Agreement, Path]], dict[str, str]]:
-    """Each method's INT8 model and its agreement, and the methods that failed (why);
-    raises when every one failed."""
+    """Each method's INT8 model and its agreement with the source's confidences on the
+    hold-out (``judged``: those, and how many are confident), and the methods that
+    failed (why); raises when every one failed."""
+    reference, confident = judged
     results: dict[str, tuple[Agreement, Path]] = {}
     failures: dict[str, str] = {}
-    confident = int((reference.max(axis=1) > CONFIDENT).sum())
     for number, method in enumerate(METHODS, start=1):
         progress(
             f"calibrating with {method} ({number}/{len(METHODS)}) on {len(calibration)} images"
