@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import logging
+import os
 import re
 from collections.abc import Iterator
 from datetime import datetime
@@ -169,6 +170,50 @@ def test_user_text_cannot_forge_a_json_line(json_logs: io.StringIO, hostile: str
     assert len(records) == 1
     assert records[0]["message"] == "Upload"
     assert len(str(records[0]["filename"])) <= 4096 + len("…[truncated]")
+
+
+def test_values_json_cannot_hold_are_written_as_their_repr_or_own_text(json_logs: io.StringIO) -> None:
+    class Rendered:
+        def __structlog__(self) -> str:
+            return "rendered"
+
+    get_logger().info("Odd values", when=datetime(2026, 1, 2), tags={"a"}, own=Rendered())
+    (record,) = _records(json_logs)
+    assert record["when"] == "2026-01-02T00:00:00"  # what JSON can hold, as such
+    assert record["tags"] == "{'a'}"
+    assert record["own"] == "rendered"
+
+
+def test_many_short_values_are_each_kept_whole(json_logs: io.StringIO) -> None:
+    """Together longer than one field may be (the check that lets most lines through
+    without a look at each field), each short: nothing is cut."""
+    fields = {f"field_{i}": "x" * 1000 for i in range(8)}
+    get_logger().info("Wide", **fields)
+    (record,) = _records(json_logs)
+    assert all(record[name] == value for name, value in fields.items())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_worker_logs_its_own_pid(json_logs: io.StringIO) -> None:
+    """The process id on each line is read once per process: a worker forked from a
+    process that had logged already writes its own."""
+    get_logger().info("Before the fork")
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the worker: log a line to the pipe, then leave at once
+        try:
+            stream = io.StringIO()
+            structlog.configure(logger_factory=lambda *_: structlog.WriteLogger(stream))
+            get_logger().info("In the worker")
+            os.write(write, stream.getvalue().encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        line = pipe.read()
+    os.waitpid(child, 0)
+    assert json.loads(line)["pid"] == child
+    assert _records(json_logs)[0]["pid"] == os.getpid()
 
 
 def test_hostile_request_and_user_ids_are_dropped(json_logs: io.StringIO) -> None:

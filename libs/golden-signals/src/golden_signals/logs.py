@@ -19,7 +19,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, TextIO
 
@@ -121,16 +121,29 @@ _CONTAINERS = (dict, list, tuple)
 _SCALARS = frozenset({int, float, bool, type(None), bytes})
 
 
+#: Value types with nothing inside to redact (a line made only of these, and short, is
+#: left as it is without a look at each field).
+_FLAT = frozenset({str, int, float, bool, type(None)})
+
+
 def sanitize_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     """Replace the value of every field named like a secret (`SECRET_FIELDS`), and of
     such keys inside mappings and header lists (a ``headers`` field), with `REDACTED`;
     cut strings longer than `MAX_FIELD_CHARS`. Field names already known to be plain
-    are skipped in one set difference (a line's names are mostly the same few)."""
+    are skipped in one set difference (a line's names are mostly the same few), and so
+    is a line whose values are all flat (`_FLAT`) and together shorter than
+    `MAX_FIELD_CHARS` once encoded (most lines: one encoding in C instead of a look at
+    each field)."""
     for key in event_dict.keys() - _plain_names:
         if _is_secret(key):
             event_dict[key] = REDACTED
         elif len(_plain_names) < 4096:
             _plain_names.add(key)
+    values = event_dict.values()
+    if set(map(type, values)) <= _FLAT and (
+        len(orjson.dumps(tuple(values))) <= MAX_FIELD_CHARS  # no string can be longer
+    ):
+        return event_dict
     for key, value in event_dict.items():
         kind = type(value)
         if kind is str:
@@ -163,8 +176,20 @@ def _drop_color_message(_: WrappedLogger, __: str, event_dict: EventDict) -> Eve
     return event_dict
 
 
+#: This process's id (a system call each time otherwise), renewed in a forked child.
+_pid = os.getpid()
+
+
+def _renew_pid() -> None:
+    global _pid  # noqa: PLW0603 - the cache above, in a new process
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_renew_pid)
+
+
 def _add_pid(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    event_dict.setdefault("pid", os.getpid())  # tells apart the workers of one server
+    event_dict.setdefault("pid", _pid)  # tells apart the workers of one server
     return event_dict
 
 
@@ -185,10 +210,35 @@ def _context_processors() -> list[Processor]:
     ]
 
 
-def _orjson_dumps(obj: Any, **kwargs: Any) -> str:
-    """One JSON line with orjson: a few times faster than the standard library, and
-    strict JSON (a NaN is ``null``, never the invalid ``NaN``)."""
-    return orjson.dumps(obj, default=kwargs.get("default")).decode()
+def _json_line(_: WrappedLogger, __: str, event_dict: EventDict) -> str:
+    """The line: the event renamed ``message``, as one JSON object rendered by orjson (a
+    few times faster than the standard library, and strict JSON: a NaN is ``null``, never
+    the invalid ``NaN``; what JSON cannot hold is written as its ``repr``, as structlog's
+    `JSONRenderer` does)."""
+    event_dict["message"] = event_dict.pop("event")
+    return orjson.dumps(event_dict, default=_unencodable).decode()
+
+
+def _unencodable(value: Any) -> Any:
+    """What a line holds for a value JSON cannot: its ``__structlog__()``, else its
+    ``repr`` (as structlog's renderer)."""
+    method = getattr(value, "__structlog__", None)
+    return method() if callable(method) else repr(value)
+
+
+def _exceptions(
+    renderer: structlog.processors.ExceptionRenderer,
+) -> Callable[[WrappedLogger, str, EventDict], EventDict]:
+    """``renderer``, called only for a line with an exception to render (``exc_info``
+    set): the other lines lose an empty ``exc_info`` without its look at it."""
+
+    def render(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+        if event_dict.get("exc_info") is None:
+            event_dict.pop("exc_info", None)
+            return event_dict
+        return renderer(logger, method, event_dict)
+
+    return render
 
 
 class _Writer(structlog.WriteLogger):
@@ -295,12 +345,13 @@ def setup_logging(
     level = level.upper()
     if fmt == "json":
         final: list[Processor] = [
-            structlog.processors.ExceptionRenderer(
-                structlog.tracebacks.ExceptionDictTransformer(show_locals=traceback_locals)
+            _exceptions(
+                structlog.processors.ExceptionRenderer(
+                    structlog.tracebacks.ExceptionDictTransformer(show_locals=traceback_locals)
+                )
             ),
             _upper_level,
-            structlog.processors.EventRenamer("message"),
-            structlog.processors.JSONRenderer(serializer=_orjson_dumps),
+            _json_line,
         ]
     else:
         final = [
@@ -439,6 +490,8 @@ def log_request_complete(
             if status_code >= 400
             else logging.INFO
         )
+    if exc_info is not None:
+        fields["exc_info"] = exc_info
     logger.log(
         level,
         "Request completed",
@@ -446,6 +499,5 @@ def log_request_complete(
         endpoint=endpoint,
         status_code=status_code,
         duration_ms=round(duration_ms, 3),
-        exc_info=exc_info,
         **fields,
     )

@@ -122,7 +122,7 @@ class RecordedSpan(trace.Span):
     the finished spans of its request until the decision.
     """
 
-    __slots__ = ("_attributes", "_end", "_events", "_kind", "_links", "_name",
+    __slots__ = ("_attributes", "_end", "_events", "_id", "_kind", "_links", "_name",
                  "_on_exception", "_owner", "_request", "_start", "_status", "batches",
                  "context", "finished", "kept", "linked", "parent", "wanted")  # fmt: skip
 
@@ -145,6 +145,7 @@ class RecordedSpan(trace.Span):
         self._owner = owner
         self._name = name
         self.context = context
+        self._id: int = context.span_id  # read once (a property call on SpanContext)
         self.parent = parent
         # None for a root itself: a reference to itself would make every request's
         # records a reference cycle, garbage only the cyclic collector frees.
@@ -341,7 +342,7 @@ class RecordingTracer(trace.Tracer):
         if parent is not None and parent.is_valid:
             trace_id, state = parent.trace_id, parent.trace_state
             if isinstance(parent_span, RecordedSpan) and not parent.is_remote:
-                root = parent_span.root
+                root = parent_span._request or parent_span
         else:  # a new trace
             trace_id, state, parent = ids.generate_trace_id(), None, None
         span_context = SpanContext(trace_id, ids.generate_span_id(), False, _SAMPLED, state)
@@ -518,7 +519,7 @@ class TailSampling(SpanProcessor):
         if len(running) >= MAX_RUNNING_SPANS:
             with contextlib.suppress(RuntimeError, StopIteration):  # changed meanwhile
                 running.pop(next(iter(running)), None)
-        running[span.context.span_id] = span.root
+        running[span._id] = span._request or span
         if span.parent is None and span._links:  # a batch: note the requests it serves
             with self._lock:
                 span.linked = tuple(
@@ -533,15 +534,19 @@ class TailSampling(SpanProcessor):
 
     def _ended(self, span: RecordedSpan) -> None:
         """Hold ``span`` for its request's decision, or act on the decision made."""
-        self._running.pop(span.context.span_id, None)
-        root = span.root
-        if span is root and root.kept is None:
-            if root.linked or root._links:
-                self._end_batch(span)
-            else:  # a root nobody decided on (not a request): judged as it ends
-                parent = root.parent
-                sampled = parent is not None and parent.trace_flags.sampled
-                self._judge(root, Outcome.OK, root.duration_seconds, sampled)
+        self._running.pop(span._id, None)
+        root = span._request
+        if root is None:
+            root = span
+            if root.kept:  # decided before its end (a request's server span): kept
+                self._export([span])
+            elif root.kept is None:
+                if root.linked or root._links:
+                    self._end_batch(span)
+                else:  # a root nobody decided on (not a request): judged as it ends
+                    parent = root.parent
+                    sampled = parent is not None and parent.trace_flags.sampled
+                    self._judge(root, Outcome.OK, root.duration_seconds, sampled)
             return
         with self._lock:
             kept = root.kept
@@ -578,7 +583,7 @@ class TailSampling(SpanProcessor):
                 if root._end is not None:
                     kept.append(root)
                 for span in finished:
-                    self._kept_spans[span.context.span_id] = root
+                    self._kept_spans[span._id] = root
                 while len(self._kept_spans) > KEPT_MEMORY:
                     self._kept_spans.popitem(last=False)
             for wait in batches:
