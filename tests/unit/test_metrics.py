@@ -436,6 +436,30 @@ def test_helpers_record_what_they_say() -> None:
     )
 
 
+def test_a_version_forgotten_and_served_again_is_counted_anew_in_one_process() -> None:
+    """A forgotten version's series go, and when it is served again its answers make
+    them anew (the series each request writes are looked up once, and forgotten too)."""
+    metrics = Metrics(app_name="a", app_version="1", environment="test")
+    model = ("m", "2")
+    labels = {"model_name": "m", "model_version": "2"}
+    metrics.initialise_model(model)
+    metrics.record_prediction(model, "cat", 0.9)
+    metrics.record_inference(model, 0.01, batch_size=2)
+    metrics.record_queue_wait(model, 0.002)
+    metrics.forget_model(model)
+    samples = parse(metrics.render(None)[0].decode())
+    assert not any(name == "model_predictions_total" for name, _ in samples)
+    metrics.initialise_model(model)
+    metrics.record_prediction(model, "cat", 0.8)
+    metrics.record_inference(model, 0.01, batch_size=3)
+    metrics.record_queue_wait(model, 0.002)
+    samples = parse(metrics.render(None)[0].decode())
+    assert value(samples, "model_predictions_total", **labels, **{"class": "cat"}) == 1
+    assert value(samples, "prediction_confidence_count", **labels) == 1
+    assert value(samples, "inference_batch_size_sum", **labels) == 3
+    assert value(samples, "inference_queue_wait_seconds_count", **labels) == 1
+
+
 @pytest.mark.parametrize(
     "accept", [None, "text/plain", "application/openmetrics-text; version=1.0.0"]
 )
