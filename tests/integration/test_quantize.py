@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageEnhance
@@ -29,16 +30,23 @@ from inference_gateway.inference.quantization import (
 )
 from tests.helpers import make_settings, ready_client
 from tests.images import CAT_CLASSES, cat_jpeg
+from tests.oip import classes
 from tests.quantized import CALIBRATION_IMAGES, HOLDOUT_IMAGES, MODEL, image_sets
+from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def served(quantized_repository: Path) -> Iterator[TestClient]:
-    app = create_app(make_settings(model_repository=quantized_repository), configure_logging=False)
+def served(quantized_repository: Path) -> Iterator[tuple[TestClient, int]]:
+    """The repository served, with its gRPC port."""
+    port = free_port()
+    app = create_app(
+        make_settings(model_repository=quantized_repository, grpc_port=port),
+        configure_logging=False,
+    )
     with TestClient(app) as client:
-        yield ready_client(client)
+        yield ready_client(client), port
 
 
 def _report(repository: Path, version: str = "2") -> dict[str, Any]:
@@ -73,11 +81,15 @@ def test_quantize_writes_an_int8_version_that_agrees_with_its_source(
     assert (version / "model.onnx").stat().st_size < fp32 / 2
 
 
-def test_the_int8_version_is_served_like_any_other(served: TestClient) -> None:
-    """A real photograph through /predict and the Open Inference Protocol, on the INT8
-    version and on its source: the same cat."""
+def test_the_int8_version_is_served_like_any_other(served: tuple[TestClient, int]) -> None:
+    """A real photograph through /predict and the Open Inference Protocol (REST, and gRPC
+    with tritonclient), on the INT8 version and on its source: the same cat."""
+    import tritonclient.grpc as grpcclient
+
+    client, port = served
+    grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
     for version in ("1", "2"):
-        answer = served.post(
+        answer = client.post(
             f"/models/{MODEL}/versions/{version}/predict",
             files={"file": ("cat.jpg", cat_jpeg(), "image/jpeg")},
         )
@@ -91,9 +103,15 @@ def test_the_int8_version_is_served_like_any_other(served: TestClient) -> None:
                 }
             ]
         }  # fmt: skip
-        v2 = served.post(f"/v2/models/{MODEL}/versions/{version}/infer", json=body)
+        v2 = client.post(f"/v2/models/{MODEL}/versions/{version}/infer", json=body)
         assert v2.status_code == 200, v2.text
-    listing = served.get(f"/models/{MODEL}").json()
+        image = grpcclient.InferInput("image", [1], "BYTES")
+        image.set_data_from_numpy(np.array([cat_jpeg()], dtype=np.object_))
+        top = grpcclient.InferRequestedOutput("logits", class_count=1)
+        result = grpc.infer(MODEL, [image], model_version=version, outputs=[top])
+        assert classes(result)[0][0][1] in CAT_CLASSES, version
+    grpc.close()
+    listing = client.get(f"/models/{MODEL}").json()
     assert {v["version"] for v in listing["versions"]} >= {"1", "2"}
 
 
