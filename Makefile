@@ -96,6 +96,9 @@ bench: $(BENCH_STAMP)
 		| tee bench/results/telemetry_overhead.md
 	$(PY) -m bench.observability_parts | tee bench/results/observability_parts.md
 	$(PY) -m bench.library_overhead | tee bench/results/library_overhead.md
+	scripts/ensure_tools.sh valgrind
+	$(PY) -m bench.library_instructions | tee bench/results/library_instructions.md
+	$(PY) -m bench.observability_opcodes | tee bench/results/observability_opcodes.md
 	$(PY) -m bench.observability_split | tee bench/results/observability_split.md
 	$(PY) -m bench.gil_profile | tee bench/results/gil_profile.md
 	$(VENV)/bin/inference-gateway export-onnx --repository $${MODEL_CACHE_DIR:-$$HOME/.cache/inference-gateway}/repository
