@@ -172,7 +172,9 @@ def test_user_text_cannot_forge_a_json_line(json_logs: io.StringIO, hostile: str
     assert len(str(records[0]["filename"])) <= 4096 + len("…[truncated]")
 
 
-def test_values_json_cannot_hold_are_written_as_their_repr_or_own_text(json_logs: io.StringIO) -> None:
+def test_values_json_cannot_hold_are_written_as_their_repr_or_own_text(
+    json_logs: io.StringIO,
+) -> None:
     class Rendered:
         def __structlog__(self) -> str:
             return "rendered"
@@ -182,6 +184,20 @@ def test_values_json_cannot_hold_are_written_as_their_repr_or_own_text(json_logs
     assert record["when"] == "2026-01-02T00:00:00"  # what JSON can hold, as such
     assert record["tags"] == "{'a'}"
     assert record["own"] == "rendered"
+
+
+def test_values_json_encoders_refuse_are_written_as_text_never_raised(
+    json_logs: io.StringIO,
+) -> None:
+    """An integer beyond 64 bits or a mapping with non-string keys (orjson refuses both
+    even with a fallback) never fails the code that logs: that field is its repr."""
+    get_logger().info("Big", count=2**70, by_id={1: "a"}, plain="kept")
+    logging.getLogger("some.library").warning("Big too", extra={"count": -(2**80)})
+    big, library = _records(json_logs)
+    assert big["count"] == str(2**70)
+    assert big["by_id"] == "{1: 'a'}"
+    assert big["plain"] == "kept" and big["message"] == "Big"
+    assert library["count"] == str(-(2**80)) and library["message"] == "Big too"
 
 
 def test_many_short_values_are_each_kept_whole(json_logs: io.StringIO) -> None:

@@ -19,7 +19,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TextIO
 
@@ -140,9 +140,7 @@ def sanitize_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDi
         elif len(_plain_names) < 4096:
             _plain_names.add(key)
     values = event_dict.values()
-    if set(map(type, values)) <= _FLAT and (
-        len(orjson.dumps(tuple(values))) <= MAX_FIELD_CHARS  # no string can be longer
-    ):
+    if set(map(type, values)) <= _FLAT and _short(values):
         return event_dict
     for key, value in event_dict.items():
         kind = type(value)
@@ -152,6 +150,15 @@ def sanitize_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDi
         elif kind in _CONTAINERS or (kind not in _SCALARS and isinstance(value, Mapping)):
             event_dict[key] = _redacted(value)
     return event_dict
+
+
+def _short(values: Iterable[Any]) -> bool:
+    """Whether flat ``values`` encode to at most `MAX_FIELD_CHARS` characters together
+    (then none of them is longer)."""
+    try:
+        return len(orjson.dumps(tuple(values))) <= MAX_FIELD_CHARS
+    except TypeError:  # an integer beyond 64 bits: each field is looked at
+        return False
 
 
 #: Field names seen and found not to be secrets (bounded: names are code's, not input).
@@ -216,7 +223,22 @@ def _json_line(_: WrappedLogger, __: str, event_dict: EventDict) -> str:
     the invalid ``NaN``; what JSON cannot hold is written as its ``repr``, as structlog's
     `JSONRenderer` does)."""
     event_dict["message"] = event_dict.pop("event")
-    return orjson.dumps(event_dict, default=_unencodable).decode()
+    try:
+        return orjson.dumps(event_dict, default=_unencodable).decode()
+    except TypeError:
+        # What orjson cannot encode at all (an integer beyond 64 bits, a key that is
+        # not a string, nesting too deep): that field as its repr, the line written.
+        fields = {key: _encodable(value) for key, value in event_dict.items()}
+        return orjson.dumps(fields, default=_unencodable).decode()
+
+
+def _encodable(value: Any) -> Any:
+    """``value`` if orjson can encode it, else its ``repr``."""
+    try:
+        orjson.dumps(value, default=_unencodable)
+    except TypeError:
+        return repr(value)
+    return value
 
 
 def _unencodable(value: Any) -> Any:
