@@ -38,7 +38,15 @@ from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, SpanProcess
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import (
+    Link,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+)
 from opentelemetry.util._decorator import _agnosticcontextmanager
 from opentelemetry.util.types import Attributes, AttributeValue
 
@@ -122,16 +130,17 @@ class RecordedSpan(trace.Span):
     the finished spans of its request until the decision.
     """
 
-    __slots__ = ("_attributes", "_end", "_events", "_id", "_kind", "_links", "_name",
-                 "_on_exception", "_owner", "_request", "_start", "_status", "batches",
-                 "context", "finished", "kept", "linked", "parent", "wanted")  # fmt: skip
+    __slots__ = ("_attributes", "_context", "_end", "_events", "_id", "_kind", "_links",
+                 "_name", "_on_exception", "_owner", "_parent", "_request", "_start",
+                 "_state", "_status", "_trace_id", "batches", "finished", "kept", "linked",
+                 "wanted")  # fmt: skip
 
     def __init__(
         self,
         owner: TailSampling,
         name: str,
-        context: SpanContext,
-        parent: SpanContext | None,
+        ids: tuple[int, int, TraceState | None],
+        parent: SpanContext | RecordedSpan | None,
         root: RecordedSpan | None,
         kind: SpanKind,
         attributes: Attributes,
@@ -139,14 +148,18 @@ class RecordedSpan(trace.Span):
         start_time: int | None,
         on_exception: tuple[bool, bool] = (True, True),
     ) -> None:
-        """Record a span that starts now (or at ``start_time``), under ``root`` (None:
-        it is a root itself); ``on_exception``: whether leaving it as a context manager
-        by an exception records the exception, and sets status ERROR, as the SDK's."""
+        """Record a span that starts now (or at ``start_time``) with ``ids`` (trace id,
+        span id, trace state), a child of ``parent`` (a local parent's record, or a
+        remote one's context), under ``root`` (None: it is a root itself);
+        ``on_exception``: whether leaving it as a context manager by an exception
+        records the exception, and sets status ERROR, as the SDK's."""
         self._owner = owner
         self._name = name
-        self.context = context
-        self._id: int = context.span_id  # read once (a property call on SpanContext)
-        self.parent = parent
+        self._trace_id, self._id, self._state = ids
+        # Its SpanContext, made when something asks for it (`context`): most records
+        # are dropped without anyone reading it.
+        self._context: SpanContext | None = None
+        self._parent = parent
         # None for a root itself: a reference to itself would make every request's
         # records a reference cycle, garbage only the cyclic collector frees.
         self._request = root
@@ -158,14 +171,32 @@ class RecordedSpan(trace.Span):
         self._start = start_time if start_time is not None else time.time_ns()
         self._end: int | None = None
         self._on_exception = on_exception
-        # A root's state: its request's finished spans until the decision, the decision,
-        # the batch spans waiting on it; a batch span's requests (the roots it links to).
-        self.finished: list[RecordedSpan] = []
-        self.kept: bool | None = None
-        # Why the request itself asked for its trace (`want_trace`), if it did.
-        self.wanted: str | None = None
-        self.batches: list[_BatchWait] = []
-        self.linked: tuple[RecordedSpan, ...] = ()
+        if root is None:
+            # A root's state (only a root has it: the code reads it through `root`):
+            # its request's finished spans until the decision, the decision, the batch
+            # spans waiting on it; a batch span's requests (the roots it links to).
+            self.finished: list[RecordedSpan] = []
+            self.kept: bool | None = None
+            # Why the request itself asked for its trace (`want_trace`), if it did.
+            self.wanted: str | None = None
+            self.batches: list[_BatchWait] = []
+            self.linked: tuple[RecordedSpan, ...] = ()
+
+    @property
+    def context(self) -> SpanContext:
+        """The span's ids as OpenTelemetry's `SpanContext` (made once, when asked for)."""
+        context = self._context
+        if context is None:
+            context = self._context = SpanContext(
+                self._trace_id, self._id, False, _SAMPLED, self._state
+            )
+        return context
+
+    @property
+    def parent(self) -> SpanContext | None:
+        """The parent span's ids (None for the first span of a trace)."""
+        parent = self._parent
+        return parent.context if isinstance(parent, RecordedSpan) else parent
 
     @property
     def root(self) -> RecordedSpan:
@@ -336,19 +367,21 @@ class RecordingTracer(trace.Tracer):
     ) -> RecordedSpan:
         """Record a span, a child of ``context``'s span (default: the current one)."""
         parent_span = trace.get_current_span(context)
-        parent: SpanContext | None = parent_span.get_span_context()
         ids = self._ids
         root: RecordedSpan | None = None
-        if parent is not None and parent.is_valid:
-            trace_id, state = parent.trace_id, parent.trace_state
-            if isinstance(parent_span, RecordedSpan) and not parent.is_remote:
-                root = parent_span._request or parent_span
-        else:  # a new trace
-            trace_id, state, parent = ids.generate_trace_id(), None, None
-        span_context = SpanContext(trace_id, ids.generate_span_id(), False, _SAMPLED, state)
+        parent: SpanContext | RecordedSpan | None
+        if isinstance(parent_span, RecordedSpan):  # a local parent: its ids as they are
+            trace_id, state, parent = parent_span._trace_id, parent_span._state, parent_span
+            root = parent_span._request or parent_span
+        else:
+            parent = parent_span.get_span_context()
+            if parent is not None and parent.is_valid:  # a remote parent, or another tracer's
+                trace_id, state = parent.trace_id, parent.trace_state
+            else:  # a new trace
+                trace_id, state, parent = ids.generate_trace_id(), None, None
         span = RecordedSpan(
-            self._owner, name, span_context, parent, root, kind, attributes, links or (),
-            start_time, (record_exception, set_status_on_exception),
+            self._owner, name, (trace_id, ids.generate_span_id(), state), parent, root, kind,
+            attributes, links or (), start_time, (record_exception, set_status_on_exception),
         )  # fmt: skip
         self._owner._started(span)
         return span
@@ -520,7 +553,7 @@ class TailSampling(SpanProcessor):
             with contextlib.suppress(RuntimeError, StopIteration):  # changed meanwhile
                 running.pop(next(iter(running)), None)
         running[span._id] = span._request or span
-        if span.parent is None and span._links:  # a batch: note the requests it serves
+        if span._parent is None and span._links:  # a batch: note the requests it serves
             with self._lock:
                 span.linked = tuple(
                     root
