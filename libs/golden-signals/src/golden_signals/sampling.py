@@ -184,13 +184,8 @@ class RecordedSpan(trace.Span):
 
     @property
     def context(self) -> SpanContext:
-        """The span's ids as OpenTelemetry's `SpanContext` (made once, when asked for)."""
-        context = self._context
-        if context is None:
-            context = self._context = SpanContext(
-                self._trace_id, self._id, False, _SAMPLED, self._state
-            )
-        return context
+        """The span's ids (`get_span_context`)."""
+        return self.get_span_context()
 
     @property
     def parent(self) -> SpanContext | None:
@@ -205,8 +200,13 @@ class RecordedSpan(trace.Span):
 
     # --- the Span API -------------------------------------------------------------------
     def get_span_context(self) -> SpanContext:
-        """The span's ids."""
-        return self.context
+        """The span's ids as OpenTelemetry's `SpanContext` (made once, when asked for)."""
+        context = self._context
+        if context is None:
+            context = self._context = SpanContext(
+                self._trace_id, self._id, False, _SAMPLED, self._state
+            )
+        return context
 
     def is_recording(self) -> bool:
         """True until the span ends."""
