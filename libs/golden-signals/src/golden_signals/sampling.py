@@ -156,8 +156,8 @@ class RecordedSpan(trace.Span):
         self._owner = owner
         self._name = name
         self._trace_id, self._id, self._state = ids
-        # Its SpanContext, made when something asks for it (`context`): most records
-        # are dropped without anyone reading it.
+        # Its SpanContext, made when something asks for it (`get_span_context`): most
+        # records are dropped without anyone reading it.
         self._context: SpanContext | None = None
         self._parent = parent
         # None for a root itself: a reference to itself would make every request's
