@@ -248,15 +248,6 @@ def embed_weights(source: Path, target: Path) -> Path:
     return target
 
 
-def _entry_files(directory: Path, version: str) -> tuple[Path, ...]:
-    """The files of a repository entry with one version."""
-    return (
-        directory / "model.yaml",
-        directory / "labels.txt",
-        directory / version / REPOSITORY_GRAPH,
-    )
-
-
 def _check_entry(name: str, version: str) -> None:
     """Refuse a name or version that is not one repository directory of its kind."""
     if not name or name.startswith(".") or Path(name).name != name:
@@ -269,13 +260,15 @@ def install_repository_model(
     root: Path,
     name: str,
     version: str,
-    graph: Path,
+    graph: Callable[[], Path],
     labels: Sequence[str],
     model_yaml: str,
     *,
     force: bool = False,
 ) -> RepositoryExport:
-    """Write ``root/name/{model.yaml,labels.txt,version/model.onnx}`` all at once.
+    """Write ``root/name/{model.yaml,labels.txt,version/model.onnx}`` all at once, the
+    graph from the path ``graph()`` gives (called only when the entry is to be written:
+    an export may need torch).
 
     Everything is staged in a hidden temporary directory inside ``root`` and renamed
     into place, so a server scanning ``root`` sees no model or a complete one. An
@@ -284,16 +277,18 @@ def install_repository_model(
     """
     _check_entry(name, version)
     directory = root / name
-    files = _entry_files(directory, version)
-    if directory.exists() and not force:
+    relative = (Path("model.yaml"), Path("labels.txt"), Path(version) / REPOSITORY_GRAPH)
+    files = tuple(directory / path for path in relative)
+    if directory.exists() and not force:  # served as it is: no export, no torch
         return RepositoryExport(directory, files, written=False)
+    source = graph()
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=".export-") as tmp:
         staged = Path(tmp) / name
         (staged / version).mkdir(parents=True)
         (staged / "model.yaml").write_text(model_yaml, encoding="utf-8")
         (staged / "labels.txt").write_text("".join(f"{label}\n" for label in labels), "utf-8")
-        embed_weights(graph, staged / version / REPOSITORY_GRAPH)
+        embed_weights(source, staged / version / REPOSITORY_GRAPH)
         if directory.exists():
             if not force:  # another process (a sibling worker) installed it meanwhile
                 return RepositoryExport(directory, files, written=False)
@@ -325,16 +320,11 @@ def export_to_repository(
     from inference_gateway.inference.labels import imagenet_labels
     from inference_gateway.inference.model import ensure_model_onnx
 
-    _check_entry(name, version)  # before a needless export
-    directory = root / name
-    if directory.exists() and not force:  # served as it is: no export, no torch
-        return RepositoryExport(directory, _entry_files(directory, version), written=False)
-    graph = ensure_model_onnx(name, version, cache_dir)
     return install_repository_model(
         root,
         name,
         version,
-        graph,
+        lambda: ensure_model_onnx(name, version, cache_dir),
         imagenet_labels(),
         builtin_model_yaml(name, version),
         force=force,
