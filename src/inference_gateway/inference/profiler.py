@@ -26,6 +26,8 @@ from inference_gateway.inference.postprocess import activate
 from inference_gateway.inference.preprocess import (
     ImageInfo,
     ImageLimits,
+    PreparedImage,
+    PreprocessConfig,
     prepare_image,
 )
 from inference_gateway.inference.quality import (
@@ -62,6 +64,19 @@ def image_files(directory: Path) -> list[Path]:
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found += [Path(top) / n for n in sorted(names) if not n.startswith(".")]
     return found
+
+
+def read_prepared(
+    path: Path, limits: ImageLimits, preprocess: PreprocessConfig
+) -> PreparedImage | str:
+    """The image file ``path`` prepared as serving prepares an upload, or why it is
+    skipped: not an image the gateway would accept, or a file that cannot be read."""
+    try:
+        return prepare_image(path.read_bytes(), limits, preprocess)
+    except InvalidImageException as exc:
+        return exc.detail
+    except OSError as exc:
+        return exc.strerror or str(exc)
 
 
 def profile(
@@ -117,12 +132,9 @@ def observe_images(
         pending.clear()
 
     for done, path in enumerate(paths, start=1):
-        try:
-            prepared = prepare_image(path.read_bytes(), limits, model.spec.preprocess)
-        except InvalidImageException as exc:
-            skipped.append((path, exc.detail))
-        except OSError as exc:
-            skipped.append((path, exc.strerror or str(exc)))
+        prepared = read_prepared(path, limits, model.spec.preprocess)
+        if isinstance(prepared, str):
+            skipped.append((path, prepared))
         else:
             pending.append((prepared.tensor, prepared.info))
             if len(pending) == BATCH:

@@ -40,11 +40,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from inference_gateway.errors import InvalidImageException
 from inference_gateway.inference.backends import OnnxRuntimeBackend
 from inference_gateway.inference.onnx_export import REPOSITORY_GRAPH
 from inference_gateway.inference.postprocess import activate
-from inference_gateway.inference.preprocess import ImageLimits, PreprocessConfig, prepare_image
+from inference_gateway.inference.preprocess import ImageLimits, PreprocessConfig
+from inference_gateway.inference.profiler import read_prepared
 from inference_gateway.inference.quality import file_sha256
 from inference_gateway.inference.repository import (
     HF_CONFIG_FILE,
@@ -137,12 +137,11 @@ def read_images(
     tensors: list[Images] = []
     skipped: list[str] = []
     for path in paths:
-        try:
-            tensors.append(prepare_image(path.read_bytes(), limits, preprocess).tensor)
-        except InvalidImageException as exc:
-            skipped.append(f"{path}: {exc.detail}")
-        except OSError as exc:
-            skipped.append(f"{path}: {exc.strerror or exc}")
+        prepared = read_prepared(path, limits, preprocess)
+        if isinstance(prepared, str):
+            skipped.append(f"{path}: {prepared}")
+        else:
+            tensors.append(prepared.tensor)
     if not tensors:
         return np.zeros((0,), dtype=np.float32), skipped
     return np.stack(tensors), skipped
