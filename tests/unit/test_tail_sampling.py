@@ -374,8 +374,24 @@ def test_running_spans_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("golden_signals.sampling.MAX_RUNNING_SPANS", 8)
     sampler, _ = _sampler()
     for _ in range(50):
-        sampler.tracer.start_span("orphan")
-    assert len(sampler._running) <= 8
+        sampler.tracer.start_span("orphan").get_span_context()
+    assert len(sampler._running) == 8
+
+
+def test_only_spans_whose_ids_were_read_are_indexed_for_links() -> None:
+    """A link names a span by the ids its context gives: a span nobody asked for its
+    context cannot be linked to, so it costs the index nothing; one whose context was
+    read is found by a batch span that links to it, and leaves the index as it ends."""
+    sampler, _ = _sampler()
+    unread = sampler.tracer.start_span("unread")
+    read = sampler.tracer.start_span("read")
+    context = read.get_span_context()
+    assert list(sampler._running) == [context.span_id]
+    batch = sampler.tracer.start_span("batch", links=[trace.Link(context)])
+    assert batch.linked == (read,)
+    read.end()
+    unread.end()
+    assert context.span_id not in sampler._running
 
 
 def test_the_running_index_holds_at_its_default_cap_and_so_does_memory() -> None:
@@ -388,7 +404,7 @@ def test_the_running_index_holds_at_its_default_cap_and_so_does_memory() -> None
         """Start ``count`` spans never ended; the span ids of the first and the last."""
         first = sampler.tracer.start_span("orphan").get_span_context().span_id
         for _ in range(count - 2):
-            sampler.tracer.start_span("orphan")
+            sampler.tracer.start_span("orphan").get_span_context()  # linkable: indexed
         last = sampler.tracer.start_span("orphan").get_span_context().span_id
         return first, last
 

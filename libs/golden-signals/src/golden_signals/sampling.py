@@ -130,10 +130,10 @@ class RecordedSpan(trace.Span):
     the finished spans of its request until the decision.
     """
 
-    __slots__ = ("_attributes", "_context", "_end", "_events", "_id", "_kind", "_links",
-                 "_name", "_on_exception", "_owner", "_parent", "_request", "_start",
-                 "_state", "_status", "_trace_id", "batches", "finished", "kept", "linked",
-                 "wanted")  # fmt: skip
+    __slots__ = ("_attributes", "_context", "_end", "_events", "_hex", "_id", "_kind",
+                 "_links", "_name", "_on_exception", "_owner", "_parent", "_request",
+                 "_start", "_state", "_status", "_trace_id", "batches", "finished", "kept",
+                 "linked", "wanted")  # fmt: skip
 
     def __init__(
         self,
@@ -159,6 +159,7 @@ class RecordedSpan(trace.Span):
         # Its SpanContext, made when something asks for it (`get_span_context`): most
         # records are dropped without anyone reading it.
         self._context: SpanContext | None = None
+        self._hex: tuple[str, str] | None = None  # `hex_ids`, formatted when first asked
         self._parent = parent
         # None for a root itself: a reference to itself would make every request's
         # records a reference cycle, garbage only the cyclic collector frees.
@@ -206,7 +207,17 @@ class RecordedSpan(trace.Span):
             context = self._context = SpanContext(
                 self._trace_id, self._id, False, _SAMPLED, self._state
             )
+            if self._end is None:  # its ids are out: a batch span may link to it now
+                self._owner._linkable(self)
         return context
+
+    def hex_ids(self) -> tuple[str, str]:
+        """Its trace id and span id as W3C writes them (32 and 16 hex digits), formatted
+        once: a request's log lines, its ``traceparent`` and its exemplars all need them."""
+        ids = self._hex
+        if ids is None:
+            ids = self._hex = (format(self._trace_id, "032x"), format(self._id, "016x"))
+        return ids
 
     def is_recording(self) -> bool:
         """True until the span ends."""
@@ -383,7 +394,8 @@ class RecordingTracer(trace.Tracer):
             self._owner, name, (trace_id, ids.generate_span_id(), state), parent, root, kind,
             attributes, links or (), start_time, (record_exception, set_status_on_exception),
         )  # fmt: skip
-        self._owner._started(span)
+        if parent is None and span._links:  # a batch: note the requests it serves
+            self._owner._link_batch(span)
         return span
 
     @_agnosticcontextmanager
@@ -479,8 +491,8 @@ class TailSampling(SpanProcessor):
         self._scope = InstrumentationScope(scope_name)
         self._limits = SpanLimits()
         self._lock = threading.Lock()
-        # Running spans by span id, each to its request's root: a batch span links to
-        # its requests' spans by id and finds their requests here.
+        # Running spans whose ids were read, by span id, each to its request's root: a
+        # batch span links to its requests' spans by id and finds their requests here.
         self._running: dict[int, RecordedSpan] = {}
         self._kept_spans: OrderedDict[int, RecordedSpan] = OrderedDict()  # under _lock
 
@@ -547,27 +559,33 @@ class TailSampling(SpanProcessor):
         return why is not None
 
     # --- the records --------------------------------------------------------------------
-    def _started(self, span: RecordedSpan) -> None:
+    def _linkable(self, span: RecordedSpan) -> None:
+        """Index running ``span`` by its id, whose `SpanContext` was just made (only a
+        span whose ids were read can be the target of a link)."""
         running = self._running
         if len(running) >= MAX_RUNNING_SPANS:
             with contextlib.suppress(RuntimeError, StopIteration):  # changed meanwhile
                 running.pop(next(iter(running)), None)
         running[span._id] = span._request or span
-        if span._parent is None and span._links:  # a batch: note the requests it serves
-            with self._lock:
-                span.linked = tuple(
-                    root
-                    for root in (
-                        running.get(link.context.span_id)
-                        or self._kept_spans.get(link.context.span_id)
-                        for link in span._links
-                    )
-                    if root is not None
+
+    def _link_batch(self, span: RecordedSpan) -> None:
+        """Note the requests a batch ``span`` (a root with links) serves, found by the
+        ids of the spans it links to."""
+        running = self._running
+        with self._lock:
+            span.linked = tuple(
+                root
+                for root in (
+                    running.get(link.context.span_id) or self._kept_spans.get(link.context.span_id)
+                    for link in span._links
                 )
+                if root is not None
+            )
 
     def _ended(self, span: RecordedSpan) -> None:
         """Hold ``span`` for its request's decision, or act on the decision made."""
-        self._running.pop(span._id, None)
+        if span._context is not None:  # indexed (`_linkable`)
+            self._running.pop(span._id, None)
         root = span._request
         if root is None:
             root = span

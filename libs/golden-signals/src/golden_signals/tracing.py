@@ -25,7 +25,7 @@ from opentelemetry.util.types import AttributeValue
 
 from golden_signals.asgi import header, route_path
 from golden_signals.routes import route_template
-from golden_signals.sampling import TailSampling
+from golden_signals.sampling import RecordedSpan, TailSampling
 
 if TYPE_CHECKING:
     from golden_signals.asgi import ASGIApp, Message, Receive, Scope, Send
@@ -299,16 +299,12 @@ class TracedOperation:
 
     def __enter__(self) -> Span:
         """Start the span and make it current."""
+        # Positional, in the API's order (name, context, kind, attributes, links,
+        # start_time, record_exception, set_status_on_exception): no keywords to match.
         self.span = self._tracer.start_span(
-            self._name,
-            context=self._context,
-            kind=self._kind,
-            attributes=self._attributes,
-            links=self._links,
-            start_time=self._start_time,
-            record_exception=False,
-            set_status_on_exception=False,
-        )
+            self._name, self._context, self._kind, self._attributes, self._links,
+            self._start_time, False, False,
+        )  # fmt: skip
         self._token = otel_context.attach(trace.set_span_in_context(self.span))
         return self.span
 
@@ -361,16 +357,28 @@ def get_current_trace_id() -> str | None:
     return trace_id_of(trace.get_current_span())
 
 
+def hex_ids(span: Span) -> tuple[str, str, int] | None:
+    """``span``'s trace id and span id as W3C writes them (32 and 16 hex digits) and its
+    trace flags; None for an invalid span. A tail-sampling record (always sampled until
+    decided) formats its ids once (`RecordedSpan.hex_ids`)."""
+    if isinstance(span, RecordedSpan):
+        return (*span.hex_ids(), 1)
+    ctx = span.get_span_context()
+    if not ctx.is_valid:
+        return None
+    return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x"), int(ctx.trace_flags)
+
+
 def trace_id_of(span: Span) -> str | None:
     """``span``'s trace id as 32 hex characters, or None for an invalid span."""
-    ctx = span.get_span_context()
-    return format(ctx.trace_id, "032x") if ctx.is_valid else None
+    ids = hex_ids(span)
+    return ids[0] if ids is not None else None
 
 
 def get_current_span_id() -> str | None:
     """The active span id as 16 hex characters, or None outside a valid span."""
-    ctx = trace.get_current_span().get_span_context()
-    return format(ctx.span_id, "016x") if ctx.is_valid else None
+    ids = hex_ids(trace.get_current_span())
+    return ids[1] if ids is not None else None
 
 
 def current_traceparent(sampled: bool | None = None) -> str | None:
@@ -382,10 +390,10 @@ def current_traceparent(sampled: bool | None = None) -> str | None:
 def traceparent_of(span: Span, sampled: bool | None = None) -> str | None:
     """``span``'s W3C ``traceparent`` (None for an invalid span); ``sampled`` replaces
     its sampled flag."""
-    ctx = span.get_span_context()
-    if not ctx.is_valid:
+    ids = hex_ids(span)
+    if ids is None:
         return None
-    flags = int(ctx.trace_flags)
+    trace_id, span_id, flags = ids
     if sampled is not None:  # the sampled bit only; the others (random) stay
         flags = (flags & ~0x01) | int(sampled)
-    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{flags:02x}"
+    return f"00-{trace_id}-{span_id}-{flags:02x}"
