@@ -20,13 +20,15 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, TextIO
 
 import orjson
 import structlog
 from opentelemetry import trace
 from structlog.typing import EventDict, Processor, WrappedLogger
+
+from golden_signals.tracing import hex_ids
 
 #: The ``logger`` field of lines logged through structlog, unless `setup_logging` names
 #: another.
@@ -61,15 +63,15 @@ def add_trace_context(_: WrappedLogger, __: str, event_dict: EventDict) -> Event
     """Add ``trace_id``, ``span_id`` and ``trace_flags`` of the active span, if any;
     on a line that carries tail sampling's decision (``trace_sampled``) the flags'
     sampled bit is that decision, as in the response's ``traceparent``."""
-    context = trace.get_current_span().get_span_context()  # one context lookup
-    if context.is_valid:
-        flags = int(context.trace_flags)
+    ids = hex_ids(trace.get_current_span())  # one context lookup
+    if ids is not None:
+        trace_id, span_id, flags = ids
         sampled = event_dict.get("trace_sampled")
         if isinstance(sampled, bool):  # tail sampling's decision, as in the traceparent
             flags = (flags & ~0x01) | int(sampled)
-        event_dict.setdefault("trace_id", format(context.trace_id, "032x"))
-        event_dict.setdefault("span_id", format(context.span_id, "016x"))
-        event_dict.setdefault("trace_flags", format(flags, "02x"))
+        event_dict.setdefault("trace_id", trace_id)
+        event_dict.setdefault("span_id", span_id)
+        event_dict.setdefault("trace_flags", f"{flags:02x}")
     return event_dict
 
 
@@ -165,12 +167,6 @@ def _short(values: Iterable[Any]) -> bool:
 _plain_names: set[str] = set()
 
 
-def _upper_level(_: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
-    level = event_dict.get("level", method)
-    event_dict["level"] = "WARNING" if level == "warn" else str(level).upper()
-    return event_dict
-
-
 def _strip_control(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     for key, value in event_dict.items():
         if isinstance(value, str) and key != "exception":
@@ -195,26 +191,27 @@ def _renew_pid() -> None:
 os.register_at_fork(after_in_child=_renew_pid)
 
 
-def _add_pid(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    event_dict.setdefault("pid", _pid)  # tells apart the workers of one server
-    return event_dict
+#: Level names as a line writes them, by the logger method that wrote it (``warn`` is the
+#: standard library's old alias, ``exception`` an ERROR with its traceback).
+_LEVEL_NAMES = {"warn": "WARNING", "exception": "ERROR"}
 
 
-def _add_logger_name(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+def add_line_context(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    """What every line gets besides its own fields, in one processor: the ``logger``
+    name (unless the line has one), the fields bound by `LogContext` and by structlog's
+    contextvars, the ``level`` (upper case), the ``timestamp`` (`add_timestamp`), the
+    active span's ids (`add_trace_context`) and the ``pid``; then secrets are redacted
+    and long strings cut (`sanitize_fields`). A line's own fields win over the bound
+    ones."""
     event_dict.setdefault("logger", _logger_name)  # the app's own structlog events
-    return event_dict
-
-
-def _context_processors() -> list[Processor]:
-    """What every line gets besides its own fields: context, level, time, trace, pid."""
-    return [
-        structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        add_timestamp,
-        add_trace_context,
-        _add_pid,
-        sanitize_fields,
-    ]
+    for key, value in _bound.get().items():
+        event_dict.setdefault(key, value)
+    structlog.contextvars.merge_contextvars(logger, method, event_dict)
+    event_dict["level"] = _LEVEL_NAMES.get(method) or method.upper()
+    add_timestamp(logger, method, event_dict)
+    add_trace_context(logger, method, event_dict)
+    event_dict.setdefault("pid", _pid)  # tells apart the workers of one server
+    return sanitize_fields(logger, method, event_dict)
 
 
 def _json_line(_: WrappedLogger, __: str, event_dict: EventDict) -> str:
@@ -372,13 +369,11 @@ def setup_logging(
                     structlog.tracebacks.ExceptionDictTransformer(show_locals=traceback_locals)
                 )
             ),
-            _upper_level,
             _json_line,
         ]
     else:
         final = [
             _strip_control,
-            _upper_level,
             structlog.dev.ConsoleRenderer(
                 colors=(stream or sys.stdout).isatty(),
                 # Rich's formatter, when installed, would print locals: plain unless asked.
@@ -393,7 +388,7 @@ def setup_logging(
             structlog.stdlib.add_logger_name,
             structlog.stdlib.ExtraAdder(),
             _drop_color_message,
-            *_context_processors(),
+            add_line_context,
         ],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
     )
@@ -417,7 +412,7 @@ def setup_logging(
         warnings_logger.addFilter(_warning_filter)
     _threshold = logging.getLevelName(level)
     structlog.configure(
-        processors=[_add_logger_name, *_context_processors(), *final],
+        processors=[add_line_context, *final],
         logger_factory=lambda *_: writer,
         wrapper_class=structlog.make_filtering_bound_logger(_threshold),
         cache_logger_on_first_use=False,
@@ -452,17 +447,22 @@ class LogContext:
     """Bind fields to every log line inside a ``with`` block (contextvars-based).
 
     Safe across ``await``; for threads, submit work with ``contextvars.copy_context()``.
-    Fields whose value is ``None`` are not bound.
+    Fields whose value is ``None`` are not bound. The fields of all the blocks a line is
+    inside live in one context variable (a block binds a copy with its own fields
+    added), so binding and merging them into a line cost one variable each, however many
+    fields; structlog's own ``bind_contextvars`` works beside it.
     """
+
+    __slots__ = ("_fields", "_token")
 
     def __init__(self, **fields: Any) -> None:
         """Remember the fields to bind on entry."""
         self._fields = {k: v for k, v in fields.items() if v is not None}
-        self._tokens: Mapping[str, contextvars.Token[Any]] = {}
+        self._token: contextvars.Token[Mapping[str, Any]] | None = None
 
     def __enter__(self) -> LogContext:
         """Bind the fields."""
-        self._tokens = structlog.contextvars.bind_contextvars(**self._fields)
+        self._token = _bound.set({**_bound.get(), **self._fields})
         return self
 
     def __exit__(
@@ -472,7 +472,15 @@ class LogContext:
         tb: TracebackType | None,
     ) -> None:
         """Restore the fields to what they were before the block."""
-        structlog.contextvars.reset_contextvars(**self._tokens)
+        if self._token is not None:
+            _bound.reset(self._token)
+            self._token = None
+
+
+#: The fields `LogContext` binds, in the current context (never changed in place).
+_bound: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "golden_signals_log_context", default=MappingProxyType({})
+)
 
 
 def log_request_start(
