@@ -287,6 +287,34 @@ def test_log_context_survives_await_and_reaches_threads(json_logs: io.StringIO) 
     assert records[3]["message"] == "Inference started" and records[3]["level"] == "DEBUG"
 
 
+def test_nested_log_contexts_and_structlogs_own_contextvars_reach_every_line(
+    json_logs: io.StringIO,
+) -> None:
+    """An inner block adds to the outer one's fields and replaces the ones it names,
+    leaving them as they were on exit; fields an app binds with structlog's own
+    ``bind_contextvars`` reach the same lines, the standard library's included; a
+    line's own field wins over a bound one."""
+    logger = get_logger()
+    structlog.contextvars.bind_contextvars(tenant="acme")
+    try:
+        with LogContext(request_id="outer", user_id="alice"):
+            with LogContext(request_id="inner", model_name="m"):
+                logger.info("inner")
+                logging.getLogger("somelib").warning("from the standard library")
+                logger.info("own field", user_id="bob")
+            logger.info("outer")
+    finally:
+        structlog.contextvars.clear_contextvars()
+    inner, stdlib, own, outer = _records(json_logs)
+    for record in (inner, stdlib):
+        assert record["request_id"] == "inner" and record["user_id"] == "alice"
+        assert record["model_name"] == "m" and record["tenant"] == "acme"
+    assert stdlib["logger"] == "somelib" and stdlib["level"] == "WARNING"
+    assert own["user_id"] == "bob" and own["request_id"] == "inner"
+    assert outer["request_id"] == "outer" and "model_name" not in outer
+    assert outer["tenant"] == "acme"
+
+
 def test_log_error_levels(json_logs: io.StringIO) -> None:
     logger = get_logger()
     log_error(logger, "expected", ValueError("v"), expected=True)
