@@ -87,10 +87,18 @@ def markdown(result: dict[str, Any]) -> str:
             cost_line("CPU per image with observability on", result["cpu_ratios"]),
             cost_line("A/A control (two servers with it off)", result["control_ratios"]),
             *(cost_line(name, ratios) for name, ratios in result["part_ratios"].items()),
+            spans_line(result["runs"][ON]),
             "",
             "Target: at most +3% with observability on.",
         ]
     )
+
+
+def spans_line(rounds: list[dict[str, float]]) -> str:
+    """The spans the "on" server exported per image in each round (tail sampling keeps
+    every slow request's trace, so a round whose tail was slow exports more)."""
+    per_round = ", ".join(f"{r['spans_per_image']:.2f}" for r in rounds)
+    return f"- Spans exported per image with observability on, by round: {per_round}"
 
 
 def main() -> None:
