@@ -60,6 +60,10 @@ class Outcome(StrEnum):
     TIMEOUT = "timeout"  # a deadline passed (504)
 
 
+#: The outcomes as module constants for the per-request code: on Python 3.11 reading an
+#: enum member from its class (``Outcome.OK``) costs about 60 ns, a global a few.
+_OK, _ERROR, _REFUSED, _TIMEOUT = Outcome.OK, Outcome.ERROR, Outcome.REFUSED, Outcome.TIMEOUT
+
 #: Why a trace was kept: the ``reason`` of ``traces_kept_total``, in the order checked.
 KEEP_REASONS: tuple[str, ...] = (
     "error", "refused", "timeout", "slow", "low_confidence", "parent_sampled", "ratio",
@@ -101,11 +105,11 @@ def want_trace(reason: str) -> bool | None:
 
 def http_outcome(status: int) -> Outcome:
     """The outcome of an HTTP answer with ``status``."""
+    if status < 500:
+        return _OK
     if status == 503:
-        return Outcome.REFUSED
-    if status == 504:
-        return Outcome.TIMEOUT
-    return Outcome.ERROR if status >= 500 else Outcome.OK
+        return _REFUSED
+    return _TIMEOUT if status == 504 else _ERROR
 
 
 def parent_sampled(traceparent: str | None) -> bool:
@@ -506,10 +510,10 @@ class TailSampling(SpanProcessor):
     ) -> str | None:
         """Why the trace is kept, or None to drop it (``wanted``: the reason the request
         asked for it with `want_trace`, such as ``low_confidence``)."""
-        if outcome is Outcome.REFUSED and self.refusals is not None:
+        if outcome is _REFUSED and self.refusals is not None:
             if self.refusals.take():
                 return outcome.value  # else: one of many alike, judged as a healthy one
-        elif outcome is not Outcome.OK:
+        elif outcome is not _OK:
             return outcome.value
         if duration_seconds > self.slow_seconds:
             return "slow"
@@ -597,7 +601,7 @@ class TailSampling(SpanProcessor):
                 else:  # a root nobody decided on (not a request): judged as it ends
                     parent = root.parent
                     sampled = parent is not None and parent.trace_flags.sampled
-                    self._judge(root, Outcome.OK, root.duration_seconds, sampled)
+                    self._judge(root, _OK, root.duration_seconds, sampled)
             return
         with self._lock:
             kept = root.kept

@@ -155,6 +155,8 @@ def instrument_fastapi(app: Any, tracer: Tracer, excluded: frozenset[str] = froz
 
 
 _W3C = TraceContextTextMapPropagator()
+#: `SpanKind.SERVER` read once (an enum member's lookup costs about 60 ns on Python 3.11).
+_SERVER = SpanKind.SERVER
 
 
 def start_server_span(
@@ -179,7 +181,7 @@ def start_server_span(
         if tracestate is not None:
             carrier["tracestate"] = tracestate
         context = _W3C.extract(carrier)
-    return TracedOperation(method, attributes, tracer=tracer, context=context, kind=SpanKind.SERVER)
+    return TracedOperation(method, attributes, tracer=tracer, context=context, kind=_SERVER)
 
 
 def end_server_span(span: Span, method: str, route: str | None, status: int) -> None:
