@@ -26,7 +26,9 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from golden_signals.sampling import (
     KEPT_MEMORY,
@@ -37,6 +39,7 @@ from golden_signals.sampling import (
     http_outcome,
     parent_sampled,
 )
+from golden_signals.tracing import hex_ids, trace_id_of, traceparent_of
 from inference_gateway.app import create_app
 from tests import scrape
 from tests.collector import otlp_receiver
@@ -392,6 +395,38 @@ def test_only_spans_whose_ids_were_read_are_indexed_for_links() -> None:
     read.end()
     unread.end()
     assert context.span_id not in sampler._running
+
+
+def test_a_batch_linked_through_a_traceparent_string_is_kept_with_its_request() -> None:
+    """Ids read as text (the ``traceparent`` handed to an in-process consumer, which
+    extracts it and links its batch span to it) name the request just as its context
+    does: the batch finds the request, and is kept with it."""
+    sampler, exporter = _sampler()
+    request = sampler.tracer.start_span("request", kind=SpanKind.SERVER)
+    carrier = {"traceparent": traceparent_of(request)}
+    linked = trace.get_current_span(TraceContextTextMapPropagator().extract(carrier))
+    batch = sampler.tracer.start_span(
+        "batch", context=Context(), links=[trace.Link(linked.get_span_context())]
+    )
+    assert batch.linked == (request,)
+    batch.end()
+    sampler.decide(request, Outcome.ERROR, 0.0, None)
+    request.end()
+    assert sorted(span.name for span in exporter.get_finished_spans()) == ["batch", "request"]
+
+
+def test_a_record_with_invalid_ids_has_no_ids_to_log_or_send() -> None:
+    """An id generator that gives a zero id makes an invalid span: no ``traceparent``,
+    no trace id in logs or exemplars, as its `SpanContext` says."""
+
+    class Zeros(RandomIdGenerator):
+        def generate_span_id(self) -> int:
+            return 0
+
+    sampler = TailSampling([], ratio=0.0, slow_seconds=60.0, ids=Zeros())
+    span = sampler.tracer.start_span("zero")
+    assert not span.get_span_context().is_valid
+    assert hex_ids(span) is None and traceparent_of(span) is None and trace_id_of(span) is None
 
 
 def test_the_running_index_holds_at_its_default_cap_and_so_does_memory() -> None:

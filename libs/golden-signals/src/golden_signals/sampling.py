@@ -79,6 +79,8 @@ KEPT_MEMORY = 4096
 MAX_RUNNING_SPANS = 65536
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+#: The largest valid ids (W3C; OpenTelemetry's `SpanContext.is_valid`).
+_MAX_TRACE_ID, _MAX_SPAN_ID = 2**128 - 1, 2**64 - 1
 _UNSET = Status(StatusCode.UNSET)
 
 
@@ -163,7 +165,7 @@ class RecordedSpan(trace.Span):
         # Its SpanContext, made when something asks for it (`get_span_context`): most
         # records are dropped without anyone reading it.
         self._context: SpanContext | None = None
-        self._hex: tuple[str, str] | None = None  # `hex_ids`, formatted when first asked
+        self._hex: tuple[str, str, int] | None = None  # `hex_ids`, made when first asked
         self._parent = parent
         # None for a root itself: a reference to itself would make every request's
         # records a reference cycle, garbage only the cyclic collector frees.
@@ -211,16 +213,24 @@ class RecordedSpan(trace.Span):
             context = self._context = SpanContext(
                 self._trace_id, self._id, False, _SAMPLED, self._state
             )
-            if self._end is None:  # its ids are out: a batch span may link to it now
+            if self._end is None and self._hex is None:  # its ids are out: linkable now
                 self._owner._linkable(self)
         return context
 
-    def hex_ids(self) -> tuple[str, str]:
-        """Its trace id and span id as W3C writes them (32 and 16 hex digits), formatted
-        once: a request's log lines, its ``traceparent`` and its exemplars all need them."""
+    def hex_ids(self) -> tuple[str, str, int] | None:
+        """Its trace id and span id as W3C writes them (32 and 16 hex digits) and its
+        trace flags (sampled, until decided), formatted once: a request's log lines, its
+        ``traceparent`` and its exemplars all need them. None when its ids are invalid
+        (an id generator's zero), as its `SpanContext` would say. Ids read this way can
+        name it in a link (a ``traceparent`` extracted elsewhere in the process), so it
+        is indexed as when its context is made."""
         ids = self._hex
         if ids is None:
-            ids = self._hex = (format(self._trace_id, "032x"), format(self._id, "016x"))
+            if not (0 < self._trace_id <= _MAX_TRACE_ID and 0 < self._id <= _MAX_SPAN_ID):
+                return None
+            ids = self._hex = (format(self._trace_id, "032x"), format(self._id, "016x"), 1)
+            if self._end is None and self._context is None:
+                self._owner._linkable(self)
         return ids
 
     def is_recording(self) -> bool:
@@ -564,13 +574,15 @@ class TailSampling(SpanProcessor):
 
     # --- the records --------------------------------------------------------------------
     def _linkable(self, span: RecordedSpan) -> None:
-        """Index running ``span`` by its id, whose `SpanContext` was just made (only a
-        span whose ids were read can be the target of a link)."""
+        """Index running ``span`` by its id, just read (`get_span_context`, `hex_ids`):
+        only a span whose ids were read can be the target of a link."""
         running = self._running
         if len(running) >= MAX_RUNNING_SPANS:
             with contextlib.suppress(RuntimeError, StopIteration):  # changed meanwhile
                 running.pop(next(iter(running)), None)
         running[span._id] = span._request or span
+        if span._end is not None:  # it ended meanwhile in another thread: `_ended` ran
+            running.pop(span._id, None)
 
     def _link_batch(self, span: RecordedSpan) -> None:
         """Note the requests a batch ``span`` (a root with links) serves, found by the
@@ -588,7 +600,7 @@ class TailSampling(SpanProcessor):
 
     def _ended(self, span: RecordedSpan) -> None:
         """Hold ``span`` for its request's decision, or act on the decision made."""
-        if span._context is not None:  # indexed (`_linkable`)
+        if span._context is not None or span._hex is not None:  # indexed (`_linkable`)
             self._running.pop(span._id, None)
         root = span._request
         if root is None:

@@ -364,7 +364,7 @@ def hex_ids(span: Span) -> tuple[str, str, int] | None:
     trace flags; None for an invalid span. A tail-sampling record (always sampled until
     decided) formats its ids once (`RecordedSpan.hex_ids`)."""
     if isinstance(span, RecordedSpan):
-        return (*span.hex_ids(), 1)
+        return span.hex_ids()
     ctx = span.get_span_context()
     if not ctx.is_valid:
         return None
