@@ -315,6 +315,25 @@ def test_nested_log_contexts_and_structlogs_own_contextvars_reach_every_line(
     assert outer["tenant"] == "acme"
 
 
+def test_log_context_fields_are_structlogs_contextvars(json_logs: io.StringIO) -> None:
+    """`LogContext` binds through structlog's contextvars: the innermost binding of a
+    name wins whichever way it was made, ``get_contextvars`` sees the block's fields,
+    and ``clear_contextvars`` clears them."""
+    logger = get_logger()
+    with LogContext(request_id="outer", user_id="alice"):
+        structlog.contextvars.bind_contextvars(request_id="rebound")
+        logger.info("rebound")
+        assert structlog.contextvars.get_contextvars() == {
+            "request_id": "rebound",
+            "user_id": "alice",
+        }
+        structlog.contextvars.clear_contextvars()
+        logger.info("cleared")
+    rebound, cleared = _records(json_logs)
+    assert rebound["request_id"] == "rebound" and rebound["user_id"] == "alice"
+    assert "request_id" not in cleared and "user_id" not in cleared
+
+
 def test_log_error_levels(json_logs: io.StringIO) -> None:
     logger = get_logger()
     log_error(logger, "expected", ValueError("v"), expected=True)

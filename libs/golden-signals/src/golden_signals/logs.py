@@ -20,7 +20,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Mapping
-from types import MappingProxyType, TracebackType
+from types import TracebackType
 from typing import Any, TextIO
 
 import orjson
@@ -197,14 +197,12 @@ _LEVEL_NAMES = {"warn": "WARNING", "exception": "ERROR"}
 
 def add_line_context(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
     """What every line gets besides its own fields, in one processor: the ``logger``
-    name (unless the line has one), the fields bound by `LogContext` and by structlog's
-    contextvars, the ``level`` (upper case), the ``timestamp`` (`add_timestamp`), the
+    name (unless the line has one), the fields bound by `LogContext` (structlog's
+    contextvars), the ``level`` (upper case), the ``timestamp`` (`add_timestamp`), the
     active span's ids (`add_trace_context`) and the ``pid``; then secrets are redacted
     and long strings cut (`sanitize_fields`). A line's own fields win over the bound
     ones."""
     event_dict.setdefault("logger", _logger_name)  # the app's own structlog events
-    for key, value in _bound.get().items():
-        event_dict.setdefault(key, value)
     structlog.contextvars.merge_contextvars(logger, method, event_dict)
     event_dict["level"] = _LEVEL_NAMES.get(method) or method.upper()
     add_timestamp(logger, method, event_dict)
@@ -446,22 +444,19 @@ class LogContext:
     """Bind fields to every log line inside a ``with`` block (contextvars-based).
 
     Safe across ``await``; for threads, submit work with ``contextvars.copy_context()``.
-    Fields whose value is ``None`` are not bound. The fields of all the blocks a line is
-    inside live in one context variable (a block binds a copy with its own fields
-    added), so binding and merging them into a line cost one variable each, however many
-    fields; structlog's own ``bind_contextvars`` works beside it.
+    Fields whose value is ``None`` are not bound. The fields are structlog's contextvars
+    (``bind_contextvars``), so an app's own ``bind_contextvars``, ``get_contextvars``
+    and ``clear_contextvars`` see them, and the innermost binding of a name wins.
     """
-
-    __slots__ = ("_fields", "_token")
 
     def __init__(self, **fields: Any) -> None:
         """Remember the fields to bind on entry."""
         self._fields = {k: v for k, v in fields.items() if v is not None}
-        self._token: contextvars.Token[Mapping[str, Any]] | None = None
+        self._tokens: Mapping[str, contextvars.Token[Any]] = {}
 
     def __enter__(self) -> LogContext:
         """Bind the fields."""
-        self._token = _bound.set({**_bound.get(), **self._fields})
+        self._tokens = structlog.contextvars.bind_contextvars(**self._fields)
         return self
 
     def __exit__(
@@ -471,15 +466,7 @@ class LogContext:
         tb: TracebackType | None,
     ) -> None:
         """Restore the fields to what they were before the block."""
-        if self._token is not None:
-            _bound.reset(self._token)
-            self._token = None
-
-
-#: The fields `LogContext` binds, in the current context (never changed in place).
-_bound: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
-    "golden_signals_log_context", default=MappingProxyType({})
-)
+        structlog.contextvars.reset_contextvars(**self._tokens)
 
 
 def log_request_start(
