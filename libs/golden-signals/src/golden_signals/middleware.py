@@ -81,13 +81,11 @@ def request_id_from(value: str | None) -> str:
 def _set_headers(message: Message, request_id: str, traceparent: str | None) -> None:
     """Put the request id and the ``traceparent`` in an answer's headers (replacing any
     the app set)."""
-    added = [(_REQUEST_ID_BYTES, request_id.encode())]
+    headers = [h for h in message.get("headers", ()) if h[0].lower() not in _OURS]
+    headers.append((_REQUEST_ID_BYTES, request_id.encode()))
     if traceparent is not None:
-        added.append((b"traceparent", traceparent.encode()))
-    message["headers"] = [
-        *(h for h in message.get("headers", ()) if h[0].lower() not in _OURS),
-        *added,
-    ]
+        headers.append((b"traceparent", traceparent.encode()))
+    message["headers"] = headers
 
 
 def _record_error(state: dict[str, Any], error: BaseException | None) -> None:
