@@ -177,9 +177,16 @@ def test_a_worker_that_stops_takes_none_of_its_counts(server: Server) -> None:
 
 
 def test_uvicorns_and_the_apps_lines_are_json_with_request_ids(server: Server) -> None:
+    def started() -> list[dict[str, Any]]:
+        return [
+            r for r in server.json_lines() if r.get("message") == "Application startup complete."
+        ]
+
+    # Run alone, the test may look before the second worker has finished starting.
+    _wait(lambda: len(started()) >= 2, "both workers' start-up lines")
+    assert all(r["logger"] == "uvicorn.error" for r in started())
+    server.get("/v1/items/9")
     records = server.json_lines()
-    started = [r for r in records if r.get("message") == "Application startup complete."]
-    assert len(started) >= 2 and all(r["logger"] == "uvicorn.error" for r in started)
     own = [r for r in records if str(r.get("message", "")).startswith("reading item")]
     assert own and all(r["logger"] == "shop" and r["request_id"] and r["trace_id"] for r in own)
 
