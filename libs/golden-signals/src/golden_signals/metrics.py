@@ -88,6 +88,13 @@ class Family:
         """The values as JSON-ready data (`SignalRegistry.publish`)."""
         return {"values": [[list(k), v] for k, v in list(self.values.items())]}
 
+    def remove(self, labels: Labels) -> None:
+        """Drop the series ``labels`` in this process (label values an app retired,
+        such as a model version taken out of service); a later write makes it anew.
+        With several workers the others' values stay in the sum: filter at the scrape
+        instead to hide a series everywhere."""
+        self.values.pop(labels, None)
+
 
 class _OneValue(Family):
     """A family whose series each hold one number."""
@@ -172,6 +179,12 @@ class HistogramFamily(Family):
     def touch(self, labels: Labels = ()) -> None:
         """Create the series empty."""
         self.values.setdefault(labels, [0.0] * (len(self.bounds) + 1))
+
+    def remove(self, labels: Labels) -> None:
+        """Drop the series ``labels`` and its exemplars in this process."""
+        super().remove(labels)
+        for key in [key for key in list(self.exemplars) if key[0] == labels]:
+            self.exemplars.pop(key, None)
 
     def state(self) -> dict[str, Any]:
         """Values and exemplars as JSON-ready data."""
