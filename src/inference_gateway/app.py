@@ -268,13 +268,13 @@ def _start_metrics(metrics: Metrics | None, host: str, port: int | None) -> Call
     worker's live gauges dropped."""
     if metrics is None:
         return lambda: None
-    metrics.http_registry.start()
+    metrics.families.registry.start()
     stop_port = serve_metrics_port(metrics.registry, host, port) if port is not None else None
 
     def stop() -> None:
         if stop_port is not None:
             stop_port()
-        metrics.http_registry.close()
+        metrics.families.registry.close()
         metrics.mark_process_dead(os.getpid())
 
     return stop

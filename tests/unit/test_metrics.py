@@ -7,6 +7,8 @@ import os
 import random
 import re
 import string
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx2 as httpx
@@ -498,18 +500,32 @@ def test_metrics_port_moves_metrics_off_the_public_port() -> None:
         httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
 
 
-def _worker_file(directory: Path, pid: int, values: dict[tuple[str, str], float]) -> None:
-    """Write the counter file a worker ``pid`` leaves in multiprocess mode: predictions
-    per (model version, class) and one series without model labels."""
-    path = directory / f"counter_{pid}.db"
-    db = MmapedDict(str(path))  # type: ignore[no-untyped-call]
+def _dead_workers_files(directory: Path, predictions: dict[tuple[str, str], float]) -> None:
+    """Leave in ``directory`` what a worker that died leaves: its published predictions
+    per (model version, class), written by a real process that has ended (the library's
+    families), and a kept trace in prometheus_client's files (of a pid that is no
+    process)."""
+    code = (
+        "import json, sys\n"
+        "from inference_gateway.observability.metrics import RequestFamilies\n"
+        "families = RequestFamilies(sys.argv[1])\n"
+        "families.registry.start()\n"
+        "for version, cls, number in json.loads(sys.argv[2]):\n"
+        "    families.predictions.inc(('m', version, cls), number)\n"
+        "families.registry.close()\n"
+    )
+    entries = [[version, cls, number] for (version, cls), number in predictions.items()]
+    subprocess.run(
+        [sys.executable, "-c", code, str(directory), json.dumps(entries)], check=True, timeout=120
+    )
+    _kept_traces_file(directory, 999_999_999)
+
+
+def _kept_traces_file(directory: Path, pid: int) -> None:
+    """Write the counter file a worker ``pid`` leaves with prometheus_client's
+    multiprocess mode: one kept trace, a series without model labels."""
+    db = MmapedDict(str(directory / f"counter_{pid}.db"))  # type: ignore[no-untyped-call]
     try:
-        for (version, cls), number in values.items():
-            key = mmap_key(
-                "model_predictions", "model_predictions_total",
-                ["model_name", "model_version", "class"], ["m", version, cls], "Predictions.",
-            )  # fmt: skip
-            db.write_value(key, number, 0.0)  # type: ignore[no-untyped-call]
         key = mmap_key("traces_kept", "traces_kept_total", ["reason"], ["ratio"], "Kept.")
         db.write_value(key, 1.0, 0.0)  # type: ignore[no-untyped-call]
     finally:
@@ -518,19 +534,23 @@ def _worker_file(directory: Path, pid: int, values: dict[tuple[str, str], float]
 
 def test_multiprocess_scrapes_leave_out_versions_no_live_worker_serves(tmp_path: Path) -> None:
     """Several workers: a retired version's series leave every scrape, including the
-    counts in the files of workers that died, while the versions still served keep
-    the sum of every worker's counts (none goes down) and series without a model stay."""
+    counts of workers that died, while the versions still served keep the sum of every
+    worker's counts (none goes down) and series without a model stay."""
     directory = tmp_path
-    # This process, a worker that died (its file stays) and the stale list of versions
-    # of a pid that is no worker of this server (pid 1's parent is none of ours).
-    _worker_file(directory, os.getpid(), {("1", "cat"): 3, ("2", "cat"): 2})
-    _worker_file(directory, 999_999_999, {("1", "cat"): 4, ("2", "dog"): 5, ("3", "cat"): 6})
+    # A worker that died (its values stay) and the stale list of versions of a pid that
+    # is no worker of this server (pid 1's parent is none of ours).
+    _dead_workers_files(directory, {("1", "cat"): 4, ("2", "dog"): 5, ("3", "cat"): 6})
     (directory / "models-1.json").write_text(json.dumps([["m", "3"]]))
     metrics = Metrics(
         app_name="a", app_version="1", environment="t", multiprocess_dir=str(tmp_path)
     )
+    metrics.families.registry.start()
     metrics.initialise_model(("m", "1"))
     metrics.initialise_model(("m", "2"))
+    for version, cls, number in (("1", "cat", 3), ("2", "cat", 2)):
+        for _ in range(number):
+            metrics.record_prediction(("m", version), cls, 0.5)
+    _kept_traces_file(directory, os.getpid())  # what this worker's kept trace writes
 
     def predictions() -> dict[tuple[str, str], float]:
         samples = parse(metrics.render(None)[0].decode())
@@ -541,13 +561,16 @@ def test_multiprocess_scrapes_leave_out_versions_no_live_worker_serves(tmp_path:
             if name == "model_predictions_total"
         }
 
-    assert predictions() == {("1", "cat"): 7, ("2", "cat"): 2, ("2", "dog"): 5}
-    metrics.forget_model(("m", "2"))
-    assert predictions() == {("1", "cat"): 7}
-    # Served again, a version goes on from its counts: it never goes backwards.
-    metrics.initialise_model(("m", "2"))
-    assert predictions() == {("1", "cat"): 7, ("2", "cat"): 2, ("2", "dog"): 5}
-    # A worker that stopped serves nothing: what only it listed leaves with it.
-    metrics.mark_process_dead(os.getpid())
-    assert predictions() == {}
-    assert served_models(directory) == frozenset()
+    try:
+        assert predictions() == {("1", "cat"): 7, ("2", "cat"): 2, ("2", "dog"): 5}
+        metrics.forget_model(("m", "2"))
+        assert predictions() == {("1", "cat"): 7}
+        # Served again, a version goes on from its counts: it never goes backwards.
+        metrics.initialise_model(("m", "2"))
+        assert predictions() == {("1", "cat"): 7, ("2", "cat"): 2, ("2", "dog"): 5}
+        # A worker that stopped serves nothing: what only it listed leaves with it.
+        metrics.mark_process_dead(os.getpid())
+        assert predictions() == {}
+        assert served_models(directory) == frozenset()
+    finally:
+        metrics.families.registry.close()

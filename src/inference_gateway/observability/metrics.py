@@ -13,8 +13,6 @@ import copy
 import json
 import os
 import shutil
-import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
@@ -36,10 +34,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
-from prometheus_client.samples import Exemplar
-from prometheus_client.utils import floatToGoString
 
-from golden_signals.metrics import HttpMetrics, SignalRegistry
+from golden_signals.metrics import Family, HttpMetrics, SignalRegistry
 from golden_signals.routes import endpoint_of
 
 #: Request latency buckets (seconds): an edge at the 0.3 s objective, dense around it.
@@ -64,8 +60,6 @@ BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
 
 #: The labels that name a model in every per-model metric.
 MODEL_LABELS: tuple[str, ...] = ("model_name", "model_version")
-#: Label-value series whose children `Metrics._child` remembers at most.
-MAX_CACHED_SERIES = 65_536
 
 #: A model's label values: (name, version).
 ModelKey = tuple[str, str]
@@ -166,13 +160,98 @@ def prepare_multiprocess_dir(path: str | os.PathLike[str]) -> Path:
     return directory
 
 
-class Metrics:
-    """Every metric of one app, in one registry, with the spec's helper methods.
+class RequestFamilies:
+    """The families a request's path writes: HTTP and gRPC calls, the model's work,
+    its answers and their quality signals, the images. They are the observability
+    library's (`golden_signals.metrics.SignalRegistry`): numbers in this process,
+    published per worker and summed at every scrape, exemplars from every worker, no
+    prometheus_client multiprocess write (an mmap write under a process-wide lock per
+    value) on the path. The rarer events and the gauges that need prometheus_client's
+    other multiprocess modes stay on prometheus_client (`Metrics`).
 
-    In multiprocess mode (several workers) the values are written to files in
-    ``multiprocess_dir`` and `render` aggregates all workers, adding this worker's
-    latest exemplars (prometheus_client stores none in that mode); the ``process_*``
-    series then come for every live worker with a ``pid`` label
+    A series is written by one thread: the event loop (HTTP, gRPC, answers, images,
+    quality) or its model version's batcher thread (forward passes, queue waits,
+    failed passes); the queue gauge is set from both, and a set replaces the value.
+    """
+
+    def __init__(self, directory: str | None) -> None:
+        """The families, published to ``directory`` with several workers (also what a
+        process that serves none, the parent on ``METRICS_PORT``, reads the workers'
+        publications with)."""
+        registry = SignalRegistry(directory, name="requests", include=None)
+        self.registry = registry
+        # Traffic, errors, latency and requests in flight.
+        self.http = HttpMetrics(registry, LATENCY_BUCKETS, first_byte=False)
+        self.grpc_requests = registry.counter(
+            "grpc_requests_total", "gRPC calls by method and status code.",
+            ("grpc_method", "code"),
+        )  # fmt: skip
+        self.grpc_duration = registry.histogram(
+            "grpc_request_duration_seconds", "gRPC call latency (seconds).",
+            ("grpc_method",), LATENCY_BUCKETS,
+        )  # fmt: skip
+        # The model's work.
+        self.queue_size = registry.gauge(
+            "inference_queue_size", "Requests waiting for the forward pass.", MODEL_LABELS
+        )
+        self.inference_duration = registry.histogram(
+            "model_inference_duration_seconds", "Forward-pass latency per batch (seconds).",
+            MODEL_LABELS, STAGE_BUCKETS,
+        )  # fmt: skip
+        self.queue_wait = registry.histogram(
+            "inference_queue_wait_seconds", "Time a request waited for its forward pass.",
+            MODEL_LABELS, STAGE_BUCKETS,
+        )  # fmt: skip
+        self.batch_size = registry.histogram(
+            "inference_batch_size", "Images per forward pass.", MODEL_LABELS, BATCH_SIZE_BUCKETS
+        )
+        self.predictions = registry.counter(
+            "model_predictions_total", "Top-1 predictions by class.", (*MODEL_LABELS, "class")
+        )
+        self.inference_errors = registry.counter(
+            "model_inference_errors_total", "Failed forward passes, per request.",
+            (*MODEL_LABELS, "error_type"),
+        )  # fmt: skip
+        self.confidence = registry.histogram(
+            "prediction_confidence", "Softmax confidence of the top-1 class.",
+            MODEL_LABELS, CONFIDENCE_BUCKETS,
+        )  # fmt: skip
+        self.quality_observations = registry.counter(
+            "model_quality_observations_total",
+            "Answered images by signal and by the bucket of the version's reference they fall in.",
+            (*MODEL_LABELS, "signal", "bucket"),
+        )  # fmt: skip
+        # Images: one series each, there from the start.
+        self.image_bytes = registry.histogram(
+            "image_size_bytes", "Size of uploaded images (bytes).", (), IMAGE_BYTES_BUCKETS
+        )
+        self.image_width = registry.histogram(
+            "image_width_pixels", "Width of decoded images (pixels).", (), IMAGE_SIDE_BUCKETS
+        )
+        self.image_height = registry.histogram(
+            "image_height_pixels", "Height of decoded images (pixels).", (), IMAGE_SIDE_BUCKETS
+        )
+        self.preprocess = registry.histogram(
+            "image_preprocess_duration_seconds", "Decode and preprocess time (seconds).",
+            (), STAGE_BUCKETS,
+        )  # fmt: skip
+        for image in (self.image_bytes, self.image_width, self.image_height, self.preprocess):
+            image.touch()
+        #: The families labelled by model version (`Metrics.forget_model`).
+        self.per_model: tuple[Family, ...] = (
+            self.queue_size, self.inference_duration, self.queue_wait, self.batch_size,
+            self.predictions, self.inference_errors, self.confidence, self.quality_observations,
+        )  # fmt: skip
+
+
+class Metrics:
+    """Every metric of one app, with the spec's helper methods.
+
+    The families a request's path writes are the observability library's
+    (`RequestFamilies`), the others prometheus_client's, in ``registry``. In
+    multiprocess mode (several workers) prometheus_client's values are written to files
+    in ``multiprocess_dir`` and `render` sums all workers' with the library's; the
+    ``process_*`` series then come for every live worker with a ``pid`` label
     (`WorkerProcessCollector`), the series of model versions no live worker knows are
     left out (`ServedModelsOnly`), and the GC and platform collectors are unavailable.
     """
@@ -189,30 +268,16 @@ class Metrics:
         """Create the metrics in ``registry`` (a new one by default)."""
         self.registry = registry if registry is not None else CollectorRegistry()
         self.multiprocess_dir = multiprocess_dir
-        # Multiprocess mode stores no exemplars; this process keeps its latest one per
-        # histogram bucket and adds them to the summed buckets it renders.
-        self._exemplars = _ExemplarStore(multiprocess_dir)
         r = self.registry
         if multiprocess_dir is None:
             ProcessCollector(registry=r)
             GCCollector(registry=r)
             PlatformCollector(registry=r)
-        # Traffic, errors, latency and requests in flight: the observability library's
-        # families, kept in process and published per worker (exact at every scrape,
-        # exemplars from every worker), not prometheus_client's multiprocess files.
-        self.http = _http_metrics(multiprocess_dir)
-        self.http_registry = self.http.registry
+        self.families = RequestFamilies(multiprocess_dir)
+        self.http = self.families.http
         self.active_requests = self.http.active_requests
         if multiprocess_dir is None:
-            r.register(self.http_registry)
-        self.grpc_requests_total = Counter(
-            "grpc_requests_total", "gRPC calls by method and status code.",
-            ["grpc_method", "code"], registry=r,
-        )  # fmt: skip
-        self.grpc_request_duration_seconds = Histogram(
-            "grpc_request_duration_seconds", "gRPC call latency (seconds).",
-            ["grpc_method"], buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            r.register(self.families.registry)
         self.http_protocol_errors_total = Counter(
             "http_protocol_errors_total",
             "Requests cut off below the router (malformed, TLS on the plain port, "
@@ -228,10 +293,6 @@ class Metrics:
             "http_connections_open", "Open HTTP connections of each worker (MAX_CONNECTIONS each).",
             registry=r, multiprocess_mode="liveall",
         )  # fmt: skip
-        self.inference_queue_size = Gauge(
-            "inference_queue_size", "Requests waiting for the forward pass.",
-            MODEL_LABELS, registry=r, multiprocess_mode="livesum",
-        )  # fmt: skip
         self.model_memory_usage_bytes = Gauge(
             "model_memory_usage_bytes",
             "Size of the loaded model: its files (ONNX Runtime) or parameters and buffers (torch).",
@@ -246,34 +307,12 @@ class Metrics:
             ["name", "version", "environment"], registry=r, multiprocess_mode="max",
         )  # fmt: skip
         self.app_info.labels(app_name, app_version, environment).set(1)
-        # Every metric labelled by model version (`forget_model` drops their series).
+        # prometheus_client's metrics labelled by model version (`forget_model`).
         self._per_model: list[MetricWrapperBase] = []
-        # The series each request writes, by metric and label values (`_child`).
-        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         # The versions this process knows (`initialise_model` .. `forget_model`); in
         # multiprocess mode published for every scrape to filter by (`ServedModelsOnly`).
         self._known: set[ModelKey] = set()
-        # The model's work.
-        self.model_inference_duration_seconds = Histogram(
-            "model_inference_duration_seconds", "Forward-pass latency per batch (seconds).",
-            MODEL_LABELS, buckets=STAGE_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.inference_queue_wait_seconds = Histogram(
-            "inference_queue_wait_seconds", "Time a request waited for its forward pass.",
-            MODEL_LABELS, buckets=STAGE_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.inference_batch_size = Histogram(
-            "inference_batch_size", "Images per forward pass.",
-            MODEL_LABELS, buckets=BATCH_SIZE_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.model_predictions_total = Counter(
-            "model_predictions_total", "Top-1 predictions by class.",
-            [*MODEL_LABELS, "class"], registry=r,
-        )  # fmt: skip
-        self.model_inference_errors_total = Counter(
-            "model_inference_errors_total", "Failed forward passes, per request.",
-            [*MODEL_LABELS, "error_type"], registry=r,
-        )  # fmt: skip
+        # The model's life.
         self.batcher_crashes_total = Counter(
             "batcher_crashes_total",
             "Unexpected failures of the batcher's worker loop (each restarts it).",
@@ -300,28 +339,8 @@ class Metrics:
             "model_load_duration_seconds", "Time to load and warm up a model version (seconds).",
             MODEL_LABELS, buckets=LOAD_BUCKETS, registry=r,
         )  # fmt: skip
-        self.prediction_confidence = Histogram(
-            "prediction_confidence", "Softmax confidence of the top-1 class.",
-            MODEL_LABELS, buckets=CONFIDENCE_BUCKETS, registry=r,
-        )  # fmt: skip
         self._init_quality(r)
-        # Images.
-        self.image_size_bytes = Histogram(
-            "image_size_bytes", "Size of uploaded images (bytes).",
-            buckets=IMAGE_BYTES_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.image_width_pixels = Histogram(
-            "image_width_pixels", "Width of decoded images (pixels).",
-            buckets=IMAGE_SIDE_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.image_height_pixels = Histogram(
-            "image_height_pixels", "Height of decoded images (pixels).",
-            buckets=IMAGE_SIDE_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.image_preprocess_duration_seconds = Histogram(
-            "image_preprocess_duration_seconds", "Decode and preprocess time (seconds).",
-            buckets=STAGE_BUCKETS, registry=r,
-        )  # fmt: skip
+        # Images that could not be used.
         self.image_decode_failures_total = Counter(
             "image_decode_failures_total", "Uploads that could not be decoded, by reason.",
             ["reason"], registry=r,
@@ -342,23 +361,15 @@ class Metrics:
             ["reason"], registry=r,
         )  # fmt: skip
         self._per_model = [
-            self.inference_queue_size, self.model_memory_usage_bytes, self.model_loaded,
-            self.model_inference_duration_seconds, self.inference_queue_wait_seconds,
-            self.inference_batch_size, self.model_predictions_total,
-            self.model_inference_errors_total, self.batcher_crashes_total,
+            self.model_memory_usage_bytes, self.model_loaded, self.batcher_crashes_total,
             self.model_load_failures_total, self.model_loads_total, self.model_unloads_total,
-            self.model_load_duration_seconds, self.prediction_confidence,
-            *self._quality_metrics,
+            self.model_load_duration_seconds, *self._quality_metrics,
         ]  # fmt: skip
 
     def _init_quality(self, r: CollectorRegistry) -> None:
         """Model quality without labels: each answer's signals bucketed by the version's
-        reference (inference/quality.py), and the reference's own shares."""
-        self.model_quality_observations_total = Counter(
-            "model_quality_observations_total",
-            "Answered images by signal and by the bucket of the version's reference they fall in.",
-            [*MODEL_LABELS, "signal", "bucket"], registry=r,
-        )  # fmt: skip
+        reference (inference/quality.py; the observations are `RequestFamilies`'), and
+        the reference's own shares."""
         self.model_quality_reference_fraction = Gauge(
             "model_quality_reference_fraction",
             "The reference's share of each bucket of each signal.",
@@ -379,11 +390,12 @@ class Metrics:
             [*MODEL_LABELS, "statistic"], registry=r, multiprocess_mode="livemax",
         )  # fmt: skip
         self._quality_metrics: tuple[MetricWrapperBase, ...] = (
-            self.model_quality_observations_total, self.model_quality_reference_fraction,
-            self.model_quality_reference_info, self.model_quality_reference_images,
-            self.model_quality_reference_confidence,
+            self.model_quality_reference_fraction, self.model_quality_reference_info,
+            self.model_quality_reference_images, self.model_quality_reference_confidence,
         )  # fmt: skip
-        self._quality_children: dict[tuple[ModelKey, str, str], Any] = {}
+        # The (model, signal, bucket) series of each version's reference: the buckets
+        # `record_quality` counts into.
+        self._quality_buckets: set[tuple[str, str, str, str]] = set()
         self._quality_sha: dict[ModelKey, str] = {}
 
     # --- the spec's helpers -------------------------------------------------------
@@ -407,15 +419,9 @@ class Metrics:
     ) -> None:
         """Count one finished gRPC call (``method``: the RPC's name, ``code``: its status
         code's name) and observe its latency."""
-        self._child(self.grpc_requests_total, (method, code)).inc()
-        self._child(self.grpc_request_duration_seconds, (method,)).observe(
-            duration_seconds, exemplar=_exemplar(trace_id)
-        )
-        if self.multiprocess_dir is not None and trace_id:
-            self._exemplars.remember(
-                "grpc_request_duration_seconds", (method,), LATENCY_BUCKETS,
-                duration_seconds, trace_id,
-            )  # fmt: skip
+        families = self.families
+        families.grpc_requests.inc((method, code))
+        families.grpc_duration.observe((method,), duration_seconds, trace_id or None)
 
     def record_inference(
         self,
@@ -425,29 +431,18 @@ class Metrics:
         trace_id: str | None = None,
     ) -> None:
         """Observe one forward pass: its latency and how many images it carried."""
-        self._child(self.model_inference_duration_seconds, model).observe(
-            duration_seconds, exemplar=_exemplar(trace_id)
-        )
-        if self.multiprocess_dir is not None and trace_id:
-            self._exemplars.remember(
-                "model_inference_duration_seconds", model, STAGE_BUCKETS,
-                duration_seconds, trace_id,
-            )  # fmt: skip
-        self._child(self.inference_batch_size, model).observe(batch_size)
+        families = self.families
+        families.inference_duration.observe(model, duration_seconds, trace_id or None)
+        families.batch_size.observe(model, batch_size)
 
     def record_prediction(
         self, model: ModelKey, class_label: str, confidence: float, trace_id: str | None = None
     ) -> None:
         """Count one answered prediction by its top-1 class and observe its confidence
         (``trace_id``: an exemplar, for an answer whose trace is kept)."""
-        self._child(self.model_predictions_total, (*model, class_label)).inc()
-        self._child(self.prediction_confidence, model).observe(
-            confidence, exemplar=_exemplar(trace_id)
-        )
-        if self.multiprocess_dir is not None and trace_id:
-            self._exemplars.remember(
-                "prediction_confidence", model, CONFIDENCE_BUCKETS, confidence, trace_id
-            )
+        families = self.families
+        families.predictions.inc((*model, class_label))
+        families.confidence.observe(model, confidence, trace_id or None)
 
     def set_quality_reference(
         self,
@@ -470,8 +465,9 @@ class Metrics:
         for signal, shares in fractions.items():
             for bucket, share in shares.items():
                 self.model_quality_reference_fraction.labels(*model, signal, bucket).set(share)
-                child = self.model_quality_observations_total.labels(*model, signal, bucket)
-                self._quality_children[model, signal, bucket] = child
+                series = (*model, signal, bucket)
+                self.families.quality_observations.touch(series)
+                self._quality_buckets.add(series)
         self.model_quality_reference_info.labels(*model, sha256).set(1)
         self._quality_sha[model] = sha256
         self.model_quality_reference_images.labels(*model).set(images)
@@ -489,19 +485,20 @@ class Metrics:
         bucket only it had says -1 (`RETIRED_BUCKET`), which the rules leave out: the
         PSI of the new reference counts only its own buckets.
         """
-        old = [k for k in self._quality_children if k[0] == model]
-        for key in old:
-            del self._quality_children[key]
+        old = [series for series in self._quality_buckets if series[:2] == model]
+        self._quality_buckets.difference_update(old)
         sha = self._quality_sha.pop(model, None)
         if self.multiprocess_dir is not None:
             if sha is not None:
                 self.model_quality_reference_info.labels(*model, sha).set(0)
-            for _, signal, bucket in old:
+            for _, _, signal, bucket in old:
                 if (signal, bucket) not in keep:
                     self.model_quality_reference_fraction.labels(*model, signal, bucket).set(
                         RETIRED_BUCKET
                     )
             return
+        for series in old:
+            self.families.quality_observations.remove(series)
         labels = dict(zip(MODEL_LABELS, model, strict=True))
         for metric in self._quality_metrics:
             metric.remove_by_labels(labels)
@@ -509,11 +506,11 @@ class Metrics:
     def record_quality(self, model: ModelKey, buckets: Iterable[tuple[str, str]]) -> None:
         """Count answers into the bucket of each of their signals: one (signal, bucket)
         pair per answer and signal, each distinct pair incremented once."""
-        children = self._quality_children
+        known, observations = self._quality_buckets, self.families.quality_observations
         for (signal, bucket), count in collections.Counter(buckets).items():
-            child = children.get((model, signal, bucket))
-            if child is not None:
-                child.inc(count)
+            series = (*model, signal, bucket)
+            if series in known:
+                observations.inc(series, count)
 
     def record_error(self, endpoint: str, exception_type: str) -> None:
         """Count an exception raised while serving ``endpoint``."""
@@ -521,7 +518,7 @@ class Metrics:
 
     def record_inference_error(self, model: ModelKey, error_type: str, count: int = 1) -> None:
         """Count requests whose forward pass failed."""
-        self.model_inference_errors_total.labels(*model, error_type).inc(count)
+        self.families.inference_errors.inc((*model, error_type), count)
 
     def record_batcher_crash(self, model: ModelKey) -> None:
         """Count an unexpected failure of the batcher's worker loop."""
@@ -550,20 +547,21 @@ class Metrics:
 
     def set_queue_size(self, model: ModelKey, size: int) -> None:
         """Set how many requests wait for the forward pass."""
-        self._child(self.inference_queue_size, model).set(size)
+        self.families.queue_size.set(model, size)
 
     def record_queue_wait(self, model: ModelKey, seconds: float) -> None:
         """Observe how long one request waited for its forward pass."""
-        self._child(self.inference_queue_wait_seconds, model).observe(seconds)
+        self.families.queue_wait.observe(model, seconds)
 
     def record_image(
         self, size_bytes: int, width: int, height: int, preprocess_seconds: float
     ) -> None:
         """Observe one decoded image: bytes, dimensions and preprocessing time."""
-        self.image_size_bytes.observe(size_bytes)
-        self.image_width_pixels.observe(width)
-        self.image_height_pixels.observe(height)
-        self.image_preprocess_duration_seconds.observe(preprocess_seconds)
+        families = self.families
+        families.image_bytes.observe((), size_bytes)
+        families.image_width.observe((), width)
+        families.image_height.observe((), height)
+        families.preprocess.observe((), preprocess_seconds)
 
     def record_decode_failure(self, reason: str) -> None:
         """Count an upload that could not be decoded."""
@@ -627,34 +625,21 @@ class Metrics:
         """Create the gRPC service's ``ModelInfer`` series at 0, for every outcome that
         dashboards and alerts read (call when the service runs)."""
         for code in GRPC_INFER_CODES:
-            self.grpc_requests_total.labels("ModelInfer", code)
-        self.grpc_request_duration_seconds.labels("ModelInfer")
+            self.families.grpc_requests.touch(("ModelInfer", code))
+        self.families.grpc_duration.touch(("ModelInfer",))
 
     def initialise_model(self, model: ModelKey) -> None:
         """Create a model version's series at 0 (not loaded) when the gateway first knows it."""
-        self.model_inference_duration_seconds.labels(*model)
+        self.families.inference_duration.touch(model)
+        self.families.queue_size.set(model, 0)
         for counter in (
             self.batcher_crashes_total, self.model_load_failures_total,
             self.model_loads_total, self.model_unloads_total,
         ):  # fmt: skip
             counter.labels(*model)
-        self.inference_queue_size.labels(*model).set(0)
         self.set_model_state(model, loaded=False)
         self._known.add(model)
         self._publish_known()
-
-    def _child(self, metric: MetricWrapperBase, labels: tuple[str, ...]) -> Any:
-        """``metric.labels(*labels)``, looked up once: prometheus_client checks and
-        converts the label values at every call, about a tenth of a request's metric
-        work. Bounded (label values are models, classes and codes; beyond the bound
-        the lookup is made each time); `forget_model` drops a version's."""
-        key = (id(metric), labels)
-        child = self._children.get(key)
-        if child is None:
-            child = metric.labels(*labels)
-            if len(self._children) < MAX_CACHED_SERIES:
-                self._children[key] = child
-        return child
 
     def forget_model(self, model: ModelKey) -> None:
         """Drop every series of a version taken out of service: no alert mistakes it for
@@ -667,14 +652,17 @@ class Metrics:
         leaves out the series of versions that no live worker lists
         (`ServedModelsOnly`); the values themselves are never rewritten, so the series
         of versions still served keep counting, and a version served again continues
-        from its old counts.
+        from its old counts. The library's families (`RequestFamilies`) are filtered
+        the same way, and in one process lose the version's series like the others.
         """
         self._known.discard(model)
-        self._children = {k: v for k, v in self._children.items() if k[1][:2] != model}
         if self.multiprocess_dir is not None:
-            self._exemplars.forget(model)
             self._publish_known()
             return
+        for family in self.families.per_model:
+            for series in [series for series in list(family.values) if series[:2] == model]:
+                family.remove(series)
+        self._quality_buckets = {s for s in self._quality_buckets if s[:2] != model}
         labels = dict(zip(MODEL_LABELS, model, strict=True))
         for metric in self._per_model:
             metric.remove_by_labels(labels)
@@ -691,15 +679,12 @@ class Metrics:
 
     def model_totals(self, models: Iterable[ModelKey]) -> dict[ModelKey, ModelTotals]:
         """What the counters say each model version did since start-up, summed over
-        the workers in multiprocess mode (the statistics extension's source)."""
+        the workers in multiprocess mode (the statistics extension's source): exact
+        like a scrape, which asks every worker for its values first
+        (`golden_signals.metrics.SignalRegistry.collect`)."""
         wanted = {model: ModelTotals() for model in models}
-        if self.multiprocess_dir is not None:
-            source = CollectorRegistry()
-            prom_multiprocess.MultiProcessCollector(source, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
-        else:
-            source = self.registry
         sums: dict[tuple[ModelKey, str], float] = {}
-        for family in source.collect():
+        for family in self.families.registry.collect():
             if family.name not in _TOTALS_FAMILIES:
                 continue
             for sample in family.samples:
@@ -718,10 +703,7 @@ class Metrics:
         encoder, content_type = choose_encoder(accept or "")
         if self.multiprocess_dir is None:
             return encoder(self.registry), content_type
-        summed = multiprocess_registry(self.multiprocess_dir, self.http_registry)
-        with_exemplars = CollectorRegistry(auto_describe=False)
-        with_exemplars.register(self._exemplars.adding_to(summed))
-        return encoder(with_exemplars), content_type
+        return encoder(multiprocess_registry(self.multiprocess_dir, self.families)), content_type
 
     def mark_process_dead(self, pid: int) -> None:
         """Drop a stopped worker's live gauges and its list of known versions
@@ -731,141 +713,22 @@ class Metrics:
             _known_models_file(self.multiprocess_dir, pid).unlink(missing_ok=True)
 
 
-#: Label names (before ``le``) of the histograms that carry exemplars.
-_EXEMPLAR_LABELS: dict[str, tuple[str, ...]] = {
-    "model_inference_duration_seconds": MODEL_LABELS,
-    "grpc_request_duration_seconds": ("grpc_method",),
-    "prediction_confidence": MODEL_LABELS,
-}
-
-
-#: The histograms among those whose exemplars are per model version.
-_MODEL_EXEMPLARS = frozenset(
-    name for name, labels in _EXEMPLAR_LABELS.items() if labels == MODEL_LABELS
-)
-
-
-class _ExemplarStore:
-    """The latest exemplar per histogram bucket, shared by the workers of a server.
-
-    prometheus_client's multiprocess files hold no exemplars. Each worker keeps its
-    latest per bucket in memory and writes them, within a second of a change, to
-    ``exemplars-<pid>.json`` in the multiprocess directory; the worker that answers a
-    scrape merges every worker's file with its own (newest wins). An exemplar is one
-    example request for its bucket, so any worker's is valid. The number of keys is
-    bounded by the histograms' series × buckets.
-    """
-
-    #: Seconds between two writes of this worker's exemplars to its file.
-    FLUSH_INTERVAL = 1.0
-
-    def __init__(self, directory: str | None = None) -> None:
-        self._latest: dict[tuple[str, tuple[str, ...], str], Exemplar] = {}
-        self._directory = Path(directory) if directory is not None else None
-        self._flush_pending = False
-
-    def remember(
-        self,
-        metric: str,
-        label_values: tuple[str, ...],
-        buckets: tuple[float, ...],
-        value: float,
-        trace_id: str,
-    ) -> None:
-        bound = next((b for b in buckets if value <= b), float("inf"))
-        now = time.time()
-        exemplar = Exemplar({"trace_id": trace_id}, value, now)
-        self._latest[(metric, label_values, floatToGoString(bound))] = exemplar  # type: ignore[no-untyped-call]
-        if self._directory is not None and not self._flush_pending:
-            # Written once a second at most, off the request path.
-            self._flush_pending = True
-            timer = threading.Timer(self.FLUSH_INTERVAL, self._write)
-            timer.daemon = True
-            timer.start()
-
-    def forget(self, model: ModelKey) -> None:
-        """Drop the exemplars of a version taken out of service (its series are gone)."""
-        # A copy first: the batcher threads add exemplars meanwhile.
-        for key in [k for k in list(self._latest) if k[1] == model and k[0] in _MODEL_EXEMPLARS]:
-            self._latest.pop(key, None)
-
-    def _write(self) -> None:
-        assert self._directory is not None  # noqa: S101 - only called with a directory
-        self._flush_pending = False
-        entries = [
-            [metric, list(labels), le, e.labels["trace_id"], e.value, e.timestamp]
-            for (metric, labels, le), e in list(self._latest.items())
-        ]
-        target = self._directory / f"exemplars-{os.getpid()}.json"
-        partial = target.with_suffix(".tmp")
-        partial.write_text(json.dumps(entries))
-        os.replace(partial, target)
-
-    def merged(self) -> dict[tuple[str, tuple[str, ...], str], Exemplar]:
-        """This worker's exemplars and every other worker's file, newest per bucket."""
-        latest = dict(self._latest)
-        if self._directory is None:
-            return latest
-        for path in self._directory.glob("exemplars-*.json"):
-            try:
-                entries = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue  # being replaced, or a worker that just died
-            for metric, labels, le, trace_id, value, stamp in entries:
-                key = (metric, tuple(labels), le)
-                mine = latest.get(key)
-                if mine is None or (mine.timestamp or 0) < stamp:
-                    latest[key] = Exemplar({"trace_id": trace_id}, value, stamp)
-        return latest
-
-    def adding_to(self, source: CollectorRegistry) -> Collector:
-        """A collector yielding ``source``'s metrics with the stored exemplars attached."""
-        latest = self.merged()
-
-        class WithExemplars(Collector):
-            def collect(self) -> Iterator[Metric]:
-                for family in source.collect():
-                    names = _EXEMPLAR_LABELS.get(family.name)
-                    if names is not None:
-                        family.samples = [
-                            sample._replace(
-                                exemplar=latest.get(
-                                    (
-                                        family.name,
-                                        tuple(sample.labels.get(n, "") for n in names),
-                                        sample.labels.get("le", ""),
-                                    )
-                                )
-                            )
-                            if sample.name.endswith("_bucket")
-                            else sample
-                            for sample in family.samples
-                        ]
-                    yield family
-
-        return WithExemplars()
-
-
-def multiprocess_registry(directory: str, http: SignalRegistry | None = None) -> CollectorRegistry:
-    """A registry that sums the metric files every worker wrote to ``directory``, without
-    the series of versions no worker serves any more, with the live workers'
-    ``process_*`` series, and the HTTP families every worker published: ``http``, a
-    worker's own (its values in memory, the others' files), or for a process that
-    serves none (the parent's ``METRICS_PORT``) one that only reads the workers' files."""
+def multiprocess_registry(
+    directory: str, families: RequestFamilies | None = None
+) -> CollectorRegistry:
+    """A registry that sums the metric files every worker wrote to ``directory`` and the
+    library's families every worker published (`RequestFamilies`: ``families``, a
+    worker's own, its values in memory and the others' files; or for a process that
+    serves none, the parent's ``METRICS_PORT``, ones that only read the workers'
+    files), both without the series of versions no worker serves any more, and the
+    live workers' ``process_*`` series."""
     aggregate = CollectorRegistry()
     summed = prom_multiprocess.MultiProcessCollector(None, path=directory)  # type: ignore[no-untyped-call]
     aggregate.register(ServedModelsOnly(summed, directory))
     aggregate.register(WorkerProcessCollector(directory))
-    aggregate.register(http if http is not None else _http_metrics(directory).registry)
+    published = (families if families is not None else RequestFamilies(directory)).registry
+    aggregate.register(ServedModelsOnly(published, directory))
     return aggregate
-
-
-def _http_metrics(directory: str | None) -> HttpMetrics:
-    """The gateway's HTTP families in a registry of their own (the library's engine),
-    published to ``directory`` with several workers; also what a process that serves
-    none reads the workers' publications with."""
-    registry = SignalRegistry(directory, name="http", include=None)
-    return HttpMetrics(registry, LATENCY_BUCKETS, first_byte=False)
 
 
 def _known_models_file(directory: str | os.PathLike[str], pid: int) -> Path:
@@ -991,7 +854,3 @@ def serve_metrics_port(registry: CollectorRegistry, host: str, port: int) -> Cal
         thread.join(timeout=5)
 
     return stop
-
-
-def _exemplar(trace_id: str | None) -> dict[str, str] | None:
-    return {"trace_id": trace_id} if trace_id else None
