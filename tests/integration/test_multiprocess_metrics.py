@@ -99,6 +99,9 @@ def test_one_scrape_reports_the_sum_of_two_workers(tmp_path: Path, where: str) -
                         histogram + r'_bucket\{[^}]*\} \d+\.0 # \{trace_id="[0-9a-f]{32}"\}',
                         open_metrics,
                     ), histogram
+                # The statistics extension reads the same sums, whichever worker answers.
+                stats = client.get("/v2/models/efficientnet-lite0/stats").json()
+                assert stats["model_stats"][0]["inference_count"] == sent
         # Both workers served predictions, and each kept its own files.
         assert len(_predicting_pids(gateway.log_lines())) == 2
         assert len(list(metrics_dir.glob("counter_*.db"))) == 2
