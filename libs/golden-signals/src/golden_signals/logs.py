@@ -28,7 +28,7 @@ import structlog
 from opentelemetry import trace
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from golden_signals.tracing import hex_ids
+from golden_signals.tracing import FLAGS_HEX, hex_ids
 
 #: The ``logger`` field of lines logged through structlog, unless `setup_logging` names
 #: another.
@@ -70,7 +70,7 @@ def add_trace_context(_: WrappedLogger, __: str, event_dict: EventDict) -> Event
             flags = (flags & ~0x01) | int(sampled)
         event_dict.setdefault("trace_id", trace_id)
         event_dict.setdefault("span_id", span_id)
-        event_dict.setdefault("trace_flags", f"{flags:02x}")
+        event_dict.setdefault("trace_flags", FLAGS_HEX[flags])
     return event_dict
 
 
@@ -517,6 +517,6 @@ def log_request_complete(
         method=method,
         endpoint=endpoint,
         status_code=status_code,
-        duration_ms=round(duration_ms, 3),
+        duration_ms=round(duration_ms * 1000) / 1000,  # round(x, 3) converts to decimal
         **fields,
     )

@@ -59,10 +59,11 @@ def new_request_id() -> str:
     """A random UUID (version 4) as text, without building a `uuid.UUID` (a third of
     the cost)."""
     h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
-_VARIANT = "89ab"
+#: The variant digit (RFC 4122: 8, 9, a or b) for a random hex digit, looked up.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
 def sanitize_token(value: str | None) -> str | None:

@@ -228,7 +228,8 @@ class RecordedSpan(trace.Span):
         if ids is None:
             if not (0 < self._trace_id <= _MAX_TRACE_ID and 0 < self._id <= _MAX_SPAN_ID):
                 return None
-            ids = self._hex = (format(self._trace_id, "032x"), format(self._id, "016x"), 1)
+            trace_id, span_id = self._trace_id.to_bytes(16, "big"), self._id.to_bytes(8, "big")
+            ids = self._hex = (trace_id.hex(), span_id.hex(), 1)
             if self._end is None and self._context is None:
                 self._owner._linkable(self)
         return ids

@@ -359,6 +359,12 @@ def get_current_trace_id() -> str | None:
     return trace_id_of(trace.get_current_span())
 
 
+#: Trace flags as W3C writes them (two hex digits), by value: a lookup instead of a
+#: format (a tenth of its cost). Ids are written as their bytes' hex (half the cost of
+#: ``format(id, "032x")``, which parses its format spec each time).
+FLAGS_HEX: tuple[str, ...] = tuple(f"{flags:02x}" for flags in range(256))
+
+
 def hex_ids(span: Span) -> tuple[str, str, int] | None:
     """``span``'s trace id and span id as W3C writes them (32 and 16 hex digits) and its
     trace flags; None for an invalid span. A tail-sampling record (always sampled until
@@ -368,7 +374,11 @@ def hex_ids(span: Span) -> tuple[str, str, int] | None:
     ctx = span.get_span_context()
     if not ctx.is_valid:
         return None
-    return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x"), int(ctx.trace_flags)
+    return (
+        ctx.trace_id.to_bytes(16, "big").hex(),
+        ctx.span_id.to_bytes(8, "big").hex(),
+        int(ctx.trace_flags),
+    )
 
 
 def trace_id_of(span: Span) -> str | None:
@@ -398,4 +408,4 @@ def traceparent_of(span: Span, sampled: bool | None = None) -> str | None:
     trace_id, span_id, flags = ids
     if sampled is not None:  # the sampled bit only; the others (random) stay
         flags = (flags & ~0x01) | int(sampled)
-    return f"00-{trace_id}-{span_id}-{flags:02x}"
+    return f"00-{trace_id}-{span_id}-{FLAGS_HEX[flags]}"

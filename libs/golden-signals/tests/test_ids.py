@@ -1,0 +1,45 @@
+"""Request ids and trace ids as the library writes them: what other tools parse."""
+
+from __future__ import annotations
+
+import uuid
+
+from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+from golden_signals.middleware import new_request_id
+from golden_signals.sampling import TailSampling
+from golden_signals.tracing import hex_ids, traceparent_of
+
+
+def test_request_ids_are_distinct_rfc_4122_version_4_uuids() -> None:
+    ids = [new_request_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+    # Every variant digit (8, 9, a, b) occurs: the digit is drawn, not fixed.
+    assert {text[19] for text in ids} == set("89ab")
+
+
+class _SmallIds(IdGenerator):
+    """Ids with leading zero digits, to see them kept."""
+
+    def generate_trace_id(self) -> int:
+        return 0xABC
+
+    def generate_span_id(self) -> int:
+        return 0x12
+
+
+def test_ids_keep_their_leading_zeros_in_every_span_and_traceparent() -> None:
+    trace_id, span_id = "0" * 29 + "abc", "0" * 14 + "12"
+    sdk_span = NonRecordingSpan(SpanContext(0xABC, 0x12, True, TraceFlags(0x03)))
+    assert hex_ids(sdk_span) == (trace_id, span_id, 3)
+    assert traceparent_of(sdk_span) == f"00-{trace_id}-{span_id}-03"
+    assert traceparent_of(sdk_span, sampled=False) == f"00-{trace_id}-{span_id}-02"
+    record = TailSampling([], ratio=0.0, slow_seconds=1.0, ids=_SmallIds()).tracer.start_span("r")
+    assert hex_ids(record) == (trace_id, span_id, 1)
+    assert traceparent_of(record, sampled=False) == f"00-{trace_id}-{span_id}-00"
