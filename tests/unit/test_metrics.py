@@ -574,3 +574,26 @@ def test_multiprocess_scrapes_leave_out_versions_no_live_worker_serves(tmp_path:
         assert served_models(directory) == frozenset()
     finally:
         metrics.families.registry.close()
+
+
+def test_a_version_served_again_by_several_workers_shows_no_exemplar_of_its_old_life(
+    tmp_path: Path,
+) -> None:
+    """Several workers: a retired version's values stay (a counter never goes back), but
+    the examples of its earlier life leave with it."""
+    metrics = Metrics(
+        app_name="a", app_version="1", environment="t", multiprocess_dir=str(tmp_path)
+    )
+    model, old, new = ("m", "1"), "a" * 32, "b" * 32
+    metrics.initialise_model(model)
+    metrics.record_prediction(model, "cat", 0.95, trace_id=old)
+    metrics.forget_model(model)
+    metrics.initialise_model(model)
+    metrics.record_prediction(model, "cat", 0.45, trace_id=new)
+    exposition = metrics.render("application/openmetrics-text")[0].decode()
+    assert f'trace_id="{new}"' in exposition
+    assert f'trace_id="{old}"' not in exposition
+    assert (
+        value(parse(exposition), "prediction_confidence_count", model_name="m", model_version="1")
+        == 2
+    )

@@ -13,6 +13,7 @@ import copy
 import json
 import os
 import shutil
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from golden_signals.metrics import Family, HttpMetrics, SignalRegistry
+from golden_signals.metrics import Family, HistogramFamily, HttpMetrics, SignalRegistry
 from golden_signals.routes import endpoint_of
 
 #: Request latency buckets (seconds): an edge at the 0.3 s objective, dense around it.
@@ -169,9 +170,12 @@ class RequestFamilies:
     value) on the path. The rarer events and the gauges that need prometheus_client's
     other multiprocess modes stay on prometheus_client (`Metrics`).
 
-    A series is written by one thread: the event loop (HTTP, gRPC, answers, images,
-    quality) or its model version's batcher thread (forward passes, queue waits,
-    failed passes); the queue gauge is set from both, and a set replaces the value.
+    The event loop writes the HTTP, gRPC, answer, image and quality families, alone.
+    The batcher threads (one per version, two for a version replaced in place while the
+    old one drains) write the forward passes, queue waits and failed passes under
+    ``batcher_lock``: an increment reads and then writes, and two threads must not
+    interleave on one series. The queue gauge is set from both, and a set replaces the
+    value.
     """
 
     def __init__(self, directory: str | None) -> None:
@@ -180,6 +184,7 @@ class RequestFamilies:
         publications with)."""
         registry = SignalRegistry(directory, name="requests", include=None)
         self.registry = registry
+        self.batcher_lock = threading.Lock()
         # Traffic, errors, latency and requests in flight.
         self.http = HttpMetrics(registry, LATENCY_BUCKETS, first_byte=False)
         self.grpc_requests = registry.counter(
@@ -432,8 +437,9 @@ class Metrics:
     ) -> None:
         """Observe one forward pass: its latency and how many images it carried."""
         families = self.families
-        families.inference_duration.observe(model, duration_seconds, trace_id or None)
-        families.batch_size.observe(model, batch_size)
+        with families.batcher_lock:
+            families.inference_duration.observe(model, duration_seconds, trace_id or None)
+            families.batch_size.observe(model, batch_size)
 
     def record_prediction(
         self, model: ModelKey, class_label: str, confidence: float, trace_id: str | None = None
@@ -518,7 +524,9 @@ class Metrics:
 
     def record_inference_error(self, model: ModelKey, error_type: str, count: int = 1) -> None:
         """Count requests whose forward pass failed."""
-        self.families.inference_errors.inc((*model, error_type), count)
+        families = self.families
+        with families.batcher_lock:
+            families.inference_errors.inc((*model, error_type), count)
 
     def record_batcher_crash(self, model: ModelKey) -> None:
         """Count an unexpected failure of the batcher's worker loop."""
@@ -551,7 +559,9 @@ class Metrics:
 
     def record_queue_wait(self, model: ModelKey, seconds: float) -> None:
         """Observe how long one request waited for its forward pass."""
-        self.families.queue_wait.observe(model, seconds)
+        families = self.families
+        with families.batcher_lock:
+            families.queue_wait.observe(model, seconds)
 
     def record_image(
         self, size_bytes: int, width: int, height: int, preprocess_seconds: float
@@ -657,6 +667,12 @@ class Metrics:
         """
         self._known.discard(model)
         if self.multiprocess_dir is not None:
+            # The values stay (filtered at the scrape); this worker's exemplars of the
+            # version go, so that it comes back without its old life's examples.
+            for family in self.families.per_model:
+                if isinstance(family, HistogramFamily):
+                    for key in [key for key in list(family.exemplars) if key[0][:2] == model]:
+                        family.exemplars.pop(key, None)
             self._publish_known()
             return
         for family in self.families.per_model:
