@@ -418,5 +418,9 @@ async def metrics_endpoint(
     """Prometheus exposition (OpenMetrics with exemplars when the scraper asks)."""
     assert telemetry.metrics is not None  # noqa: S101 - route exists only with metrics on
     registry.flush_signals()  # every answer this process gave, counted
-    body, content_type = telemetry.metrics.render(request.headers.get("accept"))
+    # On a thread: with several workers the scrape waits (tens of milliseconds) for
+    # every worker's values, which must not stall this worker's requests.
+    body, content_type = await asyncio.to_thread(
+        telemetry.metrics.render, request.headers.get("accept")
+    )
     return Response(body, media_type=content_type)

@@ -231,7 +231,7 @@ class InferenceServicer:
         )
 
     async def _statistics(self, request: Any, call: _Call) -> Any:
-        document = inference.model_statistics(
+        document = await inference.model_statistics(
             self._registry,
             self._telemetry.metrics,
             request.name or None,

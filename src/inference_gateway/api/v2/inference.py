@@ -143,11 +143,13 @@ def model_config(registry: ModelRegistry, name: str, version: str | None) -> dic
 
 
 # --- statistics ------------------------------------------------------------------------
-def model_statistics(
+async def model_statistics(
     registry: ModelRegistry, metrics: Metrics | None, name: str | None, version: str | None
 ) -> dict[str, object]:
     """Triton's statistics extension, from the counters the gateway keeps: every served
-    version (or the model's versions, or the one version named).
+    version (or the model's versions, or the one version named). The totals are read
+    on a thread: with several workers they wait (tens of milliseconds) for every
+    worker's values, as a scrape does, which must not stall this worker's requests.
 
     ``inference_count`` is images answered, ``execution_count`` forward passes;
     ``queue`` and ``compute_infer`` are the time images waited and the forward passes
@@ -171,7 +173,7 @@ def model_statistics(
         keys = [key for key in registry.served() if key[0] == name]
     else:
         keys = [registry.resolve(name, version).key]
-    totals = metrics.model_totals(keys)
+    totals = await asyncio.to_thread(metrics.model_totals, keys)
     return {"model_stats": [_statistics(key, totals[key]) for key in keys]}
 
 

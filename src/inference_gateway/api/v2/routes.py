@@ -143,7 +143,7 @@ async def model_statistics(
     version: str | None = None,
 ) -> dict[str, object]:
     """Triton's statistics extension, from the counters behind ``/metrics``."""
-    return inference.model_statistics(registry, telemetry.metrics, name, version)
+    return await inference.model_statistics(registry, telemetry.metrics, name, version)
 
 
 @router.get("/models/{name}", summary="Model metadata", responses=_LOOKUP)
