@@ -208,3 +208,33 @@ def test_a_pid_taken_by_a_later_process_is_another_worker() -> None:
     assert mine is not None
     assert _alive(os.getpid(), mine)
     assert not _alive(os.getpid(), mine + 1)  # same pid, another start: not that worker
+
+
+def test_a_later_process_with_a_reused_pid_publishes_to_a_file_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that died keeps its counts in the sum: the process that gets its pid
+    later (another start time) must not overwrite its file."""
+    from golden_signals import metrics
+
+    for started, count in ((111, 5.0), (222, 1.0)):
+        monkeypatch.setattr(metrics, "_start_time", lambda pid, started=started: started)
+        registry = metrics.SignalRegistry(tmp_path, name="shop", include=None)
+        registry.counter("orders_total", "Orders.").inc((), count)
+        registry.publish()
+
+    files = sorted(tmp_path.glob("golden-signals-shop-*.json"))
+    assert [json.loads(path.read_bytes())["start"] for path in files] == [111, 222]
+    assert [
+        json.loads(path.read_bytes())["families"]["orders_total"]["values"] for path in files
+    ] == [[[[], 5.0]], [[[], 1.0]]]
+
+
+def test_a_scrape_never_moves_a_later_publication_request_back(tmp_path: Path) -> None:
+    later = str(time.monotonic_ns() + 10**12)  # a concurrent scrape's, asked later
+    (tmp_path / "golden-signals-publish-request").write_text(later)
+    from golden_signals.metrics import SignalRegistry
+
+    registry = SignalRegistry(tmp_path, name="shop", include=None, scrape_wait=0.05)
+    registry.render(None)
+    assert (tmp_path / "golden-signals-publish-request").read_text() == later

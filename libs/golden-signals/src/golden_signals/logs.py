@@ -70,7 +70,7 @@ def add_trace_context(_: WrappedLogger, __: str, event_dict: EventDict) -> Event
             flags = (flags & ~0x01) | int(sampled)
         event_dict.setdefault("trace_id", trace_id)
         event_dict.setdefault("span_id", span_id)
-        event_dict.setdefault("trace_flags", FLAGS_HEX[flags])
+        event_dict.setdefault("trace_flags", FLAGS_HEX[flags & 0xFF])
     return event_dict
 
 
@@ -517,6 +517,6 @@ def log_request_complete(
         method=method,
         endpoint=endpoint,
         status_code=status_code,
-        duration_ms=round(duration_ms * 1000) / 1000,  # round(x, 3) converts to decimal
+        duration_ms=round(duration_ms, 3),
         **fields,
     )

@@ -8,17 +8,17 @@ addition), and each worker publishes a copy of its values, exemplars included, t
 own file in ``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's convention): every
 `SignalRegistry.flush_interval` seconds, at exit, and on demand before a scrape.
 
-A scrape is exact: the worker that answers it asks every other live worker to publish
-(a reading of the system's monotonic clock, written to a file they watch: concurrent
-scrapes never move it back), waits until each has published at least that request (at
-most ``scrape_wait`` seconds), and sums their files with its own values, so every
-request finished before the scrape is counted once. A worker is its pid and its
-process's start time (a pid reused by a later process is another worker), and the
-files of different apps (``name``) in one directory are never summed together. A
-worker that died keeps its counters and histograms in the sum (its file stays: counters
-never go back) and loses its gauges (``livesum``). A worker killed outright loses what
-it had not yet published (at most one flush interval). Exemplars: the newest per bucket
-among the workers.
+A scrape is exact: the worker that answers it asks every other live worker to publish (a
+reading of the system's monotonic clock, written to a file they watch unless it already
+holds a later one: a concurrent scrape's request answers it), waits until each has
+published at least that request (at most ``scrape_wait`` seconds), and sums their files
+with its own values, so every request finished before the scrape is counted once. A
+worker is its pid and its process's start time (a pid reused by a later process is
+another worker, with a file of its own), and the files of different apps (``name``) in
+one directory are never summed together. A worker that died keeps its counters and
+histograms in the sum (its file stays: counters never go back) and loses its gauges
+(``livesum``). A worker killed outright loses what it had not yet published (at most one
+flush interval). Exemplars: the newest per bucket among the workers.
 
 The families render through prometheus_client's own exposition (Prometheus text, or
 OpenMetrics with exemplars when the scraper asks for it), with the app's own
@@ -59,8 +59,9 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     5.0, 10.0,
 )  # fmt: skip
 
-#: The worker files' names: ``golden-signals-<app>-<pid>.json`` (prometheus_client's own
-#: files end in ``.db``; the two never mix).
+#: The worker files' names: ``golden-signals-<app>-<pid>-<start>.json``, the start time
+#: telling a later process that reuses a pid from the one that died (prometheus_client's
+#: own files end in ``.db``; the two never mix).
 _FILE_PREFIX = "golden-signals-"
 _REQUEST_FILE = "golden-signals-publish-request"
 #: How often a worker looks for a scrape's publication request (a ``stat`` of one
@@ -276,7 +277,7 @@ class SignalRegistry(Collector):
                     for name, family in list(self.families.items())
                 },
             }
-            target = directory / f"{_FILE_PREFIX}{self.name}-{pid}.json"
+            target = directory / f"{_FILE_PREFIX}{self.name}-{pid}-{started_at or 0}.json"
             partial = target.with_name(f".{target.name}.tmp")
             partial.write_bytes(orjson.dumps(data))
             os.replace(partial, target)
@@ -352,9 +353,10 @@ class SignalRegistry(Collector):
         request_file = directory / _REQUEST_FILE
         request = time.monotonic_ns()  # one clock for every process of the machine
         partial = request_file.with_name(f".{request_file.name}.{os.getpid()}.tmp")
-        with contextlib.suppress(OSError):
-            partial.write_text(str(request))
-            os.replace(partial, request_file)
+        if _requested(directory) < request:  # a later scrape's request answers this one
+            with contextlib.suppress(OSError):
+                partial.write_text(str(request))
+                os.replace(partial, request_file)
         deadline = time.monotonic() + self.scrape_wait
         while True:
             found = []

@@ -359,7 +359,7 @@ def get_current_trace_id() -> str | None:
     return trace_id_of(trace.get_current_span())
 
 
-#: Trace flags as W3C writes them (two hex digits), by value: a lookup instead of a
+#: Trace flags (8 bits) as W3C writes them (two hex digits), by value: a lookup instead of a
 #: format (a tenth of its cost). Ids are written as their bytes' hex (half the cost of
 #: ``format(id, "032x")``, which parses its format spec each time).
 FLAGS_HEX: tuple[str, ...] = tuple(f"{flags:02x}" for flags in range(256))
@@ -408,4 +408,4 @@ def traceparent_of(span: Span, sampled: bool | None = None) -> str | None:
     trace_id, span_id, flags = ids
     if sampled is not None:  # the sampled bit only; the others (random) stay
         flags = (flags & ~0x01) | int(sampled)
-    return f"00-{trace_id}-{span_id}-{FLAGS_HEX[flags]}"
+    return f"00-{trace_id}-{span_id}-{FLAGS_HEX[flags & 0xFF]}"
