@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import shop
 from fastapi import FastAPI
+from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
@@ -27,6 +28,7 @@ from starlette.websockets import WebSocket
 from conftest import exemplars, lines, samples, value
 from golden_signals import TailSamplingOptions, instrument
 from golden_signals.instrument import Instrumentation
+from golden_signals.tracing import trace_id_of
 
 OPENMETRICS = {"accept": "application/openmetrics-text; version=1.0.0"}
 EVERY_TRACE = TailSamplingOptions(ratio=1.0)
@@ -515,3 +517,32 @@ def test_secret_names_in_any_spelling_are_redacted(log_stream: io.StringIO) -> N
     for secret in ("t-1", "c-2", "k-3", "p-4", "v-5"):
         assert secret not in text
     assert '"api_key_id":"ops"' in text  # a key's id is no secret
+
+
+def test_the_apps_own_families_on_the_same_engine_are_served_with_exemplars(
+    log_stream: io.StringIO,
+) -> None:
+    """An app's own per-request metrics in the registry `instrument` made: no
+    prometheus_client write on the path, in the same exposition, with the exemplar of the
+    request's kept trace (every trace is kept here)."""
+    app = FastAPI()
+    signals = instrumented(app, log_stream)
+    orders = signals.registry.counter("orders_total", "Orders placed.", ("kind",))
+    orders.touch(("book",))  # there at 0 from the start: rate() sees its first order
+    basket = signals.registry.histogram("basket_items", "Items per order.", (), (1, 5, 10))
+
+    @app.post("/orders")
+    def order() -> dict[str, str]:
+        orders.inc(("pen",))
+        basket.observe((), 3, trace_id_of(trace.get_current_span()))
+        return {"ok": "yes"}
+
+    client = TestClient(app)
+    answered = client.post("/orders")
+    exposition = scrape(client)
+    found = samples(exposition)
+    assert value(found, "orders_total", kind="book") == 0
+    assert value(found, "orders_total", kind="pen") == 1
+    assert value(found, "basket_items_bucket", le="5.0") == 1
+    trace_id = answered.headers["traceparent"].split("-")[1]
+    assert exemplars(exposition, "basket_items_bucket") == [{"trace_id": trace_id}]
