@@ -666,18 +666,17 @@ class Metrics:
         the same way, and in one process lose the version's series like the others.
         """
         self._known.discard(model)
-        if self.multiprocess_dir is not None:
-            # The values stay (filtered at the scrape); this worker's exemplars of the
-            # version go, so that it comes back without its old life's examples.
-            for family in self.families.per_model:
-                if isinstance(family, HistogramFamily):
-                    for key in [key for key in list(family.exemplars) if key[0][:2] == model]:
-                        family.exemplars.pop(key, None)
-            self._publish_known()
-            return
         for family in self.families.per_model:
             for series in [series for series in list(family.values) if series[:2] == model]:
-                family.remove(series)
+                if self.multiprocess_dir is None:
+                    family.remove(series)
+                elif isinstance(family, HistogramFamily):
+                    # The values stay (filtered at the scrape); this worker's examples
+                    # of the version's earlier life go.
+                    family.drop_exemplars(series)
+        if self.multiprocess_dir is not None:
+            self._publish_known()
+            return
         self._quality_buckets = {s for s in self._quality_buckets if s[:2] != model}
         labels = dict(zip(MODEL_LABELS, model, strict=True))
         for metric in self._per_model:

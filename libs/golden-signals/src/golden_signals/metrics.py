@@ -184,6 +184,12 @@ class HistogramFamily(Family):
     def remove(self, labels: Labels) -> None:
         """Drop the series ``labels`` and its exemplars in this process."""
         super().remove(labels)
+        self.drop_exemplars(labels)
+
+    def drop_exemplars(self, labels: Labels) -> None:
+        """Drop the exemplars of the series ``labels`` in this process, keeping its
+        values (with several workers, a series the scrape filters out: when it comes
+        back, it comes without the examples of its earlier life)."""
         for key in [key for key in list(self.exemplars) if key[0] == labels]:
             self.exemplars.pop(key, None)
 
