@@ -71,10 +71,8 @@ def run(seconds: float, rounds: int, parts: bool = False) -> dict[str, Any]:
         "cpu_ratios": cpu_ratios(runs[ON], runs[OFF]),
         "control_ratios": cpu_ratios(runs[CONTROL], runs[OFF]),
         "both_off_ratios": [
-            2 * on / (off + control)
-            for on, off, control in zip(
-                *(cpu_ratios(runs[name], runs[OFF]) for name in (ON, OFF, CONTROL)), strict=True
-            )
+            2 * on["server_cpu_ms"] / (off["server_cpu_ms"] + control["server_cpu_ms"])
+            for on, off, control in zip(runs[ON], runs[OFF], runs[CONTROL], strict=True)
         ],
         "part_ratios": {name: cpu_ratios(runs[name], runs[OFF]) for name in PARTS if parts},
     }
