@@ -412,6 +412,11 @@ def test_the_spec_slo_queries_have_the_values_of_the_traffic(
     # one would be truncated there and not here.
     when_ms = int(time.time() * 1000)
     when = when_ms / 1000
+    # A scrape's samples carry the time it started, and are appended when it ends (up to
+    # its 1 s timeout later): one that started before ``when`` and ended between two of
+    # the queries below would give them different samples. Past two intervals, every
+    # sample at or before ``when`` is stored, and all the queries see the same ones.
+    time.sleep(max(0.0, when + 2.5 - time.time()))
     month, week = 30 * 86400.0, 7 * 86400.0
     requests = _rates(prometheus, "http_requests_total", month, when_ms)
     total = sum(rate for _, rate in requests)
