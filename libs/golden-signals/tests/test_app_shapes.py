@@ -546,3 +546,34 @@ def test_the_apps_own_families_on_the_same_engine_are_served_with_exemplars(
     assert value(found, "basket_items_bucket", le="5.0") == 1
     trace_id = answered.headers["traceparent"].split("-")[1]
     assert exemplars(exposition, "basket_items_bucket") == [{"trace_id": trace_id}]
+
+
+def test_a_request_keeps_its_id_on_every_line_when_the_app_clears_structlogs_context(
+    log_stream: io.StringIO,
+) -> None:
+    """An app's own middleware that starts each request with structlog's
+    ``clear_contextvars`` (as structlog's documentation shows) and binds its own fields:
+    the request's id stays on the app's lines and the access line, beside those fields."""
+    import structlog
+
+    def clearing(app: Any) -> Any:
+        async def middleware(scope: Any, receive: Any, send: Any) -> None:
+            structlog.contextvars.clear_contextvars()
+            structlog.contextvars.bind_contextvars(tenant="acme")
+            await app(scope, receive, send)
+
+        return middleware
+
+    async def hello(request: Request) -> Response:
+        structlog.get_logger("shop").info("hello")
+        return PlainTextResponse("hi")
+
+    app = Starlette(routes=[Route("/hello", hello)])
+    app.add_middleware(clearing)
+    instrumented(app, log_stream)
+    response = TestClient(app).get("/hello", headers={"x-request-id": "req-kept"})
+    assert response.headers["x-request-id"] == "req-kept"
+    own, access = (line for line in lines(log_stream) if line.get("tenant") == "acme")
+    assert own["message"] == "hello" and access["message"] == "Request completed"
+    assert own["request_id"] == access["request_id"] == "req-kept"
+    assert own["method"] == access["method"] == "GET"

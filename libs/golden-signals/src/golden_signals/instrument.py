@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from golden_signals.asgi import ASGIApp, Message, Receive, Scope, Send, header, route_path
-from golden_signals.logs import get_logger, setup_logging
+from golden_signals.logs import configured_logger, get_logger, setup_logging
 from golden_signals.metrics import LATENCY_BUCKETS, HttpMetrics, SignalRegistry
 from golden_signals.middleware import Hooks, ObservabilityMiddleware
 from golden_signals.routes import template_mounts
@@ -196,12 +196,12 @@ def instrument(
         app=app, metrics=metrics, tracer=tracer,
         # Resolved once when this call configured logging (a lazy proxy resolves the
         # configuration at every line); the app's own configuration otherwise.
-        logger=get_logger().bind() if logs else get_logger(),
+        logger=configured_logger() if logs else get_logger(),
         tracer_provider=provider, tail=tail, metrics_path=metrics_path,
     )  # fmt: skip
     excluded = frozenset(exclude)
 
-    def layers(inner: ASGIApp) -> ASGIApp:
+    def layers(inner: ASGIApp) -> ObservabilityMiddleware:
         return ObservabilityMiddleware(
             inner, metrics=metrics, logger=instrumentation.logger, tail=tail,
             hooks=hooks, excluded=excluded, tracer=tracer if provider is not None else None,
@@ -254,22 +254,25 @@ class _Outer:
     def __init__(self, app: ASGIApp, *, instrumentation: Instrumentation, layers: Any) -> None:
         self.instrumentation = instrumentation
         self.app = app
-        self.inner: ASGIApp = layers(app)
+        self.inner: ObservabilityMiddleware = layers(app)
         self._started = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind == "lifespan":
-            await self._lifespan(scope, receive, send)
+        if kind not in ("http", "websocket"):
+            if kind == "lifespan":
+                await self._lifespan(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
             return
         if not self._started:
             self._started = True
             self.instrumentation.start()
-        path = self.instrumentation.metrics_path
-        if kind == "http" and path is not None and route_path(scope) == path:
+        path = route_path(scope)
+        if path == self.instrumentation.metrics_path and kind == "http":
             await self._scrape(scope, send)
             return
-        await self.inner(scope, receive, send)
+        await self.inner.serve(scope, receive, send, path)
 
     async def _scrape(self, scope: Scope, send: Send) -> None:
         """Answer a scrape (GET or HEAD), rendered off the event loop (with several

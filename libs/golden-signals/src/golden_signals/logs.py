@@ -20,7 +20,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Mapping
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, TextIO
 
 import orjson
@@ -190,6 +190,11 @@ def _renew_pid() -> None:
 os.register_at_fork(after_in_child=_renew_pid)
 
 
+#: The logger method that writes each level (structlog's names).
+_METHOD_NAMES = {
+    logging.CRITICAL: "critical", logging.ERROR: "error", logging.WARNING: "warning",
+    logging.INFO: "info", logging.DEBUG: "debug",
+}  # fmt: skip
 #: Level names as a line writes them, by the logger method that wrote it (``warn`` is the
 #: standard library's old alias, ``exception`` an ERROR with its traceback).
 _LEVEL_NAMES = {"warn": "WARNING", "exception": "ERROR"}
@@ -198,12 +203,15 @@ _LEVEL_NAMES = {"warn": "WARNING", "exception": "ERROR"}
 def add_line_context(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
     """What every line gets besides its own fields, in one processor: the ``logger``
     name (unless the line has one), the fields bound by `LogContext` (structlog's
-    contextvars), the ``level`` (upper case), the ``timestamp`` (`add_timestamp`), the
-    active span's ids (`add_trace_context`) and the ``pid``; then secrets are redacted
-    and long strings cut (`sanitize_fields`). A line's own fields win over the bound
-    ones."""
+    contextvars) and then the request's (`RequestLogContext`), the ``level`` (upper
+    case), the ``timestamp`` (`add_timestamp`), the active span's ids
+    (`add_trace_context`) and the ``pid``; then secrets are redacted and long strings
+    cut (`sanitize_fields`). A line's own fields win over the bound ones, and those
+    over the request's."""
     event_dict.setdefault("logger", _logger_name)  # the app's own structlog events
     structlog.contextvars.merge_contextvars(logger, method, event_dict)
+    for key, value in _request_fields.get().items():
+        event_dict.setdefault(key, value)
     event_dict["level"] = _LEVEL_NAMES.get(method) or method.upper()
     add_timestamp(logger, method, event_dict)
     add_trace_context(logger, method, event_dict)
@@ -356,7 +364,7 @@ def setup_logging(
     bodies. ``traceback_locals`` turns them on for debugging only; it writes secrets
     into the log.
     """
-    global _threshold, _logger_name  # noqa: PLW0603 - process-wide settings, like logging's
+    global _threshold, _logger_name, _configured  # noqa: PLW0603 - process-wide, like logging's
     _logger_name = logger_name
     level = level.upper()
     if fmt == "json":
@@ -414,17 +422,41 @@ def setup_logging(
         wrapper_class=structlog.make_filtering_bound_logger(_threshold),
         cache_logger_on_first_use=False,
     )
+    _configured = structlog.get_logger().bind()
+    if fmt == "json":
+        if len(_direct) >= 64:  # a process that configures again and again: the oldest go
+            del _direct[next(iter(_direct))]
+        _direct[id(_configured)] = (_configured, writer, _threshold)
 
 
 def reset_logging() -> None:
     """Undo `setup_logging`: no handler on the root logger, structlog's defaults."""
-    global _threshold, _logger_name  # noqa: PLW0603 - the settings `setup_logging` made
+    global _threshold, _logger_name, _configured  # noqa: PLW0603 - `setup_logging`'s
     _logger_name = LOGGER_NAME
+    _configured = None
+    _direct.clear()
     logging.getLogger().handlers.clear()
     logging.captureWarnings(False)
     logging.getLogger("py.warnings").removeFilter(_warning_filter)
     structlog.reset_defaults()
     _threshold = logging.INFO
+
+
+#: The logger `setup_logging` made last, resolved (`configured_logger`).
+_configured: structlog.typing.FilteringBoundLogger | None = None
+#: Each such logger whose lines are JSON, by its id, with its writer and lowest level:
+#: `log_request_complete` writes their lines itself (an app instrumented before the
+#: last configuration keeps its own logger, writer and level).
+_direct: dict[int, tuple[structlog.typing.FilteringBoundLogger, _Writer, int]] = {}
+
+
+def configured_logger() -> structlog.typing.FilteringBoundLogger:
+    """The logger `setup_logging` configured, resolved once (a `get_logger` proxy
+    resolves the configuration at every line), or `get_logger`'s when it has not run.
+    `log_request_complete` renders its access lines with the same processors and
+    writes them without structlog's layers between: the same line for about a fifth
+    less CPU (`bench.library_overhead`)."""
+    return _configured if _configured is not None else get_logger()
 
 
 def get_logger(name: str | None = None) -> structlog.typing.FilteringBoundLogger:
@@ -472,6 +504,47 @@ class LogContext:
             token.var.reset(token)
 
 
+#: The fields of the request being served (`RequestLogContext`).
+_request_fields: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "golden_signals_request_fields", default=MappingProxyType({})
+)
+
+
+class RequestLogContext:
+    """The fields of the request being served (its id, its user's, its method), on
+    every line logged while it is (the middleware binds them): one context variable
+    of the library's own, set once a request, where `LogContext` sets one of
+    structlog's per field. A field bound by `LogContext` or structlog's
+    ``bind_contextvars`` wins over the request's of the same name, and an app's
+    ``clear_contextvars`` (which structlog's documentation has an app call at the
+    start of each request) leaves them: a request never loses its id. They are not
+    in ``get_contextvars``; the request id is in the request's ASGI state
+    (``request.state.request_id``). A block inside another replaces the outer one's
+    fields until it ends. Fields whose value is None are not bound."""
+
+    __slots__ = ("_fields", "_token")
+
+    def __init__(self, **fields: Any) -> None:
+        """Remember the fields to bind on entry."""
+        self._fields = {k: v for k, v in fields.items() if v is not None}
+        self._token: contextvars.Token[Mapping[str, Any]] | None = None
+
+    def __enter__(self) -> RequestLogContext:
+        """Bind the fields."""
+        self._token = _request_fields.set(self._fields)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Restore the fields bound before the block."""
+        if self._token is not None:
+            _request_fields.reset(self._token)
+
+
 def log_request_start(
     logger: structlog.typing.FilteringBoundLogger, method: str, endpoint: str
 ) -> None:
@@ -509,6 +582,17 @@ def log_request_complete(
             if status_code >= 400
             else logging.INFO
         )
+    direct = _direct.get(id(logger))
+    if direct is not None and direct[0] is logger and exc_info is None:
+        # The configured logger's own processors, called here: the same line.
+        if level >= direct[2]:
+            name = _METHOD_NAMES[level]
+            line = {
+                "method": method, "endpoint": endpoint, "status_code": status_code,
+                "duration_ms": round(duration_ms, 3), **fields, "event": "Request completed",
+            }  # fmt: skip
+            direct[1].msg(_json_line(None, name, add_line_context(None, name, line)))
+        return
     if exc_info is not None:
         fields["exc_info"] = exc_info
     logger.log(

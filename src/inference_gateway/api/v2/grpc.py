@@ -34,7 +34,7 @@ from opentelemetry.trace import Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from golden_signals.logs import LogContext, log_request_complete
+from golden_signals.logs import RequestLogContext, log_request_complete
 from golden_signals.middleware import request_id_from, sanitize_token
 from golden_signals.sampling import Outcome
 from golden_signals.tracing import TracedOperation, get_current_trace_id, set_span_error
@@ -281,7 +281,7 @@ class InferenceServicer:
         response: Any = None
         cancelled: asyncio.CancelledError | None = None
         with (
-            LogContext(
+            RequestLogContext(
                 request_id=call.request_id,
                 user_id=sanitize_token(metadata.get("x-user-id")),
                 method=ACCESS_METHOD,

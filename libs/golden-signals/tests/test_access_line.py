@@ -1,0 +1,100 @@
+"""The access line written straight through the configured logger's processors is the
+line structlog itself writes, for the logger of each configuration."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
+
+from golden_signals.logs import (
+    LogContext,
+    RequestLogContext,
+    configured_logger,
+    get_logger,
+    log_request_complete,
+    reset_logging,
+    setup_logging,
+)
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> Iterator[None]:
+    yield
+    reset_logging()
+
+
+def _lines(stream: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_the_configured_loggers_access_line_is_structlogs_line_field_for_field() -> None:
+    stream = io.StringIO()
+    setup_logging("INFO", "json", stream, logger_name="shop")
+    direct, through_structlog = configured_logger(), get_logger()
+    calls: list[dict[str, Any]] = [
+        {"status_code": 200, "duration_ms": 1.23456, "trace_sampled": False},
+        {"status_code": 404, "duration_ms": 0.5},
+        {"status_code": 500, "duration_ms": 2.0, "error_type": "ValueError"},
+        {"status_code": 503, "duration_ms": 2.0, "expected": True, "password": "hunter2"},
+        {"status_code": 200, "duration_ms": 0.1, "level": logging.DEBUG},  # not written
+        {"status_code": 200, "duration_ms": 0.1, "note": "x" * 5000},  # cut
+    ]
+    structlog.contextvars.bind_contextvars(tenant="acme")
+    try:
+        with RequestLogContext(request_id="req-1", method="GET"), LogContext(user_id="u"):
+            for call in calls:
+                for logger in (direct, through_structlog):
+                    log_request_complete(logger, "GET", "/items/{item_id}", **call)
+    finally:
+        structlog.contextvars.clear_contextvars()
+    written = _lines(stream)
+    assert len(written) == 2 * (len(calls) - 1)
+    for mine, theirs in zip(written[::2], written[1::2], strict=True):
+        assert mine.pop("timestamp") <= theirs.pop("timestamp")
+        assert list(mine.items()) == list(theirs.items())  # the same fields, in order
+    first, _, not_found, _, failed, _, refused, _, long, _ = written
+    assert first["request_id"] == "req-1" and first["tenant"] == "acme"
+    assert first["user_id"] == "u" and first["logger"] == "shop"
+    assert first["duration_ms"] == 1.235 and first["level"] == "INFO"
+    assert not_found["level"] == "WARNING" and failed["level"] == "ERROR"
+    assert refused["level"] == "WARNING" and refused["password"] == "[redacted]"
+    assert long["note"].endswith("…[truncated]")
+
+
+def test_an_earlier_configurations_logger_keeps_its_stream_and_level() -> None:
+    first, second = io.StringIO(), io.StringIO()
+    setup_logging("WARNING", "json", first)
+    earlier = configured_logger()
+    setup_logging("INFO", "json", second)
+    log_request_complete(earlier, "GET", "/a", 200, 1.0)  # below its WARNING
+    log_request_complete(earlier, "GET", "/a", 404, 1.0)
+    log_request_complete(configured_logger(), "GET", "/b", 200, 1.0)
+    assert [line["endpoint"] for line in _lines(first)] == ["/a"]
+    assert [line["endpoint"] for line in _lines(second)] == ["/b"]
+
+
+def test_a_request_context_yields_to_bound_fields_and_survives_a_clear() -> None:
+    stream = io.StringIO()
+    setup_logging("INFO", "json", stream)
+    logger = get_logger()
+    with RequestLogContext(request_id="outer", user_id=None):
+        with RequestLogContext(request_id="inner"):
+            logger.info("inner")
+        structlog.contextvars.bind_contextvars(request_id="rebound")
+        logger.info("rebound")
+        structlog.contextvars.clear_contextvars()
+        logger.info("cleared")
+        logger.info("own", request_id="own")
+    logger.info("after")
+    inner, rebound, cleared, own, after = _lines(stream)
+    assert inner["request_id"] == "inner" and "user_id" not in inner
+    assert rebound["request_id"] == "rebound"
+    assert cleared["request_id"] == "outer"
+    assert own["request_id"] == "own"
+    assert "request_id" not in after
