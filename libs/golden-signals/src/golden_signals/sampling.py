@@ -79,6 +79,7 @@ KEPT_MEMORY = 4096
 MAX_RUNNING_SPANS = 65536
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_SERVER = SpanKind.SERVER
 #: The largest valid ids (W3C; OpenTelemetry's `SpanContext.is_valid`).
 _MAX_TRACE_ID, _MAX_SPAN_ID = 2**128 - 1, 2**64 - 1
 _UNSET = Status(StatusCode.UNSET)
@@ -413,6 +414,25 @@ class RecordingTracer(trace.Tracer):
             self._owner._link_batch(span)
         return span
 
+    def start_request_span(
+        self, name: str, attributes: dict[str, AttributeValue], parent: SpanContext | None
+    ) -> RecordedSpan:
+        """A request's SERVER span (a local root), a child of the caller's span
+        ``parent`` when it is valid, else the first span of a new trace; never a child
+        of the current span. What `start_span` does for such a span, with nothing to
+        look up; ``attributes`` become the span's own (not copied)."""
+        ids = self._ids
+        if parent is not None and parent.is_valid:
+            trace_id, state = parent.trace_id, parent.trace_state
+        else:
+            trace_id, state, parent = ids.generate_trace_id(), None, None
+        span = RecordedSpan(
+            self._owner, name, (trace_id, ids.generate_span_id(), state), parent, None,
+            _SERVER, None, (), None, (False, False),
+        )  # fmt: skip
+        span._attributes = attributes
+        return span
+
     @_agnosticcontextmanager
     def start_as_current_span(
         self,
@@ -559,9 +579,20 @@ class TailSampling(SpanProcessor):
         count a keep, and return whether it was kept (None for an untraced request)."""
         if not isinstance(server_span, RecordedSpan):
             return None
-        root = server_span.root
+        root = server_span._request or server_span
         if root.kept is not None:
             return root.kept
+        if (
+            outcome is _OK
+            and traceparent is None
+            and root.wanted is None
+            and duration_seconds <= self.slow_seconds
+        ):  # most requests: healthy, fast, asked by nobody: the ratio rules (`reason`)
+            keep = self.ratio > 0 and self.random() < self.ratio
+            self._settle(root, keep)
+            if keep and self.on_kept is not None:
+                self.on_kept("ratio")
+            return keep
         return self._judge(root, outcome, duration_seconds, parent_sampled(traceparent))
 
     def _judge(

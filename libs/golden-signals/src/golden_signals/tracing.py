@@ -25,7 +25,7 @@ from opentelemetry.util.types import AttributeValue
 
 from golden_signals.asgi import header, route_path
 from golden_signals.routes import route_template
-from golden_signals.sampling import RecordedSpan, TailSampling
+from golden_signals.sampling import RecordedSpan, RecordingTracer, TailSampling
 
 if TYPE_CHECKING:
     from golden_signals.asgi import ASGIApp, Message, Receive, Scope, Send
@@ -165,9 +165,35 @@ def start_server_span(
     """The SERVER span of the HTTP request ``scope`` (stable HTTP semantic conventions),
     continuing ``traceparent``: named after the method until the router has matched
     (`end_server_span` names it after the route template)."""
-    method = scope["method"]
+    return TracedOperation(
+        scope["method"], _server_attributes(scope), tracer=tracer,
+        context=_caller_context(traceparent, tracestate), kind=_SERVER,
+    )  # fmt: skip
+
+
+def open_server_span(
+    tracer: Tracer, scope: Scope, traceparent: str | None, tracestate: str | None = None
+) -> Span:
+    """`start_server_span`'s span, started now and not made current (the caller makes
+    it current and ends it): under tail sampling a record started directly
+    (`RecordingTracer.start_request_span`), with nothing to look up."""
+    attributes = _server_attributes(scope)
+    if isinstance(tracer, RecordingTracer):
+        parent = None
+        if traceparent is not None:
+            caller = trace.get_current_span(_caller_context(traceparent, tracestate))
+            parent = caller.get_span_context()
+        return tracer.start_request_span(scope["method"], attributes, parent)
+    context = _caller_context(traceparent, tracestate)
+    return tracer.start_span(
+        scope["method"], context, _SERVER, attributes, None, None, False, False
+    )
+
+
+def _server_attributes(scope: Scope) -> dict[str, AttributeValue]:
+    """A server span's attributes at its start (stable HTTP semantic conventions)."""
     attributes: dict[str, AttributeValue] = {
-        "http.request.method": method,
+        "http.request.method": scope["method"],
         "url.scheme": scope.get("scheme", "http"),
         "url.path": scope["path"],
         "network.protocol.version": scope.get("http_version", "1.1"),
@@ -175,13 +201,18 @@ def start_server_span(
     client = scope.get("client")
     if client:
         attributes["client.address"] = client[0]
-    context = Context()
-    if traceparent is not None:
-        carrier = {"traceparent": traceparent}
-        if tracestate is not None:
-            carrier["tracestate"] = tracestate
-        context = _W3C.extract(carrier)
-    return TracedOperation(method, attributes, tracer=tracer, context=context, kind=_SERVER)
+    return attributes
+
+
+def _caller_context(traceparent: str | None, tracestate: str | None) -> Context:
+    """The context a request's W3C headers carry (empty without a ``traceparent``: a
+    server span never continues whatever span is current)."""
+    if traceparent is None:
+        return Context()
+    carrier = {"traceparent": traceparent}
+    if tracestate is not None:
+        carrier["tracestate"] = tracestate
+    return _W3C.extract(carrier)
 
 
 def end_server_span(span: Span, method: str, route: str | None, status: int) -> None:
@@ -190,8 +221,9 @@ def end_server_span(span: Span, method: str, route: str | None, status: int) -> 
     ERROR for a 5xx."""
     if route is not None:
         span.update_name(f"{method} {route}")
-        span.set_attribute("http.route", route)
-    span.set_attribute("http.response.status_code", status)
+        span.set_attributes({"http.route": route, "http.response.status_code": status})
+    else:
+        span.set_attribute("http.response.status_code", status)
     if status >= 500:
         span.set_status(Status(StatusCode.ERROR))
 
