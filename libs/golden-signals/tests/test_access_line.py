@@ -98,3 +98,38 @@ def test_a_request_context_yields_to_bound_fields_and_survives_a_clear() -> None
     assert cleared["request_id"] == "outer"
     assert own["request_id"] == "own"
     assert "request_id" not in after
+
+
+@pytest.mark.parametrize("registry", ["structlog's", "missing"])
+def test_the_bound_fields_are_structlogs_merge_whatever_was_bound_and_cleared(
+    registry: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`merge_structlog_context` reads structlog's own registry of variables (private:
+    without it, structlog's merge itself): what it adds to a line is what structlog's
+    ``merge_contextvars`` adds, for names bound, rebound, unbound, cleared and reset."""
+    from golden_signals import logs
+
+    if registry == "missing":
+        monkeypatch.setattr(logs, "_STRUCTLOG_VARS", None)
+
+    def both() -> tuple[dict[str, Any], dict[str, Any]]:
+        ours = logs.merge_structlog_context(None, "info", {"own": 1, "tenant": "line's"})
+        theirs = structlog.contextvars.merge_contextvars(
+            None, "info", {"own": 1, "tenant": "line's"}
+        )
+        return ours, theirs
+
+    try:
+        structlog.contextvars.bind_contextvars(tenant="acme", shard=3, region="eu")
+        ours, theirs = both()
+        assert ours == theirs == {"own": 1, "tenant": "line's", "shard": 3, "region": "eu"}
+        tokens = structlog.contextvars.bind_contextvars(shard=4)
+        structlog.contextvars.unbind_contextvars("region")
+        ours, theirs = both()
+        assert ours == theirs and ours["shard"] == 4 and "region" not in ours
+        structlog.contextvars.reset_contextvars(**tokens)
+        assert both()[0] == both()[1] and both()[0]["shard"] == 3
+        structlog.contextvars.clear_contextvars()
+        assert both() == ({"own": 1, "tenant": "line's"},) * 2
+    finally:
+        structlog.contextvars.clear_contextvars()

@@ -18,6 +18,7 @@ import math
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType, TracebackType
@@ -62,7 +63,12 @@ def add_trace_context(_: WrappedLogger, __: str, event_dict: EventDict) -> Event
     """Add ``trace_id``, ``span_id`` and ``trace_flags`` of the active span, if any;
     on a line that carries tail sampling's decision (``trace_sampled``) the flags'
     sampled bit is that decision, as in the response's ``traceparent``."""
-    ids = hex_ids(trace.get_current_span())  # one context lookup
+    return _add_ids(event_dict, trace.get_current_span())  # one context lookup
+
+
+def _add_ids(event_dict: EventDict, span: trace.Span) -> EventDict:
+    """`add_trace_context` for ``span``."""
+    ids = hex_ids(span)
     if ids is not None:
         trace_id, span_id, flags = ids
         sampled = event_dict.get("trace_sampled")
@@ -135,14 +141,24 @@ def sanitize_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDi
     is a line whose values are all flat (`_FLAT`) and together shorter than
     `MAX_FIELD_CHARS` once encoded (most lines: one encoding in C instead of a look at
     each field)."""
+    _redact_secret_names(event_dict)
+    if _FLAT.issuperset(map(type, event_dict.values())) and _short(event_dict):
+        return event_dict
+    return _sanitize_values(event_dict)
+
+
+def _redact_secret_names(event_dict: EventDict) -> None:
+    """Replace the value of every field named like a secret with `REDACTED`."""
     if not _plain_names.issuperset(event_dict):
         for key in event_dict.keys() - _plain_names:
             if _is_secret(key):
                 event_dict[key] = REDACTED
             elif len(_plain_names) < 4096:
                 _plain_names.add(key)
-    if _FLAT.issuperset(map(type, event_dict.values())) and _short(event_dict):
-        return event_dict
+
+
+def _sanitize_values(event_dict: EventDict) -> EventDict:
+    """Cut strings longer than `MAX_FIELD_CHARS`, redact secrets inside containers."""
     for key, value in event_dict.items():
         kind = type(value)
         if kind is str:
@@ -201,22 +217,59 @@ _LEVEL_NAMES = {"warn": "WARNING", "exception": "ERROR"}
 
 
 def add_line_context(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    """`_bound_fields`, then secrets redacted and long strings cut (`sanitize_fields`)."""
+    return sanitize_fields(logger, method, _bound_fields(logger, method, event_dict))
+
+
+#: structlog's own registry of its context variables, one per name ever bound (private:
+#: when a structlog release moves it, `merge_structlog_context` falls back to
+#: `structlog.contextvars.merge_contextvars`).
+_STRUCTLOG_VARS: dict[str, contextvars.ContextVar[Any]] | None = getattr(
+    structlog.contextvars, "_CONTEXT_VARS", None
+)
+_PREFIX_LENGTH = len(structlog.contextvars.STRUCTLOG_KEY_PREFIX)
+
+
+def merge_structlog_context(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    """structlog's ``merge_contextvars``: the fields bound with ``bind_contextvars``
+    (and `LogContext`) added to a line, a line's own winning. Read from each of
+    structlog's variables instead of from a copy of the whole context: a look at each
+    name ever bound rather than at every variable of the context (OpenTelemetry's,
+    asyncio's, the app's), and nothing at all in a process that binds none."""
+    registry = _STRUCTLOG_VARS
+    if type(registry) is dict:
+        try:
+            for name, var in registry.items():
+                value = var.get()
+                if value is not Ellipsis:
+                    event_dict.setdefault(name[_PREFIX_LENGTH:], value)
+        except RuntimeError:  # a name bound for the first time meanwhile, in a thread
+            return structlog.contextvars.merge_contextvars(logger, method, event_dict)
+        return event_dict
+    return structlog.contextvars.merge_contextvars(logger, method, event_dict)
+
+
+def _bound_fields(
+    logger: WrappedLogger, method: str, event_dict: EventDict, span: trace.Span | None = None
+) -> EventDict:
     """What every line gets besides its own fields, in one processor: the ``logger``
     name (unless the line has one), the fields bound by `LogContext` (structlog's
     contextvars) and then the request's (`RequestLogContext`), the ``level`` (upper
     case), the ``timestamp`` (`add_timestamp`), the active span's ids
-    (`add_trace_context`) and the ``pid``; then secrets are redacted and long strings
-    cut (`sanitize_fields`). A line's own fields win over the bound ones, and those
-    over the request's."""
+    (`add_trace_context`; ``span``'s when given) and the ``pid``. A line's own fields
+    win over the bound ones, and those over the request's."""
     event_dict.setdefault("logger", _logger_name)  # the app's own structlog events
-    structlog.contextvars.merge_contextvars(logger, method, event_dict)
-    for key, value in _request_fields.get().items():
+    merge_structlog_context(logger, method, event_dict)
+    for key, value in REQUEST_FIELDS.get().items():
         event_dict.setdefault(key, value)
     event_dict["level"] = _LEVEL_NAMES.get(method) or method.upper()
     add_timestamp(logger, method, event_dict)
-    add_trace_context(logger, method, event_dict)
+    if span is None:
+        add_trace_context(logger, method, event_dict)
+    else:
+        _add_ids(event_dict, span)
     event_dict.setdefault("pid", _pid)  # tells apart the workers of one server
-    return sanitize_fields(logger, method, event_dict)
+    return event_dict
 
 
 def _json_line(_: WrappedLogger, __: str, event_dict: EventDict) -> str:
@@ -232,6 +285,24 @@ def _json_line(_: WrappedLogger, __: str, event_dict: EventDict) -> str:
         # not a string, nesting too deep): that field as its repr, the line written.
         fields = {key: _encodable(value) for key, value in event_dict.items()}
         return orjson.dumps(fields, default=_unencodable).decode()
+
+
+def _sanitized_json_line(event_dict: EventDict) -> str:
+    """`sanitize_fields` then `_json_line`, the line encoded once: a line of flat values
+    whose encoding is at most `MAX_FIELD_CHARS` long has no value to cut, and that
+    encoding is the line (``sanitize_fields`` encodes it to learn that, and
+    ``_json_line`` again)."""
+    _redact_secret_names(event_dict)
+    if _FLAT.issuperset(map(type, event_dict.values())):
+        event_dict["message"] = event_dict.pop("event")
+        try:
+            encoded = orjson.dumps(event_dict)
+        except TypeError:  # an integer beyond 64 bits: each field is looked at
+            encoded = b""
+        if 0 < len(encoded) <= MAX_FIELD_CHARS:
+            return encoded.decode()
+        event_dict["event"] = event_dict.pop("message")
+    return _json_line(None, "", _sanitize_values(event_dict))
 
 
 def _encodable(value: Any) -> Any:
@@ -265,17 +336,27 @@ def _exceptions(
     return render
 
 
-class _Writer(structlog.WriteLogger):
-    """structlog's line writer, except that a failed write (a closed or broken stdout, a
-    full disk) never raises into the code that logged: the line is lost and the first
-    failure said on stderr, as the standard library's handlers do."""
+class _Writer:
+    """Writes each line to a stream and flushes it, under a lock (the lines of several
+    threads never interleave), as structlog's ``WriteLogger``, except that a failed
+    write (a closed or broken stdout, a full disk) never raises into the code that
+    logged: the line is lost and the first failure said on stderr, as the standard
+    library's handlers do. structlog and the standard library's records
+    (`_SharedWriterHandler`) write through the same writer."""
 
-    _failed = False
+    def __init__(self, stream: TextIO) -> None:
+        """Write to ``stream``."""
+        self._write = stream.write
+        self._flush = stream.flush
+        self._lock = threading.Lock()
+        self._failed = False
 
     def msg(self, message: str) -> None:
         """Write one line (and flush), or lose it."""
         try:
-            super().msg(message)
+            with self._lock:
+                self._write(message + "\n")
+                self._flush()
         except Exception as exc:
             if not self._failed:
                 self._failed = True
@@ -504,8 +585,9 @@ class LogContext:
             token.var.reset(token)
 
 
-#: The fields of the request being served (`RequestLogContext`).
-_request_fields: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+#: The fields of the request being served (`RequestLogContext`; the middleware sets it
+#: itself, one call fewer).
+REQUEST_FIELDS: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
     "golden_signals_request_fields", default=MappingProxyType({})
 )
 
@@ -531,7 +613,7 @@ class RequestLogContext:
 
     def __enter__(self) -> RequestLogContext:
         """Bind the fields."""
-        self._token = _request_fields.set(self._fields)
+        self._token = REQUEST_FIELDS.set(self._fields)
         return self
 
     def __exit__(
@@ -542,7 +624,7 @@ class RequestLogContext:
     ) -> None:
         """Restore the fields bound before the block."""
         if self._token is not None:
-            _request_fields.reset(self._token)
+            REQUEST_FIELDS.reset(self._token)
 
 
 def log_request_start(
@@ -563,6 +645,7 @@ def log_request_complete(
     *,
     expected: bool = False,
     level: int | None = None,
+    current_span: trace.Span | None = None,
     **fields: Any,
 ) -> None:
     """The one access log line of a request; level follows the status class, unless
@@ -572,7 +655,8 @@ def log_request_complete(
     unexpected exception in ``exception``), so each failed request logs exactly once.
     An expected error (``expected``: among 5xx, a 503/504 the service chose, to shed
     load or while not ready) is a WARNING, not an ERROR: it is the service protecting
-    itself, and its metrics and symptom alerts are where it shows.
+    itself, and its metrics and symptom alerts are where it shows. ``current_span``:
+    the span current now, when the caller holds it (a context lookup spared).
     """
     if level is None:
         level = (
@@ -591,7 +675,7 @@ def log_request_complete(
                 "method": method, "endpoint": endpoint, "status_code": status_code,
                 "duration_ms": round(duration_ms, 3), **fields, "event": "Request completed",
             }  # fmt: skip
-            direct[1].msg(_json_line(None, name, add_line_context(None, name, line)))
+            direct[1].msg(_sanitized_json_line(_bound_fields(None, name, line, current_span)))
         return
     if exc_info is not None:
         fields["exc_info"] = exc_info

@@ -18,7 +18,6 @@ refused, 500 failed) but is no latency: its length is the client's.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import time
@@ -28,19 +27,25 @@ from typing import Any
 
 import orjson
 import structlog
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, Tracer
 
 from golden_signals.asgi import ASGIApp, Message, Receive, Scope, Send, route_path
-from golden_signals.logs import RequestLogContext, log_request_complete, log_request_start
+from golden_signals.logs import (
+    REQUEST_FIELDS,
+    debug_enabled,
+    log_request_complete,
+    log_request_start,
+)
 from golden_signals.metrics import RequestRecorder
 from golden_signals.routes import UNMATCHED_ENDPOINT, endpoint_of, route_template
 from golden_signals.sampling import TailSampling, http_outcome
 from golden_signals.tracing import (
     CLIENT_CLOSED_REQUEST,
-    TracedOperation,
     end_server_span,
-    start_server_span,
+    open_server_span,
+    set_span_error,
     trace_id_of,
     traceparent_of,
 )
@@ -49,8 +54,6 @@ _REQUEST_ID_BYTES = b"x-request-id"
 _USER_ID_BYTES = b"x-user-id"
 #: The request headers the middleware reads.
 _SCANNED = frozenset({_REQUEST_ID_BYTES, _USER_ID_BYTES, b"traceparent", b"tracestate"})
-#: The server span's place when a request is not traced.
-_NO_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext()
 #: The response headers the middleware sets (any the app set are replaced).
 _OURS = frozenset({_REQUEST_ID_BYTES, b"traceparent"})
 _SANE_TOKEN = re.compile(r"[A-Za-z0-9._:@\-]{1,128}")
@@ -83,7 +86,11 @@ def request_id_from(value: str | None) -> str:
 def _set_headers(message: Message, request_id: str, traceparent: str | None) -> None:
     """Put the request id and the ``traceparent`` in an answer's headers (replacing any
     the app set)."""
-    headers = [h for h in message.get("headers", ()) if h[0].lower() not in _OURS]
+    headers = list(message.get("headers", ()))
+    for header in headers:  # rarely: the app set one of ours
+        if header[0].lower() in _OURS:
+            headers = [h for h in headers if h[0].lower() not in _OURS]
+            break
     headers.append((_REQUEST_ID_BYTES, request_id.encode()))
     if traceparent is not None:
         headers.append((b"traceparent", traceparent.encode()))
@@ -187,6 +194,12 @@ class ObservabilityMiddleware:
         self.logger = logger
         self.tail = tail
         self.hooks = hooks if hooks is not None else Hooks()
+        # Neither per-request hook replaced: a request's end writes the default access
+        # line without building its `RequestRecord` or calling the hooks.
+        kind = type(self.hooks)
+        self._plain_hooks = (
+            kind.finished is Hooks.finished and kind.access_line is Hooks.access_line
+        )
         self.excluded = excluded
         self.tracer = tracer
         self.untraced = untraced
@@ -208,20 +221,33 @@ class ObservabilityMiddleware:
             return self._websocket(scope, receive, send)
         return self._http(scope, receive, send, path not in self.untraced)
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send, traced: bool) -> None:
-        """Serve one HTTP request: its id, span, metrics, access line and trace headers."""
+    async def _http(  # noqa: PLR0912, PLR0915 - one function on purpose (docstring)
+        self, scope: Scope, receive: Receive, send: Send, traced: bool
+    ) -> None:
+        """Serve one HTTP request: its id, span, metrics, access line and trace headers.
+
+        Written as one function, the helpers it would call inlined, on purpose: what a
+        request costs here is mostly how much distinct code it runs (instruction-cache
+        and branch-predictor misses), not how much work (docs/performance.md)."""
         start = time.perf_counter()
-        root_path = scope.get("root_path", "")
-        found = _scanned_headers(scope)
-        request_id = request_id_from(found.get(_REQUEST_ID_BYTES))
+        root_path = scope.get("root_path", "")  # before the Mounts add theirs
+        found: dict[bytes, str] = {}  # the headers read, each its first value, in one pass
+        for key, value in scope.get("headers", ()):
+            if key in _SCANNED and key not in found:
+                found[key] = value.decode("latin-1")
+        request_id = found.get(_REQUEST_ID_BYTES)
+        if request_id is None or not _SANE_TOKEN.fullmatch(request_id):
+            request_id = new_request_id()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         method = scope["method"]
+        traceparent = found.get(b"traceparent")
         status = 500
         started = False
         first_byte: float | None = None
         answered: float | None = None
         unhandled: Exception | None = None
+        tail = self.tail
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status, started, first_byte, answered
@@ -233,9 +259,11 @@ class ObservabilityMiddleware:
                 first_byte = now - start
                 # The answer is known: keep the trace or not, and say so in the header.
                 current = span if span is not None else trace.get_current_span()
-                sampled = self._decide(
-                    scope, status, now - start, current, found.get(b"traceparent")
-                )
+                sampled = None
+                if tail is not None:
+                    sampled = tail.decide(current, http_outcome(status), now - start, traceparent)
+                    if sampled is not None:
+                        state["trace_sampled"] = sampled
                 _set_headers(message, request_id, traceparent_of(current, sampled))
             elif kind == "http.response.body" and not message.get("more_body", False):
                 answered = time.perf_counter()  # the last byte: background tasks come after
@@ -243,12 +271,18 @@ class ObservabilityMiddleware:
 
         if self.metrics is not None:
             self.metrics.active_requests.inc()
-        user_id = sanitize_token(found.get(_USER_ID_BYTES))
-        with (
-            self._server_span(scope, found, traced) as span,
-            RequestLogContext(request_id=request_id, user_id=user_id, method=method),
-        ):
-            log_request_start(self.logger, method, scope["path"][:256])
+        user_id = found.get(_USER_ID_BYTES)
+        fields = {"request_id": request_id, "method": method}
+        if user_id is not None and _SANE_TOKEN.fullmatch(user_id):
+            fields["user_id"] = user_id
+        span: Span | None = None
+        if self.tracer is not None and traced:
+            span = open_server_span(self.tracer, scope, traceparent, found.get(b"tracestate"))
+            span_token = otel_context.attach(trace.set_span_in_context(span))
+        fields_token = REQUEST_FIELDS.set(fields)
+        try:
+            if debug_enabled():
+                log_request_start(self.logger, method, scope["path"][:256])
             try:
                 await self.app(scope, receive, send_wrapper)
             except asyncio.CancelledError:
@@ -265,11 +299,19 @@ class ObservabilityMiddleware:
                     await self.hooks.error_response(request_id)(scope, receive, send_wrapper)
             finally:
                 end = answered if answered is not None else time.perf_counter()
-                record = RequestRecord(
-                    scope, method, UNMATCHED_ENDPOINT, status, end - start, request_id,
-                    first_byte, unhandled=unhandled,
+                self._finish(
+                    scope, root_path, method, status, end - start, request_id, first_byte,
+                    unhandled, span, traceparent,
                 )  # fmt: skip
-                self._finish(record, root_path, span, found.get(b"traceparent"))
+        except BaseException as exc:  # a cancellation, or what no `except Exception` takes
+            if span is not None and not isinstance(exc, asyncio.CancelledError):
+                set_span_error(exc, span)  # a cancellation is no error: the caller left
+            raise
+        finally:
+            REQUEST_FIELDS.reset(fields_token)
+            if span is not None:
+                otel_context.detach(span_token)
+                span.end()
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Count one WebSocket session: 101 once accepted, 403 when closed before, 500
@@ -305,68 +347,52 @@ class ObservabilityMiddleware:
                 exc_info=error,
             )  # fmt: skip
 
-    def _server_span(
-        self, scope: Scope, found: dict[bytes, str], traced: bool
-    ) -> TracedOperation | contextlib.nullcontext[None]:
-        """The request's server span, when it has one (a tracer, a traced path)."""
-        if self.tracer is None or not traced:
-            return _NO_SPAN
-        return start_server_span(
-            self.tracer, scope, found.get(b"traceparent"), found.get(b"tracestate")
-        )
-
-    def _decide(
-        self, scope: Scope, status: int, duration: float, span: Span, traceparent: str | None
-    ) -> bool | None:
-        """Tail sampling's ruling on this request's trace, whose server span is ``span``
-        and which arrived with ``traceparent`` (None: no ruling, as under head sampling or
-        for an untraced route), remembered in the request's state."""
-        tail = self.tail
-        if tail is None:
-            return None
-        kept = tail.decide(span, http_outcome(status), duration, traceparent)
-        if kept is not None:
-            scope["state"]["trace_sampled"] = kept
-        return kept
-
     def _finish(
-        self, record: RequestRecord, root_path: str, span: Span | None, traceparent: str | None
-    ) -> None:
-        """End the server span (``span``, None when the request has none of its own),
-        record the request's metrics, the app's own, and write its one access line."""
-        route = route_template(record.scope, root_path)
-        if route is not None:
-            record.endpoint = route
+        self, scope: Scope, root_path: str, method: str, status: int, duration: float,
+        request_id: str,
+        first_byte: float | None, unhandled: Exception | None, span: Span | None,
+        traceparent: str | None,
+    ) -> None:  # fmt: skip
+        """Name the server span (``span``, None when the request has none of its own)
+        after the route, record the request's metrics, the app's own (`Hooks.finished`),
+        and write its one access line (`Hooks.access_line`)."""
+        route = route_template(scope, root_path)
+        endpoint = route if route is not None else UNMATCHED_ENDPOINT
+        current = span if span is not None else trace.get_current_span()
         if span is not None:
-            end_server_span(span, record.method, route, record.status)
-        else:
-            span = trace.get_current_span()
-        state = record.scope["state"]
-        if "trace_sampled" not in state:  # no answer was sent (the client left)
-            self._decide(record.scope, record.status, record.duration_seconds, span, traceparent)
+            end_server_span(span, method, route, status)
+        state = scope["state"]
+        sampled = state.get("trace_sampled")
+        if sampled is None and self.tail is not None and "trace_sampled" not in state:
+            # No answer was sent (the client left): the ruling now.
+            sampled = self.tail.decide(current, http_outcome(status), duration, traceparent)
+            if sampled is not None:
+                state["trace_sampled"] = sampled
         error = state.get("error")
-        record.error = error if isinstance(error, BaseException) else None
-        record.sampled = state.get("trace_sampled")
+        if not isinstance(error, BaseException):
+            error = None
         metrics = self.metrics
         if metrics is not None:
             # An exemplar names a trace only when that trace is exported.
-            trace_id = trace_id_of(span) if record.sampled is not False else None
-            metrics.record_request(
-                record.method, record.endpoint, record.status, record.duration_seconds,
-                trace_id, record.first_byte_seconds,
-            )  # fmt: skip
-            if record.error is not None:
-                metrics.record_error(record.endpoint, type(record.error).__name__)
+            trace_id = trace_id_of(current) if sampled is not False else None
+            metrics.record_request(method, endpoint, status, duration, trace_id, first_byte)
+            if error is not None:
+                metrics.record_error(endpoint, type(error).__name__)
             metrics.active_requests.dec()
+        if self._plain_hooks and error is None:  # the default access line, no record
+            if sampled is None:
+                log_request_complete(
+                    self.logger, method, endpoint, status, duration * 1000, current_span=current
+                )
+            else:
+                log_request_complete(
+                    self.logger, method, endpoint, status, duration * 1000,
+                    current_span=current, trace_sampled=sampled,
+                )  # fmt: skip
+            return
+        record = RequestRecord(
+            scope, method, endpoint, status, duration, request_id, first_byte, error,
+            unhandled, sampled,
+        )  # fmt: skip
         self.hooks.finished(record)
         self.hooks.access_line(record, self.logger)
-
-
-def _scanned_headers(scope: Scope) -> dict[bytes, str]:
-    """The first value of each request header the middleware reads (request id, user
-    id, W3C trace context), in one pass over the headers."""
-    found: dict[bytes, str] = {}
-    for key, value in scope.get("headers", ()):
-        if key in _SCANNED and key not in found:
-            found[key] = value.decode("latin-1")
-    return found
