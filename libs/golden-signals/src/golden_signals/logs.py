@@ -29,6 +29,7 @@ import structlog
 from opentelemetry import trace
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from golden_signals.sampling import RecordedSpan
 from golden_signals.tracing import FLAGS_HEX, hex_ids
 
 #: The ``logger`` field of lines logged through structlog, unless `setup_logging` names
@@ -68,7 +69,7 @@ def add_trace_context(_: WrappedLogger, __: str, event_dict: EventDict) -> Event
 
 def _add_ids(event_dict: EventDict, span: trace.Span) -> EventDict:
     """`add_trace_context` for ``span``."""
-    ids = hex_ids(span)
+    ids = span.hex_ids() if type(span) is RecordedSpan else hex_ids(span)
     if ids is not None:
         trace_id, span_id, flags = ids
         sampled = event_dict.get("trace_sampled")
@@ -292,7 +293,8 @@ def _sanitized_json_line(event_dict: EventDict) -> str:
     whose encoding is at most `MAX_FIELD_CHARS` long has no value to cut, and that
     encoding is the line (``sanitize_fields`` encodes it to learn that, and
     ``_json_line`` again)."""
-    _redact_secret_names(event_dict)
+    if not _plain_names.issuperset(event_dict):
+        _redact_secret_names(event_dict)
     if _FLAT.issuperset(map(type, event_dict.values())):
         event_dict["message"] = event_dict.pop("event")
         try:

@@ -143,10 +143,12 @@ class _Child:
         self._labels = labels
 
     def inc(self, amount: float = 1.0) -> None:
-        self._family.inc(self._labels, amount)
+        values = self._family.values  # the family's `inc`, one call fewer a request
+        values[self._labels] = values.get(self._labels, 0.0) + amount
 
     def dec(self, amount: float = 1.0) -> None:
-        self._family.dec(self._labels, amount)
+        values = self._family.values
+        values[self._labels] = values.get(self._labels, 0.0) - amount
 
 
 class HistogramFamily(Family):

@@ -83,20 +83,6 @@ def request_id_from(value: str | None) -> str:
     return sanitize_token(value) or new_request_id()
 
 
-def _set_headers(message: Message, request_id: str, traceparent: str | None) -> None:
-    """Put the request id and the ``traceparent`` in an answer's headers (replacing any
-    the app set)."""
-    headers = list(message.get("headers", ()))
-    for header in headers:  # rarely: the app set one of ours
-        if header[0].lower() in _OURS:
-            headers = [h for h in headers if h[0].lower() not in _OURS]
-            break
-    headers.append((_REQUEST_ID_BYTES, request_id.encode()))
-    if traceparent is not None:
-        headers.append((b"traceparent", traceparent.encode()))
-    message["headers"] = headers
-
-
 def _record_error(state: dict[str, Any], error: BaseException | None) -> None:
     """Note ``error`` as the request's unless the app noted one."""
     if error is not None:
@@ -264,7 +250,18 @@ class ObservabilityMiddleware:
                     sampled = tail.decide(current, http_outcome(status), now - start, traceparent)
                     if sampled is not None:
                         state["trace_sampled"] = sampled
-                _set_headers(message, request_id, traceparent_of(current, sampled))
+                # The request id and the ``traceparent`` in the headers (any the app
+                # set replaced).
+                headers = list(message.get("headers", ()))
+                for header in headers:  # rarely: the app set one of ours
+                    if header[0].lower() in _OURS:
+                        headers = [h for h in headers if h[0].lower() not in _OURS]
+                        break
+                headers.append((_REQUEST_ID_BYTES, request_id.encode()))
+                traceparent_out = traceparent_of(current, sampled)
+                if traceparent_out is not None:
+                    headers.append((b"traceparent", traceparent_out.encode()))
+                message["headers"] = headers
             elif kind == "http.response.body" and not message.get("more_body", False):
                 answered = time.perf_counter()  # the last byte: background tasks come after
             await send(message)

@@ -434,7 +434,7 @@ def current_traceparent(sampled: bool | None = None) -> str | None:
 def traceparent_of(span: Span, sampled: bool | None = None) -> str | None:
     """``span``'s W3C ``traceparent`` (None for an invalid span); ``sampled`` replaces
     its sampled flag."""
-    ids = hex_ids(span)
+    ids = span.hex_ids() if type(span) is RecordedSpan else hex_ids(span)
     if ids is None:
         return None
     trace_id, span_id, flags = ids
