@@ -43,21 +43,8 @@ _CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|[\x00-\x1f\x7f-\x9f]")
 MAX_FIELD_CHARS = 4096
 
 
-#: The second last formatted by `add_timestamp`, and its text up to the fraction.
+#: The second last formatted for a line's ``timestamp``, and its text up to the fraction.
 _second: tuple[int, str] = (0, "")
-
-
-def add_timestamp(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    """``timestamp``: now, ISO 8601 in UTC with microseconds (``2026-12-06T22:42:33.990161Z``,
-    as structlog's ``TimeStamper(fmt="iso", utc=True)`` writes it), the date and time
-    formatted once a second."""
-    global _second  # noqa: PLW0603 - a cache; a race formats the same second twice
-    whole, fraction = divmod(time.time_ns(), 1_000_000_000)
-    second = _second
-    if second[0] != whole:
-        second = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(whole)))
-    event_dict["timestamp"] = "%s%06dZ" % (second[1], fraction // 1000)  # noqa: UP031 - faster
-    return event_dict
 
 
 def add_trace_context(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
@@ -256,19 +243,23 @@ def _bound_fields(
     """What every line gets besides its own fields, in one processor: the ``logger``
     name (unless the line has one), the fields bound by `LogContext` (structlog's
     contextvars) and then the request's (`RequestLogContext`), the ``level`` (upper
-    case), the ``timestamp`` (`add_timestamp`), the active span's ids
+    case), the ``timestamp`` (now, ISO 8601 in UTC with microseconds,
+    ``2026-12-06T22:42:33.990161Z``, as structlog's ``TimeStamper(fmt="iso", utc=True)``
+    writes it; the date and time formatted once a second), the active span's ids
     (`add_trace_context`; ``span``'s when given) and the ``pid``. A line's own fields
     win over the bound ones, and those over the request's."""
+    global _second  # noqa: PLW0603 - a cache; a race formats the same second twice
     event_dict.setdefault("logger", _logger_name)  # the app's own structlog events
     merge_structlog_context(logger, method, event_dict)
     for key, value in REQUEST_FIELDS.get().items():
         event_dict.setdefault(key, value)
     event_dict["level"] = _LEVEL_NAMES.get(method) or method.upper()
-    add_timestamp(logger, method, event_dict)
-    if span is None:
-        add_trace_context(logger, method, event_dict)
-    else:
-        _add_ids(event_dict, span)
+    whole, fraction = divmod(time.time_ns(), 1_000_000_000)
+    second = _second
+    if second[0] != whole:
+        second = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(whole)))
+    event_dict["timestamp"] = "%s%06dZ" % (second[1], fraction // 1000)  # noqa: UP031 - faster
+    _add_ids(event_dict, span if span is not None else trace.get_current_span())
     event_dict.setdefault("pid", _pid)  # tells apart the workers of one server
     return event_dict
 
