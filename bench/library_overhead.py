@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -93,6 +95,7 @@ def golden_signals_workers() -> Variant:
     app = _app()
     null = open(os.devnull, "w")  # noqa: SIM115 - the app's stdout for the whole run
     directory = tempfile.mkdtemp(prefix="golden-signals-bench-")
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)  # the workers' files
     instrumentation = instrument(
         app, log_stream=null, include_registry=None, exporter=_Dropping(),
         multiprocess_dir=directory,
