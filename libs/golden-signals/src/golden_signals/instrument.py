@@ -259,15 +259,15 @@ class _Outer:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind not in ("http", "websocket"):
-            if kind == "lifespan":
-                await self._lifespan(scope, receive, send)
-            else:
-                await self.app(scope, receive, send)
+        if kind == "lifespan":
+            await self._lifespan(scope, receive, send)
             return
         if not self._started:
             self._started = True
             self.instrumentation.start()
+        if kind not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
         path = route_path(scope)
         if path == self.instrumentation.metrics_path and kind == "http":
             await self._scrape(scope, send)

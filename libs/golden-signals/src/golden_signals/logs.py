@@ -20,6 +20,7 @@ import re
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any, TextIO
@@ -43,8 +44,21 @@ _CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|[\x00-\x1f\x7f-\x9f]")
 MAX_FIELD_CHARS = 4096
 
 
-#: The second last formatted for a line's ``timestamp``, and its text up to the fraction.
+#: The second last formatted by `add_timestamp`, and its text up to the fraction.
 _second: tuple[int, str] = (0, "")
+
+
+def add_timestamp(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """``timestamp``: now, ISO 8601 in UTC with microseconds (``2026-12-06T22:42:33.990161Z``,
+    as structlog's ``TimeStamper(fmt="iso", utc=True)`` writes it), the date and time
+    formatted once a second."""
+    global _second  # noqa: PLW0603 - a cache; a race formats the same second twice
+    whole, fraction = divmod(time.time_ns(), 1_000_000_000)
+    second = _second
+    if second[0] != whole:
+        second = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(whole)))
+    event_dict["timestamp"] = "%s%06dZ" % (second[1], fraction // 1000)  # noqa: UP031 - faster
+    return event_dict
 
 
 def add_trace_context(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
@@ -243,22 +257,15 @@ def _bound_fields(
     """What every line gets besides its own fields, in one processor: the ``logger``
     name (unless the line has one), the fields bound by `LogContext` (structlog's
     contextvars) and then the request's (`RequestLogContext`), the ``level`` (upper
-    case), the ``timestamp`` (now, ISO 8601 in UTC with microseconds,
-    ``2026-12-06T22:42:33.990161Z``, as structlog's ``TimeStamper(fmt="iso", utc=True)``
-    writes it; the date and time formatted once a second), the active span's ids
+    case), the ``timestamp`` (`add_timestamp`), the active span's ids
     (`add_trace_context`; ``span``'s when given) and the ``pid``. A line's own fields
     win over the bound ones, and those over the request's."""
-    global _second  # noqa: PLW0603 - a cache; a race formats the same second twice
     event_dict.setdefault("logger", _logger_name)  # the app's own structlog events
     merge_structlog_context(logger, method, event_dict)
     for key, value in REQUEST_FIELDS.get().items():
         event_dict.setdefault(key, value)
     event_dict["level"] = _LEVEL_NAMES.get(method) or method.upper()
-    whole, fraction = divmod(time.time_ns(), 1_000_000_000)
-    second = _second
-    if second[0] != whole:
-        second = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(whole)))
-    event_dict["timestamp"] = "%s%06dZ" % (second[1], fraction // 1000)  # noqa: UP031 - faster
+    add_timestamp(logger, method, event_dict)
     _add_ids(event_dict, span if span is not None else trace.get_current_span())
     event_dict.setdefault("pid", _pid)  # tells apart the workers of one server
     return event_dict
@@ -270,6 +277,11 @@ def _json_line(_: WrappedLogger, __: str, event_dict: EventDict) -> str:
     the invalid ``NaN``; what JSON cannot hold is written as its ``repr``, as structlog's
     `JSONRenderer` does)."""
     event_dict["message"] = event_dict.pop("event")
+    return _render(event_dict)
+
+
+def _render(event_dict: EventDict) -> str:
+    """A line's fields as one JSON object (`_json_line`, its event renamed already)."""
     try:
         return orjson.dumps(event_dict, default=_unencodable).decode()
     except TypeError:
@@ -286,16 +298,15 @@ def _sanitized_json_line(event_dict: EventDict) -> str:
     ``_json_line`` again)."""
     if not _plain_names.issuperset(event_dict):
         _redact_secret_names(event_dict)
+    event_dict["message"] = event_dict.pop("event")
     if _FLAT.issuperset(map(type, event_dict.values())):
-        event_dict["message"] = event_dict.pop("event")
         try:
             encoded = orjson.dumps(event_dict)
         except TypeError:  # an integer beyond 64 bits: each field is looked at
             encoded = b""
         if 0 < len(encoded) <= MAX_FIELD_CHARS:
             return encoded.decode()
-        event_dict["event"] = event_dict.pop("message")
-    return _json_line(None, "", _sanitize_values(event_dict))
+    return _render(_sanitize_values(event_dict))
 
 
 def _encodable(value: Any) -> Any:
@@ -329,6 +340,23 @@ def _exceptions(
     return render
 
 
+#: One lock per stream, shared by every writer of it (as structlog's ``WriteLogger``
+#: shares one per file): a writer of an earlier configuration, still held by a logger
+#: made then, never interleaves its lines with the current one's.
+_STREAM_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
+_STREAM_LOCKS_LOCK = threading.Lock()
+
+
+def _lock_of(stream: TextIO) -> threading.Lock:
+    """The lock of ``stream``'s writers (a lock of its own for a stream that cannot be
+    weakly referenced)."""
+    with _STREAM_LOCKS_LOCK:
+        try:
+            return _STREAM_LOCKS.setdefault(stream, threading.Lock())
+        except TypeError:
+            return threading.Lock()
+
+
 class _Writer:
     """Writes each line to a stream and flushes it, under a lock (the lines of several
     threads never interleave), as structlog's ``WriteLogger``, except that a failed
@@ -338,10 +366,10 @@ class _Writer:
     (`_SharedWriterHandler`) write through the same writer."""
 
     def __init__(self, stream: TextIO) -> None:
-        """Write to ``stream``."""
+        """Write to ``stream``, under the lock of every writer of that stream."""
         self._write = stream.write
         self._flush = stream.flush
-        self._lock = threading.Lock()
+        self._lock = _lock_of(stream)
         self._failed = False
 
     def msg(self, message: str) -> None:
@@ -500,7 +528,11 @@ def setup_logging(
     if fmt == "json":
         if len(_direct) >= 64:  # a process that configures again and again: the oldest go
             del _direct[next(iter(_direct))]
-        _direct[id(_configured)] = (_configured, writer, _threshold)
+        # The configuration's processor list itself (the logger holds it: a change made
+        # to it in place, as structlog's `capture_logs` makes, reaches the logger) and
+        # what it held now: the line is written directly only while they are equal.
+        processors = structlog.get_config()["processors"]
+        _direct[id(_configured)] = (_configured, writer, _threshold, processors, list(processors))
 
 
 def reset_logging() -> None:
@@ -518,10 +550,14 @@ def reset_logging() -> None:
 
 #: The logger `setup_logging` made last, resolved (`configured_logger`).
 _configured: structlog.typing.FilteringBoundLogger | None = None
-#: Each such logger whose lines are JSON, by its id, with its writer and lowest level:
-#: `log_request_complete` writes their lines itself (an app instrumented before the
-#: last configuration keeps its own logger, writer and level).
-_direct: dict[int, tuple[structlog.typing.FilteringBoundLogger, _Writer, int]] = {}
+#: Each such logger whose lines are JSON, by its id, with its writer, its lowest level,
+#: its processor list and a copy of what that list held: `log_request_complete` writes
+#: their lines itself while the list is unchanged (an app instrumented before the last
+#: configuration keeps its own logger, writer and level).
+_direct: dict[
+    int,
+    tuple[structlog.typing.FilteringBoundLogger, _Writer, int, list[Processor], list[Processor]],
+] = {}
 
 
 def configured_logger() -> structlog.typing.FilteringBoundLogger:
@@ -660,7 +696,7 @@ def log_request_complete(
             else logging.INFO
         )
     direct = _direct.get(id(logger))
-    if direct is not None and direct[0] is logger and exc_info is None:
+    if direct is not None and direct[0] is logger and exc_info is None and direct[3] == direct[4]:
         # The configured logger's own processors, called here: the same line.
         if level >= direct[2]:
             name = _METHOD_NAMES[level]

@@ -182,15 +182,28 @@ class ObservabilityMiddleware:
         self.logger = logger
         self.tail = tail
         self.hooks = hooks if hooks is not None else Hooks()
-        # Neither per-request hook replaced: a request's end writes the default access
-        # line without building its `RequestRecord` or calling the hooks.
-        kind = type(self.hooks)
-        self._plain_hooks = (
-            kind.finished is Hooks.finished and kind.access_line is Hooks.access_line
-        )
         self.excluded = excluded
         self.tracer = tracer
         self.untraced = untraced
+
+    @property
+    def hooks(self) -> Hooks:
+        """What the app changes about the middleware (`Hooks`)."""
+        return self._hooks
+
+    @hooks.setter
+    def hooks(self, hooks: Hooks) -> None:
+        self._hooks = hooks
+        # Neither per-request hook replaced (in a subclass or on the object): a
+        # request's end writes the default access line without building its
+        # `RequestRecord` or calling the hooks.
+        kind, own = type(hooks), getattr(hooks, "__dict__", {})
+        self._plain_hooks = (
+            kind.finished is Hooks.finished
+            and kind.access_line is Hooks.access_line
+            and "finished" not in own
+            and "access_line" not in own
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection, measuring it if it is HTTP or a WebSocket."""
@@ -308,10 +321,12 @@ class ObservabilityMiddleware:
                 set_span_error(exc, span)  # a cancellation is no error: the caller left
             raise
         finally:
-            REQUEST_FIELDS.reset(fields_token)
-            if span is not None:
-                otel_context.detach(span_token)
-                span.end()
+            try:
+                REQUEST_FIELDS.reset(fields_token)
+            finally:
+                if span is not None:
+                    otel_context.detach(span_token)
+                    span.end()
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Count one WebSocket session: 101 once accepted, 403 when closed before, 500
@@ -379,7 +394,7 @@ class ObservabilityMiddleware:
             if error is not None:
                 metrics.record_error(endpoint, type(error).__name__)
             metrics.active_requests.dec()
-        if self._plain_hooks and error is None:  # the default access line, no record
+        if self._plain_hooks and error is None and unhandled is None:  # no record needed
             if sampled is None:
                 log_request_complete(
                     self.logger, method, endpoint, status, duration * 1000, current_span=current
