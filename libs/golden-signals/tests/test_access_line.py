@@ -133,3 +133,47 @@ def test_the_bound_fields_are_structlogs_merge_whatever_was_bound_and_cleared(
         assert both() == ({"own": 1, "tenant": "line's"},) * 2
     finally:
         structlog.contextvars.clear_contextvars()
+
+
+def test_a_line_under_a_span_with_odd_values_is_structlogs_line() -> None:
+    """Under a span whose trace tail sampling ruled on (the flags' sampled bit from
+    ``trace_sampled``, the span handed over rather than looked up), and with values
+    that are not flat or not 64-bit: the same line by both ways."""
+    from opentelemetry import trace
+
+    from golden_signals.sampling import TailSampling
+
+    stream = io.StringIO()
+    setup_logging("INFO", "json", stream)
+    direct, through_structlog = configured_logger(), get_logger()
+    span = TailSampling([], ratio=0.0, slow_seconds=1.0).tracer.start_request_span("GET", {}, None)
+    odd: dict[str, Any] = {
+        "trace_sampled": False,
+        "headers": {"authorization": "Bearer x", "accept": "*/*"},
+        "big": 2**70,
+        "tags": ["a", ("b", 1)],
+    }
+    with trace.use_span(span, end_on_exit=True):
+        log_request_complete(direct, "GET", "/a", 200, 1.0, current_span=span, **odd)
+        log_request_complete(through_structlog, "GET", "/a", 200, 1.0, **odd)
+    mine, theirs = _lines(stream)
+    mine.pop("timestamp"), theirs.pop("timestamp")
+    assert list(mine.items()) == list(theirs.items())
+    assert mine["trace_flags"] == "00" and len(mine["trace_id"]) == 32
+    assert mine["headers"] == {"authorization": "[redacted]", "accept": "*/*"}
+    assert mine["big"] == repr(2**70)
+
+
+def test_a_processor_list_changed_in_place_reaches_the_access_line() -> None:
+    """structlog's ``capture_logs`` swaps the configured processors in place: the access
+    line of the configured logger goes where the changed list sends it."""
+    from structlog.testing import capture_logs
+
+    stream = io.StringIO()
+    setup_logging("INFO", "json", stream)
+    with capture_logs() as captured:
+        log_request_complete(configured_logger(), "GET", "/a", 200, 1.0)
+    assert [entry["event"] for entry in captured] == ["Request completed"]
+    assert stream.getvalue() == ""
+    log_request_complete(configured_logger(), "GET", "/b", 200, 1.0)  # the list restored
+    assert [line["endpoint"] for line in _lines(stream)] == ["/b"]

@@ -4,6 +4,7 @@ background tasks, a ``root_path``; one call, idempotent, one registry per app.""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import logging
@@ -577,3 +578,92 @@ def test_a_request_keeps_its_id_on_every_line_when_the_app_clears_structlogs_con
     assert own["message"] == "hello" and access["message"] == "Request completed"
     assert own["request_id"] == access["request_id"] == "req-kept"
     assert own["method"] == access["method"] == "GET"
+
+
+class _Shutdown(BaseException):
+    """What no ``except Exception`` takes (as ``KeyboardInterrupt``)."""
+
+
+def test_a_base_exception_from_the_app_fails_its_span_and_still_leaves_its_line(
+    log_stream: io.StringIO, spans: InMemorySpanExporter, span_processor: SimpleSpanProcessor
+) -> None:
+    async def halt(request: Request) -> Response:
+        raise _Shutdown("stop now")
+
+    app = Starlette(routes=[Route("/halt", halt)])
+    instrumented(app, log_stream, span_processors=[span_processor])
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+        "scheme": "http", "path": "/halt", "raw_path": b"/halt", "root_path": "",
+        "query_string": b"", "headers": [(b"x-request-id", b"req-halt")],
+        "client": ("127.0.0.1", 40000), "server": ("test", 80),
+    }  # fmt: skip
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    async def serve() -> None:  # the ASGI call itself: a test client would cancel it
+        await app(scope, receive, send)
+
+    with pytest.raises(_Shutdown):
+        asyncio.run(serve())
+    (span,) = spans.get_finished_spans()
+    assert span.name == "GET /halt"
+    assert not span.status.is_ok and span.status.description is not None
+    assert "_Shutdown: stop now" in span.status.description
+    assert [event.name for event in span.events] == ["exception"]
+    (line,) = [line for line in lines(log_stream) if line.get("request_id") == "req-halt"]
+    assert line["message"] == "Request completed" and line["endpoint"] == "/halt"
+    assert trace.get_current_span() is trace.INVALID_SPAN  # the context restored
+
+
+def test_an_untraced_path_is_counted_and_logged_without_a_span(
+    log_stream: io.StringIO, spans: InMemorySpanExporter, span_processor: SimpleSpanProcessor
+) -> None:
+    async def quiet(request: Request) -> Response:
+        return PlainTextResponse("shh")
+
+    app = Starlette(routes=[Route("/quiet", quiet)])
+    instrumented(app, log_stream, span_processors=[span_processor], untraced=["/quiet"])
+    client = TestClient(app)
+    response = client.get("/quiet", headers={"x-request-id": "req-quiet"})
+    assert response.status_code == 200 and response.headers["x-request-id"] == "req-quiet"
+    assert "traceparent" not in response.headers  # no span of its own, none around it
+    assert spans.get_finished_spans() == ()
+    (line,) = [line for line in lines(log_stream) if line.get("request_id") == "req-quiet"]
+    assert line["endpoint"] == "/quiet" and line["status_code"] == 200
+    assert "trace_id" not in line and "trace_sampled" not in line
+    found = samples(scrape(client))
+    assert value(found, "http_requests_total", method="GET", endpoint="/quiet", status="200") == 1
+
+
+def test_hooks_replaced_after_the_middleware_was_built_are_the_ones_called(
+    log_stream: io.StringIO,
+) -> None:
+    from golden_signals.middleware import Hooks, ObservabilityMiddleware, RequestRecord
+
+    app = shop.create_app()
+    instrumented(app, log_stream)
+    client = TestClient(app)
+    assert client.get("/v1/items/1").status_code == 200  # the stack built
+    middleware = app.middleware_stack.inner
+    assert isinstance(middleware, ObservabilityMiddleware)
+    seen: list[RequestRecord] = []
+
+    class Counting(Hooks):
+        def finished(self, record: RequestRecord) -> None:
+            seen.append(record)
+
+    middleware.hooks = Counting()
+    client.get("/v1/items/2")
+    assert [record.endpoint for record in seen] == ["/v1/items/{item_id}"]
+    plain = Hooks()
+    plain.access_line = lambda record, logger: seen.append(record)  # type: ignore[method-assign]
+    middleware.hooks = plain
+    client.get("/v1/items/3")
+    assert len(seen) == 2
+    written = [line for line in lines(log_stream) if line["message"] == "Request completed"]
+    assert len(written) == 2  # the third request's line was the replaced hook's
