@@ -667,3 +667,29 @@ def test_hooks_replaced_after_the_middleware_was_built_are_the_ones_called(
     assert len(seen) == 2
     written = [line for line in lines(log_stream) if line["message"] == "Request completed"]
     assert len(written) == 2  # the third request's line was the replaced hook's
+
+
+def test_the_apps_own_request_id_and_traceparent_headers_are_replaced_by_ours(
+    log_stream: io.StringIO, spans: InMemorySpanExporter, span_processor: SimpleSpanProcessor
+) -> None:
+    """An app that sets ``X-Request-ID`` and ``traceparent`` itself (in any case): the
+    answer carries one of each, the request's, continuing the caller's trace with its
+    ``tracestate``."""
+
+    async def own(request: Request) -> Response:
+        return PlainTextResponse(
+            "mine", headers={"X-Request-ID": "app-made", "TraceParent": "00-" + "1" * 32 + "-"}
+        )
+
+    app = Starlette(routes=[Route("/own", own)])
+    instrumented(app, log_stream, span_processors=[span_processor])
+    caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    response = TestClient(app).get(
+        "/own",
+        headers={"x-request-id": "req-own", "traceparent": caller, "tracestate": "vendor=1"},
+    )
+    assert response.headers.get_list("x-request-id") == ["req-own"]
+    (traceparent,) = response.headers.get_list("traceparent")
+    assert traceparent.startswith("00-0af7651916cd43dd8448eb211c80319c-")
+    (span,) = spans.get_finished_spans()
+    assert span.context.trace_state.get("vendor") == "1"
