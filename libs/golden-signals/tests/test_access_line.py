@@ -146,7 +146,7 @@ def test_a_line_under_a_span_with_odd_values_is_structlogs_line() -> None:
     stream = io.StringIO()
     setup_logging("INFO", "json", stream)
     direct, through_structlog = configured_logger(), get_logger()
-    span = TailSampling([], ratio=0.0, slow_seconds=1.0).tracer.start_request_span("GET", {}, None)
+    span = TailSampling([], ratio=0.0, slow_seconds=1.0).tracer.start_root_span("GET", None)
     odd: dict[str, Any] = {
         "trace_sampled": False,
         "headers": {"authorization": "Bearer x", "accept": "*/*"},

@@ -34,7 +34,7 @@ def test_a_request_is_drawn_once_and_only_when_no_other_rule_keeps_it(
     sampler.random = draw
     rulings = []
     for _ in range(6):
-        span = sampler.tracer.start_request_span("GET", {}, None)
+        span = sampler.tracer.start_root_span("GET", None)
         rulings.append(sampler.decide(span, outcome, seconds, traceparent))
         assert sampler.decide(span, outcome, seconds, traceparent) == rulings[-1]  # ruled once
         span.end()

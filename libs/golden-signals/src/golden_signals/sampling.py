@@ -79,7 +79,6 @@ KEPT_MEMORY = 4096
 MAX_RUNNING_SPANS = 65536
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-_SERVER = SpanKind.SERVER
 #: The largest valid ids (W3C; OpenTelemetry's `SpanContext.is_valid`).
 _MAX_TRACE_ID, _MAX_SPAN_ID = 2**128 - 1, 2**64 - 1
 _UNSET = Status(StatusCode.UNSET)
@@ -394,43 +393,45 @@ class RecordingTracer(trace.Tracer):
     ) -> RecordedSpan:
         """Record a span, a child of ``context``'s span (default: the current one)."""
         parent_span = trace.get_current_span(context)
-        ids = self._ids
-        root: RecordedSpan | None = None
-        parent: SpanContext | RecordedSpan | None
-        if isinstance(parent_span, RecordedSpan):  # a local parent: its ids as they are
-            trace_id, state, parent = parent_span._trace_id, parent_span._state, parent_span
-            root = parent_span._request or parent_span
-        else:
-            parent = parent_span.get_span_context()
-            if parent is not None and parent.is_valid:  # a remote parent, or another tracer's
-                trace_id, state = parent.trace_id, parent.trace_state
-            else:  # a new trace
-                trace_id, state, parent = ids.generate_trace_id(), None, None
-        span = RecordedSpan(
-            self._owner, name, (trace_id, ids.generate_span_id(), state), parent, root, kind,
-            attributes, links or (), start_time, (record_exception, set_status_on_exception),
+        on_exception = (record_exception, set_status_on_exception)
+        if not isinstance(parent_span, RecordedSpan):  # a remote parent, another's, or none
+            return self.start_root_span(
+                name, parent_span.get_span_context(), kind, attributes, links or (),
+                start_time, on_exception,
+            )  # fmt: skip
+        # A local parent: its ids as they are, its request's root as the span's.
+        return RecordedSpan(
+            self._owner, name,
+            (parent_span._trace_id, self._ids.generate_span_id(), parent_span._state),
+            parent_span, parent_span._request or parent_span, kind, attributes, links or (),
+            start_time, on_exception,
         )  # fmt: skip
-        if parent is None and span._links:  # a batch: note the requests it serves
-            self._owner._link_batch(span)
-        return span
 
-    def start_request_span(
-        self, name: str, attributes: dict[str, AttributeValue], parent: SpanContext | None
+    def start_root_span(
+        self,
+        name: str,
+        parent: SpanContext | None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[Link] = (),
+        start_time: int | None = None,
+        on_exception: tuple[bool, bool] = (True, True),
     ) -> RecordedSpan:
-        """A request's SERVER span (a local root), a child of the caller's span
-        ``parent`` when it is valid, else the first span of a new trace; never a child
-        of the current span. What `start_span` does for such a span, with nothing to
-        look up; ``attributes`` become the span's own (not copied)."""
+        """A local root: a child of the span ``parent`` (a remote one's ids) when it is
+        valid, else the first span of a new trace; never a child of the current span
+        (a request's server span, with nothing to look up in the context, or what
+        `start_span` records without a local parent)."""
         ids = self._ids
         if parent is not None and parent.is_valid:
             trace_id, state = parent.trace_id, parent.trace_state
-        else:
+        else:  # a new trace
             trace_id, state, parent = ids.generate_trace_id(), None, None
         span = RecordedSpan(
-            self._owner, name, (trace_id, ids.generate_span_id(), state), parent, None,
-            _SERVER, None, (), None, (False, False),
+            self._owner, name, (trace_id, ids.generate_span_id(), state), parent, None, kind,
+            attributes, links, start_time, on_exception,
         )  # fmt: skip
-        span._attributes = attributes
+        if parent is None and span._links:  # a batch: note the requests it serves
+            self._owner._link_batch(span)
         return span
 
     @_agnosticcontextmanager
@@ -582,18 +583,8 @@ class TailSampling(SpanProcessor):
         root = server_span._request or server_span
         if root.kept is not None:
             return root.kept
-        if (
-            outcome is _OK
-            and traceparent is None
-            and root.wanted is None
-            and duration_seconds <= self.slow_seconds
-        ):  # most requests: healthy, fast, asked by nobody: the ratio rules (`reason`)
-            keep = self.ratio > 0 and self.random() < self.ratio
-            self._settle(root, keep)
-            if keep and self.on_kept is not None:
-                self.on_kept("ratio")
-            return keep
-        return self._judge(root, outcome, duration_seconds, parent_sampled(traceparent))
+        sampled = traceparent is not None and parent_sampled(traceparent)
+        return self._judge(root, outcome, duration_seconds, sampled)
 
     def _judge(
         self, root: RecordedSpan, outcome: Outcome, duration_seconds: float, sampled: bool

@@ -176,14 +176,16 @@ def open_server_span(
 ) -> Span:
     """`start_server_span`'s span, started now and not made current (the caller makes
     it current and ends it): under tail sampling a record started directly
-    (`RecordingTracer.start_request_span`), with nothing to look up."""
+    (`RecordingTracer.start_root_span`), with nothing to look up."""
     attributes = _server_attributes(scope)
     if isinstance(tracer, RecordingTracer):
         parent = None
         if traceparent is not None:
             caller = trace.get_current_span(_caller_context(traceparent, tracestate))
             parent = caller.get_span_context()
-        return tracer.start_request_span(scope["method"], attributes, parent)
+        return tracer.start_root_span(
+            scope["method"], parent, _SERVER, attributes, (), None, (False, False)
+        )
     context = _caller_context(traceparent, tracestate)
     return tracer.start_span(
         scope["method"], context, _SERVER, attributes, None, None, False, False
@@ -221,9 +223,8 @@ def end_server_span(span: Span, method: str, route: str | None, status: int) -> 
     ERROR for a 5xx."""
     if route is not None:
         span.update_name(f"{method} {route}")
-        span.set_attributes({"http.route": route, "http.response.status_code": status})
-    else:
-        span.set_attribute("http.response.status_code", status)
+        span.set_attribute("http.route", route)
+    span.set_attribute("http.response.status_code", status)
     if status >= 500:
         span.set_status(Status(StatusCode.ERROR))
 
