@@ -227,7 +227,7 @@ class ObservabilityMiddleware:
     ) -> None:
         """Serve one HTTP request: its id, span, metrics, access line and trace headers.
 
-        Written as one function, the helpers it would call inlined, on purpose: what a
+        Written as one function, most helpers it would call inlined, on purpose: what a
         request costs here is mostly how much distinct code it runs (instruction-cache
         and branch-predictor misses), not how much work (docs/performance.md)."""
         start = time.perf_counter()
@@ -236,9 +236,7 @@ class ObservabilityMiddleware:
         for key, value in scope.get("headers", ()):
             if key in _SCANNED and key not in found:
                 found[key] = value.decode("latin-1")
-        request_id = found.get(_REQUEST_ID_BYTES)
-        if request_id is None or not _SANE_TOKEN.fullmatch(request_id):
-            request_id = new_request_id()
+        request_id = request_id_from(found.get(_REQUEST_ID_BYTES))
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         method = scope["method"]
@@ -248,7 +246,6 @@ class ObservabilityMiddleware:
         first_byte: float | None = None
         answered: float | None = None
         unhandled: Exception | None = None
-        tail = self.tail
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status, started, first_byte, answered
@@ -260,12 +257,7 @@ class ObservabilityMiddleware:
                 first_byte = now - start
                 # The answer is known: keep the trace or not, and say so in the header.
                 current = span if span is not None else trace.get_current_span()
-                sampled = None
-                if tail is not None:
-                    outcome = _OK if status < 500 else http_outcome(status)
-                    sampled = tail.decide(current, outcome, now - start, traceparent)
-                    if sampled is not None:
-                        state["trace_sampled"] = sampled
+                sampled = self._decide(state, status, now - start, current, traceparent)
                 # The request id and the ``traceparent`` in the headers (any the app
                 # set replaced).
                 headers = list(message.get("headers", ()))
@@ -284,9 +276,9 @@ class ObservabilityMiddleware:
 
         if self.metrics is not None:
             self.metrics.active_requests.inc()
-        user_id = found.get(_USER_ID_BYTES)
         fields = {"request_id": request_id, "method": method}
-        if user_id is not None and _SANE_TOKEN.fullmatch(user_id):
+        user_id = sanitize_token(found.get(_USER_ID_BYTES))
+        if user_id is not None:
             fields["user_id"] = user_id
         span: Span | None = None
         if self.tracer is not None and traced:
@@ -362,6 +354,22 @@ class ObservabilityMiddleware:
                 exc_info=error,
             )  # fmt: skip
 
+    def _decide(
+        self, state: dict[str, Any], status: int, duration: float, span: Span,
+        traceparent: str | None,
+    ) -> bool | None:  # fmt: skip
+        """Tail sampling's ruling on this request's trace, whose server span is ``span``
+        and which arrived with ``traceparent`` (None: no ruling, as under head sampling or
+        for an untraced route), remembered in the request's ``state``."""
+        tail = self.tail
+        if tail is None:
+            return None
+        outcome = _OK if status < 500 else http_outcome(status)
+        kept = tail.decide(span, outcome, duration, traceparent)
+        if kept is not None:
+            state["trace_sampled"] = kept
+        return kept
+
     def _finish(
         self, scope: Scope, root_path: str, method: str, status: int, duration: float,
         request_id: str,
@@ -378,11 +386,8 @@ class ObservabilityMiddleware:
             end_server_span(span, method, route, status)
         state = scope["state"]
         sampled = state.get("trace_sampled")
-        if sampled is None and self.tail is not None and "trace_sampled" not in state:
-            # No answer was sent (the client left): the ruling now.
-            sampled = self.tail.decide(current, http_outcome(status), duration, traceparent)
-            if sampled is not None:
-                state["trace_sampled"] = sampled
+        if "trace_sampled" not in state:  # no answer was sent (the client left): the ruling now
+            sampled = self._decide(state, status, duration, current, traceparent)
         error = state.get("error")
         if not isinstance(error, BaseException):
             error = None
