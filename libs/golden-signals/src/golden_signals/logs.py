@@ -23,7 +23,7 @@ import time
 import weakref
 from collections.abc import Callable, Mapping
 from types import MappingProxyType, TracebackType
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 import orjson
 import structlog
@@ -528,11 +528,10 @@ def setup_logging(
     if fmt == "json":
         if len(_direct) >= 64:  # a process that configures again and again: the oldest go
             del _direct[next(iter(_direct))]
-        # The configuration's processor list itself (the logger holds it: a change made
-        # to it in place, as structlog's `capture_logs` makes, reaches the logger) and
-        # what it held now: the line is written directly only while they are equal.
-        processors = structlog.get_config()["processors"]
-        _direct[id(_configured)] = (_configured, writer, _threshold, processors, list(processors))
+        processors = structlog.get_config()["processors"]  # the list the logger holds
+        _direct[id(_configured)] = _DirectLines(
+            _configured, writer, _threshold, processors, list(processors)
+        )
 
 
 def reset_logging() -> None:
@@ -550,14 +549,23 @@ def reset_logging() -> None:
 
 #: The logger `setup_logging` made last, resolved (`configured_logger`).
 _configured: structlog.typing.FilteringBoundLogger | None = None
-#: Each such logger whose lines are JSON, by its id, with its writer, its lowest level,
-#: its processor list and a copy of what that list held: `log_request_complete` writes
-#: their lines itself while the list is unchanged (an app instrumented before the last
-#: configuration keeps its own logger, writer and level).
-_direct: dict[
-    int,
-    tuple[structlog.typing.FilteringBoundLogger, _Writer, int, list[Processor], list[Processor]],
-] = {}
+
+
+class _DirectLines(NamedTuple):
+    """A configured logger whose JSON lines `log_request_complete` writes itself: while
+    its processor list (the configuration's own, which structlog's ``capture_logs``
+    changes in place) holds what it held then."""
+
+    logger: structlog.typing.FilteringBoundLogger
+    writer: _Writer
+    threshold: int
+    processors: list[Processor]
+    snapshot: list[Processor]
+
+
+#: Each such logger, by its id (an app instrumented before the last configuration
+#: keeps its own logger, writer and level).
+_direct: dict[int, _DirectLines] = {}
 
 
 def configured_logger() -> structlog.typing.FilteringBoundLogger:
@@ -695,16 +703,16 @@ def log_request_complete(
             if status_code >= 400
             else logging.INFO
         )
-    direct = _direct.get(id(logger))
-    if direct is not None and direct[0] is logger and exc_info is None and direct[3] == direct[4]:
+    direct = _direct.get(id(logger))  # (the entry holds its logger: an id never reused)
+    if direct is not None and exc_info is None and direct.processors == direct.snapshot:
         # The configured logger's own processors, called here: the same line.
-        if level >= direct[2]:
+        if level >= direct.threshold:
             name = _METHOD_NAMES[level]
             line = {
                 "method": method, "endpoint": endpoint, "status_code": status_code,
                 "duration_ms": round(duration_ms, 3), **fields, "event": "Request completed",
             }  # fmt: skip
-            direct[1].msg(_sanitized_json_line(_bound_fields(None, name, line, current_span)))
+            direct.writer.msg(_sanitized_json_line(_bound_fields(None, name, line, current_span)))
         return
     if exc_info is not None:
         fields["exc_info"] = exc_info
