@@ -19,13 +19,13 @@ instrumentation spend CPU), once bare and once with each of:
 The variants take turns within each repeat (so the machine's drift reaches all alike);
 each figure is the median over the repeats of CPU time (``time.process_time``) per
 request, and the overhead is that minus the bare app's from the same repeats. The
-process's CPU time counts every thread, so each variant's threads run in its own turns
-only: a turn ends with its spans exported (the batch processor flushed) before the
-clock is read, and the several-workers variant publishes (its thread wakes every 50 ms
-to look for a scrape's request) only during its turns. Left running, that thread
-billed the other variants: while the app thread holds the interpreter's lock between
-short system calls (a log line's write), the waking thread cannot take it and wakes
-again and again (about 20 µs a request more, measured on the variant before it).
+process's CPU time counts every thread, so a turn ends with its spans exported (the
+batch processor flushed) before the clock is read. The several-workers variant's
+publishing thread runs throughout, as in a server: it sleeps until a scrape asks or its
+next flush (once a second) is due. (It used to wake every 50 ms to look for a scrape's
+request; while the app thread held the interpreter's lock between short system calls,
+the waking thread could not take it and woke again and again: about 20 µs a request
+more, billed to whichever variant was running.)
 """
 
 from __future__ import annotations
@@ -70,14 +70,12 @@ def _app() -> FastAPI:
 
 @dataclass(frozen=True)
 class Variant:
-    """An instrumented app, how to start its background work at the start of a turn
-    (``begin``), and how to finish it at the end (``flush``: the spans its batch
-    processor still holds, its threads stopped), so that work is counted in its own
-    turn."""
+    """An instrumented app, and how to finish its background work at the end of a turn
+    (``flush``: the spans its batch processor still holds), so that work is counted in
+    its own turn."""
 
     app: Any
     flush: Callable[[], object] = lambda: None
-    begin: Callable[[], object] = lambda: None
 
 
 def bare() -> Variant:
@@ -100,13 +98,8 @@ def golden_signals_workers() -> Variant:
         app, log_stream=null, include_registry=None, exporter=_Dropping(),
         multiprocess_dir=directory,
     )  # fmt: skip
-    flush_spans = _flush_spans(instrumentation.tracer_provider)
-
-    def finish() -> None:
-        flush_spans()
-        instrumentation.registry.close()  # the last publication, the thread stopped
-
-    return Variant(app, finish, instrumentation.start)  # publishing in its own turns only
+    instrumentation.start()  # its publishing thread, as at a server's start-up
+    return Variant(app, _flush_spans(instrumentation.tracer_provider))
 
 
 def instrumentator() -> Variant:
@@ -143,9 +136,8 @@ VARIANTS: dict[str, tuple[Callable[[], Variant], str]] = {
 
 async def _drive(variant: Variant, requests: int) -> float:
     """CPU seconds per request over ``requests`` sequential GETs through the variant's
-    app, its background work begun (`Variant.begin`) after the clock starts and
-    finished (`Variant.flush`) before it is read: the process's CPU time counts every
-    thread, and a thread left running would bill its work to the other variants."""
+    app, its background work finished (`Variant.flush`) before the clock is read: the
+    process's CPU time counts every thread."""
     app = variant.app
 
     async def receive() -> dict[str, Any]:
@@ -158,7 +150,6 @@ async def _drive(variant: Variant, requests: int) -> float:
             statuses.append(message["status"])
 
     start = time.process_time()
-    variant.begin()
     for index in range(requests):
         path = f"/items/{index}"
         scope = {

@@ -238,3 +238,71 @@ def test_a_scrape_never_moves_a_later_publication_request_back(tmp_path: Path) -
     registry = SignalRegistry(tmp_path, name="shop", include=None, scrape_wait=0.05)
     registry.render(None)
     assert (tmp_path / "golden-signals-publish-request").read_text() == later
+
+
+#: A worker of the app "shop" in a process of its own: 7 orders published when it starts
+#: publishing, 5 more after (published only when asked), its publishing thread's id
+#: printed; it flushes on its own once an hour, so only a scrape makes it publish.
+_IDLE_WORKER = """
+import sys, time
+from golden_signals.metrics import SignalRegistry
+registry = SignalRegistry(sys.argv[1], name="shop", include=None, flush_interval=3600)
+orders = registry.counter("orders_total", "Orders.")
+orders.inc((), 7)
+registry.start()
+orders.inc((), 5)
+print(registry._thread.native_id, flush=True)
+time.sleep(600)
+"""
+
+
+def _switches(pid: int, thread: int) -> int:
+    """How many times the thread ``thread`` of process ``pid`` gave the CPU up (slept)."""
+    status = Path(f"/proc/{pid}/task/{thread}/status").read_text()
+    return int(status.split("voluntary_ctxt_switches:")[1].split()[0])
+
+
+def _orders(directory: Path) -> float:
+    from golden_signals.metrics import SignalRegistry
+
+    scraper = SignalRegistry(directory, name="shop", include=None, scrape_wait=10)
+    scraper.counter("orders_total", "Orders.")  # a worker sums the families it has
+    text = scraper.render("application/openmetrics-text; version=1.0.0")[0].decode()
+    return value(samples(text), "orders_total")
+
+
+def test_an_idle_worker_sleeps_until_a_scrape_wakes_it(tmp_path: Path) -> None:
+    """No polling: the publishing thread of a worker nobody scrapes stays asleep (a
+    thread that woke every few milliseconds cost a saturated worker CPU at each wake),
+    and a scrape wakes it at once to publish what it has. A worker killed outright
+    leaves its pipe, which the next scrape removes; its counts stay."""
+    worker = subprocess.Popen(
+        [sys.executable, "-c", _IDLE_WORKER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert worker.stdout is not None
+        thread = int(worker.stdout.readline())
+        (pipe,) = tmp_path.glob("golden-signals-shop-*.wake")
+        before = _switches(worker.pid, thread)
+        time.sleep(1.0)
+        assert _switches(worker.pid, thread) - before <= 1  # polling would wake ~20 times
+        assert _orders(tmp_path) == 12  # the 5 after its start: published when asked
+        assert pipe.exists()
+    finally:
+        worker.kill()
+        worker.wait()
+        assert worker.stdout is not None
+        worker.stdout.close()
+    assert _orders(tmp_path) == 12
+    assert not pipe.exists()
+
+
+def test_a_worker_that_stops_removes_its_pipe(tmp_path: Path) -> None:
+    from golden_signals.metrics import SignalRegistry
+
+    registry = SignalRegistry(tmp_path, name="shop", include=None, flush_interval=3600)
+    registry.start()
+    assert len(list(tmp_path.glob("*.wake"))) == 1
+    registry.close()  # its thread woken, not left to wait for its next flush
+    assert registry._thread is None
+    assert not list(tmp_path.glob("*.wake*"))

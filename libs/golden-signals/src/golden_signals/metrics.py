@@ -9,8 +9,9 @@ own file in ``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's convention): every
 `SignalRegistry.flush_interval` seconds, at exit, and on demand before a scrape.
 
 A scrape is exact: the worker that answers it asks every other live worker to publish (a
-reading of the system's monotonic clock, written to a file they watch unless it already
-holds a later one: a concurrent scrape's request answers it), waits until each has
+reading of the system's monotonic clock, written to a file they read unless it already
+holds a later one: a concurrent scrape's request answers it, and a byte written to each
+worker's named pipe, where its publishing thread sleeps, wakes it), waits until each has
 published at least that request (at most ``scrape_wait`` seconds), and sums their files
 with its own values, so every request finished before the scrape is counted once. A
 worker is its pid and its process's start time (a pid reused by a later process is
@@ -29,9 +30,11 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import errno
 import math
 import os
 import re
+import select
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -64,10 +67,15 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 #: own files end in ``.db``; the two never mix).
 _FILE_PREFIX = "golden-signals-"
 _REQUEST_FILE = "golden-signals-publish-request"
-#: How often a worker looks for a scrape's publication request (a ``stat`` of one
-#: file). Checking every 20 ms with a read of the file cost about 1% of a busy
-#: worker's CPU (the thread takes the GIL at each wake); a scrape now waits up to
-#: this long for the other workers.
+#: A worker's wake-up: a named pipe beside its file (``golden-signals-<app>-<pid>-<start>``
+#: and this), in which its publishing thread sleeps until a scrape writes a byte or its
+#: next flush is due. A thread that woke every few milliseconds to look for a request
+#: cost a saturated worker CPU on every wake: it waits for the interpreter's lock, which
+#: the serving thread holds between short system calls (bench/library_overhead.py).
+_WAKE_SUFFIX = ".wake"
+#: Where a named pipe cannot be made (a file system without them, a platform without
+#: ``mkfifo``): how often the worker looks for a scrape's request instead (a ``stat`` of
+#: the request file), and so about how long a scrape waits for it.
 REQUEST_CHECK_SECONDS = 0.05
 
 Labels = tuple[str, ...]
@@ -235,6 +243,7 @@ class SignalRegistry(Collector):
         self._published_for = 0  # the newest publication request answered
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._wake: Path | None = None  # this worker's named pipe, while it has one
         self._pid = 0  # the process `_worker` last saw, and its start time
         self._started_at: int | None = None
 
@@ -285,7 +294,7 @@ class SignalRegistry(Collector):
                     for name, family in list(self.families.items())
                 },
             }
-            target = directory / f"{_FILE_PREFIX}{self.name}-{pid}-{started_at or 0}.json"
+            target = directory / f"{self._file_stem()}.json"
             partial = target.with_name(f".{target.name}.tmp")
             partial.write_bytes(orjson.dumps(data))
             os.replace(partial, target)
@@ -302,10 +311,42 @@ class SignalRegistry(Collector):
         self._stop = threading.Event()  # started again after a shutdown
         self.multiprocess_dir.mkdir(parents=True, exist_ok=True)
         self.publish()
+        wake = self._open_wake(self.multiprocess_dir)
         self._thread = threading.Thread(
-            target=self._publish_loop, name="golden-signals-publish", daemon=True
+            target=self._publish_loop, args=(wake,), name="golden-signals-publish", daemon=True
         )
         self._thread.start()
+
+    def _file_stem(self) -> str:
+        """This worker's files' name without its suffix (`_worker` has run)."""
+        return f"{_FILE_PREFIX}{self.name}-{self._pid}-{self._started_at or 0}"
+
+    def _open_wake(self, directory: Path) -> int | None:
+        """Make this worker's named pipe and open it for the publishing thread (None
+        where that fails: the thread then looks for requests every
+        `REQUEST_CHECK_SECONDS`). Made under a temporary name and renamed once open, so
+        a pipe a scrape finds without a reader belongs to a worker that is gone."""
+        target = directory / f"{self._file_stem()}{_WAKE_SUFFIX}"
+        partial = target.with_name(f".{target.name}.tmp")
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
+            os.mkfifo(partial)
+            # Read and write: the pipe never reads as closed when a scrape's writer leaves.
+            fd = os.open(partial, os.O_RDWR | os.O_NONBLOCK)
+        except (OSError, AttributeError):  # no named pipes here (AttributeError: no mkfifo)
+            with contextlib.suppress(OSError):
+                partial.unlink()
+            return None
+        try:
+            os.replace(partial, target)
+        except OSError:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                partial.unlink()
+            return None
+        self._wake = target
+        return fd
 
     def _worker(self) -> tuple[int, int | None]:
         """This process's pid and start time (read from ``/proc`` once per process). In a
@@ -315,39 +356,64 @@ class SignalRegistry(Collector):
         if self._pid != pid:
             if self._pid:  # forked from a process that used this registry
                 self._thread = None
+                self._wake = None  # the parent's pipe, which the parent removes
                 self._lock = threading.Lock()
             self._pid, self._started_at = pid, _start_time(pid)
         return self._pid, self._started_at
 
-    def _publish_loop(self) -> None:
-        """Publish every ``flush_interval`` and whenever a scrape asks: the request
-        file is checked every `REQUEST_CHECK_SECONDS` with one ``stat`` (it is read only
-        when it was replaced since)."""
+    def _publish_loop(self, wake: int | None) -> None:
+        """Publish every ``flush_interval`` and whenever a scrape asks. The thread
+        sleeps in its named pipe (``wake``) until a scrape or `close` writes to it or a
+        flush is due; without one it looks every `REQUEST_CHECK_SECONDS`. Either way the
+        request file is checked with one ``stat`` (and read only when it was replaced
+        since)."""
         directory = self.multiprocess_dir
         if directory is None:
             return
         request_file = directory / _REQUEST_FILE
         seen: tuple[int, int, int, int] | None = None
         last = time.monotonic()
-        while not self._stop.wait(REQUEST_CHECK_SECONDS):
-            now = time.monotonic()
-            asked = False
-            with contextlib.suppress(OSError):
-                stat = os.stat(request_file)
-                # A new request is a new file (renamed over the old one): another inode,
-                # or, were the inode reused, a later change time or another length.
-                key = (stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size)
-                if key != seen:
-                    seen = key
-                    asked = _requested(directory) > self._published_for
-            if asked or now - last >= self.flush_interval:
+        try:
+            while not self._sleep(wake, last + self.flush_interval - time.monotonic()):
+                now = time.monotonic()
+                asked = False
                 with contextlib.suppress(OSError):
-                    self.publish()
-                last = now
+                    stat = os.stat(request_file)
+                    # A new request is a new file (renamed over the old one): another
+                    # inode, or, were the inode reused, a later change time or length.
+                    key = (stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size)
+                    if key != seen:
+                        seen = key
+                        asked = _requested(directory) > self._published_for
+                if asked or now - last >= self.flush_interval:
+                    with contextlib.suppress(OSError):
+                        self.publish()
+                    last = now
+        finally:
+            if wake is not None:
+                os.close(wake)
+                pipe, self._wake = self._wake, None
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.unlink()
+
+    def _sleep(self, wake: int | None, seconds: float) -> bool:
+        """Sleep until a scrape writes to ``wake`` or ``seconds`` pass (without a pipe:
+        `REQUEST_CHECK_SECONDS`); whether the thread is to stop."""
+        if wake is None:
+            return self._stop.wait(REQUEST_CHECK_SECONDS)
+        ready, _, _ = select.select([wake], [], [], max(seconds, 0.0))
+        if ready:
+            with contextlib.suppress(OSError):
+                os.read(wake, 4096)  # every byte written since: one publication answers all
+        return self._stop.is_set()
 
     def close(self) -> None:
         """Stop publishing, after a last publication (at shutdown)."""
         self._stop.set()
+        pipe = self._wake
+        if pipe is not None:
+            _poke(pipe)  # the thread sleeps in it
         if self._thread is not None:
             self._thread.join(timeout=2)
             self._thread = None
@@ -365,6 +431,10 @@ class SignalRegistry(Collector):
             with contextlib.suppress(OSError):
                 partial.write_text(str(request))
                 os.replace(partial, request_file)
+        for pipe in directory.glob(f"{_FILE_PREFIX}{self.name}-*{_WAKE_SUFFIX}"):
+            if pipe != self._wake and not _poke(pipe):
+                with contextlib.suppress(OSError):
+                    pipe.unlink()  # no reader: its worker is gone
         deadline = time.monotonic() + self.scrape_wait
         while True:
             found = []
@@ -418,6 +488,24 @@ class SignalRegistry(Collector):
         Prometheus text; with its content type."""
         encoder, content_type = choose_encoder(accept or "")
         return encoder(self), content_type
+
+
+def _poke(pipe: Path) -> bool:
+    """Wake the worker sleeping in ``pipe`` (a byte written, or one already waiting);
+    False when nobody has it open (its worker is gone)."""
+    try:
+        fd = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        return exc.errno != errno.ENXIO  # ENXIO: no reader; another error: leave it be
+    try:
+        os.write(fd, b"!")
+    except BlockingIOError:  # full: the worker has bytes to wake it already
+        pass
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return True
 
 
 def _requested(directory: Path) -> int:
