@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
@@ -279,6 +282,42 @@ class ServerSpanMiddleware:
                 end_server_span(span, scope["method"], route_template(scope, root_path), status)
 
 
+def _context_variable() -> ContextVar[Context] | None:
+    """The context variable OpenTelemetry keeps the current context in, when its
+    runtime context is the default one (``OTEL_PYTHON_CONTEXT=contextvars_context``)
+    and holds it where its release 1.x does (private: else None, and `enter_span` goes
+    through the API)."""
+    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    variable = getattr(runtime, "_current_context", None)
+    if type(runtime) is ContextVarsRuntimeContext and isinstance(variable, ContextVar):
+        return variable
+    return None
+
+
+_CURRENT = _context_variable()
+
+
+def enter_span(span: Span) -> Token[Context]:
+    """Make ``span`` current: `opentelemetry.context.attach` of
+    `opentelemetry.trace.set_span_in_context`, with the context variable set directly
+    (four calls through the API fewer, each request and each span)."""
+    variable = _CURRENT
+    if variable is None:
+        return otel_context.attach(trace.set_span_in_context(span))
+    values = variable.get().copy()
+    values[_SPAN_KEY] = span
+    return variable.set(Context(values))
+
+
+def leave_span(token: Token[Context]) -> None:
+    """Make current again what was before `enter_span` gave ``token``."""
+    variable = _CURRENT
+    if variable is None:
+        otel_context.detach(token)
+    else:
+        variable.reset(token)
+
+
 def get_tracer(provider: trace.TracerProvider | None, name: str = TRACER_NAME) -> Tracer:
     """A tracer called ``name`` from ``provider``; a no-op tracer when tracing is off."""
     if provider is None:
@@ -340,7 +379,7 @@ class TracedOperation:
             self._name, self._context, self._kind, self._attributes, self._links,
             self._start_time, False, False,
         )  # fmt: skip
-        self._token = otel_context.attach(trace.set_span_in_context(self.span))
+        self._token = enter_span(self.span)
         return self.span
 
     def __exit__(
@@ -355,7 +394,7 @@ class TracedOperation:
             if exc is not None and not isinstance(exc, asyncio.CancelledError):
                 set_span_error(exc, self.span)
         finally:
-            otel_context.detach(self._token)  # type: ignore[arg-type]
+            leave_span(self._token)  # type: ignore[arg-type]
             self.span.end()
 
 
