@@ -177,3 +177,96 @@ def test_a_processor_list_changed_in_place_reaches_the_access_line() -> None:
     assert stream.getvalue() == ""
     log_request_complete(configured_logger(), "GET", "/b", 200, 1.0)  # the list restored
     assert [line["endpoint"] for line in _lines(stream)] == ["/b"]
+
+
+def _without_timestamp(text: str) -> str:
+    import re
+
+    return re.sub(r'"timestamp":"[^"]*"', '"timestamp":""', text)
+
+
+def _spans() -> dict[str, Any]:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from golden_signals.sampling import TailSampling
+
+    recorded = TailSampling([], ratio=0.0, slow_seconds=1.0).tracer.start_root_span("GET", None)
+    sdk = TracerProvider().get_tracer("t").start_span("GET")
+    return {"recorded": recorded, "sdk": sdk, "none": trace.INVALID_SPAN}
+
+
+@pytest.mark.parametrize("span_kind", ["recorded", "sdk", "none"])
+@pytest.mark.parametrize("sampled", [None, True, False])
+@pytest.mark.parametrize("user_id", [None, "user-7"])
+def test_the_middlewares_line_from_its_template_is_structlogs_line_to_the_character(
+    span_kind: str, sampled: bool | None, user_id: str | None
+) -> None:
+    """`write_request_line` formats the common access line into one template: it must be
+    the very text structlog writes for the same call, whatever the level, route
+    template (quotes, backslashes, control and non-ASCII characters), duration, span,
+    tail-sampling ruling and user; and a line it cannot write that way is left to the
+    caller, nothing written."""
+    from opentelemetry import trace
+
+    from golden_signals.logs import REQUEST_FIELDS, write_request_line
+
+    stream = io.StringIO()
+    setup_logging("INFO", "json", stream, logger_name='shop "eu"')
+    direct, through_structlog = configured_logger(), get_logger()
+    span = _spans()[span_kind]
+    fields = {"request_id": "3f0c-req", "method": "GET"}
+    if user_id is not None:
+        fields["user_id"] = user_id
+    extra = {} if sampled is None else {"trace_sampled": sampled}
+    cases = [
+        ("GET", "/items/{item_id}", 200, 1.23456),
+        ("POST", 'odd/"quoted"\\back\tslash/é/☃', 404, 0.0),
+        ("DELETE", "unmatched", 500, 123456.78951),
+        ("PATCH", "/slow", 503, 0.0004),
+    ]
+    token = REQUEST_FIELDS.set(fields)
+    try:
+        with trace.use_span(span):
+            for method, endpoint, status, duration_ms in cases:
+                assert write_request_line(
+                    direct, method, endpoint, status, duration_ms, span, sampled, fields
+                )
+                log_request_complete(
+                    through_structlog, method, endpoint, status, duration_ms, **extra
+                )
+    finally:
+        REQUEST_FIELDS.reset(token)
+    written = stream.getvalue().splitlines()
+    assert len(written) == 2 * len(cases)
+    for mine, theirs in zip(written[::2], written[1::2], strict=True):
+        assert _without_timestamp(mine) == _without_timestamp(theirs)
+        assert json.loads(mine)["timestamp"] <= json.loads(theirs)["timestamp"]
+
+
+def test_a_line_the_template_cannot_write_is_left_to_the_caller() -> None:
+    """Fields bound in structlog's context, the request's fields rebound by the app, a
+    method outside the standard ones, an overlong route template, an absurd duration, or
+    a logger that is not the configured one: nothing written, False."""
+    from opentelemetry import trace
+
+    from golden_signals.logs import REQUEST_FIELDS, write_request_line
+
+    stream = io.StringIO()
+    setup_logging("INFO", "json", stream)
+    direct = configured_logger()
+    span = trace.INVALID_SPAN
+    fields = {"request_id": "r", "method": "GET"}
+    token = REQUEST_FIELDS.set(fields)
+    try:
+        assert not write_request_line(get_logger(), "GET", "/a", 200, 1.0, span, None, fields)
+        assert not write_request_line(direct, "PROPFIND", "/a", 200, 1.0, span, None, fields)
+        assert not write_request_line(direct, "GET", "/" * 1025, 200, 1.0, span, None, fields)
+        assert not write_request_line(direct, "GET", "/a", 200, 1e16, span, None, fields)
+        assert not write_request_line(direct, "GET", "/a", 200, 1.0, span, None, dict(fields))
+        with LogContext(tenant="acme"):
+            assert not write_request_line(direct, "GET", "/a", 200, 1.0, span, None, fields)
+        assert write_request_line(direct, "GET", "/a", 200, 1.0, span, None, fields)
+    finally:
+        REQUEST_FIELDS.reset(token)
+    assert [line["endpoint"] for line in _lines(stream)] == ["/a"]

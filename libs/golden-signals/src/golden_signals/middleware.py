@@ -27,7 +27,6 @@ from typing import Any
 
 import orjson
 import structlog
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, Tracer
 
@@ -37,6 +36,7 @@ from golden_signals.logs import (
     debug_enabled,
     log_request_complete,
     log_request_start,
+    write_request_line,
 )
 from golden_signals.metrics import RequestRecorder
 from golden_signals.routes import UNMATCHED_ENDPOINT, endpoint_of, route_template
@@ -44,6 +44,8 @@ from golden_signals.sampling import Outcome, TailSampling, http_outcome
 from golden_signals.tracing import (
     CLIENT_CLOSED_REQUEST,
     end_server_span,
+    enter_span,
+    leave_span,
     open_server_span,
     set_span_error,
     trace_id_of,
@@ -283,7 +285,7 @@ class ObservabilityMiddleware:
         span: Span | None = None
         if self.tracer is not None and traced:
             span = open_server_span(self.tracer, scope, traceparent, found.get(b"tracestate"))
-            span_token = otel_context.attach(trace.set_span_in_context(span))
+            span_token = enter_span(span)
         fields_token = REQUEST_FIELDS.set(fields)
         try:
             if debug_enabled():
@@ -305,7 +307,7 @@ class ObservabilityMiddleware:
             finally:
                 end = answered if answered is not None else time.perf_counter()
                 self._finish(
-                    scope, root_path, method, status, end - start, request_id, first_byte,
+                    scope, root_path, method, status, end - start, fields, first_byte,
                     unhandled, span, traceparent,
                 )  # fmt: skip
         except BaseException as exc:  # a cancellation, or what no `except Exception` takes
@@ -317,7 +319,7 @@ class ObservabilityMiddleware:
                 REQUEST_FIELDS.reset(fields_token)
             finally:
                 if span is not None:
-                    otel_context.detach(span_token)
+                    leave_span(span_token)
                     span.end()
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -372,13 +374,14 @@ class ObservabilityMiddleware:
 
     def _finish(
         self, scope: Scope, root_path: str, method: str, status: int, duration: float,
-        request_id: str,
+        fields: dict[str, str],
         first_byte: float | None, unhandled: Exception | None, span: Span | None,
         traceparent: str | None,
     ) -> None:  # fmt: skip
         """Name the server span (``span``, None when the request has none of its own)
         after the route, record the request's metrics, the app's own (`Hooks.finished`),
-        and write its one access line (`Hooks.access_line`)."""
+        and write its one access line (`Hooks.access_line`); ``fields``: the request's
+        log fields (`logs.REQUEST_FIELDS`)."""
         route = route_template(scope, root_path)
         endpoint = route if route is not None else UNMATCHED_ENDPOINT
         current = span if span is not None else trace.get_current_span()
@@ -400,18 +403,17 @@ class ObservabilityMiddleware:
                 metrics.record_error(endpoint, type(error).__name__)
             metrics.active_requests.dec()
         if self._plain_hooks and error is None and unhandled is None:  # no record needed
-            if sampled is None:
+            logger, duration_ms = self.logger, duration * 1000
+            if not write_request_line(
+                logger, method, endpoint, status, duration_ms, current, sampled, fields
+            ):
+                extra = {} if sampled is None else {"trace_sampled": sampled}
                 log_request_complete(
-                    self.logger, method, endpoint, status, duration * 1000, current_span=current
+                    logger, method, endpoint, status, duration_ms, current_span=current, **extra
                 )
-            else:
-                log_request_complete(
-                    self.logger, method, endpoint, status, duration * 1000,
-                    current_span=current, trace_sampled=sampled,
-                )  # fmt: skip
             return
         record = RequestRecord(
-            scope, method, endpoint, status, duration, request_id, first_byte, error,
+            scope, method, endpoint, status, duration, fields["request_id"], first_byte, error,
             unhandled, sampled,
         )  # fmt: skip
         self.hooks.finished(record)
