@@ -56,7 +56,7 @@ class Target:
     """One server configuration to load."""
 
     name: str
-    kind: str  # gateway | naive | litserve
+    kind: str  # gateway | naive | litserve | library
     env: dict[str, str] = field(default_factory=dict)
     args: tuple[str, ...] = ()
     concurrency: tuple[int, ...] = (8, 32)
@@ -202,6 +202,10 @@ def _serve(
     elif target.kind == "naive":
         command = [sys.executable, "-m", "bench.naive_app", str(port)]
         probe = "/ready"
+    elif target.kind == "library":  # `bench.library_app`, the variant in its env
+        command = [sys.executable, "-m", "uvicorn", "bench.library_app:app", "--host",
+                   "127.0.0.1", "--port", str(port), "--no-access-log"]  # fmt: skip
+        probe = "/items/0"
     else:
         command = [sys.executable, "-m", "bench.litserve_app", str(port)]
         probe = "/health"

@@ -11,6 +11,8 @@ levels of nesting, a value is replaced whole).
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import contextlib
 import contextvars
 import logging
@@ -368,7 +370,13 @@ class _Writer:
     write (a closed or broken stdout, a full disk) never raises into the code that
     logged: the line is lost and the first failure said on stderr, as the standard
     library's handlers do. structlog and the standard library's records
-    (`_SharedWriterHandler`) write through the same writer."""
+    (`_SharedWriterHandler`) write through the same writer.
+
+    Access lines may be deferred (`defer`) to the end of the event-loop iteration that
+    wrote them, and written together in one system call (`flush_deferred`)."""
+
+    #: Deferred lines written at once beyond this many, whatever the loop does.
+    MAX_DEFERRED = 256
 
     def __init__(self, stream: TextIO) -> None:
         """Write to ``stream``, under the lock of every writer of that stream."""
@@ -376,20 +384,101 @@ class _Writer:
         self._flush = stream.flush
         self._lock = _lock_of(stream)
         self._failed = False
+        # Lines wait only for a stream the operating system writes (a file, a pipe, a
+        # socket): a write to one is a system call. An in-memory stream (a test's) or a
+        # terminal (a person reading) gets each line at once.
+        self._deferrable = _is_os_stream(stream)
+        self._deferred: list[str] = []
+        self._deferred_on: asyncio.AbstractEventLoop | None = None  # the loop to flush them
 
     def msg(self, message: str) -> None:
-        """Write one line (and flush), or lose it."""
+        """Write one line (and flush), after the deferred ones, or lose it."""
         try:
             with self._lock:
+                if self._deferred:
+                    message = "".join(self._deferred) + message
+                    self._deferred.clear()
                 self._write(message + "\n")
                 self._flush()
         except Exception as exc:
-            if not self._failed:
-                self._failed = True
-                with contextlib.suppress(Exception):
-                    sys.stderr.write(f"golden-signals: cannot write log lines: {exc!r}\n")
+            self._lost(exc)
 
     log = debug = info = warn = warning = err = error = critical = exception = fatal = msg
+
+    def defer(self, message: str) -> None:
+        """Write one line with the others written in this iteration of the running event
+        loop, in one system call when the iteration ends (`flush_deferred`, scheduled on
+        the loop); at once without a running loop, to a stream that is not the
+        operating system's, from another loop than the one the waiting lines wait on,
+        or beyond `MAX_DEFERRED` lines. A line written meanwhile with `msg` comes after
+        them, and a process that exits normally writes them first (`_flush_all`)."""
+        if not self._deferrable:
+            self.msg(message)
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.msg(message)
+            return
+        with self._lock:
+            deferred = self._deferred
+            if (not deferred or self._deferred_on is loop) and len(deferred) < self.MAX_DEFERRED:
+                deferred.append(message + "\n")
+                if len(deferred) == 1:
+                    self._deferred_on = loop
+                    _DEFERRING.add(self)
+                    loop.call_soon(self.flush_deferred)
+                return
+        self.msg(message)
+
+    def flush_deferred(self) -> None:
+        """Write the deferred lines, if any."""
+        try:
+            with self._lock:
+                if not self._deferred:
+                    return
+                text = "".join(self._deferred)
+                self._deferred.clear()
+                self._write(text)
+                self._flush()
+        except Exception as exc:
+            self._lost(exc)
+
+    def forget_deferred(self) -> None:
+        """Drop the deferred lines (a forked child's copy of its parent's)."""
+        self._deferred.clear()
+
+    def _lost(self, exc: Exception) -> None:
+        if not self._failed:
+            self._failed = True
+            with contextlib.suppress(Exception):
+                sys.stderr.write(f"golden-signals: cannot write log lines: {exc!r}\n")
+
+
+def _is_os_stream(stream: TextIO) -> bool:
+    """Whether ``stream`` writes to a file descriptor that is not a terminal."""
+    try:
+        return stream.fileno() >= 0 and not stream.isatty()
+    except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is an OSError
+        return False
+
+
+#: Writers that deferred lines (`_Writer.defer`): written at exit, dropped in a forked child.
+_DEFERRING: weakref.WeakSet[_Writer] = weakref.WeakSet()
+
+
+def _flush_all() -> None:
+    for writer in list(_DEFERRING):
+        writer.flush_deferred()
+
+
+def _forget_all() -> None:
+    for writer in list(_DEFERRING):
+        writer.forget_deferred()
+
+
+atexit.register(_flush_all)
+os.register_at_fork(after_in_child=_forget_all)
 
 
 class _SharedWriterHandler(logging.Handler):
@@ -717,8 +806,11 @@ def write_request_line(
     most 1,024 characters and a duration below 10¹⁵ ms. That line is formatted at once
     into one template, the same text field for field (the dictionary a line is
     otherwise built in, and its look at each value, cost about a sixth of the
-    library's CPU a request; bench/library_overhead.py). False, with nothing written,
-    for any other line: the caller writes it with `log_request_complete`."""
+    library's CPU a request; bench/library_overhead.py). Below ERROR the line is written
+    with the other lines of the same event-loop iteration, in one system call at its
+    end (`_Writer.defer`: a write was the costliest part of a line in a server). False,
+    with nothing written, for any other line: the caller writes it with
+    `log_request_complete`."""
     global _logger_json  # noqa: PLW0603 - a cache of the configured name's encoding
     direct = _direct.get(id(logger))
     if direct is None or direct.processors != direct.snapshot:
@@ -763,7 +855,10 @@ def write_request_line(
         _logger_json[1], request_fields["request_id"], user_json, level_name, _timestamp(),
         ids_json, _pid,
     )  # fmt: skip
-    direct.writer.msg(line)
+    if level < logging.ERROR:  # with the other answers of this loop iteration
+        direct.writer.defer(line)
+    else:  # a failure's line at once
+        direct.writer.msg(line)
     return True
 
 

@@ -1,0 +1,80 @@
+"""The small app of `bench.library_overhead`, served by uvicorn for `bench.library_server`:
+bare, or instrumented the way ``LIBRARY_VARIANT`` names (one of `VARIANTS`).
+
+    LIBRARY_VARIANT=golden-signals .venv/bin/python -m uvicorn bench.library_app:app
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from prometheus_client import CollectorRegistry
+
+from bench.library_overhead import _app, _Dropping
+from golden_signals import instrument
+
+
+def bare() -> FastAPI:
+    return _app()
+
+
+def golden_signals(**options: Any) -> FastAPI:
+    """All three signals with the defaults: JSON access lines to stdout (the server's
+    log file), metrics, traces under tail sampling (kept spans dropped by the exporter);
+    ``options`` change `instrument`'s arguments (`bench.library_server --parts`)."""
+    app = _app()
+    arguments = {"log_stream": sys.stdout, "include_registry": None, "exporter": _Dropping()}
+    instrument(app, **{**arguments, **options})
+    return app
+
+
+def _each_line_at_once() -> FastAPI:
+    """Ours with every access line written in its own system call, as before lines were
+    coalesced per event-loop iteration (`golden_signals.logs._Writer.defer`)."""
+    from golden_signals import logs
+
+    logs._Writer.defer = logs._Writer.msg  # type: ignore[method-assign]
+    return golden_signals()
+
+
+def _devnull() -> Any:
+    return open(os.devnull, "w")
+
+
+def instrumentator() -> FastAPI:
+    from prometheus_fastapi_instrumentator import Instrumentator
+
+    app = _app()
+    Instrumentator(registry=CollectorRegistry()).instrument(app)
+    return app
+
+
+def opentelemetry_fastapi() -> FastAPI:
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    app = _app()
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(_Dropping()))
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
+    return app
+
+
+VARIANTS: dict[str, Callable[[], Any]] = {
+    "bare": bare,
+    "golden-signals": golden_signals,
+    # One part changed each (`bench.library_server --parts`): what each costs.
+    "golden-signals, logs at WARNING": lambda: golden_signals(log_level="WARNING"),
+    "golden-signals, lines to /dev/null": lambda: golden_signals(log_stream=_devnull()),
+    "golden-signals, tracing off": lambda: golden_signals(tracing=False),
+    "golden-signals, each line at once": _each_line_at_once,
+    "instrumentator": instrumentator,
+    "opentelemetry": opentelemetry_fastapi,
+}
+
+app = VARIANTS[os.environ.get("LIBRARY_VARIANT", "bare")]()

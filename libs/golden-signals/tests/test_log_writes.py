@@ -1,0 +1,150 @@
+"""Access lines to a file, a pipe or a socket are written together at the end of the
+event-loop iteration that wrote them: one system call for all of them, in order with
+every other line, none lost at exit and none written twice by a forked child."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+from opentelemetry import trace
+
+from golden_signals.logs import (
+    REQUEST_FIELDS,
+    configured_logger,
+    get_logger,
+    reset_logging,
+    setup_logging,
+    write_request_line,
+)
+
+
+class _Descriptor(io.StringIO):
+    """A stream with a file descriptor (a temporary file's) that keeps each write."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return len(text)
+
+
+@pytest.fixture
+def stream() -> Iterator[_Descriptor]:
+    with tempfile.TemporaryFile() as file:
+        yield _Descriptor(file.fileno())
+    reset_logging()
+
+
+def _answer(status: int = 200) -> None:
+    fields = {"request_id": "r", "method": "GET"}
+    token = REQUEST_FIELDS.set(fields)
+    try:
+        logger = configured_logger()
+        assert write_request_line(
+            logger, "GET", "/a", status, 1.0, trace.INVALID_SPAN, None, fields
+        )
+    finally:
+        REQUEST_FIELDS.reset(token)
+
+
+def test_one_iterations_lines_go_out_in_one_write_in_order(stream: _Descriptor) -> None:
+    setup_logging("INFO", "json", stream)
+
+    async def serve() -> None:
+        _answer()
+        _answer(404)
+        assert stream.writes == []  # not before the iteration ends
+        await asyncio.sleep(0)
+        assert len(stream.writes) == 1 and stream.writes[0].count("\n") == 2
+        _answer()
+        get_logger().info("the app's own line")  # after the waiting one, at once
+        assert len(stream.writes) == 2
+        _answer(500)  # a failure's line at once
+        assert len(stream.writes) == 3
+
+    asyncio.run(serve())
+    text = "".join(stream.writes)
+    assert [line.split('"status_code":')[1][:3] for line in text.splitlines() if "status_code" in line] == [
+        "200", "404", "200", "500",
+    ]  # fmt: skip
+    assert text.splitlines()[3].endswith('"message":"the app\'s own line"}')
+
+
+def test_without_a_running_loop_or_to_memory_a_line_is_written_at_once(
+    stream: _Descriptor,
+) -> None:
+    setup_logging("INFO", "json", stream)
+    _answer()
+    assert len(stream.writes) == 1
+    memory = io.StringIO()
+    setup_logging("INFO", "json", memory)
+
+    async def serve() -> None:
+        _answer()
+        assert memory.getvalue().count("\n") == 1  # a test reads its lines at once
+
+    asyncio.run(serve())
+
+
+_SCRIPT = """
+import asyncio, os, sys
+from opentelemetry import trace
+from golden_signals.logs import REQUEST_FIELDS, configured_logger, setup_logging, write_request_line
+setup_logging("INFO", "json", sys.stdout)
+fields = {"request_id": "r", "method": "GET"}
+
+async def serve(path):
+    REQUEST_FIELDS.set(fields)
+    write_request_line(configured_logger(), "GET", path, 200, 1.0, trace.INVALID_SPAN, None, fields)
+    if sys.argv[1] == "fork":
+        child = os.fork()
+        if child == 0:
+            sys.exit(0)  # a normal exit: its copy of the waiting line must not be written
+        os.waitpid(child, 0)
+
+loop = asyncio.new_event_loop()
+loop.run_until_complete(serve("/a"))
+if sys.argv[1] == "exit":
+    loop.close()  # the loop never runs its callback again: the exit writes the line
+else:
+    loop.run_until_complete(asyncio.sleep(0))
+"""
+
+
+@pytest.mark.parametrize("how", ["exit", "fork"])
+def test_a_waiting_line_is_written_once_at_exit_and_never_by_a_forked_child(how: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _SCRIPT, how], capture_output=True, text=True, check=True,
+        cwd=Path(__file__).parent,
+    )  # fmt: skip
+    assert done.stdout.count('"endpoint":"/a"') == 1, done.stdout + done.stderr
+
+
+def test_structlog_and_the_standard_library_still_write_at_once(stream: _Descriptor) -> None:
+    setup_logging("INFO", "json", stream)
+
+    async def serve() -> None:
+        structlog.get_logger().info("structlog's")
+        import logging
+
+        logging.getLogger("lib").warning("the standard library's")
+        assert len(stream.writes) == 2
+
+    asyncio.run(serve())
