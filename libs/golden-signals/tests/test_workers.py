@@ -302,7 +302,65 @@ def test_a_worker_that_stops_removes_its_pipe(tmp_path: Path) -> None:
 
     registry = SignalRegistry(tmp_path, name="shop", include=None, flush_interval=3600)
     registry.start()
+    thread = registry._thread
+    assert thread is not None
     assert len(list(tmp_path.glob("*.wake"))) == 1
     registry.close()  # its thread woken, not left to wait for its next flush
-    assert registry._thread is None
+    assert not thread.is_alive()
     assert not list(tmp_path.glob("*.wake*"))
+
+
+def test_a_pipe_removed_under_a_running_worker_is_made_again(tmp_path: Path) -> None:
+    from golden_signals.metrics import SignalRegistry
+
+    registry = SignalRegistry(tmp_path, name="shop", include=None, flush_interval=0.05)
+    registry.start()
+    try:
+        (pipe,) = tmp_path.glob("*.wake")
+        pipe.unlink()  # as a scrape that took it for a dead worker's would
+        _wait(pipe.exists, "the pipe made again", timeout=10)
+    finally:
+        registry.close()
+    assert not pipe.exists()
+
+
+def test_without_named_pipes_a_worker_looks_for_scrapes_instead(tmp_path: Path) -> None:
+    """Where ``mkfifo`` fails (a file system without named pipes), the thread looks for a
+    scrape's request every 50 ms: scrapes stay exact."""
+    script = "import os\ndel os.mkfifo\n" + _IDLE_WORKER
+    worker = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert worker.stdout is not None
+        worker.stdout.readline()
+        assert not list(tmp_path.glob("*.wake*"))
+        assert _orders(tmp_path) == 12
+    finally:
+        worker.kill()
+        worker.wait()
+        assert worker.stdout is not None
+        worker.stdout.close()
+
+
+def test_a_pipe_on_a_descriptor_above_1023_wakes_its_thread(tmp_path: Path) -> None:
+    """``select()`` cannot take such a descriptor; a busy worker may have one."""
+    import resource
+
+    from golden_signals.wake import WakePipe, poke
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1100:
+        pytest.skip(f"at most {soft} open files here")
+    made = WakePipe.make(tmp_path / "w.wake")
+    assert made is not None and made._fd is not None
+    high = os.dup2(made._fd, 1050)
+    pipe = WakePipe(made.path, high)
+    try:
+        poke(made.path)
+        pipe.wait(30)  # returns at once (a byte is there), having read it
+        with pytest.raises(BlockingIOError):
+            os.read(high, 1)
+    finally:
+        pipe.forget()
+        made.close()

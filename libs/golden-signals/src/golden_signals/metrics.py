@@ -30,11 +30,9 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import errno
 import math
 import os
 import re
-import select
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -55,6 +53,9 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 from prometheus_client.utils import floatToGoString
 
+from golden_signals.wake import SUFFIX as WAKE_SUFFIX
+from golden_signals.wake import WakePipe, poke, worker_pipes
+
 #: Request latency buckets (seconds), Prometheus' defaults with 0.3 s and 0.2 s added
 #: (the usual latency objectives need a bucket edge at their threshold).
 LATENCY_BUCKETS: tuple[float, ...] = (
@@ -67,12 +68,6 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 #: own files end in ``.db``; the two never mix).
 _FILE_PREFIX = "golden-signals-"
 _REQUEST_FILE = "golden-signals-publish-request"
-#: A worker's wake-up: a named pipe beside its file (``golden-signals-<app>-<pid>-<start>``
-#: and this), in which its publishing thread sleeps until a scrape writes a byte or its
-#: next flush is due. A thread that woke every few milliseconds to look for a request
-#: cost a saturated worker CPU on every wake: it waits for the interpreter's lock, which
-#: the serving thread holds between short system calls (bench/library_overhead.py).
-_WAKE_SUFFIX = ".wake"
 #: Where a named pipe cannot be made (a file system without them, a platform without
 #: ``mkfifo``): how often the worker looks for a scrape's request instead (a ``stat`` of
 #: the request file), and so about how long a scrape waits for it.
@@ -243,7 +238,7 @@ class SignalRegistry(Collector):
         self._published_for = 0  # the newest publication request answered
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._wake: Path | None = None  # this worker's named pipe, while it has one
+        self._wake: WakePipe | None = None  # this worker's named pipe, while it has one
         self._pid = 0  # the process `_worker` last saw, and its start time
         self._started_at: int | None = None
 
@@ -303,17 +298,20 @@ class SignalRegistry(Collector):
     def start(self) -> None:
         """Start publishing in the background (with several workers; idempotent, and
         started again in a forked child)."""
-        if self.multiprocess_dir is None:
+        directory = self.multiprocess_dir
+        if directory is None:
             return
         self._worker()
         if self._thread is not None:
             return
-        self._stop = threading.Event()  # started again after a shutdown
-        self.multiprocess_dir.mkdir(parents=True, exist_ok=True)
+        stop = self._stop = threading.Event()  # started again after a shutdown
+        directory.mkdir(parents=True, exist_ok=True)
+        # The pipe before the first publication: a scrape that finds the file finds
+        # the pipe too (a byte written meanwhile wakes the thread's first sleep).
+        self._wake = WakePipe.make(self._wake_path(directory))
         self.publish()
-        wake = self._open_wake(self.multiprocess_dir)
         self._thread = threading.Thread(
-            target=self._publish_loop, args=(wake,), name="golden-signals-publish", daemon=True
+            target=self._publish_loop, args=(stop,), name="golden-signals-publish", daemon=True
         )
         self._thread.start()
 
@@ -321,32 +319,8 @@ class SignalRegistry(Collector):
         """This worker's files' name without its suffix (`_worker` has run)."""
         return f"{_FILE_PREFIX}{self.name}-{self._pid}-{self._started_at or 0}"
 
-    def _open_wake(self, directory: Path) -> int | None:
-        """Make this worker's named pipe and open it for the publishing thread (None
-        where that fails: the thread then looks for requests every
-        `REQUEST_CHECK_SECONDS`). Made under a temporary name and renamed once open, so
-        a pipe a scrape finds without a reader belongs to a worker that is gone."""
-        target = directory / f"{self._file_stem()}{_WAKE_SUFFIX}"
-        partial = target.with_name(f".{target.name}.tmp")
-        try:
-            with contextlib.suppress(FileNotFoundError):
-                partial.unlink()
-            os.mkfifo(partial)
-            # Read and write: the pipe never reads as closed when a scrape's writer leaves.
-            fd = os.open(partial, os.O_RDWR | os.O_NONBLOCK)
-        except (OSError, AttributeError):  # no named pipes here (AttributeError: no mkfifo)
-            with contextlib.suppress(OSError):
-                partial.unlink()
-            return None
-        try:
-            os.replace(partial, target)
-        except OSError:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                partial.unlink()
-            return None
-        self._wake = target
-        return fd
+    def _wake_path(self, directory: Path) -> Path:
+        return directory / f"{self._file_stem()}{WAKE_SUFFIX}"
 
     def _worker(self) -> tuple[int, int | None]:
         """This process's pid and start time (read from ``/proc`` once per process). In a
@@ -356,25 +330,32 @@ class SignalRegistry(Collector):
         if self._pid != pid:
             if self._pid:  # forked from a process that used this registry
                 self._thread = None
-                self._wake = None  # the parent's pipe, which the parent removes
+                self._wake = None  # the parent's pipe (`WakePipe.forget`)
                 self._lock = threading.Lock()
             self._pid, self._started_at = pid, _start_time(pid)
         return self._pid, self._started_at
 
-    def _publish_loop(self, wake: int | None) -> None:
-        """Publish every ``flush_interval`` and whenever a scrape asks. The thread
-        sleeps in its named pipe (``wake``) until a scrape or `close` writes to it or a
-        flush is due; without one it looks every `REQUEST_CHECK_SECONDS`. Either way the
-        request file is checked with one ``stat`` (and read only when it was replaced
-        since)."""
+    def _publish_loop(self, stop: threading.Event) -> None:
+        """Until ``stop``: publish every ``flush_interval`` and whenever a scrape asks.
+        The thread sleeps in its named pipe (`wake.WakePipe`) until a scrape or `close`
+        writes to it or a flush is due (a pipe removed meanwhile is made again at the
+        next flush); without one it looks every `REQUEST_CHECK_SECONDS`. Either way the
+        request file is checked with one ``stat`` (read only when replaced since)."""
         directory = self.multiprocess_dir
         if directory is None:
             return
         request_file = directory / _REQUEST_FILE
         seen: tuple[int, int, int, int] | None = None
         last = time.monotonic()
+        wake = self._wake  # this thread's pipe (`start` made it)
         try:
-            while not self._sleep(wake, last + self.flush_interval - time.monotonic()):
+            while not stop.is_set():
+                if wake is None:
+                    stop.wait(REQUEST_CHECK_SECONDS)
+                else:
+                    wake.wait(last + self.flush_interval - time.monotonic())
+                if stop.is_set():
+                    break
                 now = time.monotonic()
                 asked = False
                 with contextlib.suppress(OSError):
@@ -389,31 +370,22 @@ class SignalRegistry(Collector):
                     with contextlib.suppress(OSError):
                         self.publish()
                     last = now
+                    if wake is not None and not wake.intact():
+                        wake.close()
+                        wake = self._wake = WakePipe.make(self._wake_path(directory))
         finally:
             if wake is not None:
-                os.close(wake)
-                pipe, self._wake = self._wake, None
-                if pipe is not None:
-                    with contextlib.suppress(OSError):
-                        pipe.unlink()
-
-    def _sleep(self, wake: int | None, seconds: float) -> bool:
-        """Sleep until a scrape writes to ``wake`` or ``seconds`` pass (without a pipe:
-        `REQUEST_CHECK_SECONDS`); whether the thread is to stop."""
-        if wake is None:
-            return self._stop.wait(REQUEST_CHECK_SECONDS)
-        ready, _, _ = select.select([wake], [], [], max(seconds, 0.0))
-        if ready:
-            with contextlib.suppress(OSError):
-                os.read(wake, 4096)  # every byte written since: one publication answers all
-        return self._stop.is_set()
+                if self._wake is wake:  # not a later thread's (a `start` after a `close`)
+                    self._wake = None
+                wake.close()
 
     def close(self) -> None:
         """Stop publishing, after a last publication (at shutdown)."""
+        self._worker()  # in a forked child, never the parent's thread or pipe
         self._stop.set()
-        pipe = self._wake
-        if pipe is not None:
-            _poke(pipe)  # the thread sleeps in it
+        wake = self._wake
+        if wake is not None:
+            wake.wake()  # the thread sleeps in it
         if self._thread is not None:
             self._thread.join(timeout=2)
             self._thread = None
@@ -431,10 +403,10 @@ class SignalRegistry(Collector):
             with contextlib.suppress(OSError):
                 partial.write_text(str(request))
                 os.replace(partial, request_file)
-        for pipe in directory.glob(f"{_FILE_PREFIX}{self.name}-*{_WAKE_SUFFIX}"):
-            if pipe != self._wake and not _poke(pipe):
-                with contextlib.suppress(OSError):
-                    pipe.unlink()  # no reader: its worker is gone
+        own = self._wake.path if self._wake is not None else None
+        for pipe in worker_pipes(directory, f"{_FILE_PREFIX}{self.name}-"):
+            if pipe != own:
+                poke(pipe)
         deadline = time.monotonic() + self.scrape_wait
         while True:
             found = []
@@ -488,24 +460,6 @@ class SignalRegistry(Collector):
         Prometheus text; with its content type."""
         encoder, content_type = choose_encoder(accept or "")
         return encoder(self), content_type
-
-
-def _poke(pipe: Path) -> bool:
-    """Wake the worker sleeping in ``pipe`` (a byte written, or one already waiting);
-    False when nobody has it open (its worker is gone)."""
-    try:
-        fd = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
-    except OSError as exc:
-        return exc.errno != errno.ENXIO  # ENXIO: no reader; another error: leave it be
-    try:
-        os.write(fd, b"!")
-    except BlockingIOError:  # full: the worker has bytes to wake it already
-        pass
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-    return True
 
 
 def _requested(directory: Path) -> int:

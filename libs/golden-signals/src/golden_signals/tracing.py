@@ -9,6 +9,7 @@ by a bounded `BatchSpanProcessor`.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar, Token
 from types import TracebackType
@@ -22,7 +23,6 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
-from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
@@ -294,7 +294,13 @@ def _context_variable() -> ContextVar[Context] | None:
     return None
 
 
-_CURRENT = _context_variable()
+try:  # private: where OpenTelemetry keeps the current span in a context
+    from opentelemetry.trace.propagation import _SPAN_KEY
+except ImportError:  # moved by a later release: `enter_span` goes through the API
+    _CURRENT = None
+else:
+    _CURRENT = _context_variable()
+_logger = logging.getLogger(__name__)
 
 
 def enter_span(span: Span) -> Token[Context]:
@@ -310,12 +316,17 @@ def enter_span(span: Span) -> Token[Context]:
 
 
 def leave_span(token: Token[Context]) -> None:
-    """Make current again what was before `enter_span` gave ``token``."""
+    """Make current again what was before `enter_span` gave ``token``. Never raises:
+    a token made in another context (a block entered in one task and left in another)
+    is logged and left, as `opentelemetry.context.detach` does."""
     variable = _CURRENT
     if variable is None:
         otel_context.detach(token)
-    else:
+        return
+    try:
         variable.reset(token)
+    except (ValueError, RuntimeError):
+        _logger.exception("Failed to detach context")
 
 
 def get_tracer(provider: trace.TracerProvider | None, name: str = TRACER_NAME) -> Tracer:
@@ -394,8 +405,10 @@ class TracedOperation:
             if exc is not None and not isinstance(exc, asyncio.CancelledError):
                 set_span_error(exc, self.span)
         finally:
-            leave_span(self._token)  # type: ignore[arg-type]
-            self.span.end()
+            try:
+                leave_span(self._token)  # type: ignore[arg-type]
+            finally:
+                self.span.end()
 
 
 def add_span_event(name: str, attributes: Mapping[str, AttributeValue] | None = None) -> None:
