@@ -117,6 +117,8 @@ def markdown(result: dict[str, Any]) -> str:
     ours = [_cpu_us(turn) for turn in runs[OURS]]
     theirs = [_cpu_us(turn) for turn in runs[INSTRUMENTATOR]]
     ratios = [(o - b) / (t - b) for o, t, b in zip(ours, theirs, bare, strict=True) if t - b > 0]
+    if not ratios:  # no round where the instrumentator cost anything over bare
+        return "\n".join([*lines, "\nNo round gave the instrumentator an overhead: no ratio."])
     low, high = interval(ratios)
     lines.append(
         f"\nOverhead of all three signals against the instrumentator's metrics alone, per "

@@ -218,7 +218,7 @@ def test_the_middlewares_line_from_its_template_is_structlogs_line_to_the_charac
     fields = {"request_id": "3f0c-req", "method": "GET"}
     if user_id is not None:
         fields["user_id"] = user_id
-    extra = {} if sampled is None else {"trace_sampled": sampled}
+    extra: dict[str, Any] = {} if sampled is None else {"trace_sampled": sampled}
     cases = [
         ("GET", "/items/{item_id}", 200, 1.23456),
         ("POST", 'odd/"quoted"\\back\tslash/é/☃', 404, 0.0),
@@ -245,9 +245,10 @@ def test_the_middlewares_line_from_its_template_is_structlogs_line_to_the_charac
 
 
 def test_a_line_the_template_cannot_write_is_left_to_the_caller() -> None:
-    """Fields bound in structlog's context, the request's fields rebound by the app, a
-    method outside the standard ones, an overlong route template, an absurd duration, or
-    a logger that is not the configured one: nothing written, False."""
+    """Fields bound in structlog's context, the request's fields rebound by the app or
+    with a field of its own, a method outside the standard ones, an overlong or invalid
+    route template, an absurd duration, a ruling that is not a bool, or a logger that is
+    not the configured one: nothing written, False."""
     from opentelemetry import trace
 
     from golden_signals.logs import REQUEST_FIELDS, write_request_line
@@ -264,6 +265,14 @@ def test_a_line_the_template_cannot_write_is_left_to_the_caller() -> None:
         assert not write_request_line(direct, "GET", "/" * 1025, 200, 1.0, span, None, fields)
         assert not write_request_line(direct, "GET", "/a", 200, 1e16, span, None, fields)
         assert not write_request_line(direct, "GET", "/a", 200, 1.0, span, None, dict(fields))
+        assert not write_request_line(direct, "GET", "/a", 200, 1.0, span, 1, fields)  # type: ignore[arg-type]
+        assert not write_request_line(direct, "GET", "/\ud800", 200, 1.0, span, None, fields)
+        token_more = REQUEST_FIELDS.set({**fields, "tenant": "acme"})
+        try:  # a field of the app's own beside the request's
+            more = REQUEST_FIELDS.get()
+            assert not write_request_line(direct, "GET", "/a", 200, 1.0, span, None, more)
+        finally:
+            REQUEST_FIELDS.reset(token_more)
         with LogContext(tenant="acme"):
             assert not write_request_line(direct, "GET", "/a", 200, 1.0, span, None, fields)
         assert write_request_line(direct, "GET", "/a", 200, 1.0, span, None, fields)

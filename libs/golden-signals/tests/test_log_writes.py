@@ -113,6 +113,8 @@ fields = {"request_id": "r", "method": "GET"}
 async def serve(path):
     REQUEST_FIELDS.set(fields)
     write_request_line(configured_logger(), "GET", path, 200, 1.0, trace.INVALID_SPAN, None, fields)
+    if sys.argv[1] == "exit":
+        sys.exit(0)  # before the loop ends its iteration: only the exit writes the line
     if sys.argv[1] == "fork":
         child = os.fork()
         if child == 0:
@@ -121,10 +123,7 @@ async def serve(path):
 
 loop = asyncio.new_event_loop()
 loop.run_until_complete(serve("/a"))
-if sys.argv[1] == "exit":
-    loop.close()  # the loop never runs its callback again: the exit writes the line
-else:
-    loop.run_until_complete(asyncio.sleep(0))
+loop.run_until_complete(asyncio.sleep(0))
 """
 
 
@@ -148,3 +147,44 @@ def test_structlog_and_the_standard_library_still_write_at_once(stream: _Descrip
         assert len(stream.writes) == 2
 
     asyncio.run(serve())
+
+
+def test_a_batch_is_at_most_what_a_pipe_writes_in_one_piece(stream: _Descriptor) -> None:
+    """The workers of a server share one stdout pipe: a write longer than ``PIPE_BUF``
+    may be split by another worker's, mid-line. A batch never is."""
+    import select
+
+    setup_logging("INFO", "json", stream)
+
+    async def serve() -> None:
+        for _ in range(40):
+            _answer()
+        await asyncio.sleep(0)
+
+    asyncio.run(serve())
+    assert len(stream.writes) > 1
+    assert all(len(text.encode()) <= select.PIPE_BUF for text in stream.writes)
+    assert sum(text.count("\n") for text in stream.writes) == 40
+
+
+def test_every_configuration_of_a_stream_shares_its_waiting_lines(stream: _Descriptor) -> None:
+    """A logger of an earlier configuration of the same stream writes after the lines
+    waiting there, as every line does."""
+    setup_logging("INFO", "json", stream)
+    earlier = get_logger()
+    earlier_logger = configured_logger()
+    setup_logging("INFO", "json", stream)
+
+    async def serve() -> None:
+        fields = {"request_id": "r", "method": "GET"}
+        token = REQUEST_FIELDS.set(fields)
+        try:
+            span = trace.INVALID_SPAN
+            assert write_request_line(earlier_logger, "GET", "/first", 200, 1.0, span, None, fields)
+        finally:
+            REQUEST_FIELDS.reset(token)
+        earlier.info("second")
+
+    asyncio.run(serve())
+    text = "".join(stream.writes)
+    assert text.index("/first") < text.index('"second"')

@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import re
+import select
 import sys
 import threading
 import time
@@ -81,12 +82,26 @@ def _add_ids(event_dict: EventDict, span: trace.Span) -> EventDict:
     if ids is not None:
         trace_id, span_id, flags = ids
         sampled = event_dict.get("trace_sampled")
-        if isinstance(sampled, bool):  # tail sampling's decision, as in the traceparent
-            flags = (flags & ~0x01) | int(sampled)
         event_dict.setdefault("trace_id", trace_id)
         event_dict.setdefault("span_id", span_id)
-        event_dict.setdefault("trace_flags", FLAGS_HEX[flags & 0xFF])
+        event_dict.setdefault("trace_flags", _flags_text(flags, sampled))
     return event_dict
+
+
+def _flags_text(flags: int, sampled: object) -> str:
+    """Trace ``flags`` as a line writes them, their sampled bit tail sampling's decision
+    when ``sampled`` is one (a bool), as in the response's ``traceparent``."""
+    if isinstance(sampled, bool):
+        flags = (flags & ~0x01) | int(sampled)
+    return FLAGS_HEX[flags & 0xFF]
+
+
+def _access_level(status_code: int, expected: bool = False) -> int:
+    """An access line's level: ERROR for a 5xx (WARNING when ``expected``), WARNING for
+    a 4xx, else INFO."""
+    if status_code >= 500 and not expected:
+        return logging.ERROR
+    return logging.WARNING if status_code >= 400 else logging.INFO
 
 
 #: Field names whose values are secrets: matched case-insensitively, ``-`` as ``_``.
@@ -347,21 +362,29 @@ def _exceptions(
     return render
 
 
-#: One lock per stream, shared by every writer of it (as structlog's ``WriteLogger``
-#: shares one per file): a writer of an earlier configuration, still held by a logger
-#: made then, never interleaves its lines with the current one's.
-_STREAM_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
-_STREAM_LOCKS_LOCK = threading.Lock()
+#: One writer per stream (`_writer_of`), shared by every configuration (as structlog's
+#: ``WriteLogger`` shares one lock per file): a logger made under an earlier
+#: configuration never interleaves its lines with the current one's, nor passes the
+#: lines waiting to be written (`_Writer.defer`).
+_WRITERS: weakref.WeakKeyDictionary[Any, _Writer] = weakref.WeakKeyDictionary()
+_WRITERS_LOCK = threading.Lock()
+#: The most a deferred write holds: what a pipe writes in one piece (POSIX's
+#: ``PIPE_BUF``), so that the lines of the workers sharing one stdout pipe never
+#: interleave mid-line, as one line a write never did.
+_ATOMIC_BYTES = getattr(select, "PIPE_BUF", 512)
 
 
-def _lock_of(stream: TextIO) -> threading.Lock:
-    """The lock of ``stream``'s writers (a lock of its own for a stream that cannot be
-    weakly referenced)."""
-    with _STREAM_LOCKS_LOCK:
+def _writer_of(stream: TextIO) -> _Writer:
+    """The writer of ``stream`` (one of its own for a stream that cannot be weakly
+    referenced)."""
+    with _WRITERS_LOCK:
         try:
-            return _STREAM_LOCKS.setdefault(stream, threading.Lock())
+            writer = _WRITERS.get(stream)
+            if writer is None:
+                writer = _WRITERS[stream] = _Writer(stream)
         except TypeError:
-            return threading.Lock()
+            return _Writer(stream)
+        return writer
 
 
 class _Writer:
@@ -370,25 +393,23 @@ class _Writer:
     write (a closed or broken stdout, a full disk) never raises into the code that
     logged: the line is lost and the first failure said on stderr, as the standard
     library's handlers do. structlog and the standard library's records
-    (`_SharedWriterHandler`) write through the same writer.
+    (`_SharedWriterHandler`) write through the same writer (`_writer_of`).
 
     Access lines may be deferred (`defer`) to the end of the event-loop iteration that
     wrote them, and written together in one system call (`flush_deferred`)."""
 
-    #: Deferred lines written at once beyond this many, whatever the loop does.
-    MAX_DEFERRED = 256
-
     def __init__(self, stream: TextIO) -> None:
-        """Write to ``stream``, under the lock of every writer of that stream."""
+        """Write to ``stream``."""
         self._write = stream.write
         self._flush = stream.flush
-        self._lock = _lock_of(stream)
+        self._lock = threading.Lock()
         self._failed = False
         # Lines wait only for a stream the operating system writes (a file, a pipe, a
         # socket): a write to one is a system call. An in-memory stream (a test's) or a
         # terminal (a person reading) gets each line at once.
         self._deferrable = _is_os_stream(stream)
         self._deferred: list[str] = []
+        self._deferred_bytes = 0
         self._deferred_on: asyncio.AbstractEventLoop | None = None  # the loop to flush them
 
     def msg(self, message: str) -> None:
@@ -396,8 +417,7 @@ class _Writer:
         try:
             with self._lock:
                 if self._deferred:
-                    message = "".join(self._deferred) + message
-                    self._deferred.clear()
+                    message = self._take_deferred() + message
                 self._write(message + "\n")
                 self._flush()
         except Exception as exc:
@@ -408,10 +428,11 @@ class _Writer:
     def defer(self, message: str) -> None:
         """Write one line with the others written in this iteration of the running event
         loop, in one system call when the iteration ends (`flush_deferred`, scheduled on
-        the loop); at once without a running loop, to a stream that is not the
-        operating system's, from another loop than the one the waiting lines wait on,
-        or beyond `MAX_DEFERRED` lines. A line written meanwhile with `msg` comes after
-        them, and a process that exits normally writes them first (`_flush_all`)."""
+        the loop), as long as they fit in `_ATOMIC_BYTES`; at once without a running
+        loop or to a stream that is not the operating system's. Lines that waited on
+        another loop, or would not fit with this one, are written first. A line written
+        meanwhile with `msg` comes after them, and a process that exits normally writes
+        them (`_flush_all`); a process killed outright loses them."""
         if not self._deferrable:
             self.msg(message)
             return
@@ -420,33 +441,50 @@ class _Writer:
         except RuntimeError:
             self.msg(message)
             return
-        with self._lock:
-            deferred = self._deferred
-            if (not deferred or self._deferred_on is loop) and len(deferred) < self.MAX_DEFERRED:
-                deferred.append(message + "\n")
+        line = message + "\n"
+        size = len(line) if line.isascii() else len(line.encode())
+        try:
+            with self._lock:
+                deferred = self._deferred
+                if deferred and (
+                    self._deferred_on is not loop or self._deferred_bytes + size > _ATOMIC_BYTES
+                ):
+                    self._write(self._take_deferred())
+                    self._flush()
+                if size > _ATOMIC_BYTES:
+                    self._write(line)
+                    self._flush()
+                    return
+                deferred.append(line)
+                self._deferred_bytes += size
                 if len(deferred) == 1:
                     self._deferred_on = loop
                     _DEFERRING.add(self)
                     loop.call_soon(self.flush_deferred)
-                return
-        self.msg(message)
+        except Exception as exc:
+            self._lost(exc)
 
     def flush_deferred(self) -> None:
         """Write the deferred lines, if any."""
         try:
             with self._lock:
-                if not self._deferred:
-                    return
-                text = "".join(self._deferred)
-                self._deferred.clear()
-                self._write(text)
-                self._flush()
+                if self._deferred:
+                    self._write(self._take_deferred())
+                    self._flush()
         except Exception as exc:
             self._lost(exc)
+
+    def _take_deferred(self) -> str:
+        """The deferred lines as one text, no longer waiting (the lock held)."""
+        text = "".join(self._deferred)
+        self._deferred.clear()
+        self._deferred_bytes = 0
+        return text
 
     def forget_deferred(self) -> None:
         """Drop the deferred lines (a forked child's copy of its parent's)."""
         self._deferred.clear()
+        self._deferred_bytes = 0
 
     def _lost(self, exc: Exception) -> None:
         if not self._failed:
@@ -583,7 +621,7 @@ def setup_logging(
                 else structlog.dev.plain_traceback,
             ),
         ]
-    writer = _Writer(stream or sys.stdout)
+    writer = _writer_of(stream or sys.stdout)
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[
             structlog.stdlib.add_logger_name,
@@ -815,23 +853,22 @@ def write_request_line(
     direct = _direct.get(id(logger))
     if direct is None or direct.processors != direct.snapshot:
         return False
-    if status_code >= 500:
-        level, level_name = logging.ERROR, "ERROR"
-    elif status_code >= 400:
-        level, level_name = logging.WARNING, "WARNING"
-    else:
-        level, level_name = logging.INFO, "INFO"
+    level = _access_level(status_code)
     if level < direct.threshold:
         return True
     method_json = _METHOD_JSON.get(method)
     endpoint_json = _endpoint_json.get(endpoint)
     if endpoint_json is None and len(endpoint) <= 1024:
-        endpoint_json = orjson.dumps(endpoint).decode()
+        try:
+            endpoint_json = orjson.dumps(endpoint).decode()
+        except orjson.JSONEncodeError:  # not valid Unicode (a lone surrogate)
+            return False
         if len(_endpoint_json) < 4096:
             _endpoint_json[endpoint] = endpoint_json
     user_id = request_fields.get("user_id")
     if (
-        method_json is None
+        (sampled is not None and type(sampled) is not bool)  # an app's own value
+        or method_json is None
         or endpoint_json is None
         or REQUEST_FIELDS.get() is not request_fields
         or len(request_fields) != (2 if user_id is None else 3)
@@ -845,15 +882,14 @@ def write_request_line(
     ids = span.hex_ids() if type(span) is RecordedSpan else hex_ids(span)
     ids_json = ""
     if ids is not None:
-        flags = ids[2] if sampled is None else (ids[2] & ~0x01) | int(sampled)
         ids_json = ',"trace_id":"%s","span_id":"%s","trace_flags":"%s"' % (  # noqa: UP031
-            ids[0], ids[1], FLAGS_HEX[flags & 0xFF],
+            ids[0], ids[1], _flags_text(ids[2], sampled),
         )  # fmt: skip
     user_json = "" if user_id is None else ',"user_id":"%s"' % user_id  # noqa: UP031
     line = _REQUEST_LINE % (
         method_json, endpoint_json, status_code, round(duration_ms, 3), _SAMPLED_JSON[sampled],
-        _logger_json[1], request_fields["request_id"], user_json, level_name, _timestamp(),
-        ids_json, _pid,
+        _logger_json[1], request_fields["request_id"], user_json, logging.getLevelName(level),
+        _timestamp(), ids_json, _pid,
     )  # fmt: skip
     if level < logging.ERROR:  # with the other answers of this loop iteration
         direct.writer.defer(line)
@@ -898,13 +934,7 @@ def log_request_complete(
     the span current now, when the caller holds it (a context lookup spared).
     """
     if level is None:
-        level = (
-            logging.ERROR
-            if status_code >= 500 and not expected
-            else logging.WARNING
-            if status_code >= 400
-            else logging.INFO
-        )
+        level = _access_level(status_code, expected)
     direct = _direct.get(id(logger))  # (the entry holds its logger: an id never reused)
     if direct is not None and exc_info is None and direct.processors == direct.snapshot:
         # The configured logger's own processors, called here: the same line.
