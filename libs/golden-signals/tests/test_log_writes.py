@@ -188,3 +188,29 @@ def test_every_configuration_of_a_stream_shares_its_waiting_lines(stream: _Descr
     asyncio.run(serve())
     text = "".join(stream.writes)
     assert text.index("/first") < text.index('"second"')
+
+
+def test_lines_waiting_on_another_loop_are_written_before_this_loops(
+    stream: _Descriptor,
+) -> None:
+    """A loop stopped with a line waiting (its callback never run), then another loop's
+    line: the waiting one first, each once."""
+    setup_logging("INFO", "json", stream)
+    first = asyncio.new_event_loop()
+
+    def answer_first() -> None:
+        _answer(200)
+
+    first.call_soon(answer_first)
+    first.call_soon(first.stop)  # in the same iteration: the line's callback never runs
+    first.run_forever()
+    assert stream.writes == []
+
+    async def second() -> None:
+        _answer(404)
+        await asyncio.sleep(0)
+
+    asyncio.run(second())
+    first.close()
+    assert [text.count("\n") for text in stream.writes] == [1, 1]
+    assert '"status_code":200' in stream.writes[0] and '"status_code":404' in stream.writes[1]
