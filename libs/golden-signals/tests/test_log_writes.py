@@ -74,10 +74,10 @@ def test_one_iterations_lines_go_out_in_one_write_in_order(stream: _Descriptor) 
         await asyncio.sleep(0)
         assert len(stream.writes) == 1 and stream.writes[0].count("\n") == 2
         _answer()
-        get_logger().info("the app's own line")  # after the waiting one, at once
-        assert len(stream.writes) == 2
-        _answer(500)  # a failure's line at once
+        get_logger().info("the app's own line")  # at once, after the waiting one
         assert len(stream.writes) == 3
+        _answer(500)  # a failure's line at once
+        assert len(stream.writes) == 4
 
     asyncio.run(serve())
     text = "".join(stream.writes)
@@ -160,11 +160,14 @@ def test_a_batch_is_at_most_what_a_pipe_writes_in_one_piece(stream: _Descriptor)
         for _ in range(40):
             _answer()
         await asyncio.sleep(0)
+        for _ in range(15):
+            _answer()
+        get_logger().info("x" * 1000)  # written after the waiting lines, not with them
 
     asyncio.run(serve())
     assert len(stream.writes) > 1
     assert all(len(text.encode()) <= select.PIPE_BUF for text in stream.writes)
-    assert sum(text.count("\n") for text in stream.writes) == 40
+    assert sum(text.count("\n") for text in stream.writes) == 56
 
 
 def test_every_configuration_of_a_stream_shares_its_waiting_lines(stream: _Descriptor) -> None:
@@ -214,3 +217,34 @@ def test_lines_waiting_on_another_loop_are_written_before_this_loops(
     first.close()
     assert [text.count("\n") for text in stream.writes] == [1, 1]
     assert '"status_code":200' in stream.writes[0] and '"status_code":404' in stream.writes[1]
+
+
+_LOCKED_AT_FORK = """
+import os, sys, threading
+from golden_signals.logs import _writer_of, get_logger, setup_logging
+setup_logging("INFO", "json", sys.stdout)
+held, release = threading.Event(), threading.Event()
+
+def hold():
+    with _writer_of(sys.stdout)._lock:  # as a thread blocked writing to a full pipe
+        held.set()
+        release.wait()
+
+threading.Thread(target=hold, daemon=True).start()
+held.wait()
+child = os.fork()
+if child == 0:
+    get_logger().info("from the child")
+    os._exit(0)
+release.set()
+_, status = os.waitpid(child, 0)
+print("child exited", status)
+"""
+
+
+def test_a_forked_child_logs_though_a_thread_held_the_writer_at_the_fork() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _LOCKED_AT_FORK], capture_output=True, text=True,
+        timeout=60, check=True,
+    )  # fmt: skip
+    assert "from the child" in done.stdout and "child exited 0" in done.stdout

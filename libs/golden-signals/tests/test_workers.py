@@ -364,3 +364,23 @@ def test_a_pipe_on_a_descriptor_above_1023_wakes_its_thread(tmp_path: Path) -> N
     finally:
         pipe.forget()
         made.close()
+
+
+def test_a_start_that_cannot_publish_leaves_no_pipe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk at start-up: the error is the caller's, and no pipe stays open (no
+    thread would ever close it, nor could a scrape remove it)."""
+    from golden_signals.metrics import SignalRegistry
+
+    registry = SignalRegistry(tmp_path, name="shop", include=None)
+
+    def full(self: SignalRegistry) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(SignalRegistry, "publish", full)
+    with pytest.raises(OSError, match="No space"):
+        registry.start()
+    assert registry._thread is None
+    assert not list(tmp_path.glob("*.wake*"))
+    registry.close()  # nothing to stop

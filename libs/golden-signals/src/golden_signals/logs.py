@@ -416,8 +416,9 @@ class _Writer:
         """Write one line (and flush), after the deferred ones, or lose it."""
         try:
             with self._lock:
-                if self._deferred:
-                    message = self._take_deferred() + message
+                if self._deferred:  # a write of their own: each at most `_ATOMIC_BYTES`
+                    self._write(self._take_deferred())
+                    self._flush()
                 self._write(message + "\n")
                 self._flush()
         except Exception as exc:
@@ -510,13 +511,19 @@ def _flush_all() -> None:
         writer.flush_deferred()
 
 
-def _forget_all() -> None:
-    for writer in list(_DEFERRING):
+def _after_fork_in_child() -> None:
+    """A forked child: its copy of the parent's waiting lines dropped (the parent writes
+    them), and every writer's lock new (one another thread held at the fork would stay
+    held)."""
+    global _WRITERS_LOCK  # noqa: PLW0603 - the child's own
+    _WRITERS_LOCK = threading.Lock()
+    for writer in [*_WRITERS.values(), *_DEFERRING]:
+        writer._lock = threading.Lock()
         writer.forget_deferred()
 
 
 atexit.register(_flush_all)
-os.register_at_fork(after_in_child=_forget_all)
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _SharedWriterHandler(logging.Handler):

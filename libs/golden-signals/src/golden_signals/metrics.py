@@ -309,7 +309,11 @@ class SignalRegistry(Collector):
         # The pipe before the first publication: a scrape that finds the file finds
         # the pipe too (a byte written meanwhile wakes the thread's first sleep).
         self._wake = WakePipe.make(self._wake_path(directory))
-        self.publish()
+        try:
+            self.publish()
+        except BaseException:  # no thread to own the pipe: closed here
+            self._close_unowned_wake()
+            raise
         self._thread = threading.Thread(
             target=self._publish_loop, args=(stop,), name="golden-signals-publish", daemon=True
         )
@@ -318,6 +322,12 @@ class SignalRegistry(Collector):
     def _file_stem(self) -> str:
         """This worker's files' name without its suffix (`_worker` has run)."""
         return f"{_FILE_PREFIX}{self.name}-{self._pid}-{self._started_at or 0}"
+
+    def _close_unowned_wake(self) -> None:
+        """Close the pipe no publishing thread owns (its thread closes its own)."""
+        wake, self._wake = self._wake, None
+        if wake is not None:
+            wake.close()
 
     def _wake_path(self, directory: Path) -> Path:
         return directory / f"{self._file_stem()}{WAKE_SUFFIX}"
@@ -389,6 +399,8 @@ class SignalRegistry(Collector):
         if self._thread is not None:
             self._thread.join(timeout=2)
             self._thread = None
+        else:
+            self._close_unowned_wake()
         with contextlib.suppress(OSError):
             self.publish()
 
@@ -403,7 +415,8 @@ class SignalRegistry(Collector):
             with contextlib.suppress(OSError):
                 partial.write_text(str(request))
                 os.replace(partial, request_file)
-        own = self._wake.path if self._wake is not None else None
+        wake = self._wake  # read once: the publishing thread may drop it meanwhile
+        own = wake.path if wake is not None else None
         for pipe in worker_pipes(directory, f"{_FILE_PREFIX}{self.name}-"):
             if pipe != own:
                 poke(pipe)
