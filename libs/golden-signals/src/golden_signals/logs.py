@@ -417,10 +417,8 @@ class _Writer:
         try:
             with self._lock:
                 if self._deferred:  # a write of their own: each at most `_ATOMIC_BYTES`
-                    self._write(self._take_deferred())
-                    self._flush()
-                self._write(message + "\n")
-                self._flush()
+                    self._put(self._take_deferred())
+                self._put(message + "\n")
         except Exception as exc:
             self._lost(exc)
 
@@ -450,11 +448,9 @@ class _Writer:
                 if deferred and (
                     self._deferred_on is not loop or self._deferred_bytes + size > _ATOMIC_BYTES
                 ):
-                    self._write(self._take_deferred())
-                    self._flush()
+                    self._put(self._take_deferred())
                 if size > _ATOMIC_BYTES:
-                    self._write(line)
-                    self._flush()
+                    self._put(line)
                     return
                 deferred.append(line)
                 self._deferred_bytes += size
@@ -470,10 +466,14 @@ class _Writer:
         try:
             with self._lock:
                 if self._deferred:
-                    self._write(self._take_deferred())
-                    self._flush()
+                    self._put(self._take_deferred())
         except Exception as exc:
             self._lost(exc)
+
+    def _put(self, text: str) -> None:
+        """Write ``text`` and flush it (the lock held)."""
+        self._write(text)
+        self._flush()
 
     def _take_deferred(self) -> str:
         """The deferred lines as one text, no longer waiting (the lock held)."""
@@ -484,8 +484,7 @@ class _Writer:
 
     def forget_deferred(self) -> None:
         """Drop the deferred lines (a forked child's copy of its parent's)."""
-        self._deferred.clear()
-        self._deferred_bytes = 0
+        self._take_deferred()
 
     def _lost(self, exc: Exception) -> None:
         if not self._failed:
@@ -707,6 +706,15 @@ class _DirectLines(NamedTuple):
 _direct: dict[int, _DirectLines] = {}
 
 
+def _direct_lines(logger: structlog.typing.FilteringBoundLogger) -> _DirectLines | None:
+    """``logger``'s entry while its lines may be written directly (its processor list
+    unchanged), else None (the entry holds its logger: an id never reused)."""
+    direct = _direct.get(id(logger))
+    if direct is None or direct.processors != direct.snapshot:
+        return None
+    return direct
+
+
 def configured_logger() -> structlog.typing.FilteringBoundLogger:
     """The logger `setup_logging` configured, resolved once (a `get_logger` proxy
     resolves the configuration at every line), or `get_logger`'s when it has not run.
@@ -857,8 +865,8 @@ def write_request_line(
     with nothing written, for any other line: the caller writes it with
     `log_request_complete`."""
     global _logger_json  # noqa: PLW0603 - a cache of the configured name's encoding
-    direct = _direct.get(id(logger))
-    if direct is None or direct.processors != direct.snapshot:
+    direct = _direct_lines(logger)
+    if direct is None:
         return False
     level = _access_level(status_code)
     if level < direct.threshold:
@@ -942,8 +950,8 @@ def log_request_complete(
     """
     if level is None:
         level = _access_level(status_code, expected)
-    direct = _direct.get(id(logger))  # (the entry holds its logger: an id never reused)
-    if direct is not None and exc_info is None and direct.processors == direct.snapshot:
+    direct = _direct_lines(logger)
+    if direct is not None and exc_info is None:
         # The configured logger's own processors, called here: the same line.
         if level >= direct.threshold:
             name = _METHOD_NAMES[level]
