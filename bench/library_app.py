@@ -12,10 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from prometheus_client import CollectorRegistry
 
+from bench import library_overhead
 from bench.library_overhead import _app, _Dropping
 from golden_signals import instrument
 
@@ -47,24 +45,6 @@ def _devnull() -> Any:
     return open(os.devnull, "w")
 
 
-def instrumentator() -> FastAPI:
-    from prometheus_fastapi_instrumentator import Instrumentator
-
-    app = _app()
-    Instrumentator(registry=CollectorRegistry()).instrument(app)
-    return app
-
-
-def opentelemetry_fastapi() -> FastAPI:
-    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-
-    app = _app()
-    provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(_Dropping()))
-    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
-    return app
-
-
 VARIANTS: dict[str, Callable[[], Any]] = {
     "bare": bare,
     "golden-signals": golden_signals,
@@ -73,8 +53,9 @@ VARIANTS: dict[str, Callable[[], Any]] = {
     "golden-signals, lines to /dev/null": lambda: golden_signals(log_stream=_devnull()),
     "golden-signals, tracing off": lambda: golden_signals(tracing=False),
     "golden-signals, each line at once": _each_line_at_once,
-    "instrumentator": instrumentator,
-    "opentelemetry": opentelemetry_fastapi,
+    # The alternatives as the in-process bench builds them (their spans' flush unused).
+    "instrumentator": lambda: library_overhead.instrumentator().app,
+    "opentelemetry": lambda: library_overhead.opentelemetry_fastapi().app,
 }
 
 app = VARIANTS[os.environ.get("LIBRARY_VARIANT", "bare")]()
