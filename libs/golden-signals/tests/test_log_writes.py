@@ -1,6 +1,7 @@
-"""Access lines to a file, a pipe or a socket are written together at the end of the
-event-loop iteration that wrote them: one system call for all of them, in order with
-every other line, none lost at exit and none written twice by a forked child."""
+"""Access lines to a file, a pipe or a socket wait as their values and are formatted and
+written together (once `DEFERRED_LINES` wait, or within `LINGER_SECONDS`): one system
+call for several, in order with every other line, never more than a pipe writes in one
+piece, none lost at exit and none written twice by a forked child."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import structlog
 from opentelemetry import trace
 
 from golden_signals.logs import (
+    DEFERRED_LINES,
+    LINGER_SECONDS,
     REQUEST_FIELDS,
     configured_logger,
     get_logger,
@@ -52,26 +55,33 @@ def stream() -> Iterator[_Descriptor]:
     reset_logging()
 
 
-def _answer(status: int = 200) -> None:
+def _answer(status: int = 200, endpoint: str = "/a") -> None:
     fields = {"request_id": "r", "method": "GET"}
     token = REQUEST_FIELDS.set(fields)
     try:
         logger = configured_logger()
         assert write_request_line(
-            logger, "GET", "/a", status, 1.0, trace.INVALID_SPAN, None, fields
+            logger, "GET", endpoint, status, 1.0, trace.INVALID_SPAN, None, fields
         )
     finally:
         REQUEST_FIELDS.reset(token)
 
 
-def test_one_iterations_lines_go_out_in_one_write_in_order(stream: _Descriptor) -> None:
+#: Long enough for the lines waiting to have been written (their timer has fired).
+_LINGERED = LINGER_SECONDS * 3
+
+
+def test_waiting_lines_go_out_in_one_write_in_order_within_the_linger(
+    stream: _Descriptor,
+) -> None:
     setup_logging("INFO", "json", stream)
 
     async def serve() -> None:
         _answer()
         _answer(404)
-        assert stream.writes == []  # not before the iteration ends
         await asyncio.sleep(0)
+        assert stream.writes == []  # waiting for more, or for their time
+        await asyncio.sleep(_LINGERED)  # no more requests come: written all the same
         assert len(stream.writes) == 1 and stream.writes[0].count("\n") == 2
         _answer()
         get_logger().info("the app's own line")  # at once, after the waiting one
@@ -80,6 +90,7 @@ def test_one_iterations_lines_go_out_in_one_write_in_order(stream: _Descriptor) 
         assert len(stream.writes) == 4
 
     asyncio.run(serve())
+    assert all(text.endswith("\n") for text in stream.writes)
     text = "".join(stream.writes)
     assert [line.split('"status_code":')[1][:3] for line in text.splitlines() if "status_code" in line] == [
         "200", "404", "200", "500",
@@ -149,25 +160,41 @@ def test_structlog_and_the_standard_library_still_write_at_once(stream: _Descrip
     asyncio.run(serve())
 
 
-def test_a_batch_is_at_most_what_a_pipe_writes_in_one_piece(stream: _Descriptor) -> None:
-    """The workers of a server share one stdout pipe: a write longer than ``PIPE_BUF``
-    may be split by another worker's, mid-line. A batch never is."""
-    import select
-
+def test_a_full_batch_is_written_at_once(stream: _Descriptor) -> None:
     setup_logging("INFO", "json", stream)
 
     async def serve() -> None:
-        for _ in range(40):
+        for _ in range(DEFERRED_LINES - 1):
             _answer()
-        await asyncio.sleep(0)
-        for _ in range(15):
+        assert stream.writes == []
+        _answer()  # the batch is full: written now, not at its time
+        assert len(stream.writes) == 1 and stream.writes[0].count("\n") == DEFERRED_LINES
+
+    asyncio.run(serve())
+
+
+def test_a_batch_is_at_most_what_a_pipe_writes_in_one_piece(stream: _Descriptor) -> None:
+    """The workers of a server share one stdout pipe: a write longer than ``PIPE_BUF``
+    may be split by another worker's, mid-line. A batch never is: lines too long to
+    go together in one go in several writes, each whole lines."""
+    import select
+
+    setup_logging("INFO", "json", stream)
+    long_route = "/" + "é" * 700  # about 1,800 bytes a line, written in UTF-8
+
+    async def serve() -> None:
+        for _ in range(DEFERRED_LINES * 2):
+            _answer(endpoint=long_route)
+        for _ in range(5):
             _answer()
         get_logger().info("x" * 1000)  # written after the waiting lines, not with them
 
     asyncio.run(serve())
-    assert len(stream.writes) > 1
-    assert all(len(text.encode()) <= select.PIPE_BUF for text in stream.writes)
-    assert sum(text.count("\n") for text in stream.writes) == 56
+    assert len(stream.writes) > 5
+    assert all(len(text.encode()) <= select.PIPE_BUF for text in stream.writes[:-1])
+    assert all(text.endswith("\n") for text in stream.writes)
+    assert sum(text.count("\n") for text in stream.writes) == DEFERRED_LINES * 2 + 6
+    assert stream.writes[-1].count("\n") == 1 and "x" * 1000 in stream.writes[-1]
 
 
 def test_every_configuration_of_a_stream_shares_its_waiting_lines(stream: _Descriptor) -> None:
@@ -211,7 +238,7 @@ def test_lines_waiting_on_another_loop_are_written_before_this_loops(
 
     async def second() -> None:
         _answer(404)
-        await asyncio.sleep(0)
+        await asyncio.sleep(_LINGERED)
 
     asyncio.run(second())
     first.close()

@@ -55,14 +55,14 @@ def add_timestamp(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict
     """``timestamp``: now, ISO 8601 in UTC with microseconds (``2026-12-06T22:42:33.990161Z``,
     as structlog's ``TimeStamper(fmt="iso", utc=True)`` writes it), the date and time
     formatted once a second."""
-    event_dict["timestamp"] = _timestamp()
+    event_dict["timestamp"] = _timestamp(time.time_ns())
     return event_dict
 
 
-def _timestamp() -> str:
-    """Now as `add_timestamp` writes it."""
+def _timestamp(now_ns: int) -> str:
+    """The time ``now_ns`` (nanoseconds since the epoch) as `add_timestamp` writes it."""
     global _second  # noqa: PLW0603 - a cache; a race formats the same second twice
-    whole, fraction = divmod(time.time_ns(), 1_000_000_000)
+    whole, fraction = divmod(now_ns, 1_000_000_000)
     second = _second
     if second[0] != whole:
         second = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(whole)))
@@ -372,6 +372,10 @@ _WRITERS_LOCK = threading.Lock()
 #: ``PIPE_BUF``), so that the lines of the workers sharing one stdout pipe never
 #: interleave mid-line, as one line a write never did.
 _ATOMIC_BYTES = getattr(select, "PIPE_BUF", 512)
+#: How long an access line may wait to be written with the ones after it (`_Writer.defer`),
+#: and how many may wait: about as many as fit in one `_ATOMIC_BYTES` write.
+LINGER_SECONDS = 0.1
+DEFERRED_LINES = 8
 
 
 def _writer_of(stream: TextIO) -> _Writer:
@@ -395,8 +399,8 @@ class _Writer:
     library's handlers do. structlog and the standard library's records
     (`_SharedWriterHandler`) write through the same writer (`_writer_of`).
 
-    Access lines may be deferred (`defer`) to the end of the event-loop iteration that
-    wrote them, and written together in one system call (`flush_deferred`)."""
+    Access lines may be deferred (`defer`): kept as their values, then formatted and
+    written several at a time, in one system call (`flush_deferred`)."""
 
     def __init__(self, stream: TextIO) -> None:
         """Write to ``stream``."""
@@ -408,65 +412,63 @@ class _Writer:
         # socket): a write to one is a system call. An in-memory stream (a test's) or a
         # terminal (a person reading) gets each line at once.
         self._deferrable = _is_os_stream(stream)
-        self._deferred: list[str] = []
-        self._deferred_bytes = 0
-        self._deferred_on: asyncio.AbstractEventLoop | None = None  # the loop to flush them
+        self._deferred: list[_RequestLine] = []
+        self._deferred_on: asyncio.AbstractEventLoop | None = None  # the loop they wait on
+        self._due_on: asyncio.AbstractEventLoop | None = None  # the loop whose timer writes them
 
     def msg(self, message: str) -> None:
         """Write one line (and flush), after the deferred ones, or lose it."""
         try:
             with self._lock:
-                if self._deferred:  # a write of their own: each at most `_ATOMIC_BYTES`
-                    self._put(self._take_deferred())
+                if self._deferred:  # writes of their own: each at most `_ATOMIC_BYTES`
+                    self._write_deferred()
                 self._put(message + "\n")
         except Exception as exc:
             self._lost(exc)
 
     log = debug = info = warn = warning = err = error = critical = exception = fatal = msg
 
-    def defer(self, message: str) -> None:
-        """Write one line with the others written in this iteration of the running event
-        loop, in one system call when the iteration ends (`flush_deferred`, scheduled on
-        the loop), as long as they fit in `_ATOMIC_BYTES`; at once without a running
-        loop or to a stream that is not the operating system's. Lines that waited on
-        another loop, or would not fit with this one, are written first. A line written
-        meanwhile with `msg` comes after them, and a process that exits normally writes
-        them (`_flush_all`); a process killed outright loses them."""
+    def defer(self, line: _RequestLine) -> None:
+        """Write an access line (its values: `_render_request_line`) later, formatted
+        and written with the others deferred on the running event loop: once
+        `DEFERRED_LINES` wait, or within `LINGER_SECONDS` (`flush_deferred`, timed on the
+        loop), in writes of at most `_ATOMIC_BYTES`; at once without a running loop or to
+        a stream that is not the operating system's. Lines that waited on another loop
+        are written first. A line written meanwhile with `msg` comes after them, and a
+        process that exits normally writes them (`_flush_all`); a process killed
+        outright loses them."""
         if not self._deferrable:
-            self.msg(message)
+            self.msg(_render_request_line(line))
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            self.msg(message)
+            self.msg(_render_request_line(line))
             return
-        line = message + "\n"
-        size = len(line) if line.isascii() else len(line.encode())
         try:
             with self._lock:
+                if self._deferred and self._deferred_on is not loop:
+                    self._write_deferred()  # a list of its own for this loop's lines
                 deferred = self._deferred
-                if deferred and (
-                    self._deferred_on is not loop or self._deferred_bytes + size > _ATOMIC_BYTES
-                ):
-                    self._put(self._take_deferred())
-                if size > _ATOMIC_BYTES:
-                    self._put(line)
-                    return
                 deferred.append(line)
-                self._deferred_bytes += size
-                if len(deferred) == 1:
-                    self._deferred_on = loop
+                self._deferred_on = loop
+                if len(deferred) >= DEFERRED_LINES:
+                    self._write_deferred()
+                elif self._due_on is not loop:  # no timer of this loop's waiting: one now
+                    self._due_on = loop
                     _DEFERRING.add(self)
-                    loop.call_soon(self.flush_deferred)
+                    loop.call_later(LINGER_SECONDS, self.flush_deferred, True)
         except Exception as exc:
             self._lost(exc)
 
-    def flush_deferred(self) -> None:
-        """Write the deferred lines, if any."""
+    def flush_deferred(self, due: bool = False) -> None:
+        """Write the deferred lines, if any (``due``: called by the timer `defer` set)."""
         try:
             with self._lock:
+                if due:
+                    self._due_on = None
                 if self._deferred:
-                    self._put(self._take_deferred())
+                    self._write_deferred()
         except Exception as exc:
             self._lost(exc)
 
@@ -475,16 +477,27 @@ class _Writer:
         self._write(text)
         self._flush()
 
-    def _take_deferred(self) -> str:
-        """The deferred lines as one text, no longer waiting (the lock held)."""
-        text = "".join(self._deferred)
-        self._deferred.clear()
-        self._deferred_bytes = 0
-        return text
+    def _write_deferred(self) -> None:
+        """Format the deferred lines and write them, no longer waiting, in as few writes
+        of at most `_ATOMIC_BYTES` as hold them (a longer line alone; the lock held)."""
+        waiting, self._deferred = self._deferred, []
+        chunk: list[str] = []
+        size = 0
+        for values in waiting:
+            line = _render_request_line(values) + "\n"
+            length = len(line) if line.isascii() else len(line.encode())
+            if chunk and size + length > _ATOMIC_BYTES:
+                self._put("".join(chunk))
+                chunk, size = [], 0
+            chunk.append(line)
+            size += length
+        if chunk:
+            self._put("".join(chunk))
 
     def forget_deferred(self) -> None:
         """Drop the deferred lines (a forked child's copy of its parent's)."""
-        self._take_deferred()
+        self._deferred = []
+        self._due_on = None
 
     def _lost(self, exc: Exception) -> None:
         if not self._failed:
@@ -859,9 +872,11 @@ def write_request_line(
     most 1,024 characters and a duration below 10¹⁵ ms. That line is formatted at once
     into one template, the same text field for field (the dictionary a line is
     otherwise built in, and its look at each value, cost about a sixth of the
-    library's CPU a request; bench/library_overhead.py). Below ERROR the line is written
-    with the other lines of the same event-loop iteration, in one system call at its
-    end (`_Writer.defer`: a write was the costliest part of a line in a server). False,
+    library's CPU a request; bench/library_overhead.py). Below ERROR the line's values
+    wait, and it is formatted and written with the lines after it, several in one system
+    call (`_Writer.defer`: a write was the costliest part of a line in a server, and the
+    formatting costs less done for several lines at once, its code then in the
+    processor's caches). False,
     with nothing written, for any other line: the caller writes it with
     `log_request_complete`."""
     global _logger_json  # noqa: PLW0603 - a cache of the configured name's encoding
@@ -895,22 +910,43 @@ def write_request_line(
     if _logger_json[0] != _logger_name:
         _logger_json = (_logger_name, orjson.dumps(_logger_name).decode())
     ids = span.hex_ids() if type(span) is RecordedSpan else hex_ids(span)
+    line = (
+        method_json, endpoint_json, status_code, duration_ms, sampled, _logger_json[1],
+        request_fields["request_id"], user_id, level, time.time_ns(), ids,
+    )  # fmt: skip
+    if level < logging.ERROR:  # formatted and written with the answers after it
+        direct.writer.defer(line)
+    else:  # a failure's line at once
+        direct.writer.msg(_render_request_line(line))
+    return True
+
+
+#: An access line's values, as `write_request_line` takes them and `_render_request_line`
+#: formats them: method and endpoint as JSON, status, duration in ms, tail sampling's
+#: ruling, the logger's name as JSON, request id, user id, level, time (ns since the
+#: epoch), and the span's `hex_ids`.
+_RequestLine = tuple[
+    str, str, int, float, bool | None, str, str, str | None, int, int, tuple[str, str, int] | None
+]
+
+
+def _render_request_line(line: _RequestLine) -> str:
+    """The text of an access line (`write_request_line`)."""
+    (
+        method_json, endpoint_json, status_code, duration_ms, sampled, logger_json, request_id,
+        user_id, level, now_ns, ids,
+    ) = line  # fmt: skip
     ids_json = ""
     if ids is not None:
         ids_json = ',"trace_id":"%s","span_id":"%s","trace_flags":"%s"' % (  # noqa: UP031
             ids[0], ids[1], _flags_text(ids[2], sampled),
         )  # fmt: skip
     user_json = "" if user_id is None else ',"user_id":"%s"' % user_id  # noqa: UP031
-    line = _REQUEST_LINE % (
+    return _REQUEST_LINE % (
         method_json, endpoint_json, status_code, round(duration_ms, 3), _SAMPLED_JSON[sampled],
-        _logger_json[1], request_fields["request_id"], user_json, logging.getLevelName(level),
-        _timestamp(), ids_json, _pid,
+        logger_json, request_id, user_json, logging.getLevelName(level), _timestamp(now_ns),
+        ids_json, _pid,
     )  # fmt: skip
-    if level < logging.ERROR:  # with the other answers of this loop iteration
-        direct.writer.defer(line)
-    else:  # a failure's line at once
-        direct.writer.msg(line)
-    return True
 
 
 def _structlog_bound() -> bool:
