@@ -385,12 +385,12 @@ class ObservabilityMiddleware:
         route = route_template(scope, root_path)
         endpoint = route if route is not None else UNMATCHED_ENDPOINT
         current = span if span is not None else trace.get_current_span()
-        if span is not None:
-            end_server_span(span, method, route, status)
         state = scope["state"]
         sampled = state.get("trace_sampled")
         if "trace_sampled" not in state:  # no answer was sent (the client left): the ruling now
             sampled = self._decide(state, status, duration, current, traceparent)
+        if span is not None and sampled is not False:  # a dropped trace's span goes nowhere
+            end_server_span(span, method, route, status)
         error = state.get("error")
         if not isinstance(error, BaseException):
             error = None

@@ -542,31 +542,24 @@ class TailSampling(SpanProcessor):
     ) -> str | None:
         """Why the trace is kept, or None to drop it (``wanted``: the reason the request
         asked for it with `want_trace`, such as ``low_confidence``)."""
-        if outcome is _REFUSED and self.refusals is not None:
-            if self.refusals.take():
-                return outcome.value  # else: one of many alike, judged as a healthy one
-        elif outcome is not _OK:
+        if outcome is not _OK and (
+            outcome is not _REFUSED or self.refusals is None or self.refusals.take()
+        ):  # (a refusal over its rate is one of many alike: judged as a healthy one)
             return outcome.value
         if duration_seconds > self.slow_seconds:
             return "slow"
-        return self._healthy_reason(sampled_parent, wanted)
+        # A healthy, fast request: asked for (``wanted``, granted within
+        # ``wanted_per_second`` by `want_trace`), a sampled parent, or the ratio.
+        if wanted is not None:
+            return wanted
+        if sampled_parent:
+            return "parent_sampled"
+        return "ratio" if self.ratio > 0 and self.random() < self.ratio else None
 
     def allow_wanted(self) -> bool:
         """Whether one more request may have its trace kept because it asked
         (`want_trace`): at most ``wanted_per_second``."""
         return self.wanted is None or self.wanted.take()
-
-    def _healthy_reason(self, sampled_parent: bool, wanted: str | None) -> str | None:
-        """Why a healthy, fast request's trace is kept: asked for (``wanted``, granted
-        within ``wanted_per_second`` by `want_trace`), a sampled parent, or the ratio;
-        None to drop it."""
-        if wanted is not None:
-            return wanted
-        if sampled_parent:
-            return "parent_sampled"
-        if self.ratio > 0 and self.random() < self.ratio:
-            return "ratio"
-        return None
 
     def decide(
         self,
