@@ -43,3 +43,27 @@ def test_ids_keep_their_leading_zeros_in_every_span_and_traceparent() -> None:
     record = TailSampling([], ratio=0.0, slow_seconds=1.0, ids=_SmallIds()).tracer.start_span("r")
     assert hex_ids(record) == (trace_id, span_id, 1)
     assert traceparent_of(record, sampled=False) == f"00-{trace_id}-{span_id}-00"
+
+
+def test_forked_workers_draw_different_request_ids() -> None:
+    """Ids come from `random`, whose state a fork copies: each child is seeded anew, so
+    the workers of a forking server (gunicorn) never repeat each other's ids."""
+    import os
+
+    new_request_id()  # the parent's state in use before the fork
+    readers = []
+    for _ in range(2):
+        read, write = os.pipe()
+        if os.fork() == 0:  # pragma: no cover - the child
+            os.write(write, ",".join(new_request_id() for _ in range(5)).encode())
+            os._exit(0)
+        os.close(write)
+        readers.append(read)
+    drawn = []
+    for read in readers:
+        with os.fdopen(read) as pipe:
+            drawn.append(pipe.read())
+        os.wait()
+    drawn.append(",".join(new_request_id() for _ in range(5)))
+    ids = ",".join(drawn).split(",")
+    assert len(ids) == 15 and len(set(ids)) == 15

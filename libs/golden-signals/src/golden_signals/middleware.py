@@ -18,7 +18,7 @@ refused, 500 failed) but is no latency: its length is the client's.
 from __future__ import annotations
 
 import asyncio
-import os
+import random
 import re
 import time
 from collections.abc import Awaitable
@@ -65,13 +65,18 @@ _SANE_TOKEN = re.compile(r"[A-Za-z0-9._:@\-]{1,128}")
 
 def new_request_id() -> str:
     """A random UUID (version 4) as text, without building a `uuid.UUID` (a third of
-    the cost)."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+    the cost), its bits from `random.getrandbits` as OpenTelemetry's trace ids: a
+    request id must be unique, not secret, and ``os.urandom`` is a system call each
+    time (a server's every request; `random` is seeded anew in a forked child)."""
+    h = "%032x" % (_random_bits(128) & _NOT_VERSION | _UUID4)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-#: The variant digit (RFC 4122: 8, 9, a or b) for a random hex digit, looked up.
-_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+_random_bits = random.getrandbits
+#: A UUID's version (4 bits at 76) and variant (2 bits at 62) cleared, and set to
+#: version 4, variant RFC 4122 (10).
+_NOT_VERSION = ~((0xF << 76) | (0x3 << 62)) & (2**128 - 1)
+_UUID4 = (0x4 << 76) | (0x2 << 62)
 
 
 def sanitize_token(value: str | None) -> str | None:
