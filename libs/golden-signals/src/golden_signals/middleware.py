@@ -89,7 +89,9 @@ def sanitize_token(value: str | None) -> str | None:
 def request_id_from(value: str | None) -> str:
     """A request's id: the caller's (``X-Request-ID``) when it is a sane token, else a
     new one (`new_request_id`)."""
-    return sanitize_token(value) or new_request_id()
+    if value is not None and _SANE_TOKEN.fullmatch(value):  # `sanitize_token`, inlined
+        return value
+    return new_request_id()
 
 
 def _record_error(state: dict[str, Any], error: BaseException | None) -> None:
@@ -284,8 +286,8 @@ class ObservabilityMiddleware:
         if self.metrics is not None:
             self.metrics.active_requests.inc()
         fields = {"request_id": request_id, "method": method}
-        user_id = sanitize_token(found.get(_USER_ID_BYTES))
-        if user_id is not None:
+        user_id = found.get(_USER_ID_BYTES)
+        if user_id is not None and sanitize_token(user_id) is not None:
             fields["user_id"] = user_id
         span: Span | None = None
         if self.tracer is not None and traced:
