@@ -339,37 +339,58 @@ class RecordedSpan(trace.Span):
         events: Sequence[Event] = ()
         if self._events:
             bounded: BoundedList[Event] = BoundedList(limits.max_events)
-            for name, attributes, timestamp in self._events:
+            for name, fields, timestamp in self._events:
                 bounded.append(
                     Event(
                         name,
                         BoundedAttributes(
                             limits.max_event_attributes,
-                            attributes,
+                            fields,
                             max_value_len=limits.max_attribute_length,
                         ),
                         timestamp,
                     )
                 )
             events = bounded
+        attributes: Attributes = self._attributes  # ended: no longer changed
+        if not _within(self._attributes, limits):
+            attributes = BoundedAttributes(
+                limits.max_span_attributes,
+                self._attributes,
+                max_value_len=limits.max_span_attribute_length,
+            )
         return ReadableSpan(
             name=self._name,
             context=self.context,
             parent=self.parent,
             resource=resource,
-            attributes=BoundedAttributes(
-                limits.max_span_attributes,
-                self._attributes,
-                max_value_len=limits.max_span_attribute_length,
-            ),
+            attributes=attributes,
             events=events,
-            links=BoundedList.from_seq(limits.max_links, self._links),
+            links=BoundedList.from_seq(limits.max_links, self._links) if self._links else (),
             kind=self._kind,
             status=self._status,
             start_time=self._start,
             end_time=self._end,
             instrumentation_scope=scope,
         )
+
+
+#: Attribute values the SDK's `BoundedAttributes` keeps as they are (strings, when no
+#: length limit applies).
+_PLAIN_VALUES = frozenset({str, bool, int, float})
+
+
+def _within(attributes: dict[str, AttributeValue], limits: SpanLimits) -> bool:
+    """Whether ``attributes`` are what the SDK's `BoundedAttributes` would make of them
+    under ``limits`` (few enough, names that are non-empty text, plain values, no length limit),
+    so that a kept span can carry them as they are: bounding them is a third of what
+    turning a record into a span costs."""
+    return (
+        (limits.max_span_attributes is None or len(attributes) <= limits.max_span_attributes)
+        and limits.max_span_attribute_length is None
+        and all(type(key) is str and key for key in attributes)
+        and all(type(value) in _PLAIN_VALUES for value in attributes.values())
+    )
 
 
 class RecordingTracer(trace.Tracer):
@@ -658,9 +679,12 @@ class TailSampling(SpanProcessor):
         that wait on it) when kept, forget them otherwise."""
         kept: list[RecordedSpan] = []
         with self._lock:
-            root.kept = keep
-            finished, root.finished = root.finished, []
-            batches, root.batches = root.batches, []
+            root.kept = keep  # nothing is added to its lists once this is set
+            finished, batches = root.finished, root.batches
+            if finished:
+                root.finished = []
+            if batches:
+                root.batches = []
             if keep:
                 kept += finished
                 if root._end is not None:
