@@ -34,10 +34,13 @@ def golden_signals(**options: Any) -> FastAPI:
 
 def _each_line_at_once() -> FastAPI:
     """Ours with every access line written in its own system call, as before lines were
-    coalesced per event-loop iteration (`golden_signals.logs._Writer.defer`)."""
+    written together (`golden_signals.logs._Writer.defer`)."""
     from golden_signals import logs
 
-    logs._Writer.defer = logs._Writer.msg  # type: ignore[method-assign]
+    def at_once(writer: logs._Writer, line: Any) -> None:
+        writer.msg(logs._render_request_line(line))
+
+    logs._Writer.defer = at_once  # type: ignore[method-assign,assignment]
     return golden_signals()
 
 

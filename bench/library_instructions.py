@@ -25,7 +25,7 @@ import sys
 from collections.abc import Sequence
 
 from bench.common import machine
-from bench.library_overhead import VARIANTS, _drive
+from bench.library_overhead import VARIANTS, _drive, started
 
 #: Requests each app serves before the counted ones (routes compiled, caches filled).
 WARM_UP = 300
@@ -37,9 +37,11 @@ def _serve(name: str, requests: int) -> None:
     build, _ = VARIANTS[name]
     variant = build()
     loop = asyncio.new_event_loop()
+    lifespan = loop.run_until_complete(started(variant.app))  # as a server starts it
     loop.run_until_complete(_drive(variant, WARM_UP))
     if requests:
         loop.run_until_complete(_drive(variant, requests))
+    lifespan.cancel()
     loop.close()
 
 

@@ -1,7 +1,9 @@
-"""Access lines to a file, a pipe or a socket wait as their values and are formatted and
-written together (once `DEFERRED_LINES` wait, or within `LINGER_SECONDS`): one system
-call for several, in order with every other line, never more than a pipe writes in one
-piece, none lost at exit and none written twice by a forked child."""
+"""On the loop of a server that runs an instrumented app's lifespan, access lines to a
+file, a pipe or a socket wait as their values and are formatted and written together
+(once `DEFERRED_LINES` wait, or about `LINGER_SECONDS` after the first): one system call
+for several, in order with every other line, never more than a pipe writes in one
+piece, written at the app's shutdown and at exit, none written twice by a forked child.
+Anywhere else (a test client's short-lived loop, a script's) each is written at once."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import io
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,8 @@ from golden_signals.logs import (
     configured_logger,
     get_logger,
     reset_logging,
+    serving_ended,
+    serving_on,
     setup_logging,
     write_request_line,
 )
@@ -71,6 +75,20 @@ def _answer(status: int = 200, endpoint: str = "/a") -> None:
 _LINGERED = LINGER_SECONDS * 3
 
 
+def _serving(body: Callable[[], Awaitable[None]]) -> None:
+    """Run ``body`` on a new loop that serves an app (as its lifespan marks it)."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        serving_on(loop)
+        try:
+            await body()
+        finally:
+            serving_ended(loop)
+
+    asyncio.run(main())
+
+
 def test_waiting_lines_go_out_in_one_write_in_order_within_the_linger(
     stream: _Descriptor,
 ) -> None:
@@ -89,7 +107,7 @@ def test_waiting_lines_go_out_in_one_write_in_order_within_the_linger(
         _answer(500)  # a failure's line at once
         assert len(stream.writes) == 4
 
-    asyncio.run(serve())
+    _serving(serve)
     assert all(text.endswith("\n") for text in stream.writes)
     text = "".join(stream.writes)
     assert [line.split('"status_code":')[1][:3] for line in text.splitlines() if "status_code" in line] == [
@@ -170,7 +188,7 @@ def test_a_full_batch_is_written_at_once(stream: _Descriptor) -> None:
         _answer()  # the batch is full: written now, not at its time
         assert len(stream.writes) == 1 and stream.writes[0].count("\n") == DEFERRED_LINES
 
-    asyncio.run(serve())
+    _serving(serve)
 
 
 def test_a_batch_is_at_most_what_a_pipe_writes_in_one_piece(stream: _Descriptor) -> None:
@@ -189,7 +207,7 @@ def test_a_batch_is_at_most_what_a_pipe_writes_in_one_piece(stream: _Descriptor)
             _answer()
         get_logger().info("x" * 1000)  # written after the waiting lines, not with them
 
-    asyncio.run(serve())
+    _serving(serve)
     assert len(stream.writes) > 5
     assert all(len(text.encode()) <= select.PIPE_BUF for text in stream.writes[:-1])
     assert all(text.endswith("\n") for text in stream.writes)
@@ -215,7 +233,7 @@ def test_every_configuration_of_a_stream_shares_its_waiting_lines(stream: _Descr
             REQUEST_FIELDS.reset(token)
         earlier.info("second")
 
-    asyncio.run(serve())
+    _serving(serve)
     text = "".join(stream.writes)
     assert text.index("/first") < text.index('"second"')
 
@@ -227,12 +245,13 @@ def test_lines_waiting_on_another_loop_are_written_before_this_loops(
     line: the waiting one first, each once."""
     setup_logging("INFO", "json", stream)
     first = asyncio.new_event_loop()
+    serving_on(first)
 
     def answer_first() -> None:
         _answer(200)
 
     first.call_soon(answer_first)
-    first.call_soon(first.stop)  # in the same iteration: the line's callback never runs
+    first.call_soon(first.stop)  # stopped before the line's timer
     first.run_forever()
     assert stream.writes == []
 
@@ -240,7 +259,8 @@ def test_lines_waiting_on_another_loop_are_written_before_this_loops(
         _answer(404)
         await asyncio.sleep(_LINGERED)
 
-    asyncio.run(second())
+    _serving(second)
+    serving_ended(first)
     first.close()
     assert [text.count("\n") for text in stream.writes] == [1, 1]
     assert '"status_code":200' in stream.writes[0] and '"status_code":404' in stream.writes[1]
@@ -275,3 +295,88 @@ def test_a_forked_child_logs_though_a_thread_held_the_writer_at_the_fork() -> No
         timeout=60, check=True,
     )  # fmt: skip
     assert "from the child" in done.stdout and "child exited 0" in done.stdout
+
+
+def test_on_a_loop_that_serves_no_app_each_line_is_written_at_once(stream: _Descriptor) -> None:
+    """A test client without ``with`` (no lifespan) runs each request on a loop of its
+    own that ends with it: nothing would write a line left waiting there."""
+    setup_logging("INFO", "json", stream)
+
+    async def request() -> None:
+        _answer()
+        assert len(stream.writes) == 1
+
+    asyncio.run(request())
+
+
+def test_an_apps_shutdown_writes_the_lines_waiting(stream: _Descriptor) -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from golden_signals import instrument, logs
+
+    async def hello(request: object) -> PlainTextResponse:
+        return PlainTextResponse("hello")
+
+    app = Starlette(routes=[Route("/hello", hello)])
+    instrument(app, log_stream=stream, tracing=False, include_registry=None)
+    with TestClient(app) as client:  # its lifespan: the portal's loop serves the app
+        for _ in range(3):
+            assert client.get("/hello").status_code == 200
+        assert logs._SERVING  # the lines may wait
+    assert not logs._SERVING
+    lines = "".join(stream.writes).splitlines()
+    assert sum('"endpoint":"/hello"' in line for line in lines) == 3
+
+
+def test_loops_taking_turns_each_have_one_timer(stream: _Descriptor) -> None:
+    """Lines of two serving loops in turn: each loop's are written before the other's,
+    and each loop has at most one timer waiting, however many turns."""
+    setup_logging("INFO", "json", stream)
+    loops = [asyncio.new_event_loop(), asyncio.new_event_loop()]
+    timers = {id(loop): 0 for loop in loops}
+    for loop in loops:
+        serving_on(loop)
+        call_later = loop.call_later
+
+        def counted(delay: float, *args: object, _loop: object = loop, _call: object = call_later,
+                    **kwargs: object) -> object:  # fmt: skip
+            timers[id(_loop)] += 1
+            return _call(delay, *args, **kwargs)  # type: ignore[operator]
+
+        loop.call_later = counted  # type: ignore[method-assign]
+
+    async def answer() -> None:
+        _answer()
+
+    try:
+        for turn in range(20):
+            loops[turn % 2].run_until_complete(answer())
+        assert timers == {id(loop): 1 for loop in loops}
+        assert sum(text.count("\n") for text in stream.writes) == 19  # the last one waits
+    finally:
+        for loop in loops:
+            serving_ended(loop)
+            loop.close()
+    assert sum(text.count("\n") for text in stream.writes) == 20
+
+
+def test_a_line_that_cannot_be_formatted_loses_only_itself(
+    stream: _Descriptor, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from golden_signals.logs import _writer_of
+
+    setup_logging("INFO", "json", stream)
+    writer = _writer_of(stream)
+
+    async def serve() -> None:
+        _answer()
+        writer.defer(("bad",))  # type: ignore[arg-type]
+        _answer(404)
+
+    _serving(serve)
+    text = "".join(stream.writes)
+    assert text.count("\n") == 2 and '"status_code":404' in text
+    assert "cannot write log lines" in capsys.readouterr().err

@@ -19,7 +19,13 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from golden_signals.asgi import ASGIApp, Message, Receive, Scope, Send, header, route_path
-from golden_signals.logs import configured_logger, get_logger, setup_logging
+from golden_signals.logs import (
+    configured_logger,
+    get_logger,
+    serving_ended,
+    serving_on,
+    setup_logging,
+)
 from golden_signals.metrics import LATENCY_BUCKETS, HttpMetrics, SignalRegistry
 from golden_signals.middleware import Hooks, ObservabilityMiddleware
 from golden_signals.routes import template_mounts
@@ -300,19 +306,39 @@ class _Outer:
         )
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Start with the app and stop after it, whatever its own lifespan does."""
+        """Start with the app and stop after it, whatever its own lifespan does; while
+        it serves, its loop is where access lines may wait (`logs.serving_on`)."""
+        loop = asyncio.get_running_loop()
+        serving = False
+
+        def ended() -> None:
+            nonlocal serving
+            if serving:
+                serving = False
+                serving_ended(loop)
 
         async def receive_wrapper() -> Message:
+            nonlocal serving
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self._started = True
                 self.instrumentation.start()
+                if not serving:
+                    serving = True
+                    serving_on(loop)
             return message
 
         async def send_wrapper(message: Message) -> None:
-            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            kind = message["type"]
+            if kind in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                ended()
                 self.instrumentation.stop()
                 self._started = False
+            elif kind == "lifespan.startup.failed":
+                ended()
             await send(message)
 
-        await self.app(scope, receive_wrapper, send_wrapper)
+        try:
+            await self.app(scope, receive_wrapper, send_wrapper)
+        finally:
+            ended()

@@ -400,7 +400,7 @@ class _Writer:
     (`_SharedWriterHandler`) write through the same writer (`_writer_of`).
 
     Access lines may be deferred (`defer`): kept as their values, then formatted and
-    written several at a time, in one system call (`flush_deferred`)."""
+    written several at a time, in as few system calls as hold them (`flush_deferred`)."""
 
     def __init__(self, stream: TextIO) -> None:
         """Write to ``stream``."""
@@ -414,7 +414,7 @@ class _Writer:
         self._deferrable = _is_os_stream(stream)
         self._deferred: list[_RequestLine] = []
         self._deferred_on: asyncio.AbstractEventLoop | None = None  # the loop they wait on
-        self._due_on: asyncio.AbstractEventLoop | None = None  # the loop whose timer writes them
+        self._timed: set[asyncio.AbstractEventLoop] = set()  # the loops whose timer will write
 
     def msg(self, message: str) -> None:
         """Write one line (and flush), after the deferred ones, or lose it."""
@@ -431,18 +431,16 @@ class _Writer:
     def defer(self, line: _RequestLine) -> None:
         """Write an access line (its values: `_render_request_line`) later, formatted
         and written with the others deferred on the running event loop: once
-        `DEFERRED_LINES` wait, or within `LINGER_SECONDS` (`flush_deferred`, timed on the
-        loop), in writes of at most `_ATOMIC_BYTES`; at once without a running loop or to
-        a stream that is not the operating system's. Lines that waited on another loop
-        are written first. A line written meanwhile with `msg` comes after them, and a
-        process that exits normally writes them (`_flush_all`); a process killed
-        outright loses them."""
-        if not self._deferrable:
-            self.msg(_render_request_line(line))
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+        `DEFERRED_LINES` wait, or about `LINGER_SECONDS` after the first of them (a
+        timer on the loop; later if the loop is blocked), in writes of at most
+        `_ATOMIC_BYTES`. Only on a loop that serves an instrumented app (`serving_on`:
+        its lifespan started there, and its shutdown writes what waits) and to a stream
+        the operating system writes; at once otherwise (a test client's short-lived
+        loop, a script's, no loop). Lines that waited on another loop are written first.
+        A line written meanwhile with `msg` comes after them, and a process that exits
+        normally writes them (`_flush_all`); a process killed outright loses them."""
+        loop = asyncio._get_running_loop()  # None outside one (no exception to raise)
+        if loop is None or loop not in _SERVING or not self._deferrable:
             self.msg(_render_request_line(line))
             return
         try:
@@ -454,19 +452,30 @@ class _Writer:
                 self._deferred_on = loop
                 if len(deferred) >= DEFERRED_LINES:
                     self._write_deferred()
-                elif self._due_on is not loop:  # no timer of this loop's waiting: one now
-                    self._due_on = loop
+                elif loop not in self._timed:  # no timer of this loop's waiting: one now
+                    self._timed.add(loop)
                     _DEFERRING.add(self)
-                    loop.call_later(LINGER_SECONDS, self.flush_deferred, True)
+                    # In a context of its own: not the request's, kept alive meanwhile.
+                    loop.call_later(LINGER_SECONDS, self._due, loop, context=contextvars.Context())
         except Exception as exc:
             self._lost(exc)
 
-    def flush_deferred(self, due: bool = False) -> None:
-        """Write the deferred lines, if any (``due``: called by the timer `defer` set)."""
+    def _due(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The timer `defer` set on ``loop``: write the lines waiting."""
         try:
             with self._lock:
-                if due:
-                    self._due_on = None
+                self._timed.discard(loop)
+                if self._deferred:
+                    self._write_deferred()
+        except Exception as exc:
+            self._lost(exc)
+
+    def flush_deferred(self) -> None:
+        """Write the deferred lines, if any (the loop's timer no longer counted on: the
+        loop may be ending)."""
+        try:
+            with self._lock:
+                self._timed.clear()
                 if self._deferred:
                     self._write_deferred()
         except Exception as exc:
@@ -484,7 +493,11 @@ class _Writer:
         chunk: list[str] = []
         size = 0
         for values in waiting:
-            line = _render_request_line(values) + "\n"
+            try:
+                line = _render_request_line(values) + "\n"
+            except Exception as exc:  # a bug: this line is lost, not the others
+                self._lost(exc)
+                continue
             length = len(line) if line.isascii() else len(line.encode())
             if chunk and size + length > _ATOMIC_BYTES:
                 self._put("".join(chunk))
@@ -497,7 +510,7 @@ class _Writer:
     def forget_deferred(self) -> None:
         """Drop the deferred lines (a forked child's copy of its parent's)."""
         self._deferred = []
-        self._due_on = None
+        self._timed = set()
 
     def _lost(self, exc: Exception) -> None:
         if not self._failed:
@@ -523,12 +536,33 @@ def _flush_all() -> None:
         writer.flush_deferred()
 
 
+#: The event loops serving an instrumented app (`serving_on`), with how many apps each.
+_SERVING: dict[asyncio.AbstractEventLoop, int] = {}
+
+
+def serving_on(loop: asyncio.AbstractEventLoop) -> None:
+    """An instrumented app's lifespan started on ``loop``: a server's loop, where access
+    lines may wait to be written together (`_Writer.defer`) until its shutdown
+    (`serving_ended`)."""
+    _SERVING[loop] = _SERVING.get(loop, 0) + 1
+
+
+def serving_ended(loop: asyncio.AbstractEventLoop) -> None:
+    """An instrumented app's lifespan ended on ``loop``: the lines waiting are written,
+    and once no app serves there, lines are written at once again."""
+    count = _SERVING.pop(loop, 0) - 1
+    if count > 0:
+        _SERVING[loop] = count
+    _flush_all()
+
+
 def _after_fork_in_child() -> None:
     """A forked child: its copy of the parent's waiting lines dropped (the parent writes
     them), and every writer's lock new (one another thread held at the fork would stay
     held)."""
     global _WRITERS_LOCK  # noqa: PLW0603 - the child's own
     _WRITERS_LOCK = threading.Lock()
+    _SERVING.clear()  # the parent's loops: the child's own lifespan says where it serves
     for writer in [*_WRITERS.values(), *_DEFERRING]:
         writer._lock = threading.Lock()
         writer.forget_deferred()
