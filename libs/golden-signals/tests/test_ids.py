@@ -46,24 +46,42 @@ def test_ids_keep_their_leading_zeros_in_every_span_and_traceparent() -> None:
 
 
 def test_forked_workers_draw_different_request_ids() -> None:
-    """Ids come from `random`, whose state a fork copies: each child is seeded anew, so
-    the workers of a forking server (gunicorn) never repeat each other's ids."""
+    """Ids come from a generator whose state a fork copies: each child seeds it anew,
+    so the workers of a forking server (gunicorn) never repeat each other's ids."""
     import os
 
     new_request_id()  # the parent's state in use before the fork
-    readers = []
+    children = []
     for _ in range(2):
         read, write = os.pipe()
-        if os.fork() == 0:  # pragma: no cover - the child
-            os.write(write, ",".join(new_request_id() for _ in range(5)).encode())
-            os._exit(0)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            try:
+                os.write(write, ",".join(new_request_id() for _ in range(5)).encode())
+            finally:
+                os._exit(0)
         os.close(write)
-        readers.append(read)
+        children.append((pid, read))
     drawn = []
-    for read in readers:
+    for pid, read in children:
         with os.fdopen(read) as pipe:
             drawn.append(pipe.read())
-        os.wait()
+        os.waitpid(pid, 0)
     drawn.append(",".join(new_request_id() for _ in range(5)))
     ids = ",".join(drawn).split(",")
     assert len(ids) == 15 and len(set(ids)) == 15
+
+
+def test_an_app_that_seeds_random_does_not_repeat_request_ids() -> None:
+    """ML code seeds `random` for reproducibility (``random.seed(0)``), in every worker
+    alike: the ids must not follow it."""
+    import random
+
+    state = random.getstate()
+    try:
+        random.seed(0)
+        first = new_request_id()
+        random.seed(0)
+        assert new_request_id() != first
+    finally:
+        random.setstate(state)
