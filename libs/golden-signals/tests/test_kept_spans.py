@@ -5,6 +5,7 @@ need bounding."""
 from __future__ import annotations
 
 import pytest
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -46,3 +47,31 @@ def test_attributes_past_the_limits_are_bounded_as_the_sdk_bounds_them() -> None
 def test_values_the_sdk_cleans_are_cleaned() -> None:
     span = _kept({"tags": ["a", "b"], "raw": b"\x01"})
     assert span.attributes is not None and span.attributes["tags"] == ("a", "b")
+
+
+class _Text(str):
+    """A subclass of str: the SDK keeps it, the fast path does not judge it plain."""
+
+
+@pytest.mark.parametrize(
+    ("attributes", "limits"),
+    [
+        ({"a": 1, "b": True, "c": 0.5, "d": "x"}, SpanLimits()),
+        ({"a": 1, "b": 2}, SpanLimits(max_span_attributes=2)),
+        ({"a": 1, "b": 2, "c": 3}, SpanLimits(max_span_attributes=2)),
+        ({"a": 1}, SpanLimits(max_span_attributes=0)),
+        ({"a": "long text"}, SpanLimits(max_span_attribute_length=4)),
+        ({"a": None, "b": b"x", "c": [1, 2], "d": _Text("t")}, SpanLimits()),
+        ({"": 1, "b": 2}, SpanLimits()),
+    ],
+)
+def test_a_kept_span_has_the_attributes_the_sdk_would_give_it(
+    attributes: dict[str, object], limits: SpanLimits
+) -> None:
+    expected = BoundedAttributes(
+        limits.max_span_attributes, attributes,  # type: ignore[arg-type]
+        max_value_len=limits.max_span_attribute_length,
+    )  # fmt: skip
+    span = _kept(attributes, limits)
+    assert dict(span.attributes or {}) == dict(expected)
+    assert span.dropped_attributes == expected.dropped

@@ -352,12 +352,12 @@ class RecordedSpan(trace.Span):
                     )
                 )
             events = bounded
-        attributes: Attributes = self._attributes  # ended: no longer changed
-        if not _within(self._attributes, limits):
+        # A copy: a thread that set one as the record ended must not change the span.
+        copied = dict(self._attributes)
+        attributes: Attributes = copied
+        if not _within(copied, limits):
             attributes = BoundedAttributes(
-                limits.max_span_attributes,
-                self._attributes,
-                max_value_len=limits.max_span_attribute_length,
+                limits.max_span_attributes, copied, max_value_len=limits.max_span_attribute_length
             )
         return ReadableSpan(
             name=self._name,
