@@ -456,26 +456,21 @@ class _Writer:
                     self._timed.add(loop)
                     _DEFERRING.add(self)
                     # In a context of its own: not the request's, kept alive meanwhile.
-                    loop.call_later(LINGER_SECONDS, self._due, loop, context=contextvars.Context())
+                    loop.call_later(
+                        LINGER_SECONDS, self.flush_deferred, loop, context=contextvars.Context()
+                    )
         except Exception as exc:
             self._lost(exc)
 
-    def _due(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The timer `defer` set on ``loop``: write the lines waiting."""
+    def flush_deferred(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Write the deferred lines, if any: as the timer `defer` set on ``loop``, or
+        (None) for a loop that may be ending, whose timers are no longer counted on."""
         try:
             with self._lock:
-                self._timed.discard(loop)
-                if self._deferred:
-                    self._write_deferred()
-        except Exception as exc:
-            self._lost(exc)
-
-    def flush_deferred(self) -> None:
-        """Write the deferred lines, if any (the loop's timer no longer counted on: the
-        loop may be ending)."""
-        try:
-            with self._lock:
-                self._timed.clear()
+                if loop is None:
+                    self._timed.clear()
+                else:
+                    self._timed.discard(loop)
                 if self._deferred:
                     self._write_deferred()
         except Exception as exc:

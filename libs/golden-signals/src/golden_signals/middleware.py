@@ -391,7 +391,8 @@ class ObservabilityMiddleware:
         traceparent: str | None,
     ) -> None:  # fmt: skip
         """Name the server span (``span``, None when the request has none of its own)
-        after the route, record the request's metrics, the app's own (`Hooks.finished`),
+        after the route unless tail sampling dropped its trace (nothing would read it),
+        record the request's metrics, the app's own (`Hooks.finished`),
         and write its one access line (`Hooks.access_line`); ``fields``: the request's
         log fields (`logs.REQUEST_FIELDS`)."""
         route = route_template(scope, root_path)
