@@ -85,3 +85,28 @@ def test_an_app_that_seeds_random_does_not_repeat_request_ids() -> None:
         assert new_request_id() != first
     finally:
         random.setstate(state)
+
+
+def test_an_app_that_seeds_random_does_not_repeat_trace_ids() -> None:
+    """The same for trace ids, under tail sampling and under the SDK's head sampling
+    (OpenTelemetry's own generator draws from the module-level `random`)."""
+    import random
+
+    from golden_signals.tracing import setup_tracing
+
+    def under_tail() -> int:
+        return TailSampling([], ratio=0.0, slow_seconds=1.0).tracer.start_span("r")._trace_id
+
+    def under_head() -> int:
+        provider, _ = setup_tracing(service_name="s", service_version="1", environment="t")
+        return provider.get_tracer("t").start_span("r").get_span_context().trace_id
+
+    state = random.getstate()
+    try:
+        for draw in (under_tail, under_head):
+            random.seed(0)
+            first = draw()
+            random.seed(0)
+            assert draw() != first
+    finally:
+        random.setstate(state)

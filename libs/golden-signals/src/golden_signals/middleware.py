@@ -18,8 +18,6 @@ refused, 500 failed) but is no latency: its length is the client's.
 from __future__ import annotations
 
 import asyncio
-import os
-import random
 import re
 import time
 from collections.abc import Awaitable
@@ -32,6 +30,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, Tracer
 
 from golden_signals.asgi import ASGIApp, Message, Receive, Scope, Send, route_path
+from golden_signals.ids import random_bits
 from golden_signals.logs import (
     REQUEST_FIELDS,
     debug_enabled,
@@ -66,18 +65,12 @@ _SANE_TOKEN = re.compile(r"[A-Za-z0-9._:@\-]{1,128}")
 
 def new_request_id() -> str:
     """A random UUID (version 4) as text, without building a `uuid.UUID` (a third of
-    the cost). Its bits come from a generator of the library's own, seeded from
-    ``os.urandom`` at import and again in every forked child: a request id must be
-    unique, not secret, and ``os.urandom`` is a system call each time (a server's every
-    request); the module-level `random` would repeat its ids wherever an app seeds it
-    (``random.seed(0)``, as ML code does for reproducibility)."""
-    h = "%032x" % (_random_bits(128) & _NOT_VERSION | _UUID4)
+    the cost), its bits from the library's own generator (`ids.random_bits`: no system
+    call, and not the module-level `random` an app may seed)."""
+    h = "%032x" % (random_bits(128) & _NOT_VERSION | _UUID4)
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-_ids = random.Random()  # noqa: S311 - unique, not secret; seeded from os.urandom
-os.register_at_fork(after_in_child=_ids.seed)
-_random_bits = _ids.getrandbits
 #: A UUID's version (4 bits at 76) and variant (2 bits at 62) cleared, and set to
 #: version 4, variant RFC 4122 (10).
 _NOT_VERSION = ~((0xF << 76) | (0x3 << 62)) & (2**128 - 1)

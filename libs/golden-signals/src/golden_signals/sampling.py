@@ -35,7 +35,7 @@ from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, SpanProcessor
-from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
@@ -49,6 +49,8 @@ from opentelemetry.trace import (
 )
 from opentelemetry.util._decorator import _agnosticcontextmanager
 from opentelemetry.util.types import Attributes, AttributeValue
+
+from golden_signals.ids import OwnIds
 
 
 class Outcome(StrEnum):
@@ -542,7 +544,7 @@ class TailSampling(SpanProcessor):
         self.wanted = TokenBucket(wanted_per_second) if wanted_per_second > 0 else None
         self.on_kept = on_kept
         self.random: Callable[[], float] = random.random
-        self.tracer = RecordingTracer(self, ids if ids is not None else RandomIdGenerator())
+        self.tracer = RecordingTracer(self, ids if ids is not None else OwnIds())
         self._downstream = tuple(downstream)
         self._resource = resource if resource is not None else Resource.create({})
         self._scope = InstrumentationScope(scope_name)

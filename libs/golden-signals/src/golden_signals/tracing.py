@@ -27,6 +27,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.util.types import AttributeValue
 
 from golden_signals.asgi import header, route_path
+from golden_signals.ids import OwnIds
 from golden_signals.routes import route_template
 from golden_signals.sampling import RecordedSpan, RecordingTracer, TailSampling
 
@@ -123,7 +124,7 @@ def setup_tracing(
     )
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": service_name}))
-    provider = TracerProvider(resource=resource)
+    provider = TracerProvider(resource=resource, id_generator=OwnIds())
     downstream: list[SpanProcessor] = []
     if exporter is not None:
         downstream.append(CountedBatchSpanProcessor(exporter, on_span_outcome or _ignore_outcome))
