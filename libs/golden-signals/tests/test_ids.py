@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
+import pytest
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
@@ -72,41 +74,30 @@ def test_forked_workers_draw_different_request_ids() -> None:
     assert len(ids) == 15 and len(set(ids)) == 15
 
 
-def test_an_app_that_seeds_random_does_not_repeat_request_ids() -> None:
-    """ML code seeds `random` for reproducibility (``random.seed(0)``), in every worker
-    alike: the ids must not follow it."""
-    import random
-
-    state = random.getstate()
-    try:
-        random.seed(0)
-        first = new_request_id()
-        random.seed(0)
-        assert new_request_id() != first
-    finally:
-        random.setstate(state)
+def _tail_trace_id() -> int:
+    return TailSampling([], ratio=0.0, slow_seconds=1.0).tracer.start_span("r")._trace_id
 
 
-def test_an_app_that_seeds_random_does_not_repeat_trace_ids() -> None:
-    """The same for trace ids, under tail sampling and under the SDK's head sampling
-    (OpenTelemetry's own generator draws from the module-level `random`)."""
-    import random
-
+def _head_trace_id() -> int:
     from golden_signals.tracing import setup_tracing
 
-    def under_tail() -> int:
-        return TailSampling([], ratio=0.0, slow_seconds=1.0).tracer.start_span("r")._trace_id
+    provider, _ = setup_tracing(service_name="s", service_version="1", environment="t")
+    return provider.get_tracer("t").start_span("r").get_span_context().trace_id
 
-    def under_head() -> int:
-        provider, _ = setup_tracing(service_name="s", service_version="1", environment="t")
-        return provider.get_tracer("t").start_span("r").get_span_context().trace_id
+
+@pytest.mark.parametrize("draw", [new_request_id, _tail_trace_id, _head_trace_id])
+def test_an_app_that_seeds_random_does_not_repeat_ids(draw: Callable[[], object]) -> None:
+    """ML code seeds `random` for reproducibility (``random.seed(0)``), in every worker
+    alike: request ids and trace ids, under tail sampling and under the SDK's head
+    sampling (OpenTelemetry's own generator draws from the module-level `random`), must
+    not follow it."""
+    import random
 
     state = random.getstate()
     try:
-        for draw in (under_tail, under_head):
-            random.seed(0)
-            first = draw()
-            random.seed(0)
-            assert draw() != first
+        random.seed(0)
+        first = draw()
+        random.seed(0)
+        assert draw() != first
     finally:
         random.setstate(state)
