@@ -18,8 +18,8 @@ instrumentation spend CPU), once bare and once with each of:
 
 Each app's lifespan is started first on the bench's loop, as a server starts it before
 its first request (the library writes access lines together only on a loop that serves
-an app). The variants take turns within each repeat (so the machine's drift reaches all alike);
-each figure is the median over the repeats of CPU time (``time.process_time``) per
+an app). The variants take turns within each repeat (so the machine's drift reaches all
+alike); each figure is the median over the repeats of CPU time (``time.process_time``) per
 request, and the overhead is that minus the bare app's from the same repeats. The
 process's CPU time counts every thread, so a turn ends with its spans exported (the
 batch processor flushed) before the clock is read. The several-workers variant's
