@@ -138,8 +138,8 @@ class RecordedSpan(trace.Span):
     the finished spans of its request until the decision.
     """
 
-    __slots__ = ("_attributes", "_context", "_end", "_events", "_hex", "_id", "_kind",
-                 "_links", "_name", "_on_exception", "_owner", "_parent", "_request",
+    __slots__ = ("_attributes", "_context", "_end", "_events", "_hex", "_id", "_indexed",
+                 "_kind", "_links", "_name", "_on_exception", "_owner", "_parent", "_request",
                  "_start", "_state", "_status", "_trace_id", "batches", "finished", "kept",
                  "linked", "wanted")  # fmt: skip
 
@@ -168,6 +168,7 @@ class RecordedSpan(trace.Span):
         # records are dropped without anyone reading it.
         self._context: SpanContext | None = None
         self._hex: tuple[str, str, int] | None = None  # `hex_ids`, made when first asked
+        self._indexed = False  # in the owner's index of running spans a link may name
         self._parent = parent
         # None for a root itself: a reference to itself would make every request's
         # records a reference cycle, garbage only the cyclic collector frees.
@@ -215,7 +216,7 @@ class RecordedSpan(trace.Span):
             context = self._context = SpanContext(
                 self._trace_id, self._id, False, _SAMPLED, self._state
             )
-            if self._end is None and self._hex is None:  # its ids are out: linkable now
+            if self._end is None and not self._indexed:  # its ids are out: linkable now
                 self._owner._linkable(self)
         return context
 
@@ -224,16 +225,24 @@ class RecordedSpan(trace.Span):
         trace flags (sampled, until decided), formatted once: a request's log lines, its
         ``traceparent`` and its exemplars all need them. None when its ids are invalid
         (an id generator's zero), as its `SpanContext` would say. Ids read this way can
-        name it in a link (a ``traceparent`` extracted elsewhere in the process), so it
-        is indexed as when its context is made."""
+        name it in a link (a ``traceparent`` handed to a consumer elsewhere in the
+        process), so it is indexed as when its context is made."""
+        ids = self.ids_text()
+        if ids is not None and self._end is None and not self._indexed:
+            self._owner._linkable(self)
+        return ids
+
+    def ids_text(self) -> tuple[str, str, int] | None:
+        """`hex_ids` for text that leaves the process (the answer's ``traceparent``, an
+        access line, an exemplar): the span is not indexed for links, which only ids
+        read in the process can make (the middleware's reads of a request's server
+        span, every request, then cost the index nothing)."""
         ids = self._hex
         if ids is None:
             if not (0 < self._trace_id <= _MAX_TRACE_ID and 0 < self._id <= _MAX_SPAN_ID):
                 return None
             trace_id, span_id = self._trace_id.to_bytes(16, "big"), self._id.to_bytes(8, "big")
             ids = self._hex = (trace_id.hex(), span_id.hex(), 1)
-            if self._end is None and self._context is None:
-                self._owner._linkable(self)
         return ids
 
     def is_recording(self) -> bool:
@@ -590,26 +599,26 @@ class TailSampling(SpanProcessor):
         outcome: Outcome,
         duration_seconds: float,
         traceparent: str | None,
+        sampled_parent: bool = False,
     ) -> bool | None:
         """Decide now on the request whose server span (its local root) is
-        ``server_span``, which arrived with ``traceparent``: export or forget its spans,
-        count a keep, and return whether it was kept (None for an untraced request)."""
+        ``server_span``, which arrived with ``traceparent`` (or whose parent was sampled,
+        ``sampled_parent``): export or forget its spans, count a keep, and return whether
+        it was kept (None for an untraced request)."""
         if not isinstance(server_span, RecordedSpan):
             return None
         root = server_span._request or server_span
         if root.kept is not None:
             return root.kept
-        sampled = traceparent is not None and parent_sampled(traceparent)
-        return self._judge(root, outcome, duration_seconds, sampled)
-
-    def _judge(
-        self, root: RecordedSpan, outcome: Outcome, duration_seconds: float, sampled: bool
-    ) -> bool:
-        why = self.reason(outcome, duration_seconds, sampled, root.wanted)
+        if traceparent is not None and not sampled_parent:
+            sampled_parent = parent_sampled(traceparent)
+        why = self.reason(outcome, duration_seconds, sampled_parent, root.wanted)
         self._settle(root, why is not None)
-        if why is not None and self.on_kept is not None:
+        if why is None:
+            return False
+        if self.on_kept is not None:
             self.on_kept(why)
-        return why is not None
+        return True
 
     # --- the records --------------------------------------------------------------------
     def _linkable(self, span: RecordedSpan) -> None:
@@ -620,6 +629,7 @@ class TailSampling(SpanProcessor):
             with contextlib.suppress(RuntimeError, StopIteration):  # changed meanwhile
                 running.pop(next(iter(running)), None)
         running[span._id] = span._request or span
+        span._indexed = True
         if span._end is not None:  # it ended meanwhile in another thread: `_ended` ran
             running.pop(span._id, None)
 
@@ -639,7 +649,7 @@ class TailSampling(SpanProcessor):
 
     def _ended(self, span: RecordedSpan) -> None:
         """Hold ``span`` for its request's decision, or act on the decision made."""
-        if span._context is not None or span._hex is not None:  # indexed (`_linkable`)
+        if span._indexed:  # (`_linkable`)
             self._running.pop(span._id, None)
         root = span._request
         if root is None:
@@ -652,7 +662,7 @@ class TailSampling(SpanProcessor):
                 else:  # a root nobody decided on (not a request): judged as it ends
                     parent = root.parent
                     sampled = parent is not None and parent.trace_flags.sampled
-                    self._judge(root, _OK, root.duration_seconds, sampled)
+                    self.decide(root, _OK, root.duration_seconds, None, sampled)
             return
         with self._lock:
             kept = root.kept
@@ -679,10 +689,12 @@ class TailSampling(SpanProcessor):
     def _settle(self, root: RecordedSpan, keep: bool) -> None:
         """Rule on ``root``'s request: export its finished spans (and the batch spans
         that wait on it) when kept, forget them otherwise."""
-        kept: list[RecordedSpan] = []
         with self._lock:
             root.kept = keep  # nothing is added to its lists once this is set
             finished, batches = root.finished, root.batches
+            if not finished and not batches and (not keep or root._end is None):
+                return  # nothing waits on the ruling (a request's, before its span ends)
+            kept: list[RecordedSpan] = []
             if finished:
                 root.finished = []
             if batches:

@@ -187,9 +187,11 @@ def open_server_span(
         if traceparent is not None:
             caller = trace.get_current_span(_caller_context(traceparent, tracestate))
             parent = caller.get_span_context()
-        return tracer.start_root_span(
-            scope["method"], parent, _SERVER, attributes, (), None, (False, False)
+        span = tracer.start_root_span(
+            scope["method"], parent, _SERVER, None, (), None, (False, False)
         )
+        span._attributes = attributes  # made for it: not copied
+        return span
     context = _caller_context(traceparent, tracestate)
     return tracer.start_span(
         scope["method"], context, _SERVER, attributes, None, None, False, False
@@ -302,6 +304,7 @@ except ImportError:  # moved by a later release: `enter_span` goes through the A
 else:
     _CURRENT = _context_variable()
 _logger = logging.getLogger(__name__)
+_set_item = dict.__setitem__
 
 
 def enter_span(span: Span) -> Token[Context]:
@@ -311,9 +314,9 @@ def enter_span(span: Span) -> Token[Context]:
     variable = _CURRENT
     if variable is None:
         return otel_context.attach(trace.set_span_in_context(span))
-    values = variable.get().copy()
-    values[_SPAN_KEY] = span
-    return variable.set(Context(values))
+    context = Context(variable.get())  # one copy (a `Context` refuses item assignment)
+    _set_item(context, _SPAN_KEY, span)
+    return variable.set(context)
 
 
 def leave_span(token: Token[Context]) -> None:
@@ -467,6 +470,13 @@ def hex_ids(span: Span) -> tuple[str, str, int] | None:
     )
 
 
+def text_ids(span: Span) -> tuple[str, str, int] | None:
+    """`hex_ids` for text that leaves the process (an answer's ``traceparent``, an
+    access line, an exemplar): a tail-sampling record is not indexed for links by it
+    (`RecordedSpan.ids_text`)."""
+    return span.ids_text() if type(span) is RecordedSpan else hex_ids(span)
+
+
 def trace_id_of(span: Span) -> str | None:
     """``span``'s trace id as 32 hex characters, or None for an invalid span."""
     ids = hex_ids(span)
@@ -488,7 +498,14 @@ def current_traceparent(sampled: bool | None = None) -> str | None:
 def traceparent_of(span: Span, sampled: bool | None = None) -> str | None:
     """``span``'s W3C ``traceparent`` (None for an invalid span); ``sampled`` replaces
     its sampled flag."""
-    ids = span.hex_ids() if type(span) is RecordedSpan else hex_ids(span)
+    return format_traceparent(
+        span.hex_ids() if type(span) is RecordedSpan else hex_ids(span), sampled
+    )
+
+
+def format_traceparent(ids: tuple[str, str, int] | None, sampled: bool | None) -> str | None:
+    """The W3C ``traceparent`` of a span whose `hex_ids` are ``ids`` (None: none);
+    ``sampled`` replaces its sampled flag."""
     if ids is None:
         return None
     trace_id, span_id, flags = ids

@@ -1,0 +1,60 @@
+"""Under tail sampling a running span enters the index a batch span's links are found
+in only when its ids are read in the process: the middleware's own reads of a
+request's server span (the answer's ``traceparent``, the access line, the exemplar)
+leave the process as text and cost the index nothing."""
+
+from __future__ import annotations
+
+import io
+
+from fastapi import BackgroundTasks, FastAPI
+from fastapi.testclient import TestClient
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from golden_signals import TailSamplingOptions, instrument
+from golden_signals.sampling import TailSampling
+from golden_signals.tracing import format_traceparent, text_ids, traceparent_of
+
+
+def test_ids_as_text_for_the_outside_do_not_index_and_ids_read_inside_do() -> None:
+    sampler = TailSampling([], ratio=0.0, slow_seconds=60.0)
+    span = sampler.tracer.start_root_span("GET /items/{item_id}", None)
+    outside = format_traceparent(text_ids(span), False)
+    assert outside is not None and outside.endswith("-00")
+    assert sampler._running == {}
+    assert traceparent_of(span, False) == outside  # the same text, read in the process
+    assert list(sampler._running) == [span.get_span_context().span_id]
+    span.end()
+    assert sampler._running == {}
+
+
+def test_the_middleware_indexes_a_server_span_only_when_the_app_reads_its_context() -> None:
+    app = FastAPI()
+    seen: dict[str, list[int]] = {}
+
+    def running(name: str) -> None:
+        """What the index holds after the answer was sent (the span still runs)."""
+        seen[name] = list(instrumentation.tail._running)  # type: ignore[union-attr]
+
+    @app.get("/quiet")
+    def quiet(tasks: BackgroundTasks) -> dict[str, str]:
+        tasks.add_task(running, "quiet")
+        return {}
+
+    @app.get("/reads")
+    def reads(tasks: BackgroundTasks) -> dict[str, int]:
+        span_id = trace.get_current_span().get_span_context().span_id
+        tasks.add_task(running, "reads")
+        return {"span_id": span_id}
+
+    instrumentation = instrument(
+        app, log_stream=io.StringIO(), exporter=InMemorySpanExporter(),
+        tail_sampling=TailSamplingOptions(ratio=0.0),
+    )  # fmt: skip
+    with TestClient(app) as client:
+        assert client.get("/quiet").headers["traceparent"].endswith("-00")
+        answer = client.get("/reads")
+    assert seen["quiet"] == []
+    assert seen["reads"] == [answer.json()["span_id"]]
+    assert instrumentation.tail._running == {}  # type: ignore[union-attr]
