@@ -239,6 +239,21 @@ def test_a_plain_asgi_app_is_served_through_what_instrument_returns(
     )
 
 
+def test_servers_take_an_instrumented_plain_app_for_an_asgi_3_one(log_stream: io.StringIO) -> None:
+    """uvicorn tells an ASGI 3 app from an ASGI 2 one by its coroutine function: what
+    `instrument` returns for a plain app must pass, though the layer inside it returns
+    its coroutines rather than being one."""
+    import uvicorn
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    config = uvicorn.Config(instrumented(app, log_stream).app, lifespan="off")
+    config.load()
+    assert config.interface == "asgi3"
+
+
 def test_an_unhandled_exception_is_a_500_with_its_request_id_logged_once(
     log_stream: io.StringIO,
 ) -> None:

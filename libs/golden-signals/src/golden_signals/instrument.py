@@ -7,7 +7,7 @@ import atexit
 import os
 import sys
 import weakref
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TextIO
@@ -217,7 +217,7 @@ def instrument(
     if hasattr(app, "build_middleware_stack"):  # Starlette, FastAPI
         _wrap_stack(app, instrumentation, layers, hooks)
     else:
-        instrumentation.app = _Outer(app, instrumentation=instrumentation, layers=layers)
+        instrumentation.app = _Served(_Outer(app, instrumentation=instrumentation, layers=layers))
     for instrumented in {id(app): app, id(instrumentation.app): instrumentation.app}.values():
         setattr(instrumented, _ATTRIBUTE, instrumentation)
     atexit.register(_close_at_exit, weakref.ref(instrumentation))  # not kept alive by it
@@ -255,7 +255,12 @@ def _wrap_stack(app: Any, instrumentation: Instrumentation, layers: Any, hooks: 
 
 class _Outer:
     """The instrumentation's outermost layer: the scrape endpoint, start-up and
-    shutdown, then the server span and the middleware around the app."""
+    shutdown, then the server span and the middleware around the app.
+
+    Not a coroutine of its own: it returns the coroutine that serves the call (a frame
+    and a coroutine fewer in every await of a request). A Starlette app awaits its
+    middleware stack, so any awaitable will do; a server, which tells an ASGI 3 app by
+    its coroutine function, is handed `_Served`."""
 
     def __init__(self, app: ASGIApp, *, instrumentation: Instrumentation, layers: Any) -> None:
         self.instrumentation = instrumentation
@@ -263,22 +268,19 @@ class _Outer:
         self.inner: ObservabilityMiddleware = layers(app)
         self._started = False
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         kind = scope["type"]
         if kind == "lifespan":
-            await self._lifespan(scope, receive, send)
-            return
+            return self._lifespan(scope, receive, send)
         if not self._started:
             self._started = True
             self.instrumentation.start()
         if kind not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         path = route_path(scope)
         if path == self.instrumentation.metrics_path and kind == "http":
-            await self._scrape(scope, send)
-            return
-        await self.inner.serve(scope, receive, send, path)
+            return self._scrape(scope, send)
+        return self.inner.serve(scope, receive, send, path)
 
     async def _scrape(self, scope: Scope, send: Send) -> None:
         """Answer a scrape (GET or HEAD), rendered off the event loop (with several
@@ -342,3 +344,14 @@ class _Outer:
             await self.app(scope, receive_wrapper, send_wrapper)
         finally:
             ended()
+
+
+class _Served:
+    """A plain ASGI app's instrumented face: `_Outer` as a coroutine function, which is
+    how servers (uvicorn, hypercorn) tell an ASGI 3 app from an ASGI 2 one."""
+
+    def __init__(self, outer: _Outer) -> None:
+        self.outer = outer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.outer(scope, receive, send)
