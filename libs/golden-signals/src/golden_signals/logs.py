@@ -96,6 +96,9 @@ def _flags_text(flags: int, sampled: object) -> str:
     return FLAGS_HEX[flags & 0xFF]
 
 
+_INFO = logging.INFO
+
+
 def _access_level(status_code: int, expected: bool = False) -> int:
     """An access line's level: ERROR for a 5xx (WARNING when ``expected``), WARNING for
     a 4xx, else INFO."""
@@ -485,14 +488,18 @@ class _Writer:
         """Format the deferred lines and write them, no longer waiting, in as few writes
         of at most `_ATOMIC_BYTES` as hold them (a longer line alone; the lock held)."""
         waiting, self._deferred = self._deferred, []
+        try:
+            lines = [_render_request_line(values) + "\n" for values in waiting]
+        except Exception:  # a bug: that line is lost, not the others
+            lines = self._each_rendered(waiting)
+        text = "".join(lines)
+        if (len(text) if text.isascii() else len(text.encode())) <= _ATOMIC_BYTES:
+            if text:
+                self._put(text)  # the common case: they fit in one write
+            return
         chunk: list[str] = []
         size = 0
-        for values in waiting:
-            try:
-                line = _render_request_line(values) + "\n"
-            except Exception as exc:  # a bug: this line is lost, not the others
-                self._lost(exc)
-                continue
+        for line in lines:
             length = len(line) if line.isascii() else len(line.encode())
             if chunk and size + length > _ATOMIC_BYTES:
                 self._put("".join(chunk))
@@ -501,6 +508,16 @@ class _Writer:
             size += length
         if chunk:
             self._put("".join(chunk))
+
+    def _each_rendered(self, waiting: list[_RequestLine]) -> list[str]:
+        """The text of each of the ``waiting`` lines that can be formatted."""
+        lines = []
+        for values in waiting:
+            try:
+                lines.append(_render_request_line(values) + "\n")
+            except Exception as exc:
+                self._lost(exc)
+        return lines
 
     def forget_deferred(self) -> None:
         """Drop the deferred lines (a forked child's copy of its parent's)."""
@@ -912,7 +929,7 @@ def write_request_line(
     direct = _direct_lines(logger)
     if direct is None:
         return False
-    level = _access_level(status_code)
+    level = _INFO if status_code < 400 else _access_level(status_code)  # (most: no call)
     if level < direct.threshold:
         return True
     method_json = _METHOD_JSON.get(method)
@@ -938,7 +955,7 @@ def write_request_line(
         return False
     if _logger_json[0] != _logger_name:
         _logger_json = (_logger_name, orjson.dumps(_logger_name).decode())
-    ids = span.hex_ids() if type(span) is RecordedSpan else hex_ids(span)
+    ids = span.ids_text() if type(span) is RecordedSpan else hex_ids(span)
     line = (
         method_json, endpoint_json, status_code, duration_ms, sampled, _logger_json[1],
         request_fields["request_id"], user_id, level, time.time_ns(), ids,
@@ -984,6 +1001,8 @@ def _structlog_bound() -> bool:
     registry = _STRUCTLOG_VARS
     if type(registry) is not dict:
         return True
+    if not registry:  # nothing bound in this process yet
+        return False
     try:
         return any(var.get() is not Ellipsis for var in registry.values())
     except RuntimeError:  # a name bound for the first time meanwhile, in a thread

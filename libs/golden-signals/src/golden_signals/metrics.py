@@ -659,13 +659,15 @@ class HttpMetrics:
             # an increase ``rate()`` sees, not a new series' starting value.
             self._routes.add((method, endpoint))
             self.requests.touch((method, endpoint, "500"))
-        self.requests.inc((method, endpoint, code))
+        counts = self.requests.values  # `CounterFamily.inc`, one call fewer a request
+        key = (method, endpoint, code)
+        counts[key] = counts.get(key, 0.0) + 1.0
         if duration_seconds is None:
             return
-        key = (method, endpoint)
-        self.duration.observe(key, duration_seconds, trace_id)
+        series = (method, endpoint)
+        self.duration.observe(series, duration_seconds, trace_id)
         if first_byte_seconds is not None and self.first_byte is not None:
-            self.first_byte.observe(key, first_byte_seconds)
+            self.first_byte.observe(series, first_byte_seconds)
 
     def record_error(self, endpoint: str, exception_type: str) -> None:
         """Count one exception raised while serving ``endpoint``."""
