@@ -258,6 +258,7 @@ def _add_middleware(
         hooks=GatewayHooks(telemetry.metrics),
         tracer=telemetry.tracer if provider is not None else None,
         untraced=UNTRACED_PATHS,
+        trace_header=True,  # callers read their trace (and whether it was kept) from it
     )
 
 

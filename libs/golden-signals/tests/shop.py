@@ -97,4 +97,4 @@ def create_app() -> FastAPI:
 
 app = create_app()
 if os.environ.get("SHOP_INSTRUMENT") == "1":  # as served by uvicorn in the tests
-    instrument(app, service_name="shop")
+    instrument(app, service_name="shop", trace_response_header=True)

@@ -44,6 +44,7 @@ def scrape(client: TestClient) -> str:
 
 def instrumented(app: Any, log_stream: io.StringIO, **options: Any) -> Instrumentation:
     options.setdefault("tail_sampling", EVERY_TRACE)
+    options.setdefault("trace_response_header", True)  # the trace ids read from answers
     return instrument(app, log_stream=log_stream, include_registry=None, **options)
 
 
@@ -682,6 +683,30 @@ def test_hooks_replaced_after_the_middleware_was_built_are_the_ones_called(
     assert len(seen) == 2
     written = [line for line in lines(log_stream) if line["message"] == "Request completed"]
     assert len(written) == 2  # the third request's line was the replaced hook's
+
+
+def test_answers_carry_no_traceparent_unless_asked_and_an_apps_own_is_left(
+    log_stream: io.StringIO,
+) -> None:
+    """By default, as with OpenTelemetry's response propagator unset, an answer carries
+    the request id but no ``traceparent`` of ours, and an app's own passes untouched;
+    the request's trace is still made and its ids are on the access line."""
+
+    async def plain(request: Request) -> Response:
+        return PlainTextResponse("plain")
+
+    async def own(request: Request) -> Response:
+        return PlainTextResponse("mine", headers={"traceparent": "00-" + "1" * 32 + "-"})
+
+    app = Starlette(routes=[Route("/plain", plain), Route("/own", own)])
+    instrumented(app, log_stream, trace_response_header=False)
+    client = TestClient(app)
+    answer = client.get("/plain", headers={"x-request-id": "req-plain"})
+    assert answer.headers["x-request-id"] == "req-plain"
+    assert "traceparent" not in answer.headers
+    assert client.get("/own").headers.get_list("traceparent") == ["00-" + "1" * 32 + "-"]
+    (line,) = [line for line in lines(log_stream) if line.get("request_id") == "req-plain"]
+    assert len(line["trace_id"]) == 32 and line["trace_flags"] in ("00", "01")
 
 
 def test_the_apps_own_request_id_and_traceparent_headers_are_replaced_by_ours(

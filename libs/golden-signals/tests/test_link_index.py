@@ -50,7 +50,7 @@ def test_the_middleware_indexes_a_server_span_only_when_the_app_reads_its_contex
 
     instrumentation = instrument(
         app, log_stream=io.StringIO(), exporter=InMemorySpanExporter(),
-        tail_sampling=TailSamplingOptions(ratio=0.0),
+        tail_sampling=TailSamplingOptions(ratio=0.0), trace_response_header=True,
     )  # fmt: skip
     with TestClient(app) as client:
         assert client.get("/quiet").headers["traceparent"].endswith("-00")

@@ -137,6 +137,7 @@ def instrument(
     metrics_path: str | None = "/metrics",
     exclude: Sequence[str] = DEFAULT_EXCLUDE,
     untraced: Sequence[str] = (),
+    trace_response_header: bool = False,
     logs: bool = True,
     log_level: str = "INFO",
     log_format: str = "json",
@@ -158,7 +159,9 @@ def instrument(
     when ``multiprocess_dir`` or ``PROMETHEUS_MULTIPROC_DIR`` is set. Logs: JSON lines
     on stdout (``logs=False`` leaves logging alone) with trace, span and request ids, an
     access line per request. Traces: a server span per request, W3C ``traceparent`` in
-    and out, tail sampling (``tail_sampling``; None, or ``OTEL_TRACES_SAMPLER`` set, for
+    (and out on every answer with ``trace_response_header``, its sampled flag tail
+    sampling's ruling: off by default, as OpenTelemetry's response propagator is), tail
+    sampling (``tail_sampling``; None, or ``OTEL_TRACES_SAMPLER`` set, for
     the SDK's head sampling); ``OTEL_SDK_DISABLED=true`` or ``tracing=False`` turns
     tracing off; the exporter comes from ``OTEL_*`` unless ``exporter`` is given.
     ``exclude``: paths no signal records; ``untraced``: paths counted and logged but not
@@ -211,7 +214,7 @@ def instrument(
         return ObservabilityMiddleware(
             inner, metrics=metrics, logger=instrumentation.logger, tail=tail,
             hooks=hooks, excluded=excluded, tracer=tracer if provider is not None else None,
-            untraced=frozenset(untraced),
+            untraced=frozenset(untraced), trace_header=trace_response_header,
         )  # fmt: skip
 
     if hasattr(app, "build_middleware_stack"):  # Starlette, FastAPI

@@ -56,8 +56,9 @@ _REQUEST_ID_BYTES = b"x-request-id"
 _USER_ID_BYTES = b"x-user-id"
 #: The request headers the middleware reads.
 _SCANNED = frozenset({_REQUEST_ID_BYTES, _USER_ID_BYTES, b"traceparent", b"tracestate"})
-#: The response headers the middleware sets (any the app set are replaced).
-_OURS = frozenset({_REQUEST_ID_BYTES, b"traceparent"})
+#: The response headers the middleware sets (any the app set are replaced): without and
+#: with the ``traceparent`` of the answer (``trace_header``).
+_OURS = (frozenset({_REQUEST_ID_BYTES}), frozenset({_REQUEST_ID_BYTES, b"traceparent"}))
 #: A healthy answer's outcome, read once (an enum member's lookup costs about 60 ns).
 _OK = Outcome.OK
 _SANE_TOKEN = re.compile(r"[A-Za-z0-9._:@\-]{1,128}")
@@ -179,11 +180,13 @@ class ObservabilityMiddleware:
         excluded: frozenset[str] = frozenset(),
         tracer: Tracer | None = None,
         untraced: frozenset[str] = frozenset(),
+        trace_header: bool = False,
     ) -> None:
         """Wrap ``app``, recording into ``metrics`` and logging with ``logger``; the
         paths ``excluded`` pass through unmeasured. With ``tracer`` each HTTP request
         gets its SERVER span (`tracing.start_server_span`), except the paths
-        ``untraced`` (counted and logged all the same)."""
+        ``untraced`` (counted and logged all the same). ``trace_header``: every answer
+        carries its span's ``traceparent``, sampled flag per tail sampling's ruling."""
         self.app = app
         self.metrics = metrics
         self.logger = logger
@@ -192,6 +195,7 @@ class ObservabilityMiddleware:
         self.excluded = excluded
         self.tracer = tracer
         self.untraced = untraced
+        self.trace_header = trace_header
 
     @property
     def hooks(self) -> Hooks:
@@ -267,18 +271,21 @@ class ObservabilityMiddleware:
                 # The answer is known: keep the trace or not, and say so in the header.
                 current = span if span is not None else trace.get_current_span()
                 sampled = self._decide(state, status, now - start, current, traceparent)
-                # The request id and the ``traceparent`` in the headers (any the app
-                # set replaced).
+                # The request id and, if asked for, the ``traceparent`` in the headers
+                # (any the app set replaced).
+                trace_header = self.trace_header
+                ours = _OURS[trace_header]
                 headers = list(message.get("headers", ()))
                 for header in headers:  # rarely: the app set one of ours
-                    if header[0].lower() in _OURS:
-                        headers = [h for h in headers if h[0].lower() not in _OURS]
+                    if header[0].lower() in ours:
+                        headers = [h for h in headers if h[0].lower() not in ours]
                         break
                 headers.append((_REQUEST_ID_BYTES, request_id.encode()))
-                # (Text that leaves the process: the record is not indexed for links.)
-                traceparent_out = format_traceparent(text_ids(current), sampled)
-                if traceparent_out is not None:
-                    headers.append((b"traceparent", traceparent_out.encode()))
+                if trace_header:
+                    # (Text that leaves the process: the record is not indexed for links.)
+                    traceparent_out = format_traceparent(text_ids(current), sampled)
+                    if traceparent_out is not None:
+                        headers.append((b"traceparent", traceparent_out.encode()))
                 message["headers"] = headers
             elif kind == "http.response.body" and not message.get("more_body", False):
                 answered = time.perf_counter()  # the last byte: background tasks come after
