@@ -195,7 +195,7 @@ class ObservabilityMiddleware:
         self.excluded = excluded
         self.tracer = tracer
         self.untraced = untraced
-        self.trace_header = trace_header
+        self.trace_header = bool(trace_header)  # (it indexes `_OURS`)
 
     @property
     def hooks(self) -> Hooks:
@@ -258,9 +258,9 @@ class ObservabilityMiddleware:
         answered: float | None = None
         unhandled: Exception | None = None
 
-        def send_wrapper(message: Message) -> Awaitable[None]:
-            # Not a coroutine of its own: the server's ``send`` awaited in its place (a
-            # frame and a coroutine fewer each time, in every await of the answer).
+        async def send_wrapper(message: Message) -> None:
+            # A coroutine function, as an app may need (asgiref's ``AsyncToSync``, a
+            # task made of ``send(message)``), whatever the server's ``send`` is.
             nonlocal status, started, first_byte, answered
             kind = message["type"]
             if kind == "http.response.start":
@@ -289,7 +289,7 @@ class ObservabilityMiddleware:
                 message["headers"] = headers
             elif kind == "http.response.body" and not message.get("more_body", False):
                 answered = time.perf_counter()  # the last byte: background tasks come after
-            return send(message)
+            await send(message)
 
         if self.metrics is not None:
             self.metrics.active_requests.inc()
