@@ -353,8 +353,8 @@ class _Served:
     """A plain ASGI app's instrumented face: `_Outer` as a coroutine function, which is
     how servers (uvicorn, hypercorn) tell an ASGI 3 app from an ASGI 2 one."""
 
-    def __init__(self, outer: _Outer) -> None:
-        self.outer = outer
+    def __init__(self, app: _Outer) -> None:
+        self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.outer(scope, receive, send)
+        await self.app(scope, receive, send)

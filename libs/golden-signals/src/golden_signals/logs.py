@@ -33,8 +33,7 @@ import structlog
 from opentelemetry import trace
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from golden_signals.sampling import RecordedSpan
-from golden_signals.tracing import FLAGS_HEX, hex_ids
+from golden_signals.tracing import FLAGS_HEX, text_ids
 
 #: The ``logger`` field of lines logged through structlog, unless `setup_logging` names
 #: another.
@@ -78,7 +77,7 @@ def add_trace_context(_: WrappedLogger, __: str, event_dict: EventDict) -> Event
 
 def _add_ids(event_dict: EventDict, span: trace.Span) -> EventDict:
     """`add_trace_context` for ``span``."""
-    ids = span.hex_ids() if type(span) is RecordedSpan else hex_ids(span)
+    ids = text_ids(span)  # text that leaves the process: not indexed for links
     if ids is not None:
         trace_id, span_id, flags = ids
         sampled = event_dict.get("trace_sampled")
@@ -955,7 +954,7 @@ def write_request_line(
         return False
     if _logger_json[0] != _logger_name:
         _logger_json = (_logger_name, orjson.dumps(_logger_name).decode())
-    ids = span.ids_text() if type(span) is RecordedSpan else hex_ids(span)
+    ids = text_ids(span)
     line = (
         method_json, endpoint_json, status_code, duration_ms, sampled, _logger_json[1],
         request_fields["request_id"], user_id, level, time.time_ns(), ids,

@@ -659,9 +659,7 @@ class HttpMetrics:
             # an increase ``rate()`` sees, not a new series' starting value.
             self._routes.add((method, endpoint))
             self.requests.touch((method, endpoint, "500"))
-        counts = self.requests.values  # `CounterFamily.inc`, one call fewer a request
-        key = (method, endpoint, code)
-        counts[key] = counts.get(key, 0.0) + 1.0
+        self.requests.inc((method, endpoint, code))
         if duration_seconds is None:
             return
         series = (method, endpoint)
