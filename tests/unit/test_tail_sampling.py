@@ -489,6 +489,19 @@ def test_a_root_nobody_decides_on_is_judged_as_it_ends(
     assert len(exporter.get_finished_spans()) == 2 * kept
 
 
+@pytest.mark.parametrize(("flags", "kept"), [("01", 1), ("00", 0)])
+def test_a_root_nobody_decides_on_follows_its_remote_parents_sampled_flag(
+    flags: str, kept: int
+) -> None:
+    """A local root started under a caller's context (a consumer's message) and ended
+    undecided is kept when that caller sampled its trace, as a request would be."""
+    sampler, exporter = _sampler(0.0, 60.0)
+    caller = {"traceparent": f"00-{'7' * 32}-00f067aa0ba902b7-{flags}"}
+    context = TraceContextTextMapPropagator().extract(caller)
+    sampler.tracer.start_span("consume", context=context).end()
+    assert len(exporter.get_finished_spans()) == kept
+
+
 def test_spans_of_the_providers_own_tracer_pass_through() -> None:
     sampler, exporter = _sampler()
     provider = TracerProvider()

@@ -250,7 +250,7 @@ def test_servers_take_an_instrumented_plain_app_for_an_asgi_3_one(log_stream: io
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    config = uvicorn.Config(instrumented(app, log_stream).app, lifespan="off")
+    config = uvicorn.Config(instrumented(app, log_stream).app, lifespan="off", log_config=None)
     config.load()
     assert config.interface == "asgi3"
 
@@ -696,7 +696,8 @@ def test_answers_carry_no_traceparent_unless_asked_and_an_apps_own_is_left(
         return PlainTextResponse("plain")
 
     async def own(request: Request) -> Response:
-        return PlainTextResponse("mine", headers={"traceparent": "00-" + "1" * 32 + "-"})
+        headers = {"traceparent": "00-" + "1" * 32 + "-", "X-Request-ID": "app-made"}
+        return PlainTextResponse("mine", headers=headers)
 
     app = Starlette(routes=[Route("/plain", plain), Route("/own", own)])
     instrumented(app, log_stream, trace_response_header=False)
@@ -704,7 +705,9 @@ def test_answers_carry_no_traceparent_unless_asked_and_an_apps_own_is_left(
     answer = client.get("/plain", headers={"x-request-id": "req-plain"})
     assert answer.headers["x-request-id"] == "req-plain"
     assert "traceparent" not in answer.headers
-    assert client.get("/own").headers.get_list("traceparent") == ["00-" + "1" * 32 + "-"]
+    own_answer = client.get("/own", headers={"x-request-id": "req-own"})
+    assert own_answer.headers.get_list("traceparent") == ["00-" + "1" * 32 + "-"]
+    assert own_answer.headers.get_list("x-request-id") == ["req-own"]  # ours, still
     (line,) = [line for line in lines(log_stream) if line.get("request_id") == "req-plain"]
     assert len(line["trace_id"]) == 32 and line["trace_flags"] in ("00", "01")
 

@@ -13,7 +13,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from golden_signals import TailSamplingOptions, instrument
-from golden_signals.sampling import TailSampling
+from golden_signals.sampling import RecordedSpan, TailSampling
 from golden_signals.tracing import format_traceparent, text_ids, traceparent_of
 
 
@@ -27,6 +27,12 @@ def test_ids_as_text_for_the_outside_do_not_index_and_ids_read_inside_do() -> No
     assert list(sampler._running) == [span.get_span_context().span_id]
     span.end()
     assert sampler._running == {}
+    # Text first, then the context read in the process (a streamed answer's header
+    # went out before the app read it): indexed all the same.
+    later = sampler.tracer.start_root_span("GET /stream", None)
+    assert text_ids(later) is not None and sampler._running == {}
+    context = later.get_span_context()
+    assert list(sampler._running) == [context.span_id]
 
 
 def test_the_middleware_indexes_a_server_span_only_when_the_app_reads_its_context() -> None:
@@ -50,11 +56,23 @@ def test_the_middleware_indexes_a_server_span_only_when_the_app_reads_its_contex
 
     instrumentation = instrument(
         app, log_stream=io.StringIO(), exporter=InMemorySpanExporter(),
-        tail_sampling=TailSamplingOptions(ratio=0.0), trace_response_header=True,
+        tail_sampling=TailSamplingOptions(ratio=1.0), trace_response_header=True,
     )  # fmt: skip
+    tail = instrumentation.tail
+    assert tail is not None
+    indexed: list[int] = []
+    linkable = tail._linkable
+
+    def noting(span: RecordedSpan) -> None:
+        indexed.append(span._id)
+        linkable(span)
+
+    tail._linkable = noting  # type: ignore[method-assign]
     with TestClient(app) as client:
-        assert client.get("/quiet").headers["traceparent"].endswith("-00")
+        quiet = client.get("/quiet")
+        assert quiet.headers["traceparent"].endswith("-01")  # kept: an exemplar too
+        assert indexed == []  # the header, the access line, the exemplar: none indexed
         answer = client.get("/reads")
     assert seen["quiet"] == []
-    assert seen["reads"] == [answer.json()["span_id"]]
-    assert instrumentation.tail._running == {}  # type: ignore[union-attr]
+    assert seen["reads"] == [answer.json()["span_id"]] == indexed
+    assert tail._running == {}
