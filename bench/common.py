@@ -6,7 +6,9 @@ import io
 import os
 import platform
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from PIL import Image
 
@@ -44,6 +46,16 @@ def machine() -> str:
     )
 
 
+T = TypeVar("T")
+
+
 def median(values: list[float]) -> float:
     """Median of repeated runs (0 for none)."""
     return statistics.median(values) if values else 0.0
+
+
+def rotated(items: Sequence[T], turn: int) -> list[T]:
+    """``items`` rotated by ``turn``: over the turns each comes first, none always runs
+    first (after a pause) or last."""
+    shift = turn % max(len(items), 1)
+    return [*items[shift:], *items[:shift]]

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import RAW, median, photo_jpeg
+from bench.common import RAW, median, photo_jpeg, rotated
 
 BOUNDARY = "benchboundary7d1c"
 #: Pause after stopping a server: its teardown must not cost the next one.
@@ -393,7 +393,7 @@ def run(
             if ceiling_probe is not None:
                 wait_for_quiet()
                 ceilings.append(ceiling_probe())
-            for target in _rotated(block, repeat) + _rotated(rest, repeat):
+            for target in rotated(block, repeat) + rotated(rest, repeat):
                 with server(target, workdir) as running:
                     run_wrk(running, script, 4, 2)  # warm-up
                     for c in target.concurrency:
@@ -410,12 +410,6 @@ def run(
         "median": medians,
         "paired": paired(runs, ceilings),
     }
-
-
-def _rotated(targets: list[Target], repeat: int) -> list[Target]:
-    """``targets`` rotated by ``repeat``: no server always runs first after a pause."""
-    shift = repeat % max(len(targets), 1)
-    return targets[shift:] + targets[:shift]
 
 
 def paired(

@@ -56,6 +56,7 @@ VARIANTS: dict[str, Callable[[], Any]] = {
     "golden-signals, lines to /dev/null": lambda: golden_signals(log_stream=_devnull()),
     "golden-signals, tracing off": lambda: golden_signals(tracing=False),
     "golden-signals, each line at once": _each_line_at_once,
+    "golden-signals, traceparent on answers": lambda: golden_signals(trace_response_header=True),
     # The alternatives as the in-process bench builds them (their spans' flush unused).
     "instrumentator": lambda: library_overhead.instrumentator().app,
     "opentelemetry": lambda: library_overhead.opentelemetry_fastapi().app,

@@ -59,6 +59,7 @@ PARTS = {
         "golden-signals, lines to /dev/null",
         "golden-signals, tracing off",
         "golden-signals, each line at once",
+        "golden-signals, traceparent on answers",
     )
 }
 

@@ -19,7 +19,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from bench.common import RAW, median
+from bench.common import RAW, median, rotated
 from bench.http_bench import RunningServer, Target, run_wrk, server
 
 CONNECTIONS = 32
@@ -41,10 +41,8 @@ def rotating_turns(
 ) -> dict[str, list[dict[str, float]]]:
     """Every round, each measurement in turn (the order rotating); wrk's results."""
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in measured}
-    names = list(measured)
     for turn in range(rounds):
-        shift = turn % len(names)
-        for name in names[shift:] + names[:shift]:
+        for name in rotated(list(measured), turn):
             target, path = measured[name]
             runs[name].append(run_wrk(target, script, connections, seconds, path))
     return runs
