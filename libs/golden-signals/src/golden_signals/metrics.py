@@ -662,10 +662,10 @@ class HttpMetrics:
         self.requests.inc((method, endpoint, code))
         if duration_seconds is None:
             return
-        series = (method, endpoint)
-        self.duration.observe(series, duration_seconds, trace_id)
+        key = (method, endpoint)
+        self.duration.observe(key, duration_seconds, trace_id)
         if first_byte_seconds is not None and self.first_byte is not None:
-            self.first_byte.observe(series, first_byte_seconds)
+            self.first_byte.observe(key, first_byte_seconds)
 
     def record_error(self, endpoint: str, exception_type: str) -> None:
         """Count one exception raised while serving ``endpoint``."""
