@@ -487,10 +487,12 @@ class _Writer:
         """Format the deferred lines and write them, no longer waiting, in as few writes
         of at most `_ATOMIC_BYTES` as hold them (a longer line alone; the lock held)."""
         waiting, self._deferred = self._deferred, []
-        try:
-            lines = [_render_request_line(values) + "\n" for values in waiting]
-        except Exception:  # a bug: that line is lost, not the others
-            lines = self._each_rendered(waiting)
+        lines = []
+        for values in waiting:
+            try:
+                lines.append(_render_request_line(values) + "\n")
+            except Exception as exc:  # a bug: this line is lost, not the others
+                self._lost(exc)
         text = "".join(lines)
         if (len(text) if text.isascii() else len(text.encode())) <= _ATOMIC_BYTES:
             if text:
@@ -507,16 +509,6 @@ class _Writer:
             size += length
         if chunk:
             self._put("".join(chunk))
-
-    def _each_rendered(self, waiting: list[_RequestLine]) -> list[str]:
-        """The text of each of the ``waiting`` lines that can be formatted."""
-        lines = []
-        for values in waiting:
-            try:
-                lines.append(_render_request_line(values) + "\n")
-            except Exception as exc:
-                self._lost(exc)
-        return lines
 
     def forget_deferred(self) -> None:
         """Drop the deferred lines (a forked child's copy of its parent's)."""

@@ -222,11 +222,10 @@ class RecordedSpan(trace.Span):
 
     def hex_ids(self) -> tuple[str, str, int] | None:
         """Its trace id and span id as W3C writes them (32 and 16 hex digits) and its
-        trace flags (sampled, until decided), formatted once: a request's log lines, its
-        ``traceparent`` and its exemplars all need them. None when its ids are invalid
-        (an id generator's zero), as its `SpanContext` would say. Ids read this way can
-        name it in a link (a ``traceparent`` handed to a consumer elsewhere in the
-        process), so it is indexed as when its context is made."""
+        trace flags (sampled, until decided), formatted once (`ids_text`). None when its
+        ids are invalid (an id generator's zero), as its `SpanContext` would say. Ids
+        read this way can name it in a link (a ``traceparent`` handed to a consumer
+        elsewhere in the process), so it is indexed as when its context is made."""
         ids = self.ids_text()
         if ids is not None and self._end is None and not self._indexed:
             self._owner._linkable(self)

@@ -187,11 +187,9 @@ def open_server_span(
         if traceparent is not None:
             caller = trace.get_current_span(_caller_context(traceparent, tracestate))
             parent = caller.get_span_context()
-        span = tracer.start_root_span(
-            scope["method"], parent, _SERVER, None, (), None, (False, False)
+        return tracer.start_root_span(
+            scope["method"], parent, _SERVER, attributes, (), None, (False, False)
         )
-        span._attributes = attributes  # made for it: not copied
-        return span
     context = _caller_context(traceparent, tracestate)
     return tracer.start_span(
         scope["method"], context, _SERVER, attributes, None, None, False, False
@@ -498,9 +496,7 @@ def current_traceparent(sampled: bool | None = None) -> str | None:
 def traceparent_of(span: Span, sampled: bool | None = None) -> str | None:
     """``span``'s W3C ``traceparent`` (None for an invalid span); ``sampled`` replaces
     its sampled flag."""
-    return format_traceparent(
-        span.hex_ids() if type(span) is RecordedSpan else hex_ids(span), sampled
-    )
+    return format_traceparent(hex_ids(span), sampled)
 
 
 def format_traceparent(ids: tuple[str, str, int] | None, sampled: bool | None) -> str | None:
