@@ -25,7 +25,7 @@ import sys
 from collections.abc import Sequence
 
 from bench.common import machine
-from bench.library_overhead import VARIANTS, _drive, started
+from bench.library_overhead import INSTRUMENTATOR, VARIANTS, _drive, started
 
 #: Requests each app serves before the counted ones (routes compiled, caches filled).
 WARM_UP = 300
@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         for name in VARIANTS
     }
     bare = per_request["bare"]
-    metrics_only = per_request["prometheus-fastapi-instrumentator"] - bare
+    metrics_only = per_request[INSTRUMENTATOR] - bare
     print(f"# The observability library's instructions per request ({machine()})\n")
     print(f"`python -m bench.library_instructions --requests {args.requests}`; valgrind's"
           " instruction count, in-process ASGI, one small FastAPI route.\n")  # fmt: skip

@@ -52,7 +52,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from prometheus_client import CollectorRegistry
 
 from bench.common import machine, rotated
-from bench.paired import interval
+from bench.paired import overhead_ratio
 from golden_signals import instrument
 
 
@@ -221,15 +221,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"| {name} | {VARIANTS[name][1]} | {statistics.median(values):.1f} | "
             f"{extra:.1f} | {statistics.median(values) / statistics.median(base):.2f} |"
         )
-    ours, theirs = runs[OURS], runs[INSTRUMENTATOR]
-    ratios = [(o - b) / (t - b) for o, t, b in zip(ours, theirs, base, strict=True) if t > b]
-    if ratios:  # (a repeat where the instrumentator cost nothing over bare gives no ratio)
-        low, high = interval(ratios)
-        print(
-            f"\nOverhead of all three signals against the instrumentator's metrics alone, per "
-            f"repeat: **{statistics.median(ratios):.2f}×** (90% interval {low:.2f}–{high:.2f}, "
-            f"{len(ratios)} of {len(base)} repeats)."
-        )
+    ratio = overhead_ratio(runs[OURS], runs[INSTRUMENTATOR], base, "repeat")
+    if ratio is not None:
+        print(f"\n{ratio}")
 
 
 if __name__ == "__main__":

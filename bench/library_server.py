@@ -30,18 +30,13 @@ from typing import Any
 
 from bench.common import machine
 from bench.http_bench import LUA, Target, run_wrk, server
-from bench.paired import interval, rotating_turns
+from bench.library_overhead import INSTRUMENTATOR, OURS
+from bench.paired import overhead_ratio, rotating_turns
 
 #: wrk's script: a GET, and the summary line `run_wrk` reads.
 GET_LUA = LUA[LUA.index("done = function") :].format()
 PATH = "/items/7"
-BARE, CONTROL, OURS, INSTRUMENTATOR, OTEL = (
-    "bare",
-    "bare (A/A control)",
-    "golden-signals `instrument(app)`",
-    "prometheus-fastapi-instrumentator",
-    "OpenTelemetry FastAPIInstrumentor",
-)
+BARE, CONTROL, OTEL = "bare", "bare (A/A control)", "OpenTelemetry FastAPIInstrumentor"
 SERVERS = {
     BARE: ("bare", "none"),
     CONTROL: ("bare", "none"),
@@ -117,16 +112,10 @@ def markdown(result: dict[str, Any]) -> str:
         )
     ours = [_cpu_us(turn) for turn in runs[OURS]]
     theirs = [_cpu_us(turn) for turn in runs[INSTRUMENTATOR]]
-    ratios = [(o - b) / (t - b) for o, t, b in zip(ours, theirs, bare, strict=True) if t - b > 0]
-    if not ratios:  # no round where the instrumentator cost anything over bare
-        return "\n".join([*lines, "\nNo round gave the instrumentator an overhead: no ratio."])
-    low, high = interval(ratios)
-    lines.append(
-        f"\nOverhead of all three signals against the instrumentator's metrics alone, per "
-        f"round: **{statistics.median(ratios):.2f}×** (90% interval {low:.2f}–{high:.2f}, "
-        f"{len(ratios)} rounds)."
-    )
-    return "\n".join(lines)
+    ratio = overhead_ratio(ours, theirs, bare, "round")
+    if ratio is None:
+        ratio = "No round gave the instrumentator an overhead: no ratio."
+    return "\n".join([*lines, f"\n{ratio}"])
 
 
 def main() -> None:

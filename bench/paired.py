@@ -53,6 +53,23 @@ def cpu_ratios(a: list[dict[str, float]], b: list[dict[str, float]]) -> list[flo
     return [x["server_cpu_ms"] / y["server_cpu_ms"] for x, y in zip(a, b, strict=True)]
 
 
+def overhead_ratio(
+    ours: list[float], theirs: list[float], base: list[float], per: str
+) -> str | None:
+    """Our overhead over ``base`` against theirs, paired by ``per`` ("round",
+    "repeat"): the median ratio and its 90% interval as a sentence; None when no pair
+    gave theirs an overhead (a pair where it cost nothing over bare gives no ratio)."""
+    ratios = [(o - b) / (t - b) for o, t, b in zip(ours, theirs, base, strict=True) if t > b]
+    if not ratios:
+        return None
+    low, high = interval(ratios)
+    return (
+        f"Overhead of all three signals against the instrumentator's metrics alone, per "
+        f"{per}: **{median(ratios):.2f}×** (90% interval {low:.2f}–{high:.2f}, "
+        f"{len(ratios)} of {len(base)} {per}s)."
+    )
+
+
 def interval(ratios: list[float], draws: int = 2000, seed: int = 0) -> tuple[float, float]:
     """A 90% bootstrap interval of the median of ``ratios``."""
     rng = random.Random(seed)  # noqa: S311 - resampling, not a secret
