@@ -97,6 +97,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.observability_parts | tee bench/results/observability_parts.md
 	$(PY) -m bench.library_overhead | tee bench/results/library_overhead.md
 	$(PY) -m bench.library_server | tee bench/results/library_server.md
+	$(PY) -m bench.library_server --split | tee bench/results/library_split.md
 	scripts/ensure_tools.sh valgrind
 	$(PY) -m bench.library_instructions | tee bench/results/library_instructions.md
 	$(PY) -m bench.observability_opcodes | tee bench/results/observability_opcodes.md

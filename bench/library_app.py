@@ -62,4 +62,9 @@ VARIANTS: dict[str, Callable[[], Any]] = {
     "opentelemetry": lambda: library_overhead.opentelemetry_fastapi().app,
 }
 
-app = VARIANTS[os.environ.get("LIBRARY_VARIANT", "bare")]()
+_VARIANT = os.environ.get("LIBRARY_VARIANT", "bare")
+if os.environ.get("LIBRARY_SPLIT") == "1":  # `bench.library_server --split`
+    from bench import library_split
+
+    library_split.install(_VARIANT)
+app = VARIANTS[_VARIANT]()

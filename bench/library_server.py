@@ -15,7 +15,11 @@ prometheus-fastapi-instrumentator's per round has a 90% bootstrap interval. A se
 bare server is the A/A control: the difference the harness sees when there is none.
 The library's access lines go to the server's stdout, a file.
 
-    .venv/bin/python -m bench.library_server [--seconds 5] [--rounds 10] [--connections 8]
+With ``--split`` every server also times, inside itself, the instrumentation's own code,
+the app inside it and the server's ``send`` (`bench.library_split`), and a second table
+gives each part's added time over the bare server's.
+
+    .venv/bin/python -m bench.library_server [--seconds 5] [--rounds 10] [--connections 8] [--split]
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from bench import library_split
 from bench.common import machine
 from bench.http_bench import LUA, Target, run_wrk, server
 from bench.library_overhead import INSTRUMENTATOR, OURS
@@ -59,20 +64,24 @@ PARTS = {
 }
 
 
-def run(seconds: float, rounds: int, connections: int, parts: bool = False) -> dict[str, Any]:
+def run(
+    seconds: float, rounds: int, connections: int, parts: bool = False, split: bool = False
+) -> dict[str, Any]:
     """Every server up (``parts``: and `PARTS`), loaded in rotating turns; each turn's
-    wrk result."""
+    wrk result (``split``: and the server's own clocks, `bench.library_split`)."""
     with tempfile.TemporaryDirectory(prefix="bench-library-") as tmp, ExitStack() as stack:
         workdir = Path(tmp)
         script = workdir / "get.lua"
         script.write_text(GET_LUA)
         measured = {}
         for name, (variant, _) in {**SERVERS, **(PARTS if parts else {})}.items():
-            target = Target(name, "library", {"LIBRARY_VARIANT": variant})
+            env = {"LIBRARY_VARIANT": variant, **({"LIBRARY_SPLIT": "1"} if split else {})}
+            target = Target(name, "library", env)
             running = stack.enter_context(server(target, workdir))
             run_wrk(running, script, connections, 2, PATH)  # warm-up
             measured[name] = (running, PATH)
-        runs = rotating_turns(measured, script, rounds, seconds, connections)
+        observe = library_split.read if split else None
+        runs = rotating_turns(measured, script, rounds, seconds, connections, observe)
     return {
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "seconds": seconds,
@@ -115,7 +124,46 @@ def markdown(result: dict[str, Any]) -> str:
     ratio = overhead_ratio(ours, theirs, bare, "round")
     if ratio is None:
         ratio = "No round gave the instrumentator an overhead: no ratio."
-    return "\n".join([*lines, f"\n{ratio}"])
+    lines.append(f"\n{ratio}")
+    if "own_us" in runs[BARE][0]:
+        lines += ["", *_split_table(runs)]
+    return "\n".join(lines)
+
+
+def _split_table(runs: dict[str, list[dict[str, float]]]) -> list[str]:
+    """Each part's time per request added over the bare server's (`bench.library_split`),
+    paired by round: the instrumentation's own code, the app inside it, the server's
+    ``send``, and the rest of the server's CPU."""
+
+    def rest(turn: dict[str, float]) -> float:
+        return _cpu_us(turn) - turn["outer_us"]
+
+    parts = {
+        "own code": lambda turn: turn["own_us"],
+        "app inside": lambda turn: turn["app_us"],
+        "server's send": lambda turn: turn["send_us"],
+        "rest of the server": rest,
+    }
+    lines = [
+        "Where the added time goes (`--split`: clocks inside each server, "
+        "`bench.library_split`), µs per request over the bare server's, medians of the "
+        "paired differences; the bare server's own figures in its row:\n",
+        f"| instrumentation | {' | '.join(parts)} |",
+        f"|---|{'---:|' * len(parts)}",
+    ]
+    bare = runs[BARE]
+    for name, turns in runs.items():
+        cells = []
+        for part in parts.values():
+            if name == BARE:
+                cells.append(f"{statistics.median(part(t) for t in turns):.1f}")
+            else:
+                added = statistics.median(
+                    part(t) - part(b) for t, b in zip(turns, bare, strict=True)
+                )
+                cells.append(f"{added:+.1f}")
+        lines.append(f"| {name} | {' | '.join(cells)} |")
+    return lines
 
 
 def main() -> None:
@@ -124,8 +172,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--parts", action="store_true", help="ours with one part changed each")
+    parser.add_argument(
+        "--split", action="store_true", help="time each server's parts inside it too"
+    )
     args = parser.parse_args()
-    print(markdown(run(args.seconds, args.rounds, args.connections, args.parts)))
+    print(markdown(run(args.seconds, args.rounds, args.connections, args.parts, args.split)))
 
 
 if __name__ == "__main__":

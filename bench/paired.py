@@ -38,13 +38,21 @@ def rotating_turns(
     rounds: int,
     seconds: float,
     connections: int = CONNECTIONS,
+    observe: Callable[[RunningServer], dict[str, float]] | None = None,
 ) -> dict[str, list[dict[str, float]]]:
-    """Every round, each measurement in turn (the order rotating); wrk's results."""
+    """Every round, each measurement in turn (the order rotating); wrk's results, and
+    what ``observe`` reads from the server after its turn (read before it too, so that
+    it covers the turn alone)."""
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in measured}
     for turn in range(rounds):
         for name in rotated(list(measured), turn):
             target, path = measured[name]
-            runs[name].append(run_wrk(target, script, connections, seconds, path))
+            if observe is not None:
+                observe(target)
+            result = run_wrk(target, script, connections, seconds, path)
+            if observe is not None:
+                result.update(observe(target))
+            runs[name].append(result)
     return runs
 
 
