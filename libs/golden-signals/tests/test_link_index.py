@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from golden_signals import TailSamplingOptions, instrument
 from golden_signals.sampling import RecordedSpan, TailSampling
-from golden_signals.tracing import format_traceparent, text_ids, traceparent_of
+from golden_signals.tracing import flags_text, format_traceparent, text_ids, traceparent_of
 
 
 def test_ids_as_text_for_the_outside_do_not_index_and_ids_read_inside_do() -> None:
@@ -76,3 +76,15 @@ def test_the_middleware_indexes_a_server_span_only_when_the_app_reads_its_contex
     assert seen["quiet"] == []
     assert seen["reads"] == [answer.json()["span_id"]] == indexed
     assert tail._running == {}
+
+
+def test_the_answers_traceparent_and_a_log_line_set_the_sampled_bit_by_one_rule() -> None:
+    # Flags with the W3C "random" bit (0x02) and the sampled bit clear: a ruling sets
+    # or clears the sampled bit and keeps the other; no ruling (None), or a value that
+    # is no ruling (an app's own 1), leaves the flags as they came. The answer's header
+    # once took any truthy value as a ruling while the log line took only a bool.
+    ids = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331", 0x02)
+    for sampled, written in ((True, "03"), (False, "02"), (None, "02"), (1, "02")):
+        header = format_traceparent(ids, sampled)  # type: ignore[arg-type]
+        assert header == f"00-{ids[0]}-{ids[1]}-{written}", sampled
+        assert flags_text(ids[2], sampled) == written  # what a log line's trace_flags says

@@ -33,7 +33,7 @@ import structlog
 from opentelemetry import trace
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from golden_signals.tracing import FLAGS_HEX, text_ids
+from golden_signals.tracing import flags_text, text_ids
 
 #: The ``logger`` field of lines logged through structlog, unless `setup_logging` names
 #: another.
@@ -83,16 +83,8 @@ def _add_ids(event_dict: EventDict, span: trace.Span) -> EventDict:
         sampled = event_dict.get("trace_sampled")
         event_dict.setdefault("trace_id", trace_id)
         event_dict.setdefault("span_id", span_id)
-        event_dict.setdefault("trace_flags", _flags_text(flags, sampled))
+        event_dict.setdefault("trace_flags", flags_text(flags, sampled))
     return event_dict
-
-
-def _flags_text(flags: int, sampled: object) -> str:
-    """Trace ``flags`` as a line writes them, their sampled bit tail sampling's decision
-    when ``sampled`` is one (a bool), as in the response's ``traceparent``."""
-    if isinstance(sampled, bool):
-        flags = (flags & ~0x01) | int(sampled)
-    return FLAGS_HEX[flags & 0xFF]
 
 
 _INFO = logging.INFO
@@ -976,7 +968,7 @@ def _render_request_line(line: _RequestLine) -> str:
     ids_json = ""
     if ids is not None:
         ids_json = ',"trace_id":"%s","span_id":"%s","trace_flags":"%s"' % (  # noqa: UP031
-            ids[0], ids[1], _flags_text(ids[2], sampled),
+            ids[0], ids[1], flags_text(ids[2], sampled),
         )  # fmt: skip
     user_json = "" if user_id is None else ',"user_id":"%s"' % user_id  # noqa: UP031
     return _REQUEST_LINE % (

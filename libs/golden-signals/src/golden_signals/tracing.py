@@ -501,10 +501,17 @@ def traceparent_of(span: Span, sampled: bool | None = None) -> str | None:
 
 def format_traceparent(ids: tuple[str, str, int] | None, sampled: bool | None) -> str | None:
     """The W3C ``traceparent`` of a span whose `hex_ids` are ``ids`` (None: none);
-    ``sampled`` replaces its sampled flag."""
+    ``sampled`` replaces its sampled flag (`flags_text`)."""
     if ids is None:
         return None
     trace_id, span_id, flags = ids
-    if sampled is not None:  # the sampled bit only; the others (random) stay
+    return f"00-{trace_id}-{span_id}-{flags_text(flags, sampled)}"
+
+
+def flags_text(flags: int, sampled: object) -> str:
+    """Trace ``flags`` as two hex digits, as a ``traceparent`` and a log line write them:
+    their sampled bit tail sampling's ruling when ``sampled`` is one (a bool; None, or an
+    app's own value, leaves the flags as they are); the other bits (random) stay."""
+    if isinstance(sampled, bool):
         flags = (flags & ~0x01) | int(sampled)
-    return f"00-{trace_id}-{span_id}-{FLAGS_HEX[flags & 0xFF]}"
+    return FLAGS_HEX[flags & 0xFF]
