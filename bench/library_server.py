@@ -16,8 +16,9 @@ bare server is the A/A control: the difference the harness sees when there is no
 The library's access lines go to the server's stdout, a file.
 
 With ``--split`` every server also times, inside itself, the instrumentation's own code,
-the app inside it and the server's ``send`` (`bench.library_split`), and a second table
-gives each part's added time over the bare server's.
+the app and framework around and inside it, and uvicorn's ``send`` (`bench.library_split`);
+a second table gives each part's added time over the bare server's, with the rest of the
+event loop thread's CPU and the other threads'.
 
     .venv/bin/python -m bench.library_server [--seconds 5] [--rounds 10] [--connections 8] [--split]
 """
@@ -28,6 +29,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -95,15 +97,23 @@ def _cpu_us(turn: dict[str, float]) -> float:
     return turn["server_cpu_ms"] * 1000
 
 
+def _added(turns: list[dict[str, float]], bare: list[dict[str, float]], part: Part) -> float:
+    """The median over rounds of ``part`` of a turn less the bare server's that round."""
+    return statistics.median(part(t) - part(b) for t, b in zip(turns, bare, strict=True))
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The table: CPU per request, overhead over bare (paired by round), and the
-    ratio of ours to the instrumentator's."""
+    ratio of ours to the instrumentator's; with ``--split``, where the time goes."""
     runs = result["runs"]
+    split = "own_us" in runs[BARE][0]
     bare = [_cpu_us(turn) for turn in runs[BARE]]
     lines = [
-        f"# The observability library's CPU per request under uvicorn ({machine()})\n",
+        f"# The observability library's CPU per request under uvicorn"
+        f"{', timed by part' if split else ''} ({machine()})\n",
         f"`python -m bench.library_server --seconds {result['seconds']:g} --rounds "
-        f"{result['rounds']} --connections {result['connections']}` ({result['when']}); one "
+        f"{result['rounds']} --connections {result['connections']}{' --split' if split else ''}`"
+        f" ({result['when']}); one "
         f"uvicorn worker per variant, wrk's closed loop of {result['connections']} "
         f"connections on `GET {PATH}`, server CPU (every thread) per answered request, "
         "medians over the rounds.\n",
@@ -114,7 +124,7 @@ def markdown(result: dict[str, Any]) -> str:
         if name not in runs:
             continue
         cpu = [_cpu_us(turn) for turn in runs[name]]
-        extra = statistics.median(c - b for c, b in zip(cpu, bare, strict=True))
+        extra = _added(runs[name], runs[BARE], _cpu_us)
         rps = statistics.median(turn["rps"] for turn in runs[name])
         lines.append(
             f"| {name} | {signals} | {statistics.median(cpu):.1f} | {extra:.1f} | {rps:.0f} |"
@@ -125,43 +135,43 @@ def markdown(result: dict[str, Any]) -> str:
     if ratio is None:
         ratio = "No round gave the instrumentator an overhead: no ratio."
     lines.append(f"\n{ratio}")
-    if "own_us" in runs[BARE][0]:
+    if split:
         lines += ["", *_split_table(runs)]
     return "\n".join(lines)
 
 
+Part = Callable[[dict[str, float]], float]
+#: `--split`'s parts of a request (`bench.library_split`), in µs: the instrumentation's
+#: own code; the app and framework around and inside it; uvicorn's ``send``; the rest
+#: of the event loop thread's CPU (parsing, the loop, writing); the other threads' CPU.
+SPLIT_PARTS: dict[str, Part] = {
+    "own code": lambda turn: turn["own_us"],
+    "app and framework": lambda turn: turn["app_us"],
+    "uvicorn's send": lambda turn: turn["send_us"],
+    "rest of the loop's thread": lambda turn: turn["main_cpu_ms"] * 1000 - turn["whole_us"],
+    "other threads": lambda turn: (turn["server_cpu_ms"] - turn["main_cpu_ms"]) * 1000,
+}
+
+
 def _split_table(runs: dict[str, list[dict[str, float]]]) -> list[str]:
-    """Each part's time per request added over the bare server's (`bench.library_split`),
-    paired by round: the instrumentation's own code, the app inside it, the server's
-    ``send``, and the rest of the server's CPU."""
-
-    def rest(turn: dict[str, float]) -> float:
-        return _cpu_us(turn) - turn["outer_us"]
-
-    parts = {
-        "own code": lambda turn: turn["own_us"],
-        "app inside": lambda turn: turn["app_us"],
-        "server's send": lambda turn: turn["send_us"],
-        "rest of the server": rest,
-    }
+    """Each part's time per request added over the bare server's (`SPLIT_PARTS`),
+    paired by round, the bare server's own figures in its row."""
     lines = [
-        "Where the added time goes (`--split`: clocks inside each server, "
-        "`bench.library_split`), µs per request over the bare server's, medians of the "
-        "paired differences; the bare server's own figures in its row:\n",
-        f"| instrumentation | {' | '.join(parts)} |",
-        f"|---|{'---:|' * len(parts)}",
+        "Where the time goes (`--split`: clocks inside each server, "
+        "`bench.library_split`), µs per request: the bare server's own in its row, the "
+        "others' added over it (medians of the paired differences, so a row's parts "
+        "need not add up to its overhead above):\n",
+        f"| instrumentation | {' | '.join(SPLIT_PARTS)} |",
+        f"|---|{'---:|' * len(SPLIT_PARTS)}",
     ]
     bare = runs[BARE]
     for name, turns in runs.items():
-        cells = []
-        for part in parts.values():
-            if name == BARE:
-                cells.append(f"{statistics.median(part(t) for t in turns):.1f}")
-            else:
-                added = statistics.median(
-                    part(t) - part(b) for t, b in zip(turns, bare, strict=True)
-                )
-                cells.append(f"{added:+.1f}")
+        if name == BARE:
+            cells = [
+                f"{statistics.median(part(t) for t in turns):.1f}" for part in SPLIT_PARTS.values()
+            ]
+        else:
+            cells = [f"{_added(turns, bare, part):+.1f}" for part in SPLIT_PARTS.values()]
         lines.append(f"| {name} | {' | '.join(cells)} |")
     return lines
 

@@ -1,31 +1,32 @@
 """Where an instrumented server's time per request goes: the instrumentation's own code,
-the app inside it, the server's ``send``, and the rest of the server.
+the app and framework around and inside it, uvicorn's ``send``, and the rest of the
+server.
 
 `bench.library_server --split` starts every server with ``LIBRARY_SPLIT=1``:
 `bench.library_app` then calls `install` before it builds its app, and the server
-keeps four clocks (``time.perf_counter_ns``), read and reset at ``GET /__split`` before
-and after every turn:
+keeps clocks (``time.perf_counter_ns``, elapsed time) of its HTTP requests, read and
+reset at ``GET /__split`` before and after every turn:
 
-- **outer**: each HTTP request from the server's call of the app to its return
-  (Starlette's ``__call__``, outside any instrumentation);
-- **inner**: the app inside the instrumentation: the middleware stack FastAPI builds
-  (which our `instrument` wraps), or the app the instrumentator's or OpenTelemetry's
-  middleware calls (the instrumentator's sits inside the stack, so Starlette's
-  ``ServerErrorMiddleware``, about a microsecond, counts as its own);
-- **wrapped send**: the ``send`` the instrumentation hands the app, each call;
-- **server send**: uvicorn's own ``send``, each call.
+- **whole**: FastAPI's ``__call__``, as uvicorn calls the app;
+- **server send**: uvicorn's ``send``, each call;
+- **layer**: the instrumentation's own layer (`golden_signals.instrument`'s outermost
+  one, the instrumentator's middleware, OpenTelemetry's ASGI middleware), and the
+  ``send`` the framework hands it (**given send**);
+- **inner**: the app that layer calls, and the ``send`` the layer hands it (**wrapped
+  send**).
 
-A request's **own** time (the instrumentation's code) is outer − inner + wrapped send −
-server send; **app** is inner − wrapped send; **send** is the server's send; **rest**
-is the server's CPU per request (``/proc``) less outer: parsing, the event loop,
-writing. Without instrumentation own is what the clocks themselves cost (about 2 µs).
+A request's **own** time (the instrumentation's code) is layer − inner + wrapped send −
+given send; **app** is whole − own − server send: FastAPI and Starlette's layers
+wherever they sit (the instrumentator's middleware sits inside three of them, ours and
+OpenTelemetry's outside; OpenTelemetry adds two of its own inside, counted here as app)
+and the route. Bare, there is no layer: own is 0 and app is whole − server send. `rest`
+(`bench.library_server`) is the event loop thread's CPU less whole: parsing, the loop,
+writing; the other threads' CPU (span export) is apart.
 
-The four assume a request runs without yielding to another one (true of the bench's
-``GET /items/7``: nothing in it waits); rest stays as large as the bare server's when
-that holds. The clocks cost the same in every server, so differences from the bare
-server are each part's added time: the instrumentation's own code, and what it makes
-the app and the server around it spend more (their code and data no longer in the
-processor's caches; docs/performance.md).
+The clocks assume one worker and one event loop (their sums are not guarded against
+threads) and a request that runs without yielding to another one (true of the bench's
+``GET /items/7``: nothing in it waits); each costs the same in every server, so the
+differences from the bare server are each part's added time.
 """
 
 from __future__ import annotations
@@ -33,135 +34,159 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable
 from typing import Any
 
 from bench.http_bench import RunningServer
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-App = Callable[[Scope, Receive, Send], Awaitable[None]]
+from golden_signals.asgi import ASGIApp, Message, Receive, Scope, Send
 
 #: The path a split server answers with its clocks (and resets them).
 PATH = "/__split"
-#: The clocks, nanoseconds summed over requests, and the requests counted.
-_CLOCKS = ("outer", "inner", "wrapped_send", "server_send", "requests")
-_totals = dict.fromkeys(_CLOCKS, 0)
+#: Nanoseconds summed over requests, and how many calls each clock timed.
+CLOCKS = ("whole", "server_send", "layer", "given_send", "inner", "wrapped_send")
+_totals: dict[str, int] = {}
+
+
+def _reset() -> None:
+    for clock in CLOCKS:
+        _totals[clock] = _totals[f"{clock}_calls"] = 0
+
+
+_reset()
+
+
+async def _timed(call: Awaitable[None], clock: str) -> None:
+    """Await ``call``, its time added to ``clock``."""
+    start = time.perf_counter_ns()
+    try:
+        await call
+    finally:
+        _totals[clock] += time.perf_counter_ns() - start
+        _totals[f"{clock}_calls"] += 1
 
 
 def _timed_send(send: Send, clock: str) -> Send:
-    """``send``, its calls' time added to ``clock``."""
+    """``send``, its calls timed by ``clock``."""
 
-    async def timed(message: Message) -> None:
-        start = time.perf_counter_ns()
-        try:
-            await send(message)
-        finally:
-            _totals[clock] += time.perf_counter_ns() - start
+    def timed(message: Message) -> Awaitable[None]:
+        return _timed(send(message), clock)
 
     return timed
 
 
 class _Inner:
-    """The app inside the instrumentation, timed (its ``send`` too)."""
+    """The app the instrumentation's layer calls, timed (the ``send`` it is handed too)."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
+    # Coroutine functions, here and below, as asgiref tells an ASGI 3 app by them
+    # (OpenTelemetry's middleware asks it).
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
-            return
-        start = time.perf_counter_ns()
-        try:
-            await self.app(scope, receive, _timed_send(send, "wrapped_send"))
-        finally:
-            _totals["inner"] += time.perf_counter_ns() - start
+        else:
+            await _timed(self.app(scope, receive, _timed_send(send, "wrapped_send")), "inner")
+
+
+def _time_calls(layer: type[Any]) -> None:
+    """Time ``layer``'s calls (clock ``layer``, and the ``send`` it is given)."""
+    call = layer.__call__
+
+    async def timed_call(self: Any, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await call(self, scope, receive, send)
+        else:
+            await _timed(call(self, scope, receive, _timed_send(send, "given_send")), "layer")
+
+    layer.__call__ = timed_call
+
+
+def _time_app_of(layer: type[Any]) -> None:
+    """Time the app ``layer`` is made with (`_Inner`): its constructor's first argument."""
+    init = layer.__init__
+
+    def timed_init(self: Any, app: ASGIApp, *args: Any, **kwargs: Any) -> None:
+        init(self, _Inner(app), *args, **kwargs)
+
+    layer.__init__ = timed_init
+
+
+def _layers(variant: str) -> tuple[type[Any], type[Any]] | None:
+    """The classes of ``variant``'s instrumentation: the layer a request enters, and the
+    one made with the app it calls (the same class but for ours: `instrument`'s
+    outermost layer, which hands the request to the middleware made with the app);
+    None for bare."""
+    if variant == "instrumentator":
+        from prometheus_fastapi_instrumentator.middleware import PrometheusInstrumentatorMiddleware
+
+        return PrometheusInstrumentatorMiddleware, PrometheusInstrumentatorMiddleware
+    if variant == "opentelemetry":
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+        return OpenTelemetryMiddleware, OpenTelemetryMiddleware
+    if variant.startswith("golden-signals"):
+        from golden_signals.instrument import _Outer
+        from golden_signals.middleware import ObservabilityMiddleware
+
+        return _Outer, ObservabilityMiddleware
+    return None
+
+
+_installed: list[str] = []
+
+
+def install(variant: str) -> None:
+    """Keep the clocks in this process, before ``variant``'s app is built (a name of
+    `bench.library_app.VARIANTS`; once per process)."""
+    if _installed:
+        raise RuntimeError(f"the clocks are installed already (for {_installed[0]!r})")
+    _installed.append(variant)
+    from fastapi import FastAPI
+
+    call = FastAPI.__call__
+
+    # A coroutine function, as a server tells an ASGI 3 app by it.
+    async def whole(self: FastAPI, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await call(self, scope, receive, send)
+        elif scope["path"] == PATH:
+            await _answer_clocks(send)
+        else:
+            await _timed(call(self, scope, receive, _timed_send(send, "server_send")), "whole")
+
+    FastAPI.__call__ = whole  # type: ignore[method-assign]
+    layers = _layers(variant)
+    if layers is not None:
+        entered, made_with_app = layers
+        _time_calls(entered)
+        _time_app_of(made_with_app)
 
 
 async def _answer_clocks(send: Send) -> None:
     body = json.dumps(_totals).encode()
-    for clock in _CLOCKS:
-        _totals[clock] = 0
+    _reset()
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-def install(variant: str) -> None:
-    """Keep the clocks in this process, before ``variant``'s app is built (a name of
-    `bench.library_app.VARIANTS`): Starlette's ``__call__`` timed, and answering
-    `PATH`; inside, the app the instrumentation wraps timed (`_inner_of`)."""
-    from starlette.applications import Starlette
-
-    call = Starlette.__call__
-
-    async def outer(self: Starlette, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await call(self, scope, receive, send)
-            return
-        if scope["path"] == PATH:
-            await _answer_clocks(send)
-            return
-        start = time.perf_counter_ns()
-        try:
-            await call(self, scope, receive, _timed_send(send, "server_send"))
-        finally:
-            _totals["outer"] += time.perf_counter_ns() - start
-            _totals["requests"] += 1
-
-    Starlette.__call__ = outer  # type: ignore[method-assign]
-    _inner_of(variant)
-
-
-def _inner_of(variant: str) -> None:
-    """Time the app inside ``variant``'s instrumentation: the app its middleware class
-    is made with (the instrumentator's, OpenTelemetry's), or else the stack FastAPI
-    builds (bare, and ours, which wraps that stack)."""
-    if variant in ("instrumentator", "opentelemetry"):
-        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-        from prometheus_fastapi_instrumentator.middleware import PrometheusInstrumentatorMiddleware
-
-        middleware: type[Any] = (
-            PrometheusInstrumentatorMiddleware
-            if variant == "instrumentator"
-            else OpenTelemetryMiddleware
-        )
-        init = middleware.__init__
-
-        def timed_init(self: Any, app: App, *args: Any, **kwargs: Any) -> None:
-            init(self, _Inner(app), *args, **kwargs)
-
-        middleware.__init__ = timed_init
-        return
-    from fastapi import FastAPI
-
-    build = FastAPI.build_middleware_stack
-
-    def built(self: FastAPI) -> Any:
-        return _Inner(build(self))
-
-    FastAPI.build_middleware_stack = built  # type: ignore[method-assign]
+def parts(totals: dict[str, int]) -> dict[str, float]:
+    """Per request, in µs, from the clocks' totals: ``own``, ``app``, ``send`` and
+    ``whole`` (``requests``: how many)."""
+    requests = max(totals["whole_calls"], 1)
+    own = totals["layer"] - totals["inner"] + totals["wrapped_send"] - totals["given_send"]
+    return {
+        "own_us": own / requests / 1000,
+        "app_us": (totals["whole"] - own - totals["server_send"]) / requests / 1000,
+        "send_us": totals["server_send"] / requests / 1000,
+        "whole_us": totals["whole"] / requests / 1000,
+        "requests": float(totals["whole_calls"]),
+    }
 
 
 def read(running: RunningServer) -> dict[str, float]:
-    """The server's clocks since the last read, reset: per request, in µs, ``own``,
-    ``app``, ``send`` and ``outer`` (``requests``: how many)."""
+    """The server's clocks since the last read (`parts`), reset."""
     with urllib.request.urlopen(f"{running.url}{PATH}", timeout=10) as answer:  # noqa: S310 - loopback
         totals: dict[str, int] = json.loads(answer.read())
-    requests = max(totals["requests"], 1)
-
-    def per_request(nanoseconds: int) -> float:
-        return nanoseconds / requests / 1000
-
-    return {
-        "own_us": per_request(
-            totals["outer"] - totals["inner"] + totals["wrapped_send"] - totals["server_send"]
-        ),
-        "app_us": per_request(totals["inner"] - totals["wrapped_send"]),
-        "send_us": per_request(totals["server_send"]),
-        "outer_us": per_request(totals["outer"]),
-        "requests": float(totals["requests"]),
-    }
+    return parts(totals)

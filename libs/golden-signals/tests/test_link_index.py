@@ -11,10 +11,12 @@ from fastapi import BackgroundTasks, FastAPI
 from fastapi.testclient import TestClient
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanContext, TraceFlags
 
 from golden_signals import TailSamplingOptions, instrument
+from golden_signals.logs import add_trace_context
 from golden_signals.sampling import RecordedSpan, TailSampling
-from golden_signals.tracing import flags_text, format_traceparent, text_ids, traceparent_of
+from golden_signals.tracing import format_traceparent, text_ids, traceparent_of
 
 
 def test_ids_as_text_for_the_outside_do_not_index_and_ids_read_inside_do() -> None:
@@ -84,7 +86,14 @@ def test_the_answers_traceparent_and_a_log_line_set_the_sampled_bit_by_one_rule(
     # is no ruling (an app's own 1), leaves the flags as they came. The answer's header
     # once took any truthy value as a ruling while the log line took only a bool.
     ids = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331", 0x02)
+    span = trace.NonRecordingSpan(
+        SpanContext(int(ids[0], 16), int(ids[1], 16), True, TraceFlags(ids[2]))
+    )
     for sampled, written in ((True, "03"), (False, "02"), (None, "02"), (1, "02")):
         header = format_traceparent(ids, sampled)  # type: ignore[arg-type]
         assert header == f"00-{ids[0]}-{ids[1]}-{written}", sampled
-        assert flags_text(ids[2], sampled) == written  # what a log line's trace_flags says
+        # A log line under that span, carrying the ruling (`trace_sampled`) if any.
+        fields = {} if sampled is None else {"trace_sampled": sampled}
+        with trace.use_span(span, end_on_exit=False):
+            line = add_trace_context(None, "info", fields)
+        assert line["trace_flags"] == written, sampled
