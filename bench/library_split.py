@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bench.http_bench import RunningServer
@@ -55,11 +55,13 @@ def _reset() -> None:
 _reset()
 
 
-async def _timed(call: Awaitable[None], clock: str) -> None:
-    """Await ``call``, its time added to ``clock``."""
+async def _timed(clock: str, call: Callable[..., Awaitable[None]], *args: Any) -> None:
+    """Call and await ``call(*args)``, its time added to ``clock``: from the call on (a
+    layer such as `instrument`'s outermost one does its first work before it returns
+    what is awaited)."""
     start = time.perf_counter_ns()
     try:
-        await call
+        await call(*args)
     finally:
         _totals[clock] += time.perf_counter_ns() - start
         _totals[f"{clock}_calls"] += 1
@@ -69,7 +71,7 @@ def _timed_send(send: Send, clock: str) -> Send:
     """``send``, its calls timed by ``clock``."""
 
     def timed(message: Message) -> Awaitable[None]:
-        return _timed(send(message), clock)
+        return _timed(clock, send, message)
 
     return timed
 
@@ -86,7 +88,7 @@ class _Inner:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
         else:
-            await _timed(self.app(scope, receive, _timed_send(send, "wrapped_send")), "inner")
+            await _timed("inner", self.app, scope, receive, _timed_send(send, "wrapped_send"))
 
 
 def _time_calls(layer: type[Any]) -> None:
@@ -97,7 +99,7 @@ def _time_calls(layer: type[Any]) -> None:
         if scope["type"] != "http":
             await call(self, scope, receive, send)
         else:
-            await _timed(call(self, scope, receive, _timed_send(send, "given_send")), "layer")
+            await _timed("layer", call, self, scope, receive, _timed_send(send, "given_send"))
 
     layer.__call__ = timed_call
 
@@ -153,7 +155,7 @@ def install(variant: str) -> None:
         elif scope["path"] == PATH:
             await _answer_clocks(send)
         else:
-            await _timed(call(self, scope, receive, _timed_send(send, "server_send")), "whole")
+            await _timed("whole", call, self, scope, receive, _timed_send(send, "server_send"))
 
     FastAPI.__call__ = whole  # type: ignore[method-assign]
     layers = _layers(variant)
