@@ -196,8 +196,12 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    # A stopped child stays a zombie until uvicorn reaps it.
-    status = Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1]
+    # A stopped child stays a zombie until uvicorn reaps it, which may happen between
+    # the signal above and the read below (the read then fails: ESRCH, or no file).
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1]
+    except OSError:
+        return False
     return status != "Z"
 
 
