@@ -97,6 +97,10 @@ def _cpu_us(turn: dict[str, float]) -> float:
     return turn["server_cpu_ms"] * 1000
 
 
+#: One figure of a turn (a request's CPU, or a part of it with `--split`), in µs.
+Part = Callable[[dict[str, float]], float]
+
+
 def _added(turns: list[dict[str, float]], bare: list[dict[str, float]], part: Part) -> float:
     """The median over rounds of ``part`` of a turn less the bare server's that round."""
     return statistics.median(part(t) - part(b) for t, b in zip(turns, bare, strict=True))
@@ -140,7 +144,6 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-Part = Callable[[dict[str, float]], float]
 #: `--split`'s parts of a request (`bench.library_split`), in µs: the instrumentation's
 #: own code; the app and framework around and inside it; uvicorn's ``send``; the rest
 #: of the event loop thread's CPU (parsing, the loop, writing); the other threads' CPU.

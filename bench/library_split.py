@@ -76,6 +76,17 @@ def _timed_send(send: Send, clock: str) -> Send:
     return timed
 
 
+def _http_timed(
+    clock: str, send_clock: str, call: Callable[..., Awaitable[None]], *head: Any,
+    scope: Scope, receive: Receive, send: Send,
+) -> Awaitable[None]:  # fmt: skip
+    """``call(*head, scope, receive, send)``: for an HTTP request timed by ``clock``, the
+    ``send`` it is handed timed by ``send_clock``; anything else (a lifespan) as it is."""
+    if scope["type"] != "http":
+        return call(*head, scope, receive, send)
+    return _timed(clock, call, *head, scope, receive, _timed_send(send, send_clock))
+
+
 class _Inner:
     """The app the instrumentation's layer calls, timed (the ``send`` it is handed too)."""
 
@@ -85,10 +96,9 @@ class _Inner:
     # Coroutine functions, here and below, as asgiref tells an ASGI 3 app by them
     # (OpenTelemetry's middleware asks it).
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-        else:
-            await _timed("inner", self.app, scope, receive, _timed_send(send, "wrapped_send"))
+        await _http_timed(
+            "inner", "wrapped_send", self.app, scope=scope, receive=receive, send=send
+        )
 
 
 def _time_calls(layer: type[Any]) -> None:
@@ -96,10 +106,9 @@ def _time_calls(layer: type[Any]) -> None:
     call = layer.__call__
 
     async def timed_call(self: Any, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await call(self, scope, receive, send)
-        else:
-            await _timed("layer", call, self, scope, receive, _timed_send(send, "given_send"))
+        await _http_timed(
+            "layer", "given_send", call, self, scope=scope, receive=receive, send=send
+        )
 
     layer.__call__ = timed_call
 
@@ -150,12 +159,12 @@ def install(variant: str) -> None:
 
     # A coroutine function, as a server tells an ASGI 3 app by it.
     async def whole(self: FastAPI, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await call(self, scope, receive, send)
-        elif scope["path"] == PATH:
+        if scope["type"] == "http" and scope["path"] == PATH:
             await _answer_clocks(send)
         else:
-            await _timed("whole", call, self, scope, receive, _timed_send(send, "server_send"))
+            await _http_timed(
+                "whole", "server_send", call, self, scope=scope, receive=receive, send=send
+            )
 
     FastAPI.__call__ = whole  # type: ignore[method-assign]
     layers = _layers(variant)
