@@ -21,7 +21,7 @@ from opentelemetry.trace import SpanKind
 from starlette.applications import Starlette
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocket
@@ -145,6 +145,56 @@ def test_a_streamed_answer_has_its_first_byte_apart_from_its_last(log_stream: io
     # The stream waits STREAM_GAP_SECONDS between its chunks, after the status line.
     assert total >= shop.STREAM_GAP_SECONDS
     assert total - first >= shop.STREAM_GAP_SECONDS
+
+
+@pytest.mark.parametrize("header", [False, True])
+def test_a_stream_that_fails_or_runs_slow_after_its_status_line_keeps_its_trace(
+    log_stream: io.StringIO,
+    spans: InMemorySpanExporter,
+    span_processor: SimpleSpanProcessor,
+    header: bool,
+) -> None:
+    """Tail sampling keeps every failed and every slow request's trace: a stream is
+    ruled on when it ends, not on its status line (a 200 sent at once), so one that
+    breaks, or runs longer than ``slow_seconds``, keeps its trace and its exemplar,
+    and a fast healthy one is dropped (ratio 0). With the answer's ``traceparent`` the
+    flag sent with the status line is the ruling then: not kept, later kept."""
+    app = shop.create_app()
+
+    @app.get("/reports/broken")
+    async def broken() -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"first\n"
+            raise RuntimeError("the report broke mid-stream")
+
+        return StreamingResponse(chunks(), media_type="text/plain")
+
+    options = TailSamplingOptions(ratio=0.0, slow_seconds=shop.STREAM_GAP_SECONDS / 2)
+    instrumented(
+        app, log_stream, tail_sampling=options, trace_response_header=header,
+        span_processors=[span_processor],
+    )  # fmt: skip
+    client = TestClient(app, raise_server_exceptions=False)
+    answers = {path: client.get(path) for path in ("/reports/broken", "/reports/stream")}
+    kept = {span.name: span for span in spans.get_finished_spans()}
+    assert set(kept) == {"GET /reports/broken", "GET /reports/stream"}
+    assert kept["GET /reports/broken"].attributes["http.response.status_code"] == 500
+    completed = {
+        line["endpoint"]: line
+        for line in lines(log_stream)
+        if line["message"] == "Request completed"
+    }
+    assert completed["/reports/broken"]["trace_sampled"] is True
+    assert completed["/reports/stream"]["trace_sampled"] is True
+    assert client.get("/v1/items/1").status_code == 200
+    assert [span.name for span in spans.get_finished_spans()] == list(kept)  # fast: dropped
+    trace_ids = {format(span.context.trace_id, "032x") for span in kept.values()}
+    found = exemplars(scrape(client), "http_request_duration_seconds_bucket")
+    assert {e["trace_id"] for e in found} == trace_ids
+    for answer in answers.values():
+        assert ("traceparent" in answer.headers) is header
+        if header:  # said as the status line went: not kept then
+            assert answer.headers["traceparent"].endswith("-00")
 
 
 def test_a_background_task_is_not_in_its_requests_latency(

@@ -266,11 +266,7 @@ class ObservabilityMiddleware:
             if kind == "http.response.start":
                 started = True
                 status = message["status"]
-                now = time.perf_counter()
-                first_byte = now - start
-                # The answer is known: keep the trace or not, and say so in the header.
-                current = span if span is not None else trace.get_current_span()
-                sampled = self._decide(state, status, now - start, current, traceparent)
+                first_byte = time.perf_counter() - start
                 # The request id and, if asked for, the ``traceparent`` in the headers
                 # (any the app set replaced).
                 trace_header = self.trace_header
@@ -282,6 +278,10 @@ class ObservabilityMiddleware:
                         break
                 headers.append((_REQUEST_ID_BYTES, request_id.encode()))
                 if trace_header:
+                    # Its sampled flag: whether tail sampling keeps the trace as the answer
+                    # begins (its end may still keep it, never drop it: `_decide`).
+                    current = span if span is not None else trace.get_current_span()
+                    sampled = self._decide(status, first_byte, current, traceparent, final=False)
                     # (Text that leaves the process: the record is not indexed for links.)
                     traceparent_out = format_traceparent(text_ids(current), sampled)
                     if traceparent_out is not None:
@@ -372,20 +372,20 @@ class ObservabilityMiddleware:
             )  # fmt: skip
 
     def _decide(
-        self, state: dict[str, Any], status: int, duration: float, span: Span,
-        traceparent: str | None,
+        self, status: int, duration: float, span: Span, traceparent: str | None,
+        final: bool = True,
     ) -> bool | None:  # fmt: skip
         """Tail sampling's ruling on this request's trace, whose server span is ``span``
         and which arrived with ``traceparent`` (None: no ruling, as under head sampling or
-        for an untraced route), remembered in the request's ``state``."""
+        for an untraced route): at the request's end (``final``), when its status and its
+        whole duration are known (a stream may fail or run slow after its status line),
+        or as its answer begins, for the answer's ``traceparent`` (`TailSampling.decide`:
+        a trace kept then stays kept; one not kept then may still be at the end)."""
         tail = self.tail
         if tail is None:
             return None
         outcome = _OK if status < 500 else http_outcome(status)
-        kept = tail.decide(span, outcome, duration, traceparent)
-        if kept is not None:
-            state["trace_sampled"] = kept
-        return kept
+        return tail.decide(span, outcome, duration, traceparent, final=final)
 
     def _finish(
         self, scope: Scope, root_path: str, method: str, status: int, duration: float,
@@ -401,13 +401,10 @@ class ObservabilityMiddleware:
         route = route_template(scope, root_path)
         endpoint = route if route is not None else UNMATCHED_ENDPOINT
         current = span if span is not None else trace.get_current_span()
-        state = scope["state"]
-        sampled = state.get("trace_sampled")
-        if "trace_sampled" not in state:  # no answer was sent (the client left): the ruling now
-            sampled = self._decide(state, status, duration, current, traceparent)
+        sampled = self._decide(status, duration, current, traceparent)
         if span is not None and sampled is not False:  # a dropped trace's span goes nowhere
             end_server_span(span, method, route, status)
-        error = state.get("error")
+        error = scope["state"].get("error")
         if not isinstance(error, BaseException):
             error = None
         metrics = self.metrics
@@ -424,7 +421,7 @@ class ObservabilityMiddleware:
             if not write_request_line(
                 logger, method, endpoint, status, duration_ms, current, sampled, fields
             ):
-                extra = {} if sampled is None else {"trace_sampled": sampled}
+                extra: dict[str, Any] = {} if sampled is None else {"trace_sampled": sampled}
                 log_request_complete(
                     logger, method, endpoint, status, duration_ms, current_span=current, **extra
                 )

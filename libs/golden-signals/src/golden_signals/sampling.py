@@ -140,7 +140,7 @@ class RecordedSpan(trace.Span):
 
     __slots__ = ("_attributes", "_context", "_end", "_events", "_hex", "_id", "_indexed",
                  "_kind", "_links", "_name", "_on_exception", "_owner", "_parent", "_request",
-                 "_start", "_state", "_status", "_trace_id", "batches", "finished", "kept",
+                 "_start", "_state", "_status", "_trace_id", "batches", "begun", "finished", "kept",
                  "linked", "wanted")  # fmt: skip
 
     def __init__(
@@ -191,6 +191,9 @@ class RecordedSpan(trace.Span):
             self.wanted: str | None = None
             self.batches: list[_BatchWait] = []
             self.linked: tuple[RecordedSpan, ...] = ()
+            # Its answer began undecided (`TailSampling.decide`'s ``final`` False): the
+            # ruling at its end keeps it only for what the end alone shows.
+            self.begun = False
 
     @property
     def context(self) -> SpanContext:
@@ -599,25 +602,51 @@ class TailSampling(SpanProcessor):
         duration_seconds: float,
         traceparent: str | None,
         sampled_parent: bool = False,
+        *,
+        final: bool = True,
     ) -> bool | None:
         """Decide now on the request whose server span (its local root) is
         ``server_span``, which arrived with ``traceparent`` (or whose parent was sampled,
         ``sampled_parent``): export or forget its spans, count a keep, and return whether
-        it was kept (None for an untraced request)."""
+        it was kept (None for an untraced request). A request kept stays kept.
+
+        ``final`` False: a ruling for an answer that has only begun (its status line, whose
+        ``traceparent`` says it): kept now when the rule says so, else False and nothing
+        forgotten; its ruling when it ends may still keep it, only for what its end alone
+        can show (`_after_begun`: it failed or ran slow after, as a stream can, or it asked
+        with `want_trace` meanwhile), never for a second draw of the ratio."""
         if not isinstance(server_span, RecordedSpan):
             return None
         root = server_span._request or server_span
         if root.kept is not None:
             return root.kept
-        if traceparent is not None and not sampled_parent:
-            sampled_parent = parent_sampled(traceparent)
-        why = self.reason(outcome, duration_seconds, sampled_parent, root.wanted)
+        if root.begun:
+            why = self._after_begun(outcome, duration_seconds, root.wanted)
+        else:
+            if traceparent is not None and not sampled_parent:
+                sampled_parent = parent_sampled(traceparent)
+            why = self.reason(outcome, duration_seconds, sampled_parent, root.wanted)
+        if why is None and not final:
+            root.begun = True
+            return False
         self._settle(root, why is not None)
         if why is None:
             return False
         if self.on_kept is not None:
             self.on_kept(why)
         return True
+
+    def _after_begun(
+        self, outcome: Outcome, duration_seconds: float, wanted: str | None
+    ) -> str | None:
+        """Why a request its answer's beginning did not keep is kept at its end, or None:
+        it failed (a refusal is not new: its status was the beginning's) or ran slow
+        since, or it asked (`want_trace`)."""
+        if outcome is _ERROR or outcome is _TIMEOUT:
+            return outcome.value
+        if duration_seconds > self.slow_seconds:
+            return "slow"
+        return wanted
 
     # --- the records --------------------------------------------------------------------
     def _linkable(self, span: RecordedSpan) -> None:
