@@ -383,6 +383,40 @@ def test_grpc_calls_are_tail_sampled_like_http() -> None:
         assert {"inference.GRPCInferenceService/ModelInfer", "model_inference"} <= names
 
 
+@pytest.mark.parametrize("sampler", ["always_off", "always_on"])
+def test_under_head_sampling_a_calls_exemplar_names_only_a_sampled_trace(
+    sampler: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``OTEL_TRACES_SAMPLER`` (no tail sampling's ruling) a call's latency carries
+    its trace id as an exemplar only when its span was sampled, so exported."""
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler)  # the SDK's sampler reads it
+    exporter = InMemorySpanExporter()
+    port = free_port()
+    app = create_app(
+        make_settings(grpc_port=port, otel_traces_sampler=sampler),
+        model_loader=controlled_loader(ControlledBackend()),
+        span_processors=(SimpleSpanProcessor(exporter),),
+        configure_logging=False,
+    )
+    with serving(app, port) as (client, server), json_log_capture() as logs:
+        server.infer(MODEL, [grpc_images(cat_jpeg())])
+        wait_until(lambda: bool(lines(logs)), what="the call's access line")
+        scrape = client.get("/metrics", headers={"accept": "application/openmetrics-text"}).text
+    found = [
+        line for line in scrape.splitlines()
+        if line.startswith("grpc_request_duration_seconds_bucket") and "trace_id" in line
+    ]  # fmt: skip
+    exported = {
+        f"{s.context.trace_id:032x}" for s in exporter.get_finished_spans()
+        if s.name == "inference.GRPCInferenceService/ModelInfer"
+    }  # fmt: skip
+    if sampler == "always_off":
+        assert (found, exported) == ([], set())
+    else:
+        (trace_id,) = exported
+        assert len(found) == 1 and f'trace_id="{trace_id}"' in found[0]
+
+
 def test_grpc_series_exist_only_when_the_service_runs(fake_client: TestClient) -> None:
     samples = parse(fake_client.get("/metrics").text)
     assert not [name for name, _ in samples if name.startswith("grpc_")]

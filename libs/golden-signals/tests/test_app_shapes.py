@@ -465,16 +465,22 @@ def test_the_otel_variables_keep_their_meaning(
     assert instrumentation.tail is None
     assert instrumentation.tracer_provider is not None
     assert instrumentation.tracer_provider.resource.attributes["service.name"] == "checkout"
-    response = TestClient(app).get("/v1/items/1")
+    client = TestClient(app)
+    response = client.get("/v1/items/1")
     flags = int(response.headers["traceparent"].rsplit("-", 1)[1], 16)
     assert flags & 0x01 == 0  # not sampled; the ids flow all the same
     assert spans.get_finished_spans() == ()
+    # An exemplar never names a trace the head sampler dropped.
+    assert exemplars(scrape(client), "http_request_duration_seconds_bucket") == []
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")
     other = shop.create_app()
     instrumented(other, log_stream, span_processors=[span_processor])
-    TestClient(other).get("/v1/items/2")
+    client = TestClient(other)
+    client.get("/v1/items/2")
     (span,) = spans.get_finished_spans()
     assert span.resource.attributes["service.name"] == "checkout"
+    (exemplar,) = exemplars(scrape(client), "http_request_duration_seconds_bucket")
+    assert exemplar["trace_id"] == format(span.context.trace_id, "032x")
 
 
 def test_a_mount_with_a_parameter_names_its_template_not_each_value(

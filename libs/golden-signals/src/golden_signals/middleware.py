@@ -409,9 +409,10 @@ class ObservabilityMiddleware:
             error = None
         metrics = self.metrics
         if metrics is not None:
-            # An exemplar names a trace only when that trace is exported.
+            # An exemplar names a trace only when that trace is exported: kept by tail
+            # sampling, or (no ruling: head sampling) sampled by its span's flag.
             ids = text_ids(current) if sampled is not False else None
-            trace_id = ids[0] if ids is not None else None
+            trace_id = ids[0] if ids is not None and (sampled or ids[2] & 1) else None
             metrics.record_request(method, endpoint, status, duration, trace_id, first_byte)
             if error is not None:
                 metrics.record_error(endpoint, type(error).__name__)

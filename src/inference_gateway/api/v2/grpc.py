@@ -361,8 +361,12 @@ class InferenceServicer:
             set_span_error(error, span)
         metrics = self._telemetry.metrics
         if metrics is not None:
-            # An exemplar names a trace only when that trace is exported.
-            trace_id = get_current_trace_id() if call.trace_sampled is not False else None
+            # An exemplar names a trace only when that trace is exported: kept by tail
+            # sampling, or (no ruling: head sampling) sampled by its span's flag.
+            kept = call.trace_sampled
+            if kept is None:
+                kept = span.get_span_context().trace_flags.sampled
+            trace_id = get_current_trace_id() if kept else None
             metrics.record_grpc_request(rpc, code.name, duration, trace_id)
             if isinstance(error, InferenceGatewayException) and error.reject_reason:
                 metrics.record_rejection(error.reject_reason)
