@@ -9,11 +9,13 @@ import contextlib
 import io
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import shop
-from fastapi import FastAPI
+from fastapi import BackgroundTasks, FastAPI
+from fastapi.responses import FileResponse
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -211,6 +213,55 @@ def test_a_background_task_is_not_in_its_requests_latency(
     assert value(found, "http_request_duration_seconds_count", **labels) == 1
     # The follow-up slept 0.5 s after the answer's last byte: none of it is latency.
     assert value(found, "http_request_duration_seconds_sum", **labels) < 0.5
+
+
+def test_a_file_the_server_sends_itself_ends_the_answer_before_its_background_task(
+    log_stream: io.StringIO, tmp_path: Path
+) -> None:
+    """Under a server that sends files itself (ASGI's ``http.response.pathsend``, which
+    Starlette's ``FileResponse`` then uses), that message is the answer's end: a
+    background task that fails after it leaves the 200 sent, counts its exception and
+    is not in the request's latency."""
+    report = tmp_path / "report.txt"
+    report.write_text("quarterly\n")
+    app = FastAPI()
+
+    async def fail_later() -> None:
+        await asyncio.sleep(0.3)
+        raise RuntimeError("the follow-up failed")
+
+    @app.get("/report")
+    async def get_report(tasks: BackgroundTasks) -> FileResponse:
+        tasks.add_task(fail_later)
+        return FileResponse(report)
+
+    instrumented(app, log_stream)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1", "method": "GET", "scheme": "http", "path": "/report",
+        "raw_path": b"/report", "query_string": b"", "root_path": "", "headers": [],
+        "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 80), "state": {},
+        "extensions": {"http.response.pathsend": {}},
+    }  # fmt: skip
+    with contextlib.suppress(RuntimeError):  # the follow-up's failure reaches the server
+        asyncio.run(app(scope, receive, send))
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.pathsend"]
+    assert sent[0]["status"] == 200
+    (line,) = [line for line in lines(log_stream) if line["message"] == "Request completed"]
+    assert (line["status_code"], line["error_type"]) == (200, "RuntimeError")
+    assert line["duration_ms"] < 300  # the follow-up's sleep came after the answer
+    found = samples(scrape(TestClient(app)))
+    labels = {"method": "GET", "endpoint": "/report"}
+    assert value(found, "http_requests_total", status="200", **labels) == 1
+    assert value(found, "http_requests_total", status="500", **labels) == 0
 
 
 def test_one_call_is_idempotent_and_outermost_whatever_the_apps_order(

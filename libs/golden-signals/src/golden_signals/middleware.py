@@ -287,8 +287,13 @@ class ObservabilityMiddleware:
                     if traceparent_out is not None:
                         headers.append((b"traceparent", traceparent_out.encode()))
                 message["headers"] = headers
-            elif kind == "http.response.body" and not message.get("more_body", False):
-                answered = time.perf_counter()  # the last byte: background tasks come after
+            elif kind == "http.response.body":
+                if not message.get("more_body", False):
+                    answered = time.perf_counter()  # the last byte: background tasks come after
+            elif kind == "http.response.pathsend" or (
+                kind == "http.response.zerocopysend" and not message.get("more_body", False)
+            ):  # the server sends a file itself (ASGI extensions): its last message
+                answered = time.perf_counter()
             await send(message)
 
         if self.metrics is not None:
