@@ -264,6 +264,54 @@ def test_a_file_the_server_sends_itself_ends_the_answer_before_its_background_ta
     assert value(found, "http_requests_total", status="500", **labels) == 0
 
 
+def test_a_clients_own_methods_add_no_series_and_no_span_names(
+    log_stream: io.StringIO, spans: InMemorySpanExporter, span_processor: SimpleSpanProcessor
+) -> None:
+    """A method outside the standard ones (a scanner's own text, which h11 servers pass
+    on) is ``_OTHER`` in every metric and ``HTTP`` in the span's name, with the text in
+    ``http.request.method_original`` and on the access line: scanners add no series."""
+    app = shop.create_app()
+    instrumented(app, log_stream, span_processors=[span_processor])
+    client = TestClient(app)
+    for number in range(40):
+        client.request(f"SCAN{number}", f"/wp-login{number}.php")
+    assert client.request("PROPFIND", "/v1/items/1").status_code == 405
+    assert client.get("/v1/items/1").status_code == 200
+    found = samples(scrape(client))
+    methods = {dict(labels)["method"] for name, labels in found if name.startswith("http_")}
+    assert methods == {"_OTHER", "GET"}
+    assert (
+        value(found, "http_requests_total", method="_OTHER", endpoint="unmatched", status="404")
+        == 40
+    )
+    assert (
+        value(
+            found,
+            "http_requests_total",
+            method="_OTHER",
+            endpoint="/v1/items/{item_id}",
+            status="405",
+        )
+        == 1
+    )
+    (span,) = [
+        s
+        for s in spans.get_finished_spans()
+        if s.attributes.get("http.request.method_original") == "PROPFIND"
+    ]
+    assert span.name == "HTTP /v1/items/{item_id}"
+    assert span.attributes["http.request.method"] == "_OTHER"
+    assert {s.name for s in spans.get_finished_spans()} == {
+        "HTTP",
+        "HTTP /v1/items/{item_id}",
+        "GET /v1/items/{item_id}",
+    }
+    methods_logged = {
+        line["method"] for line in lines(log_stream) if line["message"] == "Request completed"
+    }
+    assert {"SCAN0", "SCAN39", "PROPFIND", "GET"} <= methods_logged
+
+
 def test_one_call_is_idempotent_and_outermost_whatever_the_apps_order(
     log_stream: io.StringIO,
 ) -> None:

@@ -11,6 +11,16 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+#: The HTTP methods a metric's label and a span's name carry as they are (RFC 9110's and
+#: PATCH, as OpenTelemetry's conventions list them). Any other is the client's own text
+#: (a scanner's ``SCAN0``), unbounded: `OTHER_METHOD` in labels, ``HTTP`` in span names.
+HTTP_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
+#: What a metric's ``method`` label and a span's ``http.request.method`` say for a method
+#: outside `HTTP_METHODS` (OpenTelemetry's value).
+OTHER_METHOD = "_OTHER"
+
 
 def header(scope: Scope, name: bytes) -> str | None:
     """The first value of the request header ``name`` (lower case), or None."""

@@ -33,6 +33,7 @@ import structlog
 from opentelemetry import trace
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from golden_signals.asgi import HTTP_METHODS
 from golden_signals.tracing import flags_text, text_ids
 
 #: The ``logger`` field of lines logged through structlog, unless `setup_logging` names
@@ -863,10 +864,7 @@ def log_request_start(
 
 #: The standard methods as a line writes them (a line with another method is rendered
 #: the general way: a method is the client's text).
-_METHOD_JSON = {
-    method: f'"{method}"'
-    for method in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT")
-}
+_METHOD_JSON = {method: f'"{method}"' for method in HTTP_METHODS}
 #: Route templates as a line writes them, by template (bounded: templates are the app's
 #: code, and unmatched paths share one).
 _endpoint_json: dict[str, str] = {}

@@ -53,6 +53,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 from prometheus_client.utils import floatToGoString
 
+from golden_signals.asgi import HTTP_METHODS, OTHER_METHOD
 from golden_signals.wake import SUFFIX as WAKE_SUFFIX
 from golden_signals.wake import WakePipe, poke, worker_pipes
 
@@ -591,6 +592,11 @@ class RequestRecorder(Protocol):
         """One request that failed with an exception."""
 
 
+#: The ``method`` label's values (`HttpMetrics.record_request`): the standard methods,
+#: and a WebSocket session's.
+_METHOD_LABELS = HTTP_METHODS | {"WEBSOCKET"}
+
+
 class HttpMetrics:
     """The HTTP golden signals of the specification, in ``registry``.
 
@@ -650,7 +656,11 @@ class HttpMetrics:
         first_byte_seconds: float | None = None,
     ) -> None:
         """Count one finished request; observe its latency (``trace_id``: the exemplar;
-        None: a WebSocket session, counted only)."""
+        None: a WebSocket session, counted only). A ``method`` outside
+        `asgi.HTTP_METHODS` (and ``WEBSOCKET``) is labelled `asgi.OTHER_METHOD`: a
+        client's own text would add series without bound."""
+        if method not in _METHOD_LABELS:
+            method = OTHER_METHOD
         code = self._statuses.get(status)
         if code is None:
             code = self._statuses[status] = str(status)

@@ -26,7 +26,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
-from golden_signals.asgi import header, route_path
+from golden_signals.asgi import HTTP_METHODS, OTHER_METHOD, header, route_path
 from golden_signals.ids import OwnIds
 from golden_signals.routes import route_template
 from golden_signals.sampling import RecordedSpan, RecordingTracer, TailSampling
@@ -182,28 +182,36 @@ def open_server_span(
     it current and ends it): under tail sampling a record started directly
     (`RecordingTracer.start_root_span`), with nothing to look up."""
     attributes = _server_attributes(scope)
+    name = _span_method(scope["method"])
     if isinstance(tracer, RecordingTracer):
         parent = None
         if traceparent is not None:
             caller = trace.get_current_span(_caller_context(traceparent, tracestate))
             parent = caller.get_span_context()
-        return tracer.start_root_span(
-            scope["method"], parent, _SERVER, attributes, (), None, (False, False)
-        )
+        return tracer.start_root_span(name, parent, _SERVER, attributes, (), None, (False, False))
     context = _caller_context(traceparent, tracestate)
-    return tracer.start_span(
-        scope["method"], context, _SERVER, attributes, None, None, False, False
-    )
+    return tracer.start_span(name, context, _SERVER, attributes, None, None, False, False)
+
+
+def _span_method(method: str) -> str:
+    """A server span's name's method: ``method``, or ``HTTP`` for one outside
+    `asgi.HTTP_METHODS` (OpenTelemetry's conventions: a client's own text is unbounded)."""
+    return method if method in HTTP_METHODS else "HTTP"
 
 
 def _server_attributes(scope: Scope) -> dict[str, AttributeValue]:
-    """A server span's attributes at its start (stable HTTP semantic conventions)."""
+    """A server span's attributes at its start (stable HTTP semantic conventions: a
+    method outside `asgi.HTTP_METHODS` is `asgi.OTHER_METHOD`, the client's text in
+    ``http.request.method_original``)."""
+    method = scope["method"]
     attributes: dict[str, AttributeValue] = {
-        "http.request.method": scope["method"],
+        "http.request.method": method if method in HTTP_METHODS else OTHER_METHOD,
         "url.scheme": scope.get("scheme", "http"),
         "url.path": scope["path"],
         "network.protocol.version": scope.get("http_version", "1.1"),
     }
+    if method not in HTTP_METHODS:
+        attributes["http.request.method_original"] = method
     client = scope.get("client")
     if client:
         attributes["client.address"] = client[0]
@@ -226,7 +234,7 @@ def end_server_span(span: Span, method: str, route: str | None, status: int) -> 
     (its name, ``METHOD route``; the path never, it is unbounded), the status, and
     ERROR for a 5xx."""
     if route is not None:
-        span.update_name(f"{method} {route}")
+        span.update_name(f"{_span_method(method)} {route}")
         span.set_attribute("http.route", route)
     span.set_attribute("http.response.status_code", status)
     if status >= 500:
