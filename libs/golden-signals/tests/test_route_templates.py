@@ -6,13 +6,16 @@ mounted inside one another."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi import APIRouter, FastAPI, WebSocket
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 from starlette.testclient import TestClient
 
 from conftest import samples
@@ -93,3 +96,63 @@ def test_a_host_route_is_served_and_its_routes_keep_their_templates(
     assert {
         dict(labels)["endpoint"] for name, labels in found if name == "http_requests_total"
     } == {"/status"}
+
+
+def _mounting(kind: str, static: Path) -> Starlette:
+    """Static files, a plain ASGI app and a sub-app, each under a Mount of ``kind``'s app
+    (a FastAPI app leaves no ``route`` for a Mount, Starlette the Mount itself)."""
+
+    async def plain(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"plain"})
+
+    async def item(request: Request) -> Response:
+        return PlainTextResponse(request.path_params["item_id"])
+
+    sub = Starlette(routes=[Route("/items/{item_id}", item)])
+    mounts = [
+        Mount("/static", app=StaticFiles(directory=static)),
+        Mount("/raw", app=plain),
+        Mount("/v2", app=sub),
+    ]
+    if kind == "fastapi":
+        app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+        for mount in mounts:
+            app.mount(mount.path, mount.app)
+        return app
+    return Starlette(routes=mounts)
+
+
+@pytest.mark.parametrize("kind", ["starlette", "fastapi"])
+def test_an_app_mounted_without_routes_is_named_by_its_mount(
+    kind: str, log_stream: io.StringIO, tmp_path: Path
+) -> None:
+    """Static files or a plain ASGI app under a Mount count under the Mount's template
+    (a missing file too: the files' app answered it), which `declared_routes` lists; a
+    path a mounted sub-app's routes do not match is unmatched, as any other."""
+    (tmp_path / "a.txt").write_text("a")
+    app = _mounting(kind, tmp_path)
+    instrument(app, log_stream=log_stream, include_registry=None)
+    client = TestClient(app)
+    answers = {
+        path: client.get(path).status_code
+        for path in ("/static/a.txt", "/static/gone.txt", "/raw/x/y", "/v2/items/7", "/v2/no")
+    }
+    assert answers == {
+        "/static/a.txt": 200, "/static/gone.txt": 404, "/raw/x/y": 200, "/v2/items/7": 200,
+        "/v2/no": 404,
+    }  # fmt: skip
+    found = samples(client.get("/metrics", headers={"accept": "application/openmetrics-text"}).text)
+    counted = {
+        (dict(labels)["endpoint"], dict(labels)["status"]): count
+        for (name, labels), count in found.items()
+        if name == "http_requests_total" and count
+    }
+    assert counted == {
+        ("/static", "200"): 1, ("/static", "404"): 1, ("/raw", "200"): 1,
+        ("/v2/items/{item_id}", "200"): 1, ("unmatched", "404"): 1,
+    }  # fmt: skip
+    assert sorted(declared_routes(app)) == [
+        ("/raw", frozenset()), ("/static", frozenset()),
+        ("/v2/items/{item_id}", frozenset({"GET", "HEAD"})),
+    ]  # fmt: skip

@@ -26,26 +26,43 @@ def route_template(scope: Scope, root_path: str = "") -> str | None:
     (≥ 0.160) keeps an included router's routes as they were declared, without the
     prefixes of ``include_router``: the path with them is its
     ``scope["fastapi"]["effective_route_context"]``'s, used when present.
+
+    A request that went no further than a ``Mount`` (Starlette leaves the Mount as its
+    ``route``, FastAPI none) was served by an app of the Mount's own, with no routes
+    (static files, a plain ASGI app): the Mount's template names it (``/static``). Had
+    the Mount routes of its own, none matched: None, as for any unmatched path.
     """
-    path = getattr(scope.get("route"), "path", None)
-    fastapi = scope.get("fastapi")
-    if isinstance(fastapi, dict):
-        effective = getattr(fastapi.get("effective_route_context"), "path", None)
-        if isinstance(effective, str) and effective:
-            path = effective
-    if not isinstance(path, str) or not path:
-        return None
+    route = scope.get("route")
+    if route is None or _is_mount(route):
+        leaf = scope.get(LEAF_KEY)  # noted by the innermost Mount passed (`template_mounts`)
+        if leaf is None:  # no Mount noted it: Starlette's own ``route``, if any
+            leaf = route is not None and not _routes_of(route)
+        if not leaf:
+            return None
+        path = ""
+    else:
+        declared = getattr(route, "path", None)
+        fastapi = scope.get("fastapi")
+        if isinstance(fastapi, dict):
+            effective = getattr(fastapi.get("effective_route_context"), "path", None)
+            if isinstance(effective, str) and effective:
+                declared = effective
+        if not isinstance(declared, str) or not declared:
+            return None
+        path = declared
     mounts = scope.get(MOUNTS_KEY)
     if isinstance(mounts, str):  # the templates of the Mounts passed (`template_mounts`)
-        return mounts + path
+        return mounts + path or "/"
     mounted = scope.get("root_path", "")
     if isinstance(mounted, str) and mounted.startswith(root_path) and mounted != root_path:
         return mounted[len(root_path) :] + path
-    return path
+    return path or None
 
 
-#: Where `template_mounts`' Mounts note the templates of the Mounts a request passed.
+#: Where `template_mounts`' Mounts note the templates of the Mounts a request passed,
+#: and whether the innermost of them mounts an app without routes of its own.
 MOUNTS_KEY = "golden_signals.mounts"
+LEAF_KEY = "golden_signals.mount_leaf"
 
 
 def template_mounts(app: object) -> None:
@@ -56,7 +73,7 @@ def template_mounts(app: object) -> None:
     for route in _routes_of(app):
         if not _is_mount(route) or getattr(route, "_golden_signals_mount", False):
             continue
-        route.matches = _noting(route.matches, route.path)
+        route.matches = _noting(route.matches, route.path, not _routes_of(route))
         route._golden_signals_mount = True
         template_mounts(route)
 
@@ -79,11 +96,12 @@ def _is_mount(route: object) -> bool:
     )
 
 
-def _noting(matches: Any, template: str) -> Any:
+def _noting(matches: Any, template: str, leaf: bool) -> Any:
     def noted(scope: Scope) -> Any:
         match, child = matches(scope)
         if child:  # a full or partial match: its scope goes on to the mounted app
             child[MOUNTS_KEY] = scope.get(MOUNTS_KEY, "") + template
+            child[LEAF_KEY] = leaf
         return match, child
 
     return noted
@@ -107,7 +125,9 @@ def declared_routes(app: object, prefix: str = "") -> list[tuple[str, frozenset[
         if not isinstance(path, str):
             continue
         if _is_mount(route):
-            found += declared_routes(route, prefix + path)
+            inner = declared_routes(route, prefix + path)
+            # A Mount of an app without routes (static files) is a route of its own.
+            found += inner if _routes_of(route) else [(prefix + path or "/", frozenset())]
             continue
         methods = getattr(route, "methods", None)
         if methods is None and type(route).__name__.startswith("WebSocket"):
