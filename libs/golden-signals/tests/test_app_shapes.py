@@ -685,10 +685,20 @@ def test_secret_names_in_any_spelling_are_redacted(log_stream: io.StringIO) -> N
                          "nested": {"a": {"b": {"c": {"d": {"e": {"password": "p-4"}}}}}},
                          "headers": [(b"authorization", [b"Bearer v-5"])], "api_key_id": "ops"},
     )  # fmt: skip
+    names = (
+        "secret_key", "SECRET_KEY", "secretKey", "aws_secret_access_key", "private_key",
+        "cookies", "session_id", "credentials", "password_hash", "passwords", "api_keys",
+        "x_auth", "db_password", "passphrase",
+    )  # fmt: skip
+    logging.getLogger("shop").warning(
+        "more", extra={**{name: f"s-{name}" for name in names}, "max_tokens": 128,
+                       "request": {"cookies": {"session": "s-jar"}}},
+    )  # fmt: skip
     text = log_stream.getvalue()
-    for secret in ("t-1", "c-2", "k-3", "p-4", "v-5"):
+    for secret in ("t-1", "c-2", "k-3", "p-4", "v-5", "s-jar", *(f"s-{name}" for name in names)):
         assert secret not in text
     assert '"api_key_id":"ops"' in text  # a key's id is no secret
+    assert '"max_tokens":128' in text  # nor a count
 
 
 def test_the_apps_own_families_on_the_same_engine_are_served_with_exemplars(

@@ -99,10 +99,16 @@ def _access_level(status_code: int, expected: bool = False) -> int:
     return logging.WARNING if status_code >= 400 else logging.INFO
 
 
-#: Field names whose values are secrets: matched case-insensitively, ``-`` as ``_``.
+#: Field names whose values are secrets: matched case-insensitively, ``-`` as ``_``, a
+#: camelCase name as its words. A word that names a secret wherever it stands
+#: (``secret_key``, ``aws_secret_access_key``, ``password_hash``, ``cookies``,
+#: ``credentials``, ``authorization``), or a name that ends in one of a credential's
+#: names (``access_token``, ``x_auth``, ``api_keys``, ``private_key``, ``session_id``).
+#: A count stays (``max_tokens``), and so does an id of a key (``api_key_id``).
 SECRET_FIELDS = re.compile(
-    r"(^|_)(authorization|proxy_authorization|cookie|set_cookie|api_?key|x_api_key|"
-    r"password|passwd|secret|token|access_token|refresh_token|client_secret)$",
+    r"(^|_)(passwords?|passwd|passphrase|secrets?|cookies?|credentials?|authorization)(_|$)"
+    r"|(^|_)(token|auth|api_?keys?|private_?keys?|access_?keys?|signing_?keys?|"
+    r"session_?id)$",
     re.IGNORECASE,
 )
 REDACTED = "[redacted]"
