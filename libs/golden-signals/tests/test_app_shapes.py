@@ -354,10 +354,14 @@ def test_one_call_is_idempotent_and_outermost_whatever_the_apps_order(
 
 
 def test_two_apps_in_one_process_each_count_their_own(log_stream: io.StringIO) -> None:
+    """Each app its own registry, and its own ``service_name`` on its access lines
+    (failures' lines, written the general way, included), whichever was instrumented
+    last."""
     one, two = shop.create_app(), shop.create_app()
-    instrumented(one, log_stream)
-    instrumented(two, log_stream)  # no "Duplicated timeseries"
-    first, second = TestClient(one), TestClient(two)
+    instrumented(one, log_stream, service_name="orders")
+    instrumented(two, log_stream, service_name="billing")  # no "Duplicated timeseries"
+    first = TestClient(one, raise_server_exceptions=False)
+    second = TestClient(two, raise_server_exceptions=False)
     first.get("/v1/items/1")
     first.get("/v1/items/2")
     second.get("/v1/items/3")
@@ -367,6 +371,17 @@ def test_two_apps_in_one_process_each_count_their_own(log_stream: io.StringIO) -
     )
     assert value(samples(scrape(first)), name, **labels) == 2
     assert value(samples(scrape(second)), name, **labels) == 1
+    first.get("/boom", headers={"x-request-id": "orders-boom"})
+    second.get("/boom", headers={"x-request-id": "billing-boom"})
+    named = {
+        (line["request_id"] if "boom" in line["request_id"] else line["endpoint"], line["logger"])
+        for line in lines(log_stream)
+        if line["message"] == "Request completed" and line["endpoint"] != "/metrics"
+    }
+    assert named == {
+        ("/v1/items/{item_id}", "orders"), ("/v1/items/{item_id}", "billing"),
+        ("orders-boom", "orders"), ("billing-boom", "billing"),
+    }  # fmt: skip
 
 
 def test_a_plain_asgi_app_is_served_through_what_instrument_returns(

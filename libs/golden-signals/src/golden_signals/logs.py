@@ -39,7 +39,6 @@ from golden_signals.tracing import flags_text, text_ids
 #: The ``logger`` field of lines logged through structlog, unless `setup_logging` names
 #: another.
 LOGGER_NAME = "app"
-_logger_name = LOGGER_NAME
 
 #: Control characters (C0, DEL, C1) and ANSI escapes are stripped from console output.
 _CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|[\x00-\x1f\x7f-\x9f]")
@@ -246,6 +245,18 @@ def add_line_context(logger: WrappedLogger, method: str, event_dict: EventDict) 
     return sanitize_fields(logger, method, _bound_fields(logger, method, event_dict))
 
 
+def _named(name: str) -> Processor:
+    """`add_line_context` for the events of one configuration's structlog loggers, whose
+    ``logger`` field is ``name`` unless a line has its own: each configuration's (an app
+    instrumented before another in the same process keeps its ``service_name``)."""
+
+    def line_context(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+        event_dict.setdefault("logger", name)
+        return add_line_context(logger, method, event_dict)
+
+    return line_context
+
+
 #: structlog's own registry of its context variables, one per name ever bound (private:
 #: when a structlog release moves it, `merge_structlog_context` falls back to
 #: `structlog.contextvars.merge_contextvars`).
@@ -277,13 +288,12 @@ def merge_structlog_context(logger: WrappedLogger, method: str, event_dict: Even
 def _bound_fields(
     logger: WrappedLogger, method: str, event_dict: EventDict, span: trace.Span | None = None
 ) -> EventDict:
-    """What every line gets besides its own fields, in one processor: the ``logger``
-    name (unless the line has one), the fields bound by `LogContext` (structlog's
+    """What every line gets besides its own fields, in one processor (after its
+    ``logger`` name: `_named`, or the record's): the fields bound by `LogContext` (structlog's
     contextvars) and then the request's (`RequestLogContext`), the ``level`` (upper
     case), the ``timestamp`` (`add_timestamp`), the active span's ids
     (`add_trace_context`; ``span``'s when given) and the ``pid``. A line's own fields
     win over the bound ones, and those over the request's."""
-    event_dict.setdefault("logger", _logger_name)  # the app's own structlog events
     merge_structlog_context(logger, method, event_dict)
     for key, value in REQUEST_FIELDS.get().items():
         event_dict.setdefault(key, value)
@@ -653,8 +663,7 @@ def setup_logging(
     bodies. ``traceback_locals`` turns them on for debugging only; it writes secrets
     into the log.
     """
-    global _threshold, _logger_name, _configured  # noqa: PLW0603 - process-wide, like logging's
-    _logger_name = logger_name
+    global _threshold, _configured  # noqa: PLW0603 - process-wide, like logging's
     level = level.upper()
     if fmt == "json":
         final: list[Processor] = [
@@ -706,7 +715,7 @@ def setup_logging(
         warnings_logger.addFilter(_warning_filter)
     _threshold = logging.getLevelName(level)
     structlog.configure(
-        processors=[add_line_context, *final],
+        processors=[_named(logger_name), *final],
         logger_factory=lambda *_: writer,
         wrapper_class=structlog.make_filtering_bound_logger(_threshold),
         cache_logger_on_first_use=False,
@@ -717,14 +726,14 @@ def setup_logging(
             del _direct[next(iter(_direct))]
         processors = structlog.get_config()["processors"]  # the list the logger holds
         _direct[id(_configured)] = _DirectLines(
-            _configured, writer, _threshold, processors, list(processors)
-        )
+            _configured, writer, _threshold, processors, list(processors), logger_name,
+            orjson.dumps(logger_name).decode(),
+        )  # fmt: skip
 
 
 def reset_logging() -> None:
     """Undo `setup_logging`: no handler on the root logger, structlog's defaults."""
-    global _threshold, _logger_name, _configured  # noqa: PLW0603 - `setup_logging`'s
-    _logger_name = LOGGER_NAME
+    global _threshold, _configured  # noqa: PLW0603 - `setup_logging`'s
     _configured = None
     _direct.clear()
     logging.getLogger().handlers.clear()
@@ -748,6 +757,8 @@ class _DirectLines(NamedTuple):
     threshold: int
     processors: list[Processor]
     snapshot: list[Processor]
+    name: str  # its lines' ``logger`` field (`setup_logging`'s ``logger_name``)
+    name_json: str  # the same, as a line writes it
 
 
 #: Each such logger, by its id (an app instrumented before the last configuration
@@ -874,8 +885,6 @@ _METHOD_JSON = {method: f'"{method}"' for method in HTTP_METHODS}
 #: Route templates as a line writes them, by template (bounded: templates are the app's
 #: code, and unmatched paths share one).
 _endpoint_json: dict[str, str] = {}
-#: The ``logger`` field's name as a line writes it, for `_logger_name` (the first).
-_logger_json: tuple[str, str] = ("", '""')
 _SAMPLED_JSON = {None: "", True: ',"trace_sampled":true', False: ',"trace_sampled":false'}
 #: `write_request_line`'s line: what `log_request_complete` writes through the
 #: configured logger's processors for the middleware's request, field for field.
@@ -912,7 +921,6 @@ def write_request_line(
     processor's caches). False,
     with nothing written, for any other line: the caller writes it with
     `log_request_complete`."""
-    global _logger_json  # noqa: PLW0603 - a cache of the configured name's encoding
     direct = _direct_lines(logger)
     if direct is None:
         return False
@@ -940,11 +948,9 @@ def write_request_line(
         or _structlog_bound()
     ):
         return False
-    if _logger_json[0] != _logger_name:
-        _logger_json = (_logger_name, orjson.dumps(_logger_name).decode())
     ids = text_ids(span)
     line = (
-        method_json, endpoint_json, status_code, duration_ms, sampled, _logger_json[1],
+        method_json, endpoint_json, status_code, duration_ms, sampled, direct.name_json,
         request_fields["request_id"], user_id, level, time.time_ns(), ids,
     )  # fmt: skip
     if level < logging.ERROR:  # formatted and written with the answers after it
@@ -1030,6 +1036,7 @@ def log_request_complete(
                 "method": method, "endpoint": endpoint, "status_code": status_code,
                 "duration_ms": round(duration_ms, 3), **fields, "event": "Request completed",
             }  # fmt: skip
+            line.setdefault("logger", direct.name)
             direct.writer.msg(_sanitized_json_line(_bound_fields(None, name, line, current_span)))
         return
     if exc_info is not None:
