@@ -20,6 +20,7 @@ from golden_signals.sampling import KEEP_REASONS, TailSampling
 from golden_signals.tracing import (
     SPAN_DROP_REASONS,
     get_tracer,
+    head_sampler,
     otlp_http_exporter,
     setup_tracing,
 )
@@ -97,6 +98,11 @@ def _tracer_provider(
         processors=processors,
         on_span_outcome=metrics.record_span_outcome if metrics is not None else None,
         tail=tail if settings.tail_sampling else None,
+        sampler=(
+            None
+            if settings.otel_traces_sampler is None
+            else head_sampler(settings.otel_traces_sampler, settings.otel_traces_sampler_arg)
+        ),
     )
 
 

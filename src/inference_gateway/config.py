@@ -20,6 +20,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from golden_signals.tracing import HEAD_SAMPLERS
 from inference_gateway import __version__
 
 MIB = 1024 * 1024
@@ -238,8 +239,11 @@ class Settings(BaseSettings):
     # the very incident the quality alerts are about (a dark camera) nearly every answer
     # is one. 0: all.
     trace_low_confidence_per_second: float = Field(10.0, ge=0, le=100_000)
-    # The SDK's standard variable: when set, head sampling as the SDK does it instead.
+    # The SDK's standard variables: when OTEL_TRACES_SAMPLER is set, head sampling as the
+    # SDK does it (the ratio-based samplers with OTEL_TRACES_SAMPLER_ARG) instead of tail
+    # sampling, read here so that a .env file's values reach the SDK too.
     otel_traces_sampler: str | None = None
+    otel_traces_sampler_arg: float = Field(1.0, ge=0, le=1)
     otel_sdk_disabled: bool = False
     otel_exporter_otlp_endpoint: str | None = None
     otel_exporter_otlp_traces_endpoint: str | None = None
@@ -262,6 +266,15 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [o.strip() for o in value.split(",") if o.strip()]
         return value
+
+    @field_validator("otel_traces_sampler")
+    @classmethod
+    def _known_sampler(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if value.lower() not in HEAD_SAMPLERS:
+            raise ValueError(f"unknown sampler {value!r}: one of {', '.join(HEAD_SAMPLERS)}")
+        return value.lower()
 
     @field_validator("grpc_port")
     @classmethod

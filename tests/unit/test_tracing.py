@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NoOpTracer, StatusCode
+from pydantic import ValidationError
 
 from golden_signals.tracing import (
     TracedOperation,
@@ -268,6 +270,25 @@ def test_sampler_comes_from_the_standard_variables(monkeypatch: pytest.MonkeyPat
     assert exporter.get_finished_spans() == ()
     flags = int(response.headers["traceparent"].rsplit("-", 1)[1], 16)
     assert flags & 0x01 == 0  # not sampled, yet the ids still correlate logs and metrics
+
+
+def test_a_sampler_named_in_the_env_file_is_the_sdks_too(tmp_path: Path) -> None:
+    """``OTEL_TRACES_SAMPLER`` and its ratio in the ``.env`` file (which the SDK never
+    reads) switch tail sampling off and give the SDK that head sampler: nothing is
+    exported at a ratio of 0, where the SDK's own default would have exported all."""
+    env_file = tmp_path / ".env"
+    env_file.write_text("OTEL_TRACES_SAMPLER=TraceIdRatio\nOTEL_TRACES_SAMPLER_ARG=0\n")
+    client, exporter = _traced_app(ControlledBackend(), _env_file=env_file)
+    with client:
+        ready_client(client)
+        response = client.post("/predict", content=cat_jpeg(), headers=JPEG)
+    assert response.status_code == 200
+    assert client.app.state.telemetry.tail is None  # type: ignore[attr-defined]
+    assert exporter.get_finished_spans() == ()
+    assert response.headers["traceparent"].endswith("-00")
+    env_file.write_text("OTEL_TRACES_SAMPLER=sometimes\n")
+    with pytest.raises(ValidationError, match="unknown sampler 'sometimes'"):
+        make_settings(_env_file=env_file)
 
 
 def test_spans_are_exported_over_real_otlp_http() -> None:

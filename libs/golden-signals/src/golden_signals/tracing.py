@@ -22,6 +22,15 @@ from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    DEFAULT_OFF,
+    DEFAULT_ON,
+    ParentBasedTraceIdRatio,
+    Sampler,
+    TraceIdRatioBased,
+)
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
@@ -98,6 +107,32 @@ class CountedBatchSpanProcessor(BatchSpanProcessor):
         super().on_end(span)
 
 
+#: The head samplers ``OTEL_TRACES_SAMPLER`` names (OpenTelemetry's specification), by
+#: name: each given ``OTEL_TRACES_SAMPLER_ARG``'s ratio.
+HEAD_SAMPLERS: dict[str, Callable[[float], Sampler]] = {
+    "always_on": lambda _: ALWAYS_ON,
+    "always_off": lambda _: ALWAYS_OFF,
+    "parentbased_always_on": lambda _: DEFAULT_ON,
+    "parentbased_always_off": lambda _: DEFAULT_OFF,
+    "traceidratio": TraceIdRatioBased,
+    "parentbased_traceidratio": ParentBasedTraceIdRatio,
+}
+
+
+def head_sampler(name: str, ratio: float = 1.0) -> Sampler:
+    """The head sampler ``OTEL_TRACES_SAMPLER`` would name ``name`` (any case), with
+    ``ratio`` (``OTEL_TRACES_SAMPLER_ARG``) for the ratio-based ones: for an app that
+    reads its settings from elsewhere than the process's environment (a ``.env`` file),
+    which the SDK does not read. Raises ValueError for a name it does not know and a
+    ratio outside [0, 1]."""
+    make = HEAD_SAMPLERS.get(name.lower())
+    if make is None:
+        raise ValueError(f"unknown sampler {name!r}: one of {', '.join(HEAD_SAMPLERS)}")
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"a sampling ratio is within [0, 1], not {ratio}")
+    return make(ratio)
+
+
 def setup_tracing(
     *,
     service_name: str,
@@ -107,14 +142,16 @@ def setup_tracing(
     processors: tuple[SpanProcessor, ...] = (),
     on_span_outcome: SpanOutcomeCallback | None = None,
     tail: TailSamplingFactory | None = None,
+    sampler: Sampler | None = None,
 ) -> tuple[TracerProvider, TailSampling | None]:
     """Build a TracerProvider for one app, and its tail sampler (built by ``tail``).
 
     With ``tail`` every request's spans are recorded, not made, until the request is
     decided (`sampling.TailSampling`, whose ``tracer`` the app then uses); only kept
-    requests' spans reach ``exporter`` and ``processors``. Without, the sampler comes
-    from ``OTEL_TRACES_SAMPLER``/``OTEL_TRACES_SAMPLER_ARG`` (default: parent-based
-    always-on). ``OTEL_SERVICE_NAME`` overrides ``service_name``.
+    requests' spans reach ``exporter`` and ``processors``. Without, head sampling by
+    ``sampler``, or the one ``OTEL_TRACES_SAMPLER``/``OTEL_TRACES_SAMPLER_ARG`` name in
+    the environment (default: parent-based always-on). ``OTEL_SERVICE_NAME`` overrides
+    ``service_name``.
     ``exporter`` (usually OTLP/HTTP) is wrapped in a `BatchSpanProcessor`, whose
     queue is bounded and whose export runs on its own thread; ``on_span_outcome``
     hears how many spans were exported or dropped, and why.
@@ -124,15 +161,15 @@ def setup_tracing(
     )
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": service_name}))
-    provider = TracerProvider(resource=resource, id_generator=OwnIds())
+    provider = TracerProvider(resource=resource, id_generator=OwnIds(), sampler=sampler)
     downstream: list[SpanProcessor] = []
     if exporter is not None:
         downstream.append(CountedBatchSpanProcessor(exporter, on_span_outcome or _ignore_outcome))
     downstream += processors
     if tail is not None:
-        sampler = tail(downstream, provider)
-        provider.add_span_processor(sampler)  # for shutdown and flush
-        return provider, sampler
+        tail_sampling = tail(downstream, provider)
+        provider.add_span_processor(tail_sampling)  # for shutdown and flush
+        return provider, tail_sampling
     for processor in downstream:
         provider.add_span_processor(processor)
     return provider, None
