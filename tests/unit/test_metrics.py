@@ -342,6 +342,24 @@ def test_openmetrics_scrape_carries_trace_id_exemplars(sampler: str | None) -> N
         _check_exemplars(fake_client, inference_exemplar=sampler is not None)
 
 
+def test_under_head_sampling_an_unsampled_request_is_no_exemplar() -> None:
+    """With a head sampler that samples nothing, no histogram names a trace: not the
+    request's latency, not the forward pass's (the batch's first sampled request)."""
+    app = create_app(
+        make_settings(otel_traces_sampler="always_off"),
+        model_loader=controlled_loader(ControlledBackend()),
+        configure_logging=False,
+    )
+    with TestClient(app) as fake_client:
+        ready_client(fake_client)
+        response = fake_client.post("/predict", content=cat_jpeg(), headers=JPEG)
+        assert response.status_code == 200
+        assert response.headers["traceparent"].endswith("-00")
+        text = fake_client.get("/metrics", headers={"accept": "application/openmetrics-text"}).text
+    assert "model_inference_duration_seconds_bucket" in text
+    assert "trace_id" not in text
+
+
 def _check_exemplars(fake_client: TestClient, *, inference_exemplar: bool) -> None:
     response = fake_client.post("/predict", content=cat_jpeg(), headers=JPEG)
     trace_id = response.json()["trace_id"]

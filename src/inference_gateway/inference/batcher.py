@@ -486,11 +486,13 @@ class Batcher:
         self._times.record(len(jobs), compute)
         if metrics is not None:
             # Under tail sampling no request is decided yet: no exemplar could be
-            # promised to lead to an exported trace.
-            tailed = self._telemetry.tail is not None
-            first_trace = (
-                format(links[0].context.trace_id, "032x") if links and not tailed else None
-            )
+            # promised to lead to an exported trace. Under head sampling, the first
+            # request whose trace was sampled (so exported), if any.
+            first_trace = None
+            if self._telemetry.tail is None:
+                sampled = (link.context for link in links if link.context.trace_flags.sampled)
+                first = next(sampled, None)
+                first_trace = format(first.trace_id, "032x") if first is not None else None
             metrics.record_inference(self._model, compute, len(jobs), first_trace)
         finite = np.asarray(np.isfinite(logits).all(axis=1))
         for row, job in enumerate(jobs):
