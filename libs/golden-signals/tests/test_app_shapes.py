@@ -312,6 +312,26 @@ def test_a_clients_own_methods_add_no_series_and_no_span_names(
     assert {"SCAN0", "SCAN39", "PROPFIND", "GET"} <= methods_logged
 
 
+def test_the_span_only_middleware_names_a_clients_own_method_http_too(
+    spans: InMemorySpanExporter, span_processor: SimpleSpanProcessor
+) -> None:
+    """`instrument_fastapi` (spans alone) bounds span names as `instrument` does."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from golden_signals.tracing import instrument_fastapi
+
+    provider = TracerProvider()
+    provider.add_span_processor(span_processor)
+    app = shop.create_app()
+    instrument_fastapi(app, provider.get_tracer("shop"))
+    client = TestClient(app)
+    client.request("SCAN0", "/wp-login.php")
+    client.request("PROPFIND", "/v1/items/1")
+    assert sorted(span.name for span in spans.get_finished_spans()) == [
+        "HTTP", "HTTP /v1/items/{item_id}",
+    ]  # fmt: skip
+
+
 def test_one_call_is_idempotent_and_outermost_whatever_the_apps_order(
     log_stream: io.StringIO,
 ) -> None:

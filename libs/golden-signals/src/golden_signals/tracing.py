@@ -207,7 +207,7 @@ def start_server_span(
     continuing ``traceparent``: named after the method until the router has matched
     (`end_server_span` names it after the route template)."""
     return TracedOperation(
-        scope["method"], _server_attributes(scope), tracer=tracer,
+        _span_method(scope["method"]), _server_attributes(scope), tracer=tracer,
         context=_caller_context(traceparent, tracestate), kind=_SERVER,
     )  # fmt: skip
 
