@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from fastapi import APIRouter, FastAPI, WebSocket
 from starlette.applications import Starlette
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
@@ -99,7 +100,8 @@ def test_a_host_route_is_served_and_its_routes_keep_their_templates(
 
 
 def _mounting(kind: str, static: Path) -> Starlette:
-    """Static files, a plain ASGI app and a sub-app, each under a Mount of ``kind``'s app
+    """Static files, a plain ASGI app and a sub-app (bare, and behind a middleware), each
+    under a Mount of ``kind``'s app
     (a FastAPI app leaves no ``route`` for a Mount, Starlette the Mount itself)."""
 
     async def plain(scope: Any, receive: Any, send: Any) -> None:
@@ -114,6 +116,7 @@ def _mounting(kind: str, static: Path) -> Starlette:
         Mount("/static", app=StaticFiles(directory=static)),
         Mount("/raw", app=plain),
         Mount("/v2", app=sub),
+        Mount("/v3", app=GZipMiddleware(sub)),  # a sub-app behind a middleware
     ]
     if kind == "fastapi":
         app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
@@ -136,11 +139,14 @@ def test_an_app_mounted_without_routes_is_named_by_its_mount(
     client = TestClient(app)
     answers = {
         path: client.get(path).status_code
-        for path in ("/static/a.txt", "/static/gone.txt", "/raw/x/y", "/v2/items/7", "/v2/no")
-    }
+        for path in (
+            "/static/a.txt", "/static/gone.txt", "/raw/x/y", "/v2/items/7", "/v2/no",
+            "/v3/items/8", "/v3/.env",
+        )
+    }  # fmt: skip
     assert answers == {
         "/static/a.txt": 200, "/static/gone.txt": 404, "/raw/x/y": 200, "/v2/items/7": 200,
-        "/v2/no": 404,
+        "/v2/no": 404, "/v3/items/8": 200, "/v3/.env": 404,
     }  # fmt: skip
     found = samples(client.get("/metrics", headers={"accept": "application/openmetrics-text"}).text)
     counted = {
@@ -150,9 +156,11 @@ def test_an_app_mounted_without_routes_is_named_by_its_mount(
     }
     assert counted == {
         ("/static", "200"): 1, ("/static", "404"): 1, ("/raw", "200"): 1,
-        ("/v2/items/{item_id}", "200"): 1, ("unmatched", "404"): 1,
+        ("/v2/items/{item_id}", "200"): 1, ("/v3/items/{item_id}", "200"): 1,
+        ("unmatched", "404"): 2,
     }  # fmt: skip
     assert sorted(declared_routes(app)) == [
         ("/raw", frozenset()), ("/static", frozenset()),
         ("/v2/items/{item_id}", frozenset({"GET", "HEAD"})),
+        ("/v3/items/{item_id}", frozenset({"GET", "HEAD"})),
     ]  # fmt: skip

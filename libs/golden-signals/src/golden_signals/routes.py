@@ -78,11 +78,17 @@ def template_mounts(app: object) -> None:
         template_mounts(route)
 
 
-def _routes_of(app: object) -> Any:
-    """The routes of an app, a router or a ``Mount`` (none for a plain ASGI callable)."""
+def _routes_of(app: object, depth: int = 0) -> Any:
+    """The routes of an app, a router or a ``Mount`` (none for a plain ASGI callable),
+    through middleware wrapped around it (``Mount("/v2", GZipMiddleware(sub_app))``:
+    each middleware's ``app``, a few levels deep)."""
     routes = getattr(app, "routes", None)
     if routes is None:
         routes = getattr(getattr(app, "router", None), "routes", None)
+    if not routes and depth < 8:
+        inner = getattr(app, "app", None)
+        if inner is not None and inner is not app:
+            return _routes_of(inner, depth + 1)
     return routes or ()
 
 
