@@ -723,17 +723,20 @@ def test_secret_names_in_any_spelling_are_redacted(log_stream: io.StringIO) -> N
     names = (
         "secret_key", "SECRET_KEY", "secretKey", "aws_secret_access_key", "private_key",
         "cookies", "session_id", "credentials", "password_hash", "passwords", "api_keys",
-        "x_auth", "db_password", "passphrase",
+        "x_auth", "db_password", "passphrase", "auth_header", "authHeader", "auth_key",
+        "access_tokens", "refresh_tokens", "secretkey", "SECRETKEY", "private_key_pem",
+        "privateKeyPem",
     )  # fmt: skip
     logging.getLogger("shop").warning(
         "more", extra={**{name: f"s-{name}" for name in names}, "max_tokens": 128,
+                       "prompt_tokens": 64,
                        "request": {"cookies": {"session": "s-jar"}}},
     )  # fmt: skip
     text = log_stream.getvalue()
     for secret in ("t-1", "c-2", "k-3", "p-4", "v-5", "s-jar", *(f"s-{name}" for name in names)):
         assert secret not in text
     assert '"api_key_id":"ops"' in text  # a key's id is no secret
-    assert '"max_tokens":128' in text  # nor a count
+    assert '"max_tokens":128' in text and '"prompt_tokens":64' in text  # nor a count
 
 
 def test_the_apps_own_families_on_the_same_engine_are_served_with_exemplars(

@@ -101,13 +101,15 @@ def _access_level(status_code: int, expected: bool = False) -> int:
 #: Field names whose values are secrets: matched case-insensitively, ``-`` as ``_``, a
 #: camelCase name as its words. A word that names a secret wherever it stands
 #: (``secret_key``, ``aws_secret_access_key``, ``password_hash``, ``cookies``,
-#: ``credentials``, ``authorization``), or a name that ends in one of a credential's
-#: names (``access_token``, ``x_auth``, ``api_keys``, ``private_key``, ``session_id``).
-#: A count stays (``max_tokens``), and so does an id of a key (``api_key_id``).
+#: ``credentials``, ``authorization``, ``auth_header``, ``private_key_pem``), or a name
+#: that ends in one of a credential's names (``access_token``, ``refresh_tokens``,
+#: ``api_keys``, ``session_id``). A count stays (``max_tokens``, ``prompt_tokens``), and
+#: so does an id of a key (``api_key_id``).
 SECRET_FIELDS = re.compile(
-    r"(^|_)(passwords?|passwd|passphrase|secrets?|cookies?|credentials?|authorization)(_|$)"
-    r"|(^|_)(token|auth|api_?keys?|private_?keys?|access_?keys?|signing_?keys?|"
-    r"session_?id)$",
+    r"(^|_)(passwords?|passwd|passphrase|secrets?|secretkey|cookies?|credentials?|"
+    r"authorization|auth|private_?keys?)(_|$)"
+    r"|(^|_)(token|(access|refresh|id|bearer|session|api|csrf)_tokens|api_?keys?|"
+    r"access_?keys?|signing_?keys?|session_?id)$",
     re.IGNORECASE,
 )
 REDACTED = "[redacted]"
