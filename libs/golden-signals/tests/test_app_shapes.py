@@ -725,11 +725,11 @@ def test_secret_names_in_any_spelling_are_redacted(log_stream: io.StringIO) -> N
         "cookies", "session_id", "credentials", "password_hash", "passwords", "api_keys",
         "x_auth", "db_password", "passphrase", "auth_header", "authHeader", "auth_key",
         "access_tokens", "refresh_tokens", "secretkey", "SECRETKEY", "private_key_pem",
-        "privateKeyPem",
+        "privateKeyPem", "oauth_tokens", "jwt", "bearer", "pwd", "encryption_key",
     )  # fmt: skip
     logging.getLogger("shop").warning(
         "more", extra={**{name: f"s-{name}" for name in names}, "max_tokens": 128,
-                       "prompt_tokens": 64,
+                       "prompt_tokens": 64, "auth_method": "oidc", "private_key_id": "k1",
                        "request": {"cookies": {"session": "s-jar"}}},
     )  # fmt: skip
     text = log_stream.getvalue()
@@ -737,6 +737,7 @@ def test_secret_names_in_any_spelling_are_redacted(log_stream: io.StringIO) -> N
         assert secret not in text
     assert '"api_key_id":"ops"' in text  # a key's id is no secret
     assert '"max_tokens":128' in text and '"prompt_tokens":64' in text  # nor a count
+    assert '"auth_method":"oidc"' in text and '"private_key_id":"k1"' in text
 
 
 def test_the_apps_own_families_on_the_same_engine_are_served_with_exemplars(

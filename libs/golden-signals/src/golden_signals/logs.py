@@ -102,14 +102,17 @@ def _access_level(status_code: int, expected: bool = False) -> int:
 #: camelCase name as its words. A word that names a secret wherever it stands
 #: (``secret_key``, ``aws_secret_access_key``, ``password_hash``, ``cookies``,
 #: ``credentials``, ``authorization``, ``auth_header``, ``private_key_pem``), or a name
-#: that ends in one of a credential's names (``access_token``, ``refresh_tokens``,
-#: ``api_keys``, ``session_id``). A count stays (``max_tokens``, ``prompt_tokens``), and
-#: so does an id of a key (``api_key_id``).
+#: that ends in one of a credential's names (``access_token``, ``x_auth``, ``jwt``,
+#: ``api_keys``, ``session_id``), or in ``_tokens`` after anything but a count's word. A
+#: count stays (``max_tokens``, ``prompt_tokens``), an id of a key (``api_key_id``,
+#: ``private_key_id``) and an ``auth_method`` too.
 SECRET_FIELDS = re.compile(
-    r"(^|_)(passwords?|passwd|passphrase|secrets?|secretkey|cookies?|credentials?|"
-    r"authorization|auth|private_?keys?)(_|$)"
-    r"|(^|_)(token|(access|refresh|id|bearer|session|api|csrf)_tokens|api_?keys?|"
-    r"access_?keys?|signing_?keys?|session_?id)$",
+    r"(^|_)(passwords?|passwd|pwd|passphrase|secrets?|secretkey|cookies?|credentials?|"
+    r"authorization|auth_(headers?|keys?|tokens?|cookies?)|private_?keys?(?!_id$))(_|$)"
+    r"|(^|_)(token|auth|jwt|bearer|api_?keys?|access_?keys?|signing_?keys?|"
+    r"(encryption|master|client|ssh|tls)_keys?|session_?id)$"
+    r"|(?<!max)(?<!num)(?<!total)(?<!input)(?<!output)(?<!prompt)(?<!cached)(?<!reasoning)"
+    r"(?<!completion)_tokens$",
     re.IGNORECASE,
 )
 REDACTED = "[redacted]"
