@@ -164,3 +164,22 @@ def test_an_app_mounted_without_routes_is_named_by_its_mount(
         ("/v2/items/{item_id}", frozenset({"GET", "HEAD"})),
         ("/v3/items/{item_id}", frozenset({"GET", "HEAD"})),
     ]  # fmt: skip
+
+
+def test_an_app_mounted_inside_itself_lists_its_routes_once() -> None:
+    """A Mount that serves the app again (``/latest``, behind a pass-through wrapper)
+    leads back to the routes it is among: listed once, never followed round."""
+
+    class Alias:
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            await self.app(scope, receive, send)
+
+    async def item(request: Request) -> Response:
+        return PlainTextResponse(request.path_params["item_id"])
+
+    app = Starlette(routes=[Route("/items/{item_id}", item)])
+    app.mount("/latest", Alias(app))
+    assert declared_routes(app) == [("/items/{item_id}", frozenset({"GET", "HEAD"}))]

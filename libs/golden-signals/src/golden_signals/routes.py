@@ -118,12 +118,20 @@ def endpoint_of(scope: Scope, root_path: str = "") -> str:
     return route_template(scope, root_path) or UNMATCHED_ENDPOINT
 
 
-def declared_routes(app: object, prefix: str = "") -> list[tuple[str, frozenset[str]]]:
+def declared_routes(
+    app: object, prefix: str = "", _within: frozenset[int] = frozenset()
+) -> list[tuple[str, frozenset[str]]]:
     """Every route template ``app`` declares, with its methods (``WEBSOCKET`` for a
     WebSocket route): through ``Mount``s, included routers (FastAPI's prefixes
-    included) and the apps they mount. What `route_template` names at request time."""
+    included) and the apps they mount. What `route_template` names at request time. A
+    Mount that leads back to routes it is among (an app mounted inside itself, alone or
+    behind a middleware) adds nothing more (``_within``: the route lists on the way)."""
     found: list[tuple[str, frozenset[str]]] = []
-    for route in _routes_of(app):
+    routes = _routes_of(app)
+    if id(routes) in _within:
+        return found
+    _within = _within | {id(routes)}
+    for route in routes:
         if hasattr(route, "effective_candidates"):  # FastAPI's included router
             found += _included(route, prefix)
             continue
@@ -131,7 +139,7 @@ def declared_routes(app: object, prefix: str = "") -> list[tuple[str, frozenset[
         if not isinstance(path, str):
             continue
         if _is_mount(route):
-            inner = declared_routes(route, prefix + path)
+            inner = declared_routes(route, prefix + path, _within)
             # A Mount of an app without routes (static files) is a route of its own.
             found += inner if _routes_of(route) else [(prefix + path or "/", frozenset())]
             continue
