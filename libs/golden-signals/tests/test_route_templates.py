@@ -183,3 +183,26 @@ def test_an_app_mounted_inside_itself_lists_its_routes_once() -> None:
     app = Starlette(routes=[Route("/items/{item_id}", item)])
     app.mount("/latest", Alias(app))
     assert declared_routes(app) == [("/items/{item_id}", frozenset({"GET", "HEAD"}))]
+
+
+def test_a_starlette_app_behind_a_plain_middleware_names_its_mounts_templates(
+    log_stream: io.StringIO,
+) -> None:
+    """An app handed to `instrument` as a middleware around Starlette (what a server
+    runs) still has its Mounts name their templates, one series for every tenant."""
+
+    async def item(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    tenant = Starlette(routes=[Route("/items/{item_id}", item)])
+    served = GZipMiddleware(Starlette(routes=[Mount("/t/{tenant}", app=tenant)]))
+    client = TestClient(instrument(served, log_stream=log_stream, include_registry=None).app)
+    for name in ("acme", "globex", "initech"):
+        assert client.get(f"/t/{name}/items/1").status_code == 200
+    found = samples(client.get("/metrics", headers={"accept": "application/openmetrics-text"}).text)
+    counted = {
+        dict(labels)["endpoint"]
+        for (name, labels), n in found.items()
+        if name == "http_requests_total" and n
+    }
+    assert counted == {"/t/{tenant}/items/{item_id}"}

@@ -219,7 +219,8 @@ def instrument(
 
     if hasattr(app, "build_middleware_stack"):  # Starlette, FastAPI
         _wrap_stack(app, instrumentation, layers, hooks)
-    else:
+    else:  # a plain ASGI app: maybe a middleware around a Starlette app, whose Mounts count
+        template_mounts(app)
         instrumentation.app = _Served(_Outer(app, instrumentation=instrumentation, layers=layers))
     for instrumented in {id(app): app, id(instrumentation.app): instrumentation.app}.values():
         setattr(instrumented, _ATTRIBUTE, instrumentation)
