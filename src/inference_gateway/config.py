@@ -20,7 +20,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from golden_signals.tracing import HEAD_SAMPLERS
+from golden_signals.tracing import head_sampler
 from inference_gateway import __version__
 
 MIB = 1024 * 1024
@@ -272,8 +272,7 @@ class Settings(BaseSettings):
     def _known_sampler(cls, value: str | None) -> str | None:
         if not value:
             return None
-        if value.lower() not in HEAD_SAMPLERS:
-            raise ValueError(f"unknown sampler {value!r}: one of {', '.join(HEAD_SAMPLERS)}")
+        head_sampler(value)  # the library's own check: a name the SDK knows
         return value.lower()
 
     @field_validator("grpc_port")
